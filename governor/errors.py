@@ -1,0 +1,65 @@
+"""The one error tree of governor.
+
+Every error governor raises on purpose derives from :class:`GovernorError`.
+Library errors (aiohttp, sqlite3, redis) are translated into this tree at the
+edge that meets them, once, so the rest of the code handles only these::
+
+    GovernorError
+    ├── ConfigError            a configuration file is invalid (lists every problem)
+    ├── StoreError             the usage store failed or is unreachable
+    └── UpstreamError          502: the upstream could not be reached or broke the protocol
+        └── UpstreamTimeout    504: no response headers within the configured timeout
+
+Each error knows the HTTP status it maps to when it ends a client request.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class GovernorError(Exception):
+    """The root of every error governor raises on purpose."""
+
+    status: int = 500
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing wrong in a configuration file: where, which key, and what."""
+
+    file: str
+    line: int | None
+    key: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line is not None else self.file
+        key = f" {self.key}:" if self.key else ""
+        return f"{where}:{key} {self.message}"
+
+
+class ConfigError(GovernorError):
+    """A configuration file is invalid; ``problems`` lists everything found wrong."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+class StoreError(GovernorError):
+    """The usage store failed or cannot be reached."""
+
+    status = 503
+
+
+class UpstreamError(GovernorError):
+    """The upstream refused, failed, or broke the protocol."""
+
+    status = 502
+
+
+class UpstreamTimeout(UpstreamError):
+    """The upstream sent no response headers within the configured timeout."""
+
+    status = 504
