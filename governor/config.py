@@ -9,11 +9,23 @@ re-validates.
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import ipaddress
+import os
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
+
+import yaml
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from governor.errors import ConfigError, Problem
+from governor.notice import PLACEHOLDERS, validate_template
+from governor.sizes import parse_duration, parse_size
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 CountMode = Literal["egress", "ingress", "both"]
@@ -89,3 +101,690 @@ class Config:
             if t.name == name:
                 return t
         return None
+
+
+# ---------------------------------------------------------------------------
+# The loader: YAML node tree -> Config, collecting every problem with its line.
+# ---------------------------------------------------------------------------
+
+DEFAULT_STORE = "sqlite:///state/usage.db"
+
+_ROOT_KEYS = (
+    "listen",
+    "store",
+    "flush_interval",
+    "history_days",
+    "trusted_proxies",
+    "timeouts",
+    "defaults",
+    "tenants",
+)
+_TIMEOUT_KEYS = ("upstream_connect", "upstream_response", "keepalive", "shutdown")
+_SHARED_KEYS = (
+    "daily_cap",
+    "timezone",
+    "reset_at",
+    "count",
+    "at_cap",
+    "notice",
+    "exempt_paths",
+    "exempt_clients",
+)
+_TENANT_KEYS = ("hosts", "upstream", *_SHARED_KEYS)
+_NOTICE_KEYS = ("status", "template")
+_COUNT_MODES: dict[str, CountMode] = {"egress": "egress", "ingress": "ingress", "both": "both"}
+_AT_CAP_MODES: dict[str, AtCap] = {"finish": "finish", "cut": "cut"}
+_SCHEMES: dict[str, Literal["http", "https"]] = {"http": "http", "https": "https"}
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://", "redis+sentinel://", "redis+cluster://")
+
+_TENANT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*", re.ASCII)
+_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?", re.ASCII)
+_WHOLE = re.compile(r"\+?[0-9]{1,18}", re.ASCII)
+_PORT = re.compile(r"[0-9]{1,5}", re.ASCII)
+_RESET_AT = re.compile(r"([01]?[0-9]|2[0-3]):([0-5][0-9])(?::([0-5][0-9]))?", re.ASCII)
+_NULL_TAG = "tag:yaml.org,2002:null"
+
+_T = TypeVar("_T")
+_Fields = dict[str, tuple[ScalarNode, Node]]  # key -> (key node, value node)
+_Hosts = list[tuple[Node, str, str]]  # (node, key path, normalised host)
+_Parser = Callable[[Node, str, "_Ctx"], "_T | None"]
+
+
+@dataclass(slots=True)
+class _Ctx:
+    """What every check needs: where the file is, and the problems found so far."""
+
+    file: str
+    base: Path  # the config file's folder, absolute
+    problems: list[Problem] = field(default_factory=list)
+
+    def error(self, at: Node | int | None, key: str, message: str) -> None:
+        line = at if at is None or isinstance(at, int) else _line(at)
+        self.problems.append(Problem(self.file, line, key, message))
+
+
+@dataclass(slots=True)
+class _Shared:
+    """The keys a tenant may take from ``defaults``; None means not set (or invalid)."""
+
+    present: frozenset[str] = frozenset()
+    daily_cap: int | None = None
+    timezone: ZoneInfo | None = None
+    reset_at: dt.time | None = None
+    count: CountMode | None = None
+    at_cap: AtCap | None = None
+    status: int | None = None
+    template: tuple[Path, str] | None = None
+    exempt_paths: tuple[str, ...] | None = None
+    exempt_clients: tuple[Network, ...] | None = None
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate the YAML file at ``path``; raise ConfigError listing every problem."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            [Problem(str(path), None, "", f"is not valid UTF-8: {exc.reason}")]
+        ) from None
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError(
+            [Problem(str(path), None, "", f"cannot read the file: {reason}")]
+        ) from None
+    return parse_config(text, path)
+
+
+def parse_config(text: str, path: Path) -> Config:
+    """Validate YAML ``text`` read from ``path`` (which anchors relative paths)."""
+    absolute = Path(os.path.normpath(Path(path).absolute()))
+    ctx = _Ctx(file=str(path), base=absolute.parent)
+    root = _compose(text, ctx)
+    config = _config(root, absolute, ctx) if root is not None else None
+    if config is None or ctx.problems:
+        if not ctx.problems:  # pragma: no cover - every None path records a problem
+            ctx.error(None, "", "invalid configuration")
+        raise ConfigError(sorted(ctx.problems, key=lambda p: p.line or 0))
+    return config
+
+
+# --- YAML plumbing ----------------------------------------------------------
+
+
+def _line(node: Node) -> int:
+    return int(node.start_mark.line) + 1
+
+
+def _join(parent: str, name: str) -> str:
+    return f"{parent}.{name}" if parent else name
+
+
+def _is_null(node: Node) -> bool:
+    return isinstance(node, ScalarNode) and node.tag == _NULL_TAG
+
+
+def _kind(node: Node) -> str:
+    if isinstance(node, MappingNode):
+        return "a mapping"
+    if isinstance(node, SequenceNode):
+        return "a list"
+    if _is_null(node):
+        return "nothing (null)"
+    tag = node.tag.rsplit(":", 1)[-1]
+    return {"bool": "a boolean", "int": "a number", "float": "a number"}.get(tag, "a string")
+
+
+def _compose(text: str, ctx: _Ctx) -> Node | None:
+    """The document's node tree; YAML errors become problems (and None)."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        what = ": ".join(p for p in (exc.context, exc.problem) if p) or "syntax error"
+        ctx.error(None if mark is None else mark.line + 1, "", f"invalid YAML: {what}")
+        return None
+    except yaml.YAMLError as exc:  # ReaderError: a character YAML does not allow
+        position = getattr(exc, "position", None)
+        line = text.count("\n", 0, position) + 1 if isinstance(position, int) else None
+        ctx.error(line, "", f"invalid YAML: {getattr(exc, 'reason', exc)}")
+        return None
+    if root is None:
+        ctx.error(
+            None, "", "the file is empty; expected a mapping with at least listen and tenants"
+        )
+    return root
+
+
+def _mapping(node: Node, key: str, allowed: tuple[str, ...] | None, ctx: _Ctx) -> _Fields | None:
+    """The mapping's entries by key; null is empty. Duplicate and unknown keys are problems."""
+    if _is_null(node):
+        return {}
+    if not isinstance(node, MappingNode):
+        ctx.error(node, key, f"expected a mapping, got {_kind(node)}")
+        return None
+    fields: _Fields = {}
+    first: dict[str, int] = {}
+    for key_node, value in node.value:
+        if not isinstance(key_node, ScalarNode) or _is_null(key_node):
+            ctx.error(key_node, key, f"keys must be strings, got {_kind(key_node)}")
+            continue
+        name = str(key_node.value)
+        if name in first:
+            ctx.error(key_node, _join(key, name), f"duplicate key (first at line {first[name]})")
+            continue
+        first[name] = _line(key_node)
+        if allowed is not None and name not in allowed:
+            ctx.error(key_node, _join(key, name), _unknown(name, allowed))
+            continue
+        fields[name] = (key_node, value)
+    return fields
+
+
+def _unknown(name: str, allowed: tuple[str, ...]) -> str:
+    close = difflib.get_close_matches(name, allowed, n=1)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    return f"unknown key{hint}; allowed keys here: {', '.join(allowed)}"
+
+
+def _get(fields: _Fields, name: str, parent: str, parse: _Parser[_T], ctx: _Ctx) -> _T | None:
+    """Parse ``fields[name]`` if present; None if absent or invalid."""
+    entry = fields.get(name)
+    return None if entry is None else parse(entry[1], _join(parent, name), ctx)
+
+
+def _scalar(node: Node, key: str, what: str, ctx: _Ctx) -> str | None:
+    """The scalar's text exactly as written (so ``12:30`` is not a YAML 1.1 number)."""
+    if isinstance(node, ScalarNode) and not _is_null(node):
+        return str(node.value)
+    ctx.error(node, key, f"expected {what}, got {_kind(node)}")
+    return None
+
+
+def _items(
+    node: Node, key: str, what: tuple[str, str], ctx: _Ctx
+) -> list[tuple[Node, str, str]] | None:
+    """A list of scalars as (node, key path, text); null is empty. ``what``: (one, many)."""
+    if _is_null(node):
+        return []
+    if not isinstance(node, SequenceNode):
+        ctx.error(node, key, f"expected a list of {what[1]}, got {_kind(node)}")
+        return None
+    items: list[tuple[Node, str, str]] = []
+    ok = True
+    for i, item in enumerate(node.value):
+        text = _scalar(item, f"{key}[{i}]", what[0], ctx)
+        if text is None:
+            ok = False
+        else:
+            items.append((item, f"{key}[{i}]", text))
+    return items if ok else None
+
+
+# --- scalar checks ------------------------------------------------------------
+
+
+def _duration(node: Node, key: str, ctx: _Ctx) -> float | None:
+    """A duration greater than zero."""
+    text = _scalar(node, key, "a duration such as 1s or 100ms", ctx)
+    if text is None:
+        return None
+    try:
+        seconds = parse_duration(text)
+    except ValueError as exc:
+        ctx.error(node, key, str(exc))
+        return None
+    if seconds <= 0:
+        ctx.error(node, key, "must be greater than zero")
+        return None
+    return seconds
+
+
+def _size(node: Node, key: str, ctx: _Ctx) -> int | None:
+    """A size greater than zero."""
+    text = _scalar(node, key, "a size such as 2 GiB", ctx)
+    if text is None:
+        return None
+    try:
+        size = parse_size(text)
+    except ValueError as exc:
+        ctx.error(node, key, str(exc))
+        return None
+    if size <= 0:
+        ctx.error(node, key, "must be greater than zero")
+        return None
+    return size
+
+
+def _history_days(node: Node, key: str, ctx: _Ctx) -> int | None:
+    text = _scalar(node, key, "a whole number of days", ctx)
+    if text is None:
+        return None
+    if not _WHOLE.fullmatch(text) or int(text) < 1:
+        ctx.error(node, key, f"{text!r} is not a whole number of days >= 1")
+        return None
+    return int(text)
+
+
+def _status(node: Node, key: str, ctx: _Ctx) -> int | None:
+    text = _scalar(node, key, "an HTTP status", ctx)
+    if text is None:
+        return None
+    if not _WHOLE.fullmatch(text) or int(text) not in NOTICE_STATUSES:
+        allowed = ", ".join(str(s) for s in NOTICE_STATUSES)
+        ctx.error(node, key, f"{text!r} is not an allowed notice status; expected one of {allowed}")
+        return None
+    return int(text)
+
+
+def _choice(node: Node, key: str, choices: dict[str, _T], ctx: _Ctx) -> _T | None:
+    text = _scalar(node, key, "one of " + ", ".join(choices), ctx)
+    if text is None:
+        return None
+    if text not in choices:
+        ctx.error(node, key, f"{text!r} is not allowed; expected one of {', '.join(choices)}")
+        return None
+    return choices[text]
+
+
+def _count(node: Node, key: str, ctx: _Ctx) -> CountMode | None:
+    return _choice(node, key, _COUNT_MODES, ctx)
+
+
+def _at_cap(node: Node, key: str, ctx: _Ctx) -> AtCap | None:
+    return _choice(node, key, _AT_CAP_MODES, ctx)
+
+
+def _timezone(node: Node, key: str, ctx: _Ctx) -> ZoneInfo | None:
+    text = _scalar(node, key, "an IANA time zone name", ctx)
+    if text is None:
+        return None
+    try:
+        return ZoneInfo(text)
+    except (KeyError, ValueError, OSError):
+        ctx.error(node, key, f"unknown time zone {text!r}; expected an IANA name like Asia/Seoul")
+        return None
+
+
+def _reset_at(node: Node, key: str, ctx: _Ctx) -> dt.time | None:
+    text = _scalar(node, key, "a time of day HH:MM", ctx)
+    if text is None:
+        return None
+    match = _RESET_AT.fullmatch(text)
+    if match is None:
+        ctx.error(node, key, f"{text!r} is not a time of day; expected HH:MM or HH:MM:SS (24-hour)")
+        return None
+    hour, minute, second = match.groups()
+    return dt.time(int(hour), int(minute), int(second or 0))
+
+
+def _template(node: Node, key: str, ctx: _Ctx) -> tuple[Path, str] | None:
+    """The template's absolute path and its text, read now."""
+    text = _scalar(node, key, "a file path", ctx)
+    if text is None:
+        return None
+    path = Path(os.path.normpath(ctx.base / text))
+    try:
+        template = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        ctx.error(node, key, f"template {str(path)!r} is not valid UTF-8")
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        ctx.error(node, key, f"cannot read template {str(path)!r}: {reason}")
+    else:
+        unknown = validate_template(template)
+        if not unknown:
+            return path, template
+        known = ", ".join(sorted(PLACEHOLDERS))
+        names = ", ".join("$" + name for name in unknown)
+        ctx.error(node, key, f"template uses unknown placeholders {names}; known: {known}")
+    return None
+
+
+def _store(node: Node, key: str, ctx: _Ctx) -> str | None:
+    text = _scalar(node, key, "a store URL", ctx)
+    if text is None:
+        return None
+    store = _resolve_store(text, ctx.base)
+    if store is None:
+        ctx.error(
+            node,
+            key,
+            f"{text!r} is not a supported store; expected sqlite:///relative/path.db, "
+            "sqlite:////absolute/path.db, or a redis://, rediss://, unix://, "
+            "redis+sentinel:// or redis+cluster:// URL",
+        )
+    return store
+
+
+def _resolve_store(text: str, base: Path) -> str | None:
+    """The store URL with a relative sqlite path made absolute; None if unsupported."""
+    if text.startswith(_REDIS_SCHEMES):
+        return text
+    prefix = "sqlite:///"
+    rest = text.removeprefix(prefix)
+    if not text.startswith(prefix) or not rest.strip() or rest.endswith("/") or "\0" in rest:
+        return None
+    return prefix + os.path.normpath(base / rest)
+
+
+# --- network things -------------------------------------------------------------
+
+
+def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
+def _is_hostname(name: str) -> bool:
+    """Letters-digits-hyphens labels, and a last label that is not all digits."""
+    labels = name.split(".")
+    return (
+        0 < len(name) <= 253
+        and all(_LABEL.fullmatch(label) for label in labels)
+        and not labels[-1].isdigit()
+    )
+
+
+def _host(text: str) -> str:
+    """A tenant host, normalised (lower case, no trailing dot, IPv6 unbracketed); or ValueError."""
+    host = text.lower()
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    host = host.removesuffix(".")
+    addr = _ip(host)
+    if addr is not None:
+        return addr.compressed
+    if ":" in host:
+        raise ValueError(f"{text!r}: a host may not carry a port")
+    name = host.removeprefix("*.")
+    if not _is_hostname(name):
+        raise ValueError(
+            f"{text!r} is not a valid host; expected a host name (letters, digits, hyphens; "
+            "optionally a leading '*.' wildcard) or an IP address"
+        )
+    return host
+
+
+def _hosts(node: Node, key: str, ctx: _Ctx) -> _Hosts | None:
+    """The tenant's valid hosts as (node, key path, normalised host); the rest are problems."""
+    items = _items(node, key, ("a host name", "host names"), ctx)
+    if items is None:
+        return None
+    if not items:
+        ctx.error(node, key, "at least one host is required")
+        return None
+    hosts: _Hosts = []
+    for item, item_key, text in items:
+        try:
+            hosts.append((item, item_key, _host(text)))
+        except ValueError as exc:
+            ctx.error(item, item_key, str(exc))
+    return hosts
+
+
+def _networks(node: Node, key: str, ctx: _Ctx) -> tuple[Network, ...] | None:
+    items = _items(
+        node, key, ("a CIDR network or IP address", "CIDR networks or IP addresses"), ctx
+    )
+    if items is None:
+        return None
+    networks: list[Network] = []
+    for item, item_key, text in items:
+        try:
+            networks.append(ipaddress.ip_network(text, strict=False))
+        except ValueError:
+            ctx.error(item, item_key, f"{text!r} is not an IP address or CIDR network")
+    return tuple(networks) if len(networks) == len(items) else None
+
+
+def _exempt_paths(node: Node, key: str, ctx: _Ctx) -> tuple[str, ...] | None:
+    items = _items(node, key, ("a path", "paths"), ctx)
+    if items is None:
+        return None
+    bad = [(item, k, text) for item, k, text in items if not text.startswith("/")]
+    for item, item_key, text in bad:
+        ctx.error(item, item_key, f"{text!r} must start with '/'")
+    return None if bad else tuple(text for _, _, text in items)
+
+
+def _listen(node: Node, key: str, ctx: _Ctx) -> tuple[str, int] | None:
+    text = _scalar(node, key, "host:port", ctx)
+    if text is None:
+        return None
+    try:
+        return _split_listen(text)
+    except ValueError as exc:
+        ctx.error(node, key, str(exc))
+        return None
+
+
+def _split_listen(text: str) -> tuple[str, int]:
+    """``("127.0.0.1", 8080)`` from ``127.0.0.1:8080``; ``("::1", 8080)`` from ``[::1]:8080``."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"{text!r} is not host:port; e.g. 127.0.0.1:8080 or [::1]:8080")
+    if host.startswith("[") and host.endswith("]"):
+        addr = _ip(host[1:-1])
+        if addr is None or addr.version != 6:
+            raise ValueError(f"{text!r}: {host} is not an IPv6 address")
+        host = addr.compressed
+    elif ":" in host:
+        raise ValueError(f"{text!r}: an IPv6 address must be in brackets, e.g. [::1]:8080")
+    elif _ip(host) is None and not _is_hostname(host.lower()):
+        raise ValueError(f"{text!r}: {host!r} is not a valid host name or IP address")
+    if not _PORT.fullmatch(port) or not 1 <= int(port) <= 65535:
+        raise ValueError(f"{text!r}: the port must be a number from 1 to 65535")
+    return host, int(port)
+
+
+def _upstream(node: Node, key: str, ctx: _Ctx) -> UpstreamURL | None:
+    text = _scalar(node, key, "an http:// or https:// URL", ctx)
+    if text is None:
+        return None
+    try:
+        return _parse_upstream(text)
+    except ValueError as exc:
+        ctx.error(node, key, str(exc))
+        return None
+
+
+def _parse_upstream(text: str) -> UpstreamURL:
+    """``http[s]://host[:port][/base]`` -> UpstreamURL; or ValueError."""
+    if any(c.isspace() or not c.isprintable() for c in text):
+        raise ValueError(f"{text!r}: a URL may not contain spaces or control characters")
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"{text!r} is not a valid URL: {exc}") from None
+    scheme = _SCHEMES.get(parts.scheme.lower())
+    if scheme is None:
+        raise ValueError(f"{text!r}: expected an http:// or https:// URL")
+    if "?" in text or "#" in text:
+        raise ValueError(f"{text!r}: an upstream may not have a query or a fragment")
+    if "@" in parts.netloc:
+        raise ValueError(f"{text!r}: an upstream may not carry credentials")
+    host = (parts.hostname or "").removesuffix(".")
+    if _ip(host) is None and not _is_hostname(host):
+        raise ValueError(f"{text!r}: expected a host name or IP address after {scheme}://")
+    if port == 0:
+        raise ValueError(f"{text!r}: the port must be a number from 1 to 65535")
+    base_path = parts.path.rstrip("/")
+    return UpstreamURL(
+        url=f"{scheme}://{parts.netloc.lower()}{base_path}",
+        scheme=scheme,
+        host=host,
+        port=port or (443 if scheme == "https" else 80),
+        base_path=base_path,
+    )
+
+
+# --- sections -------------------------------------------------------------------
+
+
+def _config(root: Node, path: Path, ctx: _Ctx) -> Config | None:
+    if not isinstance(root, MappingNode):
+        ctx.error(
+            root, "", f"the top level must be a mapping (listen, tenants, ...), got {_kind(root)}"
+        )
+        return None
+    fields = _mapping(root, "", _ROOT_KEYS, ctx)
+    if fields is None:
+        return None
+    line = _line(root)
+    listen = _get(fields, "listen", "", _listen, ctx)
+    if "listen" not in fields:
+        ctx.error(line, "listen", "required key missing; e.g. listen: 127.0.0.1:8080")
+    store = _get(fields, "store", "", _store, ctx) or _resolve_store(DEFAULT_STORE, ctx.base)
+    timeouts = _timeouts(fields, ctx)
+    defaults = _defaults(fields, ctx)
+    tenants = _tenants(fields, defaults, line, ctx)
+    flush_interval = _get(fields, "flush_interval", "", _duration, ctx)
+    history_days = _get(fields, "history_days", "", _history_days, ctx)
+    trusted_proxies = _get(fields, "trusted_proxies", "", _networks, ctx)
+    if listen is None or store is None or tenants is None:
+        return None
+    return Config(
+        path=path,
+        listen_host=listen[0],
+        listen_port=listen[1],
+        store=store,
+        flush_interval=flush_interval or 1.0,
+        history_days=history_days or 35,
+        trusted_proxies=trusted_proxies or (),
+        timeouts=timeouts,
+        tenants=tenants,
+    )
+
+
+def _timeouts(fields: _Fields, ctx: _Ctx) -> Timeouts:
+    entry = fields.get("timeouts")
+    own = _mapping(entry[1], "timeouts", _TIMEOUT_KEYS, ctx) if entry else None
+    values: dict[str, float] = {}
+    for name in _TIMEOUT_KEYS:
+        seconds = _get(own or {}, name, "timeouts", _duration, ctx)
+        if seconds is not None:
+            values[name] = seconds
+    return Timeouts(**values)
+
+
+def _defaults(fields: _Fields, ctx: _Ctx) -> _Shared:
+    entry = fields.get("defaults")
+    own = _mapping(entry[1], "defaults", _SHARED_KEYS, ctx) if entry else None
+    return _shared(own or {}, "defaults", ctx)
+
+
+def _shared(fields: _Fields, parent: str, ctx: _Ctx) -> _Shared:
+    """The keys a tenant may inherit, as written at ``parent`` (defaults or a tenant)."""
+    notice: _Fields = {}
+    if "notice" in fields:
+        notice = _mapping(fields["notice"][1], _join(parent, "notice"), _NOTICE_KEYS, ctx) or {}
+    notice_key = _join(parent, "notice")
+    return _Shared(
+        present=frozenset(fields),
+        daily_cap=_get(fields, "daily_cap", parent, _size, ctx),
+        timezone=_get(fields, "timezone", parent, _timezone, ctx),
+        reset_at=_get(fields, "reset_at", parent, _reset_at, ctx),
+        count=_get(fields, "count", parent, _count, ctx),
+        at_cap=_get(fields, "at_cap", parent, _at_cap, ctx),
+        status=_get(notice, "status", notice_key, _status, ctx),
+        template=_get(notice, "template", notice_key, _template, ctx),
+        exempt_paths=_get(fields, "exempt_paths", parent, _exempt_paths, ctx),
+        exempt_clients=_get(fields, "exempt_clients", parent, _networks, ctx),
+    )
+
+
+def _tenants(
+    fields: _Fields, defaults: _Shared, root_line: int, ctx: _Ctx
+) -> tuple[TenantConfig, ...] | None:
+    entry = fields.get("tenants")
+    if entry is None:
+        ctx.error(root_line, "tenants", "required key missing; list at least one tenant")
+        return None
+    key_node, node = entry
+    named = _mapping(node, "tenants", None, ctx)
+    if named is None:
+        return None
+    if not named:
+        ctx.error(key_node, "tenants", "at least one tenant is required")
+        return None
+    claimed: dict[str, tuple[str, int]] = {}  # host -> (tenant, line)
+    tenants: list[TenantConfig] = []
+    for name, (name_node, tenant_node) in named.items():
+        tenant = _tenant(name, name_node, tenant_node, defaults, claimed, ctx)
+        if tenant is not None:
+            tenants.append(tenant)
+    return tuple(tenants) if len(tenants) == len(named) else None
+
+
+def _claim(name: str, hosts: _Hosts, claimed: dict[str, tuple[str, int]], ctx: _Ctx) -> None:
+    """Record the tenant's hosts; a host already claimed (by any tenant) is a problem."""
+    for node, key, host in hosts:
+        owner = claimed.get(host)
+        if owner is None:
+            claimed[host] = (name, _line(node))
+        elif owner[0] == name:
+            ctx.error(node, key, f"host {host!r} is listed twice (first at line {owner[1]})")
+        else:
+            message = f"host {host!r} is already claimed by tenant {owner[0]!r} (line {owner[1]})"
+            ctx.error(node, key, message)
+
+
+def _tenant(
+    name: str,
+    name_node: Node,
+    node: Node,
+    defaults: _Shared,
+    claimed: dict[str, tuple[str, int]],
+    ctx: _Ctx,
+) -> TenantConfig | None:
+    path = f"tenants.{name}"
+    if not _TENANT_NAME.fullmatch(name):
+        ctx.error(
+            name_node,
+            path,
+            "a tenant name must be letters, digits, '_', '.' or '-', "
+            "starting with a letter or digit",
+        )
+    fields = _mapping(node, path, _TENANT_KEYS, ctx)
+    if fields is None:
+        return None
+    line = _line(name_node)
+    for required in ("hosts", "upstream"):
+        if required not in fields:
+            ctx.error(line, _join(path, required), "required key missing")
+    if "daily_cap" not in fields and "daily_cap" not in defaults.present:
+        ctx.error(line, _join(path, "daily_cap"), "required key missing (here or in defaults)")
+    hosts = _get(fields, "hosts", path, _hosts, ctx)
+    _claim(name, hosts or [], claimed, ctx)
+    upstream = _get(fields, "upstream", path, _upstream, ctx)
+    own = _shared(fields, path, ctx)
+    daily_cap = _first(own.daily_cap, defaults.daily_cap)
+    if not hosts or upstream is None or daily_cap is None:
+        return None
+    template = _first(own.template, defaults.template)
+    return TenantConfig(
+        name=name,
+        hosts=tuple(dict.fromkeys(host for _, _, host in hosts)),
+        upstream=upstream,
+        daily_cap=daily_cap,
+        timezone=_first(own.timezone, defaults.timezone) or ZoneInfo("UTC"),
+        reset_at=_first(own.reset_at, defaults.reset_at) or dt.time(0, 0),
+        count=_first(own.count, defaults.count) or "egress",
+        at_cap=_first(own.at_cap, defaults.at_cap) or "finish",
+        notice=NoticeConfig(
+            status=_first(own.status, defaults.status) or 503,
+            template_path=template[0] if template else None,
+            template=template[1] if template else None,
+        ),
+        exempt_paths=_first(own.exempt_paths, defaults.exempt_paths) or (),
+        exempt_clients=_first(own.exempt_clients, defaults.exempt_clients) or (),
+    )
+
+
+def _first(value: _T | None, fallback: _T | None) -> _T | None:
+    """``value`` unless it is None, else ``fallback``."""
+    return fallback if value is None else value

@@ -1,0 +1,46 @@
+# governor: the two commands a newcomer needs are `make run` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+SITE_PORT ?= 8000
+SITE_DIR ?= deploy/demo-site
+
+.PHONY: run test lint typecheck unit check install clean bench
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Runs governor on the embedded SQLite store in front of a real local site:
+# Python's http.server serving ./site on 127.0.0.1:$(SITE_PORT).
+# Open http://localhost:8080/ and reload a few times: the demo cap is 200 KiB.
+run: $(STAMP)
+	$(BIN)/governor check --config config/governor.yaml
+	@$(BIN)/python -m http.server --bind 127.0.0.1 --directory $(SITE_DIR) $(SITE_PORT) & \
+	  site_pid=$$!; trap 'kill $$site_pid 2>/dev/null' EXIT INT TERM; \
+	  echo "site on http://127.0.0.1:$(SITE_PORT)/ (pid $$site_pid); governor on http://localhost:8080/"; \
+	  $(BIN)/governor serve --config config/governor.yaml
+
+lint: $(STAMP)
+	$(BIN)/ruff check governor tests
+	$(BIN)/ruff format --check governor tests
+
+typecheck: $(STAMP)
+	$(BIN)/mypy governor
+
+check: $(STAMP)
+	$(BIN)/governor check --config config/governor.yaml
+
+test: lint typecheck check
+	$(BIN)/pytest
+
+bench: $(STAMP)
+	$(BIN)/python -m tests.bench
+
+clean:
+	rm -rf $(VENV) state .pytest_cache .mypy_cache .ruff_cache

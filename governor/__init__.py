@@ -1,0 +1,1 @@
+"""governor: a streaming reverse proxy that meters each tenant's daily data transfer."""

@@ -1,0 +1,133 @@
+"""One governor instance: start-up → serve → graceful shutdown, with every task owned.
+
+:class:`Governor` wires the parts together (store, runtime, upstream session,
+the aiohttp low-level server and its listener) and owns the only background
+task, the flusher. Tests run it in-process on port 0 with an injected clock;
+:mod:`governor.server` runs it with signals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from pathlib import Path
+
+from aiohttp import web
+
+from governor.config import Config, load_config
+from governor.errors import ConfigError
+from governor.proxy import Proxy
+from governor.runtime import Clock, Runtime
+from governor.store import open_store
+from governor.store.base import Store
+from governor.upstream import create_session
+from governor.wire import CountingServer
+
+log = logging.getLogger("governor")
+
+READ_BUFSIZE = 2**16
+
+
+class Governor:
+    """A running governor: listener, proxy, accounts, and the flusher task."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        store: Store | None = None,
+        clock: Clock = time.time,
+    ) -> None:
+        self.config = config
+        self.store = store if store is not None else open_store(config.store)
+        self.runtime = Runtime(config, store=self.store, clock=clock)
+        self._runner: web.ServerRunner | None = None
+        self._flusher: asyncio.Task[None] | None = None
+        self._sockets: list[socket.socket] = []
+        self.reloads_ok = 0
+        self.reloads_failed = 0
+
+    @property
+    def port(self) -> int:
+        """The port the proxy listens on (useful with ``listen: ...:0``)."""
+        return int(self._sockets[0].getsockname()[1])
+
+    @property
+    def address(self) -> str:
+        """``host:port`` of the listener, IPv6 in brackets."""
+        host = self.config.listen_host
+        return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
+
+    async def start(self) -> None:
+        """Open the store, resume today's totals, and start listening."""
+        await self.store.open()
+        await self.runtime.start()
+        self.session = create_session(self.config.timeouts)
+        proxy = Proxy(self.runtime, self.session)
+        server = CountingServer(
+            proxy.handle,
+            handler_cancellation=True,
+            keepalive_timeout=self.config.timeouts.keepalive,
+            read_bufsize=READ_BUFSIZE,
+            access_log=None,
+        )
+        self._runner = web.ServerRunner(
+            server, handle_signals=False, shutdown_timeout=self.config.timeouts.shutdown
+        )
+        await self._runner.setup()
+        sock = _listen(self.config.listen_host, self.config.listen_port)
+        self._sockets.append(sock)
+        site = web.SockSite(self._runner, sock)
+        await site.start()
+        loop = asyncio.get_running_loop()
+        self._flusher = loop.create_task(self.runtime.run_flusher(), name="governor-flusher")
+        log.info("governor listening on http://%s", self.address)
+
+    def reload(self, path: Path | None = None) -> bool:
+        """Load the config file again; a valid one serves new requests at once.
+
+        An invalid file is rejected with its problems logged and the old config kept.
+        """
+        try:
+            config = load_config(path or self.config.path)
+        except ConfigError as exc:
+            self.reloads_failed += 1
+            log.error("reload rejected, keeping the running config:\n%s", exc)
+            return False
+        if config.listen_host != self.config.listen_host or config.listen_port != self.config.listen_port:
+            log.warning("reload: a new listen address takes a restart; keeping %s", self.address)
+        if config.store != self.config.store:
+            log.warning("reload: a new store takes a restart; keeping %s", self.config.store)
+        self.config = config
+        self.runtime.reload(config)
+        self.reloads_ok += 1
+        log.info("reloaded %s: %d tenants", config.path, len(config.tenants))
+        return True
+
+    async def stop(self) -> None:
+        """Stop accepting, let in-flight requests finish, flush every count, release all."""
+        if self._runner is not None:
+            # Stops accepting, closes idle connections, gives in-flight requests
+            # up to timeouts.shutdown to finish.
+            await self._runner.cleanup()
+            self._runner = None
+        self.runtime.stop()
+        if self._flusher is not None:
+            await self._flusher
+            self._flusher = None
+        await self.session.close()
+        await self.store.close()
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    sock.bind((host, port))
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock

@@ -1,0 +1,138 @@
+"""The ``governor`` command: argument parsing → config → action.
+
+The only module that exits the process or prints to a terminal. Every expected
+failure (bad arguments, an invalid config, an unreachable store) ends with a
+clear message on stderr and a non-zero status, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from governor.config import Config, load_config
+from governor.errors import ConfigError, GovernorError
+from governor.ledger import is_blocked
+from governor.periods import period_at
+from governor.sizes import format_size
+from governor.store import open_store
+
+
+def _version() -> str:
+    try:
+        return version("governor")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "0+unknown"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="governor",
+        description="A reverse proxy that meters each site's daily data transfer "
+        "and serves a notice once its cap is reached.",
+    )
+    parser.add_argument("--version", action="version", version=f"governor {_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def with_config(name: str, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("-c", "--config", required=True, metavar="PATH", help="the YAML config file")
+        return p
+
+    with_config("serve", "run the proxy")
+    with_config("check", "validate the config file and exit (0: valid, 1: problems listed)")
+    usage = with_config("usage", "show today's usage per tenant, read from the store")
+    usage.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit status."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return 1
+    try:
+        if args.command == "check":
+            n = len(config.tenants)
+            print(f"{config.path}: ok ({n} tenant{'s' if n != 1 else ''})")
+            return 0
+        if args.command == "usage":
+            rows = asyncio.run(usage_rows(config, now=time.time()))
+            print(json.dumps(rows, indent=2) if args.json else _usage_table(rows))
+            return 0
+        from governor.server import run
+
+        run(config)
+        return 0
+    except GovernorError as exc:
+        print(f"governor: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"governor: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+async def usage_rows(config: Config, *, now: float) -> list[dict[str, Any]]:
+    """Today's usage per tenant, straight from the store."""
+    store = open_store(config.store)
+    await store.open()
+    try:
+        periods = {t.name: period_at(now, t.timezone, t.reset_at) for t in config.tenants}
+        totals = await store.totals((name, p.key) for name, p in periods.items())
+    finally:
+        await store.close()
+    rows = []
+    for tenant in config.tenants:
+        period = periods[tenant.name]
+        used = totals.get((tenant.name, period.key), 0)
+        rows.append(
+            {
+                "tenant": tenant.name,
+                "period": period.key,
+                "used_bytes": used,
+                "cap_bytes": tenant.daily_cap,
+                "resets_at": period.resets_at(tenant.timezone).isoformat(),
+                "blocked": is_blocked(used, tenant.daily_cap),
+            }
+        )
+    return rows
+
+
+def _usage_table(rows: list[dict[str, Any]]) -> str:
+    head = ("TENANT", "PERIOD", "USED", "CAP", "USED%", "RESETS AT", "STATE")
+    lines = [head]
+    for r in rows:
+        pct = 100.0 * r["used_bytes"] / r["cap_bytes"] if r["cap_bytes"] else 0.0
+        resets = dt.datetime.fromisoformat(r["resets_at"]).strftime("%Y-%m-%d %H:%M %Z")
+        lines.append(
+            (
+                r["tenant"],
+                r["period"],
+                format_size(r["used_bytes"]),
+                format_size(r["cap_bytes"]),
+                f"{pct:.1f}%",
+                resets,
+                "BLOCKED" if r["blocked"] else "open",
+            )
+        )
+    widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in lines)

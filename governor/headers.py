@@ -1,0 +1,139 @@
+"""Header rewriting between client and upstream, pure.
+
+Invariant: hop-by-hop headers (RFC 9110 §7.6.1), and every header a ``Connection``
+header names, never cross governor in either direction; framing headers are
+rebuilt by the HTTP layer on each side, never copied.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Sequence
+
+from governor.config import Network
+
+Header = tuple[str, str]
+
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+
+# Set by governor itself on the way to the upstream; a client's copy is replaced.
+_FORWARDED = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "via"})
+
+VIA = "1.1 governor"
+
+
+def connection_tokens(headers: Iterable[Header]) -> frozenset[str]:
+    """Lower-cased header names listed in every ``Connection`` header."""
+    tokens: set[str] = set()
+    for name, value in headers:
+        if name.lower() == "connection":
+            tokens.update(t.strip().lower() for t in value.split(",") if t.strip())
+    return frozenset(tokens)
+
+
+def strip_hop_by_hop(headers: Sequence[Header], *, keep: frozenset[str] = frozenset()) -> list[Header]:
+    """``headers`` without hop-by-hop ones and those named in Connection (except ``keep``)."""
+    drop = (HOP_BY_HOP | connection_tokens(headers)) - keep
+    return [(n, v) for n, v in headers if n.lower() not in drop]
+
+
+def is_trusted(addr: str | None, trusted: Sequence[Network]) -> bool:
+    """Whether ``addr`` lies in one of the trusted proxy networks."""
+    if not addr or not trusted:
+        return False
+    try:
+        ip = ipaddress.ip_address(addr)
+    except ValueError:
+        return False
+    return any(ip in net for net in trusted)
+
+
+def client_address(peer: str | None, headers: Sequence[Header], trusted: Sequence[Network]) -> str:
+    """The visitor's address: the peer, or, behind trusted proxies, the first untrusted hop.
+
+    X-Forwarded-For is read right to left and only while each hop is trusted, so a
+    client cannot choose the address it is judged by.
+    """
+    addr = peer or ""
+    if not is_trusted(addr, trusted):
+        return addr
+    hops: list[str] = []
+    for name, value in headers:
+        if name.lower() == "x-forwarded-for":
+            hops.extend(h.strip() for h in value.split(","))
+    for hop in reversed(hops):
+        if not hop:
+            continue
+        addr = hop
+        if not is_trusted(hop, trusted):
+            break
+    return addr
+
+
+def upstream_request_headers(
+    headers: Sequence[Header],
+    *,
+    peer: str | None,
+    trusted: Sequence[Network],
+    scheme: str = "http",
+    upgrade: bool = False,
+) -> list[Header]:
+    """The headers to send upstream for a client's request headers.
+
+    Host is kept as the client sent it. With ``upgrade`` the ``Upgrade`` header and
+    ``Connection: upgrade`` are kept for the WebSocket handshake.
+    """
+    keep = frozenset({"upgrade"}) if upgrade else frozenset()
+    out = strip_hop_by_hop(headers, keep=keep)
+    from_trusted = is_trusted(peer, trusted)
+    prior_xff: list[str] = []
+    prior_proto: str | None = None
+    prior_host: str | None = None
+    prior_via: list[str] = []
+    host: str | None = None
+    kept: list[Header] = []
+    for name, value in out:
+        low = name.lower()
+        if low == "host":
+            host = value
+        if low not in _FORWARDED and low != "expect":
+            kept.append((name, value))
+            continue
+        if low == "via":
+            prior_via.append(value)
+        elif from_trusted and low == "x-forwarded-for":
+            prior_xff.append(value)
+        elif from_trusted and low == "x-forwarded-proto" and prior_proto is None:
+            prior_proto = value
+        elif from_trusted and low == "x-forwarded-host" and prior_host is None:
+            prior_host = value
+    xff = ", ".join([*prior_xff, peer or "unknown"])
+    kept.append(("X-Forwarded-For", xff))
+    kept.append(("X-Forwarded-Proto", prior_proto or scheme))
+    if prior_host or host:
+        kept.append(("X-Forwarded-Host", prior_host or host or ""))
+    kept.append(("Via", ", ".join([*prior_via, VIA])))
+    if upgrade:
+        kept.append(("Connection", "upgrade"))
+    return kept
+
+
+def client_response_headers(headers: Sequence[Header]) -> list[Header]:
+    """The upstream's response headers as governor sends them on to the client.
+
+    Content-Length is kept (the server side enforces it); Transfer-Encoding is
+    dropped and re-applied by the server side when the body is chunked.
+    """
+    return strip_hop_by_hop(headers)

@@ -1,0 +1,136 @@
+"""In-memory byte counts per (tenant, period), flushed to a store in batches.
+
+The proxy counts bytes on the hot path without touching the store: :meth:`Ledger.add`
+is a dict update. A flusher periodically takes the pending counts as a
+:class:`Batch` (:meth:`~Ledger.take`), sends it to the store, and reports back with
+:meth:`~Ledger.commit` (applied; here are the store's totals) or
+:meth:`~Ledger.fail` (not known to be applied; retry later).
+
+Invariants:
+
+* No byte is lost or counted twice. Every byte added is, at all times, in
+  exactly one of: *pending* (not yet taken), the one *in-flight* batch (taken,
+  not yet committed), or the store's totals (known after a commit). A failed
+  batch stays in flight and is offered again by :meth:`~Ledger.take` with the
+  same ``flush_id``, so a store that applies each id at most once never
+  double-counts a batch whose first attempt did land.
+* At most one batch is in flight at a time.
+* :meth:`~Ledger.used` is the best local estimate of a key's total:
+  last known store total + in-flight + pending, never negative.
+
+This module is pure: no I/O, no clock, nothing awaits.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+
+__all__ = ["Batch", "Key", "Ledger", "is_blocked"]
+
+Key = tuple[str, str]
+"""(tenant name, period key)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Byte deltas to add to the store at most once.
+
+    ``flush_id`` is unique per batch (uuid4 hex); a retried batch keeps its id so
+    the store can recognise it and apply it at most once.
+    """
+
+    flush_id: str
+    deltas: Mapping[Key, int]
+
+    def total(self) -> int:
+        """The sum of all deltas in the batch."""
+        return sum(self.deltas.values())
+
+
+class Ledger:
+    """Byte counts not yet in the store, plus the store's last known totals."""
+
+    __slots__ = ("_inflight", "_known", "_pending")
+
+    def __init__(self) -> None:
+        self._known: dict[Key, int] = {}
+        self._pending: dict[Key, int] = {}
+        self._inflight: Batch | None = None
+
+    def add(self, key: Key, nbytes: int) -> None:
+        """Count ``nbytes`` (>= 0) against ``key``. O(1); the per-chunk hot path."""
+        if nbytes <= 0:
+            if nbytes < 0:
+                raise ValueError(f"cannot add a negative byte count: {nbytes}")
+            return
+        pending = self._pending
+        pending[key] = pending.get(key, 0) + nbytes
+
+    def used(self, key: Key) -> int:
+        """Bytes used by ``key``: last known store total + in-flight + pending."""
+        n = self._known.get(key, 0) + self._pending.get(key, 0)
+        if self._inflight is not None:
+            n += self._inflight.deltas.get(key, 0)
+        return max(n, 0)
+
+    def take(self) -> Batch | None:
+        """The batch to flush next, or None when there is nothing to flush.
+
+        If a batch is still in flight (its flush failed or has not been reported),
+        that same batch, with the same ``flush_id``, is returned again. Otherwise all
+        pending counts move into a new in-flight batch.
+        """
+        if self._inflight is not None:
+            return self._inflight
+        if not self._pending:
+            return None
+        batch = Batch(flush_id=uuid.uuid4().hex, deltas=MappingProxyType(self._pending))
+        self._pending = {}
+        self._inflight = batch
+        return batch
+
+    def commit(self, batch: Batch, totals: Mapping[Key, int]) -> None:
+        """Record that the store applied ``batch``; ``totals`` are its totals afterwards.
+
+        The store is authoritative: each key in ``totals`` (which include this
+        batch, may include other instances' bytes, and may name keys outside the
+        batch) becomes the known total. The in-flight batch is cleared; bytes
+        added since :meth:`take` stay pending.
+        """
+        self._check_inflight(batch)
+        self._inflight = None
+        self._known.update(totals)
+
+    def fail(self, batch: Batch) -> None:
+        """Record that flushing ``batch`` failed; it stays in flight for a retry with its id."""
+        self._check_inflight(batch)
+
+    def seed(self, totals: Mapping[Key, int]) -> None:
+        """Set known store totals (at startup, on refresh); pending and in-flight are untouched."""
+        self._known.update(totals)
+
+    def pending_bytes(self) -> int:
+        """Bytes counted here but not yet known to be in the store (pending + in-flight)."""
+        n = sum(self._pending.values())
+        if self._inflight is not None:
+            n += self._inflight.total()
+        return n
+
+    def forget(self, keep: Callable[[Key], bool]) -> None:
+        """Drop known totals of keys for which ``keep`` is false (e.g. past periods).
+
+        Bounds memory. Pending and in-flight counts are never dropped.
+        """
+        self._known = {k: v for k, v in self._known.items() if keep(k)}
+
+    def _check_inflight(self, batch: Batch) -> None:
+        if self._inflight is None or batch.flush_id != self._inflight.flush_id:
+            raise ValueError(f"batch {batch.flush_id} is not the batch in flight")
+
+
+def is_blocked(used: int, cap: int) -> bool:
+    """Whether a tenant that has used ``used`` bytes is at or over its daily ``cap``."""
+    return used >= cap

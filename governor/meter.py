@@ -1,0 +1,85 @@
+"""Charging one request's bytes to its tenant, period by period, pure.
+
+Invariant: every byte is charged to the period in which it crossed the wire (a
+download that runs past midnight pays the old day up to the reset and the new
+day after it), and only in the directions the tenant counts; the request's own
+totals are kept regardless, for logs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from governor.config import TenantConfig
+from governor.ledger import Key, Ledger, is_blocked
+from governor.periods import Period, PeriodTracker
+
+
+class Meter:
+    """One request's byte counter, feeding the shared ledger."""
+
+    __slots__ = (
+        "_clock",
+        "_count_in",
+        "_count_out",
+        "_ledger",
+        "_periods",
+        "bytes_in",
+        "bytes_out",
+        "cap",
+        "tenant",
+    )
+
+    def __init__(
+        self,
+        *,
+        ledger: Ledger,
+        tenant: TenantConfig,
+        periods: PeriodTracker,
+        clock: Callable[[], float],
+    ) -> None:
+        self._ledger = ledger
+        self._periods = periods
+        self._clock = clock
+        self._count_out = tenant.count in ("egress", "both")
+        self._count_in = tenant.count in ("ingress", "both")
+        self.tenant = tenant.name
+        self.cap = tenant.daily_cap
+        self.bytes_in = 0
+        self.bytes_out = 0
+
+    def period(self) -> Period:
+        """The tenant's period now."""
+        return self._periods.current(self._clock())
+
+    def key(self) -> Key:
+        """The ledger key for the tenant's period now."""
+        return (self.tenant, self._periods.current(self._clock()).key)
+
+    def egress(self, nbytes: int) -> None:
+        """Charge bytes sent to the client."""
+        if nbytes <= 0:
+            return
+        self.bytes_out += nbytes
+        if self._count_out:
+            self._ledger.add(self.key(), nbytes)
+
+    def ingress(self, nbytes: int) -> None:
+        """Charge bytes received from the client."""
+        if nbytes <= 0:
+            return
+        self.bytes_in += nbytes
+        if self._count_in:
+            self._ledger.add(self.key(), nbytes)
+
+    def used(self) -> int:
+        """The tenant's total for the current period, as this process knows it."""
+        return self._ledger.used(self.key())
+
+    def remaining(self) -> int:
+        """Bytes left before the cap (zero or less once reached)."""
+        return self.cap - self.used()
+
+    def blocked(self) -> bool:
+        """Whether the tenant has reached its cap in the current period."""
+        return is_blocked(self.used(), self.cap)

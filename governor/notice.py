@@ -1,0 +1,470 @@
+"""The blocked notice: facts in, a ready response (status, headers, body) out.
+
+This module is pure: no aiohttp, no I/O, no clock. The proxy gathers the facts
+(:class:`NoticeFacts`, including ``now``), calls :func:`render_notice` with the
+request's ``Accept`` / ``Accept-Language`` / method, and writes the
+:class:`RenderedNotice` as is.
+
+Content negotiation:
+
+* :func:`wants_json` picks JSON when ``application/json`` is preferred over
+  ``text/html`` by q-value (ties go to JSON only when the client named JSON more
+  specifically than HTML, e.g. ``application/json, */*``; otherwise HTML).
+* :func:`choose_language` picks ``"ko"`` or ``"en"`` from ``Accept-Language``
+  (q-values, ``q=0`` excludes, English by default).
+
+An operator template (``string.Template`` text with ``$``-placeholders, see
+:data:`PLACEHOLDERS`) replaces the built-in HTML; every substituted value is
+HTML-escaped, and :func:`validate_template` lists unknown placeholders so the
+config loader can reject typos.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+import json
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from string import Template
+from typing import Final
+
+from governor.sizes import format_size
+
+__all__ = [
+    "PLACEHOLDERS",
+    "NoticeFacts",
+    "RenderedNotice",
+    "choose_language",
+    "render_notice",
+    "validate_template",
+    "wants_json",
+]
+
+# The statuses a notice may be served with (mirrors governor.config.NOTICE_STATUSES;
+# not imported from there so that the config loader can import this module).
+_STATUSES: Final = frozenset({503, 509, 429, 402})
+
+_LANGUAGES: Final = ("en", "ko")  # supported; the first is the default
+_DEFAULT_LANGUAGE: Final = "en"
+
+#: The placeholders an operator template may use.
+PLACEHOLDERS: Final = frozenset(
+    {
+        "tenant",
+        "host",
+        "used",
+        "cap",
+        "used_bytes",
+        "cap_bytes",
+        "resets_at",
+        "resets_at_local",
+        "timezone",
+        "retry_after",
+        "lang",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NoticeFacts:
+    """Everything a notice says, gathered by the proxy."""
+
+    tenant: str
+    host: str  # the Host the visitor asked for, for display
+    used_bytes: int
+    cap_bytes: int
+    resets_at: dt.datetime  # aware, in the tenant's time zone
+    now: float  # Unix time, to compute Retry-After
+
+    def __post_init__(self) -> None:
+        if self.resets_at.utcoffset() is None:
+            raise ValueError("NoticeFacts.resets_at must be timezone-aware")
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedNotice:
+    """A ready response: write the status, the headers, then the body."""
+
+    status: int
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+
+
+# --------------------------------------------------------------------------- negotiation
+
+_QVALUE = re.compile(r"(?:0(?:\.[0-9]{0,3})?|1(?:\.0{0,3})?)\Z")
+_LANGUAGE_RANGE = re.compile(r"(?:\*|[a-z]{1,8}(?:-[a-z0-9]{1,8})*)\Z")
+_TOKEN = r"[!#$%&'*+.^_`|~0-9a-z-]+"
+_MEDIA_RANGE = re.compile(rf"({_TOKEN})/({_TOKEN})\Z")
+
+
+def _parse_weighted(header: str) -> list[tuple[str, float]]:
+    """Split an ``Accept``-style list into (lower-cased value, q), in order.
+
+    Elements whose q-value is malformed are dropped, as are empty elements.
+    Parameters other than ``q`` are discarded (they do not affect the choice here).
+    """
+    out: list[tuple[str, float]] = []
+    for element in header.split(","):
+        value, *params = (part.strip() for part in element.split(";"))
+        if not value:
+            continue
+        q = 1.0
+        for param in params:
+            name, sep, raw = param.partition("=")
+            if name.strip().lower() != "q":
+                continue
+            raw = raw.strip()
+            if not sep or not _QVALUE.match(raw):
+                break
+            q = float(raw)
+        else:
+            out.append((value.lower(), q))
+    return out
+
+
+def choose_language(accept_language: str | None) -> str:
+    """``"ko"`` or ``"en"``, whichever the visitor prefers (RFC 9110 section 12.5.4).
+
+    For each supported language the most specific matching range decides its
+    weight: ``ko`` itself, else the best of ``ko-*`` ranges (``ko-KR``), else
+    ``*``. ``q=0`` excludes. Equal weights go to the one listed first; with
+    nothing acceptable (missing, ``*``, unsupported only) the answer is English.
+    """
+    if not accept_language:
+        return _DEFAULT_LANGUAGE
+    exact: dict[str, tuple[float, int]] = {}
+    sub: dict[str, tuple[float, int]] = {}
+    star: tuple[float, int] | None = None
+    for position, (tag, q) in enumerate(_parse_weighted(accept_language)):
+        if not _LANGUAGE_RANGE.match(tag):
+            continue
+        if tag == "*":
+            star = star or (q, position)
+            continue
+        primary, _, rest = tag.partition("-")
+        if primary not in _LANGUAGES:
+            continue
+        if not rest:
+            exact.setdefault(primary, (q, position))
+        elif primary not in sub or q > sub[primary][0]:
+            sub[primary] = (q, position)
+
+    best = _DEFAULT_LANGUAGE
+    best_key = (0.0, 0, 0)
+    for lang in _LANGUAGES:
+        weight = exact.get(lang) or sub.get(lang) or star
+        if weight is None or weight[0] <= 0:
+            continue
+        q, position = weight
+        key = (q, -position, int(lang == _DEFAULT_LANGUAGE))
+        if key > best_key:
+            best, best_key = lang, key
+    return best
+
+
+def _media_weight(
+    ranges: list[tuple[str, str, float]], type_: str, subtype: str
+) -> tuple[float, int]:
+    """(q, specificity) of the most specific range matching ``type_/subtype``."""
+    found: tuple[float, int] = (0.0, -1)
+    for rtype, rsub, q in ranges:
+        if rtype == type_ and rsub == subtype:
+            specificity = 2
+        elif rtype == type_ and rsub == "*":
+            specificity = 1
+        elif rtype == "*" and rsub == "*":
+            specificity = 0
+        else:
+            continue
+        if specificity > found[1] or (specificity == found[1] and q > found[0]):
+            found = (q, specificity)
+    return found
+
+
+def wants_json(accept: str | None) -> bool:
+    """True when ``application/json`` is preferred over ``text/html`` (RFC 9110 section 12.5.1).
+
+    Each type's q comes from its most specific matching range. JSON wins on a
+    higher q, or on an equal q when it was named more specifically than HTML
+    (``application/json, */*``). ``*/*``, a missing header, and exact ties
+    serve HTML.
+    """
+    if not accept:
+        return False
+    ranges: list[tuple[str, str, float]] = []
+    for value, q in _parse_weighted(accept):
+        m = _MEDIA_RANGE.match(value)
+        if m is None or (m[1] == "*" and m[2] != "*"):
+            continue
+        ranges.append((m[1], m[2], q))
+    json_q, json_spec = _media_weight(ranges, "application", "json")
+    html_q, html_spec = _media_weight(ranges, "text", "html")
+    if json_q <= 0:
+        return False
+    return (json_q, json_spec) > (html_q, html_spec)
+
+
+# --------------------------------------------------------------------------- formatting
+
+
+def _retry_after(facts: NoticeFacts) -> int:
+    """Whole seconds until the reset, rounded up, at least 1."""
+    return max(1, math.ceil(facts.resets_at.timestamp() - facts.now))
+
+
+def _zone_name(when: dt.datetime) -> str:
+    """The IANA key (``Asia/Seoul``) when known, else the zone's abbreviation or offset."""
+    key = getattr(when.tzinfo, "key", None)
+    if isinstance(key, str) and key:
+        return key
+    return when.tzname() or _utc_offset(when)
+
+
+def _utc_offset(when: dt.datetime) -> str:
+    """``UTC+09:00``, ``UTC-04:00``, ``UTC+05:30``."""
+    offset = when.utcoffset() or dt.timedelta(0)
+    minutes = int(offset.total_seconds()) // 60
+    sign = "+" if minutes >= 0 else "-"
+    hours, mins = divmod(abs(minutes), 60)
+    return f"UTC{sign}{hours:02d}:{mins:02d}"
+
+
+def _duration_en(seconds: int) -> str:
+    if seconds < 60:
+        return "in less than a minute"
+    hours, minutes = divmod(math.ceil(seconds / 60), 60)
+    parts = []
+    if hours:
+        parts.append(f"{hours} hour{'s' if hours != 1 else ''}")
+    if minutes:
+        parts.append(f"{minutes} minute{'s' if minutes != 1 else ''}")
+    return "in " + " ".join(parts)
+
+
+def _duration_ko(seconds: int) -> str:
+    if seconds < 60:
+        return "1분 이내"
+    hours, minutes = divmod(math.ceil(seconds / 60), 60)
+    parts = []
+    if hours:
+        parts.append(f"{hours}시간")
+    if minutes:
+        parts.append(f"{minutes}분")
+    return " ".join(parts) + " 후"
+
+
+@dataclass(frozen=True, slots=True)
+class _Derived:
+    """The facts, formatted once for every output."""
+
+    retry_after: int
+    used: str
+    cap: str
+    resets_at_iso: str
+    resets_at_local: str  # "2024-02-22 00:00 KST"
+    date: str  # "2024-02-22"
+    time: str  # "00:00"
+    zone: str  # "Asia/Seoul, UTC+09:00"
+    timezone: str  # "Asia/Seoul"
+
+
+def _derive(facts: NoticeFacts) -> _Derived:
+    when = facts.resets_at
+    timezone = _zone_name(when)
+    abbreviation = when.tzname() or _utc_offset(when)
+    return _Derived(
+        retry_after=_retry_after(facts),
+        used=format_size(facts.used_bytes),
+        cap=format_size(facts.cap_bytes),
+        resets_at_iso=when.isoformat(timespec="seconds"),
+        resets_at_local=f"{when:%Y-%m-%d %H:%M} {abbreviation}",
+        date=f"{when:%Y-%m-%d}",
+        time=f"{when:%H:%M}",
+        zone=f"{timezone}, {_utc_offset(when)}",
+        timezone=timezone,
+    )
+
+
+def _reopen_en(d: _Derived) -> str:
+    return f"It will reopen at {d.time} ({d.zone}) on {d.date}, {_duration_en(d.retry_after)}."
+
+
+def _message_en(d: _Derived) -> str:
+    return f"This site has used its daily data-transfer allowance. {_reopen_en(d)}"
+
+
+# --------------------------------------------------------------------------- built-in HTML
+
+_STYLE: Final = """\
+:root{color-scheme:light dark;--bg:#f6f7f9;--card:#fff;--fg:#1d2330;--muted:#5a6475;\
+--line:#dde1e7;--accent:#b4400a}
+@media (prefers-color-scheme:dark){:root{--bg:#14171c;--card:#1d2128;--fg:#e8ebf0;\
+--muted:#a3acb9;--line:#343a44;--accent:#ff9d5c}}
+*{box-sizing:border-box}
+body{margin:0;min-height:100vh;display:flex;align-items:center;justify-content:center;\
+padding:1.5rem;background:var(--bg);color:var(--fg);line-height:1.6;\
+font-family:system-ui,-apple-system,"Segoe UI","Apple SD Gothic Neo","Malgun Gothic",\
+"Noto Sans KR",Roboto,sans-serif}
+main{max-width:34rem;width:100%;background:var(--card);border:1px solid var(--line);\
+border-radius:.75rem;padding:2rem}
+h1{margin:0 0 1rem;font-size:1.5rem;line-height:1.3}
+p{margin:0 0 1rem}
+.reopen{font-weight:600;color:var(--accent)}
+dl{display:grid;grid-template-columns:auto 1fr;gap:.25rem 1rem;margin:1.5rem 0;\
+padding:1rem 0;border-top:1px solid var(--line);border-bottom:1px solid var(--line)}
+dt{color:var(--muted)}
+dd{margin:0;font-variant-numeric:tabular-nums}
+.hint{color:var(--muted);font-size:.95rem;margin:0}"""
+
+_BUILTIN: Final = Template(
+    """\
+<!doctype html>
+<html lang="$lang">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="robots" content="noindex">
+<title>$title</title>
+<style>
+$style
+</style>
+</head>
+<body>
+<main>
+<h1>$heading</h1>
+<p>$exhausted</p>
+<p class="reopen">$reopen</p>
+<dl>
+<dt>$site_label</dt><dd>$host</dd>
+<dt>$used_label</dt><dd>$used</dd>
+<dt>$cap_label</dt><dd>$cap</dd>
+</dl>
+<p class="hint">$hint</p>
+</main>
+</body>
+</html>
+"""
+)
+
+
+def _builtin_strings(lang: str, facts: NoticeFacts, d: _Derived) -> dict[str, str]:
+    """The built-in template's wording in ``lang`` (raw text; escaped later)."""
+    if lang == "ko":
+        return {
+            "title": f"일일 데이터 전송 한도 도달 — {facts.host}",
+            "heading": "일일 데이터 전송 한도에 도달했습니다",
+            "exhausted": "이 사이트는 오늘의 데이터 전송 허용량을 모두 사용했습니다.",
+            "reopen": (
+                f"{d.date} {d.time} ({d.zone})에 다시 열립니다. "
+                f"지금부터 {_duration_ko(d.retry_after)}입니다."
+            ),
+            "site_label": "사이트",
+            "used_label": "오늘 사용량",
+            "cap_label": "일일 허용량",
+            "hint": "따로 하실 일은 없습니다. 위 시각 이후에 다시 방문해 주세요.",
+        }
+    return {
+        "title": f"Daily data limit reached — {facts.host}",
+        "heading": "Daily data limit reached",
+        "exhausted": "This site has used its daily data-transfer allowance.",
+        "reopen": _reopen_en(d),
+        "site_label": "Site",
+        "used_label": "Used today",
+        "cap_label": "Daily allowance",
+        "hint": "There is nothing you need to do: please come back after the time above.",
+    }
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def _placeholder_values(facts: NoticeFacts, d: _Derived, lang: str) -> dict[str, str]:
+    """The raw (unescaped) value of every public placeholder."""
+    return {
+        "tenant": facts.tenant,
+        "host": facts.host,
+        "used": d.used,
+        "cap": d.cap,
+        "used_bytes": str(facts.used_bytes),
+        "cap_bytes": str(facts.cap_bytes),
+        "resets_at": d.resets_at_iso,
+        "resets_at_local": d.resets_at_local,
+        "timezone": d.timezone,
+        "retry_after": str(d.retry_after),
+        "lang": lang,
+    }
+
+
+def _escaped(values: Mapping[str, str]) -> dict[str, str]:
+    return {name: html.escape(value, quote=True) for name, value in values.items()}
+
+
+def validate_template(text: str) -> list[str]:
+    """The unknown placeholder names in an operator template, in order of first use.
+
+    ``$$`` (a literal dollar) and a ``$`` not followed by a name are not
+    placeholders and are left as they are when rendering.
+    """
+    return [name for name in Template(text).get_identifiers() if name not in PLACEHOLDERS]
+
+
+def render_notice(
+    facts: NoticeFacts,
+    *,
+    status: int,
+    template: str | None,
+    accept: str | None,
+    accept_language: str | None,
+    method: str = "GET",
+) -> RenderedNotice:
+    """The complete notice response for one request.
+
+    ``template`` is the operator's template text (None: the built-in one).
+    For ``HEAD`` the body is empty and ``Content-Length`` is the GET body's length.
+    """
+    if status not in _STATUSES:
+        raise ValueError(f"notice status must be one of {sorted(_STATUSES)}, not {status}")
+    d = _derive(facts)
+    lang = choose_language(accept_language)
+
+    headers: list[tuple[str, str]]
+    as_json = wants_json(accept)
+    if as_json:
+        document = {
+            "error": "daily_transfer_limit_exceeded",
+            "tenant": facts.tenant,
+            "host": facts.host,
+            "used_bytes": facts.used_bytes,
+            "cap_bytes": facts.cap_bytes,
+            "resets_at": d.resets_at_iso,
+            "retry_after": d.retry_after,
+            "message": _message_en(d),
+        }
+        body = json.dumps(document, ensure_ascii=False).encode("utf-8")
+        headers = [("Content-Type", "application/json")]
+    else:
+        values = _placeholder_values(facts, d, lang)
+        if template is None:
+            values |= _builtin_strings(lang, facts, d)
+            text = _BUILTIN.substitute(_escaped(values), style=_STYLE)
+        else:
+            text = Template(template).safe_substitute(_escaped(values))
+        body = text.encode("utf-8")
+        headers = [("Content-Type", "text/html; charset=utf-8")]
+
+    headers += [
+        ("Content-Length", str(len(body))),
+        ("Retry-After", str(d.retry_after)),
+        ("Cache-Control", "no-store"),
+    ]
+    if not as_json:
+        headers.append(("Content-Language", lang))
+    headers.append(("Vary", "Accept, Accept-Language"))
+
+    if method.upper() == "HEAD":
+        body = b""
+    return RenderedNotice(status, tuple(headers), body)

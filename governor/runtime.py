@@ -1,0 +1,140 @@
+"""What a running governor knows: the live configuration and the byte accounts.
+
+Invariants:
+
+* A request reads :attr:`Runtime.snapshot` once, at its start, and keeps that
+  snapshot to its end; a reload swaps in a new one atomically, so in-flight
+  requests finish under the config they began with while new ones see the new.
+* Counts live in one :class:`~governor.ledger.Ledger` that outlives reloads; the
+  flusher is the only code that talks to the store, and it is owned: started by
+  :meth:`Runtime.run_flusher`, stopped by :meth:`Runtime.stop`, which flushes
+  one last time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from governor.config import Config, TenantConfig
+from governor.errors import StoreError
+from governor.ledger import Key, Ledger
+from governor.periods import PeriodTracker
+from governor.store.base import Store
+from governor.tenants import TenantIndex
+
+log = logging.getLogger("governor.accounts")
+
+Clock = Callable[[], float]
+
+PRUNE_EVERY = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class Site:
+    """A tenant at run time: its config and its period tracker."""
+
+    config: TenantConfig
+    periods: PeriodTracker
+
+    @property
+    def hosts(self) -> tuple[str, ...]:
+        return self.config.hosts
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """One loaded configuration, ready to serve requests."""
+
+    config: Config
+    index: TenantIndex[Site]
+    sites: dict[str, Site]
+
+    @classmethod
+    def build(cls, config: Config) -> Snapshot:
+        """Index a validated config for request handling."""
+        sites = {
+            t.name: Site(config=t, periods=PeriodTracker(t.timezone, t.reset_at))
+            for t in config.tenants
+        }
+        return cls(config=config, index=TenantIndex(sites.values()), sites=sites)
+
+    def current_keys(self, now: float) -> list[Key]:
+        """The ledger key of every tenant's current period."""
+        return [(name, site.periods.current(now).key) for name, site in self.sites.items()]
+
+
+class Runtime:
+    """The live snapshot, the ledger, and the owned flusher that syncs it with the store."""
+
+    def __init__(self, config: Config, *, store: Store, clock: Clock) -> None:
+        self.snapshot = Snapshot.build(config)
+        self.ledger = Ledger()
+        self.store = store
+        self.clock = clock
+        self.store_ok = True
+        self._stopping = asyncio.Event()
+        self._flush_lock = asyncio.Lock()
+        self._last_prune = 0.0
+
+    def reload(self, config: Config) -> None:
+        """Serve new requests under ``config``; counts are kept."""
+        self.snapshot = Snapshot.build(config)
+
+    async def start(self) -> None:
+        """Learn today's totals from the store, so a restart resumes the day."""
+        await self.flush()
+
+    async def flush(self) -> None:
+        """Send pending counts to the store and learn every current total back."""
+        async with self._flush_lock:
+            snap = self.snapshot
+            read = snap.current_keys(self.clock())
+            batch = self.ledger.take()
+            try:
+                totals = await self.store.flush(batch, read)
+            except StoreError as exc:
+                if batch is not None:
+                    self.ledger.fail(batch)
+                if self.store_ok:
+                    log.error("store flush failed, counts kept in memory: %s", exc)
+                self.store_ok = False
+                return
+            if batch is not None:
+                self.ledger.commit(batch, totals)
+            else:
+                self.ledger.seed(totals)
+            if not self.store_ok:
+                log.warning("store flush succeeded again")
+            self.store_ok = True
+            current = set(read)
+            self.ledger.forget(lambda key: key in current)
+        await self._maybe_prune()
+
+    async def _maybe_prune(self) -> None:
+        now = self.clock()
+        if now - self._last_prune < PRUNE_EVERY:
+            return
+        self._last_prune = now
+        days = self.snapshot.config.history_days
+        cutoff = dt.datetime.fromtimestamp(now, dt.UTC).date() - dt.timedelta(days=days + 1)
+        try:
+            await self.store.prune(cutoff.isoformat())
+        except StoreError as exc:
+            log.error("pruning old periods failed: %s", exc)
+
+    async def run_flusher(self) -> None:
+        """Flush every ``flush_interval`` until :meth:`stop`."""
+        while not self._stopping.is_set():
+            interval = self.snapshot.config.flush_interval
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), timeout=interval)
+            await self.flush()
+
+    def stop(self) -> None:
+        """Ask the flusher to make its final flush and return."""
+        self._stopping.set()

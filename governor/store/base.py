@@ -1,0 +1,59 @@
+"""The contract every usage store implements, so the proxy never depends on a backend.
+
+A store holds the authoritative byte total per (tenant, period) shared by every
+governor instance. Invariant: a batch is applied at most once, keyed by its
+``flush_id``, so a flush retried after an uncertain failure never double-counts.
+Stores raise only :class:`~governor.errors.StoreError`; backend errors are
+translated inside the backend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import ClassVar, Protocol
+
+from governor.ledger import Batch, Key
+
+__all__ = ["FLUSH_ID_TTL", "Store"]
+
+FLUSH_ID_TTL = 86400.0
+"""Seconds an applied flush id is remembered; :meth:`Store.prune` forgets older ones."""
+
+
+class Store(Protocol):
+    """A usage store. Open it before use and close it when done."""
+
+    persistent: ClassVar[bool]
+    """Whether totals survive closing the store and opening a new one on the same location."""
+
+    async def open(self) -> None:
+        """Connect and create the schema if missing."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections and threads; the store is unusable afterwards."""
+        ...
+
+    async def flush(self, batch: Batch | None, read: Iterable[Key]) -> dict[Key, int]:
+        """Apply ``batch`` atomically and at most once, then read totals.
+
+        A batch whose ``flush_id`` was already applied is not added again. Returns
+        the total of every key in ``read`` and in the batch (0 for an unknown key).
+        One round trip for a network store.
+        """
+        ...
+
+    async def totals(self, keys: Iterable[Key]) -> dict[Key, int]:
+        """The total of every key in ``keys`` (0 for an unknown key)."""
+        ...
+
+    async def history(self, tenant: str, since_period: str) -> dict[str, int]:
+        """Bytes per period key for ``tenant``, for periods ``>= since_period``."""
+        ...
+
+    async def prune(self, before_period: str) -> int:
+        """Delete usage rows of periods ``< before_period`` and applied flush ids older than a day.
+
+        Returns the number of usage rows deleted.
+        """
+        ...

@@ -1,0 +1,208 @@
+"""A usage store in one SQLite file, for a single host.
+
+Invariants:
+
+* The event loop never blocks on SQLite: every call runs in one worker thread
+  owned by the store, which also owns the one connection.
+* A batch is applied at most once: its ``flush_id`` is recorded in the same
+  ``BEGIN IMMEDIATE`` transaction that adds its deltas, and a known id skips the
+  adds.
+* Several processes may share the file: WAL mode, ``synchronous=NORMAL`` and a
+  busy timeout let them take turns instead of failing.
+* sqlite3 and OS errors become :class:`~governor.errors.StoreError` naming the
+  file, in one place (:meth:`SQLiteStore._call`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import ClassVar, TypeVar
+
+from governor.errors import StoreError
+from governor.ledger import Batch, Key
+from governor.store.base import FLUSH_ID_TTL
+
+__all__ = ["SQLiteStore"]
+
+T = TypeVar("T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS usage (
+    tenant TEXT NOT NULL,
+    period TEXT NOT NULL,
+    bytes INTEGER NOT NULL,
+    PRIMARY KEY (tenant, period)
+);
+CREATE TABLE IF NOT EXISTS flushes (
+    id TEXT PRIMARY KEY,
+    at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS flushes_at ON flushes (at);
+"""
+
+_ADD = (
+    "INSERT INTO usage (tenant, period, bytes) VALUES (?, ?, ?) "
+    "ON CONFLICT (tenant, period) DO UPDATE SET bytes = bytes + excluded.bytes"
+)
+_TOTAL = "SELECT bytes FROM usage WHERE tenant = ? AND period = ?"
+
+
+class SQLiteStore:
+    """The usage store in the SQLite file at ``path`` (its directory is created if missing)."""
+
+    persistent: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        busy_timeout: float = 10.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.path = path
+        self._busy_timeout = busy_timeout
+        self._clock = clock
+        self._executor: ThreadPoolExecutor | None = None
+        self._conn: sqlite3.Connection | None = None
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({str(self.path)!r})"
+
+    async def open(self) -> None:
+        """Open the file in WAL mode and create the tables if missing."""
+        if self._executor is not None:
+            raise StoreError(f"sqlite store {self.path}: already open")
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="governor-sqlite")
+        try:
+            await self._call(self._open)
+        except BaseException:
+            # Runs after the open job even if this task was cancelled mid-open.
+            self._executor.submit(self._close)
+            self._executor.shutdown(wait=False)
+            self._executor = None
+            raise
+
+    async def close(self) -> None:
+        """Close the connection and stop the worker thread. Closing twice is harmless."""
+        executor = self._executor
+        if executor is None:
+            return
+        try:
+            await self._call(self._close)
+        finally:
+            self._executor = None
+            executor.shutdown(wait=False)
+
+    async def flush(self, batch: Batch | None, read: Iterable[Key]) -> dict[Key, int]:
+        """Apply ``batch`` at most once and return the totals of its keys and ``read``."""
+        keys = _union(batch, read)
+        return await self._call(self._flush, batch, keys)
+
+    async def totals(self, keys: Iterable[Key]) -> dict[Key, int]:
+        """The total of every key in ``keys`` (0 for an unknown key)."""
+        return await self._call(self._flush, None, _union(None, keys))
+
+    async def history(self, tenant: str, since_period: str) -> dict[str, int]:
+        """Bytes per period key for ``tenant``, for periods ``>= since_period``."""
+        return await self._call(self._history, tenant, since_period)
+
+    async def prune(self, before_period: str) -> int:
+        """Delete usage before ``before_period`` and old flush ids; return usage rows deleted."""
+        return await self._call(self._prune, before_period)
+
+    # -- the one place that crosses to the worker thread and translates errors --
+
+    async def _call(self, fn: Callable[..., T], *args: object) -> T:
+        if self._executor is None:
+            raise StoreError(f"sqlite store {self.path}: not open")
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, fn, *args)
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreError(f"sqlite store {self.path}: {exc}") from exc
+
+    # -- everything below runs in the worker thread --
+
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise sqlite3.InterfaceError("connection is closed")
+        return self._conn
+
+    def _open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(
+            self.path,
+            timeout=self._busy_timeout,
+            isolation_level=None,  # explicit transactions only
+            check_same_thread=False,
+        )
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.executescript(_SCHEMA)
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+
+    def _close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+    def _flush(self, batch: Batch | None, keys: list[Key]) -> dict[Key, int]:
+        db = self._db()
+        # IMMEDIATE takes the write lock up front, so two writers wait on the busy
+        # timeout instead of deadlocking on a read-to-write upgrade.
+        db.execute("BEGIN IMMEDIATE" if batch is not None else "BEGIN")
+        try:
+            if batch is not None:
+                new = db.execute(
+                    "INSERT INTO flushes (id, at) VALUES (?, ?) ON CONFLICT (id) DO NOTHING",
+                    (batch.flush_id, self._clock()),
+                ).rowcount
+                if new:
+                    db.executemany(_ADD, [(t, p, n) for (t, p), n in batch.deltas.items()])
+            totals: dict[Key, int] = {}
+            for key in keys:
+                row = db.execute(_TOTAL, key).fetchone()
+                totals[key] = row[0] if row is not None else 0
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        return totals
+
+    def _history(self, tenant: str, since_period: str) -> dict[str, int]:
+        rows = self._db().execute(
+            "SELECT period, bytes FROM usage WHERE tenant = ? AND period >= ? ORDER BY period",
+            (tenant, since_period),
+        )
+        return {period: n for period, n in rows}
+
+    def _prune(self, before_period: str) -> int:
+        db = self._db()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            deleted = db.execute("DELETE FROM usage WHERE period < ?", (before_period,)).rowcount
+            db.execute("DELETE FROM flushes WHERE at < ?", (self._clock() - FLUSH_ID_TTL,))
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        return deleted
+
+
+def _union(batch: Batch | None, read: Iterable[Key]) -> list[Key]:
+    """The keys of ``batch`` and ``read``, each once, in first-seen order."""
+    keys = dict.fromkeys(batch.deltas) if batch is not None else {}
+    keys.update(dict.fromkeys(read))
+    return list(keys)

@@ -1,0 +1,61 @@
+"""Fixtures for functional tests: a real upstream and governors on loopback ports."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestServer
+
+from governor.app import Governor
+from governor.config import load_config
+from tests.functional.support import FakeClock, seoul, write_config
+from tests.functional.upstream_app import SEEN, Seen, make_upstream
+
+
+@pytest.fixture
+async def upstream(aiohttp_server: Callable[..., Awaitable[TestServer]]) -> TestServer:
+    """A real aiohttp site on a loopback port."""
+    return await aiohttp_server(make_upstream(), host="127.0.0.1")
+
+
+@pytest.fixture
+def seen(upstream: TestServer) -> Seen:
+    """What the upstream saw."""
+    return upstream.app[SEEN]  # type: ignore[index]
+
+
+@pytest.fixture
+def upstream_url(upstream: TestServer) -> str:
+    return f"http://127.0.0.1:{upstream.port}"
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """Midday in Seoul on 2024-02-21, moved by hand."""
+    return FakeClock(seoul(2024, 2, 21, 12, 0))
+
+
+GovernorFactory = Callable[..., Awaitable[Governor]]
+
+
+@pytest.fixture
+async def make_governor(
+    tmp_path: Path, upstream_url: str, clock: FakeClock
+) -> AsyncIterator[GovernorFactory]:
+    """Start governors in-process on port 0; every one is stopped at teardown."""
+    started: list[Governor] = []
+
+    async def make(path: Path | None = None, **options: Any) -> Governor:
+        options.setdefault("upstream", upstream_url)
+        config_path = path or write_config(tmp_path, **options)
+        gov = Governor(load_config(config_path), clock=clock)
+        await gov.start()
+        started.append(gov)
+        return gov
+
+    yield make
+    for gov in started:
+        await gov.stop()

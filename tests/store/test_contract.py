@@ -1,0 +1,228 @@
+"""The Store contract, run against every backend.
+
+To add a backend, add a :class:`Backend` to ``BACKENDS``; every test below then
+runs against it. Tests needing data shared across instances or surviving a
+reopen are skipped for stores whose ``persistent`` is False.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from governor.errors import StoreError
+from governor.ledger import Batch, Key
+from governor.store import Store
+from governor.store.memory import MemoryStore
+from governor.store.sqlite import SQLiteStore
+
+DAY = 86400.0
+A: Key = ("acme", "2024-05-17")
+B: Key = ("bolt", "2024-05-17")
+
+
+class Clock:
+    """A settable clock for dating flush ids."""
+
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass(frozen=True)
+class Backend:
+    """How to make a store of one backend; two stores made with one ``where`` share data."""
+
+    name: str
+    make: Callable[[Path, Clock], Store]
+
+
+BACKENDS = [
+    Backend("sqlite", lambda where, clock: SQLiteStore(where / "usage.db", clock=clock)),
+    Backend("memory", lambda where, clock: MemoryStore(clock=clock)),
+]
+
+
+@pytest.fixture(params=BACKENDS, ids=lambda b: b.name)
+def backend(request: pytest.FixtureRequest) -> Backend:
+    b: Backend = request.param
+    return b
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def where(tmp_path: Path) -> Path:
+    return tmp_path / "data"
+
+
+@pytest.fixture
+async def store(backend: Backend, where: Path, clock: Clock) -> AsyncIterator[Store]:
+    s = backend.make(where, clock)
+    await s.open()
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+def batch(deltas: dict[Key, int], flush_id: str | None = None) -> Batch:
+    return Batch(flush_id or uuid.uuid4().hex, deltas)
+
+
+def needs_persistence(store: Store) -> None:
+    if not store.persistent:
+        pytest.skip(f"{type(store).__name__} is not persistent")
+
+
+async def test_flush_adds_and_returns_totals(store: Store) -> None:
+    assert await store.flush(batch({A: 10, B: 3}), []) == {A: 10, B: 3}
+    assert await store.flush(batch({A: 5}), [B]) == {A: 15, B: 3}
+
+
+async def test_same_flush_id_counts_once(store: Store) -> None:
+    b = batch({A: 10, B: 1})
+    assert await store.flush(b, []) == {A: 10, B: 1}
+    assert await store.flush(b, []) == {A: 10, B: 1}
+    assert await store.flush(batch({A: 1}), []) == {A: 11}
+    assert await store.flush(b, [A]) == {A: 11, B: 1}
+
+
+async def test_read_only_keys_return_zero_or_their_total(store: Store) -> None:
+    c: Key = ("acme", "2024-05-18")
+    await store.flush(batch({A: 7}), [])
+    assert await store.flush(None, [A, B, c]) == {A: 7, B: 0, c: 0}
+    assert await store.flush(batch({B: 2}), [A, c]) == {A: 7, B: 2, c: 0}
+    assert await store.totals([A, B, c]) == {A: 7, B: 2, c: 0}
+    assert await store.totals([]) == {}
+    assert await store.flush(None, []) == {}
+
+
+async def test_empty_batch_is_harmless(store: Store) -> None:
+    assert await store.flush(batch({}), [A]) == {A: 0}
+
+
+async def test_many_keys_in_one_flush(store: Store) -> None:
+    deltas = {(f"t{i}", "2024-05-17"): i + 1 for i in range(2000)}
+    assert await store.flush(batch(deltas), []) == deltas
+    assert await store.totals(deltas) == deltas
+
+
+async def test_large_counts(store: Store) -> None:
+    big = 2**62
+    assert await store.flush(batch({A: big}), []) == {A: big}
+
+
+async def test_concurrent_flushes_on_one_store(store: Store) -> None:
+    await asyncio.gather(*(store.flush(batch({A: 1, B: 2}), [A]) for _ in range(100)))
+    assert await store.totals([A, B]) == {A: 100, B: 200}
+
+
+async def test_totals_persist_across_reopen(
+    store: Store, backend: Backend, where: Path, clock: Clock
+) -> None:
+    needs_persistence(store)
+    b = batch({A: 10})
+    await store.flush(b, [])
+    await store.close()
+    again = backend.make(where, clock)
+    await again.open()
+    try:
+        assert await again.totals([A]) == {A: 10}
+        assert await again.flush(b, []) == {A: 10}  # applied ids persist too
+    finally:
+        await again.close()
+
+
+async def test_concurrent_flushes_from_two_instances_are_all_counted(
+    store: Store, backend: Backend, where: Path, clock: Clock
+) -> None:
+    needs_persistence(store)
+    other = backend.make(where, clock)
+    await other.open()
+    try:
+        n = 100
+        results = await asyncio.gather(
+            *(s.flush(batch({A: 1, B: 3}), [A]) for _ in range(n) for s in (store, other))
+        )
+        assert await store.totals([A, B]) == {A: 2 * n, B: 6 * n}
+        assert await other.totals([A, B]) == {A: 2 * n, B: 6 * n}
+        # Each reply includes its own batch, so the totals seen only grow towards the end.
+        assert sorted(r[A] for r in results)[-1] == 2 * n
+        assert all(r[A] >= 1 for r in results)
+    finally:
+        await other.close()
+
+
+async def test_history(store: Store) -> None:
+    await store.flush(
+        batch(
+            {
+                ("acme", "2024-05-15"): 1,
+                ("acme", "2024-05-16"): 2,
+                ("acme", "2024-05-17"): 3,
+                ("bolt", "2024-05-17"): 99,
+            }
+        ),
+        [],
+    )
+    assert await store.history("acme", "2024-05-16") == {"2024-05-16": 2, "2024-05-17": 3}
+    assert await store.history("acme", "2000-01-01") == {
+        "2024-05-15": 1,
+        "2024-05-16": 2,
+        "2024-05-17": 3,
+    }
+    assert await store.history("acme", "2024-05-18") == {}
+    assert await store.history("nobody", "2000-01-01") == {}
+
+
+async def test_prune_deletes_old_periods(store: Store) -> None:
+    await store.flush(
+        batch(
+            {
+                ("acme", "2024-05-15"): 1,
+                ("bolt", "2024-05-15"): 1,
+                ("acme", "2024-05-16"): 2,
+                ("acme", "2024-05-17"): 3,
+            }
+        ),
+        [],
+    )
+    assert await store.prune("2024-05-16") == 2
+    assert await store.history("acme", "2000-01-01") == {"2024-05-16": 2, "2024-05-17": 3}
+    assert await store.totals([("bolt", "2024-05-15")]) == {("bolt", "2024-05-15"): 0}
+    assert await store.prune("2024-05-16") == 0
+
+
+async def test_prune_forgets_flush_ids_older_than_a_day(store: Store, clock: Clock) -> None:
+    old, recent = batch({A: 1}), batch({B: 1})
+    await store.flush(old, [])
+    clock.now += DAY / 2
+    await store.flush(recent, [])
+    clock.now += DAY / 2 + 1  # `old` is now more than a day old, `recent` is not
+    assert await store.prune("2000-01-01") == 0
+    assert await store.flush(recent, []) == {B: 1}  # still remembered: not re-applied
+    assert await store.flush(old, []) == {A: 2}  # forgotten: applied again
+
+
+async def test_closed_store_raises_store_error(backend: Backend, where: Path, clock: Clock) -> None:
+    s = backend.make(where, clock)
+    with pytest.raises(StoreError):
+        await s.totals([A])
+    await s.open()
+    await s.flush(batch({A: 1}), [])
+    await s.close()
+    with pytest.raises(StoreError):
+        await s.flush(batch({A: 1}), [])
+    with pytest.raises(StoreError):
+        await s.history("acme", "2000-01-01")
