@@ -30,6 +30,7 @@ from governor.headers import Header, client_address, client_response_headers, is
 from governor.headers import upstream_request_headers
 from governor.meter import Meter
 from governor.runtime import Runtime, Site
+from governor.tunnel import tunnel, upgrade_token
 from governor.upstream import STREAM_ERRORS, ResponseDeadline, open_response, target_url
 from governor.wire import CountingRequestHandler
 
@@ -57,14 +58,6 @@ def is_exempt(tenant: TenantConfig, path: str, client: str) -> bool:
         if any(clean.startswith(p) for p in tenant.exempt_paths):
             return True
     return bool(tenant.exempt_clients) and is_trusted(client, tenant.exempt_clients)
-
-
-def wants_upgrade(request: web.BaseRequest) -> bool:
-    """A WebSocket (or other) upgrade request: ``Connection: upgrade`` plus ``Upgrade``."""
-    if "Upgrade" not in request.headers:
-        return False
-    conn = request.headers.get("Connection", "")
-    return "upgrade" in (t.strip().lower() for t in conn.split(","))
 
 
 class Proxy:
@@ -162,8 +155,9 @@ class Proxy:
                 await writer.write(CONTINUE)
                 charge_out(None)
             body = self._request_body(request, conn, meter, deadline, cut=cut)
+        upgrade = upgrade_token(request) is not None
         headers = upstream_request_headers(
-            raw_headers, peer=request.remote, trusted=snap.config.trusted_proxies
+            raw_headers, peer=request.remote, trusted=snap.config.trusted_proxies, upgrade=upgrade
         )
         try:
             async with open_response(
@@ -174,6 +168,9 @@ class Proxy:
                 body=body,
                 deadline=deadline,
             ) as up:
+                if upgrade and up.status == 101:
+                    # A tunnel has no end to finish: it is closed at the cap either way.
+                    return await tunnel(request, up, meter, charge_out, cut=not exempt)
                 resp = web.StreamResponse(
                     status=up.status,
                     reason=up.reason,

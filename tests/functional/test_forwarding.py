@@ -1,0 +1,102 @@
+"""Forwarding: headers both ways, upstream failures, and bodies that stream."""
+
+from __future__ import annotations
+
+import json
+
+from tests.functional.conftest import GovernorFactory
+from tests.functional.support import RawClient, free_port, request
+from tests.functional.upstream_app import Seen, pattern
+
+
+async def test_hop_by_hop_headers_are_stripped_and_forwarding_headers_set(
+    make_governor: GovernorFactory, seen: Seen
+) -> None:
+    gov = await make_governor(trusted_proxies=["10.0.0.0/8"])
+    client = await RawClient.connect(gov.port)
+    await client.send(
+        request(
+            "GET",
+            "/headers",
+            "www.site.test:8443",
+            "Connection: keep-alive, X-Private",
+            "X-Private: secret",
+            "Keep-Alive: timeout=5",
+            "Proxy-Authorization: Basic Zm9vOmJhcg==",
+            "TE: trailers",
+            "X-Forwarded-For: 6.6.6.6",
+            "X-End-To-End: yes",
+        )
+    )
+    resp = await client.response()
+    await client.close()
+    got = {k.lower(): v for k, v in json.loads(resp.body)["headers"]}
+    assert got["host"] == "www.site.test:8443"  # unchanged
+    assert got["x-end-to-end"] == "yes"
+    for hop in ("x-private", "keep-alive", "proxy-authorization", "te"):
+        assert hop not in got, hop
+    assert got["x-forwarded-for"] == "127.0.0.1"  # the client's own claim is not trusted
+    assert got["x-forwarded-proto"] == "http"
+    assert got["x-forwarded-host"] == "www.site.test:8443"
+    assert got["via"] == "1.1 governor"
+    # and on the way back
+    assert resp.header("X-Secret-Hop") is None
+    assert resp.header("Keep-Alive") is None
+    assert resp.header("X-End-To-End") == "kept"
+
+
+async def test_x_forwarded_for_from_a_trusted_proxy_is_extended(
+    make_governor: GovernorFactory, seen: Seen
+) -> None:
+    gov = await make_governor(trusted_proxies=["127.0.0.0/8"])
+    client = await RawClient.connect(gov.port)
+    await client.send(request("GET", "/headers", "site.test", "X-Forwarded-For: 198.51.100.7"))
+    resp = await client.response()
+    await client.close()
+    got = {k.lower(): v for k, v in json.loads(resp.body)["headers"]}
+    assert got["x-forwarded-for"] == "198.51.100.7, 127.0.0.1"
+
+
+async def test_refused_upstream_gives_502(make_governor: GovernorFactory) -> None:
+    gov = await make_governor(upstream=f"http://127.0.0.1:{free_port()}")
+    client = await RawClient.connect(gov.port)
+    await client.send(request("GET", "/", "site.test"))
+    resp = await client.response()
+    await client.close()
+    assert resp.status == 502
+    assert gov.runtime.ledger.pending_bytes() == 0  # governor's own answers are not charged
+
+
+async def test_silent_upstream_gives_504(make_governor: GovernorFactory, seen: Seen) -> None:
+    gov = await make_governor(timeouts={"upstream_response": "200ms"})
+    client = await RawClient.connect(gov.port)
+    await client.send(request("GET", "/hang", "site.test"))
+    resp = await client.response()
+    seen.release.set()
+    await client.close()
+    assert resp.status == 504
+
+
+async def test_large_upload_and_download_stream_through(make_governor: GovernorFactory) -> None:
+    gov = await make_governor(tenant={"count": "both"})
+    size = 32 * 2**20
+    client = await RawClient.connect(gov.port)
+    await client.send(
+        b"POST /echo HTTP/1.1\r\nHost: site.test\r\nContent-Length: %d\r\n\r\n" % size
+    )
+    block = pattern(2**20)
+
+    async def upload() -> None:
+        for _ in range(size // len(block)):
+            await client.send(block)
+
+    import asyncio
+
+    sender = asyncio.get_running_loop().create_task(upload())
+    resp = await client.response()
+    await sender
+    await client.close()
+    assert resp.status == 200 and len(resp.body) == size and resp.body[: 2**20] == block
+    site = gov.runtime.snapshot.sites["site"]
+    key = ("site", site.periods.current(gov.runtime.clock()).key)
+    assert gov.runtime.ledger.used(key) == client.sent + client.received
