@@ -96,7 +96,10 @@ class Governor:
             self.reloads_failed += 1
             log.error("reload rejected, keeping the running config:\n%s", exc)
             return False
-        if config.listen_host != self.config.listen_host or config.listen_port != self.config.listen_port:
+        if (
+            config.listen_host != self.config.listen_host
+            or config.listen_port != self.config.listen_port
+        ):
             log.warning("reload: a new listen address takes a restart; keeping %s", self.address)
         if config.store != self.config.store:
             log.warning("reload: a new store takes a restart; keeping %s", self.config.store)

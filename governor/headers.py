@@ -43,7 +43,9 @@ def connection_tokens(headers: Iterable[Header]) -> frozenset[str]:
     return frozenset(tokens)
 
 
-def strip_hop_by_hop(headers: Sequence[Header], *, keep: frozenset[str] = frozenset()) -> list[Header]:
+def strip_hop_by_hop(
+    headers: Sequence[Header], *, keep: frozenset[str] = frozenset()
+) -> list[Header]:
     """``headers`` without hop-by-hop ones and those named in Connection (except ``keep``)."""
     drop = (HOP_BY_HOP | connection_tokens(headers)) - keep
     return [(n, v) for n, v in headers if n.lower() not in drop]

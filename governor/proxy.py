@@ -26,8 +26,13 @@ from multidict import CIMultiDict
 from governor import notice
 from governor.config import TenantConfig
 from governor.errors import UpstreamError
-from governor.headers import Header, client_address, client_response_headers, is_trusted
-from governor.headers import upstream_request_headers
+from governor.headers import (
+    Header,
+    client_address,
+    client_response_headers,
+    is_trusted,
+    upstream_request_headers,
+)
 from governor.meter import Meter
 from governor.runtime import Runtime, Site
 from governor.tunnel import tunnel, upgrade_token
@@ -91,7 +96,9 @@ class Proxy:
         trusted = snap.config.trusted_proxies
         client = client_address(peer, raw_headers, trusted)
         exempt = is_exempt(tenant, request.path, client)
-        meter = Meter(ledger=runtime.ledger, tenant=tenant, periods=site.periods, clock=runtime.clock)
+        meter = Meter(
+            ledger=runtime.ledger, tenant=tenant, periods=site.periods, clock=runtime.clock
+        )
         if not exempt and meter.blocked():
             conn.claim_in()
             return self._notice(request, site, meter)

@@ -109,7 +109,8 @@ async def tunnel(
     headers += [("Connection", "upgrade"), ("Upgrade", up.headers.get("Upgrade", "websocket"))]
     resp = web.StreamResponse(status=101, reason=up.reason, headers=CIMultiDict(headers))
     upstream_conn = up.connection
-    assert upstream_conn is not None and upstream_conn.protocol is not None
+    assert upstream_conn is not None
+    assert upstream_conn.protocol is not None
     up_proto: Any = upstream_conn.protocol
     up_transport = upstream_conn.transport
     assert up_transport is not None

@@ -4,6 +4,7 @@ every byte it sends and receives, and a governor config writer."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import socket
 from dataclasses import dataclass, field
@@ -163,16 +164,16 @@ class RawClient:
 
     async def close(self) -> None:
         self.writer.close()
-        try:
+        with contextlib.suppress(ConnectionError):
             await self.writer.wait_closed()
-        except ConnectionError:
-            pass
 
 
 def request(method: str, path: str, host: str, *headers: str, body: bytes = b"") -> bytes:
     """A raw request in canonical form."""
     lines = [f"{method} {path} HTTP/1.1", f"Host: {host}", *headers]
-    if body and not any(h.lower().startswith(("content-length", "transfer-encoding")) for h in headers):
+    if body and not any(
+        h.lower().startswith(("content-length", "transfer-encoding")) for h in headers
+    ):
         lines.append(f"Content-Length: {len(body)}")
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 

@@ -15,7 +15,9 @@ from tests.functional.test_metering import used
 from tests.functional.upstream_app import Seen, pattern
 
 
-async def get(gov: Governor, path: str, host: str = "site.test", **headers: str) -> tuple[int, dict[str, str], bytes]:
+async def get(
+    gov: Governor, path: str, host: str = "site.test", **headers: str
+) -> tuple[int, dict[str, str], bytes]:
     async with (
         aiohttp.ClientSession(auto_decompress=False) as s,
         s.get(f"http://127.0.0.1:{gov.port}{path}", headers={"Host": host, **headers}) as r,
@@ -37,7 +39,8 @@ async def test_unknown_host_gets_421_and_reaches_no_upstream(
 async def test_wildcard_host_selects_the_tenant(make_governor: GovernorFactory, seen: Seen) -> None:
     gov = await make_governor()
     status, _, body = await get(gov, "/bytes/10", host="a.b.site.test:8080")
-    assert status == 200 and body == pattern(10)
+    assert status == 200
+    assert body == pattern(10)
     assert seen.hits == 1
 
 
@@ -58,7 +61,8 @@ async def test_notice_at_the_cap_until_local_midnight(
     status, headers, body = await get(gov, "/", Accept="application/json")
     facts = json.loads(body)
     assert status == 503
-    assert facts["tenant"] == "site" and facts["cap_bytes"] == 10240
+    assert facts["tenant"] == "site"
+    assert facts["cap_bytes"] == 10240
     assert facts["resets_at"] == "2024-02-22T00:00:00+09:00"
     assert facts["used_bytes"] == used(gov) > 10240
     charged = used(gov)
@@ -67,7 +71,8 @@ async def test_notice_at_the_cap_until_local_midnight(
     assert used(gov) == charged  # the notice is not charged
     clock.set(seoul(2024, 2, 22, 0, 0, 0))
     status, _, body = await get(gov, "/bytes/10")
-    assert status == 200 and body == pattern(10)
+    assert status == 200
+    assert body == pattern(10)
     assert seen.hits == hits + 1
 
 
@@ -78,9 +83,11 @@ async def test_notice_status_and_operator_template(
 
     folder = Path(str(tmp_path))
     (folder / "mine.html").write_text("<p>$tenant used $used of $cap; back at $resets_at</p>")
-    gov = await make_governor(cap="1 KiB", tenant={"notice": {"status": 509, "template": "mine.html"}})
+    gov = await make_governor(
+        cap="1 KiB", tenant={"notice": {"status": 509, "template": "mine.html"}}
+    )
     await get(gov, "/bytes/5000")
-    status, headers, body = await get(gov, "/")
+    status, _headers, body = await get(gov, "/")
     assert status == 509
     assert body.decode().startswith("<p>site used ")
     assert "2024-02-22T00:00:00+09:00" in body.decode()
@@ -125,7 +132,8 @@ async def test_at_cap_finish_completes_the_response(make_governor: GovernorFacto
     await client.send(request("GET", "/chunked/1000000", "site.test"))
     resp = await client.response()
     await client.close()
-    assert resp.complete and resp.body == pattern(1000000)
+    assert resp.complete
+    assert resp.body == pattern(1000000)
     assert used(gov) == client.received
 
 

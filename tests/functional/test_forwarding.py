@@ -96,7 +96,9 @@ async def test_large_upload_and_download_stream_through(make_governor: GovernorF
     resp = await client.response()
     await sender
     await client.close()
-    assert resp.status == 200 and len(resp.body) == size and resp.body[: 2**20] == block
+    assert resp.status == 200
+    assert len(resp.body) == size
+    assert resp.body[: 2**20] == block
     site = gov.runtime.snapshot.sites["site"]
     key = ("site", site.periods.current(gov.runtime.clock()).key)
     assert gov.runtime.ledger.used(key) == client.sent + client.received

@@ -55,7 +55,9 @@ async def test_keep_alive_requests_all_counted(make_governor: GovernorFactory) -
     assert used(gov) == total
 
 
-async def test_head_204_and_304_carry_no_body_and_are_counted(make_governor: GovernorFactory) -> None:
+async def test_head_204_and_304_carry_no_body_and_are_counted(
+    make_governor: GovernorFactory,
+) -> None:
     gov = await make_governor()
     client = await RawClient.connect(gov.port)
     await client.send(request("HEAD", "/bytes/5000", "site.test"))
@@ -67,10 +69,13 @@ async def test_head_204_and_304_carry_no_body_and_are_counted(make_governor: Gov
     await client.send(request("GET", "/bytes/7", "site.test"))
     after = await client.response()
     await client.close()
-    assert head.status == 200 and head.body == b""
+    assert head.status == 200
+    assert head.body == b""
     assert head.header("Content-Length") == "5000"
-    assert not_modified.status == 304 and not_modified.body == b""
-    assert no_content.status == 204 and no_content.body == b""
+    assert not_modified.status == 304
+    assert not_modified.body == b""
+    assert no_content.status == 204
+    assert no_content.body == b""
     assert after.body == pattern(7)  # the connection is still in step
     assert used(gov) == client.received
 

@@ -90,8 +90,10 @@ async def test_websocket_refused_by_upstream_is_relayed_as_a_response(
     await client.send(request("GET", "/bytes/20", "site.test"))
     after = await client.response()
     await client.close()
-    assert resp.status == 200 and len(resp.body) == 10
-    assert after.status == 200 and len(after.body) == 20
+    assert resp.status == 200
+    assert len(resp.body) == 10
+    assert after.status == 200
+    assert len(after.body) == 20
     assert used(gov) == client.received
 
 

@@ -142,7 +142,9 @@ def make_upstream() -> web.Application:
         return sock
 
     async def json_info(request: web.Request) -> web.Response:
-        return web.Response(text=json.dumps({"path": request.path_qs}), content_type="application/json")
+        return web.Response(
+            text=json.dumps({"path": request.path_qs}), content_type="application/json"
+        )
 
     app.router.add_route("*", "/bytes/{n}", sized)
     app.router.add_get("/chunked/{n}", chunked)

@@ -1,0 +1,191 @@
+"""The ``governor`` command as an operator runs it: a real process, real signals."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.functional.support import RawClient, request, write_config
+from tests.functional.upstream_app import Seen
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+async def governor(*args: str) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "governor",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=REPO,
+    )
+    out, err = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+class Served:
+    """A ``governor serve`` process whose log lines the test waits on."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, port: int) -> None:
+        self.proc = proc
+        self.port = port
+        self.log: list[str] = []
+
+    async def wait_for(self, text: str) -> str:
+        assert self.proc.stderr is not None
+        async with asyncio.timeout(20):
+            while True:
+                line = (await self.proc.stderr.readline()).decode()
+                assert line, f"governor exited before logging {text!r}: {self.log}"
+                self.log.append(line)
+                if text in line:
+                    return line
+
+    async def get(self, path: str) -> int:
+        client = await RawClient.connect(self.port)
+        await client.send(request("GET", path, "site.test"))
+        resp = await client.response()
+        await client.close()
+        return client.received if resp.status == 200 else -resp.status
+
+
+@pytest.fixture
+async def serve(tmp_path: Path) -> AsyncIterator[object]:
+    procs: list[asyncio.subprocess.Process] = []
+
+    async def start(config: Path) -> Served:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "governor",
+            "serve",
+            "--config",
+            str(config),
+            stderr=asyncio.subprocess.PIPE,
+            cwd=REPO,
+        )
+        procs.append(proc)
+        port = int(config.read_text().split("listen: 127.0.0.1:")[1].split()[0])
+        served = Served(proc, port)
+        await served.wait_for("governor listening on")
+        return served
+
+    yield start
+    for proc in procs:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def test_check_accepts_the_shipped_example() -> None:
+    code, out, err = await governor("check", "--config", "config/governor.yaml")
+    assert code == 0, err
+    assert "ok (1 tenant)" in out
+
+
+async def test_check_lists_every_problem_with_file_line_and_key(tmp_path: Path) -> None:
+    path = write_config(tmp_path, upstream="http://127.0.0.1:1", cap="two gigs")
+    text = path.read_text().replace("timezone: Asia/Seoul", "timezone: Mars/Olympus")
+    path.write_text(text)
+    code, out, err = await governor("check", "-c", str(path))
+    assert code == 1
+    lines = err.strip().splitlines()
+    assert len(lines) == 2
+    assert lines[0].startswith(f"{path}:")
+    assert "defaults.timezone" in lines[0] and "Mars/Olympus" in lines[0]
+    assert "tenants.site.daily_cap" in lines[1]
+    assert "Traceback" not in err
+
+
+async def test_missing_file_and_bad_arguments_are_clear(tmp_path: Path) -> None:
+    code, _, err = await governor("check", "-c", str(tmp_path / "nope.yaml"))
+    assert code == 1
+    assert "nope.yaml" in err and "Traceback" not in err
+    code, _, err = await governor("serve")
+    assert code == 2
+    assert "--config" in err
+    code, out, _ = await governor("--version")
+    assert code == 0 and out.startswith("governor ")
+
+
+async def test_serve_counts_survives_sigterm_and_usage_reports_it(
+    serve: object, tmp_path: Path, upstream_url: str, seen: Seen
+) -> None:
+    path = write_config(tmp_path, upstream=upstream_url, cap="50 KiB", flush_interval="10s")
+    served = await serve(path)  # type: ignore[operator]
+    received = 0
+    for _ in range(3):
+        received += await served.get("/bytes/20000")
+    assert await served.get("/bytes/1") == -503
+    served.proc.send_signal(signal.SIGTERM)
+    assert await served.proc.wait() == 0  # drained, flushed (long before the 10 s interval)
+    code, out, err = await governor("usage", "-c", str(path), "--json")
+    assert code == 0, err
+    (row,) = json.loads(out)
+    assert row["tenant"] == "site"
+    assert row["used_bytes"] == received
+    assert row["cap_bytes"] == 50 * 1024
+    assert row["blocked"] is True
+    assert row["resets_at"].endswith("+09:00")
+    assert len(row["period"]) == 10
+    code, out, _ = await governor("usage", "-c", str(path))
+    assert code == 0 and "BLOCKED" in out and "site" in out
+
+
+async def test_sighup_reloads_a_valid_file_and_rejects_an_invalid_one(
+    serve: object, tmp_path: Path, upstream_url: str, seen: Seen
+) -> None:
+    path = write_config(tmp_path, upstream=upstream_url, cap="10 KiB")
+    served = await serve(path)  # type: ignore[operator]
+    await served.get("/bytes/20000")
+    assert await served.get("/bytes/1") == -503
+    text = path.read_text()
+    path.write_text(text.replace("daily_cap: 10 KiB", "daily_cap: 10 MiB"))
+    served.proc.send_signal(signal.SIGHUP)
+    await served.wait_for("reloaded")
+    assert await served.get("/bytes/1") > 0
+    path.write_text(text.replace("daily_cap: 10 KiB", "daily_cap: [1]"))
+    served.proc.send_signal(signal.SIGHUP)
+    line = await served.wait_for("reload rejected")
+    problem = await served.wait_for("daily_cap")
+    assert "ERROR" in line and str(path) in problem
+    assert await served.get("/bytes/1") > 0  # the old (raised) cap stays
+
+
+async def test_kill_9_loses_at_most_one_flush_interval(
+    serve: object, tmp_path: Path, upstream_url: str, seen: Seen
+) -> None:
+    path = write_config(tmp_path, upstream=upstream_url, flush_interval="200ms")
+    served = await serve(path)  # type: ignore[operator]
+    flushed = 0
+    for _ in range(5):
+        flushed += await served.get("/bytes/10000")
+
+    async def stored() -> int:
+        code, out, _ = await governor("usage", "-c", str(path), "--json")
+        assert code == 0
+        return int(json.loads(out)[0]["used_bytes"])
+
+    async with asyncio.timeout(10):
+        while await stored() != flushed:
+            await asyncio.sleep(0.05)  # a flush happens every 200 ms: poll the store
+    unflushed = await served.get("/bytes/10000")
+    os.kill(served.proc.pid, signal.SIGKILL)
+    await served.proc.wait()
+    after = await stored()
+    assert flushed <= after <= flushed + unflushed
+    again = await serve(path)  # type: ignore[operator]
+    assert await again.get("/bytes/1") > 0
+    again.proc.send_signal(signal.SIGTERM)
+    assert await again.proc.wait() == 0
+    assert await stored() > after
