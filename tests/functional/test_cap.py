@@ -176,3 +176,49 @@ async def test_reload_raises_the_cap_at_once_and_rejects_a_bad_file(
     good.write_text(text.replace("daily_cap: 1 MiB", "daily_cap: lots"))
     assert not gov.reload()
     assert (await get(gov, "/bytes/10"))[0] == 200  # the old config stays
+
+
+async def test_reset_follows_the_tenants_zone_across_dst(
+    make_governor: GovernorFactory, clock: FakeClock
+) -> None:
+    import datetime as dt
+    from zoneinfo import ZoneInfo
+
+    ny = ZoneInfo("America/New_York")
+    clock.set(dt.datetime(2024, 3, 9, 23, 0, tzinfo=ny))
+    gov = await make_governor(cap="10 KiB", tenant={"timezone": "America/New_York"})
+    await get(gov, "/bytes/20000")
+    status, headers, _ = await get(gov, "/", Accept="application/json")
+    assert status == 503
+    assert headers["Retry-After"] == "3600"
+    clock.set(dt.datetime(2024, 3, 10, 0, 0, tzinfo=ny))
+    assert (await get(gov, "/bytes/20000"))[0] == 200  # a new day: open again
+    status, headers, body = await get(gov, "/", Accept="application/json")
+    assert status == 503
+    # 2024-03-10 has 23 hours in New York: the next reset is 23 h away, at -04:00.
+    assert json.loads(body)["resets_at"] == "2024-03-11T00:00:00-04:00"
+    assert headers["Retry-After"] == str(23 * 3600)
+
+
+async def test_a_download_across_midnight_pays_each_day_its_share(
+    make_governor: GovernorFactory, clock: FakeClock
+) -> None:
+    clock.set(seoul(2024, 2, 21, 23, 59, 59))
+    gov = await make_governor()
+    client = await RawClient.connect(gov.port)
+    await client.send(request("GET", f"/stream/{1024}", "site.test"))  # 64 MiB
+    got = 0
+    while got < 2**20:
+        got += len(await client.reader.read(65536))
+    clock.set(seoul(2024, 2, 22, 0, 0, 1))
+    while got < 64 * 2**20:
+        data = await client.reader.read(2**20)
+        assert data
+        got += len(data)
+    await client.close()
+    await gov.runtime.flush()
+    days = await gov.store.totals([("site", "2024-02-21"), ("site", "2024-02-22")])
+    old, new = days[("site", "2024-02-21")], days[("site", "2024-02-22")]
+    assert old >= 2**20
+    assert new > 0
+    assert old + new == got

@@ -102,3 +102,36 @@ async def test_large_upload_and_download_stream_through(make_governor: GovernorF
     site = gov.runtime.snapshot.sites["site"]
     key = ("site", site.periods.current(gov.runtime.clock()).key)
     assert gov.runtime.ledger.used(key) == client.sent + client.received
+
+
+async def test_bodies_stream_in_bounded_memory(make_governor: GovernorFactory) -> None:
+    """128 MiB down and 128 MiB up never hold more than a few buffers in memory."""
+    import tracemalloc
+
+    gov = await make_governor()
+    size = 128 * 2**20
+    block = pattern(2**20)
+    tracemalloc.start()
+    try:
+        client = await RawClient.connect(gov.port)
+        await client.send(request("GET", f"/stream/{size // 65536}", "site.test"))
+        head = await client.reader.readuntil(b"\r\n\r\n")
+        got = 0
+        while got < size:
+            data = await client.reader.read(2**20)
+            assert data
+            got += len(data)
+        await client.send(
+            b"POST /upload HTTP/1.1\r\nHost: site.test\r\nContent-Length: %d\r\n\r\n" % size
+        )
+        for _ in range(size // len(block)):
+            await client.send(block)
+        resp = await client.response()
+        await client.close()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert b"200 OK" in head
+    assert got == size
+    assert json.loads(resp.body) == {"received": size}
+    assert peak < 16 * 2**20, f"peak {peak / 2**20:.1f} MiB for 256 MiB streamed"

@@ -131,6 +131,16 @@ def make_upstream() -> web.Application:
             raise
         return resp
 
+    async def stream(request: web.Request) -> web.StreamResponse:
+        blocks = int(request.match_info["blocks"])
+        block = pattern(65536)
+        resp = web.StreamResponse(headers={"Content-Length": str(blocks * len(block))})
+        await resp.prepare(request)
+        for _ in range(blocks):
+            await resp.write(block)
+        await resp.write_eof()
+        return resp
+
     async def ws(request: web.Request) -> web.WebSocketResponse:
         sock = web.WebSocketResponse()
         await sock.prepare(request)
@@ -156,6 +166,7 @@ def make_upstream() -> web.Application:
     app.router.add_get("/die-chunked/{n}", die_chunked)
     app.router.add_get("/hang", hang)
     app.router.add_get("/forever", forever)
+    app.router.add_get("/stream/{blocks}", stream)
     app.router.add_get("/ws", ws)
     app.router.add_route("*", "/{tail:.*}", json_info)
     return app
