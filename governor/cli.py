@@ -17,6 +17,7 @@ import time
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from governor.config import Config, load_config
 from governor.errors import ConfigError, GovernorError
@@ -111,6 +112,7 @@ async def usage_rows(config: Config, *, now: float) -> list[dict[str, Any]]:
                 "used_bytes": used,
                 "cap_bytes": tenant.daily_cap,
                 "resets_at": period.resets_at(tenant.timezone).isoformat(),
+                "timezone": tenant.timezone.key,
                 "blocked": is_blocked(used, tenant.daily_cap),
             }
         )
@@ -122,7 +124,8 @@ def _usage_table(rows: list[dict[str, Any]]) -> str:
     lines = [head]
     for r in rows:
         pct = 100.0 * r["used_bytes"] / r["cap_bytes"] if r["cap_bytes"] else 0.0
-        resets = dt.datetime.fromisoformat(r["resets_at"]).strftime("%Y-%m-%d %H:%M %Z")
+        when = dt.datetime.fromisoformat(r["resets_at"]).astimezone(ZoneInfo(r["timezone"]))
+        resets = when.strftime("%Y-%m-%d %H:%M %Z")
         lines.append(
             (
                 r["tenant"],
