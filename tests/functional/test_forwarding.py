@@ -135,3 +135,40 @@ async def test_bodies_stream_in_bounded_memory(make_governor: GovernorFactory) -
     assert got == size
     assert json.loads(resp.body) == {"received": size}
     assert peak < 16 * 2**20, f"peak {peak / 2**20:.1f} MiB for 256 MiB streamed"
+
+
+async def test_upstream_connections_are_pooled_and_kept_alive(
+    make_governor: GovernorFactory, seen: Seen
+) -> None:
+    gov = await make_governor()
+    for _ in range(5):  # five client connections, one after another
+        client = await RawClient.connect(gov.port)
+        await client.send(request("GET", "/bytes/100", "site.test"))
+        assert (await client.response()).status == 200
+        await client.close()
+    assert len(seen.peers) == 5
+    assert len(set(seen.peers)) == 1  # all over one upstream connection
+
+
+async def test_reload_lets_in_flight_requests_finish_under_the_old_config(
+    make_governor: GovernorFactory, seen: Seen, tmp_path: object
+) -> None:
+    import asyncio
+    from pathlib import Path
+
+    gov = await make_governor()
+    client = await RawClient.connect(gov.port)
+    await client.send(request("GET", "/hang", "site.test"))
+    await asyncio.wait_for(seen.hanging.wait(), timeout=5)
+    path = Path(str(tmp_path)) / "governor.yaml"
+    path.write_text(path.read_text().replace("site.test", "moved.test"))
+    assert gov.reload()
+    seen.release.set()
+    resp = await client.response()
+    await client.close()
+    assert resp.status == 200
+    assert resp.body == b"late"
+    fresh = await RawClient.connect(gov.port)
+    await fresh.send(request("GET", "/bytes/1", "site.test"))
+    assert (await fresh.response()).status == 421  # new requests see the new config
+    await fresh.close()

@@ -28,8 +28,10 @@ class Seen:
     paths: list[str] = field(default_factory=list)
     headers: list[list[tuple[str, str]]] = field(default_factory=list)
     uploads: list[int] = field(default_factory=list)
+    peers: list[object] = field(default_factory=list)
     stream_cancelled: asyncio.Event = field(default_factory=asyncio.Event)
     release: asyncio.Event = field(default_factory=asyncio.Event)
+    hanging: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 SEEN: web.AppKey[Seen] = web.AppKey("seen", Seen)
@@ -45,6 +47,8 @@ def make_upstream() -> web.Application:
         seen.hits += 1
         seen.paths.append(request.path_qs)
         seen.headers.append([(k, v) for k, v in request.headers.items()])
+        assert request.transport is not None
+        seen.peers.append(request.transport.get_extra_info("peername"))
         return await handler(request)
 
     app.middlewares.append(record)
@@ -115,6 +119,7 @@ def make_upstream() -> web.Application:
         return resp
 
     async def hang(request: web.Request) -> web.Response:
+        request.app[SEEN].hanging.set()
         await request.app[SEEN].release.wait()
         return web.Response(text="late")
 
