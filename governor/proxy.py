@@ -42,11 +42,13 @@ from governor.wire import CountingRequestHandler
 log = logging.getLogger("governor.proxy")
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+SERVER = "governor"  # on governor's own answers; proxied responses keep the upstream's
 
 
 def _text(status: int, text: str, *, close: bool = False) -> web.Response:
     resp = web.Response(status=status, text=text + "\n", content_type="text/plain")
     resp.headers["Cache-Control"] = "no-store"
+    resp.headers["Server"] = SERVER
     if close:
         resp.force_close()
     return resp
@@ -124,9 +126,8 @@ class Proxy:
             method=request.method,
         )
         resp = web.Response(status=rendered.status, body=rendered.body)
-        for name, value in rendered.headers:
-            if name.lower() != "content-length":
-                resp.headers[name] = value
+        resp.headers.update(rendered.headers)  # Content-Length too: a HEAD's is the GET's
+        resp.headers["Server"] = SERVER
         if request.can_read_body:
             # The unread body would otherwise be charged to the connection's next request.
             resp.force_close()

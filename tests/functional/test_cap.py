@@ -222,3 +222,20 @@ async def test_a_download_across_midnight_pays_each_day_its_share(
     assert old >= 2**20
     assert new > 0
     assert old + new == got
+
+
+async def test_head_for_the_notice_has_the_get_length_and_no_body(
+    make_governor: GovernorFactory,
+) -> None:
+    gov = await make_governor(cap="1 KiB")
+    await get(gov, "/bytes/5000")
+    client = await RawClient.connect(gov.port)
+    await client.send(request("HEAD", "/", "site.test"))
+    head = await client.response(method="HEAD")
+    await client.send(request("GET", "/", "site.test"))
+    full = await client.response()
+    await client.close()
+    assert head.status == full.status == 503
+    assert head.body == b""
+    assert head.header("Content-Length") == str(len(full.body)) != "0"
+    assert head.header("Server") == "governor"
