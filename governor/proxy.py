@@ -14,6 +14,7 @@ Invariants:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import posixpath
 from collections.abc import AsyncIterator, Callable
@@ -37,20 +38,78 @@ from governor.meter import Meter
 from governor.runtime import Runtime, Site
 from governor.tunnel import tunnel, upgrade_token
 from governor.upstream import STREAM_ERRORS, ResponseDeadline, open_response, target_url
-from governor.wire import CountingRequestHandler
+from governor.wire import CountingRequestHandler, RequestIngress
 
 log = logging.getLogger("governor.proxy")
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 SERVER = "governor"  # on governor's own answers; proxied responses keep the upstream's
+# How long the rest of a request body nobody read is read and dropped after the
+# response, so the connection stays in step and the client reads the response
+# (closing on unread data would reset it). Like aiohttp's own lingering, but here,
+# where the bytes can be charged to the request they belong to.
+LINGER = 10.0
+# What a visitor sees of an upstream failure; the details go to the log only.
+PUBLIC_ERRORS = {
+    502: "502 Bad Gateway: the site's server could not be reached",
+    504: "504 Gateway Timeout: the site's server did not answer in time",
+}
 
 
-def _text(status: int, text: str, *, close: bool = False) -> web.Response:
+def _text(status: int, text: str) -> web.Response:
     resp = web.Response(status=status, text=text + "\n", content_type="text/plain")
     resp.headers["Cache-Control"] = "no-store"
     resp.headers["Server"] = SERVER
-    if close:
-        resp.force_close()
+    return resp
+
+
+def _drop(nbytes: int) -> None:
+    """Charge nobody (the body of a request governor answered itself)."""
+
+
+async def _linger(
+    request: web.BaseRequest, ingress: RequestIngress, charge: Callable[[int], None]
+) -> None:
+    """Read and drop what is left of the request body after the response was sent.
+
+    Every byte is charged with ``charge``, so nothing is left for the connection's
+    next request to claim. A client still sending after :data:`LINGER` seconds is
+    disconnected.
+    """
+    content = request.content
+    try:
+        async with asyncio.timeout(LINGER):
+            while await content.readany():
+                charge(ingress.claim())
+    except TimeoutError:
+        request.protocol.force_close()
+    except ConnectionError:
+        pass
+    charge(ingress.claim())
+
+
+def _ingress(request: web.BaseRequest) -> RequestIngress:
+    """The byte claim of a request; call when its handler starts, before any await."""
+    return RequestIngress(
+        cast(CountingRequestHandler, request.protocol),
+        body_fed=request.content.total_bytes,
+        content_length=request.content_length,
+        chunked="chunked" in request.headers.get("Transfer-Encoding", "").lower(),
+    )
+
+
+async def _answer(
+    request: web.BaseRequest, ingress: RequestIngress, resp: web.StreamResponse
+) -> web.StreamResponse:
+    """Send one of governor's own answers, then drop the request body nobody will read."""
+    ingress.claim()  # not charged to anybody
+    if request.can_read_body and not request.content.is_eof():
+        try:
+            await resp.prepare(request)
+            await resp.write_eof()
+        except ConnectionError:
+            return resp
+        await _linger(request, ingress, _drop)
     return resp
 
 
@@ -76,36 +135,28 @@ class Proxy:
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         """Answer one client request."""
+        ingress = _ingress(request)
         runtime = self.runtime
         snap = runtime.snapshot
-        conn = cast(CountingRequestHandler, request.protocol)
         host = request.headers.get("Host")
         if host is None and request.version >= (1, 1):
-            conn.claim_in()
-            return _text(400, "400 Bad Request: the request has no Host header", close=True)
+            return await _answer(request, ingress, _text(400, "400 Bad Request: no Host header"))
         site = snap.index.lookup(host)
         if site is None:
-            conn.claim_in()
             shown = (host or "")[:200]
-            return _text(
-                421,
-                f"421 Misdirected Request: no site is served here for host {shown!r}",
-                close=request.can_read_body,
-            )
+            text = f"421 Misdirected Request: no site is served here for host {shown!r}"
+            return await _answer(request, ingress, _text(421, text))
         tenant = site.config
         raw_headers = _decoded(request.raw_headers)
-        peer = request.remote
-        trusted = snap.config.trusted_proxies
-        client = client_address(peer, raw_headers, trusted)
+        client = client_address(request.remote, raw_headers, snap.config.trusted_proxies)
         exempt = is_exempt(tenant, request.path, client)
         meter = Meter(
             ledger=runtime.ledger, tenant=tenant, periods=site.periods, clock=runtime.clock
         )
         if not exempt and meter.blocked():
-            conn.claim_in()
-            return self._notice(request, site, meter)
-        meter.ingress(conn.claim_in())
-        return await self._forward(request, site, meter, raw_headers, exempt=exempt)
+            return await _answer(request, ingress, self._notice(request, site, meter))
+        exchange = _Exchange(self, request, ingress, site, meter, exempt=exempt)
+        return await exchange.run(raw_headers)
 
     def _notice(self, request: web.BaseRequest, site: Site, meter: Meter) -> web.Response:
         period = meter.period()
@@ -128,48 +179,64 @@ class Proxy:
         resp = web.Response(status=rendered.status, body=rendered.body)
         resp.headers.update(rendered.headers)  # Content-Length too: a HEAD's is the GET's
         resp.headers["Server"] = SERVER
-        if request.can_read_body:
-            # The unread body would otherwise be charged to the connection's next request.
-            resp.force_close()
         return resp
 
-    async def _forward(
+
+class _Exchange:
+    """One proxied request: the upload, the upstream response, and their metering."""
+
+    def __init__(
         self,
+        proxy: Proxy,
         request: web.BaseRequest,
+        ingress: RequestIngress,
         site: Site,
         meter: Meter,
-        raw_headers: list[Header],
         *,
         exempt: bool,
-    ) -> web.StreamResponse:
-        tenant = site.config
-        snap = self.runtime.snapshot
-        conn = cast(CountingRequestHandler, request.protocol)
-        writer = request.writer
-        charged_out = 0
+    ) -> None:
+        self.proxy = proxy
+        self.request = request
+        self.ingress = ingress
+        self.site = site
+        self.meter = meter
+        self.exempt = exempt
+        self.cut = site.config.at_cap == "cut" and not exempt
+        self.writer = request.writer
+        self.charged_out = 0
+        self.chunked = False
+        # Set while nobody is waiting on the request body; the upload and the
+        # lingering read must never wait on it at the same time.
+        self.body_idle = asyncio.Event()
+        self.body_idle.set()
 
-        def charge_out(upto: int | None = None) -> None:
-            nonlocal charged_out
-            sent = writer.output_size if upto is None else upto
-            meter.egress(sent - charged_out)
-            charged_out = sent
+    def charge_out(self, upto: int | None = None) -> None:
+        """Charge what the writer handed the client socket (up to ``upto``)."""
+        sent = self.writer.output_size if upto is None else upto
+        self.meter.egress(sent - self.charged_out)
+        self.charged_out = sent
 
-        cut = tenant.at_cap == "cut" and not exempt
+    async def run(self, raw_headers: list[Header]) -> web.StreamResponse:
+        request, meter, ingress = self.request, self.meter, self.ingress
+        snap = self.proxy.runtime.snapshot
+        meter.ingress(ingress.claim())
         has_body = request.can_read_body
         deadline = ResponseDeadline(snap.config.timeouts.upstream_response, body=has_body)
         body: AsyncIterator[bytes] | None = None
         if has_body:
-            if request.headers.get("Expect", "").lower() == "100-continue":
-                await writer.write(CONTINUE)
-                charge_out(None)
-            body = self._request_body(request, conn, meter, deadline, cut=cut)
+            expect = request.headers.get("Expect", "").lower() == "100-continue"
+            if expect and request.version >= (1, 1):
+                await self.writer.write(CONTINUE)
+                self.charge_out()
+            body = self._upload(deadline)
         upgrade = upgrade_token(request) is not None
         headers = upstream_request_headers(
             raw_headers, peer=request.remote, trusted=snap.config.trusted_proxies, upgrade=upgrade
         )
+        tenant = self.site.config
         try:
             async with open_response(
-                self.session,
+                self.proxy.session,
                 method=request.method,
                 url=target_url(tenant.upstream, request.raw_path),
                 headers=headers,
@@ -178,60 +245,60 @@ class Proxy:
             ) as up:
                 if upgrade and up.status == 101:
                     # A tunnel has no end to finish: it is closed at the cap either way.
-                    return await tunnel(request, up, meter, charge_out, cut=not exempt)
+                    return await tunnel(request, up, meter, self.charge_out, cut=not self.exempt)
                 resp = web.StreamResponse(
                     status=up.status,
                     reason=up.reason,
                     headers=CIMultiDict(client_response_headers(_decoded(up.raw_headers))),
                 )
+                complete = await self._respond(resp, up)
+        except UpstreamError as exc:
+            log.warning("%s %s %s: %s", tenant.name, request.method, request.path, exc)
+            resp = _text(exc.status, PUBLIC_ERRORS.get(exc.status, f"{exc.status} error"))
+            complete = True
+        finally:
+            meter.ingress(ingress.claim())
+        if complete and has_body and not request.content.is_eof():
+            # The upstream answered without reading the whole body (a 413, a redirect).
+            await self.body_idle.wait()
+            if not resp.prepared:
                 try:
                     await resp.prepare(request)
+                    await resp.write_eof()
                 except ConnectionError:
-                    up.close()
                     return resp
-                charge_out(None)
-                await self._stream_body(request, resp, up, meter, charge_out, cut=cut)
-                return resp
-        except UpstreamError as exc:
-            meter.ingress(conn.claim_in())
-            log.warning("%s %s %s: %s", tenant.name, request.method, request.path, exc)
-            return _text(exc.status, f"{exc.status} {exc}", close=has_body)
-        finally:
-            meter.ingress(conn.claim_in())
+            await _linger(request, ingress, meter.ingress)
+        return resp
 
-    async def _request_body(
-        self,
-        request: web.BaseRequest,
-        conn: CountingRequestHandler,
-        meter: Meter,
-        deadline: ResponseDeadline,
-        *,
-        cut: bool,
-    ) -> AsyncIterator[bytes]:
-        content = request.content
+    async def _upload(self, deadline: ResponseDeadline) -> AsyncIterator[bytes]:
+        """The request body, streamed upstream by aiohttp's writer task."""
+        content, meter, ingress = self.request.content, self.meter, self.ingress
         while True:
-            chunk = await content.readany()
-            meter.ingress(conn.claim_in())
+            self.body_idle.clear()
+            try:
+                chunk = await content.readany()
+            finally:
+                self.body_idle.set()
+            meter.ingress(ingress.claim())
             if not chunk:
                 break
-            if cut and meter.blocked():
-                _abort(request)
+            if self.cut and meter.blocked():
+                _abort(self.request)
                 return
             yield chunk
         deadline.start()
 
-    async def _stream_body(
-        self,
-        request: web.BaseRequest,
-        resp: web.StreamResponse,
-        up: aiohttp.ClientResponse,
-        meter: Meter,
-        charge_out: Callable[[int | None], None],
-        *,
-        cut: bool,
-    ) -> None:
+    async def _respond(self, resp: web.StreamResponse, up: aiohttp.ClientResponse) -> bool:
+        """Stream the upstream's response; False when it could not be completed."""
+        request, meter = self.request, self.meter
+        try:
+            await resp.prepare(request)
+        except ConnectionError:
+            up.close()
+            return False
+        self.charge_out()
+        self.chunked = resp.headers.get("Transfer-Encoding") == "chunked"
         content = up.content
-        writer = request.writer
         while True:
             try:
                 chunk = await content.readany()
@@ -239,39 +306,47 @@ class Proxy:
                 log.warning("%s: the upstream broke off mid-body: %r", meter.tenant, exc)
                 up.close()
                 _abort(request)
-                return
+                return False
             if not chunk:
                 break
             stop_after = False
-            if cut:
-                remaining = meter.remaining()
-                if remaining <= 0:
+            if self.cut:
+                room = self._room()
+                if room <= 0:
                     up.close()
                     _abort(request)
-                    return
-                if len(chunk) > remaining:
-                    chunk = chunk[:remaining]
+                    return False
+                if len(chunk) > room:
+                    chunk = chunk[:room]
                     stop_after = True
-            before = writer.output_size
+            before = self.writer.output_size
             try:
                 await resp.write(chunk)
             except ConnectionError:
                 # The client is gone: what the failed write handed over never reached it.
-                charge_out(before)
+                self.charge_out(before)
                 up.close()
-                return
-            charge_out(None)
+                return False
+            self.charge_out()
             if stop_after:
                 up.close()
                 _abort(request)
-                return
-        before = writer.output_size
+                return False
+        before = self.writer.output_size
         try:
             await resp.write_eof()
         except ConnectionError:
-            charge_out(before)
-            return
-        charge_out(None)
+            self.charge_out(before)
+            return False
+        self.charge_out()
+        return True
+
+    def _room(self) -> int:
+        """Body bytes that still fit under the cap, after the chunk framing they need."""
+        remaining = self.meter.remaining()
+        if not self.chunked or remaining <= 0:
+            return remaining
+        return max(0, remaining - len(f"{remaining:x}") - 4)  # "<hex>\r\n" ... "\r\n"
 
 
 def _abort(request: web.BaseRequest) -> None:

@@ -8,7 +8,9 @@ byte it hands the transport (``AbstractStreamWriter.output_size``).
 
 Invariant: ``bytes_in`` is the number of bytes the kernel delivered on this
 connection; ``claimed_in`` is how many of them have been charged to some request,
-so each received byte is charged once.
+so each received byte is charged once. A request with a known length (a
+Content-Length body, or none) never claims more than its head and its body, so
+the next request's bytes, if they arrive early, are left for it.
 """
 
 from __future__ import annotations
@@ -50,3 +52,38 @@ class CountingServer(web.Server):
 
     def __call__(self) -> CountingRequestHandler:
         return CountingRequestHandler(self, loop=self._loop, **self._handler_kwargs)
+
+
+class RequestIngress:
+    """The received bytes of one request: its head and its body, and no more.
+
+    Created when the handler starts, before anything awaits, when the bytes
+    received so far are this request's head plus the part of its body already
+    parsed (``body_fed``). For a chunked body the framing is unknown, so every
+    byte received until the request ends is claimed.
+    """
+
+    __slots__ = ("_conn", "_expected", "_taken")
+
+    def __init__(
+        self,
+        conn: CountingRequestHandler,
+        *,
+        body_fed: int,
+        content_length: int | None,
+        chunked: bool,
+    ) -> None:
+        self._conn = conn
+        unclaimed = conn.bytes_in - conn.claimed_in
+        self._expected = None if chunked else unclaimed - body_fed + (content_length or 0)
+        self._taken = 0
+
+    def claim(self) -> int:
+        """This request's bytes received since the last claim."""
+        conn = self._conn
+        n = conn.bytes_in - conn.claimed_in
+        if self._expected is not None:
+            n = max(0, min(n, self._expected - self._taken))
+        conn.claimed_in += n
+        self._taken += n
+        return n

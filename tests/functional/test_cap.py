@@ -126,6 +126,18 @@ async def test_at_cap_cut_aborts_a_response_at_the_cap(make_governor: GovernorFa
     assert 100 * 1024 <= used(gov) < 100 * 1024 + 100  # cut at the cap, not a chunk later
 
 
+async def test_at_cap_cut_counts_chunk_framing_into_the_cap(make_governor: GovernorFactory) -> None:
+    gov = await make_governor(cap="50000", tenant={"at_cap": "cut"})
+    client = await RawClient.connect(gov.port)
+    await client.send(request("GET", "/chunked/1000000", "site.test"))
+    resp = await client.response()
+    await client.read_to_eof()
+    await client.close()
+    assert not resp.complete
+    assert used(gov) == client.received
+    assert 50000 - 20 <= used(gov) <= 50000
+
+
 async def test_at_cap_finish_completes_the_response(make_governor: GovernorFactory) -> None:
     gov = await make_governor(cap="100 KiB")
     client = await RawClient.connect(gov.port)

@@ -64,6 +64,8 @@ async def test_refused_upstream_gives_502(make_governor: GovernorFactory) -> Non
     resp = await client.response()
     await client.close()
     assert resp.status == 502
+    assert b"could not be reached" in resp.body
+    assert b"127.0.0.1" not in resp.body  # the upstream's address stays in the log
     assert gov.runtime.ledger.pending_bytes() == 0  # governor's own answers are not charged
 
 

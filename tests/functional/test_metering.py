@@ -140,3 +140,69 @@ async def test_client_abort_releases_upstream_and_counts_only_what_was_written(
     # Written bytes may sit in kernel buffers the client never read, but nothing
     # near the upstream's 6.5 GB is charged.
     assert got <= used(gov) < got + 16 * 2**20
+
+
+async def test_upload_the_upstream_never_read_is_charged_to_its_own_request(
+    make_governor: GovernorFactory, upstream_url: str
+) -> None:
+    other = {"hosts": ["other.test"], "upstream": upstream_url, "daily_cap": "1 GiB"}
+    gov = await make_governor(defaults={"count": "both"}, others={"other": other})
+    client = await RawClient.connect(gov.port)
+    upload = request("POST", "/early", "site.test", body=pattern(4 * 2**20))
+    await client.send(upload)
+    early = await client.response()
+    mark_sent, mark_received = client.sent, client.received
+    await client.send(request("GET", "/bytes/10", "other.test"))  # same connection
+    after = await client.response()
+    await client.close()
+    assert early.status == 413
+    assert after.status == 200
+    assert used(gov, "site") == mark_sent + mark_received
+    assert used(gov, "other") == (client.sent - mark_sent) + (client.received - mark_received)
+
+
+async def test_a_blocked_upload_is_not_charged_and_the_connection_stays_usable(
+    make_governor: GovernorFactory, seen: Seen
+) -> None:
+    gov = await make_governor(cap="1 KiB", tenant={"count": "both"})
+    client = await RawClient.connect(gov.port)
+    await client.send(request("GET", "/bytes/5000", "site.test"))
+    await client.response()
+    charged = used(gov)
+    await client.send(request("POST", "/upload", "site.test", body=pattern(2**20)))
+    notice = await client.response()
+    await client.send(request("GET", "/", "site.test"))
+    again = await client.response()
+    await client.close()
+    assert notice.status == again.status == 503
+    assert used(gov) == charged
+    assert seen.uploads == []
+
+
+async def test_expect_100_continue_once_for_http_1_1_and_never_for_1_0(
+    make_governor: GovernorFactory,
+) -> None:
+    gov = await make_governor(tenant={"count": "both"})
+    body = pattern(5000)
+    client = await RawClient.connect(gov.port)
+    await client.send(
+        b"POST /upload HTTP/1.1\r\nHost: site.test\r\nExpect: 100-continue\r\n"
+        b"Content-Length: 5000\r\n\r\n"
+    )
+    interim = await client.reader.readuntil(b"\r\n\r\n")
+    client.received += len(interim)
+    await client.send(body)
+    resp = await client.response()
+    await client.close()
+    assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+    assert resp.status == 200
+    assert b"100 Continue" not in resp.head
+    assert used(gov) == client.sent + client.received
+    old = await RawClient.connect(gov.port)
+    await old.send(
+        b"POST /upload HTTP/1.0\r\nHost: site.test\r\nExpect: 100-continue\r\n"
+        b"Content-Length: 5000\r\n\r\n" + body
+    )
+    first = await old.reader.readuntil(b"\r\n")
+    await old.close()
+    assert first.startswith(b"HTTP/1.0 200")

@@ -89,6 +89,9 @@ def make_upstream() -> web.Application:
         await resp.write_eof()
         return resp
 
+    async def early(request: web.Request) -> web.Response:
+        return web.Response(status=413, text="too big")  # without reading the body
+
     async def headers(request: web.Request) -> web.Response:
         resp = web.json_response({"headers": [[k, v] for k, v in request.headers.items()]})
         resp.headers["Connection"] = "close, X-Secret-Hop"
@@ -167,6 +170,7 @@ def make_upstream() -> web.Application:
     app.router.add_route("*", "/upload", upload)
     app.router.add_route("*", "/echo", echo)
     app.router.add_get("/headers", headers)
+    app.router.add_post("/early", early)
     app.router.add_get("/die/{n}", die)
     app.router.add_get("/die-chunked/{n}", die_chunked)
     app.router.add_get("/hang", hang)
