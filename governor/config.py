@@ -30,6 +30,7 @@ from governor.sizes import parse_duration, parse_size
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 CountMode = Literal["egress", "ingress", "both"]
 AtCap = Literal["finish", "cut"]
+OnStoreFailure = Literal["open", "closed"]
 
 NOTICE_STATUSES = (503, 509, 429, 402)
 
@@ -69,6 +70,7 @@ class TenantConfig:
     notice: NoticeConfig = field(default_factory=NoticeConfig)
     exempt_paths: tuple[str, ...] = ()  # path prefixes
     exempt_clients: tuple[Network, ...] = ()
+    on_store_failure: OnStoreFailure = "open"  # closed: the notice while the store is down
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -89,6 +91,9 @@ class Config:
     listen_host: str
     listen_port: int
     store: str  # e.g. "sqlite:////abs/path/usage.db"; relative paths already resolved
+    store_timeout: float = 0.5  # one store round trip; beyond it the flush fails and is retried
+    spool: Path | None = None  # absolute; counts the store could not take at shutdown
+    workers: int = 1  # processes accepting on the same port
     flush_interval: float = 1.0
     history_days: int = 35  # how many past periods the store keeps
     trusted_proxies: tuple[Network, ...] = ()
@@ -112,6 +117,9 @@ DEFAULT_STORE = "sqlite:///state/usage.db"
 _ROOT_KEYS = (
     "listen",
     "store",
+    "store_timeout",
+    "spool",
+    "workers",
     "flush_interval",
     "history_days",
     "trusted_proxies",
@@ -129,11 +137,14 @@ _SHARED_KEYS = (
     "notice",
     "exempt_paths",
     "exempt_clients",
+    "on_store_failure",
 )
 _TENANT_KEYS = ("hosts", "upstream", *_SHARED_KEYS)
 _NOTICE_KEYS = ("status", "template")
 _COUNT_MODES: dict[str, CountMode] = {"egress": "egress", "ingress": "ingress", "both": "both"}
 _AT_CAP_MODES: dict[str, AtCap] = {"finish": "finish", "cut": "cut"}
+_STORE_FAILURE_MODES: dict[str, OnStoreFailure] = {"open": "open", "closed": "closed"}
+DEFAULT_SPOOL = "state/spool.json"
 _SCHEMES: dict[str, Literal["http", "https"]] = {"http": "http", "https": "https"}
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://", "redis+sentinel://", "redis+cluster://")
 
@@ -177,6 +188,7 @@ class _Shared:
     template: tuple[Path, str] | None = None
     exempt_paths: tuple[str, ...] | None = None
     exempt_clients: tuple[Network, ...] | None = None
+    on_store_failure: OnStoreFailure | None = None
 
 
 def load_config(path: str | Path) -> Config:
@@ -385,6 +397,32 @@ def _choice(node: Node, key: str, choices: dict[str, _T], ctx: _Ctx) -> _T | Non
         ctx.error(node, key, f"{text!r} is not allowed; expected one of {', '.join(choices)}")
         return None
     return choices[text]
+
+
+def _on_store_failure(node: Node, key: str, ctx: _Ctx) -> OnStoreFailure | None:
+    return _choice(node, key, _STORE_FAILURE_MODES, ctx)
+
+
+def _workers(node: Node, key: str, ctx: _Ctx) -> int | None:
+    text = _scalar(node, key, "a whole number or auto", ctx)
+    if text is None:
+        return None
+    if text == "auto":
+        return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+    if not _WHOLE.fullmatch(text) or not 1 <= int(text) <= 256:
+        ctx.error(node, key, f"{text!r}: expected a whole number from 1 to 256, or auto")
+        return None
+    return int(text)
+
+
+def _spool(node: Node, key: str, ctx: _Ctx) -> Path | None:
+    text = _scalar(node, key, "a file path", ctx)
+    if text is None:
+        return None
+    if not text.strip():
+        ctx.error(node, key, "the spool path is empty")
+        return None
+    return Path(os.path.normpath(ctx.base / text))
 
 
 def _count(node: Node, key: str, ctx: _Ctx) -> CountMode | None:
@@ -645,6 +683,11 @@ def _config(root: Node, path: Path, ctx: _Ctx) -> Config | None:
     flush_interval = _get(fields, "flush_interval", "", _duration, ctx)
     history_days = _get(fields, "history_days", "", _history_days, ctx)
     trusted_proxies = _get(fields, "trusted_proxies", "", _networks, ctx)
+    store_timeout = _get(fields, "store_timeout", "", _duration, ctx)
+    workers = _get(fields, "workers", "", _workers, ctx)
+    spool = _get(fields, "spool", "", _spool, ctx) or Path(
+        os.path.normpath(ctx.base / DEFAULT_SPOOL)
+    )
     if listen is None or store is None or tenants is None:
         return None
     return Config(
@@ -652,6 +695,9 @@ def _config(root: Node, path: Path, ctx: _Ctx) -> Config | None:
         listen_host=listen[0],
         listen_port=listen[1],
         store=store,
+        store_timeout=store_timeout or 0.5,
+        spool=spool,
+        workers=workers or 1,
         flush_interval=flush_interval or 1.0,
         history_days=history_days or 35,
         trusted_proxies=trusted_proxies or (),
@@ -694,6 +740,7 @@ def _shared(fields: _Fields, parent: str, ctx: _Ctx) -> _Shared:
         template=_get(notice, "template", notice_key, _template, ctx),
         exempt_paths=_get(fields, "exempt_paths", parent, _exempt_paths, ctx),
         exempt_clients=_get(fields, "exempt_clients", parent, _networks, ctx),
+        on_store_failure=_get(fields, "on_store_failure", parent, _on_store_failure, ctx),
     )
 
 
@@ -782,6 +829,7 @@ def _tenant(
         ),
         exempt_paths=_first(own.exempt_paths, defaults.exempt_paths) or (),
         exempt_clients=_first(own.exempt_clients, defaults.exempt_clients) or (),
+        on_store_failure=_first(own.on_store_failure, defaults.on_store_failure) or "open",
     )
 
 

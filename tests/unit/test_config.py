@@ -98,6 +98,9 @@ def test_minimal_config_takes_every_default(tmp_path: Path) -> None:
     assert config.history_days == 35
     assert config.trusted_proxies == ()
     assert config.timeouts == Timeouts()
+    assert config.store_timeout == 0.5
+    assert config.workers == 1
+    assert config.spool == tmp_path / "state" / "spool.json"
     (demo,) = config.tenants
     assert demo.name == "demo"
     assert demo.hosts == ("demo.example",)
@@ -110,6 +113,7 @@ def test_minimal_config_takes_every_default(tmp_path: Path) -> None:
     assert (demo.count, demo.at_cap) == ("egress", "finish")
     assert demo.notice == NoticeConfig(status=503, template_path=None, template=None)
     assert (demo.exempt_paths, demo.exempt_clients) == ((), ())
+    assert demo.on_store_failure == "open"
     assert config.tenant("demo") is demo
     assert config.tenant("other") is None
 
@@ -510,7 +514,8 @@ CASES: list[tuple[dict[str, Any], int, str, str]] = [
         7,
         "lisen",
         "unknown key (did you mean listen?); allowed keys here: "
-        "listen, store, flush_interval, history_days, trusted_proxies, timeouts, defaults, tenants",
+        "listen, store, store_timeout, spool, workers, flush_interval, history_days, "
+        "trusted_proxies, timeouts, defaults, tenants",
     ),
     ({"tail": "listen: 127.0.0.1:9\n"}, 7, "listen", "duplicate key (first at line 1)"),
     ({"tail": "[a]: 1\n"}, 7, "", "keys must be strings, got a list"),
@@ -995,3 +1000,38 @@ def test_parse_config_on_any_value_in_any_slot(slot: tuple[str, ...], value: obj
         assert all(p.line is None or 1 <= p.line <= text.count("\n") + 1 for p in exc.problems)
         return
     assert isinstance(config, Config)
+
+
+# --- several instances: store timeout, workers, spool, on_store_failure -----------------
+
+
+def test_scale_out_keys(tmp_path: Path) -> None:
+    tail = "store_timeout: 250ms\nworkers: 4\nspool: spool/pending.json\n"
+    tail += "defaults:\n  on_store_failure: closed\n"
+    config = load(tmp_path, cfg(tail=tail))
+    assert config.store_timeout == 0.25
+    assert config.workers == 4
+    assert config.spool == tmp_path / "spool" / "pending.json"
+    assert config.tenants[0].on_store_failure == "closed"
+
+
+def test_workers_auto_is_the_cpu_count(tmp_path: Path) -> None:
+    import os
+
+    config = load(tmp_path, cfg(tail="workers: auto\n"))
+    assert config.workers == len(os.sched_getaffinity(0))
+
+
+@pytest.mark.parametrize(
+    ("tail", "key", "fragment"),
+    [
+        ("workers: 0\n", "workers", "from 1 to 256, or auto"),
+        ("workers: many\n", "workers", "from 1 to 256, or auto"),
+        ("store_timeout: soon\n", "store_timeout", "soon"),
+        ("defaults:\n  on_store_failure: maybe\n", "defaults.on_store_failure", "open"),
+    ],
+)
+def test_scale_out_key_problems(tmp_path: Path, tail: str, key: str, fragment: str) -> None:
+    problem = only(tmp_path, cfg(tail=tail))
+    assert (problem.line, problem.key) == (tail.count("\n") + 6, key)
+    assert fragment in problem.message
