@@ -41,7 +41,7 @@ class Governor:
         clock: Clock = time.time,
     ) -> None:
         self.config = config
-        self.store = store if store is not None else open_store(config.store)
+        self.store = store if store is not None else open_store(config.store, timeout=config.store_timeout)
         self.runtime = Runtime(config, store=self.store, clock=clock)
         self._runner: web.ServerRunner | None = None
         self._flusher: asyncio.Task[None] | None = None

@@ -17,7 +17,7 @@ __all__ = ["Store", "open_store"]
 _SQLITE = "sqlite:///"
 
 
-def open_store(url: str) -> Store:
+def open_store(url: str, *, timeout: float = 0.5) -> Store:
     """The store for ``url``, not yet opened (await its ``open()``).
 
     ``sqlite:////abs/path.db`` (four slashes: an absolute path) gives a
