@@ -119,6 +119,21 @@ class Ledger:
             n += self._inflight.total()
         return n
 
+    def export(self) -> tuple[Batch | None, dict[Key, int]]:
+        """What is not yet known to be in the store: the in-flight batch and pending counts."""
+        return self._inflight, dict(self._pending)
+
+    def restore(self, inflight: Batch | None, pending: Mapping[Key, int]) -> None:
+        """Take back what :meth:`export` gave, into a ledger that has counted nothing yet.
+
+        The in-flight batch keeps its ``flush_id``: if its first flush did land, the
+        store recognises the id and does not count it again.
+        """
+        if self._inflight is not None or self._pending:
+            raise ValueError("restore() needs a ledger with nothing pending or in flight")
+        self._inflight = inflight
+        self._pending = {k: v for k, v in pending.items() if v > 0}
+
     def forget(self, keep: Callable[[Key], bool]) -> None:
         """Drop known totals of keys for which ``keep`` is false (e.g. past periods).
 

@@ -153,7 +153,9 @@ class Proxy:
         meter = Meter(
             ledger=runtime.ledger, tenant=tenant, periods=site.periods, clock=runtime.clock
         )
-        if not exempt and meter.blocked():
+        if not exempt and (
+            meter.blocked() or (tenant.on_store_failure == "closed" and not runtime.store_ok)
+        ):
             return await _answer(request, ingress, self._notice(request, site, meter))
         exchange = _Exchange(self, request, ingress, site, meter, exempt=exempt)
         return await exchange.run(raw_headers)

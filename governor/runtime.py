@@ -8,7 +8,11 @@ Invariants:
 * Counts live in one :class:`~governor.ledger.Ledger` that outlives reloads; the
   flusher is the only code that talks to the store, and it is owned: started by
   :meth:`Runtime.run_flusher`, stopped by :meth:`Runtime.stop`, which flushes
-  one last time.
+  one last time and spools to disk whatever the store would not take.
+* Requests never wait on the store: they read and add to the ledger only. A store
+  that is down or slow costs the flusher one ``store_timeout`` per interval and
+  nothing else; counts wait in memory and go out with the first flush that works,
+  and enforcement continues on the last known totals plus local counts.
 """
 
 from __future__ import annotations
@@ -19,7 +23,9 @@ import datetime as dt
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
+from governor import spool
 from governor.config import Config, TenantConfig
 from governor.errors import StoreError
 from governor.ledger import Key, Ledger
@@ -71,12 +77,17 @@ class Snapshot:
 class Runtime:
     """The live snapshot, the ledger, and the owned flusher that syncs it with the store."""
 
-    def __init__(self, config: Config, *, store: Store, clock: Clock) -> None:
+    def __init__(
+        self, config: Config, *, store: Store, clock: Clock, spool_path: Path | None = None
+    ) -> None:
         self.snapshot = Snapshot.build(config)
         self.ledger = Ledger()
         self.store = store
         self.clock = clock
+        self.spool_path = spool_path
         self.store_ok = True
+        self.store_errors = 0
+        self._spooled = 0  # flushes still needed to carry spooled counts to the store
         self._stopping = asyncio.Event()
         self._flush_lock = asyncio.Lock()
         self._last_prune = 0.0
@@ -86,8 +97,21 @@ class Runtime:
         self.snapshot = Snapshot.build(config)
 
     async def start(self) -> None:
-        """Learn today's totals from the store, so a restart resumes the day."""
+        """Take back spooled counts, then learn today's totals, so a restart resumes the day."""
+        if self.spool_path is not None:
+            saved = spool.load(self.spool_path)
+            if saved is not None:
+                inflight, pending = saved
+                self.ledger.restore(inflight, pending)
+                self._spooled = (inflight is not None) + bool(pending)
+                log.warning(
+                    "replaying %d spooled bytes from %s",
+                    self.ledger.pending_bytes(),
+                    self.spool_path,
+                )
         await self.flush()
+        if self._spooled:
+            await self.flush()  # the spooled in-flight batch, then the spooled pending
 
     async def flush(self) -> None:
         """Send pending counts to the store and learn every current total back."""
@@ -100,6 +124,7 @@ class Runtime:
             except StoreError as exc:
                 if batch is not None:
                     self.ledger.fail(batch)
+                self.store_errors += 1
                 if self.store_ok:
                     log.error("store flush failed, counts kept in memory: %s", exc)
                 self.store_ok = False
@@ -111,6 +136,10 @@ class Runtime:
             if not self.store_ok:
                 log.warning("store flush succeeded again")
             self.store_ok = True
+            if self._spooled and batch is not None:
+                self._spooled -= 1
+                if not self._spooled and self.spool_path is not None:
+                    spool.remove(self.spool_path)
             current = set(read)
             self.ledger.forget(lambda key: key in current)
         await self._maybe_prune()
@@ -128,12 +157,37 @@ class Runtime:
             log.error("pruning old periods failed: %s", exc)
 
     async def run_flusher(self) -> None:
-        """Flush every ``flush_interval`` until :meth:`stop`."""
+        """Flush every ``flush_interval`` until :meth:`stop`; then spool what is left."""
         while not self._stopping.is_set():
             interval = self.snapshot.config.flush_interval
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), timeout=interval)
             await self.flush()
+        self._spool_leftovers()
+
+    def _spool_leftovers(self) -> None:
+        if self.spool_path is None:
+            return
+        inflight, pending = self.ledger.export()
+        if inflight is None and not pending:
+            return
+        try:
+            spool.save(self.spool_path, inflight, pending)
+        except OSError as exc:
+            log.error(
+                "the store is unreachable and the spool %s cannot be written (%s): "
+                "%d bytes of counts are lost",
+                self.spool_path,
+                exc.strerror or exc,
+                self.ledger.pending_bytes(),
+            )
+            return
+        self._spooled = 2
+        log.warning(
+            "the store is unreachable: %d bytes of counts spooled to %s for the next start",
+            self.ledger.pending_bytes(),
+            self.spool_path,
+        )
 
     def stop(self) -> None:
         """Ask the flusher to make its final flush and return."""

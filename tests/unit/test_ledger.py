@@ -232,3 +232,29 @@ def test_no_byte_is_lost_or_counted_twice(ops: list[tuple[str, Key | None, int |
     for k in (A, B, A_OLD):
         assert store.get(k, 0) == added.get(k, 0)
         assert ledger.used(k) == added.get(k, 0)
+
+
+def test_export_and_restore_keep_the_in_flight_id_and_pending_counts() -> None:
+    ledger = Ledger()
+    ledger.add(("a", "2024-02-21"), 10)
+    batch = ledger.take()
+    assert batch is not None
+    ledger.fail(batch)
+    ledger.add(("a", "2024-02-21"), 5)
+    ledger.add(("b", "2024-02-21"), 7)
+    inflight, pending = ledger.export()
+    again = Ledger()
+    again.restore(inflight, pending)
+    assert again.used(("a", "2024-02-21")) == 15
+    assert again.used(("b", "2024-02-21")) == 7
+    retried = again.take()
+    assert retried is not None
+    assert retried.flush_id == batch.flush_id
+    assert again.pending_bytes() == 22
+
+
+def test_restore_refuses_a_ledger_that_already_counted() -> None:
+    ledger = Ledger()
+    ledger.add(("a", "p"), 1)
+    with pytest.raises(ValueError, match="restore"):
+        ledger.restore(None, {("a", "p"): 2})
