@@ -35,7 +35,7 @@ from governor.headers import (
     upstream_request_headers,
 )
 from governor.meter import Meter
-from governor.runtime import Runtime, Site
+from governor.runtime import NEAR_CAP, Runtime, Site
 from governor.tunnel import tunnel, upgrade_token
 from governor.upstream import STREAM_ERRORS, ResponseDeadline, open_response, target_url
 from governor.wire import CountingRequestHandler, RequestIngress
@@ -153,10 +153,13 @@ class Proxy:
         meter = Meter(
             ledger=runtime.ledger, tenant=tenant, periods=site.periods, clock=runtime.clock
         )
+        used = meter.used()
         if not exempt and (
-            meter.blocked() or (tenant.on_store_failure == "closed" and not runtime.store_ok)
+            used >= meter.cap or (tenant.on_store_failure == "closed" and not runtime.store_ok)
         ):
             return await _answer(request, ingress, self._notice(request, site, meter))
+        if used >= meter.cap * NEAR_CAP:
+            runtime.nudge()
         exchange = _Exchange(self, request, ingress, site, meter, exempt=exempt)
         return await exchange.run(raw_headers)
 

@@ -38,6 +38,8 @@ log = logging.getLogger("governor.accounts")
 Clock = Callable[[], float]
 
 PRUNE_EVERY = 3600.0
+NEAR_CAP = 0.9  # from this share of its cap on, a tenant's requests nudge the flusher
+NUDGE_GAP = 0.1  # nudged flushes are at least this share of flush_interval apart
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +90,8 @@ class Runtime:
         self.store_ok = True
         self.store_errors = 0
         self._spooled = 0  # flushes still needed to carry spooled counts to the store
-        self._stopping = asyncio.Event()
+        self._stopping = False
+        self._wake = asyncio.Event()  # set by stop() and by nudge()
         self._flush_lock = asyncio.Lock()
         self._last_prune = 0.0
 
@@ -158,10 +161,16 @@ class Runtime:
 
     async def run_flusher(self) -> None:
         """Flush every ``flush_interval`` until :meth:`stop`; then spool what is left."""
-        while not self._stopping.is_set():
+        loop = asyncio.get_running_loop()
+        while not self._stopping:
             interval = self.snapshot.config.flush_interval
+            waited_from = loop.time()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), timeout=interval)
+                await asyncio.wait_for(self._wake.wait(), timeout=interval)
+            self._wake.clear()
+            rest = waited_from + interval * NUDGE_GAP - loop.time()
+            if rest > 0 and not self._stopping:
+                await asyncio.sleep(rest)  # nudged: early, but not in a storm
             await self.flush()
         self._spool_leftovers()
 
@@ -189,6 +198,16 @@ class Runtime:
             self.spool_path,
         )
 
+    def nudge(self) -> None:
+        """Flush soon: a tenant is near its cap, so the fleet's totals matter now.
+
+        Instances learn each other's bytes only through the store, up to two
+        flush intervals late; near a cap that lag is overshoot, so nudged
+        flushes come every ``flush_interval * NUDGE_GAP`` instead.
+        """
+        self._wake.set()
+
     def stop(self) -> None:
         """Ask the flusher to make its final flush and return."""
-        self._stopping.set()
+        self._stopping = True
+        self._wake.set()

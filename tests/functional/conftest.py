@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -11,6 +13,7 @@ from aiohttp.test_utils import TestServer
 
 from governor.app import Governor
 from governor.config import load_config
+from tests.functional.processes import REPO, Served, ServeFactory
 from tests.functional.support import FakeClock, seoul, write_config
 from tests.functional.upstream_app import SEEN, Seen, make_upstream
 
@@ -59,3 +62,31 @@ async def make_governor(
     yield make
     for gov in started:
         await gov.stop()
+
+
+@pytest.fixture
+async def serve(tmp_path: Path) -> AsyncIterator[ServeFactory]:
+    procs: list[asyncio.subprocess.Process] = []
+
+    async def start(config: Path) -> Served:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "governor",
+            "serve",
+            "--config",
+            str(config),
+            stderr=asyncio.subprocess.PIPE,
+            cwd=REPO,
+        )
+        procs.append(proc)
+        port = int(config.read_text().split("listen: 127.0.0.1:")[1].split()[0])
+        served = Served(proc, port)
+        await served.wait_for("governor listening on")
+        return served
+
+    yield start
+    for proc in procs:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()

@@ -6,85 +6,11 @@ import asyncio
 import json
 import os
 import signal
-import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest
-
-from tests.functional.support import RawClient, request, write_config
+from tests.functional.processes import ServeFactory, governor
+from tests.functional.support import write_config
 from tests.functional.upstream_app import Seen
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-async def governor(*args: str) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "governor",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        cwd=REPO,
-    )
-    out, err = await proc.communicate()
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
-
-
-class Served:
-    """A ``governor serve`` process whose log lines the test waits on."""
-
-    def __init__(self, proc: asyncio.subprocess.Process, port: int) -> None:
-        self.proc = proc
-        self.port = port
-        self.log: list[str] = []
-
-    async def wait_for(self, text: str) -> str:
-        assert self.proc.stderr is not None
-        async with asyncio.timeout(20):
-            while True:
-                line = (await self.proc.stderr.readline()).decode()
-                assert line, f"governor exited before logging {text!r}: {self.log}"
-                self.log.append(line)
-                if text in line:
-                    return line
-
-    async def get(self, path: str) -> int:
-        client = await RawClient.connect(self.port)
-        await client.send(request("GET", path, "site.test"))
-        resp = await client.response()
-        await client.close()
-        return client.received if resp.status == 200 else -resp.status
-
-
-@pytest.fixture
-async def serve(tmp_path: Path) -> AsyncIterator[object]:
-    procs: list[asyncio.subprocess.Process] = []
-
-    async def start(config: Path) -> Served:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "governor",
-            "serve",
-            "--config",
-            str(config),
-            stderr=asyncio.subprocess.PIPE,
-            cwd=REPO,
-        )
-        procs.append(proc)
-        port = int(config.read_text().split("listen: 127.0.0.1:")[1].split()[0])
-        served = Served(proc, port)
-        await served.wait_for("governor listening on")
-        return served
-
-    yield start
-    for proc in procs:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
 
 
 async def test_check_accepts_the_shipped_example() -> None:
@@ -122,10 +48,10 @@ async def test_missing_file_and_bad_arguments_are_clear(tmp_path: Path) -> None:
 
 
 async def test_serve_counts_survives_sigterm_and_usage_reports_it(
-    serve: object, tmp_path: Path, upstream_url: str, seen: Seen
+    serve: ServeFactory, tmp_path: Path, upstream_url: str, seen: Seen
 ) -> None:
     path = write_config(tmp_path, upstream=upstream_url, cap="50 KiB", flush_interval="10s")
-    served = await serve(path)  # type: ignore[operator]
+    served = await serve(path)
     received = 0
     for _ in range(3):
         received += await served.get("/bytes/20000")
@@ -148,10 +74,10 @@ async def test_serve_counts_survives_sigterm_and_usage_reports_it(
 
 
 async def test_sighup_reloads_a_valid_file_and_rejects_an_invalid_one(
-    serve: object, tmp_path: Path, upstream_url: str, seen: Seen
+    serve: ServeFactory, tmp_path: Path, upstream_url: str, seen: Seen
 ) -> None:
     path = write_config(tmp_path, upstream=upstream_url, cap="10 KiB")
-    served = await serve(path)  # type: ignore[operator]
+    served = await serve(path)
     await served.get("/bytes/20000")
     assert await served.get("/bytes/1") == -503
     text = path.read_text()
@@ -169,10 +95,10 @@ async def test_sighup_reloads_a_valid_file_and_rejects_an_invalid_one(
 
 
 async def test_kill_9_loses_at_most_one_flush_interval(
-    serve: object, tmp_path: Path, upstream_url: str, seen: Seen
+    serve: ServeFactory, tmp_path: Path, upstream_url: str, seen: Seen
 ) -> None:
     path = write_config(tmp_path, upstream=upstream_url, flush_interval="200ms")
-    served = await serve(path)  # type: ignore[operator]
+    served = await serve(path)
     flushed = 0
     for _ in range(5):
         flushed += await served.get("/bytes/10000")
@@ -190,7 +116,7 @@ async def test_kill_9_loses_at_most_one_flush_interval(
     await served.proc.wait()
     after = await stored()
     assert flushed <= after <= flushed + unflushed
-    again = await serve(path)  # type: ignore[operator]
+    again = await serve(path)
     assert await again.get("/bytes/1") > 0
     again.proc.send_signal(signal.SIGTERM)
     assert await again.proc.wait() == 0
