@@ -39,10 +39,16 @@ class Governor:
         *,
         store: Store | None = None,
         clock: Clock = time.time,
+        worker: int | None = None,
     ) -> None:
         self.config = config
-        self.store = store if store is not None else open_store(config.store, timeout=config.store_timeout)
-        self.runtime = Runtime(config, store=self.store, clock=clock)
+        self.worker = worker  # 0..N-1 under the supervisor (workers > 1), None when alone
+        self.store = (
+            store if store is not None else open_store(config.store, timeout=config.store_timeout)
+        )
+        self.runtime = Runtime(
+            config, store=self.store, clock=clock, spool_path=_spool_path(config, worker)
+        )
         self._runner: web.ServerRunner | None = None
         self._flusher: asyncio.Task[None] | None = None
         self._sockets: list[socket.socket] = []
@@ -61,9 +67,21 @@ class Governor:
         return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
 
     async def start(self) -> None:
-        """Open the store, resume today's totals, and start listening."""
-        await self.store.open()
-        await self.runtime.start()
+        """Bind the listener, open the store, resume today's totals, then accept."""
+        # Bind first: a port in use fails before anything else is opened.
+        sock = _listen(
+            self.config.listen_host,
+            self.config.listen_port,
+            reuse_port=self.worker is not None or self.config.workers > 1,
+        )
+        self._sockets.append(sock)
+        try:
+            await self.store.open()
+            await self.runtime.start()
+        except BaseException:
+            sock.close()
+            await self.store.close()
+            raise
         self.session = create_session(self.config.timeouts)
         proxy = Proxy(self.runtime, self.session)
         server = CountingServer(
@@ -77,8 +95,6 @@ class Governor:
             server, handle_signals=False, shutdown_timeout=self.config.timeouts.shutdown
         )
         await self._runner.setup()
-        sock = _listen(self.config.listen_host, self.config.listen_port)
-        self._sockets.append(sock)
         site = web.SockSite(self._runner, sock)
         await site.start()
         loop = asyncio.get_running_loop()
@@ -124,13 +140,36 @@ class Governor:
         await self.store.close()
 
 
-def _listen(host: str, port: int) -> socket.socket:
+def _spool_path(config: Config, worker: int | None) -> Path | None:
+    """Each worker spools to a file of its own: ``spool.json`` → ``spool.1.json``."""
+    if config.spool is None or worker is None:
+        return config.spool
+    return config.spool.with_name(f"{config.spool.stem}.{worker}{config.spool.suffix}")
+
+
+def _listen(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+    """A listening socket on ``host:port``.
+
+    ``reuse_port`` (the workers of a supervisor) sets SO_REUSEPORT so that every worker
+    binds the same port and the kernel spreads new connections among them. A single
+    process never sets it: a second stray instance on the same port must fail with
+    "address already in use" instead of silently taking half the connections.
+    A worker checks its index, not only ``workers``, so that a worker restarted after
+    the file's ``workers`` changed still joins its siblings (``workers`` takes a restart).
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if family == socket.AF_INET6:
-        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-    sock.bind((host, port))
-    sock.listen(1024)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((host, port))
+        sock.listen(1024)
+    except OSError as exc:
+        sock.close()
+        where = f"[{host}]:{port}" if family == socket.AF_INET6 else f"{host}:{port}"
+        raise OSError(exc.errno, f"cannot listen on {where}: {exc.strerror}") from exc
     sock.setblocking(False)
     return sock

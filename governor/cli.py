@@ -48,7 +48,10 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("-c", "--config", required=True, metavar="PATH", help="the YAML config file")
         return p
 
-    with_config("serve", "run the proxy")
+    serve = with_config("serve", "run the proxy")
+    # Internal: how the supervisor (workers > 1) starts each worker; see governor.supervisor.
+    serve.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
+    serve.add_argument("--worker-channel", type=int, default=None, help=argparse.SUPPRESS)
     with_config("check", "validate the config file and exit (0: valid, 1: problems listed)")
     usage = with_config("usage", "show today's usage per tenant, read from the store")
     usage.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -58,9 +61,11 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit status."""
     args = _parser().parse_args(argv)
+    worker: int | None = getattr(args, "worker_index", None)
+    prefix = "" if worker is None else f"worker {worker} "
     logging.basicConfig(
         level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format=f"%(asctime)s %(levelname)s {prefix}%(name)s: %(message)s",
         stream=sys.stderr,
     )
     try:
@@ -78,9 +83,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             rows = asyncio.run(usage_rows(config, now=time.time()))
             print(json.dumps(rows, indent=2) if args.json else _usage_table(rows))
             return 0
-        from governor.server import run
+        if worker is None and config.workers > 1:
+            from governor.supervisor import supervise
 
-        run(config)
+            return supervise(config)
+        from governor.server import run
+        from governor.supervisor import Lifeline, join
+
+        lifeline: Lifeline | None = None
+        if args.worker_channel is not None:
+            config, lifeline = join(args.worker_channel, config)
+        run(config, worker=worker, lifeline=lifeline)
         return 0
     except GovernorError as exc:
         print(f"governor: {exc}", file=sys.stderr)

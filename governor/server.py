@@ -3,6 +3,7 @@
 SIGHUP reloads the config file (an invalid one is rejected and the old config
 kept); SIGTERM and SIGINT stop gracefully: stop accepting, let in-flight
 requests finish within ``timeouts.shutdown``, flush every count, return.
+With ``workers > 1`` each worker process runs this under :mod:`governor.supervisor`.
 """
 
 from __future__ import annotations
@@ -13,34 +14,65 @@ import signal
 
 from governor.app import Governor
 from governor.config import Config
+from governor.supervisor import Lifeline
 
 log = logging.getLogger("governor")
 
 
-async def serve(config: Config) -> None:
-    """Serve until SIGTERM or SIGINT, reloading on SIGHUP."""
-    governor = Governor(config)
+async def serve(
+    config: Config, *, worker: int | None = None, lifeline: Lifeline | None = None
+) -> None:
+    """Serve until SIGTERM or SIGINT, reloading on SIGHUP.
+
+    Under the supervisor (``worker`` is the index, ``lifeline`` the channel to it), the
+    worker reports ready once it listens and its handlers are in place (only then does
+    the supervisor forward SIGHUP), stops gracefully when the supervisor goes away, and
+    ignores repeated signals while it drains (a service manager may signal every process
+    of the group as well as the supervisor) instead of dying before its last flush.
+    """
+    governor = Governor(config, worker=worker)
     await governor.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGHUP, governor.reload)
+
+    def supervisor_gone() -> None:
+        log.warning("the supervisor is gone: stopping")
+        stop.set()
+
+    if lifeline is not None:
+        lifeline.watch(loop, supervisor_gone)
+        lifeline.ready()
     try:
         await stop.wait()
         log.info("stopping: draining in-flight requests, then a final flush")
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            loop.remove_signal_handler(sig)
+            if worker is None:
+                loop.remove_signal_handler(sig)
+            else:
+                loop.add_signal_handler(sig, _already_stopping, sig)
+        if lifeline is not None:
+            lifeline.close(loop)
         await governor.stop()
+        if worker is not None:
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
     log.info("stopped")
 
 
-def run(config: Config) -> None:
+def _already_stopping(sig: signal.Signals) -> None:
+    log.info("%s ignored: already stopping", sig.name)
+
+
+def run(config: Config, *, worker: int | None = None, lifeline: Lifeline | None = None) -> None:
     """Run :func:`serve` on uvloop (plain asyncio where uvloop is missing)."""
+    main = serve(config, worker=worker, lifeline=lifeline)
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency; this is a fallback
-        asyncio.run(serve(config))
+        asyncio.run(main)
         return
-    uvloop.run(serve(config))
+    uvloop.run(main)

@@ -1,0 +1,448 @@
+"""``workers: N``: one supervisor process, N worker processes accepting on one port.
+
+The supervisor owns no listening socket and serves no request. Each worker is the
+ordinary single-process ``governor serve`` (its own uvloop event loop, Governor and
+flusher) started as::
+
+    python -m governor serve --config PATH --worker-index I --worker-channel FD
+
+and binds the port with SO_REUSEPORT, so the kernel spreads new connections among the
+workers. Counts are shared through the configured store, as between any processes.
+
+Why child processes running the CLI rather than ``multiprocessing`` (spawn context):
+
+* a worker *is* ``governor serve``: the same argument handling, logging set-up, error
+  messages and exit statuses (cli.py stays the only place that exits), with nothing
+  pickled; it reads the config file as a reload would;
+* no multiprocessing machinery between the two (its resource tracker process, its
+  pickling of the Config, its own handling of signals and exit), and ``ps`` shows
+  what each process is;
+* the parent's asyncio loop watches the children with ``asyncio.subprocess``: waiting
+  for an exit and signalling are plain awaits and ``send_signal`` calls. The supervisor
+  serves no traffic, so it runs on the standard asyncio loop, not uvloop.
+
+The channel is a socketpair between the supervisor and each worker (the worker end
+passed with ``pass_fds``, so nothing secret appears in ``ps``):
+
+* supervisor → worker, once, before the worker starts: one JSON line pinning ``listen``
+  and ``store``. They take a restart of the supervisor; a worker restarted after the
+  file changed must still join its siblings' port and count into their store;
+* worker → supervisor: one byte once it listens and its signal handlers are in place;
+  only then is SIGHUP forwarded to it (a reload asked for while it boots is sent when it
+  is ready). End of file before that byte: it failed to start;
+* end of file at the worker: the supervisor died (even by SIGKILL); the worker stops
+  gracefully rather than live on as an orphan holding the port.
+
+Workers run in their own session, so a terminal's Ctrl-C reaches only the supervisor,
+which stops them in order.
+
+Policy:
+
+* SIGHUP is forwarded to every worker; SIGTERM/SIGINT become one SIGTERM to every
+  worker; the supervisor waits for them to drain and flush, kills any still running
+  ``timeouts.shutdown`` + ``store_timeout`` + :data:`SHUTDOWN_MARGIN` later, and returns
+  0 only if every worker stopped cleanly.
+* A worker that dies unexpectedly (non-zero status, or killed by a signal) is restarted
+  after :data:`BACKOFF_FIRST`, doubled for each further death that came less than
+  :data:`STABLE_AFTER` after its start (a crash loop), up to :data:`BACKOFF_MAX`. A worker
+  that exits 0 on its own was stopped on purpose (someone sent it SIGTERM) and is not
+  restarted.
+* Before any worker starts, the supervisor checks that nothing listens on the port
+  and opens the store once (see :func:`_probe` and :func:`_prepare_store`).
+* At start-up, a worker that fails before it is ready (port taken, store unreachable)
+  makes the supervisor stop the others and return 1, like a single process would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from governor.config import Config
+from governor.errors import GovernorError
+from governor.store import open_store
+
+log = logging.getLogger("governor.supervisor")
+
+SHUTDOWN_MARGIN = 5.0  # seconds beyond the drain and the final flush before SIGKILL
+BACKOFF_FIRST = 0.1  # seconds before restarting a worker that died
+BACKOFF_MAX = 10.0
+STABLE_AFTER = 10.0  # a worker that ran this long before dying is not crash-looping
+READY = b"R"
+
+
+def supervise(config: Config) -> int:
+    """Run the supervisor of ``config.workers`` workers; returns the exit status."""
+    return asyncio.run(Supervisor(config).run())
+
+
+@dataclass(eq=False)
+class _Worker:
+    """One worker slot: its index and the process currently filling it."""
+
+    index: int
+    proc: asyncio.subprocess.Process | None = None
+    ready: bool = False
+    reload_pending: bool = False
+    terminated: bool = False
+
+
+class Supervisor:
+    """Starts, watches, restarts, signals and stops the worker processes."""
+
+    def __init__(
+        self, config: Config, *, command: Sequence[str] = (sys.executable, "-m", "governor")
+    ) -> None:
+        self.config = config
+        self._command = tuple(command)
+        self._workers = [_Worker(i) for i in range(config.workers)]
+        self._stopping = asyncio.Event()
+        self._failed = False  # a worker failed to start: return 1
+        self._unclean = False  # a worker did not stop cleanly: return 1
+        self._kill_timer: asyncio.TimerHandle | None = None
+        timeouts = config.timeouts
+        self.grace = timeouts.shutdown + config.store_timeout + SHUTDOWN_MARGIN
+        host = config.listen_host
+        self.address = (
+            f"[{host}]:{config.listen_port}" if ":" in host else f"{host}:{config.listen_port}"
+        )
+
+    async def run(self) -> int:
+        """Supervise until SIGTERM/SIGINT (or a failed start); returns the exit status."""
+        if self.config.listen_port == 0:
+            raise GovernorError(
+                "listen: port 0 would give each worker a different port; "
+                "give a fixed port with workers > 1"
+            )
+        _probe(self.config.listen_host, self.config.listen_port, self.address)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._on_stop_signal, sig)
+        loop.add_signal_handler(signal.SIGHUP, self._on_reload)
+        try:
+            await _prepare_store(self.config)
+            log.info(
+                "supervising %d workers on http://%s (pid %d)",
+                len(self._workers),
+                self.address,
+                os.getpid(),
+            )
+            async with asyncio.TaskGroup() as tg:
+                for w in self._workers:
+                    tg.create_task(self._keep(w), name=f"governor-worker-{w.index}")
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+            if self._kill_timer is not None:
+                self._kill_timer.cancel()
+            for w in self._workers:  # only after an error in the supervisor itself
+                if w.proc is not None and w.proc.returncode is None:
+                    w.proc.kill()
+                    await w.proc.wait()
+        if self._failed:
+            log.error("stopped: a worker failed to start")
+            return 1
+        if self._unclean:
+            log.error("stopped: not every worker stopped cleanly")
+            return 1
+        log.info("stopped: every worker drained and flushed")
+        return 0
+
+    # --- one slot -------------------------------------------------------------------
+
+    async def _keep(self, w: _Worker) -> None:
+        """Keep slot ``w`` filled until the supervisor stops: start, watch, restart."""
+        loop = asyncio.get_running_loop()
+        first = True
+        quick_deaths = 0
+        while not self._stopping.is_set():
+            started = loop.time()
+            try:
+                proc, channel = await self._spawn(w)
+            except OSError as exc:
+                log.error("worker %d could not be started: %s", w.index, exc)
+                code: int | None = None
+            else:
+                log.info(
+                    "worker %d %s (pid %d)", w.index, "started" if first else "restarted", proc.pid
+                )
+                with channel:
+                    await self._handshake(w, proc, channel)
+                    code = await proc.wait()
+                if self._stopping.is_set():
+                    self._stopped(w, proc.pid, code)
+                    return
+                if code == 0:
+                    log.warning(
+                        "worker %d (pid %d) exited with status 0 on its own; not restarting it",
+                        w.index,
+                        proc.pid,
+                    )
+                    return
+            if first and not w.ready:
+                what = _status(code) if code is not None else "could not be started"
+                log.error("worker %d failed to start (%s); stopping", w.index, what)
+                self._failed = True
+                self._stop()
+                return
+            uptime = loop.time() - started
+            quick_deaths = quick_deaths + 1 if not w.ready or uptime < STABLE_AFTER else 0
+            delay = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** max(quick_deaths - 1, 0))
+            if code is not None:
+                log.error(
+                    "worker %d (pid %d) died: %s after %.1f s; restarting in %.1f s%s",
+                    w.index,
+                    proc.pid,
+                    _status(code),
+                    uptime,
+                    delay,
+                    f" (crash loop: {quick_deaths} quick deaths in a row)"
+                    if quick_deaths > 1
+                    else "",
+                )
+            first = False
+            w.ready = False
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._stopping.wait()
+
+    async def _spawn(self, w: _Worker) -> tuple[asyncio.subprocess.Process, socket.socket]:
+        """Start the process for slot ``w``, its channel primed with the pinned config."""
+        ours, theirs = socket.socketpair()
+        try:
+            hello = {
+                "listen_host": self.config.listen_host,
+                "listen_port": self.config.listen_port,
+                "store": self.config.store,
+            }
+            ours.sendall(json.dumps(hello).encode() + b"\n")
+            fd = theirs.fileno()
+            proc = await asyncio.create_subprocess_exec(
+                *self._command,
+                "serve",
+                "--config",
+                str(self.config.path),
+                "--worker-index",
+                str(w.index),
+                "--worker-channel",
+                str(fd),
+                pass_fds=(fd,),
+                stdin=asyncio.subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        w.proc = proc
+        w.ready = False
+        w.reload_pending = False
+        w.terminated = False
+        if self._stopping.is_set():  # the stop came while it was being started
+            self._terminate(w)
+        ours.setblocking(False)
+        return proc, ours
+
+    async def _handshake(
+        self, w: _Worker, proc: asyncio.subprocess.Process, channel: socket.socket
+    ) -> None:
+        """Wait for the worker's ready byte (or the end of file of its death)."""
+        loop = asyncio.get_running_loop()
+        try:
+            data = await loop.sock_recv(channel, 1)
+        except OSError:
+            data = b""
+        if data != READY or proc.returncode is not None:
+            return
+        w.ready = True
+        log.info("worker %d ready (pid %d)", w.index, proc.pid)
+        if w.reload_pending and not self._stopping.is_set():
+            w.reload_pending = False
+            self._send(w, signal.SIGHUP)
+
+    def _stopped(self, w: _Worker, pid: int, code: int) -> None:
+        clean = code == 0 or (code == -signal.SIGTERM and not w.ready)  # stopped while booting
+        if clean:
+            log.info("worker %d (pid %d) stopped", w.index, pid)
+        else:
+            self._unclean = True
+            log.error("worker %d (pid %d) stopped uncleanly: %s", w.index, pid, _status(code))
+
+    # --- signals --------------------------------------------------------------------
+
+    def _on_stop_signal(self, sig: signal.Signals) -> None:
+        if self._stopping.is_set():
+            log.info("%s: already stopping", sig.name)
+            return
+        log.info("%s: stopping every worker (they drain, then flush)", sig.name)
+        self._stop()
+
+    def _stop(self) -> None:
+        if self._stopping.is_set():
+            return
+        self._stopping.set()
+        for w in self._workers:
+            self._terminate(w)
+        loop = asyncio.get_running_loop()
+        self._kill_timer = loop.call_later(self.grace, self._kill_stragglers)
+
+    def _kill_stragglers(self) -> None:
+        for w in self._workers:
+            if w.proc is not None and w.proc.returncode is None:
+                log.error(
+                    "worker %d (pid %d) did not stop within %.1f s; killing it",
+                    w.index,
+                    w.proc.pid,
+                    self.grace,
+                )
+                self._unclean = True
+                self._send(w, signal.SIGKILL)
+
+    def _on_reload(self) -> None:
+        if self._stopping.is_set():
+            return  # a worker draining must not be disturbed
+        log.info("SIGHUP: reloading every worker")
+        for w in self._workers:
+            if w.proc is None or w.proc.returncode is not None:
+                continue  # a worker started later reads the file as it is then
+            if w.ready:
+                self._send(w, signal.SIGHUP)
+            else:
+                w.reload_pending = True
+
+    def _terminate(self, w: _Worker) -> None:
+        """SIGTERM, once per process: a second one could land after its handlers are gone."""
+        if w.proc is not None and w.proc.returncode is None and not w.terminated:
+            w.terminated = True
+            self._send(w, signal.SIGTERM)
+
+    @staticmethod
+    def _send(w: _Worker, sig: signal.Signals) -> None:
+        if w.proc is not None and w.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                w.proc.send_signal(sig)
+
+
+def _status(code: int) -> str:
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit status {code}"
+
+
+def _probe(host: str, port: int, address: str) -> None:
+    """Fail now, like a single process would, if something already listens on the port.
+
+    Workers bind with SO_REUSEPORT, which would let them join the sockets of another
+    supervisor of the same user silently; a plain bind (never listening, closed at
+    once) refuses while anything listens there.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise OSError(exc.errno, f"cannot listen on {address}: {exc.strerror}") from exc
+
+
+async def _prepare_store(config: Config) -> None:
+    """Open the store once and close it, before any worker starts.
+
+    An unreachable store fails the start here, with one clear message, instead of in N
+    workers at once; and a new SQLite file is created (WAL mode, tables) by one process,
+    not by N racing to switch its journal mode, which SQLite may refuse with "database
+    is locked" without waiting.
+    """
+    store = open_store(config.store, timeout=config.store_timeout)
+    await store.open()
+    await store.close()
+
+
+# --- the worker's side of the channel --------------------------------------------------
+
+
+class Lifeline:
+    """A worker's end of its channel to the supervisor."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._watching = False
+
+    def ready(self) -> None:
+        """Tell the supervisor this worker listens and handles signals."""
+        with contextlib.suppress(OSError):  # gone already: the watch will notice
+            self._sock.send(READY)
+
+    def watch(self, loop: asyncio.AbstractEventLoop, on_lost: Callable[[], None]) -> None:
+        """Call ``on_lost`` once when the supervisor's end closes (it died or stopped)."""
+        self._sock.setblocking(False)
+        self._watching = True
+
+        def readable() -> None:
+            try:
+                data = self._sock.recv(64)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            if data:
+                return  # nothing is sent after the greeting
+            self._unwatch(loop)
+            on_lost()
+
+        loop.add_reader(self._sock.fileno(), readable)
+
+    def _unwatch(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._watching:
+            self._watching = False
+            loop.remove_reader(self._sock.fileno())
+
+    def close(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._unwatch(loop)
+        self._sock.close()
+
+
+def join(fd: int, config: Config) -> tuple[Config, Lifeline]:
+    """In a worker: read the supervisor's greeting on ``fd``; ``config`` with its pins.
+
+    ``listen`` and ``store`` are the supervisor's, whatever the file says now.
+    """
+    sock = socket.socket(fileno=fd)
+    sock.settimeout(10.0)  # the greeting was written before this process started
+    data = b""
+    try:
+        while not data.endswith(b"\n"):
+            chunk = sock.recv(4096)
+            if not chunk:
+                raise GovernorError("the supervisor closed the channel before its greeting")
+            data += chunk
+        try:
+            hello = json.loads(data)
+            pinned = dataclasses.replace(
+                config,
+                listen_host=str(hello["listen_host"]),
+                listen_port=int(hello["listen_port"]),
+                store=str(hello["store"]),
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise GovernorError(f"the supervisor's greeting is malformed: {exc}") from exc
+    except BaseException:
+        sock.close()
+        raise
+    sock.settimeout(None)
+    return pinned, Lifeline(sock)
