@@ -44,7 +44,11 @@ class Governor:
         self.config = config
         self.worker = worker  # 0..N-1 under the supervisor (workers > 1), None when alone
         self.store = (
-            store if store is not None else open_store(config.store, timeout=config.store_timeout)
+            store
+            if store is not None
+            else open_store(
+                config.store, timeout=config.store_timeout, history_days=config.history_days
+            )
         )
         self.runtime = Runtime(
             config, store=self.store, clock=clock, spool_path=_spool_path(config, worker)

@@ -107,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 async def usage_rows(config: Config, *, now: float) -> list[dict[str, Any]]:
     """Today's usage per tenant, straight from the store."""
-    store = open_store(config.store, timeout=config.store_timeout)
+    store = open_store(config.store, timeout=config.store_timeout, history_days=config.history_days)
     await store.open()
     try:
         periods = {t.name: period_at(now, t.timezone, t.reset_at) for t in config.tenants}

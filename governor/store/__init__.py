@@ -10,6 +10,8 @@ from pathlib import Path
 
 from governor.errors import StoreError
 from governor.store.base import Store
+from governor.store.redis import SCHEMES as REDIS_SCHEMES
+from governor.store.redis import RedisStore, mask_password
 from governor.store.sqlite import SQLiteStore
 
 __all__ = ["Store", "open_store"]
@@ -17,11 +19,15 @@ __all__ = ["Store", "open_store"]
 _SQLITE = "sqlite:///"
 
 
-def open_store(url: str, *, timeout: float = 0.5) -> Store:
+def open_store(url: str, *, timeout: float = 0.5, history_days: int = 35) -> Store:
     """The store for ``url``, not yet opened (await its ``open()``).
 
     ``sqlite:////abs/path.db`` (four slashes: an absolute path) gives a
-    :class:`~governor.store.sqlite.SQLiteStore`. Other schemes raise
+    :class:`~governor.store.sqlite.SQLiteStore`; ``redis://``, ``rediss://``,
+    ``unix://``, ``redis+sentinel://`` and ``redis+cluster://`` give a
+    :class:`~governor.store.redis.RedisStore` whose round trips last at most
+    ``timeout`` seconds and whose keys expire ``history_days`` + 2 days after
+    their last write. Other schemes, and malformed URLs, raise
     :class:`~governor.errors.StoreError`.
     """
     if url.startswith(_SQLITE):
@@ -30,4 +36,6 @@ def open_store(url: str, *, timeout: float = 0.5) -> Store:
             raise StoreError(f"store {url!r}: the sqlite path must be absolute (sqlite:////...)")
         return SQLiteStore(path)
     scheme = url.partition(":")[0]
-    raise StoreError(f"store {url!r}: the {scheme!r} store is not implemented yet")
+    if scheme.lower() in REDIS_SCHEMES:
+        return RedisStore(url, timeout=timeout, history_days=history_days)
+    raise StoreError(f"store {mask_password(url)!r}: the {scheme!r} store is not implemented yet")

@@ -1,8 +1,9 @@
 """The Store contract, run against every backend.
 
-To add a backend, add a :class:`Backend` to ``BACKENDS``; every test below then
-runs against it. Tests needing data shared across instances or surviving a
-reopen are skipped for stores whose ``persistent`` is False.
+To add a backend, add a :class:`Backend` (or, for a backend on a server, a
+:class:`ServerBackend`) to ``BACKENDS``; every test below then runs against it.
+Tests needing data shared across instances or surviving a reopen are skipped for
+stores whose ``persistent`` is False.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from governor.errors import StoreError
 from governor.ledger import Batch, Key
 from governor.store import Store
 from governor.store.memory import MemoryStore
+from governor.store.redis import RedisStore
 from governor.store.sqlite import SQLiteStore
 
 DAY = 86400.0
@@ -44,15 +46,39 @@ class Backend:
     make: Callable[[Path, Clock], Store]
 
 
-BACKENDS = [
+@dataclass(frozen=True)
+class ServerBackend:
+    """A backend on a server: the fixture ``url_fixture`` gives the URL of a server emptied
+    for the test, and every store made in the test connects to it."""
+
+    name: str
+    url_fixture: str
+    connect: Callable[[str, Clock], Store]
+
+    def at(self, url: str) -> Backend:
+        return Backend(self.name, lambda where, clock: self.connect(url, clock))
+
+
+def redis_store(url: str, clock: Clock) -> Store:
+    # A generous timeout: these tests check behaviour, not latency, on busy CI machines.
+    return RedisStore(url, timeout=5.0, clock=clock)
+
+
+BACKENDS: list[Backend | ServerBackend] = [
     Backend("sqlite", lambda where, clock: SQLiteStore(where / "usage.db", clock=clock)),
     Backend("memory", lambda where, clock: MemoryStore(clock=clock)),
+    ServerBackend("redis", "redis_url", redis_store),
+    ServerBackend("sentinel", "sentinel_url", redis_store),
+    ServerBackend("cluster", "cluster_url", redis_store),
 ]
 
 
 @pytest.fixture(params=BACKENDS, ids=lambda b: b.name)
 def backend(request: pytest.FixtureRequest) -> Backend:
-    b: Backend = request.param
+    b: Backend | ServerBackend = request.param
+    if isinstance(b, ServerBackend):
+        url: str = request.getfixturevalue(b.url_fixture)
+        return b.at(url)
     return b
 
 

@@ -119,7 +119,7 @@ def test_open_store_rejects_non_absolute_sqlite_paths(url: str) -> None:
         open_store(url)
 
 
-@pytest.mark.parametrize("url", ["redis://localhost:6379/0", "postgres://x", "nonsense"])
+@pytest.mark.parametrize("url", ["memcached://localhost:11211", "postgres://x", "nonsense"])
 def test_open_store_other_schemes_not_implemented(url: str) -> None:
     with pytest.raises(StoreError, match="not implemented yet"):
         open_store(url)
