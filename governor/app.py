@@ -16,13 +16,18 @@ from pathlib import Path
 
 from aiohttp import web
 
+from governor.accesslog import open_access_log
+from governor.admin import create_admin_app
 from governor.config import Config, load_config
 from governor.errors import ConfigError
+from governor.events import RecordingAccessLogger
+from governor.metrics import Metrics
 from governor.proxy import Proxy
 from governor.runtime import Clock, Runtime
 from governor.store import open_store
 from governor.store.base import Store
 from governor.upstream import create_session
+from governor.warnings import Warner
 from governor.wire import CountingServer
 
 log = logging.getLogger("governor")
@@ -53,7 +58,17 @@ class Governor:
         self.runtime = Runtime(
             config, store=self.store, clock=clock, spool_path=_spool_path(config, worker)
         )
+        self.metrics = Metrics(self.runtime, worker=worker)
+        self.runtime.request_sinks.append(self.metrics)
+        self.runtime.flush_listeners.append(self.metrics.flushed)
+        self.access_log = open_access_log(config)
+        if self.access_log is not None:
+            self.runtime.request_sinks.append(self.access_log)
+        self.warner = Warner(self.runtime, webhook_url=config.webhook_url)
+        self.runtime.flush_listeners.append(self.warner.flushed)
         self._runner: web.ServerRunner | None = None
+        self._admin: web.AppRunner | None = None
+        self._ready = False
         self._flusher: asyncio.Task[None] | None = None
         self._sockets: list[socket.socket] = []
         self.reloads_ok = 0
@@ -63,6 +78,13 @@ class Governor:
     def port(self) -> int:
         """The port the proxy listens on (useful with ``listen: ...:0``)."""
         return int(self._sockets[0].getsockname()[1])
+
+    @property
+    def admin_port(self) -> int | None:
+        """The port of the admin listener, when there is one."""
+        if self._admin is None or len(self._sockets) < 2:
+            return None
+        return int(self._sockets[1].getsockname()[1])
 
     @property
     def address(self) -> str:
@@ -93,17 +115,42 @@ class Governor:
             handler_cancellation=True,
             keepalive_timeout=self.config.timeouts.keepalive,
             read_bufsize=READ_BUFSIZE,
-            access_log=None,
+            access_log=logging.getLogger("governor.access"),
+            access_log_class=RecordingAccessLogger,
         )
+        self.metrics.bind_server(server)
         self._runner = web.ServerRunner(
             server, handle_signals=False, shutdown_timeout=self.config.timeouts.shutdown
         )
         await self._runner.setup()
         site = web.SockSite(self._runner, sock)
         await site.start()
+        await self.warner.start()
         loop = asyncio.get_running_loop()
         self._flusher = loop.create_task(self.runtime.run_flusher(), name="governor-flusher")
+        if self.config.admin_listen is not None:
+            await self._start_admin(*self.config.admin_listen)
+        self._ready = True
         log.info("governor listening on http://%s", self.address)
+
+    async def _start_admin(self, host: str, port: int) -> None:
+        app = create_admin_app(
+            self.runtime,
+            token=self.config.admin_token,
+            metrics=self.metrics,
+            ready=lambda: self._ready,
+        )
+        self._admin = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._admin.setup()
+        sock = _listen(host, port, reuse_port=self.worker is not None or self.config.workers > 1)
+        self._sockets.append(sock)
+        await web.SockSite(self._admin, sock).start()
+        where = (
+            f"[{host}]:{sock.getsockname()[1]}"
+            if ":" in host
+            else f"{host}:{sock.getsockname()[1]}"
+        )
+        log.info("admin listening on http://%s", where)
 
     def reload(self, path: Path | None = None) -> bool:
         """Load the config file again; a valid one serves new requests at once.
@@ -114,6 +161,7 @@ class Governor:
             config = load_config(path or self.config.path)
         except ConfigError as exc:
             self.reloads_failed += 1
+            self.metrics.reloaded(False)
             log.error("reload rejected, keeping the running config:\n%s", exc)
             return False
         if (
@@ -126,11 +174,16 @@ class Governor:
         self.config = config
         self.runtime.reload(config)
         self.reloads_ok += 1
+        self.metrics.reloaded(True)
         log.info("reloaded %s: %d tenants", config.path, len(config.tenants))
         return True
 
     async def stop(self) -> None:
         """Stop accepting, let in-flight requests finish, flush every count, release all."""
+        self._ready = False
+        if self._admin is not None:
+            await self._admin.cleanup()
+            self._admin = None
         if self._runner is not None:
             # Stops accepting, closes idle connections, gives in-flight requests
             # up to timeouts.shutdown to finish.
@@ -140,6 +193,9 @@ class Governor:
         if self._flusher is not None:
             await self._flusher
             self._flusher = None
+        await self.warner.stop()
+        if self.access_log is not None:
+            self.access_log.close()
         await self.session.close()
         await self.store.close()
 

@@ -31,6 +31,7 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 CountMode = Literal["egress", "ingress", "both"]
 AtCap = Literal["finish", "cut"]
 OnStoreFailure = Literal["open", "closed"]
+LogFormat = Literal["plain", "json"]
 
 NOTICE_STATUSES = (503, 509, 429, 402)
 
@@ -71,6 +72,7 @@ class TenantConfig:
     exempt_paths: tuple[str, ...] = ()  # path prefixes
     exempt_clients: tuple[Network, ...] = ()
     on_store_failure: OnStoreFailure = "open"  # closed: the notice while the store is down
+    warn_at: tuple[float, ...] = ()  # shares of the cap (0 < x < 1) that raise a warning, ascending
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -94,6 +96,11 @@ class Config:
     store_timeout: float = 0.5  # one store round trip; beyond it the flush fails and is retried
     spool: Path | None = None  # absolute; counts the store could not take at shutdown
     workers: int = 1  # processes accepting on the same port
+    admin_listen: tuple[str, int] | None = None  # the admin listener (metrics, API, status)
+    admin_token: str | None = None  # read from admin_token_file; /api/ needs it when set
+    webhook_url: str | None = None  # where warning events are POSTed
+    log_format: LogFormat = "plain"
+    access_log: str = "off"  # off | stderr | stdout | an absolute file path
     flush_interval: float = 1.0
     history_days: int = 35  # how many past periods the store keeps
     trusted_proxies: tuple[Network, ...] = ()
@@ -120,6 +127,11 @@ _ROOT_KEYS = (
     "store_timeout",
     "spool",
     "workers",
+    "admin_listen",
+    "admin_token_file",
+    "webhook_url",
+    "log_format",
+    "access_log",
     "flush_interval",
     "history_days",
     "trusted_proxies",
@@ -138,6 +150,7 @@ _SHARED_KEYS = (
     "exempt_paths",
     "exempt_clients",
     "on_store_failure",
+    "warn_at",
 )
 _TENANT_KEYS = ("hosts", "upstream", *_SHARED_KEYS)
 _NOTICE_KEYS = ("status", "template")
@@ -189,6 +202,7 @@ class _Shared:
     exempt_paths: tuple[str, ...] | None = None
     exempt_clients: tuple[Network, ...] | None = None
     on_store_failure: OnStoreFailure | None = None
+    warn_at: tuple[float, ...] | None = None
 
 
 def load_config(path: str | Path) -> Config:
@@ -401,6 +415,72 @@ def _choice(node: Node, key: str, choices: dict[str, _T], ctx: _Ctx) -> _T | Non
 
 def _on_store_failure(node: Node, key: str, ctx: _Ctx) -> OnStoreFailure | None:
     return _choice(node, key, _STORE_FAILURE_MODES, ctx)
+
+
+def _warn_at(node: Node, key: str, ctx: _Ctx) -> tuple[float, ...] | None:
+    items = _items(node, key, ("a share of the cap", "shares of the cap, e.g. [80%, 95%]"), ctx)
+    if items is None:
+        return None
+    shares: list[float] = []
+    for item, item_key, text in items:
+        raw = text.strip()
+        try:
+            share = float(raw[:-1]) / 100 if raw.endswith("%") else float(raw)
+        except ValueError:
+            share = -1.0
+        if not 0 < share < 1:
+            ctx.error(item, item_key, f"{text!r}: expected a share of the cap like 80% or 0.8")
+            continue
+        shares.append(share)
+    return tuple(sorted(set(shares))) if len(shares) == len(items) else None
+
+
+def _admin_token(node: Node, key: str, ctx: _Ctx) -> str | None:
+    text = _scalar(node, key, "a file path", ctx)
+    if text is None:
+        return None
+    path = Path(os.path.normpath(ctx.base / text))
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        ctx.error(node, key, f"cannot read the token file {str(path)!r}: {reason}")
+        return None
+    if len(token) < 16 or any(c.isspace() for c in token):
+        ctx.error(node, key, f"{str(path)!r}: the token must be one word of 16 characters or more")
+        return None
+    return token
+
+
+def _webhook(node: Node, key: str, ctx: _Ctx) -> str | None:
+    text = _scalar(node, key, "an http:// or https:// URL", ctx)
+    if text is None:
+        return None
+    try:
+        _parse_upstream(text)
+    except ValueError as exc:
+        ctx.error(node, key, str(exc).replace("upstream", "webhook URL"))
+        return None
+    return text
+
+
+_LOG_FORMATS: dict[str, LogFormat] = {"plain": "plain", "json": "json"}
+
+
+def _log_format(node: Node, key: str, ctx: _Ctx) -> LogFormat | None:
+    return _choice(node, key, _LOG_FORMATS, ctx)
+
+
+def _access_log(node: Node, key: str, ctx: _Ctx) -> str | None:
+    text = _scalar(node, key, "off, stderr, stdout or a file path", ctx)
+    if text is None:
+        return None
+    if text in ("off", "stderr", "stdout"):
+        return text
+    if not text.strip():
+        ctx.error(node, key, "expected off, stderr, stdout or a file path")
+        return None
+    return os.path.normpath(ctx.base / text)
 
 
 def _workers(node: Node, key: str, ctx: _Ctx) -> int | None:
@@ -685,6 +765,11 @@ def _config(root: Node, path: Path, ctx: _Ctx) -> Config | None:
     trusted_proxies = _get(fields, "trusted_proxies", "", _networks, ctx)
     store_timeout = _get(fields, "store_timeout", "", _duration, ctx)
     workers = _get(fields, "workers", "", _workers, ctx)
+    admin_listen = _get(fields, "admin_listen", "", _listen, ctx)
+    admin_token = _get(fields, "admin_token_file", "", _admin_token, ctx)
+    webhook_url = _get(fields, "webhook_url", "", _webhook, ctx)
+    log_format: LogFormat | None = _get(fields, "log_format", "", _log_format, ctx)
+    access_log = _get(fields, "access_log", "", _access_log, ctx)
     spool = _get(fields, "spool", "", _spool, ctx) or Path(
         os.path.normpath(ctx.base / DEFAULT_SPOOL)
     )
@@ -698,6 +783,11 @@ def _config(root: Node, path: Path, ctx: _Ctx) -> Config | None:
         store_timeout=store_timeout or 0.5,
         spool=spool,
         workers=workers or 1,
+        admin_listen=admin_listen,
+        admin_token=admin_token,
+        webhook_url=webhook_url,
+        log_format=log_format if log_format is not None else "plain",
+        access_log=access_log or "off",
         flush_interval=flush_interval or 1.0,
         history_days=history_days or 35,
         trusted_proxies=trusted_proxies or (),
@@ -741,6 +831,7 @@ def _shared(fields: _Fields, parent: str, ctx: _Ctx) -> _Shared:
         exempt_paths=_get(fields, "exempt_paths", parent, _exempt_paths, ctx),
         exempt_clients=_get(fields, "exempt_clients", parent, _networks, ctx),
         on_store_failure=_get(fields, "on_store_failure", parent, _on_store_failure, ctx),
+        warn_at=_get(fields, "warn_at", parent, _warn_at, ctx),
     )
 
 
@@ -830,6 +921,7 @@ def _tenant(
         exempt_paths=_first(own.exempt_paths, defaults.exempt_paths) or (),
         exempt_clients=_first(own.exempt_clients, defaults.exempt_clients) or (),
         on_store_failure=_first(own.on_store_failure, defaults.on_store_failure) or "open",
+        warn_at=_first(own.warn_at, defaults.warn_at) or (),
     )
 
 

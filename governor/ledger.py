@@ -44,6 +44,7 @@ class Batch:
 
     flush_id: str
     deltas: Mapping[Key, int]
+    at: float | None = None  # Unix time the batch was taken: its bytes' history bucket
 
     def total(self) -> int:
         """The sum of all deltas in the batch."""
@@ -76,7 +77,7 @@ class Ledger:
             n += self._inflight.deltas.get(key, 0)
         return max(n, 0)
 
-    def take(self) -> Batch | None:
+    def take(self, now: float | None = None) -> Batch | None:
         """The batch to flush next, or None when there is nothing to flush.
 
         If a batch is still in flight (its flush failed or has not been reported),
@@ -87,7 +88,7 @@ class Ledger:
             return self._inflight
         if not self._pending:
             return None
-        batch = Batch(flush_id=uuid.uuid4().hex, deltas=MappingProxyType(self._pending))
+        batch = Batch(flush_id=uuid.uuid4().hex, deltas=MappingProxyType(self._pending), at=now)
         self._pending = {}
         self._inflight = batch
         return batch

@@ -8,7 +8,7 @@ totals are kept regardless, for logs.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from governor.config import TenantConfig
 from governor.ledger import Key, Ledger, is_blocked
@@ -22,11 +22,12 @@ class Meter:
         "_clock",
         "_count_in",
         "_count_out",
+        "_daily_cap",
+        "_grants",
         "_ledger",
         "_periods",
         "bytes_in",
         "bytes_out",
-        "cap",
         "tenant",
     )
 
@@ -37,6 +38,7 @@ class Meter:
         tenant: TenantConfig,
         periods: PeriodTracker,
         clock: Callable[[], float],
+        grants: Mapping[Key, int] | None = None,
     ) -> None:
         self._ledger = ledger
         self._periods = periods
@@ -44,7 +46,8 @@ class Meter:
         self._count_out = tenant.count in ("egress", "both")
         self._count_in = tenant.count in ("ingress", "both")
         self.tenant = tenant.name
-        self.cap = tenant.daily_cap
+        self._daily_cap = tenant.daily_cap
+        self._grants = grants or {}
         self.bytes_in = 0
         self.bytes_out = 0
 
@@ -71,6 +74,13 @@ class Meter:
         self.bytes_in += nbytes
         if self._count_in:
             self._ledger.add(self.key(), nbytes)
+
+    @property
+    def cap(self) -> int:
+        """The tenant's allowance for the current period: its daily cap plus today's grant."""
+        if not self._grants:
+            return self._daily_cap
+        return self._daily_cap + self._grants.get(self.key(), 0)
 
     def used(self) -> int:
         """The tenant's total for the current period, as this process knows it."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import posixpath
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import cast
 
@@ -27,6 +28,7 @@ from multidict import CIMultiDict
 from governor import notice
 from governor.config import TenantConfig
 from governor.errors import UpstreamError
+from governor.events import NOTE_KEY, RequestNote
 from governor.headers import (
     Header,
     client_address,
@@ -136,6 +138,16 @@ class Proxy:
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         """Answer one client request."""
         ingress = _ingress(request)
+        note = RequestNote(sinks=self.runtime.request_sinks)
+        request[NOTE_KEY] = note
+        try:
+            return await self._handle(request, ingress, note)
+        finally:
+            note.bytes_in = ingress.taken
+
+    async def _handle(
+        self, request: web.BaseRequest, ingress: RequestIngress, note: RequestNote
+    ) -> web.StreamResponse:
         runtime = self.runtime
         snap = runtime.snapshot
         host = request.headers.get("Host")
@@ -143,24 +155,33 @@ class Proxy:
             return await _answer(request, ingress, _text(400, "400 Bad Request: no Host header"))
         site = snap.index.lookup(host)
         if site is None:
+            note.outcome = "unknown_host"
             shown = (host or "")[:200]
             text = f"421 Misdirected Request: no site is served here for host {shown!r}"
             return await _answer(request, ingress, _text(421, text))
         tenant = site.config
         raw_headers = _decoded(request.raw_headers)
         client = client_address(request.remote, raw_headers, snap.config.trusted_proxies)
+        note.tenant = tenant.name
+        note.client = client
         exempt = is_exempt(tenant, request.path, client)
         meter = Meter(
-            ledger=runtime.ledger, tenant=tenant, periods=site.periods, clock=runtime.clock
+            ledger=runtime.ledger,
+            tenant=tenant,
+            periods=site.periods,
+            clock=runtime.clock,
+            grants=runtime.grants,
         )
         used = meter.used()
         if not exempt and (
             used >= meter.cap or (tenant.on_store_failure == "closed" and not runtime.store_ok)
         ):
+            note.outcome = "blocked"
             return await _answer(request, ingress, self._notice(request, site, meter))
+        note.outcome = "exempt" if exempt else "proxied"
         if used >= meter.cap * NEAR_CAP:
             runtime.nudge()
-        exchange = _Exchange(self, request, ingress, site, meter, exempt=exempt)
+        exchange = _Exchange(self, request, ingress, site, meter, note, exempt=exempt)
         return await exchange.run(raw_headers)
 
     def _notice(self, request: web.BaseRequest, site: Site, meter: Meter) -> web.Response:
@@ -197,10 +218,12 @@ class _Exchange:
         ingress: RequestIngress,
         site: Site,
         meter: Meter,
+        note: RequestNote,
         *,
         exempt: bool,
     ) -> None:
         self.proxy = proxy
+        self.note = note
         self.request = request
         self.ingress = ingress
         self.site = site
@@ -239,6 +262,7 @@ class _Exchange:
             raw_headers, peer=request.remote, trusted=snap.config.trusted_proxies, upgrade=upgrade
         )
         tenant = self.site.config
+        sent_at = time.monotonic()
         try:
             async with open_response(
                 self.proxy.session,
@@ -248,6 +272,7 @@ class _Exchange:
                 body=body,
                 deadline=deadline,
             ) as up:
+                self.note.upstream_seconds = time.monotonic() - sent_at
                 if upgrade and up.status == 101:
                     # A tunnel has no end to finish: it is closed at the cap either way.
                     return await tunnel(request, up, meter, self.charge_out, cut=not self.exempt)
@@ -258,6 +283,7 @@ class _Exchange:
                 )
                 complete = await self._respond(resp, up)
         except UpstreamError as exc:
+            self.note.outcome = "upstream_error"
             log.warning("%s %s %s: %s", tenant.name, request.method, request.path, exc)
             resp = _text(exc.status, PUBLIC_ERRORS.get(exc.status, f"{exc.status} error"))
             complete = True

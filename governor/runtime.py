@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,8 @@ from pathlib import Path
 from governor import spool
 from governor.config import Config, TenantConfig
 from governor.errors import StoreError
-from governor.ledger import Key, Ledger
+from governor.events import RequestSink
+from governor.ledger import Key, Ledger, is_blocked
 from governor.periods import PeriodTracker
 from governor.store.base import Store
 from governor.tenants import TenantIndex
@@ -40,6 +42,20 @@ Clock = Callable[[], float]
 PRUNE_EVERY = 3600.0
 NEAR_CAP = 0.9  # from this share of its cap on, a tenant's requests nudge the flusher
 NUDGE_GAP = 0.1  # nudged flushes are at least this share of flush_interval apart
+
+
+@dataclass(frozen=True, slots=True)
+class TenantUsage:
+    """A tenant's current period: what the admin API, the status page and the CLI show."""
+
+    tenant: str
+    period: str
+    used_bytes: int
+    cap_bytes: int  # daily_cap plus today's grant
+    daily_cap_bytes: int
+    granted_bytes: int
+    resets_at: dt.datetime
+    blocked: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +110,12 @@ class Runtime:
         self._wake = asyncio.Event()  # set by stop() and by nudge()
         self._flush_lock = asyncio.Lock()
         self._last_prune = 0.0
+        self.grants: dict[Key, int] = {}  # extra allowance per current period, from the store
+        self.last_flush_seconds = 0.0
+        # Told about every answered request (metrics, the access log).
+        self.request_sinks: list[RequestSink] = []
+        # Called after every flush attempt, in the flusher (metrics, warnings); must not block.
+        self.flush_listeners: list[Callable[[], None]] = []
 
     def reload(self, config: Config) -> None:
         """Serve new requests under ``config``; counts are kept."""
@@ -119,11 +141,14 @@ class Runtime:
     async def flush(self) -> None:
         """Send pending counts to the store and learn every current total back."""
         async with self._flush_lock:
+            started = time.monotonic()
             snap = self.snapshot
-            read = snap.current_keys(self.clock())
-            batch = self.ledger.take()
+            now = self.clock()
+            read = snap.current_keys(now)
+            batch = self.ledger.take(now)
             try:
                 totals = await self.store.flush(batch, read)
+                self.grants = await self.store.grants(read)
             except StoreError as exc:
                 if batch is not None:
                     self.ledger.fail(batch)
@@ -131,6 +156,8 @@ class Runtime:
                 if self.store_ok:
                     log.error("store flush failed, counts kept in memory: %s", exc)
                 self.store_ok = False
+                self.last_flush_seconds = time.monotonic() - started
+                self._tell_listeners()
                 return
             if batch is not None:
                 self.ledger.commit(batch, totals)
@@ -145,7 +172,57 @@ class Runtime:
                     spool.remove(self.spool_path)
             current = set(read)
             self.ledger.forget(lambda key: key in current)
+            self.last_flush_seconds = time.monotonic() - started
+        self._tell_listeners()
         await self._maybe_prune()
+
+    def _tell_listeners(self) -> None:
+        for listener in self.flush_listeners:
+            try:
+                listener()
+            except Exception:  # a listener's bug must not stop the counting
+                log.exception("a flush listener failed")
+
+    def usage(self, name: str) -> TenantUsage | None:
+        """A tenant's current period as this process knows it, or None for no such tenant."""
+        site = self.snapshot.sites.get(name)
+        if site is None:
+            return None
+        now = self.clock()
+        period = site.periods.current(now)
+        key = (name, period.key)
+        grant = self.grants.get(key, 0)
+        used = self.ledger.used(key)
+        cap = site.config.daily_cap + grant
+        return TenantUsage(
+            tenant=name,
+            period=period.key,
+            used_bytes=used,
+            cap_bytes=cap,
+            daily_cap_bytes=site.config.daily_cap,
+            granted_bytes=grant,
+            resets_at=period.resets_at(site.config.timezone),
+            blocked=is_blocked(used, cap),
+        )
+
+    async def reset(self, name: str) -> TenantUsage | None:
+        """Set a tenant's count for its current period back to zero, in the store."""
+        usage = self.usage(name)
+        if usage is None:
+            return None
+        key = (name, usage.period)
+        await self.store.reset(key)
+        self.ledger.seed({key: 0})
+        return self.usage(name)
+
+    async def grant(self, name: str, nbytes: int) -> TenantUsage | None:
+        """Give a tenant ``nbytes`` more for its current period, in the store."""
+        usage = self.usage(name)
+        if usage is None:
+            return None
+        key = (name, usage.period)
+        self.grants = {**self.grants, key: await self.store.grant(key, nbytes)}
+        return self.usage(name)
 
     async def _maybe_prune(self) -> None:
         now = self.clock()

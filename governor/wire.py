@@ -78,6 +78,11 @@ class RequestIngress:
         self._expected = None if chunked else unclaimed - body_fed + (content_length or 0)
         self._taken = 0
 
+    @property
+    def taken(self) -> int:
+        """Every byte claimed for this request so far."""
+        return self._taken
+
     def claim(self) -> int:
         """This request's bytes received since the last claim."""
         conn = self._conn

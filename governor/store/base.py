@@ -14,10 +14,18 @@ from typing import ClassVar, Protocol
 
 from governor.ledger import Batch, Key
 
-__all__ = ["FLUSH_ID_TTL", "Store"]
+__all__ = ["BUCKET_SECONDS", "FLUSH_ID_TTL", "Store", "bucket_of"]
 
 FLUSH_ID_TTL = 86400.0
 """Seconds an applied flush id is remembered; :meth:`Store.prune` forgets older ones."""
+
+BUCKET_SECONDS = 300
+"""The width of a history bucket: a batch's bytes are also added to the bucket of its ``at``."""
+
+
+def bucket_of(at: float) -> int:
+    """The Unix time at which the history bucket holding ``at`` starts."""
+    return int(at) - int(at) % BUCKET_SECONDS
 
 
 class Store(Protocol):
@@ -51,8 +59,37 @@ class Store(Protocol):
         """Bytes per period key for ``tenant``, for periods ``>= since_period``."""
         ...
 
+    async def grants(self, keys: Iterable[Key]) -> dict[Key, int]:
+        """Extra allowance granted for each key's period (0 when none)."""
+        ...
+
+    async def grant(self, key: Key, nbytes: int) -> int:
+        """Add ``nbytes`` of extra allowance to ``key``'s period; returns the new grant total."""
+        ...
+
+    async def reset(self, key: Key) -> None:
+        """Set ``key``'s total back to zero (an operator's reset of today's count)."""
+        ...
+
+    async def buckets(self, tenant: str, period: str) -> dict[int, int]:
+        """Bytes per history bucket (bucket start, Unix time) of one tenant's period.
+
+        :meth:`flush` adds each batch's deltas to the bucket of the batch's ``at``
+        too (nothing when ``at`` is None), at most once like the totals.
+        """
+        ...
+
+    async def mark_once(self, key: Key, event: str) -> bool:
+        """True for the first caller to mark ``event`` for ``key``'s period, fleet-wide.
+
+        Later calls (from any instance) get False: a warning is sent once per
+        threshold per period however many instances see the threshold crossed.
+        """
+        ...
+
     async def prune(self, before_period: str) -> int:
-        """Delete usage rows of periods ``< before_period`` and applied flush ids older than a day.
+        """Delete usage (and grants, buckets, marks) of periods ``< before_period``, and applied
+        flush ids older than a day.
 
         Returns the number of usage rows deleted.
         """

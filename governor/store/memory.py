@@ -14,7 +14,7 @@ from typing import ClassVar
 
 from governor.errors import StoreError
 from governor.ledger import Batch, Key
-from governor.store.base import FLUSH_ID_TTL
+from governor.store.base import FLUSH_ID_TTL, bucket_of
 
 __all__ = ["MemoryStore"]
 
@@ -27,6 +27,9 @@ class MemoryStore:
     def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
         self._usage: dict[Key, int] = {}
+        self._grants: dict[Key, int] = {}
+        self._buckets: dict[tuple[str, str, int], int] = {}
+        self._marks: set[tuple[str, str, str]] = set()
         self._flushes: dict[str, float] = {}
         self._open = False
 
@@ -48,6 +51,9 @@ class MemoryStore:
                 self._flushes[batch.flush_id] = self._clock()
                 for key, n in batch.deltas.items():
                     self._usage[key] = self._usage.get(key, 0) + n
+                    if batch.at is not None:
+                        slot = (key[0], key[1], bucket_of(batch.at))
+                        self._buckets[slot] = self._buckets.get(slot, 0) + n
         return {key: self._usage.get(key, 0) for key in keys}
 
     async def totals(self, keys: Iterable[Key]) -> dict[Key, int]:
@@ -63,12 +69,49 @@ class MemoryStore:
             if t == tenant and period >= since_period
         }
 
+    async def grants(self, keys: Iterable[Key]) -> dict[Key, int]:
+        """Extra allowance granted for each key's period (0 when none)."""
+        self._check_open()
+        return {key: self._grants.get(key, 0) for key in keys}
+
+    async def grant(self, key: Key, nbytes: int) -> int:
+        """Add ``nbytes`` of extra allowance to ``key``'s period; returns the new grant total."""
+        self._check_open()
+        self._grants[key] = self._grants.get(key, 0) + nbytes
+        return self._grants[key]
+
+    async def reset(self, key: Key) -> None:
+        """Set ``key``'s total back to zero."""
+        self._check_open()
+        self._usage[key] = 0
+
+    async def buckets(self, tenant: str, period: str) -> dict[int, int]:
+        """Bytes per history bucket of one tenant's period."""
+        self._check_open()
+        return {
+            start: n
+            for (t, p, start), n in sorted(self._buckets.items())
+            if t == tenant and p == period
+        }
+
+    async def mark_once(self, key: Key, event: str) -> bool:
+        """True for the first caller to mark ``event`` for ``key``'s period."""
+        self._check_open()
+        mark = (key[0], key[1], event)
+        if mark in self._marks:
+            return False
+        self._marks.add(mark)
+        return True
+
     async def prune(self, before_period: str) -> int:
         """Delete usage before ``before_period`` and old flush ids; return usage rows deleted."""
         self._check_open()
         old = [key for key in self._usage if key[1] < before_period]
         for key in old:
             del self._usage[key]
+        self._grants = {k: v for k, v in self._grants.items() if k[1] >= before_period}
+        self._buckets = {k: v for k, v in self._buckets.items() if k[1] >= before_period}
+        self._marks = {m for m in self._marks if m[1] >= before_period}
         cutoff = self._clock() - FLUSH_ID_TTL
         self._flushes = {i: at for i, at in self._flushes.items() if at >= cutoff}
         return len(old)

@@ -514,7 +514,8 @@ CASES: list[tuple[dict[str, Any], int, str, str]] = [
         7,
         "lisen",
         "unknown key (did you mean listen?); allowed keys here: "
-        "listen, store, store_timeout, spool, workers, flush_interval, history_days, "
+        "listen, store, store_timeout, spool, workers, admin_listen, admin_token_file, "
+        "webhook_url, log_format, access_log, flush_interval, history_days, "
         "trusted_proxies, timeouts, defaults, tenants",
     ),
     ({"tail": "listen: 127.0.0.1:9\n"}, 7, "listen", "duplicate key (first at line 1)"),
@@ -1034,4 +1035,35 @@ def test_workers_auto_is_the_cpu_count(tmp_path: Path) -> None:
 def test_scale_out_key_problems(tmp_path: Path, tail: str, key: str, fragment: str) -> None:
     problem = only(tmp_path, cfg(tail=tail))
     assert (problem.line, problem.key) == (tail.count("\n") + 6, key)
+    assert fragment in problem.message
+
+
+def test_operator_surface_keys(tmp_path: Path) -> None:
+    (tmp_path / "token").write_text("s3cret-token-0123456789\n")
+    tail = (
+        "admin_listen: 127.0.0.1:9090\nadmin_token_file: token\n"
+        "webhook_url: https://hooks.example/governor\nlog_format: json\n"
+        "access_log: logs/access.log\ndefaults:\n  warn_at: [95%, 0.8]\n"
+    )
+    config = load(tmp_path, cfg(tail=tail))
+    assert config.admin_listen == ("127.0.0.1", 9090)
+    assert config.admin_token == "s3cret-token-0123456789"
+    assert config.webhook_url == "https://hooks.example/governor"
+    assert config.log_format == "json"
+    assert config.access_log == str(tmp_path / "logs" / "access.log")
+    assert config.tenants[0].warn_at == (0.8, 0.95)
+
+
+@pytest.mark.parametrize(
+    ("tail", "key", "fragment"),
+    [
+        ("admin_token_file: missing\n", "admin_token_file", "cannot read the token file"),
+        ("defaults:\n  warn_at: [120%]\n", "defaults.warn_at[0]", "like 80% or 0.8"),
+        ("log_format: xml\n", "log_format", "plain"),
+        ("webhook_url: ftp://x\n", "webhook_url", "ftp"),
+    ],
+)
+def test_operator_surface_problems(tmp_path: Path, tail: str, key: str, fragment: str) -> None:
+    problem = only(tmp_path, cfg(tail=tail))
+    assert problem.key == key
     assert fragment in problem.message
