@@ -19,7 +19,6 @@ from aiohttp.abc import AbstractAccessLogger
 
 Outcome = Literal["proxied", "blocked", "exempt", "upstream_error", "unknown_host", "bad_request"]
 
-NOTE_KEY = "governor.note"
 
 
 @dataclass(slots=True)
@@ -56,6 +55,9 @@ class RequestNote:
     outcome: Outcome = "bad_request"
     bytes_in: int = 0
     upstream_seconds: float | None = None
+
+
+NOTE_KEY: web.RequestKey[RequestNote] = web.RequestKey("governor_note", RequestNote)
 
 
 class RecordingAccessLogger(AbstractAccessLogger):

@@ -3,25 +3,38 @@
 Key layout (``{t}`` is the tenant, a Cluster hash tag, so all of one tenant's keys
 live in one slot and a tenant's whole update runs as one script on one node)::
 
-    governor:{t}:<period>           usage in bytes, an integer string; TTL history_days + 2 days
-    governor:{t}:periods            sorted set of the tenant's period keys (all scores 0)
-    governor:{t}:flush:<flush_id>   "1" once the batch was applied for t; TTL one day
-    governor:{t}:flushes            sorted set flush_id -> applied-at (the store clock), for prune
+    governor:{t}:<period>               usage in bytes, an integer string; TTL history_days + 2 days
+    governor:{t}:<period>:grant         extra allowance in bytes, an integer string; same TTL
+    governor:{t}:<period>:buckets       hash bucket start (Unix time) -> bytes; same TTL
+    governor:{t}:<period>:mark:<event>  the marking call's token once ``event`` was marked; same TTL
+    governor:{t}:<period>:marks         set of the period's marked events, for prune; same TTL
+    governor:{t}:periods                sorted set of the tenant's periods with any of the above
+                                        (all scores 0); same TTL
+    governor:{t}:flush:<flush_id>       "1" once the batch was applied for t; TTL one day
+    governor:{t}:flushes                sorted set flush_id -> applied-at (store clock), for prune
+    governor:{t}:granted:<token>        "1" once that grant call was applied; TTL one day
 
 Invariants:
 
 * A batch is applied at most once per tenant: the flush script sets the flush id
   key with ``SET NX`` and adds the deltas only if that set succeeded, all in one
-  script (atomic on the node). A flush that timed out after landing and is
-  retried with the same id adds nothing.
+  script (atomic on the node), to the totals and to the history bucket of the
+  batch's ``at`` alike. A flush that timed out after landing and is retried with
+  the same id adds nothing.
+* Every write (flush, grant, reset, mark) is one script, atomic on the node, that
+  also sets the TTL of what it wrote and records the period in the index. Each is
+  safe to resend (the client retries once on a connection error or timeout): a
+  grant carries a token applied once like a flush id, a mark stores its caller's
+  token so a resent first mark still answers True, and a reset only sets.
 * One round trip per :meth:`~RedisStore.flush`: a non-transactional pipeline with
   one script call per tenant with deltas and one ``MGET`` per tenant only read.
   Scripts are sent by SHA (``EVALSHA``); on ``NOSCRIPT`` (a fresh, restarted or
   newly promoted node) they are loaded with ``SCRIPT LOAD`` (on every primary in a
   Cluster) and the pipeline is sent once more, which the flush ids make safe.
-* Usage keys expire by themselves ``history_days + 2`` days after their last
-  write, so periods need no reset and no cron; :meth:`~RedisStore.prune` deletes
-  old periods early, and the index of periods heals itself when a key expired.
+* Usage, grant, bucket and mark keys expire by themselves ``history_days + 2``
+  days after their last write, so periods need no reset and no cron;
+  :meth:`~RedisStore.prune` deletes old periods early, and the index of periods
+  heals itself when a period's keys expired.
 * Every Redis error, timeout or connection failure becomes a
   :class:`~governor.errors.StoreError` naming the store (never its password), in
   one place (:meth:`RedisStore._call`), and no operation outlasts ``timeout``.
@@ -32,6 +45,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, TypeVar
@@ -46,9 +60,17 @@ from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 
 from governor.errors import StoreError
 from governor.ledger import Batch, Key
-from governor.store.base import FLUSH_ID_TTL
+from governor.store.base import FLUSH_ID_TTL, bucket_of
 
-__all__ = ["SCHEMES", "RedisStore", "RedisTarget", "mask_password", "parse_redis_url", "usage_key"]
+__all__ = [
+    "SCHEMES",
+    "RedisStore",
+    "RedisTarget",
+    "grant_key",
+    "mask_password",
+    "parse_redis_url",
+    "usage_key",
+]
 
 T = TypeVar("T")
 
@@ -225,17 +247,24 @@ class _Script:
 # KEYS[1] the flush id key, KEYS[2] the period index, KEYS[3] the applied ids,
 # KEYS[4 .. 3+n] the usage keys to add to, KEYS[4+n ..] usage keys only read.
 # ARGV[1] n, ARGV[2] usage TTL, ARGV[3] flush id TTL, ARGV[4] now, ARGV[5] flush id,
-# ARGV[6 .. 5+n] the deltas, ARGV[6+n .. 5+2n] the periods of the added keys.
+# ARGV[6 .. 5+n] the deltas, ARGV[6+n .. 5+2n] the periods of the added keys,
+# ARGV[6+2n] the history bucket of the batch ('' for none): each delta is added to
+# field bucket of <usage key>:buckets too (same hash tag, same slot).
 # Returns the totals of KEYS[4 ..] as strings (GET, not the INCRBY reply: Lua
 # numbers are doubles and would round totals above 2^53).
 _FLUSH = _Script(
     """
 local n = tonumber(ARGV[1])
 if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[3]) then
+  local bucket = ARGV[6 + 2 * n]
   for i = 1, n do
     redis.call('INCRBY', KEYS[3 + i], ARGV[5 + i])
     redis.call('EXPIRE', KEYS[3 + i], ARGV[2])
     redis.call('ZADD', KEYS[2], 0, ARGV[5 + n + i])
+    if bucket ~= '' then
+      redis.call('HINCRBY', KEYS[3 + i] .. ':buckets', bucket, ARGV[5 + i])
+      redis.call('EXPIRE', KEYS[3 + i] .. ':buckets', ARGV[2])
+    end
   end
   redis.call('EXPIRE', KEYS[2], ARGV[2])
   local now = tonumber(ARGV[4])
@@ -252,17 +281,19 @@ return totals
 )
 
 # KEYS[1] the period index; ARGV[1] the first period, ARGV[2] the tenant's key prefix.
-# Returns period, total, period, total, ... in period order; drops expired periods
-# from the index. (Usage keys are derived from the prefix: same hash tag, same slot.)
+# Returns period, total, period, total, ... in period order; drops periods none of
+# whose keys is left (all expired) from the index. (Usage keys are derived from the
+# prefix: same hash tag, same slot.)
 _HISTORY = _Script(
     """
 local out = {}
 for _, p in ipairs(redis.call('ZRANGEBYLEX', KEYS[1], '[' .. ARGV[1], '+')) do
-  local v = redis.call('GET', ARGV[2] .. p)
+  local k = ARGV[2] .. p
+  local v = redis.call('GET', k)
   if v then
     out[#out + 1] = p
     out[#out + 1] = v
-  else
+  elseif redis.call('EXISTS', k .. ':grant', k .. ':buckets', k .. ':marks') == 0 then
     redis.call('ZREM', KEYS[1], p)
   end
 end
@@ -270,15 +301,66 @@ return out
 """
 )
 
+# KEYS[1] the grant key, KEYS[2] the period index, KEYS[3] this call's token key;
+# ARGV[1] bytes to add, ARGV[2] the TTL, ARGV[3] the period, ARGV[4] the token TTL.
+# Adds once per token. Returns the grant total as a string (GET: see _FLUSH).
+_GRANT = _Script(
+    """
+if redis.call('SET', KEYS[3], '1', 'NX', 'EX', ARGV[4]) then
+  redis.call('INCRBY', KEYS[1], ARGV[1])
+  redis.call('EXPIRE', KEYS[1], ARGV[2])
+  redis.call('ZADD', KEYS[2], 0, ARGV[3])
+  redis.call('EXPIRE', KEYS[2], ARGV[2])
+end
+return redis.call('GET', KEYS[1]) or '0'
+"""
+)
+
+# KEYS[1] the usage key, KEYS[2] the period index; ARGV[1] the TTL, ARGV[2] the period.
+_RESET = _Script(
+    """
+redis.call('SET', KEYS[1], '0', 'EX', ARGV[1])
+redis.call('ZADD', KEYS[2], 0, ARGV[2])
+redis.call('EXPIRE', KEYS[2], ARGV[1])
+return 1
+"""
+)
+
+# KEYS[1] the mark key, KEYS[2] the period's set of marks, KEYS[3] the period index;
+# ARGV[1] the TTL, ARGV[2] the event, ARGV[3] the period, ARGV[4] this call's token.
+# Returns 1 if this call (or an earlier send of it) set the mark, 0 otherwise.
+_MARK = _Script(
+    """
+if not redis.call('SET', KEYS[1], ARGV[4], 'NX', 'EX', ARGV[1]) then
+  if redis.call('GET', KEYS[1]) == ARGV[4] then
+    return 1
+  end
+  return 0
+end
+redis.call('SADD', KEYS[2], ARGV[2])
+redis.call('EXPIRE', KEYS[2], ARGV[1])
+redis.call('ZADD', KEYS[3], 0, ARGV[3])
+redis.call('EXPIRE', KEYS[3], ARGV[1])
+return 1
+"""
+)
+
 # KEYS[1] the period index, KEYS[2] the applied ids; ARGV[1] the first period to
 # keep, ARGV[2] the oldest applied-at to keep, ARGV[3] the tenant's key prefix.
-# Returns the number of usage keys deleted.
+# Deletes each old period's usage, grant, buckets and marks. Returns the number of
+# usage keys deleted.
 _PRUNE = _Script(
     """
 local deleted = 0
 local old = redis.call('ZRANGEBYLEX', KEYS[1], '-', '(' .. ARGV[1])
 for _, p in ipairs(old) do
-  deleted = deleted + redis.call('DEL', ARGV[3] .. p)
+  local k = ARGV[3] .. p
+  deleted = deleted + redis.call('DEL', k)
+  redis.call('DEL', k .. ':grant', k .. ':buckets')
+  for _, event in ipairs(redis.call('SMEMBERS', k .. ':marks')) do
+    redis.call('DEL', k .. ':mark:' .. event)
+  end
+  redis.call('DEL', k .. ':marks')
 end
 if #old > 0 then
   redis.call('ZREMRANGEBYLEX', KEYS[1], '-', '(' .. ARGV[1])
@@ -291,7 +373,7 @@ return deleted
 """
 )
 
-_SCRIPTS = (_FLUSH, _HISTORY, _PRUNE)
+_SCRIPTS = (_FLUSH, _HISTORY, _GRANT, _RESET, _MARK, _PRUNE)
 
 _Command = tuple[_Script | None, tuple[Any, ...]]
 """A script and its EVALSHA arguments (numkeys, keys..., args...), or None and a command."""
@@ -311,6 +393,11 @@ def usage_key(key: Key) -> str:
     """The Redis key holding the usage of ``(tenant, period)``."""
     tenant, period = key
     return tenant_prefix(tenant) + period
+
+
+def grant_key(key: Key) -> str:
+    """The Redis key holding the extra allowance granted to ``(tenant, period)``."""
+    return usage_key(key) + ":grant"
 
 
 # -------------------------------------------------------------------------- store
@@ -405,6 +492,7 @@ class RedisStore:
                 keys += [prefix + p for p in periods]
                 args = [len(added), self.usage_ttl, int(FLUSH_ID_TTL), repr(now), batch.flush_id]
                 args += [*added.values(), *added]
+                args.append(bucket_of(batch.at) if batch.at is not None else "")
                 commands.append((_FLUSH, (len(keys), *keys, *args)))
             else:
                 periods = only_read
@@ -431,8 +519,62 @@ class RedisStore:
         pairs = iter(reply)
         return {period.decode(): int(value) for period, value in zip(pairs, pairs, strict=True)}
 
+    async def grants(self, keys: Iterable[Key]) -> dict[Key, int]:
+        """Extra allowance granted for each key's period (0 when none)."""
+        client = self._require_open()
+        by_tenant: dict[str, dict[str, None]] = {}
+        order = dict.fromkeys(keys)
+        for tenant, period in order:
+            by_tenant.setdefault(tenant, {})[period] = None
+        if not by_tenant:
+            return {}
+        self._tenants.update(by_tenant)
+        # One MGET per tenant: a Cluster serves a multi-key command only within one slot.
+        commands: list[_Command] = [
+            (None, ("MGET", *(grant_key((tenant, p)) for p in periods)))
+            for tenant, periods in by_tenant.items()
+        ]
+        replies = await self._call(lambda: self._pipeline(client, commands))
+        grants: dict[Key, int] = {}
+        for (tenant, periods), reply in zip(by_tenant.items(), replies, strict=True):
+            for period, value in zip(periods, reply, strict=True):
+                grants[(tenant, period)] = int(value) if value is not None else 0
+        return {key: grants[key] for key in order}
+
+    async def grant(self, key: Key, nbytes: int) -> int:
+        """Add ``nbytes`` of extra allowance to ``key``'s period; returns the new grant total."""
+        tenant, period = key
+        prefix = tenant_prefix(tenant)
+        keys = (grant_key(key), prefix + "periods", prefix + "granted:" + uuid.uuid4().hex)
+        args = (nbytes, self.usage_ttl, period, int(FLUSH_ID_TTL))
+        return int(await self._script(tenant, _GRANT, keys, *args))
+
+    async def reset(self, key: Key) -> None:
+        """Set ``key``'s total back to zero."""
+        tenant, period = key
+        keys = (usage_key(key), tenant_prefix(tenant) + "periods")
+        await self._script(tenant, _RESET, keys, self.usage_ttl, period)
+
+    async def buckets(self, tenant: str, period: str) -> dict[int, int]:
+        """Bytes per history bucket (bucket start, Unix time) of one tenant's period."""
+        client = self._require_open()
+        self._tenants.add(tenant)
+        command: _Command = (None, ("HGETALL", usage_key((tenant, period)) + ":buckets"))
+        (reply,) = await self._call(lambda: self._pipeline(client, [command]))
+        pairs = reply.items() if isinstance(reply, dict) else zip(*[iter(reply)] * 2, strict=True)
+        return dict(sorted((int(start), int(n)) for start, n in pairs))
+
+    async def mark_once(self, key: Key, event: str) -> bool:
+        """True for the first caller (of any instance) to mark ``event`` for ``key``'s period."""
+        tenant, period = key
+        mark = usage_key(key)
+        keys = (f"{mark}:mark:{event}", mark + ":marks", tenant_prefix(tenant) + "periods")
+        args = (self.usage_ttl, event, period, uuid.uuid4().hex)
+        return bool(await self._script(tenant, _MARK, keys, *args))
+
     async def prune(self, before_period: str) -> int:
-        """Delete periods ``< before_period`` and flush ids older than a day, for seen tenants.
+        """Delete periods ``< before_period`` (usage, grants, buckets, marks) and flush ids
+        older than a day, for seen tenants.
 
         Returns the number of usage keys deleted. Tenants this store has not seen
         (since it was created) are left to their keys' expiry.
@@ -448,6 +590,16 @@ class RedisStore:
             return 0
         replies = await self._call(lambda: self._pipeline(client, commands))
         return sum(int(n) for n in replies)
+
+    async def _script(
+        self, tenant: str, script: _Script, keys: Sequence[str], *args: object
+    ) -> Any:
+        """Run one script on ``tenant``'s keys in one round trip; its reply."""
+        client = self._require_open()
+        self._tenants.add(tenant)
+        command: _Command = (script, (len(keys), *keys, *args))
+        (reply,) = await self._call(lambda: self._pipeline(client, [command]))
+        return reply
 
     # -- connecting, and the one place that bounds time and translates errors --
 
@@ -480,8 +632,8 @@ class RedisStore:
     async def _pipeline(client: _Client, commands: Sequence[_Command]) -> list[Any]:
         """Send ``commands`` in one pipeline; load the scripts and resend once on NOSCRIPT.
 
-        Resending is safe: the flush script applies each flush id once, and the
-        other commands only read or delete.
+        Resending is safe: the flush and grant scripts apply each id once, a mark
+        recognises its own token, and the other commands only read, set or delete.
         """
         for attempt in range(2):
             pipe = client.pipeline(transaction=False)

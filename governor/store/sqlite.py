@@ -5,8 +5,10 @@ Invariants:
 * The event loop never blocks on SQLite: every call runs in one worker thread
   owned by the store, which also owns the one connection.
 * A batch is applied at most once: its ``flush_id`` is recorded in the same
-  ``BEGIN IMMEDIATE`` transaction that adds its deltas, and a known id skips the
-  adds.
+  ``BEGIN IMMEDIATE`` transaction that adds its deltas (to the totals and to the
+  history bucket of its ``at``), and a known id skips the adds.
+* A file made by an earlier version works: tables added since are created on
+  open (``CREATE TABLE IF NOT EXISTS``); existing tables are never altered.
 * Several processes may share the file: WAL mode, ``synchronous=NORMAL`` and a
   busy timeout let them take turns instead of failing.
 * sqlite3 and OS errors become :class:`~governor.errors.StoreError` naming the
@@ -18,14 +20,15 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import ClassVar, TypeVar
 
 from governor.errors import StoreError
 from governor.ledger import Batch, Key
-from governor.store.base import FLUSH_ID_TTL
+from governor.store.base import FLUSH_ID_TTL, bucket_of
 
 __all__ = ["SQLiteStore"]
 
@@ -43,6 +46,25 @@ CREATE TABLE IF NOT EXISTS flushes (
     at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS flushes_at ON flushes (at);
+CREATE TABLE IF NOT EXISTS grants (
+    tenant TEXT NOT NULL,
+    period TEXT NOT NULL,
+    bytes INTEGER NOT NULL,
+    PRIMARY KEY (tenant, period)
+);
+CREATE TABLE IF NOT EXISTS buckets (
+    tenant TEXT NOT NULL,
+    period TEXT NOT NULL,
+    start INTEGER NOT NULL,
+    bytes INTEGER NOT NULL,
+    PRIMARY KEY (tenant, period, start)
+);
+CREATE TABLE IF NOT EXISTS marks (
+    tenant TEXT NOT NULL,
+    period TEXT NOT NULL,
+    event TEXT NOT NULL,
+    PRIMARY KEY (tenant, period, event)
+);
 """
 
 _ADD = (
@@ -50,6 +72,20 @@ _ADD = (
     "ON CONFLICT (tenant, period) DO UPDATE SET bytes = bytes + excluded.bytes"
 )
 _TOTAL = "SELECT bytes FROM usage WHERE tenant = ? AND period = ?"
+_ADD_BUCKET = (
+    "INSERT INTO buckets (tenant, period, start, bytes) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (tenant, period, start) DO UPDATE SET bytes = bytes + excluded.bytes"
+)
+_ADD_GRANT = (
+    "INSERT INTO grants (tenant, period, bytes) VALUES (?, ?, ?) "
+    "ON CONFLICT (tenant, period) DO UPDATE SET bytes = bytes + excluded.bytes"
+)
+_GRANT = "SELECT bytes FROM grants WHERE tenant = ? AND period = ?"
+_RESET = (
+    "INSERT INTO usage (tenant, period, bytes) VALUES (?, ?, 0) "
+    "ON CONFLICT (tenant, period) DO UPDATE SET bytes = 0"
+)
+_MARK = "INSERT INTO marks (tenant, period, event) VALUES (?, ?, ?) ON CONFLICT DO NOTHING"
 
 
 class SQLiteStore:
@@ -111,8 +147,29 @@ class SQLiteStore:
         """Bytes per period key for ``tenant``, for periods ``>= since_period``."""
         return await self._call(self._history, tenant, since_period)
 
+    async def grants(self, keys: Iterable[Key]) -> dict[Key, int]:
+        """Extra allowance granted for each key's period (0 when none)."""
+        return await self._call(self._grants, _union(None, keys))
+
+    async def grant(self, key: Key, nbytes: int) -> int:
+        """Add ``nbytes`` of extra allowance to ``key``'s period; returns the new grant total."""
+        return await self._call(self._grant, key, nbytes)
+
+    async def reset(self, key: Key) -> None:
+        """Set ``key``'s total back to zero."""
+        await self._call(self._reset, key)
+
+    async def buckets(self, tenant: str, period: str) -> dict[int, int]:
+        """Bytes per history bucket (bucket start, Unix time) of one tenant's period."""
+        return await self._call(self._buckets, tenant, period)
+
+    async def mark_once(self, key: Key, event: str) -> bool:
+        """True for the first caller (of any process on the file) to mark ``event`` for ``key``."""
+        return await self._call(self._mark_once, key, event)
+
     async def prune(self, before_period: str) -> int:
-        """Delete usage before ``before_period`` and old flush ids; return usage rows deleted."""
+        """Delete usage, grants, buckets and marks before ``before_period`` and old flush ids;
+        return usage rows deleted."""
         return await self._call(self._prune, before_period)
 
     # -- the one place that crosses to the worker thread and translates errors --
@@ -156,12 +213,25 @@ class SQLiteStore:
         if conn is not None:
             conn.close()
 
-    def _flush(self, batch: Batch | None, keys: list[Key]) -> dict[Key, int]:
+    @contextmanager
+    def _transaction(self, *, write: bool) -> Iterator[sqlite3.Connection]:
+        """A transaction, committed if the block completes and rolled back otherwise.
+
+        A writing one is ``BEGIN IMMEDIATE``: it takes the write lock up front, so two
+        writers wait on the busy timeout instead of deadlocking on a read-to-write upgrade.
+        """
         db = self._db()
-        # IMMEDIATE takes the write lock up front, so two writers wait on the busy
-        # timeout instead of deadlocking on a read-to-write upgrade.
-        db.execute("BEGIN IMMEDIATE" if batch is not None else "BEGIN")
+        db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
         try:
+            yield db
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+
+    def _flush(self, batch: Batch | None, keys: list[Key]) -> dict[Key, int]:
+        with self._transaction(write=batch is not None) as db:
             if batch is not None:
                 new = db.execute(
                     "INSERT INTO flushes (id, at) VALUES (?, ?) ON CONFLICT (id) DO NOTHING",
@@ -169,15 +239,15 @@ class SQLiteStore:
                 ).rowcount
                 if new:
                     db.executemany(_ADD, [(t, p, n) for (t, p), n in batch.deltas.items()])
+                    if batch.at is not None:
+                        start = bucket_of(batch.at)
+                        db.executemany(
+                            _ADD_BUCKET, [(t, p, start, n) for (t, p), n in batch.deltas.items()]
+                        )
             totals: dict[Key, int] = {}
             for key in keys:
                 row = db.execute(_TOTAL, key).fetchone()
                 totals[key] = row[0] if row is not None else 0
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
         return totals
 
     def _history(self, tenant: str, since_period: str) -> dict[str, int]:
@@ -187,17 +257,39 @@ class SQLiteStore:
         )
         return {period: n for period, n in rows}
 
+    def _grants(self, keys: list[Key]) -> dict[Key, int]:
+        with self._transaction(write=False) as db:
+            grants: dict[Key, int] = {}
+            for key in keys:
+                row = db.execute(_GRANT, key).fetchone()
+                grants[key] = row[0] if row is not None else 0
+        return grants
+
+    def _grant(self, key: Key, nbytes: int) -> int:
+        with self._transaction(write=True) as db:
+            db.execute(_ADD_GRANT, (*key, nbytes))
+            total: int = db.execute(_GRANT, key).fetchone()[0]
+        return total
+
+    def _reset(self, key: Key) -> None:
+        self._db().execute(_RESET, key)  # one statement: atomic on its own
+
+    def _buckets(self, tenant: str, period: str) -> dict[int, int]:
+        rows = self._db().execute(
+            "SELECT start, bytes FROM buckets WHERE tenant = ? AND period = ? ORDER BY start",
+            (tenant, period),
+        )
+        return {start: n for start, n in rows}
+
+    def _mark_once(self, key: Key, event: str) -> bool:
+        return self._db().execute(_MARK, (*key, event)).rowcount == 1
+
     def _prune(self, before_period: str) -> int:
-        db = self._db()
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction(write=True) as db:
             deleted = db.execute("DELETE FROM usage WHERE period < ?", (before_period,)).rowcount
+            for table in ("grants", "buckets", "marks"):
+                db.execute(f"DELETE FROM {table} WHERE period < ?", (before_period,))
             db.execute("DELETE FROM flushes WHERE at < ?", (self._clock() - FLUSH_ID_TTL,))
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
         return deleted
 
 

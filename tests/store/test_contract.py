@@ -19,6 +19,7 @@ import pytest
 from governor.errors import StoreError
 from governor.ledger import Batch, Key
 from governor.store import Store
+from governor.store.base import BUCKET_SECONDS, bucket_of
 from governor.store.memory import MemoryStore
 from governor.store.redis import RedisStore
 from governor.store.sqlite import SQLiteStore
@@ -102,8 +103,8 @@ async def store(backend: Backend, where: Path, clock: Clock) -> AsyncIterator[St
         await s.close()
 
 
-def batch(deltas: dict[Key, int], flush_id: str | None = None) -> Batch:
-    return Batch(flush_id or uuid.uuid4().hex, deltas)
+def batch(deltas: dict[Key, int], flush_id: str | None = None, at: float | None = None) -> Batch:
+    return Batch(flush_id or uuid.uuid4().hex, deltas, at)
 
 
 def needs_persistence(store: Store) -> None:
@@ -252,3 +253,156 @@ async def test_closed_store_raises_store_error(backend: Backend, where: Path, cl
         await s.flush(batch({A: 1}), [])
     with pytest.raises(StoreError):
         await s.history("acme", "2000-01-01")
+
+
+async def test_grants_add_up_and_read_back_per_key(store: Store) -> None:
+    c: Key = ("acme", "2024-05-18")
+    assert await store.grants([A, B]) == {A: 0, B: 0}
+    assert await store.grant(A, 100) == 100
+    assert await store.grant(A, 50) == 150
+    assert await store.grant(B, 7) == 7
+    assert await store.grants([A, B, c]) == {A: 150, B: 7, c: 0}
+    assert await store.grants([c, A]) == {c: 0, A: 150}
+    assert await store.grants([]) == {}
+    assert await store.grant(A, 2**62) == 2**62 + 150  # no rounding through a double
+    # A grant is an allowance, not usage.
+    assert await store.totals([A, B]) == {A: 0, B: 0}
+    assert await store.history("acme", "2000-01-01") == {}
+
+
+async def test_concurrent_grants_all_count(store: Store) -> None:
+    results = await asyncio.gather(*(store.grant(A, 1) for _ in range(50)))
+    assert sorted(results) == list(range(1, 51))
+    assert await store.grants([A]) == {A: 50}
+
+
+async def test_grant_persists_across_reopen(
+    store: Store, backend: Backend, where: Path, clock: Clock
+) -> None:
+    needs_persistence(store)
+    await store.grant(A, 1000)
+    await store.close()
+    again = backend.make(where, clock)
+    await again.open()
+    try:
+        assert await again.grants([A, B]) == {A: 1000, B: 0}
+        assert await again.grant(A, 1) == 1001
+    finally:
+        await again.close()
+
+
+async def test_reset_zeroes_only_that_key(store: Store) -> None:
+    other_day: Key = ("acme", "2024-05-16")
+    b = batch({A: 10, B: 5, other_day: 3})
+    await store.flush(b, [])
+    await store.grant(A, 9)
+    await store.reset(A)
+    assert await store.totals([A, B, other_day]) == {A: 0, B: 5, other_day: 3}
+    assert await store.grants([A]) == {A: 9}  # a reset leaves the grant alone
+    # Later flushes add from zero; the batch from before the reset stays applied once.
+    assert await store.flush(batch({A: 4}), []) == {A: 4}
+    assert await store.flush(b, []) == {A: 4, B: 5, other_day: 3}
+    await store.reset(A)
+    await store.reset(A)  # resetting twice is harmless
+    assert await store.totals([A]) == {A: 0}
+    c: Key = ("cast", "2024-05-17")
+    await store.reset(c)  # a key never counted
+    assert await store.totals([c]) == {c: 0}
+    assert await store.flush(batch({c: 2}), []) == {c: 2}
+
+
+async def test_buckets_add_each_batch_to_the_bucket_of_its_time(store: Store) -> None:
+    t0 = 1_700_000_000.0 + 17.25  # not at a bucket boundary
+    first, second = bucket_of(t0), bucket_of(t0 + BUCKET_SECONDS)
+    assert second == first + BUCKET_SECONDS
+    b1 = batch({A: 10, B: 1}, at=t0)
+    await store.flush(b1, [])
+    await store.flush(batch({A: 2}, at=first + BUCKET_SECONDS - 0.5), [])  # same bucket
+    await store.flush(batch({A: 5}, at=t0 + BUCKET_SECONDS), [])
+    await store.flush(batch({A: 100}), [])  # no time: totals only
+    assert await store.flush(b1, []) == {A: 117, B: 1}  # retried: counted nowhere again
+    assert await store.buckets("acme", A[1]) == {first: 12, second: 5}
+    assert await store.buckets("bolt", B[1]) == {first: 1}
+    assert await store.buckets("acme", "2024-05-18") == {}
+    assert await store.buckets("nobody", A[1]) == {}
+
+
+async def test_buckets_are_kept_per_period(store: Store) -> None:
+    t0 = 1_700_000_000.0
+    other_day: Key = ("acme", "2024-05-18")
+    await store.flush(batch({A: 3, other_day: 4}, at=t0), [])
+    assert await store.buckets("acme", A[1]) == {bucket_of(t0): 3}
+    assert await store.buckets("acme", other_day[1]) == {bucket_of(t0): 4}
+
+
+async def test_mark_once(store: Store) -> None:
+    assert await store.mark_once(A, "warn:80") is True
+    assert await store.mark_once(A, "warn:80") is False
+    assert await store.mark_once(A, "warn:90") is True  # another event
+    assert await store.mark_once(("acme", "2024-05-18"), "warn:80") is True  # another period
+    assert await store.mark_once(B, "warn:80") is True  # another tenant
+    assert await store.mark_once(A, "warn:90") is False
+
+
+async def test_concurrent_marks_let_exactly_one_through(store: Store) -> None:
+    results = await asyncio.gather(*(store.mark_once(A, "warn:80") for _ in range(20)))
+    assert sorted(results) == [False] * 19 + [True]
+
+
+async def test_mark_once_is_fleet_wide(
+    store: Store, backend: Backend, where: Path, clock: Clock
+) -> None:
+    needs_persistence(store)
+    other = backend.make(where, clock)
+    await other.open()
+    try:
+        assert await store.mark_once(A, "warn:80") is True
+        assert await other.mark_once(A, "warn:80") is False
+        assert await other.mark_once(A, "warn:90") is True
+        assert await store.mark_once(A, "warn:90") is False
+        results = await asyncio.gather(
+            *(s.mark_once(B, "warn:80") for _ in range(10) for s in (store, other))
+        )
+        assert results.count(True) == 1
+    finally:
+        await other.close()
+
+
+async def test_prune_drops_grants_buckets_and_marks_of_old_periods(store: Store) -> None:
+    old: Key = ("acme", "2024-05-16")
+    only_granted: Key = ("bolt", "2024-05-16")
+    only_marked: Key = ("cast", "2024-05-16")
+    t0 = 1_700_000_000.0
+    await store.flush(batch({old: 1, A: 2}, at=t0), [])
+    for key in (old, A, only_granted):
+        await store.grant(key, 10)
+    for key in (old, A, only_marked):
+        assert await store.mark_once(key, "warn:80") is True
+    assert await store.prune("2024-05-17") == 1
+    assert await store.grants([old, only_granted, A]) == {old: 0, only_granted: 0, A: 10}
+    assert await store.buckets("acme", old[1]) == {}
+    assert await store.buckets("acme", A[1]) == {bucket_of(t0): 2}
+    assert await store.mark_once(old, "warn:80") is True  # forgotten: marks afresh
+    assert await store.mark_once(only_marked, "warn:80") is True
+    assert await store.mark_once(A, "warn:80") is False  # kept
+    assert await store.history("acme", "2000-01-01") == {A[1]: 2}
+
+
+async def test_new_methods_on_a_closed_store_raise_store_error(
+    backend: Backend, where: Path, clock: Clock
+) -> None:
+    s = backend.make(where, clock)
+    with pytest.raises(StoreError):
+        await s.grants([A])
+    await s.open()
+    await s.close()
+    with pytest.raises(StoreError):
+        await s.grants([A])
+    with pytest.raises(StoreError):
+        await s.grant(A, 1)
+    with pytest.raises(StoreError):
+        await s.reset(A)
+    with pytest.raises(StoreError):
+        await s.buckets("acme", A[1])
+    with pytest.raises(StoreError):
+        await s.mark_once(A, "warn:80")

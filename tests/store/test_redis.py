@@ -14,7 +14,15 @@ import pytest
 from governor.errors import StoreError
 from governor.ledger import Batch, Key
 from governor.store import open_store
-from governor.store.redis import DAY, RedisStore, RedisTarget, parse_redis_url, usage_key
+from governor.store.base import bucket_of
+from governor.store.redis import (
+    DAY,
+    RedisStore,
+    RedisTarget,
+    grant_key,
+    parse_redis_url,
+    usage_key,
+)
 from tests.redis_servers import ClusterSetup, RedisServer, SentinelSetup, free_port, have_redis
 
 T = TypeVar("T")
@@ -236,6 +244,88 @@ async def test_keys_and_ttls(redis_url: str, redis_server: RedisServer) -> None:
         assert c.exists("governor:{bolt}:2024-02-21") == 0  # reading creates nothing
     finally:
         c.close()
+
+
+@needs_redis
+async def test_grant_bucket_and_mark_keys_and_ttls(
+    redis_url: str, redis_server: RedisServer
+) -> None:
+    at = 1_708_473_600.0 + 12.5
+    store = await opened(redis_url, history_days=35)
+    try:
+        await store.flush(Batch(uuid.uuid4().hex, {A: 5}, at=at), [])
+        assert await store.grant(A, 100) == 100
+        assert await store.mark_once(A, "warn:80") is True
+    finally:
+        await store.close()
+    c = redis_server.client()
+    try:
+        assert grant_key(A) == "governor:{acme}:2024-02-21:grant"
+        assert c.get("governor:{acme}:2024-02-21:grant") == "100"
+        assert c.hgetall("governor:{acme}:2024-02-21:buckets") == {str(bucket_of(at)): "5"}
+        assert c.exists("governor:{acme}:2024-02-21:mark:warn:80") == 1
+        assert c.smembers("governor:{acme}:2024-02-21:marks") == {"warn:80"}
+        for key in (
+            "governor:{acme}:2024-02-21:grant",
+            "governor:{acme}:2024-02-21:buckets",
+            "governor:{acme}:2024-02-21:mark:warn:80",
+            "governor:{acme}:2024-02-21:marks",
+        ):
+            assert 37 * DAY - 60 <= c.ttl(key) <= 37 * DAY, key
+        (granted,) = c.keys("governor:{acme}:granted:*")
+        assert DAY - 60 <= c.ttl(granted) <= DAY
+    finally:
+        c.close()
+
+
+@needs_redis
+async def test_a_resent_grant_or_mark_applies_once(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The client resends a command once after a connection error or timeout; a resend
+    # carries the same token as the first send, as these repeated calls do.
+    token = uuid.uuid4()
+    monkeypatch.setattr("governor.store.redis.uuid.uuid4", lambda: token)
+    store = await opened(redis_url)
+    try:
+        assert await store.grant(A, 100) == 100
+        assert await store.grant(A, 100) == 100  # the resend: added once
+        assert await store.mark_once(A, "warn:80") is True
+        assert await store.mark_once(A, "warn:80") is True  # the resend: still the first
+        monkeypatch.undo()
+        assert await store.grant(A, 1) == 101  # another call: added
+        assert await store.mark_once(A, "warn:80") is False  # another call: not the first
+    finally:
+        await store.close()
+
+
+@needs_redis
+async def test_periods_with_only_a_grant_or_mark_stay_indexed_until_pruned(
+    redis_url: str, redis_server: RedisServer
+) -> None:
+    store = await opened(redis_url)
+    old_granted: Key = ("acme", "2024-02-19")
+    old_marked: Key = ("acme", "2024-02-20")
+    try:
+        await store.grant(old_granted, 5)
+        await store.mark_once(old_marked, "warn:80")
+        await store.flush(batch({A: 1}), [])
+        c = redis_server.client()
+        try:
+            # History skips them but keeps them in the index, so prune can find them.
+            assert await store.history("acme", "2024-01-01") == {"2024-02-21": 1}
+            assert c.zrange("governor:{acme}:periods", 0, -1) == [
+                "2024-02-19",
+                "2024-02-20",
+                "2024-02-21",
+            ]
+            assert await store.prune("2024-02-21") == 0
+            assert c.zrange("governor:{acme}:periods", 0, -1) == ["2024-02-21"]
+            assert sorted(c.keys("governor:{acme}:2024-02-*")) == ["governor:{acme}:2024-02-21"]
+        finally:
+            c.close()
+    finally:
+        await store.close()
 
 
 @needs_redis

@@ -14,6 +14,7 @@ import pytest
 from governor.errors import StoreError
 from governor.ledger import Batch
 from governor.store import open_store
+from governor.store.base import bucket_of
 from governor.store.sqlite import SQLiteStore
 
 
@@ -27,9 +28,50 @@ async def test_creates_parent_directory_and_uses_wal(tmp_path: Path) -> None:
     try:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        assert {"usage", "flushes"} <= tables
+        assert {"usage", "flushes", "grants", "buckets", "marks"} <= tables
     finally:
         conn.close()
+
+
+_PREVIOUS_SCHEMA = """
+CREATE TABLE usage (
+    tenant TEXT NOT NULL,
+    period TEXT NOT NULL,
+    bytes INTEGER NOT NULL,
+    PRIMARY KEY (tenant, period)
+);
+CREATE TABLE flushes (
+    id TEXT PRIMARY KEY,
+    at REAL NOT NULL
+);
+CREATE INDEX flushes_at ON flushes (at);
+INSERT INTO usage VALUES ('acme', '2024-05-16', 5), ('acme', '2024-05-17', 7);
+INSERT INTO flushes VALUES ('old-batch', 1700000000.0);
+"""
+
+
+async def test_a_file_made_by_the_previous_version_gains_the_new_tables(tmp_path: Path) -> None:
+    path = tmp_path / "usage.db"
+    conn = sqlite3.connect(path)
+    try:
+        conn.executescript(_PREVIOUS_SCHEMA)
+    finally:
+        conn.close()
+    key = ("acme", "2024-05-17")
+    store = SQLiteStore(path, clock=lambda: 1_700_000_100.0)
+    await store.open()
+    try:
+        assert await store.totals([key]) == {key: 7}
+        assert await store.flush(Batch("old-batch", {key: 100}), []) == {key: 7}  # known id
+        assert await store.flush(Batch("new-batch", {key: 1}, at=1_700_000_100.0), []) == {key: 8}
+        assert await store.buckets("acme", "2024-05-17") == {bucket_of(1_700_000_100.0): 1}
+        assert await store.grant(key, 10) == 10
+        assert await store.mark_once(key, "warn:80") is True
+        await store.reset(key)
+        assert await store.totals([key]) == {key: 0}
+        assert await store.prune("2024-05-17") == 1
+    finally:
+        await store.close()
 
 
 async def test_open_failure_is_a_store_error_naming_the_file(tmp_path: Path) -> None:
