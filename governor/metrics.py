@@ -1,11 +1,110 @@
-"""Prometheus metrics (stub: the interface the app wires; the implementation follows)."""
+"""Prometheus metrics: every governor metric, in a private registry, served at ``GET /metrics``.
+
+Labels are bounded by the config: ``tenant`` is a configured tenant's name (or ``""`` for a
+request no tenant claims), ``direction``, ``outcome`` and ``result`` are fixed sets. No label
+ever carries a host, a path, a URL or a client address.
+
+The per-request cost is a dict lookup and a few increments: the labelled children of each
+tenant are made once (``.labels()``) and reused; nothing is done per chunk.
+
+One process (no supervisor): the metrics live in a private :class:`CollectorRegistry`
+(never the global one), which ``/metrics`` serves.
+
+Workers (``workers > 1``): the supervisor gives every worker the same fresh, empty
+directory in ``PROMETHEUS_MULTIPROC_DIR`` (prometheus-client reads it when it is first
+imported, so every value of the process is then kept in a memory-mapped file of that
+directory, one set of files per pid). ``/metrics``, answered by whichever worker the
+admin listener's ``SO_REUSEPORT`` picked, merges every process's files with
+:class:`~prometheus_client.multiprocess.MultiProcessCollector`, so every scrape shows
+the same fleet-wide totals. Counters and histograms are summed over every process that
+ever ran in this supervisor's life (a dead worker's requests still happened); gauges
+are merged by the ``multiprocess_mode`` documented at each one, and the ``live*``
+modes forget a worker once the supervisor has reaped it (``mark_process_dead``).
+"""
 
 from __future__ import annotations
 
-from aiohttp import web
+import os
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass, field
 
-from governor.events import RequestRecord
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.aiohttp import make_aiohttp_handler
+from prometheus_client.metrics_core import Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
+
+from governor.events import Outcome, RequestRecord
 from governor.runtime import Runtime
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+# Outcomes a request for a tenant can have, and those of a request with no tenant.
+TENANT_OUTCOMES: tuple[Outcome, ...] = ("proxied", "blocked", "exempt", "upstream_error")
+NO_TENANT_OUTCOMES: tuple[Outcome, ...] = ("unknown_host", "bad_request")
+
+# Time to the upstream's response headers; the default upstream_response timeout is 60 s.
+UPSTREAM_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+# One store round trip (or two); store_timeout is 500 ms by default.
+FLUSH_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+# The gauges of a tenant's current period: only configured tenants are shown.
+PERIOD_GAUGES = frozenset(
+    {
+        "governor_usage_bytes",
+        "governor_quota_bytes",
+        "governor_quota_reset_timestamp_seconds",
+        "governor_blocked",
+    }
+)
+
+
+def multiprocess_dir(worker: int | None) -> str | None:
+    """The directory shared by the supervisor's workers, or None for a process of its own."""
+    path = os.environ.get(MULTIPROC_ENV)
+    if worker is None or not path or not os.path.isdir(path):
+        return None
+    return path
+
+
+@dataclass(slots=True)
+class _RequestSeries:
+    """The labelled children one request touches, made once per tenant."""
+
+    requests: dict[str, Counter] = field(default_factory=dict)  # by outcome
+    egress: Counter | None = None
+    ingress: Counter | None = None
+    upstream: Histogram | None = None
+
+
+@dataclass(slots=True)
+class _PeriodSeries:
+    """A tenant's current-period gauges."""
+
+    usage: Gauge
+    quota: Gauge
+    resets: Gauge
+    blocked: Gauge
+
+
+class _ConfiguredTenantsOnly:
+    """A collector that drops period-gauge samples of tenants no longer configured.
+
+    In multiprocess mode a label set cannot be removed from the shared files (the library
+    does not implement it), so a tenant removed by a reload is filtered out at collection.
+    """
+
+    def __init__(self, inner: Collector, tenants: Callable[[], Collection[str]]) -> None:
+        self._inner = inner
+        self._tenants = tenants
+
+    def collect(self) -> Iterable[Metric]:
+        tenants = self._tenants()
+        for metric in self._inner.collect():
+            if metric.name in PERIOD_GAUGES:
+                metric.samples = [s for s in metric.samples if s.labels.get("tenant") in tenants]
+            yield metric
 
 
 class Metrics:
@@ -14,19 +113,218 @@ class Metrics:
     def __init__(self, runtime: Runtime, *, worker: int | None = None) -> None:
         self.runtime = runtime
         self.worker = worker
+        self.multiprocess_dir = multiprocess_dir(worker)
+        # Where the metrics are registered. Single process: also what /metrics serves.
+        # Multiprocess: never served (it holds this process's values only).
+        self.registry = CollectorRegistry()
+        reg = self.registry
+        self._server: web.Server | None = None
+        self._store_errors_seen = runtime.store_errors
+
+        self.transfer = Counter(
+            "governor_transfer_bytes",
+            "Bytes that crossed the client socket for requests of a tenant "
+            "(egress: sent to visitors, ingress: received), whatever the tenant is charged.",
+            ["tenant", "direction"],
+            registry=reg,
+        )
+        self.requests = Counter(
+            "governor_requests",
+            'Answered requests by outcome; tenant is "" for a host no tenant claims.',
+            ["tenant", "outcome"],
+            registry=reg,
+        )
+        self.upstream_seconds = Histogram(
+            "governor_upstream_response_seconds",
+            "Seconds from sending a request upstream to the upstream's response headers.",
+            ["tenant"],
+            buckets=UPSTREAM_BUCKETS,
+            registry=reg,
+        )
+        # The period gauges: every worker refreshes them at its flushes, right after
+        # reading the fleet's totals back from the store, so the most recent write is the
+        # freshest view of the shared store. They legitimately drop (the daily reset, an
+        # admin reset, a cap lowered by a reload, a grant's period over), which "max"
+        # would hide until every worker refreshed (a dead worker's file: for ever).
+        self.usage = Gauge(
+            "governor_usage_bytes",
+            "Bytes charged to the tenant in its current period.",
+            ["tenant"],
+            multiprocess_mode="livemostrecent",
+            registry=reg,
+        )
+        self.quota = Gauge(
+            "governor_quota_bytes",
+            "The tenant's allowance for its current period: daily_cap plus today's grant.",
+            ["tenant"],
+            multiprocess_mode="livemostrecent",
+            registry=reg,
+        )
+        self.resets = Gauge(
+            "governor_quota_reset_timestamp_seconds",
+            "Unix time at which the tenant's current period ends and its count restarts.",
+            ["tenant"],
+            multiprocess_mode="livemostrecent",
+            registry=reg,
+        )
+        self.blocked = Gauge(
+            "governor_blocked",
+            "1 while the tenant is at its cap and visitors get the notice, else 0.",
+            ["tenant"],
+            multiprocess_mode="livemostrecent",
+            registry=reg,
+        )
+        # 0 as soon as any live worker's last flush failed: its counts are at risk.
+        self.store_up = Gauge(
+            "governor_store_up",
+            "1 if the last flush to the store succeeded (in every worker), else 0.",
+            multiprocess_mode="livemin",
+            registry=reg,
+        )
+        self.store_errors = Counter(
+            "governor_store_errors",
+            "Flushes to the store that failed.",
+            registry=reg,
+        )
+        # Each worker's own unflushed counts; summed, and a dead worker's are gone.
+        self.pending = Gauge(
+            "governor_store_pending_bytes",
+            "Counted bytes not yet written to the store.",
+            multiprocess_mode="livesum",
+            registry=reg,
+        )
+        self.flush_seconds = Histogram(
+            "governor_store_flush_seconds",
+            "Seconds each flush to the store took (failed ones included).",
+            buckets=FLUSH_BUCKETS,
+            registry=reg,
+        )
+        self.connections = Gauge(
+            "governor_active_connections",
+            "Open client connections of the proxy listener.",
+            multiprocess_mode="livesum",
+            registry=reg,
+        )
+        self.reloads = Counter(
+            "governor_config_reloads",
+            "Config reloads by result (one per process: each worker reloads on SIGHUP).",
+            ["result"],
+            registry=reg,
+        )
+        self._reloads_ok = self.reloads.labels(result="ok")
+        self._reloads_error = self.reloads.labels(result="error")
+
+        self._series: dict[str, _RequestSeries] = {}
+        self._periods: dict[str, _PeriodSeries] = {}
+        self._request_series("")
+        self._refresh_tenants()
+
+        if self.multiprocess_dir is None:
+            self.exposed: CollectorRegistry = self.registry
+        else:
+            self.exposed = CollectorRegistry()
+            merged = MultiProcessCollector(None, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
+            self.exposed.register(
+                _ConfiguredTenantsOnly(merged, lambda: self.runtime.snapshot.sites)
+            )
+        self._handler = make_aiohttp_handler(self.exposed)
+
+    # --- wiring ---------------------------------------------------------------------
 
     def bind_server(self, server: web.Server) -> None:
         """Count the proxy's open client connections."""
+        self._server = server
+        self._refresh_live()
 
     def request_done(self, record: RequestRecord) -> None:
         """A request sink: transfer bytes, requests by outcome, upstream latency."""
+        tenant = record.tenant
+        series = self._series.get(tenant or "")
+        if series is None:
+            series = self._request_series(tenant or "")
+        counter = series.requests.get(record.outcome)
+        if counter is None:
+            counter = series.requests[record.outcome] = self.requests.labels(
+                tenant or "", record.outcome
+            )
+        counter.inc()
+        if series.egress is None or series.ingress is None or series.upstream is None:
+            return  # no tenant: not anybody's transfer
+        if record.bytes_out > 0:
+            series.egress.inc(record.bytes_out)
+        if record.bytes_in > 0:
+            series.ingress.inc(record.bytes_in)
+        if record.upstream_seconds is not None:
+            series.upstream.observe(record.upstream_seconds)
 
     def flushed(self) -> None:
         """A flush listener: store health and per-tenant usage gauges."""
+        runtime = self.runtime
+        self.store_up.set(1 if runtime.store_ok else 0)
+        errors = runtime.store_errors - self._store_errors_seen
+        if errors > 0:
+            self.store_errors.inc(errors)
+        self._store_errors_seen = runtime.store_errors
+        self.flush_seconds.observe(runtime.last_flush_seconds)
+        self._refresh_tenants()
+        self._refresh_live()
 
     def reloaded(self, ok: bool) -> None:
         """Count a config reload."""
+        (self._reloads_ok if ok else self._reloads_error).inc()
+        if ok:
+            self._refresh_tenants()  # new tenants appear, removed ones go, caps change
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        """``GET /metrics`` in the Prometheus text format."""
-        raise web.HTTPNotImplemented()
+        """``GET /metrics`` in the Prometheus text format (OpenMetrics when asked for)."""
+        self._refresh_live()
+        return await self._handler(request)
+
+    # --- internals ------------------------------------------------------------------
+
+    def _request_series(self, tenant: str) -> _RequestSeries:
+        """The children of one tenant ("": no tenant), made at zero so rates start at once."""
+        series = _RequestSeries()
+        outcomes = TENANT_OUTCOMES if tenant else NO_TENANT_OUTCOMES
+        for outcome in outcomes:
+            series.requests[outcome] = self.requests.labels(tenant, outcome)
+        if tenant:
+            series.egress = self.transfer.labels(tenant, "egress")
+            series.ingress = self.transfer.labels(tenant, "ingress")
+            series.upstream = self.upstream_seconds.labels(tenant)
+        self._series[tenant] = series
+        return series
+
+    def _refresh_tenants(self) -> None:
+        """Set every configured tenant's period gauges; drop those of removed tenants."""
+        runtime = self.runtime
+        sites = runtime.snapshot.sites
+        for name in sites:
+            usage = runtime.usage(name)
+            if usage is None:
+                continue
+            if name not in self._series:
+                self._request_series(name)
+            period = self._periods.get(name)
+            if period is None:
+                period = self._periods[name] = _PeriodSeries(
+                    usage=self.usage.labels(name),
+                    quota=self.quota.labels(name),
+                    resets=self.resets.labels(name),
+                    blocked=self.blocked.labels(name),
+                )
+            period.usage.set(usage.used_bytes)
+            period.quota.set(usage.cap_bytes)
+            period.resets.set(usage.resets_at.timestamp())
+            period.blocked.set(1 if usage.blocked else 0)
+        for name in [n for n in self._periods if n not in sites]:
+            del self._periods[name]
+            if self.multiprocess_dir is None:  # shared files: filtered at collection instead
+                for gauge in (self.usage, self.quota, self.resets, self.blocked):
+                    gauge.remove(name)
+
+    def _refresh_live(self) -> None:
+        """The values read at scrape time (and, for the other workers, at each flush)."""
+        self.pending.set(self.runtime.ledger.pending_bytes())
+        if self._server is not None:
+            self.connections.set(len(self._server.connections))

@@ -33,6 +33,13 @@ passed with ``pass_fds``, so nothing secret appears in ``ps``):
 * end of file at the worker: the supervisor died (even by SIGKILL); the worker stops
   gracefully rather than live on as an orphan holding the port.
 
+Metrics: each run makes a fresh, empty directory (``tempfile.mkdtemp``, so under
+``$TMPDIR``) and gives it to every worker as ``PROMETHEUS_MULTIPROC_DIR``; each worker
+writes its metric values there and ``/metrics`` in any worker merges them all (see
+:mod:`governor.metrics`). A reaped worker is marked dead, so its live gauges stop
+counting; the directory is removed when the supervisor returns (a supervisor killed with
+SIGKILL leaves it behind).
+
 Workers run in their own session, so a terminal's Ctrl-C reaches only the supervisor,
 which stops them in order.
 
@@ -61,14 +68,19 @@ import dataclasses
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from prometheus_client.multiprocess import mark_process_dead
+
 from governor.config import Config
 from governor.errors import GovernorError
+from governor.metrics import MULTIPROC_ENV
 from governor.store import open_store
 
 log = logging.getLogger("governor.supervisor")
@@ -109,6 +121,8 @@ class Supervisor:
         self._failed = False  # a worker failed to start: return 1
         self._unclean = False  # a worker did not stop cleanly: return 1
         self._kill_timer: asyncio.TimerHandle | None = None
+        # The workers' shared prometheus-client multiprocess directory, one per run.
+        self.metrics_dir: str | None = None
         timeouts = config.timeouts
         self.grace = timeouts.shutdown + config.store_timeout + SHUTDOWN_MARGIN
         host = config.listen_host
@@ -129,6 +143,8 @@ class Supervisor:
             loop.add_signal_handler(sig, self._on_stop_signal, sig)
         loop.add_signal_handler(signal.SIGHUP, self._on_reload)
         try:
+            # Fresh and empty: files left by an earlier run would be summed into the totals.
+            self.metrics_dir = tempfile.mkdtemp(prefix="governor-metrics-")
             await _prepare_store(self.config)
             log.info(
                 "supervising %d workers on http://%s (pid %d)",
@@ -148,6 +164,9 @@ class Supervisor:
                 if w.proc is not None and w.proc.returncode is None:
                     w.proc.kill()
                     await w.proc.wait()
+            if self.metrics_dir is not None:
+                shutil.rmtree(self.metrics_dir, ignore_errors=True)
+                self.metrics_dir = None
         if self._failed:
             log.error("stopped: a worker failed to start")
             return 1
@@ -178,6 +197,7 @@ class Supervisor:
                 with channel:
                     await self._handshake(w, proc, channel)
                     code = await proc.wait()
+                self._reaped(proc.pid)
                 if self._stopping.is_set():
                     self._stopped(w, proc.pid, code)
                     return
@@ -226,6 +246,9 @@ class Supervisor:
             }
             ours.sendall(json.dumps(hello).encode() + b"\n")
             fd = theirs.fileno()
+            env = dict(os.environ)
+            if self.metrics_dir is not None:
+                env[MULTIPROC_ENV] = self.metrics_dir
             proc = await asyncio.create_subprocess_exec(
                 *self._command,
                 "serve",
@@ -236,6 +259,7 @@ class Supervisor:
                 "--worker-channel",
                 str(fd),
                 pass_fds=(fd,),
+                env=env,
                 stdin=asyncio.subprocess.DEVNULL,
                 start_new_session=True,
             )
@@ -269,6 +293,11 @@ class Supervisor:
         if w.reload_pending and not self._stopping.is_set():
             w.reload_pending = False
             self._send(w, signal.SIGHUP)
+
+    def _reaped(self, pid: int) -> None:
+        """Forget a dead worker's live gauges (its counters and histograms still count)."""
+        if self.metrics_dir is not None:
+            mark_process_dead(pid, self.metrics_dir)  # type: ignore[no-untyped-call]
 
     def _stopped(self, w: _Worker, pid: int, code: int) -> None:
         clean = code == 0 or (code == -signal.SIGTERM and not w.ready)  # stopped while booting

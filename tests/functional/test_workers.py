@@ -180,8 +180,14 @@ async def supervise() -> AsyncIterator[Start]:
     for sup in started:
         workers = set(sup.workers().values())
         if sup.proc.returncode is None:
-            sup.proc.kill()  # its workers see their channel close and stop by themselves
-            await sup.proc.wait()
+            # SIGTERM lets the supervisor remove its metrics directory; SIGKILL if it hangs.
+            sup.proc.send_signal(signal.SIGTERM)
+            try:
+                async with asyncio.timeout(15):
+                    await sup.proc.wait()
+            except TimeoutError:
+                sup.proc.kill()  # its workers see their channel close and stop by themselves
+                await sup.proc.wait()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(5):
                 while any(alive(pid) for pid in workers):  # noqa: ASYNC110
