@@ -1,21 +1,240 @@
-"""The access log (stub: the interface the app wires; the implementation follows)."""
+"""The access log: one line per answered request, plain or JSON, written off the event loop.
+
+:meth:`AccessLog.request_done` (a request sink, on the event loop) formats the line and
+puts it on a bounded queue; a writer thread takes lines off the queue and writes them
+in batches, flushing whenever the queue runs dry. The event loop never waits for the
+disk or a pipe: when the queue is full (the writer cannot keep up) the line is dropped
+and counted in :attr:`AccessLog.dropped`. :meth:`AccessLog.close` writes what is
+queued, flushes, and closes the file.
+
+A file target is reopened when it is moved or deleted (as logrotate does), like
+:class:`logging.handlers.WatchedFileHandler`.
+
+The plain format, one space-separated line per request::
+
+    TIME TENANT CLIENT METHOD "PATH" STATUS BYTES_OUT BYTES_IN DURATION OUTCOME UPSTREAM
+
+``TIME`` is the start of the request, ISO 8601 in UTC with milliseconds; ``TENANT`` is
+``-`` for a host no tenant claims; ``BYTES_OUT``/``BYTES_IN`` are the bytes written to
+and received from the client for this request (status line and headers included);
+``DURATION`` and ``UPSTREAM`` (until the upstream's response headers; ``-`` when there
+was no upstream response) are seconds with three decimals. The JSON format has the
+same fields under the names of :class:`~governor.events.RequestRecord`.
+
+No log injection: in the plain format, backslash, the double quote, control and other
+non-printable characters are written as backslash escapes (``\\\\``, ``\\"``, ``\\n``,
+``\\xHH``, ``\\uHHHH``), and a space too outside the quoted path; the JSON format is
+ASCII-only JSON. Either way a line is always exactly one line.
+"""
 
 from __future__ import annotations
 
-from governor.config import Config
+import datetime as dt
+import json
+import logging
+import os
+import queue
+import sys
+import threading
+from typing import IO, Any
+
+from governor.config import Config, LogFormat
 from governor.events import RequestRecord
+
+log = logging.getLogger("governor.accesslog")
+
+QUEUE_SIZE = 10_000  # lines waiting for the writer; beyond it lines are dropped
+BATCH = 512  # lines written per write call at most
+CLOSE_TIMEOUT = 5.0  # close() waits at most this long for the writer to finish
+_STOP = None
+
+_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape(text: str, *, quoted: bool) -> str:
+    """``text`` with backslash, '"', non-printable characters (and outside quotes, spaces)
+    escaped, so that it cannot end the field or the line."""
+    if text.isprintable() and '"' not in text and "\\" not in text and (quoted or " " not in text):
+        return text
+    out: list[str] = []
+    for c in text:
+        if c in _ESCAPES:
+            out.append(_ESCAPES[c])
+        elif c == " ":
+            out.append(" " if quoted else "\\x20")
+        elif c.isprintable():
+            out.append(c)
+        else:
+            n = ord(c)
+            out.append(
+                f"\\x{n:02x}" if n < 0x100 else f"\\u{n:04x}" if n < 0x10000 else f"\\U{n:08x}"
+            )
+    return "".join(out)
+
+
+def _time(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
+
+
+def format_plain(r: RequestRecord) -> str:
+    """One request in the plain format (no newline)."""
+    upstream = "-" if r.upstream_seconds is None else f"{r.upstream_seconds:.3f}"
+    return (
+        f"{_time(r.time)} {_escape(r.tenant or '-', quoted=False)} "
+        f"{_escape(r.client or '-', quoted=False)} {_escape(r.method, quoted=False)} "
+        f'"{_escape(r.path, quoted=True)}" {r.status} {r.bytes_out} {r.bytes_in} '
+        f"{r.duration:.3f} {r.outcome} {upstream}"
+    )
+
+
+def format_json(r: RequestRecord) -> str:
+    """One request as a JSON object on one line (ASCII only)."""
+    doc: dict[str, Any] = {
+        "time": _time(r.time),
+        "tenant": r.tenant,
+        "client": r.client,
+        "method": r.method,
+        "path": r.path,
+        "status": r.status,
+        "bytes_out": r.bytes_out,
+        "bytes_in": r.bytes_in,
+        "duration": round(r.duration, 6),
+        "outcome": r.outcome,
+        "upstream_seconds": None if r.upstream_seconds is None else round(r.upstream_seconds, 6),
+    }
+    return json.dumps(doc, ensure_ascii=True, separators=(",", ":"))
 
 
 class AccessLog:
-    """One line per answered request, plain or JSON, written off the event loop."""
+    """One line per answered request, plain or JSON, written off the event loop.
+
+    ``target`` is ``stderr``, ``stdout`` or an absolute file path (appended to, created
+    when missing). :attr:`written` and :attr:`dropped` count lines.
+    """
+
+    def __init__(
+        self, target: str, *, log_format: LogFormat = "plain", queue_size: int = QUEUE_SIZE
+    ) -> None:
+        self.target = target
+        self.log_format: LogFormat = log_format
+        self._format = format_json if log_format == "json" else format_plain
+        self.written = 0  # by the writer thread
+        self._dropped_full = 0  # by the event loop: the queue was full, or closed
+        self._dropped_failed = 0  # by the writer thread: the write failed
+        self._queue: queue.Queue[str | None] = queue.Queue(queue_size)
+        self._file: IO[str] | None = None
+        self._file_id: tuple[int, int] | None = None
+        self._closed = False
+        self._failing = False
+        if target not in ("stderr", "stdout"):
+            self._open_file()  # fail at start-up, not at the first request
+        self._thread = threading.Thread(
+            target=self._write_loop, name="governor-access-log", daemon=True
+        )
+        self._thread.start()
+
+    @property
+    def dropped(self) -> int:
+        """Lines lost: not queued (the writer was behind, or the log closed) or not written."""
+        return self._dropped_full + self._dropped_failed
 
     def request_done(self, record: RequestRecord) -> None:
-        """A request sink: queue the line."""
+        """A request sink: queue the line; drop it (counted) when the writer is behind."""
+        if self._closed:
+            self._dropped_full += 1
+            return
+        try:
+            self._queue.put_nowait(self._format(record))
+        except queue.Full:
+            self._dropped_full += 1
+            if self._dropped_full == 1 or self._dropped_full % 10_000 == 0:
+                log.error(
+                    "the access log writer is behind: %d line(s) dropped so far",
+                    self._dropped_full,
+                )
 
     def close(self) -> None:
-        """Write what is queued and release the file."""
+        """Write what is queued (waiting at most :data:`CLOSE_TIMEOUT`), flush, release."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._queue.put(_STOP, timeout=CLOSE_TIMEOUT)
+        except queue.Full:
+            log.error("the access log writer is stuck; %d line(s) lost", self._queue.qsize())
+        self._thread.join(CLOSE_TIMEOUT)
+        if self._thread.is_alive():
+            log.error("the access log writer did not finish within %gs", CLOSE_TIMEOUT)
+            return  # it still owns the file; the daemon thread dies with the process
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        if self.dropped:
+            log.warning("the access log dropped %d line(s)", self.dropped)
+
+    # --- the writer thread ------------------------------------------------------------
+
+    def _write_loop(self) -> None:
+        stop = False
+        while not stop:
+            lines: list[str] = []
+            item = self._queue.get()
+            while True:
+                if item is _STOP:
+                    stop = True
+                    break
+                lines.append(item)
+                if len(lines) >= BATCH:
+                    break
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+            if lines:
+                self._write("".join(line + "\n" for line in lines), len(lines))
+
+    def _write(self, text: str, count: int) -> None:
+        try:
+            stream = self._stream()
+            stream.write(text)
+            stream.flush()
+        except (OSError, ValueError) as exc:
+            self._dropped_failed += count
+            if not self._failing:
+                log.error("cannot write the access log %s: %s", self.target, exc)
+            self._failing = True
+            return
+        if self._failing:
+            log.warning("writing the access log %s works again", self.target)
+            self._failing = False
+        self.written += count
+
+    def _stream(self) -> IO[str]:
+        if self.target == "stderr":
+            return sys.stderr
+        if self.target == "stdout":
+            return sys.stdout
+        try:
+            st = os.stat(self.target)
+            moved = (st.st_dev, st.st_ino) != self._file_id
+        except FileNotFoundError:
+            moved = True
+        if moved or self._file is None:
+            self._open_file()
+        assert self._file is not None
+        return self._file
+
+    def _open_file(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        f = open(self.target, "a", encoding="utf-8", errors="backslashreplace")  # noqa: SIM115
+        st = os.fstat(f.fileno())
+        self._file, self._file_id = f, (st.st_dev, st.st_ino)
 
 
 def open_access_log(config: Config) -> AccessLog | None:
     """The access log the config asks for, or None for ``access_log: off``."""
-    return None
+    if config.access_log == "off":
+        return None
+    return AccessLog(config.access_log, log_format=config.log_format)

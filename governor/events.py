@@ -20,7 +20,6 @@ from aiohttp.abc import AbstractAccessLogger
 Outcome = Literal["proxied", "blocked", "exempt", "upstream_error", "unknown_host", "bad_request"]
 
 
-
 @dataclass(slots=True)
 class RequestRecord:
     """One answered request, as the access log and the metrics see it."""
