@@ -64,7 +64,7 @@ class Governor:
         self.access_log = open_access_log(config)
         if self.access_log is not None:
             self.runtime.request_sinks.append(self.access_log)
-        self.warner = Warner(self.runtime, webhook_url=config.webhook_url)
+        self.warner = Warner(self.runtime)
         self.runtime.flush_listeners.append(self.warner.flushed)
         self._runner: web.ServerRunner | None = None
         self._admin: web.AppRunner | None = None

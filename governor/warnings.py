@@ -153,14 +153,12 @@ class Warner:
         self,
         runtime: Runtime,
         *,
-        webhook_url: str | None,
         attempts: int = ATTEMPTS,
         backoff: float = BACKOFF,
         post_timeout: float = POST_TIMEOUT,
         stop_deadline: float = STOP_DEADLINE,
     ) -> None:
         self.runtime = runtime
-        self.webhook_url = webhook_url
         self.attempts = max(1, attempts)
         self.backoff = backoff
         self.post_timeout = post_timeout
@@ -226,14 +224,18 @@ class Warner:
                     self.dropped,
                 )
 
+    @property
+    def webhook_url(self) -> str | None:
+        """Where events go: read from the live config, so a reload can change it."""
+        return self.runtime.snapshot.config.webhook_url
+
     # --- delivery (the owned task) ------------------------------------------------
 
     async def start(self) -> None:
         """Start the owned task that claims, logs and delivers events."""
         if self._task is not None:
             return
-        if self.webhook_url is not None:
-            self._session = aiohttp.ClientSession(headers={"User-Agent": "governor"})
+        self._session = aiohttp.ClientSession(headers={"User-Agent": "governor"})
         loop = asyncio.get_running_loop()
         self._task = loop.create_task(self._run(), name="governor-warnings")
 
