@@ -14,6 +14,7 @@ import json
 import logging
 import sys
 import time
+import urllib.parse
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
@@ -23,8 +24,12 @@ from governor.config import Config, load_config
 from governor.errors import ConfigError, GovernorError
 from governor.ledger import is_blocked
 from governor.periods import period_at
-from governor.sizes import format_size
+from governor.sizes import format_size, parse_size
 from governor.store import open_store
+
+
+class AdminCallError(GovernorError):
+    """``governor reset`` / ``grant`` could not do what was asked; the message says why."""
 
 
 def _version() -> str:
@@ -55,6 +60,17 @@ def _parser() -> argparse.ArgumentParser:
     with_config("check", "validate the config file and exit (0: valid, 1: problems listed)")
     usage = with_config("usage", "show today's usage per tenant, read from the store")
     usage.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    reset = with_config(
+        "reset", "set a tenant's count for today back to zero, through the running governor"
+    )
+    reset.add_argument("tenant", metavar="TENANT", help="the tenant's name in the config")
+    reset.add_argument("--json", action="store_true", help="print the new usage as JSON")
+    grant = with_config(
+        "grant", "give a tenant SIZE more transfer for today, through the running governor"
+    )
+    grant.add_argument("tenant", metavar="TENANT", help="the tenant's name in the config")
+    grant.add_argument("size", metavar="SIZE", help='how much more, e.g. "500 MB" or 1GiB')
+    grant.add_argument("--json", action="store_true", help="print the new usage as JSON")
     return parser
 
 
@@ -82,6 +98,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "usage":
             rows = asyncio.run(usage_rows(config, now=time.time()))
             print(json.dumps(rows, indent=2) if args.json else _usage_table(rows))
+            return 0
+        if args.command in ("reset", "grant"):
+            size = getattr(args, "size", None)
+            row = asyncio.run(admin_command(config, args.command, args.tenant, size))
+            print(json.dumps(row, indent=2) if args.json else _admin_line(args.command, row))
             return 0
         if worker is None and config.workers > 1:
             from governor.supervisor import supervise
@@ -153,4 +174,105 @@ def _usage_table(rows: list[dict[str, Any]]) -> str:
     widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
     return "\n".join(
         "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in lines
+    )
+
+
+ADMIN_TIMEOUT = 10.0  # seconds for one admin API call from the command line
+
+
+def admin_url(config: Config) -> str:
+    """The base URL of the running governor's admin listener, from ``admin_listen``."""
+    if config.admin_listen is None:
+        raise AdminCallError(
+            f"no admin_listen in {config.path}: reset and grant talk to the running "
+            "governor's admin API, so set admin_listen (e.g. 127.0.0.1:9090) and restart it"
+        )
+    host, port = config.admin_listen
+    # A wildcard listener is reached on loopback.
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+async def admin_command(
+    config: Config, command: str, tenant: str, size: str | None = None
+) -> dict[str, Any]:
+    """``reset`` or ``grant`` (``size`` more) through the running governor's admin API.
+
+    Returns the tenant's usage afterwards, as the API reports it; every failure raises
+    :class:`AdminCallError` with a one-line message.
+    """
+    import aiohttp
+
+    base = admin_url(config)
+    body: dict[str, Any] | None = None
+    if command == "grant":
+        try:
+            nbytes = parse_size(size)
+        except ValueError as exc:
+            raise AdminCallError(f"bad size: {exc}") from None
+        if nbytes <= 0:
+            raise AdminCallError(f"bad size: {size!r}: a grant must be more than 0 bytes")
+        body = {"bytes": nbytes}
+    url = f"{base}/api/v1/tenants/{urllib.parse.quote(tenant, safe='')}/{command}"
+    headers = {}
+    if config.admin_token is not None:
+        headers["Authorization"] = f"Bearer {config.admin_token}"
+    timeout = aiohttp.ClientTimeout(total=ADMIN_TIMEOUT)
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as session,
+            session.post(url, json=body, headers=headers) as resp,
+        ):
+            status = resp.status
+            text = await resp.text(errors="replace")
+    except aiohttp.ClientConnectorError:
+        raise AdminCallError(
+            f"nothing listens on {base} (admin_listen in {config.path}): is governor running?"
+        ) from None
+    except TimeoutError:
+        raise AdminCallError(
+            f"the admin API at {base} did not answer within {ADMIN_TIMEOUT:g} s"
+        ) from None
+    except aiohttp.ClientError as exc:
+        raise AdminCallError(
+            f"the admin API at {base} failed: {exc or type(exc).__name__}"
+        ) from None
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        doc = None
+    error = doc.get("error") if isinstance(doc, dict) else None
+    if status == 200 and isinstance(doc, dict):
+        return doc
+    if status == 401:
+        hint = (
+            f"{config.path} sets no admin_token_file"
+            if config.admin_token is None
+            else f"check admin_token_file in {config.path}"
+        )
+        raise AdminCallError(f"the admin token was refused by {base} ({hint})")
+    if status == 404:
+        raise AdminCallError(f"no tenant {tenant!r} in the running governor's config")
+    if isinstance(error, str):
+        raise AdminCallError(f"{command} refused ({status}): {error}")
+    raise AdminCallError(
+        f"unexpected answer {status} from {base}: is admin_listen governor's admin listener?"
+    )
+
+
+def _admin_line(command: str, row: dict[str, Any]) -> str:
+    """One line for people: what was done and the tenant's usage now."""
+    used, cap = int(row["used_bytes"]), int(row["cap_bytes"])
+    pct = 100.0 * used / cap if cap else 0.0
+    when = dt.datetime.fromisoformat(str(row["resets_at"]))
+    zone = row.get("timezone")
+    if isinstance(zone, str):
+        when = when.astimezone(ZoneInfo(zone))
+    done = "count reset" if command == "reset" else "granted"
+    granted = int(row.get("granted_bytes", 0))
+    extra = f", {format_size(granted)} granted today" if granted else ""
+    state = "BLOCKED" if row["blocked"] else "open"
+    return (
+        f"{row['tenant']}: {done}; now {format_size(used)} of {format_size(cap)} used "
+        f"({pct:.1f}%){extra}, {state}; resets at {when.strftime('%Y-%m-%d %H:%M %Z')}"
     )
