@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,7 @@ from aiohttp.test_utils import TestServer
 
 from governor.app import Governor
 from governor.config import load_config
-from tests.functional.processes import REPO, Served, ServeFactory
+from tests.functional.processes import Served, ServeFactory, listen_port, spawn_serve
 from tests.functional.support import FakeClock, seoul, write_config
 from tests.functional.upstream_app import SEEN, Seen, make_upstream
 
@@ -69,19 +68,9 @@ async def serve(tmp_path: Path) -> AsyncIterator[ServeFactory]:
     procs: list[asyncio.subprocess.Process] = []
 
     async def start(config: Path) -> Served:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "governor",
-            "serve",
-            "--config",
-            str(config),
-            stderr=asyncio.subprocess.PIPE,
-            cwd=REPO,
-        )
+        proc = await spawn_serve(config)
         procs.append(proc)
-        port = int(config.read_text().split("listen: 127.0.0.1:")[1].split()[0])
-        served = Served(proc, port)
+        served = Served(proc, listen_port(config))
         await served.wait_for("governor listening on")
         return served
 

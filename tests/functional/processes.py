@@ -27,6 +27,25 @@ async def governor(*args: str) -> tuple[int, str, str]:
     return proc.returncode, out.decode(), err.decode()
 
 
+async def spawn_serve(config: Path) -> asyncio.subprocess.Process:
+    """``governor serve --config CONFIG`` as a child whose stderr the test reads."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "governor",
+        "serve",
+        "--config",
+        str(config),
+        stderr=asyncio.subprocess.PIPE,
+        cwd=REPO,
+    )
+
+
+def listen_port(config: Path) -> int:
+    """The proxy port a config written by ``write_config`` listens on."""
+    return int(config.read_text().split("listen: 127.0.0.1:")[1].split()[0])
+
+
 class Served:
     """A ``governor serve`` process whose log lines the test waits on."""
 

@@ -18,7 +18,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.functional.conftest import GovernorFactory
-from tests.functional.processes import REPO
+from tests.functional.processes import listen_port, spawn_serve
 from tests.functional.support import RawClient, free_port, request, seoul, write_config
 from tests.functional.test_workers import Supervised, accepted_connections, alive
 from tests.functional.upstream_app import Seen
@@ -313,18 +313,8 @@ async def test_two_workers_report_the_same_fleet_totals_on_every_scrape(
         flush_interval="100ms",
         others={"down": {"hosts": ["down.test"], "upstream": upstream_url, "daily_cap": 1}},
     )
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "governor",
-        "serve",
-        "--config",
-        str(path),
-        stderr=asyncio.subprocess.PIPE,
-        cwd=REPO,
-    )
-    port = int(path.read_text().split("listen: 127.0.0.1:")[1].split()[0])
-    sup = Supervised(proc, port)
+    port = listen_port(path)
+    sup = Supervised(await spawn_serve(path), port)
     supervised.append(sup)
     await sup.wait_for(" ready (pid ", count=2)
     pids = sup.workers()

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.functional.processes import governor, listen_port, spawn_serve
 from tests.functional.support import RawClient, request, write_config
 from tests.functional.upstream_app import Seen
 
@@ -26,23 +27,7 @@ pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="SO_REUSEPORT spreading and /proc are Linux's"
 )
 
-REPO = Path(__file__).resolve().parents[2]
 WORKER_PID = re.compile(r"worker (\d+) (?:started|restarted) \(pid (\d+)\)")
-
-
-async def governor(*args: str) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "governor",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        cwd=REPO,
-    )
-    out, err = await proc.communicate()
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
 
 
 async def stored(config: Path) -> int:
@@ -158,17 +143,8 @@ async def supervise() -> AsyncIterator[Start]:
     started: list[Supervised] = []
 
     async def start(config: Path) -> Supervised:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "governor",
-            "serve",
-            "--config",
-            str(config),
-            stderr=asyncio.subprocess.PIPE,
-            cwd=REPO,
-        )
-        port = int(config.read_text().split("listen: 127.0.0.1:")[1].split()[0])
+        proc = await spawn_serve(config)
+        port = listen_port(config)
         sup = Supervised(proc, port)
         started.append(sup)
         (line,) = await sup.wait_for("supervising")
