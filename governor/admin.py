@@ -163,83 +163,65 @@ class _Admin:
         return _json(self._usage_json(usage))
 
     async def reset(self, request: web.Request) -> web.StreamResponse:
-        name = request.match_info["tenant"]
-        presented = hdrs.AUTHORIZATION in request.headers
-        if self.runtime.usage(name) is None:
-            _audit(
-                request, presented=presented, action="reset", tenant=name, result="no such tenant"
-            )
-            return _unknown_tenant(name)
-        try:
+        async def act(name: str) -> tuple[TenantUsage | None, dict[str, object]]:
             usage = await self.runtime.reset(name)
-        except StoreError as exc:
-            _audit(
-                request, presented=presented, action="reset", tenant=name, result=f"failed: {exc}"
-            )
-            return _error(503, f"the store did not take the reset: {exc}")
-        if usage is None:  # the tenant went away in a reload meanwhile
-            _audit(
-                request, presented=presented, action="reset", tenant=name, result="no such tenant"
-            )
-            return _unknown_tenant(name)
-        _audit(
-            request,
-            presented=presented,
-            action="reset",
-            tenant=name,
-            result="ok",
-            period=usage.period,
-            used_bytes=usage.used_bytes,
-        )
-        return _json(self._usage_json(usage))
+            return usage, {} if usage is None else {
+                "period": usage.period,
+                "used_bytes": usage.used_bytes,
+            }
+
+        return await self._act(request, "reset", act)
 
     async def grant(self, request: web.Request) -> web.StreamResponse:
-        name = request.match_info["tenant"]
-        presented = hdrs.AUTHORIZATION in request.headers
-        if self.runtime.usage(name) is None:
-            _audit(
-                request, presented=presented, action="grant", tenant=name, result="no such tenant"
-            )
-            return _unknown_tenant(name)
         try:
-            nbytes = _grant_bytes(await request.read())
+            nbytes = _grant_bytes(await request.read()) if self._known(request) else 0
         except _BadRequest as exc:
-            _audit(
-                request,
-                presented=presented,
-                action="grant",
-                tenant=name,
-                result=f"bad request: {exc.message}",
-            )
+            self._audit(request, "grant", result=f"bad request: {exc.message}")
             return _error(400, exc.message, field=exc.field)
-        try:
+
+        async def act(name: str) -> tuple[TenantUsage | None, dict[str, object]]:
             usage = await self.runtime.grant(name, nbytes)
-        except StoreError as exc:
-            _audit(
-                request,
-                presented=presented,
-                action="grant",
-                tenant=name,
-                bytes=nbytes,
-                result=f"failed: {exc}",
-            )
-            return _error(503, f"the store did not take the grant: {exc}")
-        if usage is None:
-            _audit(
-                request, presented=presented, action="grant", tenant=name, result="no such tenant"
-            )
-            return _unknown_tenant(name)
+            return usage, {"bytes": nbytes} if usage is None else {
+                "bytes": nbytes,
+                "period": usage.period,
+                "granted_bytes": usage.granted_bytes,
+                "cap_bytes": usage.cap_bytes,
+            }
+
+        return await self._act(request, "grant", act)
+
+    def _known(self, request: web.Request) -> bool:
+        return self.runtime.usage(request.match_info["tenant"]) is not None
+
+    def _audit(self, request: web.Request, action: str, **fields: object) -> None:
         _audit(
             request,
-            presented=presented,
-            action="grant",
-            tenant=name,
-            bytes=nbytes,
-            result="ok",
-            period=usage.period,
-            granted_bytes=usage.granted_bytes,
-            cap_bytes=usage.cap_bytes,
+            presented=hdrs.AUTHORIZATION in request.headers,
+            action=action,
+            tenant=request.match_info["tenant"],
+            **fields,  # type: ignore[arg-type]
         )
+
+    async def _act(
+        self,
+        request: web.Request,
+        action: str,
+        act: Callable[[str], Awaitable[tuple[TenantUsage | None, dict[str, object]]]],
+    ) -> web.StreamResponse:
+        """Run a change on a tenant, audit it whatever happens, and answer with its usage."""
+        name = request.match_info["tenant"]
+        if not self._known(request):
+            self._audit(request, action, result="no such tenant")
+            return _unknown_tenant(name)
+        try:
+            usage, facts = await act(name)
+        except StoreError as exc:
+            self._audit(request, action, result=f"failed: {exc}")
+            return _error(503, f"the store did not take the {action}: {exc}")
+        if usage is None:  # the tenant went away in a reload meanwhile
+            self._audit(request, action, result="no such tenant")
+            return _unknown_tenant(name)
+        self._audit(request, action, result="ok", **facts)
         return _json(self._usage_json(usage))
 
     def _usage_json(self, usage: TenantUsage) -> dict[str, Any]:
