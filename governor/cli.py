@@ -132,22 +132,28 @@ async def usage_rows(config: Config, *, now: float) -> list[dict[str, Any]]:
     await store.open()
     try:
         periods = {t.name: period_at(now, t.timezone, t.reset_at) for t in config.tenants}
-        totals = await store.totals((name, p.key) for name, p in periods.items())
+        keys = [(name, p.key) for name, p in periods.items()]
+        totals = await store.totals(keys)
+        grants = await store.grants(keys)
     finally:
         await store.close()
     rows = []
     for tenant in config.tenants:
         period = periods[tenant.name]
         used = totals.get((tenant.name, period.key), 0)
+        granted = grants.get((tenant.name, period.key), 0)
+        cap = tenant.daily_cap + granted
         rows.append(
             {
                 "tenant": tenant.name,
                 "period": period.key,
                 "used_bytes": used,
-                "cap_bytes": tenant.daily_cap,
+                "cap_bytes": cap,
+                "daily_cap_bytes": tenant.daily_cap,
+                "granted_bytes": granted,
                 "resets_at": period.resets_at(tenant.timezone).isoformat(),
                 "timezone": tenant.timezone.key,
-                "blocked": is_blocked(used, tenant.daily_cap),
+                "blocked": is_blocked(used, cap),
             }
         )
     return rows

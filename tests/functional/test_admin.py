@@ -492,6 +492,11 @@ async def test_cli_grant_and_reset_against_a_running_governor(
     assert "BLOCKED" not in out
     assert len(out.strip().splitlines()) == 1
     assert await served.get("/bytes/10") > 0
+    code, out, err = await governor("usage", "-c", str(path), "--json")
+    (row,) = json.loads(out)
+    assert row["granted_bytes"] == 1024 * 1024  # usage reads grants from the store too
+    assert row["cap_bytes"] == row["daily_cap_bytes"] + 1024 * 1024
+    assert row["blocked"] is False
     line = await served.wait_for("governor.audit")
     assert "action=grant tenant=site bytes=1048576" in line
     assert "token=presented" in line
