@@ -56,6 +56,7 @@ PERIOD_GAUGES = frozenset(
         "governor_quota_bytes",
         "governor_quota_reset_timestamp_seconds",
         "governor_blocked",
+        "governor_warning_level",
     }
 )
 
@@ -86,6 +87,7 @@ class _PeriodSeries:
     quota: Gauge
     resets: Gauge
     blocked: Gauge
+    warning: Gauge
 
 
 class _ConfiguredTenantsOnly:
@@ -170,6 +172,13 @@ class Metrics:
         self.blocked = Gauge(
             "governor_blocked",
             "1 while the tenant is at its cap and visitors get the notice, else 0.",
+            ["tenant"],
+            multiprocess_mode="livemostrecent",
+            registry=reg,
+        )
+        self.warning = Gauge(
+            "governor_warning_level",
+            "The highest warn_at share of the cap the tenant has crossed this period, else 0.",
             ["tenant"],
             multiprocess_mode="livemostrecent",
             registry=reg,
@@ -312,15 +321,22 @@ class Metrics:
                     quota=self.quota.labels(name),
                     resets=self.resets.labels(name),
                     blocked=self.blocked.labels(name),
+                    warning=self.warning.labels(name),
                 )
             period.usage.set(usage.used_bytes)
             period.quota.set(usage.cap_bytes)
             period.resets.set(usage.resets_at.timestamp())
             period.blocked.set(1 if usage.blocked else 0)
+            crossed = [
+                share
+                for share in sites[name].config.warn_at
+                if usage.used_bytes >= share * usage.cap_bytes
+            ]
+            period.warning.set(max(crossed, default=0.0))
         for name in [n for n in self._periods if n not in sites]:
             del self._periods[name]
             if self.multiprocess_dir is None:  # shared files: filtered at collection instead
-                for gauge in (self.usage, self.quota, self.resets, self.blocked):
+                for gauge in (self.usage, self.quota, self.resets, self.blocked, self.warning):
                     gauge.remove(name)
 
     def _refresh_live(self) -> None:

@@ -119,7 +119,7 @@ async def test_metrics_count_every_outcome_to_the_byte(
     refused = free_port()  # nothing listens there: the upstream error
     gov = await make_governor(
         cap="10 KiB",
-        tenant={"exempt_paths": ["/robots.txt"]},
+        tenant={"exempt_paths": ["/robots.txt"], "warn_at": ["50%", "90%"]},
         others={
             "down": {
                 "hosts": ["down.test"],
@@ -184,6 +184,8 @@ async def test_metrics_count_every_outcome_to_the_byte(
     assert got.get("governor_usage_bytes", tenant="down") == 0
     assert got.get("governor_quota_bytes", tenant="down") == 2**30
     assert got.get("governor_blocked", tenant="down") == 0
+    assert got.get("governor_warning_level", tenant="site") == 0.9  # past 90%: the highest
+    assert got.get("governor_warning_level", tenant="down") == 0
     # The store.
     assert got.get("governor_store_up") == 1
     assert got.get("governor_store_errors_total") == 0
