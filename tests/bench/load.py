@@ -1,0 +1,218 @@
+"""The load generators: wrk for small files, curl for the big one, and an exact raw client.
+
+wrk is run with ``--latency`` and a Lua script whose only hook is ``done()`` (it runs
+once, after the test, so it costs nothing per request): it prints wrk's exact totals,
+the requests completed and every byte read from the sockets, which the rounded
+"Transfer/sec" line is not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import statistics
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.bench.procs import rss_bytes
+from tests.functional.support import RawClient, request
+
+WRK_DONE_LUA = """\
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    "BENCH requests=%d bytes=%d duration_us=%d connect=%d read=%d write=%d status=%d timeout=%d\\n",
+    summary.requests, summary.bytes, summary.duration,
+    e.connect, e.read, e.write, e.status, e.timeout))
+end
+"""
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}  # -> milliseconds
+_LATENCY = re.compile(r"^\s*(50|99)(?:\.0+)?%\s+([\d.]+)(us|ms|s|m|h)\s*$", re.MULTILINE)
+_RPS = re.compile(r"^Requests/sec:\s+([\d.]+)", re.MULTILINE)
+_NON_2XX = re.compile(r"Non-2xx or 3xx responses:\s+(\d+)")
+_SOCKET_ERRORS = re.compile(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)")
+_TOTALS = re.compile(r"^BENCH (.*)$", re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class WrkResult:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    bytes_read: int  # exact, from done()
+    seconds: float
+    non_2xx: int
+    socket_errors: int
+    output: str
+
+
+def write_lua(folder: Path) -> Path:
+    path = folder / "totals.lua"
+    path.write_text(WRK_DONE_LUA)
+    return path
+
+
+def parse_wrk(output: str) -> WrkResult:
+    """The numbers in wrk's report (``--latency``) and in the done() line."""
+    latency = {int(p): float(v) * _UNITS[unit] for p, v, unit in _LATENCY.findall(output)}
+    rps, totals = _RPS.search(output), _TOTALS.search(output)
+    if rps is None or totals is None or set(latency) != {50, 99}:
+        raise RuntimeError(f"could not parse wrk's output:\n{output}")
+    exact = dict(item.split("=") for item in totals.group(1).split())
+    non_2xx = _NON_2XX.search(output)
+    errors = _SOCKET_ERRORS.search(output)
+    return WrkResult(
+        rps=float(rps.group(1)),
+        p50_ms=latency[50],
+        p99_ms=latency[99],
+        requests=int(exact["requests"]),
+        bytes_read=int(exact["bytes"]),
+        seconds=int(exact["duration_us"]) / 1e6,
+        non_2xx=int(non_2xx.group(1)) if non_2xx else 0,
+        socket_errors=sum(int(n) for n in errors.groups()) if errors else 0,
+        output=output,
+    )
+
+
+def run_wrk(
+    wrk: str, lua: Path, url: str, host: str, *, seconds: float, connections: int
+) -> WrkResult:
+    argv = [
+        wrk,
+        "-t1",
+        f"-c{connections}",
+        f"-d{seconds:g}s",
+        "--latency",
+        "-H",
+        f"Host: {host}",
+        "-s",
+        str(lua),
+        url,
+    ]
+    done = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=seconds + 60)
+    if done.returncode != 0:
+        raise RuntimeError(f"wrk failed ({done.returncode}):\n{done.stdout}{done.stderr}")
+    return parse_wrk(done.stdout)
+
+
+@dataclass(frozen=True)
+class Download:
+    status: int
+    header_bytes: int
+    body_bytes: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class StreamResult:
+    downloads: list[Download]
+    rss_peak: int
+    rss_steady: int  # median of the samples in the second half of the transfer
+    samples: int
+
+    @property
+    def received(self) -> int:
+        """Every byte the clients read: status lines, headers and bodies."""
+        return sum(d.header_bytes + d.body_bytes for d in self.downloads)
+
+    @property
+    def mib_per_s(self) -> float:
+        body = sum(d.body_bytes for d in self.downloads)
+        return body / max(d.seconds for d in self.downloads) / 2**20
+
+
+def _curl_argv(curl: str, url: str, host: str) -> list[str]:
+    return [
+        curl,
+        "-sS",
+        "-o",
+        "/dev/null",
+        "-H",
+        f"Host: {host}",
+        "-w",
+        "%{http_code} %{size_header} %{size_download} %{time_total}",
+        url,
+    ]
+
+
+def _download(proc: subprocess.Popen[str]) -> Download:
+    out, err = proc.communicate()
+    try:
+        status, header, body, seconds = out.split()
+        return Download(int(status), int(header), int(body), float(seconds))
+    except ValueError:
+        raise RuntimeError(f"curl failed ({proc.returncode}): {out}{err}") from None
+
+
+def _steady(samples: list[int]) -> int:
+    return int(statistics.median(samples[len(samples) // 2 :]))
+
+
+def run_streams(
+    curl: str, url: str, host: str, *, streams: int, pids: list[int], interval: float = 0.05
+) -> StreamResult:
+    """``streams`` parallel curl downloads, sampling the proxy's RSS every ``interval``."""
+    argv = _curl_argv(curl, url, host)
+    procs = [
+        subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(streams)
+    ]
+    samples: list[int] = []
+    try:
+        while any(p.poll() is None for p in procs):
+            samples.append(rss_bytes(pids))
+            time.sleep(interval)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    downloads = [_download(p) for p in procs]
+    samples = samples or [rss_bytes(pids)]
+    return StreamResult(downloads, max(samples), _steady(samples), len(samples))
+
+
+@dataclass(frozen=True)
+class ExactResult:
+    received: int  # every byte read off the sockets
+    responses: int
+    response_bytes: int  # the size of one whole response (head and body)
+    problems: list[str]
+
+
+async def _one_connection(port: int, path: str, host: str, count: int, size: int) -> ExactResult:
+    client = await RawClient.connect(port)
+    problems: list[str] = []
+    sizes: set[int] = set()
+    try:
+        for _ in range(count):
+            await client.send(request("GET", path, host))
+            resp = await client.response()
+            sizes.add(resp.received)
+            if resp.status != 200 or not resp.complete or len(resp.body) != size:
+                problems.append(f"{path}: status {resp.status}, {len(resp.body)} of {size} B")
+    finally:
+        await client.close()
+    return ExactResult(client.received, count, max(sizes), problems)
+
+
+async def _exact(port: int, path: str, host: str, size: int, conns: int, each: int) -> ExactResult:
+    parts = await asyncio.gather(
+        *(_one_connection(port, path, host, each, size) for _ in range(conns))
+    )
+    sizes = {p.response_bytes for p in parts}
+    problems = [problem for p in parts for problem in p.problems]
+    if len(sizes) != 1:
+        problems.append(f"{path}: responses of different sizes {sorted(sizes)}")
+    return ExactResult(
+        sum(p.received for p in parts), sum(p.responses for p in parts), max(sizes), problems
+    )
+
+
+def run_exact(
+    port: int, path: str, host: str, size: int, *, conns: int = 4, each: int = 25
+) -> ExactResult:
+    """``conns`` keep-alive connections, ``each`` requests apiece, every byte counted."""
+    return asyncio.run(_exact(port, path, host, size, conns, each))
