@@ -9,6 +9,7 @@ synchronous and must not block: they count, or queue a line for a writer thread.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -16,6 +17,8 @@ from typing import Literal, Protocol
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
+
+log = logging.getLogger("governor.events")
 
 Outcome = Literal["proxied", "blocked", "exempt", "upstream_error", "unknown_host", "bad_request"]
 
@@ -84,4 +87,7 @@ class RecordingAccessLogger(AbstractAccessLogger):
             upstream_seconds=note.upstream_seconds,
         )
         for sink in note.sinks:
-            sink.request_done(record)
+            try:
+                sink.request_done(record)
+            except Exception:  # a sink's bug must not break the client's connection
+                log.exception("a request sink failed")

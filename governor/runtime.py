@@ -237,18 +237,25 @@ class Runtime:
             log.error("pruning old periods failed: %s", exc)
 
     async def run_flusher(self) -> None:
-        """Flush every ``flush_interval`` until :meth:`stop`; then spool what is left."""
+        """Flush every ``flush_interval`` until :meth:`stop`, once more, then spool what is left."""
         loop = asyncio.get_running_loop()
-        while not self._stopping:
-            interval = self.snapshot.config.flush_interval
-            waited_from = loop.time()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=interval)
-            self._wake.clear()
-            rest = waited_from + interval * NUDGE_GAP - loop.time()
-            if rest > 0 and not self._stopping:
-                await asyncio.sleep(rest)  # nudged: early, but not in a storm
-            await self.flush()
+        while True:
+            stopping = self._stopping  # seen before the flush: that flush is the last one
+            if not stopping:
+                interval = self.snapshot.config.flush_interval
+                waited_from = loop.time()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=interval)
+                self._wake.clear()
+                rest = waited_from + interval * NUDGE_GAP - loop.time()
+                if rest > 0 and not self._stopping:
+                    await asyncio.sleep(rest)  # nudged: early, but not in a storm
+            try:
+                await self.flush()
+            except Exception:  # a bug here must not end the counting: log it, go on
+                log.exception("flush failed unexpectedly; the counts stay in memory")
+            if stopping or self._stopping:
+                break
         self._spool_leftovers()
 
     def _spool_leftovers(self) -> None:

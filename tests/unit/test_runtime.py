@@ -136,3 +136,45 @@ async def test_a_corrupt_spool_is_moved_aside_not_lost(
     assert (tmp_path / "spool.json.corrupt").read_text() == "{not json"
     assert not spool.exists()
     assert "could not be read" in caplog.text
+
+
+class Broken(Outage):
+    """A store with a bug: its first flush raises something that is not a StoreError."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bugs = 1
+
+    async def flush(self, batch: Batch | None, read: Iterable[Key]) -> dict[Key, int]:
+        if self.bugs:
+            self.bugs -= 1
+            raise RuntimeError("a bug in a store")
+        return await super().flush(batch, read)
+
+
+async def test_an_unexpected_flush_error_does_not_stop_the_flusher(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = Broken()
+    runtime = Runtime(config(tmp_path), store=store, clock=lambda: NOON)
+    runtime.ledger.add(KEY, 42)
+    import asyncio
+
+    runtime.nudge()  # the flusher's first flush fails at once; its last one lands
+    flusher = asyncio.get_running_loop().create_task(runtime.run_flusher())
+    async with asyncio.timeout(5):
+        while store.bugs:  # noqa: ASYNC110 - the flusher's first attempt
+            await asyncio.sleep(0.01)
+    runtime.stop()
+    await flusher
+    assert "flush failed unexpectedly" in caplog.text
+    assert await store.totals([KEY]) == {KEY: 42}
+
+
+async def test_a_flusher_stopped_before_it_ran_still_flushes(tmp_path: Path) -> None:
+    store = Outage()
+    runtime = Runtime(config(tmp_path), store=store, clock=lambda: NOON)
+    runtime.ledger.add(KEY, 9)
+    runtime.stop()
+    await runtime.run_flusher()
+    assert await store.totals([KEY]) == {KEY: 9}
