@@ -276,7 +276,8 @@ class _Exchange:
                 if upgrade and up.status == 101:
                     # A tunnel has no end to finish: it is closed at the cap either way.
                     return await tunnel(request, up, meter, self.charge_out, cut=not self.exempt)
-                resp = web.StreamResponse(
+                response_class = web.StreamResponse if self.cut else _Coalesced
+                resp = response_class(
                     status=up.status,
                     reason=up.reason,
                     headers=CIMultiDict(client_response_headers(_decoded(up.raw_headers))),
@@ -330,9 +331,18 @@ class _Exchange:
         self.charge_out()
         self.chunked = resp.headers.get("Transfer-Encoding") == "chunked"
         content = up.content
+        try:
+            ready = b"" if self.cut else content.read_nowait(-1)
+        except STREAM_ERRORS:
+            ready = b""  # the loop below meets the error and aborts
+        if not ready and not content.at_eof():
+            # A slow first byte (server-sent events, a long poll): the headers go now.
+            send_headers = getattr(self.writer, "send_headers", None)
+            if send_headers is not None:
+                send_headers()
         while True:
             try:
-                chunk = await content.readany()
+                chunk, ready = (ready, b"") if ready else (await content.readany(), b"")
             except STREAM_ERRORS as exc:
                 log.warning("%s: the upstream broke off mid-body: %r", meter.tenant, exc)
                 up.close()
@@ -378,6 +388,15 @@ class _Exchange:
         if not self.chunked or remaining <= 0:
             return remaining
         return max(0, remaining - len(f"{remaining:x}") - 4)  # "<hex>\r\n" ... "\r\n"
+
+
+class _Coalesced(web.StreamResponse):
+    """A proxied response whose headers leave with its first body bytes: one write, not two.
+
+    (``at_cap: cut`` keeps aiohttp's immediate headers, so the cut can count them first.)
+    """
+
+    _send_headers_immediately = False
 
 
 def _abort(request: web.BaseRequest) -> None:

@@ -9,6 +9,7 @@ With ``workers > 1`` each worker process runs this under :mod:`governor.supervis
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 
@@ -17,6 +18,8 @@ from governor.config import Config
 from governor.supervisor import Lifeline
 
 log = logging.getLogger("governor")
+
+GC_GEN0_THRESHOLD = 10_000  # CPython's default is 700
 
 
 async def serve(
@@ -32,6 +35,7 @@ async def serve(
     """
     governor = Governor(config, worker=worker)
     await governor.start()
+    _tune_gc()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -61,6 +65,20 @@ async def serve(
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
     log.info("stopped")
+
+
+def _tune_gc() -> None:
+    """Keep the start-up heap out of the collector's way, and collect young objects less often.
+
+    Everything alive after start-up (modules, config, the app) lives as long as the
+    process: freezing it spares every collection from walking it. Requests make many
+    short-lived objects that reference counting frees; a higher first-generation
+    threshold runs the cycle collector less often over them.
+    """
+    gc.collect()
+    gc.freeze()
+    _, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
 
 
 def _already_stopping(sig: signal.Signals) -> None:

@@ -174,3 +174,22 @@ async def test_reload_lets_in_flight_requests_finish_under_the_old_config(
     await fresh.send(request("GET", "/bytes/1", "site.test"))
     assert (await fresh.response()).status == 421  # new requests see the new config
     await fresh.close()
+
+
+async def test_a_slow_first_byte_does_not_hold_back_the_headers(
+    make_governor: GovernorFactory, seen: Seen
+) -> None:
+    """Headers usually leave with the first body bytes; an event stream's must not wait."""
+    gov = await make_governor()
+    client = await RawClient.connect(gov.port)
+    await client.send(request("GET", "/slow-body", "site.test"))
+    import asyncio
+
+    async with asyncio.timeout(5):
+        head = await client.reader.readuntil(b"\r\n\r\n")  # before the body is released
+    assert head.startswith(b"HTTP/1.1 200")
+    assert b"text/event-stream" in head
+    seen.release.set()
+    body = await client.reader.readuntil(b"0\r\n\r\n")
+    await client.close()
+    assert b"data: late" in body

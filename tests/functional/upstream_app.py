@@ -121,6 +121,14 @@ def make_upstream() -> web.Application:
         request.transport.close()
         return resp
 
+    async def slow_body(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)  # the head now, the body when released
+        await request.app[SEEN].release.wait()
+        await resp.write(b"data: late\n\n")
+        await resp.write_eof()
+        return resp
+
     async def hang(request: web.Request) -> web.Response:
         request.app[SEEN].hanging.set()
         await request.app[SEEN].release.wait()
@@ -174,6 +182,7 @@ def make_upstream() -> web.Application:
     app.router.add_get("/die/{n}", die)
     app.router.add_get("/die-chunked/{n}", die_chunked)
     app.router.add_get("/hang", hang)
+    app.router.add_get("/slow-body", slow_body)
     app.router.add_get("/forever", forever)
     app.router.add_get("/stream/{blocks}", stream)
     app.router.add_get("/ws", ws)
