@@ -36,6 +36,7 @@ from governor.headers import (
     is_trusted,
     upstream_request_headers,
 )
+from governor.ledger import is_blocked
 from governor.meter import Meter
 from governor.runtime import NEAR_CAP, Runtime, Site
 from governor.tunnel import tunnel, upgrade_token
@@ -172,14 +173,14 @@ class Proxy:
             clock=runtime.clock,
             grants=runtime.grants,
         )
-        used = meter.used()
+        used, cap = meter.used(), meter.cap
         if not exempt and (
-            used >= meter.cap or (tenant.on_store_failure == "closed" and not runtime.store_ok)
+            is_blocked(used, cap) or (tenant.on_store_failure == "closed" and not runtime.store_ok)
         ):
             note.outcome = "blocked"
             return await _answer(request, ingress, self._notice(request, site, meter))
         note.outcome = "exempt" if exempt else "proxied"
-        if used >= meter.cap * NEAR_CAP:
+        if used >= cap * NEAR_CAP:
             runtime.nudge()
         exchange = _Exchange(self, request, ingress, site, meter, note, exempt=exempt)
         return await exchange.run(raw_headers)
