@@ -108,3 +108,15 @@ def test_grafana_provisions_the_dashboard() -> None:
     ]
     assert source["type"] == "prometheus"
     assert source["url"] == "http://prometheus:9090"
+
+
+def test_no_two_services_publish_one_host_port() -> None:
+    taken: dict[tuple[str, int], str] = {}
+    for name, service in config()["services"].items():
+        for port in service.get("ports", []):
+            first, _, last = str(port["published"]).partition("-")
+            for number in range(int(first), int(last or first) + 1):
+                key = (port.get("host_ip", "0.0.0.0"), number)
+                assert key not in taken, f"{name} and {taken[key]} both publish {key}"
+                taken[key] = name
+    assert len(taken) >= 6
