@@ -194,11 +194,14 @@ class AccessLog:
                 self._write("".join(line + "\n" for line in lines), len(lines))
 
     def _write(self, text: str, count: int) -> None:
+        # Counted before the lines become visible, so a reader who sees them sees the count.
+        self.written += count
         try:
             stream = self._stream()
             stream.write(text)
             stream.flush()
         except (OSError, ValueError) as exc:
+            self.written -= count
             self._dropped_failed += count
             if not self._failing:
                 log.error("cannot write the access log %s: %s", self.target, exc)
@@ -207,7 +210,6 @@ class AccessLog:
         if self._failing:
             log.warning("writing the access log %s works again", self.target)
             self._failing = False
-        self.written += count
 
     def _stream(self) -> IO[str]:
         if self.target == "stderr":

@@ -20,19 +20,20 @@ from governor.accesslog import open_access_log
 from governor.admin import create_admin_app
 from governor.config import Config, load_config
 from governor.errors import ConfigError
-from governor.events import RecordingAccessLogger
+from governor.http1 import Limits
+from governor.listener import HTTPServer
 from governor.metrics import Metrics
+from governor.origin import OriginPool
 from governor.proxy import Proxy
 from governor.runtime import Clock, Runtime
 from governor.store import open_store
 from governor.store.base import Store
-from governor.upstream import create_session
 from governor.warnings import Warner
-from governor.wire import CountingServer
 
 log = logging.getLogger("governor")
 
-READ_BUFSIZE = 2**16
+# How long the rest of a request head may take once its first byte arrived.
+HEADER_TIMEOUT = 60.0
 
 
 class Governor:
@@ -66,7 +67,8 @@ class Governor:
             self.runtime.request_sinks.append(self.access_log)
         self.warner = Warner(self.runtime)
         self.runtime.flush_listeners.append(self.warner.flushed)
-        self._runner: web.ServerRunner | None = None
+        self._server: HTTPServer | None = None
+        self.pool: OriginPool | None = None
         self._admin: web.AppRunner | None = None
         self._ready = False
         self._flusher: asyncio.Task[None] | None = None
@@ -108,23 +110,18 @@ class Governor:
             sock.close()
             await self.store.close()
             raise
-        self.session = create_session(self.config.timeouts)
-        proxy = Proxy(self.runtime, self.session)
-        server = CountingServer(
+        self.pool = OriginPool(connect_timeout=self.config.timeouts.upstream_connect)
+        proxy = Proxy(self.runtime, self.pool)
+        server = HTTPServer(
             proxy.handle,
-            handler_cancellation=True,
-            keepalive_timeout=self.config.timeouts.keepalive,
-            read_bufsize=READ_BUFSIZE,
-            access_log=logging.getLogger("governor.access"),
-            access_log_class=RecordingAccessLogger,
+            sinks=self.runtime.request_sinks,
+            limits=Limits(),
+            keepalive=self.config.timeouts.keepalive,
+            header_timeout=HEADER_TIMEOUT,
         )
         self.metrics.bind_server(server)
-        self._runner = web.ServerRunner(
-            server, handle_signals=False, shutdown_timeout=self.config.timeouts.shutdown
-        )
-        await self._runner.setup()
-        site = web.SockSite(self._runner, sock)
-        await site.start()
+        await server.start(sock)
+        self._server = server
         await self.warner.start()
         loop = asyncio.get_running_loop()
         self._flusher = loop.create_task(self.runtime.run_flusher(), name="governor-flusher")
@@ -184,11 +181,11 @@ class Governor:
         if self._admin is not None:
             await self._admin.cleanup()
             self._admin = None
-        if self._runner is not None:
+        if self._server is not None:
             # Stops accepting, closes idle connections, gives in-flight requests
             # up to timeouts.shutdown to finish.
-            await self._runner.cleanup()
-            self._runner = None
+            await self._server.shutdown(self.config.timeouts.shutdown)
+            self._server = None
         self.runtime.stop()
         if self._flusher is not None:
             await self._flusher
@@ -196,7 +193,8 @@ class Governor:
         await self.warner.stop()
         if self.access_log is not None:
             self.access_log.close()
-        await self.session.close()
+        if self.pool is not None:
+            await self.pool.close()
         await self.store.close()
 
 

@@ -1,22 +1,22 @@
 """What happened to each request, reported once it is fully answered.
 
-The proxy notes who a request was for and how it ended (:class:`RequestNote`, kept
-on the request); aiohttp calls :class:`RecordingAccessLogger` after the response
-is written, with its size and duration, and that turns note and response into one
-:class:`RequestRecord` for every sink (metrics, the access log). Sinks are
-synchronous and must not block: they count, or queue a line for a writer thread.
+The proxy notes who a request was for and how it ended (:class:`RequestNote`,
+kept on the request); when the connection is done with the request it calls
+:func:`report`, which turns note and request into one :class:`RequestRecord` for
+every sink (metrics, the access log). Sinks are synchronous and must not block:
+they count, or queue a line for a writer thread.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
-from aiohttp import web
-from aiohttp.abc import AbstractAccessLogger
+if TYPE_CHECKING:
+    from governor.listener import Request
 
 log = logging.getLogger("governor.events")
 
@@ -46,6 +46,10 @@ class RequestSink(Protocol):
     def request_done(self, record: RequestRecord) -> None: ...
 
 
+def _drop(nbytes: int) -> None:
+    """Charge nobody (the body of a request governor answered itself)."""
+
+
 @dataclass(slots=True)
 class RequestNote:
     """What the proxy knows of a request, filled in as it is handled."""
@@ -55,39 +59,35 @@ class RequestNote:
     tenant: str | None = None
     client: str = ""
     outcome: Outcome = "bad_request"
-    bytes_in: int = 0
     upstream_seconds: float | None = None
+    # Where the request's late bytes (a body read after the response) are charged.
+    charge_in: Callable[[int], None] = _drop
 
 
-NOTE_KEY: web.RequestKey[RequestNote] = web.RequestKey("governor_note", RequestNote)
+def report(note: RequestNote, request: Request) -> None:
+    """Tell every sink about a request the connection is done with.
 
-
-class RecordingAccessLogger(AbstractAccessLogger):
-    """aiohttp's access-log hook, used to report each request once it is answered."""
-
-    @property
-    def enabled(self) -> bool:
-        return True
-
-    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        note = request.get(NOTE_KEY)
-        if not isinstance(note, RequestNote) or not note.sinks:
-            return
-        record = RequestRecord(
-            time=note.started,
-            tenant=note.tenant,
-            client=note.client or (request.remote or ""),
-            method=request.method,
-            path=request.path,
-            status=response.status,
-            bytes_out=response.body_length,
-            bytes_in=note.bytes_in,
-            duration=time,
-            outcome=note.outcome,
-            upstream_seconds=note.upstream_seconds,
-        )
-        for sink in note.sinks:
-            try:
-                sink.request_done(record)
-            except Exception:  # a sink's bug must not break the client's connection
-                log.exception("a request sink failed")
+    A response never started is logged as 499 when the client left first (as
+    nginx does), else 500.
+    """
+    if not note.sinks:
+        return
+    status = request.status or (499 if request.conn.closed else 500)
+    record = RequestRecord(
+        time=note.started,
+        tenant=note.tenant,
+        client=note.client,
+        method=request.method,
+        path=request.path,
+        status=status,
+        bytes_out=request.bytes_out,
+        bytes_in=request.received,
+        duration=time.monotonic() - request.started,
+        outcome=note.outcome,
+        upstream_seconds=note.upstream_seconds,
+    )
+    for sink in note.sinks:
+        try:
+            sink.request_done(record)
+        except Exception:  # a sink's bug must not break the client's connection
+            log.exception("a request sink failed")

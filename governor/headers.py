@@ -110,6 +110,8 @@ def upstream_request_headers(
         low = name.lower()
         if low == "host":
             host = value
+        if low == "content-length":
+            continue  # framing: rebuilt by the proxy from the body it forwards
         if low not in _FORWARDED and low != "expect":
             kept.append((name, value))
             continue

@@ -27,6 +27,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -37,6 +38,9 @@ from prometheus_client.registry import Collector
 
 from governor.events import Outcome, RequestRecord
 from governor.runtime import Runtime
+
+if TYPE_CHECKING:
+    from governor.listener import HTTPServer
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -120,7 +124,7 @@ class Metrics:
         # Multiprocess: never served (it holds this process's values only).
         self.registry = CollectorRegistry()
         reg = self.registry
-        self._server: web.Server | None = None
+        self._server: HTTPServer | None = None
         self._store_errors_seen = runtime.store_errors
 
         self.transfer = Counter(
@@ -240,7 +244,7 @@ class Metrics:
 
     # --- wiring ---------------------------------------------------------------------
 
-    def bind_server(self, server: web.Server) -> None:
+    def bind_server(self, server: HTTPServer) -> None:
         """Count the proxy's open client connections."""
         self._server = server
         self._refresh_live()

@@ -4,12 +4,13 @@ Invariants:
 
 * A request whose tenant is at its cap never reaches the upstream (exempt paths
   and clients aside); an unknown host never reaches any upstream.
-* Bodies stream in both directions with backpressure: at most one read buffer
-  per direction is held, whatever the body's size.
-* Every byte charged to a tenant is a byte that crossed the client socket:
-  egress from aiohttp's writer count, ingress from the connection's receive
-  count (:mod:`governor.wire`). Governor's own answers (notice, 421, 502, 504)
-  are not charged.
+* Bodies stream in both directions with backpressure: at most a read buffer or
+  two per direction is held, whatever the body's size.
+* Every byte charged to a tenant is a byte that crossed the client socket: the
+  request's head and body as received (:mod:`governor.listener`) and the
+  response as handed to the socket. Governor's own answers (notice, 421, 502,
+  504) are not charged.
+* Framing to the upstream is rebuilt (Content-Length or chunked), never copied.
 """
 
 from __future__ import annotations
@@ -18,17 +19,10 @@ import asyncio
 import logging
 import posixpath
 import time
-from collections.abc import AsyncIterator, Callable
-from typing import cast
-
-import aiohttp
-from aiohttp import web
-from multidict import CIMultiDict
 
 from governor import notice
-from governor.config import TenantConfig
+from governor.config import TenantConfig, UpstreamURL
 from governor.errors import UpstreamError
-from governor.events import NOTE_KEY, RequestNote
 from governor.headers import (
     Header,
     client_address,
@@ -36,22 +30,23 @@ from governor.headers import (
     is_trusted,
     upstream_request_headers,
 )
+from governor.http1 import CRLF, LAST_CHUNK, chunk_prefix, encode_head, response_has_body
 from governor.ledger import is_blocked
+from governor.listener import SERVER, Request
 from governor.meter import Meter
+from governor.origin import (
+    OriginConnection,
+    OriginPool,
+    ResponseDeadline,
+    UpstreamBroken,
+    timed_out,
+)
 from governor.runtime import NEAR_CAP, Runtime, Site
-from governor.tunnel import tunnel, upgrade_token
-from governor.upstream import STREAM_ERRORS, ResponseDeadline, open_response, target_url
-from governor.wire import CountingRequestHandler, RequestIngress
+from governor.tunnel import Tunnel, upgrade_token
 
 log = logging.getLogger("governor.proxy")
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-SERVER = "governor"  # on governor's own answers; proxied responses keep the upstream's
-# How long the rest of a request body nobody read is read and dropped after the
-# response, so the connection stays in step and the client reads the response
-# (closing on unread data would reset it). Like aiohttp's own lingering, but here,
-# where the bytes can be charged to the request they belong to.
-LINGER = 10.0
 # What a visitor sees of an upstream failure; the details go to the log only.
 PUBLIC_ERRORS = {
     502: "502 Bad Gateway: the site's server could not be reached",
@@ -59,65 +54,17 @@ PUBLIC_ERRORS = {
 }
 
 
-def _text(status: int, text: str) -> web.Response:
-    resp = web.Response(status=status, text=text + "\n", content_type="text/plain")
-    resp.headers["Cache-Control"] = "no-store"
-    resp.headers["Server"] = SERVER
-    return resp
-
-
-def _drop(nbytes: int) -> None:
-    """Charge nobody (the body of a request governor answered itself)."""
-
-
-async def _linger(
-    request: web.BaseRequest, ingress: RequestIngress, charge: Callable[[int], None]
-) -> None:
-    """Read and drop what is left of the request body after the response was sent.
-
-    Every byte is charged with ``charge``, so nothing is left for the connection's
-    next request to claim. A client still sending after :data:`LINGER` seconds is
-    disconnected.
-    """
-    content = request.content
-    try:
-        async with asyncio.timeout(LINGER):
-            while await content.readany():
-                charge(ingress.claim())
-    except TimeoutError:
-        request.protocol.force_close()
-    except ConnectionError:
-        pass
-    charge(ingress.claim())
-
-
-def _ingress(request: web.BaseRequest) -> RequestIngress:
-    """The byte claim of a request; call when its handler starts, before any await."""
-    return RequestIngress(
-        cast(CountingRequestHandler, request.protocol),
-        body_fed=request.content.total_bytes,
-        content_length=request.content_length,
-        chunked="chunked" in request.headers.get("Transfer-Encoding", "").lower(),
-    )
-
-
-async def _answer(
-    request: web.BaseRequest, ingress: RequestIngress, resp: web.StreamResponse
-) -> web.StreamResponse:
-    """Send one of governor's own answers, then drop the request body nobody will read."""
-    ingress.claim()  # not charged to anybody
-    if request.can_read_body and not request.content.is_eof():
-        try:
-            await resp.prepare(request)
-            await resp.write_eof()
-        except ConnectionError:
-            return resp
-        await _linger(request, ingress, _drop)
-    return resp
-
-
-def _decoded(raw: tuple[tuple[bytes, bytes], ...]) -> list[Header]:
-    return [(n.decode("latin-1"), v.decode("latin-1")) for n, v in raw]
+def _text(request: Request, status: int, text: str) -> None:
+    """One of governor's own plain-text answers."""
+    body = (text + "\n").encode()
+    headers = [
+        ("Content-Type", "text/plain; charset=utf-8"),
+        ("Cache-Control", "no-store"),
+        ("Server", SERVER),
+    ]
+    if request.method == "HEAD":
+        headers.append(("Content-Length", str(len(body))))
+    request.respond(status, headers, body, send_body=request.method != "HEAD")
 
 
 def is_exempt(tenant: TenantConfig, path: str, client: str) -> bool:
@@ -129,40 +76,38 @@ def is_exempt(tenant: TenantConfig, path: str, client: str) -> bool:
     return bool(tenant.exempt_clients) and is_trusted(client, tenant.exempt_clients)
 
 
+def _host_header(upstream: UpstreamURL) -> str:
+    host = f"[{upstream.host}]" if ":" in upstream.host else upstream.host
+    default = 443 if upstream.scheme == "https" else 80
+    return host if upstream.port == default else f"{host}:{upstream.port}"
+
+
 class Proxy:
     """The handler of every client request."""
 
-    def __init__(self, runtime: Runtime, session: aiohttp.ClientSession) -> None:
+    def __init__(self, runtime: Runtime, pool: OriginPool) -> None:
         self.runtime = runtime
-        self.session = session
+        self.pool = pool
 
-    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+    async def handle(self, request: Request) -> None:
         """Answer one client request."""
-        ingress = _ingress(request)
-        note = RequestNote(sinks=self.runtime.request_sinks)
-        request[NOTE_KEY] = note
-        try:
-            return await self._handle(request, ingress, note)
-        finally:
-            note.bytes_in = ingress.taken
-
-    async def _handle(
-        self, request: web.BaseRequest, ingress: RequestIngress, note: RequestNote
-    ) -> web.StreamResponse:
         runtime = self.runtime
         snap = runtime.snapshot
-        host = request.headers.get("Host")
-        if host is None and request.version >= (1, 1):
-            return await _answer(request, ingress, _text(400, "400 Bad Request: no Host header"))
-        site = snap.index.lookup(host)
+        note = request.note
+        head = request.head
+        if head.method == "CONNECT":
+            _text(request, 405, "405 Method Not Allowed: governor is not a forward proxy")
+            return
+        site = snap.index.lookup(head.host)
         if site is None:
             note.outcome = "unknown_host"
-            shown = (host or "")[:200]
-            text = f"421 Misdirected Request: no site is served here for host {shown!r}"
-            return await _answer(request, ingress, _text(421, text))
+            shown = (head.host or "")[:200]
+            _text(
+                request, 421, f"421 Misdirected Request: no site is served here for host {shown!r}"
+            )
+            return
         tenant = site.config
-        raw_headers = _decoded(request.raw_headers)
-        client = client_address(request.remote, raw_headers, snap.config.trusted_proxies)
+        client = client_address(request.peer, head.headers, snap.config.trusted_proxies)
         note.tenant = tenant.name
         note.client = client
         exempt = is_exempt(tenant, request.path, client)
@@ -178,176 +123,237 @@ class Proxy:
             is_blocked(used, cap) or (tenant.on_store_failure == "closed" and not runtime.store_ok)
         ):
             note.outcome = "blocked"
-            return await _answer(request, ingress, self._notice(request, site, meter))
+            self._notice(request, site, meter)
+            return
         note.outcome = "exempt" if exempt else "proxied"
+        note.charge_in = meter.ingress
         if used >= cap * NEAR_CAP:
             runtime.nudge()
-        exchange = _Exchange(self, request, ingress, site, meter, note, exempt=exempt)
-        return await exchange.run(raw_headers)
+        await _Exchange(self, request, site, meter, exempt=exempt).run()
 
-    def _notice(self, request: web.BaseRequest, site: Site, meter: Meter) -> web.Response:
+    def _notice(self, request: Request, site: Site, meter: Meter) -> None:
         period = meter.period()
         facts = notice.NoticeFacts(
             tenant=site.config.name,
-            host=request.headers.get("Host", ""),
+            host=request.head.host or "",
             used_bytes=meter.used(),
             cap_bytes=meter.cap,
             resets_at=period.resets_at(site.config.timezone),
             now=self.runtime.clock(),
         )
+        get = _header(request.headers, "accept")
         rendered = notice.render_notice(
             facts,
             status=site.config.notice.status,
             template=site.config.notice.template,
-            accept=request.headers.get("Accept"),
-            accept_language=request.headers.get("Accept-Language"),
+            accept=get,
+            accept_language=_header(request.headers, "accept-language"),
             method=request.method,
         )
-        resp = web.Response(status=rendered.status, body=rendered.body)
-        resp.headers.update(rendered.headers)  # Content-Length too: a HEAD's is the GET's
-        resp.headers["Server"] = SERVER
-        return resp
+        headers = [*rendered.headers, ("Server", SERVER)]
+        request.respond(rendered.status, headers, rendered.body, send_body=request.method != "HEAD")
+
+
+def _header(headers: list[Header], low: str) -> str | None:
+    for name, value in headers:
+        if name.lower() == low:
+            return value
+    return None
 
 
 class _Exchange:
     """One proxied request: the upload, the upstream response, and their metering."""
 
     def __init__(
-        self,
-        proxy: Proxy,
-        request: web.BaseRequest,
-        ingress: RequestIngress,
-        site: Site,
-        meter: Meter,
-        note: RequestNote,
-        *,
-        exempt: bool,
+        self, proxy: Proxy, request: Request, site: Site, meter: Meter, *, exempt: bool
     ) -> None:
         self.proxy = proxy
-        self.note = note
         self.request = request
-        self.ingress = ingress
         self.site = site
         self.meter = meter
         self.exempt = exempt
         self.cut = site.config.at_cap == "cut" and not exempt
-        self.writer = request.writer
         self.charged_out = 0
-        self.chunked = False
-        # Set while nobody is waiting on the request body; the upload and the
-        # lingering read must never wait on it at the same time.
-        self.body_idle = asyncio.Event()
-        self.body_idle.set()
+        self.sent_all = False
+        self.timeouts = proxy.runtime.snapshot.config.timeouts
 
-    def charge_out(self, upto: int | None = None) -> None:
-        """Charge what the writer handed the client socket (up to ``upto``)."""
-        sent = self.writer.output_size if upto is None else upto
+    def charge_out(self) -> None:
+        """Charge what was handed to the client socket since the last charge."""
+        sent = self.request.bytes_out
         self.meter.egress(sent - self.charged_out)
         self.charged_out = sent
 
-    async def run(self, raw_headers: list[Header]) -> web.StreamResponse:
-        request, meter, ingress = self.request, self.meter, self.ingress
+    async def run(self) -> None:
+        request, meter = self.request, self.meter
+        head = request.head
         snap = self.proxy.runtime.snapshot
-        meter.ingress(ingress.claim())
-        has_body = request.can_read_body
-        deadline = ResponseDeadline(snap.config.timeouts.upstream_response, body=has_body)
-        body: AsyncIterator[bytes] | None = None
-        if has_body:
-            expect = request.headers.get("Expect", "").lower() == "100-continue"
-            if expect and request.version >= (1, 1):
-                await self.writer.write(CONTINUE)
-                self.charge_out()
-            body = self._upload(deadline)
-        upgrade = upgrade_token(request) is not None
+        meter.ingress(request.claim_in())
+        has_body = request.body is not None
+        if has_body and head.expect_continue and not request.body_done:
+            request.conn.write(CONTINUE)
+            request.bytes_out += len(CONTINUE)
+            self.charge_out()
+        upgrade = upgrade_token(head.upgrade) is not None
         headers = upstream_request_headers(
-            raw_headers, peer=request.remote, trusted=snap.config.trusted_proxies, upgrade=upgrade
+            head.headers, peer=request.peer, trusted=snap.config.trusted_proxies, upgrade=upgrade
         )
-        tenant = self.site.config
+        upstream = self.site.config.upstream
+        if head.host is None:
+            headers.insert(0, ("Host", _host_header(upstream)))
+        if head.chunked:
+            headers.append(("Transfer-Encoding", "chunked"))
+        elif head.content_length is not None:
+            headers.append(("Content-Length", str(head.content_length)))
+        data = encode_head(f"{head.method} {upstream.base_path}{head.target} HTTP/1.1", headers)
         sent_at = time.monotonic()
+        conn: OriginConnection | None = None
         try:
-            async with open_response(
-                self.proxy.session,
-                method=request.method,
-                url=target_url(tenant.upstream, request.raw_path),
-                headers=headers,
-                body=body,
-                deadline=deadline,
-            ) as up:
-                self.note.upstream_seconds = time.monotonic() - sent_at
-                if upgrade and up.status == 101:
-                    # A tunnel has no end to finish: it is closed at the cap either way.
-                    return await tunnel(request, up, meter, self.charge_out, cut=not self.exempt)
-                response_class = web.StreamResponse if self.cut else _Coalesced
-                resp = response_class(
-                    status=up.status,
-                    reason=up.reason,
-                    headers=CIMultiDict(client_response_headers(_decoded(up.raw_headers))),
-                )
-                complete = await self._respond(resp, up)
-        except UpstreamError as exc:
-            self.note.outcome = "upstream_error"
-            log.warning("%s %s %s: %s", tenant.name, request.method, request.path, exc)
-            resp = _text(exc.status, PUBLIC_ERRORS.get(exc.status, f"{exc.status} error"))
-            complete = True
-        finally:
-            meter.ingress(ingress.claim())
-        if complete and has_body and not request.content.is_eof():
-            # The upstream answered without reading the whole body (a 413, a redirect).
-            await self.body_idle.wait()
-            if not resp.prepared:
-                try:
-                    await resp.prepare(request)
-                    await resp.write_eof()
-                except ConnectionError:
-                    return resp
-            await _linger(request, ingress, meter.ingress)
-        return resp
-
-    async def _upload(self, deadline: ResponseDeadline) -> AsyncIterator[bytes]:
-        """The request body, streamed upstream by aiohttp's writer task."""
-        content, meter, ingress = self.request.content, self.meter, self.ingress
-        while True:
-            self.body_idle.clear()
-            try:
-                chunk = await content.readany()
-            finally:
-                self.body_idle.set()
-            meter.ingress(ingress.claim())
-            if not chunk:
-                break
-            if self.cut and meter.blocked():
-                _abort(self.request)
+            conn = await self._exchange(upstream, data, has_body)
+            request.note.upstream_seconds = time.monotonic() - sent_at
+            up = conn.head
+            assert up is not None
+            if upgrade and up.status == 101:
+                await self._tunnel(conn)
+                conn = None
                 return
-            yield chunk
+            if await self._respond(conn) and (self.sent_all or not has_body):
+                self.proxy.pool.release(conn)
+                conn = None
+        except UpstreamError as exc:
+            request.note.outcome = "upstream_error"
+            log.warning("%s %s %s: %s", self.site.config.name, head.method, request.path, exc)
+            _text(request, exc.status, PUBLIC_ERRORS.get(exc.status, f"{exc.status} error"))
+        finally:
+            await self._stop_upload()
+            if conn is not None:
+                conn.close()
+            meter.ingress(request.claim_in())
+
+    async def _exchange(
+        self, upstream: UpstreamURL, head: bytes, has_body: bool
+    ) -> OriginConnection:
+        """Send the request and wait for the response head; one retry on a stale connection."""
+        pool = self.proxy.pool
+        conn = await pool.acquire(upstream)
+        for attempt in (0, 1):
+            deadline = ResponseDeadline(self.timeouts.upstream_response, body=has_body)
+            uploader: asyncio.Task[None] | None = None
+            try:
+                conn.begin(self.request.method)
+                async with deadline.scope():
+                    conn.send(head)
+                    if has_body:
+                        uploader = asyncio.get_running_loop().create_task(
+                            self._upload(conn, deadline)
+                        )
+                    await conn.response_head()
+                if uploader is not None:
+                    self.uploader = uploader
+                return conn
+            except TimeoutError as exc:
+                conn.close()
+                if uploader is not None:
+                    uploader.cancel()
+                raise timed_out() from exc
+            except (UpstreamBroken, UpstreamError) as exc:
+                conn.close()
+                if uploader is not None:
+                    uploader.cancel()
+                if attempt == 0 and conn.reused and not conn.received_any and not has_body:
+                    conn = await pool.acquire(upstream, fresh=True)
+                    continue
+                if isinstance(exc, UpstreamError):
+                    raise
+                raise UpstreamError(f"the upstream failed: {exc}") from exc
+        raise AssertionError("unreachable")
+
+    uploader: asyncio.Task[None] | None = None
+
+    async def _upload(self, conn: OriginConnection, deadline: ResponseDeadline) -> None:
+        """The request body, streamed upstream; the response deadline starts at its end."""
+        request, meter = self.request, self.meter
+        chunked = request.head.chunked
+        try:
+            while True:
+                piece = await request.read()
+                meter.ingress(request.claim_in())
+                if not piece:
+                    break
+                if self.cut and meter.blocked():
+                    request.conn.abort()
+                    conn.close()
+                    return
+                if chunked:
+                    conn.send_lines([chunk_prefix(len(piece)), piece, CRLF])
+                else:
+                    conn.send(piece)
+                await conn.drain()
+            if chunked:
+                conn.send(LAST_CHUNK)
+        except UpstreamBroken:
+            return  # the response side meets the error (or an early response)
+        except ConnectionError:
+            conn.close()  # the client left mid-body
+            return
+        self.sent_all = True
         deadline.start()
 
-    async def _respond(self, resp: web.StreamResponse, up: aiohttp.ClientResponse) -> bool:
+    async def _tunnel(self, conn: OriginConnection) -> None:
+        up = conn.head
+        assert up is not None
+        request = self.request
+        headers = client_response_headers(up.headers)
+        headers += [("Connection", "upgrade"), ("Upgrade", request.head.upgrade or "websocket")]
+        request.start_response(101, up.reason, headers, length=None, body=False)
+        self.charge_out()
+        # A tunnel has no end to finish: it is closed at the cap either way.
+        tunnel = Tunnel(request, conn, self.meter, cut=not self.exempt)
+        tunnel.start()
+        await tunnel.wait()
+
+    async def _respond(self, conn: OriginConnection) -> bool:
         """Stream the upstream's response; False when it could not be completed."""
         request, meter = self.request, self.meter
+        up = conn.head
+        assert up is not None
         try:
-            await resp.prepare(request)
+            return await self._stream(conn)
+        finally:
+            await self._stop_upload()
+            meter.ingress(request.claim_in())
+
+    async def _stop_upload(self) -> None:
+        """Stop sending the request body (the response is done, or failed)."""
+        uploader = self.uploader
+        if uploader is not None and not uploader.done():
+            uploader.cancel()
+            await asyncio.wait([uploader])
+
+    async def _stream(self, conn: OriginConnection) -> bool:
+        request = self.request
+        up = conn.head
+        assert up is not None
+        headers = client_response_headers(up.headers)
+        if not response_has_body(request.method, up.status):
+            request.start_response(up.status, up.reason, headers, length=None, body=False)
+            request.end()
+            self.charge_out()
+            return True
+        length = up.content_length
+        first = b"" if self.cut else conn.read_nowait()
+        try:
+            request.start_response(up.status, up.reason, headers, length=length, first=first)
         except ConnectionError:
-            up.close()
             return False
         self.charge_out()
-        self.chunked = resp.headers.get("Transfer-Encoding") == "chunked"
-        content = up.content
-        try:
-            ready = b"" if self.cut else content.read_nowait(-1)
-        except STREAM_ERRORS:
-            ready = b""  # the loop below meets the error and aborts
-        if not ready and not content.at_eof():
-            # A slow first byte (server-sent events, a long poll): the headers go now.
-            send_headers = getattr(self.writer, "send_headers", None)
-            if send_headers is not None:
-                send_headers()
+        read_timeout = self.timeouts.upstream_response
+        client = request.conn
         while True:
             try:
-                chunk, ready = (ready, b"") if ready else (await content.readany(), b"")
-            except STREAM_ERRORS as exc:
-                log.warning("%s: the upstream broke off mid-body: %r", meter.tenant, exc)
-                up.close()
-                _abort(request)
+                chunk = await conn.read(read_timeout)
+            except (UpstreamBroken, TimeoutError) as exc:
+                log.warning("%s: the upstream broke off mid-body: %r", self.meter.tenant, exc)
+                client.abort()
                 return False
             if not chunk:
                 break
@@ -355,30 +361,27 @@ class _Exchange:
             if self.cut:
                 room = self._room()
                 if room <= 0:
-                    up.close()
-                    _abort(request)
+                    client.abort()
                     return False
                 if len(chunk) > room:
                     chunk = chunk[:room]
                     stop_after = True
-            before = self.writer.output_size
             try:
-                await resp.write(chunk)
+                request.write(chunk)
             except ConnectionError:
-                # The client is gone: what the failed write handed over never reached it.
-                self.charge_out(before)
-                up.close()
                 return False
             self.charge_out()
             if stop_after:
-                up.close()
-                _abort(request)
+                client.abort()
                 return False
-        before = self.writer.output_size
+            if client.write_paused():
+                try:
+                    await client.drain()
+                except ConnectionError:
+                    return False
         try:
-            await resp.write_eof()
+            request.end()
         except ConnectionError:
-            self.charge_out(before)
             return False
         self.charge_out()
         return True
@@ -386,22 +389,6 @@ class _Exchange:
     def _room(self) -> int:
         """Body bytes that still fit under the cap, after the chunk framing they need."""
         remaining = self.meter.remaining()
-        if not self.chunked or remaining <= 0:
+        if not self.request.chunked_out or remaining <= 0:
             return remaining
         return max(0, remaining - len(f"{remaining:x}") - 4)  # "<hex>\r\n" ... "\r\n"
-
-
-class _Coalesced(web.StreamResponse):
-    """A proxied response whose headers leave with its first body bytes: one write, not two.
-
-    (``at_cap: cut`` keeps aiohttp's immediate headers, so the cut can count them first.)
-    """
-
-    _send_headers_immediately = False
-
-
-def _abort(request: web.BaseRequest) -> None:
-    """End the client connection without a clean end of body, so a client sees truncation."""
-    transport = request.transport
-    if transport is not None:
-        transport.close()

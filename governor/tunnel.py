@@ -1,168 +1,109 @@
 """WebSocket upgrades: a metered byte tunnel, opened only after the upstream says 101.
 
 Frames are not decoded or re-encoded: once both sides have switched protocols,
-bytes pass through unchanged, so what is counted is what crossed the wire. Both
-directions stream with backpressure: a side's reads pause while more than
-:data:`HIGH_WATER` bytes wait to be written to the other.
+bytes pass through unchanged, so what is counted is what crossed the wire. Each
+direction has backpressure: a side's reads pause while the other side's
+transport cannot take more.
 
-Invariant: the tunnel ends as a whole. When either side closes, the other side is
-closed after what was already received from the first has been written to it.
+Invariant: the tunnel ends as a whole. When either side closes, the other is
+closed after what was already received from the first has been written to it
+(a transport's close flushes its buffer first).
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
-from collections.abc import Callable
-from typing import Any, cast
 
-import aiohttp
-from aiohttp import web
-from multidict import CIMultiDict
-
-from governor.headers import Header, client_response_headers
+from governor.listener import Request
 from governor.meter import Meter
-from governor.wire import CountingRequestHandler
+from governor.origin import OriginConnection
 
-HIGH_WATER = 2**18
 SUPPORTED = frozenset({"websocket"})
 
 
-class Pipe:
-    """Bytes from one protocol, handed over as aiohttp's ``set_parser`` payload.
-
-    aiohttp feeds the raw bytes of an upgraded connection to whatever parser is
-    set; this one queues them for the pump and pauses the transport while the
-    queue is above the high-water mark.
-    """
-
-    def __init__(self, transport: asyncio.BaseTransport | None) -> None:
-        self._chunks: collections.deque[bytes] = collections.deque()
-        self._size = 0
-        self._eof = False
-        self._waiter: asyncio.Future[None] | None = None
-        self._transport = cast(asyncio.ReadTransport | None, transport)
-        self._paused = False
-
-    # The parser/payload interface aiohttp calls.
-    def feed_data(self, data: bytes, size: int = 0) -> tuple[bool, bytes]:
-        if data:
-            self._chunks.append(bytes(data))
-            self._size += len(data)
-            if self._size > HIGH_WATER and self._transport is not None and not self._paused:
-                self._paused = True
-                self._transport.pause_reading()
-            self._wake()
-        return False, b""
-
-    def feed_eof(self) -> None:
-        self._eof = True
-        self._wake()
-
-    def set_exception(self, exc: BaseException, exc_cause: BaseException | None = None) -> None:
-        self.feed_eof()
-
-    def _wake(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
-
-    async def read(self) -> bytes:
-        """The next bytes, or b"" once the side closed."""
-        while not self._chunks:
-            if self._eof:
-                return b""
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        data = self._chunks.popleft()
-        self._size -= len(data)
-        if self._paused and self._size <= HIGH_WATER // 2 and self._transport is not None:
-            self._paused = False
-            if not self._transport.is_closing():
-                self._transport.resume_reading()
-        return data
-
-
-def upgrade_token(request: web.BaseRequest) -> str | None:
-    """The requested protocol when this is an upgrade governor tunnels, else None."""
-    conn = request.headers.get("Connection", "")
-    if "upgrade" not in (t.strip().lower() for t in conn.split(",")):
+def upgrade_token(value: str | None) -> str | None:
+    """The requested protocol when it is one governor tunnels, else None."""
+    if value is None:
         return None
-    token = request.headers.get("Upgrade", "").strip().lower()
+    token = value.strip().lower()
     return token if token in SUPPORTED else None
 
 
-async def tunnel(
-    request: web.BaseRequest,
-    up: aiohttp.ClientResponse,
-    meter: Meter,
-    charge_out: Callable[[int | None], None],
-    *,
-    cut: bool,
-) -> web.StreamResponse:
-    """Answer the client's upgrade with the upstream's 101 and pump bytes both ways."""
-    headers: list[Header] = client_response_headers(
-        [(n.decode("latin-1"), v.decode("latin-1")) for n, v in up.raw_headers]
-    )
-    headers += [("Connection", "upgrade"), ("Upgrade", up.headers.get("Upgrade", "websocket"))]
-    resp = web.StreamResponse(status=101, reason=up.reason, headers=CIMultiDict(headers))
-    upstream_conn = up.connection
-    assert upstream_conn is not None
-    assert upstream_conn.protocol is not None
-    up_proto: Any = upstream_conn.protocol
-    up_transport = upstream_conn.transport
-    assert up_transport is not None
-    up_proto.read_timeout = None  # an idle WebSocket is not a silent upstream
-    from_upstream = Pipe(up_transport)
-    up_proto.set_parser(from_upstream, from_upstream)
+class Tunnel:
+    """Bytes both ways between a client connection and an upstream connection, metered."""
 
-    client_proto = cast(CountingRequestHandler, request.protocol)
-    from_client = Pipe(request.transport)
-    await resp.prepare(request)
-    charge_out(None)
-    client_proto.set_parser(from_client)  # type: ignore[arg-type]
+    def __init__(
+        self, request: Request, origin: OriginConnection, meter: Meter, *, cut: bool
+    ) -> None:
+        self.request = request
+        self.client = request.conn
+        self.origin = origin
+        self.meter = meter
+        self.cut = cut
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
-    def over_cap() -> bool:
-        return cut and meter.blocked()
+    def start(self) -> None:
+        """Switch both connections to the tunnel; pass on what each had already sent."""
+        from_client = self.client.switch(self)
+        from_origin = self.origin.switch(self)
+        if from_client:
+            self.client_data(from_client)
+        if from_origin:
+            self.origin_data(from_origin)
 
-    async def client_to_upstream() -> None:
-        while (data := await from_client.read()) and not up_transport.is_closing():
-            meter.ingress(client_proto.claim_in())
-            if over_cap():
-                break
-            up_transport.write(data)
-            if up_transport.get_write_buffer_size() > HIGH_WATER:
-                await _drained(up_proto)
-        meter.ingress(client_proto.claim_in())
-        up_transport.close()
+    async def wait(self) -> None:
+        await self.done
 
-    async def upstream_to_client() -> None:
-        while data := await from_upstream.read():
-            if over_cap():
-                break
-            try:
-                await resp.write(data)
-            except ConnectionError:
-                break
-            finally:
-                charge_out(None)
-        transport = request.transport
-        if transport is not None:
-            transport.close()
+    def _over_cap(self) -> bool:
+        return self.cut and self.meter.blocked()
 
-    try:
-        async with asyncio.TaskGroup() as pumps:
-            pumps.create_task(client_to_upstream())
-            pumps.create_task(upstream_to_client())
-    finally:
-        up_transport.close()
-        upstream_conn.close()
-        meter.ingress(client_proto.claim_in())
-    return resp
+    # From the client.
+    def client_data(self, data: bytes) -> None:
+        self.request.received += len(data)
+        self.meter.ingress(self.request.claim_in())
+        if self._over_cap():
+            self.close()
+            return
+        try:
+            self.origin.send(data)
+        except ConnectionError:
+            self.close()
+            return
+        if self.origin.write_paused():
+            self.client.pause_reading()
 
+    def client_closed(self) -> None:
+        self.close()
 
-async def _drained(protocol: Any) -> None:
-    """Wait until the transport under ``protocol`` accepts writes again."""
-    await protocol._drain_helper()
+    def client_writable(self) -> None:
+        self.origin.resume_reading()
+
+    # From the upstream.
+    def origin_data(self, data: bytes) -> None:
+        if self._over_cap():
+            self.close()
+            return
+        try:
+            self.client.write(data)
+        except ConnectionError:
+            self.close()
+            return
+        self.request.bytes_out += len(data)
+        self.meter.egress(len(data))
+        if self.client.write_paused():
+            self.origin.pause_reading()
+
+    def origin_closed(self) -> None:
+        self.close()
+
+    def origin_writable(self) -> None:
+        self.client.resume_reading()
+
+    def close(self) -> None:
+        """End the tunnel: both sides closed, the waiter woken."""
+        self.origin.close()
+        if self.client.transport is not None:
+            self.client.transport.close()
+        if not self.done.done():
+            self.request.ended = True
+            self.done.set_result(None)

@@ -1,0 +1,433 @@
+"""HTTP/1.1 message framing, pure: heads parsed strictly, bodies framed to the byte.
+
+No I/O and no awaits: callers hand bytes in and get back a parsed head with its
+exact size on the wire, or body pieces together with how many raw bytes they
+used. That is what lets the proxy charge every received byte to the one request
+it belongs to, and rebuild framing on each side instead of copying it.
+
+Strictness (RFC 9112), because a message two parsers could read two ways is how
+requests are smuggled: a request is refused with :class:`BadMessage` when it has
+Content-Length and Transfer-Encoding together, differing or malformed
+Content-Length values, a Transfer-Encoding other than ``chunked`` (or any in
+HTTP/1.0), obs-fold, a bare CR or LF, a control character in a field, a bad
+field name, more than one Host, or a malformed chunk size, extension or end.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+Header = tuple[str, str]
+
+CRLF = b"\r\n"
+HEAD_END = b"\r\n\r\n"
+
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# Control characters other than HTAB, CR and LF (CR and LF are checked as pairs).
+_CTL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_TARGET_BAD = re.compile(rb"[\x00-\x20\x7f]")
+_DIGITS = re.compile(rb"[0-9]{1,18}")
+_STATUS = re.compile(rb"HTTP/1\.([01]) ([1-9][0-9][0-9])(?: ([^\x00-\x08\x0a-\x1f\x7f]*))?")
+_OWS = b" \t"
+_TOKEN_RE = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_QUOTED_RE = rb'"(?:[^"\\\x00-\x08\x0a-\x1f\x7f]|\\.)*"'
+_CHUNK_LINE = re.compile(
+    rb"([0-9A-Fa-f]{1,15})"
+    rb"(?:[ \t]*;[ \t]*"
+    + _TOKEN_RE
+    + rb"(?:[ \t]*=[ \t]*(?:"
+    + _TOKEN_RE
+    + rb"|"
+    + _QUOTED_RE
+    + rb"))?)*"
+    rb"[ \t]*"
+)
+
+CHUNK_LINE_MAX = 4096
+TRAILERS_MAX = 16384
+
+
+class BadMessage(Exception):
+    """A message governor refuses to read: answered with ``status``, then the connection closes."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Limits:
+    """How large a request head may be; beyond them the request is refused."""
+
+    request_line: int = 8192  # 414 URI Too Long
+    field: int = 8192  # one header line: 431
+    head: int = 65536  # the whole head: 431
+    fields: int = 100  # header lines: 431
+
+
+@dataclass(slots=True, kw_only=True)
+class RequestHead:
+    """A parsed request head and what it says about framing."""
+
+    method: str
+    target: str
+    version: tuple[int, int]
+    headers: list[Header]
+    size: int  # bytes on the wire, CRLFCRLF included
+    host: str | None
+    content_length: int | None
+    chunked: bool
+    keep_alive: bool
+    expect_continue: bool
+    upgrade: str | None  # the Upgrade header, when Connection names it
+
+    @property
+    def has_body(self) -> bool:
+        """Whether a body follows the head."""
+        return self.chunked or bool(self.content_length)
+
+
+@dataclass(slots=True, kw_only=True)
+class ResponseHead:
+    """A parsed response head from an upstream."""
+
+    status: int
+    reason: str
+    version: tuple[int, int]
+    headers: list[Header]
+    size: int
+    content_length: int | None
+    chunked: bool
+    keep_alive: bool
+
+
+def _split_head(head: bytes) -> list[bytes]:
+    """The lines of a head (without its final CRLFCRLF); bare CR or LF is refused."""
+    if head.count(b"\n") != head.count(CRLF) or head.count(b"\r") != head.count(CRLF):
+        raise BadMessage(400, "a bare CR or LF in the head")
+    if _CTL.search(head) is not None:
+        raise BadMessage(400, "a control character in the head")
+    return head.split(CRLF)
+
+
+def _fields(lines: list[bytes], limits: Limits | None) -> list[Header]:
+    """Header lines as (name, value) strings, checked one by one."""
+    if limits is not None and len(lines) > limits.fields:
+        raise BadMessage(431, "too many header fields")
+    out: list[Header] = []
+    append = out.append
+    field_max = limits.field if limits is not None else 1 << 30
+    for line in lines:
+        if not line:
+            raise BadMessage(400, "an empty header line")
+        if line[0] in _OWS:
+            raise BadMessage(400, "obs-fold (a header line starting with whitespace)")
+        if len(line) > field_max:
+            raise BadMessage(431, "a header field is too large")
+        name, sep, value = line.partition(b":")
+        if not sep or _TOKEN.fullmatch(name) is None:
+            raise BadMessage(400, "a malformed header field name")
+        append((name.decode("ascii"), value.strip(_OWS).decode("latin-1")))
+    return out
+
+
+def _content_length(values: list[str]) -> int:
+    seen: set[bytes] = set()
+    for value in values:
+        for item in value.encode("latin-1").split(b","):
+            item = item.strip(_OWS)
+            if _DIGITS.fullmatch(item) is None:
+                raise BadMessage(400, "a malformed Content-Length")
+            seen.add(item.lstrip(b"0") or b"0")
+    if len(seen) != 1:
+        raise BadMessage(400, "differing Content-Length values")
+    return int(seen.pop())
+
+
+def _tokens(values: list[str]) -> list[str]:
+    return [t.strip().lower() for v in values for t in v.split(",") if t.strip()]
+
+
+class _Framing:
+    """The framing fields of a header list, found in one pass."""
+
+    __slots__ = ("connection", "content_length", "expect", "host", "transfer_encoding", "upgrade")
+
+    def __init__(self, headers: list[Header]) -> None:
+        self.host: list[str] = []
+        self.content_length: list[str] = []
+        self.transfer_encoding: list[str] = []
+        self.connection: list[str] = []
+        self.expect: list[str] = []
+        self.upgrade: list[str] = []
+        for name, value in headers:
+            low = name.lower()
+            if low in _FRAMING:
+                getattr(self, _FRAMING[low]).append(value)
+
+
+_FRAMING = {
+    "host": "host",
+    "content-length": "content_length",
+    "transfer-encoding": "transfer_encoding",
+    "connection": "connection",
+    "expect": "expect",
+    "upgrade": "upgrade",
+}
+
+
+def parse_request_head(buf: bytes | bytearray, limits: Limits) -> RequestHead | None:
+    """The request head at the start of ``buf``, or None while it is incomplete.
+
+    Raises BadMessage for a head governor will not read (the connection must then
+    close, since where the next request starts is unknown).
+    """
+    end = buf.find(HEAD_END)
+    if end < 0:
+        first = buf.find(CRLF)
+        if first < 0 and len(buf) > limits.request_line:
+            raise BadMessage(414, "the request line is too long")
+        if len(buf) > limits.head:
+            raise BadMessage(431, "the request head is too large")
+        return None
+    if end + 4 > limits.head:
+        raise BadMessage(431, "the request head is too large")
+    lines = _split_head(bytes(buf[:end]))
+    line = lines[0]
+    if len(line) > limits.request_line:
+        raise BadMessage(414, "the request line is too long")
+    parts = line.split(b" ")
+    if len(parts) != 3:
+        raise BadMessage(400, "a malformed request line")
+    method_b, target_b, version_b = parts
+    if _TOKEN.fullmatch(method_b) is None:
+        raise BadMessage(400, "a malformed method")
+    if not target_b or _TARGET_BAD.search(target_b) is not None:
+        raise BadMessage(400, "a malformed request target")
+    if version_b == b"HTTP/1.1":
+        version = (1, 1)
+    elif version_b == b"HTTP/1.0":
+        version = (1, 0)
+    elif re.fullmatch(rb"HTTP/[0-9]\.[0-9]", version_b):
+        raise BadMessage(505, "only HTTP/1.0 and HTTP/1.1 are served")
+    else:
+        raise BadMessage(400, "a malformed HTTP version")
+    headers = _fields(lines[1:], limits)
+    f = _Framing(headers)
+    if len(f.host) > 1:
+        raise BadMessage(400, "more than one Host header")
+    host = f.host[0] if f.host else None
+    if host is not None and (not host or " " in host or "\t" in host):
+        raise BadMessage(400, "a malformed Host header")
+    if version >= (1, 1) and host is None:
+        raise BadMessage(400, "no Host header")
+    chunked = False
+    if f.transfer_encoding:
+        if version < (1, 1):
+            raise BadMessage(400, "Transfer-Encoding in an HTTP/1.0 request")
+        if f.content_length:
+            raise BadMessage(400, "both Content-Length and Transfer-Encoding")
+        if _tokens(f.transfer_encoding) != ["chunked"]:
+            raise BadMessage(400, "a Transfer-Encoding other than chunked")
+        chunked = True
+    content_length = _content_length(f.content_length) if f.content_length else None
+    conn = _tokens(f.connection)
+    keep_alive = "close" not in conn if version >= (1, 1) else "keep-alive" in conn
+    expect = [e.lower() for e in f.expect]
+    upgrade = f.upgrade[0] if f.upgrade and "upgrade" in conn and version >= (1, 1) else None
+    return RequestHead(
+        method=method_b.decode("ascii"),
+        target=target_b.decode("latin-1"),
+        version=version,
+        headers=headers,
+        size=end + 4,
+        host=host,
+        content_length=content_length,
+        chunked=chunked,
+        keep_alive=keep_alive,
+        expect_continue=version >= (1, 1) and expect == ["100-continue"],
+        upgrade=upgrade,
+    )
+
+
+def parse_response_head(buf: bytes | bytearray, *, max_size: int = 65536) -> ResponseHead | None:
+    """The response head at the start of ``buf``, or None while it is incomplete.
+
+    Raises BadMessage (status 502) for a response governor cannot pass on safely.
+    """
+    end = buf.find(HEAD_END)
+    if end < 0:
+        if len(buf) > max_size:
+            raise BadMessage(502, "the upstream's response head is too large")
+        return None
+    try:
+        lines = _split_head(bytes(buf[:end]))
+        m = _STATUS.fullmatch(lines[0])
+        if m is None:
+            raise BadMessage(502, "a malformed status line")
+        headers = _fields(lines[1:], None)
+        f = _Framing(headers)
+        chunked = False
+        if f.transfer_encoding:
+            tokens = _tokens(f.transfer_encoding)
+            if not tokens or tokens[-1] != "chunked":
+                raise BadMessage(502, "a response body without a final chunked coding")
+            if tokens != ["chunked"]:
+                raise BadMessage(502, "a Transfer-Encoding other than chunked")
+            chunked = True
+        content_length = (
+            _content_length(f.content_length) if f.content_length and not chunked else None
+        )
+    except BadMessage as exc:
+        raise BadMessage(502, f"the upstream's response: {exc.reason}") from None
+    version = (1, int(m.group(1)))
+    conn = _tokens(f.connection)
+    keep_alive = "close" not in conn if version >= (1, 1) else "keep-alive" in conn
+    reason = (m.group(3) or b"").decode("latin-1")
+    return ResponseHead(
+        status=int(m.group(2)),
+        reason=reason,
+        version=version,
+        headers=headers,
+        size=end + 4,
+        content_length=content_length,
+        chunked=chunked,
+        keep_alive=keep_alive,
+    )
+
+
+def response_has_body(method: str, status: int) -> bool:
+    """Whether a response to ``method`` with ``status`` carries a body (RFC 9112 §6.3)."""
+    return not (method == "HEAD" or status < 200 or status in (204, 304))
+
+
+# Body framings.
+LENGTH, CHUNKED, UNTIL_CLOSE = 0, 1, 2
+_SIZE, _DATA, _DATA_END, _TRAILERS, _DONE = range(5)
+
+
+class BodyReader:
+    """Reads one body's framing: which received bytes are body, and where it ends.
+
+    ``feed(data)`` returns the body pieces found in ``data`` (chunk framing taken
+    off) and how many bytes of ``data`` belong to this body; the rest belongs to
+    whatever follows it on the connection. ``done`` turns True at the body's end.
+    An UNTIL_CLOSE body ends only with :meth:`close`.
+    """
+
+    __slots__ = ("_line", "_remaining", "_state", "_status", "done", "framing", "raw")
+
+    def __init__(self, framing: int, length: int = 0, *, error_status: int = 400) -> None:
+        self.framing = framing
+        self._remaining = length
+        self._state = _DATA if framing == LENGTH else _SIZE
+        self._line = b""
+        self.raw = 0  # bytes of framing and body consumed so far
+        self.done = framing == LENGTH and length == 0
+        self._status = error_status  # 400 for a request body, 502 for a response body
+
+    def feed(self, data: bytes) -> tuple[list[bytes], int]:
+        """Body pieces in ``data`` and the number of bytes of ``data`` this body used."""
+        if self.done or not data:
+            return [], 0
+        if self.framing == LENGTH:
+            n = self._remaining
+            if len(data) <= n:
+                self._remaining = n - len(data)
+                self.done = self._remaining == 0
+                self.raw += len(data)
+                return [data], len(data)
+            self._remaining = 0
+            self.done = True
+            self.raw += n
+            return [data[:n]], n
+        if self.framing == UNTIL_CLOSE:
+            self.raw += len(data)
+            return [data], len(data)
+        pieces, used = self._chunked(data)
+        self.raw += used
+        return pieces, used
+
+    def close(self) -> bool:
+        """The connection ended: the end of an UNTIL_CLOSE body, else a truncated one.
+
+        Returns whether the body is complete.
+        """
+        if self.framing == UNTIL_CLOSE:
+            self.done = True
+        return self.done
+
+    def _chunked(self, data: bytes) -> tuple[list[bytes], int]:
+        pieces: list[bytes] = []
+        pos, size = 0, len(data)
+        while pos < size and self._state != _DONE:
+            state = self._state
+            if state == _DATA:
+                take = min(self._remaining, size - pos)
+                pieces.append(data[pos : pos + take] if take != size else data)
+                pos += take
+                self._remaining -= take
+                if self._remaining == 0:
+                    self._state = _DATA_END
+            elif state in (_SIZE, _TRAILERS):
+                eol = data.find(b"\n", pos)
+                chunk = data[pos:] if eol < 0 else data[pos : eol + 1]
+                self._line += chunk
+                pos += len(chunk)
+                limit = CHUNK_LINE_MAX if state == _SIZE else TRAILERS_MAX
+                if len(self._line) > limit:
+                    raise BadMessage(self._status, "a chunk size line or trailer is too long")
+                if eol < 0:
+                    break
+                line, self._line = self._line, b""
+                if not line.endswith(CRLF) or b"\r" in line[:-2]:
+                    raise BadMessage(self._status, "a bare CR or LF in the chunked framing")
+                if state == _SIZE:
+                    self._size_line(line[:-2])
+                elif line == CRLF:
+                    self._state = _DONE
+                elif line[0] in _OWS or b":" not in line or _CTL.search(line):
+                    raise BadMessage(self._status, "a malformed trailer field")
+            else:  # _DATA_END: exactly CRLF after the chunk's data
+                need = CRLF[len(self._line) :]
+                got = data[pos : pos + len(need)]
+                if need[: len(got)] != got:
+                    raise BadMessage(self._status, "a chunk's data is not followed by CRLF")
+                self._line += got
+                pos += len(got)
+                if len(self._line) == 2:
+                    self._line = b""
+                    self._state = _SIZE
+        if self._state == _DONE:
+            self.done = True
+        return pieces, pos
+
+    def _size_line(self, line: bytes) -> None:
+        m = _CHUNK_LINE.fullmatch(line)
+        if m is None:
+            raise BadMessage(self._status, "a malformed chunk size or extension")
+        n = int(m.group(1), 16)
+        if n == 0:
+            self._state = _TRAILERS
+        else:
+            self._remaining = n
+            self._state = _DATA
+
+
+def encode_head(first_line: str, headers: list[Header]) -> bytes:
+    """A message head: the first line, the fields, and the blank line."""
+    parts = [first_line, "\r\n"]
+    for name, value in headers:
+        parts += (name, ": ", value, "\r\n")
+    parts.append("\r\n")
+    return "".join(parts).encode("latin-1")
+
+
+def chunk_prefix(size: int) -> bytes:
+    """The framing before a chunk of ``size`` bytes (the chunk is followed by CRLF)."""
+    return b"%x\r\n" % size
+
+
+LAST_CHUNK = b"0\r\n\r\n"

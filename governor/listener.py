@@ -1,0 +1,679 @@
+"""The client side: governor's own HTTP/1.1 server, on asyncio protocols.
+
+Why not aiohttp's server: a proxy needs the exact bytes of every request on the
+wire, and per request aiohttp's server builds far more than a proxy uses. Here
+one :class:`ClientConnection` per socket parses heads with :mod:`governor.http1`,
+runs one handler task per request (owned by the connection, cancelled when the
+client leaves), streams the request body to it with backpressure, and frames the
+response.
+
+Invariants:
+
+* Every received byte is charged to exactly one request: its head (by size) and
+  its body (by framing); bytes after a body wait in the buffer for the next
+  request. Every byte written is counted as it is handed to the transport.
+* A request whose framing cannot be trusted gets a 4xx and the connection closes.
+* One request at a time per connection; pipelined requests wait, unparsed.
+* :meth:`HTTPServer.shutdown` stops accepting, closes idle connections, lets
+  requests in flight finish within the timeout, then closes the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol, cast
+from urllib.parse import unquote
+
+from governor.events import RequestNote, RequestSink, report
+from governor.http1 import (
+    CHUNKED,
+    CRLF,
+    LAST_CHUNK,
+    LENGTH,
+    BadMessage,
+    BodyReader,
+    Header,
+    Limits,
+    RequestHead,
+    chunk_prefix,
+    encode_head,
+)
+
+log = logging.getLogger("governor.listener")
+
+HIGH_WATER = 2**18  # request body bytes buffered before reads from the client pause
+LINGER = 10.0  # seconds to read and drop a request body nobody read, after the response
+SERVER = "governor"  # on governor's own answers; proxied responses keep the upstream's
+
+REASONS = {
+    100: "Continue",
+    101: "Switching Protocols",
+    200: "OK",
+    400: "Bad Request",
+    405: "Method Not Allowed",
+    408: "Request Timeout",
+    413: "Content Too Large",
+    414: "URI Too Long",
+    421: "Misdirected Request",
+    429: "Too Many Requests",
+    431: "Request Header Fields Too Large",
+    500: "Internal Server Error",
+    501: "Not Implemented",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+    505: "HTTP Version Not Supported",
+    509: "Bandwidth Limit Exceeded",
+}
+
+
+class TunnelSink(Protocol):
+    """Where a connection's bytes go once it switched protocols."""
+
+    def client_data(self, data: bytes) -> None: ...
+
+    def client_closed(self) -> None: ...
+
+    def client_writable(self) -> None: ...
+
+
+class Request:
+    """One request on a connection: its head, its body stream, and its response."""
+
+    __slots__ = (
+        "_eof",
+        "_pieces",
+        "_queued",
+        "_waiter",
+        "body",
+        "bytes_out",
+        "chunked_out",
+        "claimed_in",
+        "conn",
+        "ended",
+        "head",
+        "keep_alive",
+        "note",
+        "path",
+        "received",
+        "started",
+        "status",
+    )
+
+    def __init__(self, conn: ClientConnection, head: RequestHead, note: RequestNote) -> None:
+        self.conn = conn
+        self.head = head
+        self.note = note
+        self.started = time.monotonic()
+        target = head.target
+        if target.startswith(("http://", "https://")):  # absolute-form: keep the path
+            slash = target.find("/", target.find("//") + 2)
+            target = target[slash:] if slash >= 0 else "/"
+            head.target = target
+        self.path = unquote(target.partition("?")[0], "utf-8", "replace")
+        self.received = head.size  # bytes of this request received so far
+        self.claimed_in = 0
+        self.body: BodyReader | None = None
+        if head.chunked:
+            self.body = BodyReader(CHUNKED)
+        elif head.content_length:
+            self.body = BodyReader(LENGTH, head.content_length)
+        self._pieces: collections.deque[bytes] = collections.deque()
+        self._queued = 0
+        self._eof = self.body is None
+        self._waiter: asyncio.Future[None] | None = None
+        self.keep_alive = head.keep_alive
+        self.status = 0  # of the response, once started
+        self.bytes_out = 0
+        self.chunked_out = False
+        self.ended = False  # the response was completed cleanly
+
+    @property
+    def method(self) -> str:
+        return self.head.method
+
+    @property
+    def headers(self) -> list[Header]:
+        return self.head.headers
+
+    @property
+    def peer(self) -> str | None:
+        return self.conn.peer
+
+    @property
+    def started_response(self) -> bool:
+        return self.status != 0
+
+    def claim_in(self) -> int:
+        """This request's bytes received since the last claim."""
+        n = self.received - self.claimed_in
+        self.claimed_in = self.received
+        return n
+
+    # The request body.
+    @property
+    def body_done(self) -> bool:
+        """Whether the whole body was received (True for a request without one)."""
+        return self.body is None or self.body.done
+
+    def _feed(self, data: bytes) -> int:
+        """Body bytes from the connection; returns how many of them this body used."""
+        body = self.body
+        assert body is not None
+        pieces, used = body.feed(data)
+        self.received += used
+        for piece in pieces:
+            self._pieces.append(piece)
+            self._queued += len(piece)
+        if body.done:
+            self._eof = True
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        return used
+
+    def _fail(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def read(self) -> bytes:
+        """The next piece of the request body; ``b""`` at its end.
+
+        Raises ConnectionResetError when the client leaves before the end.
+        """
+        while True:
+            if self._pieces:
+                piece = self._pieces.popleft()
+                self._queued -= len(piece)
+                if self._queued < HIGH_WATER:
+                    self.conn._resume_body()
+                return piece
+            if self._eof:
+                return b""
+            if self.conn.closed:
+                raise ConnectionResetError("the client closed the connection mid-body")
+            if self.conn.body_error is not None:
+                raise ConnectionResetError(f"a malformed request body: {self.conn.body_error}")
+            self._waiter = self.conn.loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+
+    def buffered(self) -> bool:
+        return self._queued > HIGH_WATER
+
+    # The response.
+    def start_response(
+        self,
+        status: int,
+        reason: str | None,
+        headers: Sequence[Header],
+        *,
+        length: int | None,
+        body: bool = True,
+        first: bytes = b"",
+    ) -> None:
+        """Send the response head (with ``first`` body bytes in the same write).
+
+        With ``body`` the framing is governor's: Content-Length when ``length`` is
+        known, else chunked for HTTP/1.1 clients and close-delimited for HTTP/1.0.
+        Without ``body`` (HEAD, 1xx, 204, 304) the headers pass as given, a
+        Content-Length among them included.
+        """
+        conn = self.conn
+        if status == 101:  # switching protocols: the headers are the handshake's
+            self.status = status
+            data = encode_head(f"HTTP/1.1 101 {reason or 'Switching Protocols'}", list(headers))
+            conn.write(data)
+            self.bytes_out += len(data)
+            return
+        out = [(n, v) for n, v in headers if not _is_framing(n, body)]
+        if body:
+            if length is not None:
+                out.append(("Content-Length", str(length)))
+            elif self.head.version >= (1, 1):
+                out.append(("Transfer-Encoding", "chunked"))
+                self.chunked_out = True
+            else:
+                self.keep_alive = False
+        if conn.closing or (not self.body_done and not self.keep_alive):
+            self.keep_alive = False
+        if not self.keep_alive:
+            out.append(("Connection", "close"))
+        elif self.head.version < (1, 1):
+            out.append(("Connection", "keep-alive"))
+        self.status = status
+        line = f"HTTP/1.1 {status} {reason or REASONS.get(status, 'Unknown')}"
+        data = encode_head(line, out)
+        if first:
+            if self.chunked_out:
+                conn.writelines((data, chunk_prefix(len(first)), first, CRLF))
+                self.bytes_out += len(data) + len(first) + len(chunk_prefix(len(first))) + 2
+                return
+            data += first
+        conn.write(data)
+        self.bytes_out += len(data)
+
+    def write(self, data: bytes) -> int:
+        """Send body bytes; returns the bytes handed to the socket (framing included)."""
+        if not data:
+            return 0
+        if self.chunked_out:
+            prefix = chunk_prefix(len(data))
+            self.conn.writelines((prefix, data, CRLF))
+            n = len(prefix) + len(data) + 2
+        else:
+            self.conn.write(data)
+            n = len(data)
+        self.bytes_out += n
+        return n
+
+    def end(self) -> int:
+        """Complete the response; returns the bytes that took."""
+        n = 0
+        if self.chunked_out:
+            self.conn.write(LAST_CHUNK)
+            n = len(LAST_CHUNK)
+            self.bytes_out += n
+        self.ended = True
+        return n
+
+    def respond(
+        self, status: int, headers: Sequence[Header], body: bytes, *, send_body: bool = True
+    ) -> None:
+        """A whole small response of governor's own, in one write."""
+        if send_body:
+            self.start_response(status, None, headers, length=len(body), first=body)
+        else:
+            self.start_response(status, None, headers, length=None, body=False)
+        self.end()
+
+    async def drain(self) -> None:
+        """Wait while the client's socket buffer is full."""
+        await self.conn.drain()
+
+
+_FRAMING_OUT = frozenset({"content-length", "transfer-encoding", "connection", "keep-alive"})
+
+
+def _is_framing(name: str, body: bool) -> bool:
+    low = name.lower()
+    if body:
+        return low in _FRAMING_OUT
+    return low != "content-length" and low in _FRAMING_OUT
+
+
+Handler = Callable[[Request], Awaitable[None]]
+
+
+class ClientConnection(asyncio.Protocol):
+    """One client connection: heads, bodies, responses, keep-alive and its timers."""
+
+    def __init__(self, server: HTTPServer) -> None:
+        self.server = server
+        self.loop = server.loop
+        self.transport: asyncio.Transport | None = None
+        self.peer: str | None = None
+        self.closed = False
+        self.closing = False  # the server is shutting down: close after this request
+        self.body_error: str | None = None
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self._buf = b""
+        self._request: Request | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._read_paused = False
+        self._write_paused = False
+        self._drain_waiter: asyncio.Future[None] | None = None
+        self._sink: TunnelSink | None = None
+
+    # asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        peer = transport.get_extra_info("peername")
+        self.peer = peer[0] if isinstance(peer, tuple) else None
+        self.server.connections.add(self)
+        self._idle()
+
+    def data_received(self, data: bytes) -> None:
+        self.bytes_in += len(data)
+        if self._sink is not None:
+            self._sink.client_data(data)
+            return
+        request = self._request
+        if request is not None and request.body is not None and not request.body.done:
+            try:
+                used = request._feed(data)
+            except BadMessage as exc:
+                self.body_error = exc.reason
+                self.closing = True
+                request._fail()
+                self._pause_reading()
+                return
+            if request.buffered():
+                self._pause_reading()
+            data = data[used:]
+            if not data:
+                return
+        self._buf += data
+        if request is None:
+            self._next_request()
+        elif len(self._buf) > self.server.limits.head:
+            self._pause_reading()  # pipelined requests wait until this one is answered
+
+    def eof_received(self) -> bool | None:
+        if self._request is None and self._sink is None:
+            return None  # close
+        return True  # half-close: the request in flight still gets its response
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.server.connections.discard(self)
+        self._cancel_timer()
+        if self._sink is not None:
+            self._sink.client_closed()
+        request = self._request
+        if request is not None:
+            request._fail()
+        waiter = self._drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(ConnectionResetError("the client closed the connection"))
+        task = self._task
+        if task is not None and not task.done() and self._sink is None:
+            task.cancel()
+        self.server.connection_closed()
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        if self._sink is not None:
+            self._sink.client_writable()
+        waiter = self._drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # Writing.
+    def write(self, data: bytes) -> None:
+        if self.closed or self.transport is None or self.transport.is_closing():
+            raise ConnectionResetError("the client connection is closed")
+        self.transport.write(data)
+        self.bytes_out += len(data)
+
+    def writelines(self, parts: Sequence[bytes]) -> None:
+        if self.closed or self.transport is None or self.transport.is_closing():
+            raise ConnectionResetError("the client connection is closed")
+        self.transport.writelines(parts)
+        self.bytes_out += sum(len(p) for p in parts)
+
+    async def drain(self) -> None:
+        if self.closed:
+            raise ConnectionResetError("the client connection is closed")
+        if not self._write_paused:
+            return
+        self._drain_waiter = self.loop.create_future()
+        try:
+            await self._drain_waiter
+        finally:
+            self._drain_waiter = None
+
+    def abort(self) -> None:
+        """End the connection without a clean end of body, so the client sees truncation."""
+        self.closing = True
+        if self.transport is not None:
+            self.transport.close()
+
+    # Tunnels.
+    def switch(self, sink: TunnelSink) -> bytes:
+        """Hand every further byte to ``sink``; returns those already received."""
+        self._sink = sink
+        rest, self._buf = self._buf, b""
+        self._resume_reading()
+        return rest
+
+    def pause_reading(self) -> None:
+        self._pause_reading()
+
+    def write_paused(self) -> bool:
+        return self._write_paused
+
+    def resume_reading(self) -> None:
+        self._resume_reading()
+
+    # Requests.
+    def _next_request(self) -> None:
+        """Parse the next head from the buffer and start its handler, if it is complete."""
+        if self.closed or (self.closing and not self._buf):
+            return
+        try:
+            head = self.server.parse(self._buf)
+        except BadMessage as exc:
+            self._refuse(exc.status, exc.reason)
+            return
+        if head is None:
+            self._idle()
+            return
+        self._cancel_timer()
+        self._buf = self._buf[head.size :]
+        note = RequestNote(sinks=self.server.sinks, client=self.peer or "")
+        request = Request(self, head, note)
+        self._request = request
+        if request.body is not None and self._buf:
+            data, self._buf = self._buf, b""
+            try:
+                used = request._feed(data)
+            except BadMessage as exc:
+                self.body_error = exc.reason
+                self.closing = True
+                used = len(data)
+            self._buf = data[used:]
+        self._task = self.loop.create_task(self._serve(request))
+
+    async def _serve(self, request: Request) -> None:
+        try:
+            await self.server.handler(request)
+            if self._sink is not None:
+                return
+            if not request.ended:
+                self.abort()
+            elif not request.body_done and not self.closed:
+                await self._linger(request)
+        except asyncio.CancelledError:
+            if not self.closed:
+                raise
+        except ConnectionError:
+            self.abort()
+        except Exception:
+            log.exception("an unexpected error answering %s %s", request.method, request.path)
+            if not request.started_response and not self.closed:
+                with contextlib.suppress(ConnectionError):
+                    request.respond(500, _plain(), b"500 Internal Server Error\n")
+            self.abort()
+        finally:
+            self._finished(request)
+
+    async def _linger(self, request: Request) -> None:
+        """Read and drop the rest of a body nobody read, so the connection stays in step.
+
+        Its bytes are charged like the rest of the request's (via ``note.charge_in``);
+        a client still sending after :data:`LINGER` seconds is disconnected.
+        """
+        try:
+            async with asyncio.timeout(LINGER):
+                while await request.read():
+                    request.note.charge_in(request.claim_in())
+        except TimeoutError:
+            self.abort()
+        except ConnectionError:
+            pass
+        request.note.charge_in(request.claim_in())
+
+    def _finished(self, request: Request) -> None:
+        self._task = None
+        self._request = None
+        request.note.charge_in(request.claim_in())
+        report(request.note, request)
+        if self.closed or self._sink is not None:
+            return
+        if not request.keep_alive or self.closing or not request.body_done:
+            if self.transport is not None:
+                self.transport.close()
+            return
+        self._resume_reading()
+        self._next_request()
+
+    def _refuse(self, status: int, reason: str) -> None:
+        """Answer a request that cannot be read, then close."""
+        self.closing = True
+        self.server.refused(status, reason, self.peer)
+        body = f"{status} {REASONS.get(status, 'Bad Request')}: {reason}\n".encode()
+        head = [("Content-Type", "text/plain; charset=utf-8"), ("Cache-Control", "no-store")]
+        head += [("Server", SERVER), ("Content-Length", str(len(body))), ("Connection", "close")]
+        data = encode_head(f"HTTP/1.1 {status} {REASONS.get(status, 'Bad Request')}", head)
+        try:
+            self.write(data + body)
+        except ConnectionError:
+            return
+        assert self.transport is not None
+        self.transport.close()
+
+    # Timers and flow control.
+    def _idle(self) -> None:
+        """Waiting for a head: close idle connections, and slow heads with a 408."""
+        if self._timer is not None:
+            if self._buf and self._timer_kind == "keepalive":
+                self._cancel_timer()
+            else:
+                return
+        if self._buf:
+            self._timer_kind = "header"
+            self._timer = self.loop.call_later(self.server.header_timeout, self._slow_head)
+        else:
+            self._timer_kind = "keepalive"
+            self._timer = self.loop.call_later(self.server.keepalive, self._keepalive_expired)
+
+    _timer_kind = "keepalive"
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _keepalive_expired(self) -> None:
+        self._timer = None
+        if self._request is None and self.transport is not None:
+            self.transport.close()
+
+    def _slow_head(self) -> None:
+        self._timer = None
+        if self._request is None and not self.closed:
+            self._refuse(408, "the request head did not arrive in time")
+
+    def close_if_idle(self) -> bool:
+        """Close the connection if no request is in flight (for shutdown)."""
+        self.closing = True
+        if self._request is None and self._sink is None and self.transport is not None:
+            self.transport.close()
+            return True
+        return False
+
+    def _pause_reading(self) -> None:
+        if not self._read_paused and self.transport is not None and not self.closed:
+            self._read_paused = True
+            self.transport.pause_reading()
+
+    def _resume_reading(self) -> None:
+        if self._read_paused and self.transport is not None and not self.closed:
+            self._read_paused = False
+            self.transport.resume_reading()
+
+    def _resume_body(self) -> None:
+        if self._read_paused and self.body_error is None:
+            self._resume_reading()
+
+
+def _plain() -> list[Header]:
+    return [
+        ("Content-Type", "text/plain; charset=utf-8"),
+        ("Cache-Control", "no-store"),
+        ("Server", SERVER),
+    ]
+
+
+class HTTPServer:
+    """The listener: accepts connections, owns them, and drains them on shutdown."""
+
+    def __init__(
+        self,
+        handler: Handler,
+        *,
+        sinks: Sequence[RequestSink],
+        limits: Limits,
+        keepalive: float,
+        header_timeout: float,
+        on_refused: Callable[[int, str, str | None], None] | None = None,
+    ) -> None:
+        from governor.http1 import parse_request_head
+
+        self.handler = handler
+        self.sinks = sinks
+        self.limits = limits
+        self.keepalive = keepalive
+        self.header_timeout = header_timeout
+        self.connections: set[ClientConnection] = set()
+        self.loop = asyncio.get_event_loop()
+        self._server: asyncio.Server | None = None
+        self._drained: asyncio.Event | None = None
+        self._on_refused = on_refused
+        self._parse = parse_request_head
+
+    def parse(self, buf: bytes) -> RequestHead | None:
+        return self._parse(buf, self.limits)
+
+    def refused(self, status: int, reason: str, peer: str | None) -> None:
+        log.info("refused a request from %s: %d %s", peer or "?", status, reason)
+        if self._on_refused is not None:
+            self._on_refused(status, reason, peer)
+
+    async def start(self, sock: Any) -> None:
+        """Accept connections on the listening socket ``sock``."""
+        self.loop = asyncio.get_running_loop()
+        self._server = await self.loop.create_server(
+            lambda: ClientConnection(self), sock=sock, backlog=1024
+        )
+
+    def connection_closed(self) -> None:
+        if self._drained is not None and not self.connections:
+            self._drained.set()
+
+    async def shutdown(self, grace: float) -> None:
+        """Stop accepting; let requests in flight finish within ``grace``; close the rest."""
+        if self._server is None:
+            return
+        self._server.close()
+        self._drained = asyncio.Event()
+        for conn in list(self.connections):
+            conn.close_if_idle()
+        if self.connections:
+            try:
+                async with asyncio.timeout(grace):
+                    await self._drained.wait()
+            except TimeoutError:
+                log.warning("shutdown: closing %d connections still busy", len(self.connections))
+        for conn in list(self.connections):
+            if conn.transport is not None:
+                conn.transport.abort()
+            task = conn._task
+            if task is not None and not task.done():
+                task.cancel()
+                await asyncio.wait([task])
+        self._server = None

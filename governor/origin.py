@@ -1,0 +1,425 @@
+"""The upstream side: pooled HTTP/1.1 connections to the tenants' sites, on asyncio protocols.
+
+Bodies pass byte for byte (no decompression, nothing added but the framing and
+the forwarding headers the proxy sets); responses are read with
+:mod:`governor.http1`, their bodies streamed with backpressure (reads from the
+upstream pause while :data:`HIGH_WATER` bytes wait for the client). Every
+failure before a response head becomes an :class:`~governor.errors.UpstreamError`
+(502) or :class:`~governor.errors.UpstreamTimeout` (504) here, and nowhere else.
+
+A connection goes back to the pool only when its request was sent whole, its
+response read to the end, and both sides said keep-alive. A request without a
+body that fails on a reused connection before any response byte arrived (the
+upstream closed it while it sat idle) is retried once on a new connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import ssl
+from typing import Protocol, cast
+
+from governor.config import UpstreamURL
+from governor.errors import UpstreamError, UpstreamTimeout
+from governor.http1 import (
+    CHUNKED,
+    LENGTH,
+    UNTIL_CLOSE,
+    BadMessage,
+    BodyReader,
+    ResponseHead,
+    parse_response_head,
+    response_has_body,
+)
+
+HIGH_WATER = 2**18  # response bytes queued before reads from the upstream pause
+IDLE_TIMEOUT = 30.0  # seconds a pooled connection may sit idle
+
+PoolKey = tuple[str, str, int]
+
+
+class UpstreamBroken(ConnectionError):
+    """The upstream broke off a response mid-body, or sent one governor cannot read."""
+
+
+class OriginConnection(asyncio.Protocol):
+    """One connection to an upstream, carrying one exchange at a time."""
+
+    def __init__(self, pool: OriginPool, key: PoolKey) -> None:
+        self.pool = pool
+        self.key = key
+        self.loop = pool.loop
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self.reused = False
+        self.head: ResponseHead | None = None
+        self.received_any = False
+        self._buf = b""
+        self._method = "GET"
+        self._body: BodyReader | None = None
+        self._pieces: collections.deque[bytes] = collections.deque()
+        self._queued = 0
+        self._eof = False
+        self._error: BaseException | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._read_paused = False
+        self._write_paused = False
+        self._drain_waiter: asyncio.Future[None] | None = None
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self._sink: _RawSink | None = None
+
+    # asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        self.received_any = True
+        if self._sink is not None:
+            self._sink.origin_data(data)
+            return
+        if self.head is None:
+            self._buf += data
+            try:
+                self._parse_head()
+            except BadMessage as exc:
+                self._fail(UpstreamError(exc.reason))
+            return
+        self._feed(data)
+
+    def eof_received(self) -> bool | None:
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.pool._forget(self)
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+        if self._sink is not None:
+            self._sink.origin_closed()
+            return
+        body = self._body
+        complete = body is not None and (body.done or body.close())
+        if complete:
+            self._eof = True
+        if self.head is None or not complete:
+            self._fail(UpstreamBroken(f"the upstream closed the connection ({exc or 'EOF'})"))
+        self._wake()
+        drain = self._drain_waiter
+        if drain is not None and not drain.done():
+            drain.set_exception(UpstreamBroken("the upstream closed the connection"))
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        if self._sink is not None:
+            self._sink.origin_writable()
+        drain = self._drain_waiter
+        if drain is not None and not drain.done():
+            drain.set_result(None)
+
+    # Parsing.
+    def _parse_head(self) -> None:
+        while self.head is None:
+            head = parse_response_head(self._buf)
+            if head is None:
+                return
+            self._buf = self._buf[head.size :]
+            if 100 <= head.status < 200 and head.status != 101:
+                continue  # interim responses (100 Continue, 103) are not passed on
+            self.head = head
+            if head.status == 101 or not response_has_body(self._method, head.status):
+                self._body = BodyReader(LENGTH, 0)
+            elif head.chunked:
+                self._body = BodyReader(CHUNKED, error_status=502)
+            elif head.content_length is not None:
+                self._body = BodyReader(LENGTH, head.content_length)
+            else:
+                self._body = BodyReader(UNTIL_CLOSE)
+            if self._body.done:
+                self._eof = True
+            rest, self._buf = self._buf, b""
+            self._wake()
+            if rest:
+                self._feed(rest)
+
+    def _feed(self, data: bytes) -> None:
+        body = self._body
+        if body is None or body.done:
+            if self._sink is None:
+                self._buf += data  # after a 101: the tunnel's; otherwise unexpected
+            return
+        try:
+            pieces, used = body.feed(data)
+        except BadMessage as exc:
+            self._fail(UpstreamBroken(exc.reason))
+            return
+        for piece in pieces:
+            self._pieces.append(piece)
+            self._queued += len(piece)
+        if _complete(body):
+            self._eof = True
+            if used < len(data):
+                self._buf += data[used:]
+        if self._queued > HIGH_WATER and not self._read_paused and self.transport is not None:
+            self._read_paused = True
+            self.transport.pause_reading()
+        self._wake()
+
+    def _fail(self, exc: BaseException) -> None:
+        if self._error is None:
+            self._error = exc
+        self._wake()
+        if self.transport is not None:
+            self.transport.close()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def _wait(self) -> None:
+        self._waiter = self.loop.create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+
+    # The exchange.
+    def send(self, data: bytes | bytearray | memoryview) -> None:
+        if self.closed or self.transport is None or self.transport.is_closing():
+            raise UpstreamBroken("the upstream connection is closed")
+        self.transport.write(data)
+
+    def send_lines(self, parts: list[bytes]) -> None:
+        if self.closed or self.transport is None or self.transport.is_closing():
+            raise UpstreamBroken("the upstream connection is closed")
+        self.transport.writelines(parts)
+
+    async def drain(self) -> None:
+        if self._write_paused and not self.closed:
+            self._drain_waiter = self.loop.create_future()
+            try:
+                await self._drain_waiter
+            finally:
+                self._drain_waiter = None
+
+    def begin(self, method: str) -> None:
+        """Start an exchange on this connection (taken from the pool or new)."""
+        self._method = method
+        self.head = None
+        self._body = None
+        self._eof = False
+        self._error = None
+        self.received_any = False
+
+    async def response_head(self) -> ResponseHead:
+        """Wait for the response head (interim 1xx responses skipped, 101 returned)."""
+        while self.head is None:
+            if self._error is not None:
+                raise self._error
+            await self._wait()
+        return self.head
+
+    def read_nowait(self) -> bytes:
+        """Body bytes already received, without waiting (``b""`` when none)."""
+        if not self._pieces:
+            return b""
+        if len(self._pieces) == 1:
+            piece = self._pieces.popleft()
+        else:
+            piece = b"".join(self._pieces)
+            self._pieces.clear()
+        self._queued = 0
+        self._resume()
+        return piece
+
+    @property
+    def at_eof(self) -> bool:
+        return self._eof and not self._pieces
+
+    async def read(self, silence: float) -> bytes:
+        """The next piece of the response body; ``b""`` at its end.
+
+        Raises UpstreamBroken when the upstream breaks off, TimeoutError when it
+        sends nothing for ``silence`` seconds.
+        """
+        while True:
+            if self._pieces:
+                piece = self._pieces.popleft()
+                self._queued -= len(piece)
+                self._resume()
+                return piece
+            if self._eof:
+                return b""
+            if self._error is not None:
+                raise UpstreamBroken(str(self._error)) from self._error
+            async with asyncio.timeout(silence):
+                await self._wait()
+
+    def _resume(self) -> None:
+        if self._read_paused and self._queued < HIGH_WATER and self.transport is not None:
+            self._read_paused = False
+            self.transport.resume_reading()
+
+    @property
+    def reusable(self) -> bool:
+        head = self.head
+        return (
+            not self.closed
+            and head is not None
+            and head.keep_alive
+            and self._eof
+            and not self._pieces
+            and not self._buf
+            and self._error is None
+            and head.status != 101
+        )
+
+    def close(self) -> None:
+        self.closed = True
+        self.pool._forget(self)
+        if self.transport is not None:
+            self.transport.close()
+
+    # Tunnels.
+    def switch(self, sink: _RawSink) -> bytes:
+        """Hand every further byte to ``sink``; returns those already received."""
+        self._sink = sink
+        rest, self._buf = self._buf, b""
+        if self._read_paused and self.transport is not None:
+            self._read_paused = False
+            self.transport.resume_reading()
+        return rest
+
+    def pause_reading(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.resume_reading()
+
+    def write_paused(self) -> bool:
+        return self._write_paused
+
+
+def _complete(body: BodyReader) -> bool:
+    return body.done
+
+
+class _RawSink(Protocol):
+    """Where an upstream connection's bytes go once it switched protocols."""
+
+    def origin_data(self, data: bytes) -> None: ...
+
+    def origin_closed(self) -> None: ...
+
+    def origin_writable(self) -> None: ...
+
+
+class OriginPool:
+    """Keep-alive connections per upstream (scheme, host, port), most recently used first."""
+
+    def __init__(self, *, connect_timeout: float) -> None:
+        self.loop = asyncio.get_event_loop()
+        self.connect_timeout = connect_timeout
+        self._idle: dict[PoolKey, list[OriginConnection]] = {}
+        self._all: set[OriginConnection] = set()
+        self._tls: ssl.SSLContext | None = None
+
+    async def acquire(self, upstream: UpstreamURL, *, fresh: bool = False) -> OriginConnection:
+        """A connection to ``upstream``: an idle pooled one, or a new one."""
+        key = (upstream.scheme, upstream.host, upstream.port)
+        idle = self._idle.get(key)
+        while idle and not fresh:
+            conn = idle.pop()
+            if conn._idle_timer is not None:
+                conn._idle_timer.cancel()
+                conn._idle_timer = None
+            if not conn.closed:
+                conn.reused = True
+                return conn
+        return await self._connect(upstream, key)
+
+    async def _connect(self, upstream: UpstreamURL, key: PoolKey) -> OriginConnection:
+        loop = asyncio.get_running_loop()
+        self.loop = loop
+        tls: ssl.SSLContext | None = None
+        if upstream.scheme == "https":
+            if self._tls is None:
+                self._tls = ssl.create_default_context()
+            tls = self._tls
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                _, conn = await loop.create_connection(
+                    lambda: OriginConnection(self, key),
+                    upstream.host,
+                    upstream.port,
+                    ssl=tls,
+                    server_hostname=upstream.host if tls is not None else None,
+                )
+        except TimeoutError as exc:
+            raise UpstreamError("connecting to the upstream timed out") from exc
+        except OSError as exc:
+            raise UpstreamError(f"cannot connect to the upstream: {exc}") from exc
+        self._all.add(conn)
+        return conn
+
+    def release(self, conn: OriginConnection) -> None:
+        """Return ``conn`` to the pool if it can carry another exchange, else close it."""
+        if not conn.reusable:
+            conn.close()
+            return
+        conn.head = None
+        conn._body = None
+        conn._idle_timer = self.loop.call_later(IDLE_TIMEOUT, conn.close)
+        self._idle.setdefault(conn.key, []).append(conn)
+
+    def _forget(self, conn: OriginConnection) -> None:
+        self._all.discard(conn)
+        idle = self._idle.get(conn.key)
+        if idle and conn in idle:
+            idle.remove(conn)
+
+    async def close(self) -> None:
+        """Close every connection."""
+        for conn in list(self._all):
+            conn.close()
+        self._idle.clear()
+
+
+class ResponseDeadline:
+    """The deadline for the upstream's response head.
+
+    It starts when the request is fully sent (at once for a request without a
+    body), so a long upload is not mistaken for a silent upstream.
+    """
+
+    __slots__ = ("_cm", "_seconds")
+
+    def __init__(self, seconds: float, *, body: bool) -> None:
+        self._seconds = seconds
+        loop = asyncio.get_running_loop()
+        self._cm = asyncio.timeout_at(None if body else loop.time() + seconds)
+
+    def start(self) -> None:
+        """The request body is sent: the upstream now has ``seconds`` to answer."""
+        if self._cm.when() is not None:
+            return  # already running
+        with contextlib.suppress(RuntimeError):  # the head came first: nothing left to time
+            self._cm.reschedule(asyncio.get_running_loop().time() + self._seconds)
+
+    def expired(self) -> bool:
+        return self._cm.expired()
+
+    def scope(self) -> asyncio.Timeout:
+        """The timeout context to wrap the wait for the response head in."""
+        return self._cm
+
+
+def timed_out() -> UpstreamTimeout:
+    return UpstreamTimeout("the upstream sent no response headers in time")
