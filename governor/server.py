@@ -13,6 +13,7 @@ import gc
 import logging
 import signal
 
+from governor import sdnotify
 from governor.app import Governor
 from governor.config import Config
 from governor.supervisor import Lifeline
@@ -40,7 +41,7 @@ async def serve(
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, governor.reload)
+    loop.add_signal_handler(signal.SIGHUP, _reload, governor, worker is None)
 
     def supervisor_gone() -> None:
         log.warning("the supervisor is gone: stopping")
@@ -49,6 +50,8 @@ async def serve(
     if lifeline is not None:
         lifeline.watch(loop, supervisor_gone)
         lifeline.ready()
+    if worker is None:  # systemd Type=notify; a supervisor speaks for its workers
+        sdnotify.ready()
     try:
         await stop.wait()
         log.info("stopping: draining in-flight requests, then a final flush")
@@ -60,11 +63,22 @@ async def serve(
                 loop.add_signal_handler(sig, _already_stopping, sig)
         if lifeline is not None:
             lifeline.close(loop)
+        if worker is None:  # systemd Type=notify
+            sdnotify.stopping()
         await governor.stop()
         if worker is not None:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
     log.info("stopped")
+
+
+def _reload(governor: Governor, notify: bool) -> None:
+    """SIGHUP; a process of its own tells systemd (Type=notify) a reload runs, then is done."""
+    if notify:
+        sdnotify.reloading()
+    governor.reload()
+    if notify:
+        sdnotify.ready()
 
 
 def _tune_gc() -> None:

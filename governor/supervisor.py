@@ -78,6 +78,7 @@ from dataclasses import dataclass
 
 from prometheus_client.multiprocess import mark_process_dead
 
+from governor import sdnotify
 from governor.config import Config
 from governor.errors import GovernorError
 from governor.metrics import MULTIPROC_ENV
@@ -121,6 +122,7 @@ class Supervisor:
         self._failed = False  # a worker failed to start: return 1
         self._unclean = False  # a worker did not stop cleanly: return 1
         self._kill_timer: asyncio.TimerHandle | None = None
+        self._notified_ready = False  # systemd Type=notify: READY=1 once every worker is ready
         # The workers' shared prometheus-client multiprocess directory, one per run.
         self.metrics_dir: str | None = None
         timeouts = config.timeouts
@@ -249,6 +251,7 @@ class Supervisor:
             env = dict(os.environ)
             if self.metrics_dir is not None:
                 env[MULTIPROC_ENV] = self.metrics_dir
+            env.pop(sdnotify.NOTIFY_ENV, None)  # only the supervisor speaks to systemd
             proc = await asyncio.create_subprocess_exec(
                 *self._command,
                 "serve",
@@ -290,6 +293,9 @@ class Supervisor:
             return
         w.ready = True
         log.info("worker %d ready (pid %d)", w.index, proc.pid)
+        if not self._notified_ready and all(x.ready for x in self._workers):
+            self._notified_ready = True
+            sdnotify.ready()  # systemd Type=notify
         if w.reload_pending and not self._stopping.is_set():
             w.reload_pending = False
             self._send(w, signal.SIGHUP)
@@ -320,6 +326,7 @@ class Supervisor:
         if self._stopping.is_set():
             return
         self._stopping.set()
+        sdnotify.stopping()  # systemd Type=notify
         for w in self._workers:
             self._terminate(w)
         loop = asyncio.get_running_loop()
@@ -341,6 +348,8 @@ class Supervisor:
         if self._stopping.is_set():
             return  # a worker draining must not be disturbed
         log.info("SIGHUP: reloading every worker")
+        if self._notified_ready:  # systemd Type=notify; the workers reload on their own
+            sdnotify.reloading()
         for w in self._workers:
             if w.proc is None or w.proc.returncode is not None:
                 continue  # a worker started later reads the file as it is then
@@ -348,6 +357,8 @@ class Supervisor:
                 self._send(w, signal.SIGHUP)
             else:
                 w.reload_pending = True
+        if self._notified_ready:
+            sdnotify.ready()
 
     def _terminate(self, w: _Worker) -> None:
         """SIGTERM, once per process: a second one could land after its handlers are gone."""
