@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import ssl
 from typing import Protocol, cast
 
@@ -68,6 +67,7 @@ class OriginConnection(asyncio.Protocol):
         self._write_paused = False
         self._drain_waiter: asyncio.Future[None] | None = None
         self._idle_timer: asyncio.TimerHandle | None = None
+        self._deadline: asyncio.TimerHandle | None = None
         self._sink: _RawSink | None = None
 
     # asyncio.Protocol
@@ -170,6 +170,9 @@ class OriginConnection(asyncio.Protocol):
         self._wake()
 
     def _fail(self, exc: BaseException) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
         if self._error is None:
             self._error = exc
         self._wake()
@@ -207,14 +210,30 @@ class OriginConnection(asyncio.Protocol):
             finally:
                 self._drain_waiter = None
 
-    def begin(self, method: str) -> None:
-        """Start an exchange on this connection (taken from the pool or new)."""
+    def begin(self, method: str, deadline: float | None) -> None:
+        """Start an exchange on this connection (taken from the pool or new).
+
+        ``deadline``: seconds from now for the response head to arrive; None when
+        a request body follows (:meth:`start_deadline` once it is sent).
+        """
         self._method = method
         self.head = None
         self._body = None
         self._eof = False
         self._error = None
         self.received_any = False
+        if deadline is not None:
+            self._deadline = self.loop.call_later(deadline, self._head_timed_out)
+
+    def start_deadline(self, seconds: float) -> None:
+        """The request body is sent: the upstream now has ``seconds`` to answer."""
+        if self.head is None and self._deadline is None and not self.closed:
+            self._deadline = self.loop.call_later(seconds, self._head_timed_out)
+
+    def _head_timed_out(self) -> None:
+        self._deadline = None
+        if self.head is None:
+            self._fail(UpstreamTimeout("the upstream sent no response headers in time"))
 
     async def response_head(self) -> ResponseHead:
         """Wait for the response head (interim 1xx responses skipped, 101 returned)."""
@@ -390,36 +409,3 @@ class OriginPool:
         for conn in list(self._all):
             conn.close()
         self._idle.clear()
-
-
-class ResponseDeadline:
-    """The deadline for the upstream's response head.
-
-    It starts when the request is fully sent (at once for a request without a
-    body), so a long upload is not mistaken for a silent upstream.
-    """
-
-    __slots__ = ("_cm", "_seconds")
-
-    def __init__(self, seconds: float, *, body: bool) -> None:
-        self._seconds = seconds
-        loop = asyncio.get_running_loop()
-        self._cm = asyncio.timeout_at(None if body else loop.time() + seconds)
-
-    def start(self) -> None:
-        """The request body is sent: the upstream now has ``seconds`` to answer."""
-        if self._cm.when() is not None:
-            return  # already running
-        with contextlib.suppress(RuntimeError):  # the head came first: nothing left to time
-            self._cm.reschedule(asyncio.get_running_loop().time() + self._seconds)
-
-    def expired(self) -> bool:
-        return self._cm.expired()
-
-    def scope(self) -> asyncio.Timeout:
-        """The timeout context to wrap the wait for the response head in."""
-        return self._cm
-
-
-def timed_out() -> UpstreamTimeout:
-    return UpstreamTimeout("the upstream sent no response headers in time")

@@ -22,7 +22,7 @@ import time
 
 from governor import notice
 from governor.config import TenantConfig, UpstreamURL
-from governor.errors import UpstreamError
+from governor.errors import UpstreamError, UpstreamTimeout
 from governor.headers import (
     Header,
     client_address,
@@ -34,13 +34,7 @@ from governor.http1 import CRLF, LAST_CHUNK, chunk_prefix, encode_head, response
 from governor.ledger import is_blocked
 from governor.listener import SERVER, Request
 from governor.meter import Meter
-from governor.origin import (
-    OriginConnection,
-    OriginPool,
-    ResponseDeadline,
-    UpstreamBroken,
-    timed_out,
-)
+from governor.origin import OriginConnection, OriginPool, UpstreamBroken
 from governor.runtime import NEAR_CAP, Runtime, Site
 from governor.tunnel import Tunnel, upgrade_token
 
@@ -234,32 +228,25 @@ class _Exchange:
     ) -> OriginConnection:
         """Send the request and wait for the response head; one retry on a stale connection."""
         pool = self.proxy.pool
+        wait = self.timeouts.upstream_response
         conn = await pool.acquire(upstream)
         for attempt in (0, 1):
-            deadline = ResponseDeadline(self.timeouts.upstream_response, body=has_body)
             uploader: asyncio.Task[None] | None = None
             try:
-                conn.begin(self.request.method)
-                async with deadline.scope():
-                    conn.send(head)
-                    if has_body:
-                        uploader = asyncio.get_running_loop().create_task(
-                            self._upload(conn, deadline)
-                        )
-                    await conn.response_head()
-                if uploader is not None:
-                    self.uploader = uploader
+                conn.begin(self.request.method, None if has_body else wait)
+                conn.send(head)
+                if has_body:
+                    uploader = asyncio.get_running_loop().create_task(self._upload(conn))
+                await conn.response_head()
+                self.uploader = uploader
                 return conn
-            except TimeoutError as exc:
-                conn.close()
-                if uploader is not None:
-                    uploader.cancel()
-                raise timed_out() from exc
             except (UpstreamBroken, UpstreamError) as exc:
                 conn.close()
                 if uploader is not None:
                     uploader.cancel()
-                if attempt == 0 and conn.reused and not conn.received_any and not has_body:
+                    await asyncio.wait([uploader])
+                stale = conn.reused and not conn.received_any and not has_body
+                if attempt == 0 and stale and not isinstance(exc, UpstreamTimeout):
                     conn = await pool.acquire(upstream, fresh=True)
                     continue
                 if isinstance(exc, UpstreamError):
@@ -269,7 +256,7 @@ class _Exchange:
 
     uploader: asyncio.Task[None] | None = None
 
-    async def _upload(self, conn: OriginConnection, deadline: ResponseDeadline) -> None:
+    async def _upload(self, conn: OriginConnection) -> None:
         """The request body, streamed upstream; the response deadline starts at its end."""
         request, meter = self.request, self.meter
         chunked = request.head.chunked
@@ -296,7 +283,7 @@ class _Exchange:
             conn.close()  # the client left mid-body
             return
         self.sent_all = True
-        deadline.start()
+        conn.start_deadline(self.timeouts.upstream_response)
 
     async def _tunnel(self, conn: OriginConnection) -> None:
         up = conn.head
