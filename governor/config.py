@@ -77,12 +77,40 @@ class TenantConfig:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Timeouts:
-    """Deadlines, in seconds."""
+    """Deadlines, in seconds (and the one minimum rate that works as a deadline).
+
+    ``body_min_rate`` is in bytes per second, 0 for none. It works like Apache's
+    ``mod_reqtimeout`` MinRate: a request body must have delivered at least
+    ``(t - request_header) * body_min_rate`` bytes ``t`` seconds after its head
+    arrived. So a body gets ``request_header`` seconds of grace, then one more
+    second for every ``body_min_rate`` bytes it delivers; a body behind that is
+    refused (408 when no response has started) and its connection closed.
+    """
 
     upstream_connect: float = 5.0
     upstream_response: float = 60.0  # until the upstream's response headers
     keepalive: float = 75.0  # idle client keep-alive connections
     shutdown: float = 30.0  # graceful drain on SIGTERM
+    request_header: float = 60.0  # from a head's first byte to its end: else 408
+    body_min_rate: int = 1024  # bytes/s a request body must keep up (see above); 0: none
+    websocket_idle: float = 600.0  # a tunnel with no byte either way this long is closed
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LimitsConfig:
+    """How much a client may send and hold; beyond each, it is refused.
+
+    Sizes are in bytes; a count or size of 0 where noted means no limit.
+    (Named to stay apart from :class:`governor.http1.Limits`, the parser's own.)
+    """
+
+    request_line: int = 8192  # the request line: 414 beyond it
+    header_field: int = 8192  # one header line: 431
+    header_total: int = 65536  # the whole head, request line included: 431
+    header_count: int = 100  # header lines: 431
+    body_max: int = 2**30  # one request body, checked as it streams: 413; 0: none
+    connections: int = 10_000  # open client connections; new ones beyond are refused
+    connections_per_client: int = 256  # open connections from one client address; 0: none
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -105,6 +133,7 @@ class Config:
     history_days: int = 35  # how many past periods the store keeps
     trusted_proxies: tuple[Network, ...] = ()
     timeouts: Timeouts = field(default_factory=Timeouts)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
     tenants: tuple[TenantConfig, ...] = ()
 
     def tenant(self, name: str) -> TenantConfig | None:
@@ -136,10 +165,29 @@ _ROOT_KEYS = (
     "history_days",
     "trusted_proxies",
     "timeouts",
+    "limits",
     "defaults",
     "tenants",
 )
-_TIMEOUT_KEYS = ("upstream_connect", "upstream_response", "keepalive", "shutdown")
+_DURATION_KEYS = (
+    "upstream_connect",
+    "upstream_response",
+    "keepalive",
+    "shutdown",
+    "request_header",
+    "websocket_idle",
+)
+_TIMEOUT_KEYS = (*_DURATION_KEYS, "body_min_rate")
+_HEAD_SIZE_KEYS = ("request_line", "header_field", "header_total")
+_LIMIT_KEYS = (
+    *_HEAD_SIZE_KEYS,
+    "header_count",
+    "body_max",
+    "connections",
+    "connections_per_client",
+)
+HEAD_SIZE_MAX = 2**20  # a request head larger than 1 MiB is no sane limit
+COUNT_MAX = 10_000_000
 _SHARED_KEYS = (
     "daily_cap",
     "timezone",
@@ -380,6 +428,57 @@ def _size(node: Node, key: str, ctx: _Ctx) -> int | None:
         ctx.error(node, key, "must be greater than zero")
         return None
     return size
+
+
+def _size_or_zero(node: Node, key: str, ctx: _Ctx) -> int | None:
+    """A size; 0 means no limit."""
+    text = _scalar(node, key, "a size such as 1 GiB, or 0 for no limit", ctx)
+    if text is None:
+        return None
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        ctx.error(node, key, str(exc))
+        return None
+
+
+def _head_size(node: Node, key: str, ctx: _Ctx) -> int | None:
+    """A size of part of a request head: from 1 byte to :data:`HEAD_SIZE_MAX`."""
+    size = _size(node, key, ctx)
+    if size is not None and size > HEAD_SIZE_MAX:
+        ctx.error(node, key, f"{size} bytes is too large a limit; at most 1 MiB")
+        return None
+    return size
+
+
+def _rate(node: Node, key: str, ctx: _Ctx) -> int | None:
+    """Bytes per second: a size with an optional ``/s`` (``1 KiB/s``, ``500``); 0 for none."""
+    text = _scalar(node, key, "a rate such as 1 KiB/s, or 0 for none", ctx)
+    if text is None:
+        return None
+    try:
+        return parse_size(text.strip().removesuffix("/s"))
+    except ValueError as exc:
+        ctx.error(node, key, str(exc).replace("a size:", "a rate:") + " (then optionally /s)")
+        return None
+
+
+def _count_of(least: int, what: str) -> Callable[[Node, str, _Ctx], int | None]:
+    """A check for a whole number of ``what`` from ``least`` to :data:`COUNT_MAX`."""
+
+    def check(node: Node, key: str, ctx: _Ctx) -> int | None:
+        text = _scalar(node, key, f"a whole number of {what}", ctx)
+        if text is None:
+            return None
+        if not _WHOLE.fullmatch(text) or not least <= int(text) <= COUNT_MAX:
+            zero = " (0: no limit)" if least == 0 else ""
+            ctx.error(
+                node, key, f"{text!r}: expected a whole number from {least} to {COUNT_MAX}{zero}"
+            )
+            return None
+        return int(text)
+
+    return check
 
 
 def _history_days(node: Node, key: str, ctx: _Ctx) -> int | None:
@@ -758,6 +857,7 @@ def _config(root: Node, path: Path, ctx: _Ctx) -> Config | None:
         ctx.error(line, "listen", "required key missing; e.g. listen: 127.0.0.1:8080")
     store = _get(fields, "store", "", _store, ctx) or _resolve_store(DEFAULT_STORE, ctx.base)
     timeouts = _timeouts(fields, ctx)
+    limits = _limits(fields, ctx)
     defaults = _defaults(fields, ctx)
     tenants = _tenants(fields, defaults, line, ctx)
     flush_interval = _get(fields, "flush_interval", "", _duration, ctx)
@@ -792,6 +892,7 @@ def _config(root: Node, path: Path, ctx: _Ctx) -> Config | None:
         history_days=history_days or 35,
         trusted_proxies=trusted_proxies or (),
         timeouts=timeouts,
+        limits=limits,
         tenants=tenants,
     )
 
@@ -799,12 +900,49 @@ def _config(root: Node, path: Path, ctx: _Ctx) -> Config | None:
 def _timeouts(fields: _Fields, ctx: _Ctx) -> Timeouts:
     entry = fields.get("timeouts")
     own = _mapping(entry[1], "timeouts", _TIMEOUT_KEYS, ctx) if entry else None
-    values: dict[str, float] = {}
-    for name in _TIMEOUT_KEYS:
+    values: dict[str, float | int] = {}
+    for name in _DURATION_KEYS:
         seconds = _get(own or {}, name, "timeouts", _duration, ctx)
         if seconds is not None:
             values[name] = seconds
-    return Timeouts(**values)
+    rate = _get(own or {}, "body_min_rate", "timeouts", _rate, ctx)
+    if rate is not None:
+        values["body_min_rate"] = rate
+    return Timeouts(**values)  # type: ignore[arg-type]  # each key parsed to its field's type
+
+
+def _limits(fields: _Fields, ctx: _Ctx) -> LimitsConfig:
+    """The ``limits`` section; each key checked on its own, then the head sizes together."""
+    entry = fields.get("limits")
+    own = (_mapping(entry[1], "limits", _LIMIT_KEYS, ctx) if entry else None) or {}
+    values: dict[str, int] = {}
+    for name in _HEAD_SIZE_KEYS:
+        size = _get(own, name, "limits", _head_size, ctx)
+        if size is not None:
+            values[name] = size
+    count = _get(own, "header_count", "limits", _count_of(1, "header lines"), ctx)
+    if count is not None:
+        values["header_count"] = count
+    body_max = _get(own, "body_max", "limits", _size_or_zero, ctx)
+    if body_max is not None:
+        values["body_max"] = body_max
+    connections = _get(own, "connections", "limits", _count_of(1, "connections"), ctx)
+    if connections is not None:
+        values["connections"] = connections
+    per_client = _get(own, "connections_per_client", "limits", _count_of(0, "connections"), ctx)
+    if per_client is not None:
+        values["connections_per_client"] = per_client
+    limits = LimitsConfig(**values)
+    for name in ("request_line", "header_field"):
+        if getattr(limits, name) > limits.header_total:
+            at = own[name][0] if name in own else own["header_total"][0]
+            ctx.error(
+                at,
+                f"limits.{name}",
+                f"{getattr(limits, name)} bytes is more than limits.header_total "
+                f"({limits.header_total} bytes), which it must fit in",
+            )
+    return limits
 
 
 def _defaults(fields: _Fields, ctx: _Ctx) -> _Shared:

@@ -516,7 +516,7 @@ CASES: list[tuple[dict[str, Any], int, str, str]] = [
         "unknown key (did you mean listen?); allowed keys here: "
         "listen, store, store_timeout, spool, workers, admin_listen, admin_token_file, "
         "webhook_url, log_format, access_log, flush_interval, history_days, "
-        "trusted_proxies, timeouts, defaults, tenants",
+        "trusted_proxies, timeouts, limits, defaults, tenants",
     ),
     ({"tail": "listen: 127.0.0.1:9\n"}, 7, "listen", "duplicate key (first at line 1)"),
     ({"tail": "[a]: 1\n"}, 7, "", "keys must be strings, got a list"),
@@ -528,7 +528,7 @@ CASES: list[tuple[dict[str, Any], int, str, str]] = [
         8,
         "timeouts.connect",
         "unknown key (did you mean upstream_connect?); allowed keys here: upstream_connect, "
-        "upstream_response, keepalive, shutdown",
+        "upstream_response, keepalive, shutdown, request_header, websocket_idle, body_min_rate",
     ),
     ({"tail": "timeouts: [1s]\n"}, 7, "timeouts", "expected a mapping, got a list"),
     # tenants
