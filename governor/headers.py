@@ -8,6 +8,7 @@ rebuilt by the HTTP layer on each side, never copied.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterable, Sequence
 
 from governor.config import Network
@@ -141,3 +142,96 @@ def client_response_headers(headers: Sequence[Header]) -> list[Header]:
     dropped and re-applied by the server side when the body is chunked.
     """
     return strip_hop_by_hop(headers)
+
+
+# --- The same rewriting on a head's raw header block (the proxy's hot path) ---------
+#
+# A ``block`` is a header section as received, each field line preceded by its CRLF
+# (see governor.http1). Lines are dropped with one regular-expression pass instead
+# of splitting every field into a pair; the semantics are those of the functions
+# above, which the tests hold the block versions to.
+
+_HOP_BY_HOP_B = tuple(sorted(n.encode() for n in HOP_BY_HOP))
+_FORWARDED_B = (b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"via")
+# Connection tokens that are hop-by-hop options, not names of other fields.
+_OPTIONS = frozenset({"close", "keep-alive", "upgrade"})
+
+
+def _line_dropper(names: Iterable[bytes]) -> re.Pattern[bytes]:
+    """A pattern matching whole field lines (with their leading CRLF) named ``names``."""
+    alternatives = b"|".join(re.escape(n) for n in names)
+    return re.compile(rb"\r\n(?:" + alternatives + rb"):[^\r]*", re.IGNORECASE)
+
+
+_DROP_RESPONSE_BODY = _line_dropper((*_HOP_BY_HOP_B, b"content-length"))
+_DROP_RESPONSE = _line_dropper(_HOP_BY_HOP_B)
+_DROP_REQUEST = _line_dropper((*_HOP_BY_HOP_B, b"content-length", b"expect", *_FORWARDED_B))
+_DROP_REQUEST_UPGRADE = _line_dropper(
+    (*(n for n in _HOP_BY_HOP_B if n != b"upgrade"), b"content-length", b"expect", *_FORWARDED_B)
+)
+_FORWARDED_VALUES = re.compile(
+    rb"\r\n(x-forwarded-for|x-forwarded-proto|x-forwarded-host|via):[ \t]*([^\r]*)",
+    re.IGNORECASE,
+)
+
+
+def _drop_named(block: bytes, connection: Sequence[str]) -> bytes:
+    """``block`` without the fields the Connection header names (beyond its options)."""
+    named = [t.encode("latin-1") for t in connection if t not in _OPTIONS]
+    if not named:
+        return block
+    return _line_dropper(named).sub(b"", block)
+
+
+def response_block(block: bytes, connection: Sequence[str], *, body: bool) -> bytes:
+    """An upstream response's block as governor passes it on (see client_response_headers).
+
+    With ``body`` Content-Length goes too: the client side frames the body itself.
+    """
+    out = (_DROP_RESPONSE_BODY if body else _DROP_RESPONSE).sub(b"", block)
+    return _drop_named(out, connection) if connection else out
+
+
+def request_block(
+    block: bytes,
+    connection: Sequence[str],
+    *,
+    host: str | None,
+    peer: str | None,
+    trusted: Sequence[Network],
+    scheme: str = "http",
+    upgrade: bool = False,
+) -> bytes:
+    """A client request's block as governor sends it upstream (see upstream_request_headers).
+
+    Content-Length and Transfer-Encoding go: the caller adds the framing it sends.
+    """
+    from_trusted = is_trusted(peer, trusted)
+    prior_xff: list[str] = []
+    prior_proto: str | None = None
+    prior_host: str | None = None
+    prior_via: list[str] = []
+    for name, value in _FORWARDED_VALUES.findall(block):
+        low = name.lower()
+        text = value.rstrip(b" \t").decode("latin-1")
+        if low == b"via":
+            prior_via.append(text)
+        elif not from_trusted:
+            continue
+        elif low == b"x-forwarded-for":
+            prior_xff.append(text)
+        elif low == b"x-forwarded-proto" and prior_proto is None:
+            prior_proto = text
+        elif low == b"x-forwarded-host" and prior_host is None:
+            prior_host = text
+    out = (_DROP_REQUEST_UPGRADE if upgrade else _DROP_REQUEST).sub(b"", block)
+    if connection:
+        out = _drop_named(out, [t for t in connection if t != "upgrade" or not upgrade])
+    xff = ", ".join([*prior_xff, peer or "unknown"])
+    tail = f"\r\nX-Forwarded-For: {xff}\r\nX-Forwarded-Proto: {prior_proto or scheme}"
+    if prior_host or host:
+        tail += f"\r\nX-Forwarded-Host: {prior_host or host}"
+    tail += f"\r\nVia: {', '.join([*prior_via, VIA])}"
+    if upgrade:
+        tail += "\r\nConnection: upgrade"
+    return out + tail.encode("latin-1")

@@ -16,6 +16,7 @@ field name, more than one Host, or a malformed chunk size, extension or end.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 Header = tuple[str, str]
@@ -68,12 +69,18 @@ class Limits:
 
 @dataclass(slots=True, kw_only=True)
 class RequestHead:
-    """A parsed request head and what it says about framing."""
+    """A parsed request head and what it says about framing.
+
+    ``block`` is the header section as received: each field line preceded by its
+    CRLF, without the final blank line. It is what the proxy forwards (less the
+    hop-by-hop lines), so an ordinary request is never split into (name, value)
+    pairs at all; :attr:`headers` does that on demand.
+    """
 
     method: str
     target: str
     version: tuple[int, int]
-    headers: list[Header]
+    block: bytes
     size: int  # bytes on the wire, CRLFCRLF included
     host: str | None
     content_length: int | None
@@ -81,6 +88,15 @@ class RequestHead:
     keep_alive: bool
     expect_continue: bool
     upgrade: str | None  # the Upgrade header, when Connection names it
+    connection: tuple[str, ...]  # the Connection header's tokens, lower-cased
+    parsed: list[Header] | None = None
+
+    @property
+    def headers(self) -> list[Header]:
+        """Every field as a (name, value) pair, in order."""
+        if self.parsed is None:
+            self.parsed = _fields(self.block.split(CRLF)[1:], None)
+        return self.parsed
 
     @property
     def has_body(self) -> bool:
@@ -90,32 +106,61 @@ class RequestHead:
 
 @dataclass(slots=True, kw_only=True)
 class ResponseHead:
-    """A parsed response head from an upstream."""
+    """A parsed response head from an upstream; ``block`` as in :class:`RequestHead`."""
 
     status: int
     reason: str
     version: tuple[int, int]
-    headers: list[Header]
+    block: bytes
     size: int
     content_length: int | None
     chunked: bool
     keep_alive: bool
+    connection: tuple[str, ...]
+    parsed: list[Header] | None = None
+
+    @property
+    def headers(self) -> list[Header]:
+        """Every field as a (name, value) pair, in order."""
+        if self.parsed is None:
+            self.parsed = _fields(self.block.split(CRLF)[1:], None)
+        return self.parsed
 
 
 _TOKEN_CHARS = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 # Every byte but the control characters other than HTAB, CR and LF: what translate()
 # deletes to find a control character (faster than a regular expression here).
 _NOT_CTL = bytes(c for c in range(256) if c in (9, 10, 13) or 32 <= c < 127 or c > 127)
+# A whole header section of well-formed field lines (CR and LF are checked apart).
+_BLOCK = re.compile(rb"(?:\r\n[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[^\r\n]*)*")
+_REQUEST_FRAMING = re.compile(
+    rb"\r\n(host|content-length|transfer-encoding|connection|expect|upgrade):[ \t]*([^\r]*)",
+    re.IGNORECASE,
+)
+_RESPONSE_FRAMING = re.compile(
+    rb"\r\n(content-length|transfer-encoding|connection):[ \t]*([^\r]*)", re.IGNORECASE
+)
 
 
-def _split_head(head: bytes) -> list[bytes]:
-    """The lines of a head (without its final CRLFCRLF); bare CR or LF is refused."""
+def _check_chars(head: bytes) -> None:
+    """Refuse a bare CR or LF, or a control character, anywhere in a head."""
     pairs = head.count(CRLF)
     if head.count(b"\n") != pairs or head.count(b"\r") != pairs:
         raise BadMessage(400, "a bare CR or LF in the head")
     if head.translate(None, _NOT_CTL):
         raise BadMessage(400, "a control character in the head")
-    return head.split(CRLF)
+
+
+def _check_block(block: bytes, limits: Limits | None) -> None:
+    """Refuse a header section with a malformed line, or one beyond ``limits``."""
+    if limits is not None:
+        if block.count(CRLF) > limits.fields:
+            raise BadMessage(431, "too many header fields")
+        if len(block) > limits.field and max(map(len, block.split(CRLF))) > limits.field:
+            raise BadMessage(431, "a header field is too large")
+    if _BLOCK.fullmatch(block) is None:
+        _fields(block.split(CRLF)[1:], limits)  # raises, naming what is wrong
+        raise BadMessage(400, "a malformed header field")
 
 
 def _fields(lines: list[bytes], limits: Limits | None) -> list[Header]:
@@ -137,10 +182,10 @@ def _fields(lines: list[bytes], limits: Limits | None) -> list[Header]:
     return out
 
 
-def _content_length(values: list[str]) -> int:
+def _content_length(values: list[bytes]) -> int:
     seen: set[bytes] = set()
     for value in values:
-        for item in value.encode("latin-1").split(b","):
+        for item in value.split(b","):
             item = item.strip(_OWS)
             if _DIGITS.fullmatch(item) is None:
                 raise BadMessage(400, "a malformed Content-Length")
@@ -150,44 +195,10 @@ def _content_length(values: list[str]) -> int:
     return int(seen.pop())
 
 
-def _tokens(values: list[str]) -> list[str]:
-    return [t.strip().lower() for v in values for t in v.split(",") if t.strip()]
-
-
-class _Framing:
-    """The framing fields of a header list, found in one pass."""
-
-    __slots__ = ("connection", "content_length", "expect", "host", "transfer_encoding", "upgrade")
-
-    def __init__(self, headers: list[Header]) -> None:
-        self.host: list[str] = []
-        self.content_length: list[str] = []
-        self.transfer_encoding: list[str] = []
-        self.connection: list[str] = []
-        self.expect: list[str] = []
-        self.upgrade: list[str] = []
-        for name, value in headers:
-            if len(name) not in _FRAMING_LENGTHS:
-                continue
-            low = name.lower()
-            if low == "host":
-                self.host.append(value)
-            elif low == "content-length":
-                self.content_length.append(value)
-            elif low == "transfer-encoding":
-                self.transfer_encoding.append(value)
-            elif low == "connection":
-                self.connection.append(value)
-            elif low == "expect":
-                self.expect.append(value)
-            elif low == "upgrade":
-                self.upgrade.append(value)
-
-
-_FRAMING_LENGTHS = frozenset(
-    len(n)
-    for n in ("host", "content-length", "transfer-encoding", "connection", "expect", "upgrade")
-)
+def _tokens(values: list[bytes]) -> tuple[str, ...]:
+    return tuple(
+        t.strip().lower() for v in values for t in v.decode("latin-1").split(",") if t.strip()
+    )
 
 
 def parse_request_head(buf: bytes | bytearray, limits: Limits) -> RequestHead | None:
@@ -206,8 +217,10 @@ def parse_request_head(buf: bytes | bytearray, limits: Limits) -> RequestHead | 
         return None
     if end + 4 > limits.head:
         raise BadMessage(431, "the request head is too large")
-    lines = _split_head(bytes(buf[:end]))
-    line = lines[0]
+    head = bytes(buf[:end])
+    _check_chars(head)
+    eol = head.find(CRLF)
+    line, block = (head, b"") if eol < 0 else (head[:eol], head[eol:])
     if len(line) > limits.request_line:
         raise BadMessage(414, "the request line is too long")
     parts = line.split(b" ")
@@ -226,41 +239,64 @@ def parse_request_head(buf: bytes | bytearray, limits: Limits) -> RequestHead | 
         raise BadMessage(505, "only HTTP/1.0 and HTTP/1.1 are served")
     else:
         raise BadMessage(400, "a malformed HTTP version")
-    headers = _fields(lines[1:], limits)
-    f = _Framing(headers)
-    if len(f.host) > 1:
+    hosts: list[bytes] = []
+    lengths: list[bytes] = []
+    codings: list[bytes] = []
+    connection: list[bytes] = []
+    expect: list[bytes] = []
+    upgrades: list[bytes] = []
+    if block:
+        _check_block(block, limits)
+        for name, value in _REQUEST_FRAMING.findall(block):
+            low = name.lower()
+            value = value.rstrip(_OWS)
+            if low == b"host":
+                hosts.append(value)
+            elif low == b"content-length":
+                lengths.append(value)
+            elif low == b"transfer-encoding":
+                codings.append(value)
+            elif low == b"connection":
+                connection.append(value)
+            elif low == b"expect":
+                expect.append(value)
+            else:
+                upgrades.append(value)
+    if len(hosts) > 1:
         raise BadMessage(400, "more than one Host header")
-    host = f.host[0] if f.host else None
+    host = hosts[0].decode("latin-1") if hosts else None
     if host is not None and (not host or " " in host or "\t" in host):
         raise BadMessage(400, "a malformed Host header")
     if version >= (1, 1) and host is None:
         raise BadMessage(400, "no Host header")
     chunked = False
-    if f.transfer_encoding:
+    if codings:
         if version < (1, 1):
             raise BadMessage(400, "Transfer-Encoding in an HTTP/1.0 request")
-        if f.content_length:
+        if lengths:
             raise BadMessage(400, "both Content-Length and Transfer-Encoding")
-        if _tokens(f.transfer_encoding) != ["chunked"]:
+        if _tokens(codings) != ("chunked",):
             raise BadMessage(400, "a Transfer-Encoding other than chunked")
         chunked = True
-    content_length = _content_length(f.content_length) if f.content_length else None
-    conn = _tokens(f.connection)
+    content_length = _content_length(lengths) if lengths else None
+    conn = _tokens(connection) if connection else ()
     keep_alive = "close" not in conn if version >= (1, 1) else "keep-alive" in conn
-    expect = [e.lower() for e in f.expect]
-    upgrade = f.upgrade[0] if f.upgrade and "upgrade" in conn and version >= (1, 1) else None
+    upgrade = None
+    if upgrades and "upgrade" in conn and version >= (1, 1):
+        upgrade = upgrades[0].decode("latin-1")
     return RequestHead(
         method=method_b.decode("ascii"),
         target=target_b.decode("latin-1"),
         version=version,
-        headers=headers,
+        block=block,
         size=end + 4,
         host=host,
         content_length=content_length,
         chunked=chunked,
         keep_alive=keep_alive,
-        expect_continue=version >= (1, 1) and expect == ["100-continue"],
+        expect_continue=version >= (1, 1) and [e.lower() for e in expect] == [b"100-continue"],
         upgrade=upgrade,
+        connection=conn,
     )
 
 
@@ -274,39 +310,53 @@ def parse_response_head(buf: bytes | bytearray, *, max_size: int = 65536) -> Res
         if len(buf) > max_size:
             raise BadMessage(502, "the upstream's response head is too large")
         return None
+    head = bytes(buf[:end])
+    lengths: list[bytes] = []
+    codings: list[bytes] = []
+    connection: list[bytes] = []
     try:
-        lines = _split_head(bytes(buf[:end]))
-        m = _STATUS.fullmatch(lines[0])
+        _check_chars(head)
+        eol = head.find(CRLF)
+        line, block = (head, b"") if eol < 0 else (head[:eol], head[eol:])
+        m = _STATUS.fullmatch(line)
         if m is None:
             raise BadMessage(502, "a malformed status line")
-        headers = _fields(lines[1:], None)
-        f = _Framing(headers)
+        if block:
+            _check_block(block, None)
+            for name, value in _RESPONSE_FRAMING.findall(block):
+                low = name.lower()
+                value = value.rstrip(_OWS)
+                if low == b"content-length":
+                    lengths.append(value)
+                elif low == b"transfer-encoding":
+                    codings.append(value)
+                else:
+                    connection.append(value)
         chunked = False
-        if f.transfer_encoding:
-            tokens = _tokens(f.transfer_encoding)
+        if codings:
+            tokens = _tokens(codings)
             if not tokens or tokens[-1] != "chunked":
                 raise BadMessage(502, "a response body without a final chunked coding")
-            if tokens != ["chunked"]:
+            if tokens != ("chunked",):
                 raise BadMessage(502, "a Transfer-Encoding other than chunked")
             chunked = True
-        content_length = (
-            _content_length(f.content_length) if f.content_length and not chunked else None
-        )
+        content_length = _content_length(lengths) if lengths and not chunked else None
     except BadMessage as exc:
         raise BadMessage(502, f"the upstream's response: {exc.reason}") from None
     version = (1, int(m.group(1)))
-    conn = _tokens(f.connection)
+    conn = _tokens(connection) if connection else ()
     keep_alive = "close" not in conn if version >= (1, 1) else "keep-alive" in conn
     reason = (m.group(3) or b"").decode("latin-1")
     return ResponseHead(
         status=int(m.group(2)),
         reason=reason,
         version=version,
-        headers=headers,
+        block=block,
         size=end + 4,
         content_length=content_length,
         chunked=chunked,
         keep_alive=keep_alive,
+        connection=conn,
     )
 
 
@@ -430,11 +480,12 @@ class BodyReader:
 
 def encode_head(first_line: str, headers: list[Header]) -> bytes:
     """A message head: the first line, the fields, and the blank line."""
-    parts = [first_line, "\r\n"]
-    for name, value in headers:
-        parts += (name, ": ", value, "\r\n")
-    parts.append("\r\n")
-    return "".join(parts).encode("latin-1")
+    return first_line.encode("latin-1") + encode_block(headers) + HEAD_END
+
+
+def encode_block(headers: Sequence[Header]) -> bytes:
+    """Header fields as a ``block``: each line preceded by CRLF."""
+    return "".join(f"\r\n{name}: {value}" for name, value in headers).encode("latin-1")
 
 
 def chunk_prefix(size: int) -> bytes:

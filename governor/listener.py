@@ -33,6 +33,7 @@ from governor.events import RequestNote, RequestSink, report
 from governor.http1 import (
     CHUNKED,
     CRLF,
+    HEAD_END,
     LAST_CHUNK,
     LENGTH,
     BadMessage,
@@ -41,6 +42,7 @@ from governor.http1 import (
     Limits,
     RequestHead,
     chunk_prefix,
+    encode_block,
     encode_head,
 )
 
@@ -214,7 +216,7 @@ class Request:
         self,
         status: int,
         reason: str | None,
-        headers: Sequence[Header],
+        block: bytes,
         *,
         length: int | None,
         body: bool = True,
@@ -222,40 +224,41 @@ class Request:
     ) -> None:
         """Send the response head (with ``first`` body bytes in the same write).
 
-        With ``body`` the framing is governor's: Content-Length when ``length`` is
-        known, else chunked for HTTP/1.1 clients and close-delimited for HTTP/1.0.
-        Without ``body`` (HEAD, 1xx, 204, 304) the headers pass as given, a
-        Content-Length among them included.
+        ``block`` holds the header fields, each line preceded by CRLF, without
+        framing: with ``body`` the framing is governor's (Content-Length when
+        ``length`` is known, else chunked for HTTP/1.1 clients and close-delimited
+        for HTTP/1.0). Without ``body`` (HEAD, 1xx, 204, 304) the block passes as
+        given, a Content-Length in it included. A 101's block is the handshake's.
         """
         conn = self.conn
-        if status == 101:  # switching protocols: the headers are the handshake's
-            self.status = status
-            data = encode_head(f"HTTP/1.1 101 {reason or 'Switching Protocols'}", list(headers))
+        self.status = status
+        line = f"HTTP/1.1 {status} {reason or REASONS.get(status, 'Unknown')}"
+        if status == 101:
+            data = line.encode("latin-1") + block + HEAD_END
             conn.write(data)
             self.bytes_out += len(data)
             return
-        out = [(n, v) for n, v in headers if not _is_framing(n, body)]
+        framing = b""
         if body:
             if length is not None:
-                out.append(("Content-Length", str(length)))
+                framing = b"\r\nContent-Length: %d" % length
             elif self.head.version >= (1, 1):
-                out.append(("Transfer-Encoding", "chunked"))
+                framing = b"\r\nTransfer-Encoding: chunked"
                 self.chunked_out = True
             else:
                 self.keep_alive = False
         if conn.closing or (not self.body_done and not self.keep_alive):
             self.keep_alive = False
         if not self.keep_alive:
-            out.append(("Connection", "close"))
+            framing += b"\r\nConnection: close"
         elif self.head.version < (1, 1):
-            out.append(("Connection", "keep-alive"))
-        self.status = status
-        line = f"HTTP/1.1 {status} {reason or REASONS.get(status, 'Unknown')}"
-        data = encode_head(line, out)
+            framing += b"\r\nConnection: keep-alive"
+        data = b"".join((line.encode("latin-1"), block, framing, HEAD_END))
         if first:
             if self.chunked_out:
-                conn.writelines((data, chunk_prefix(len(first)), first, CRLF))
-                self.bytes_out += len(data) + len(first) + len(chunk_prefix(len(first))) + 2
+                prefix = chunk_prefix(len(first))
+                conn.writelines((data, prefix, first, CRLF))
+                self.bytes_out += len(data) + len(prefix) + len(first) + 2
                 return
             data += first
         conn.write(data)
@@ -288,26 +291,20 @@ class Request:
     def respond(
         self, status: int, headers: Sequence[Header], body: bytes, *, send_body: bool = True
     ) -> None:
-        """A whole small response of governor's own, in one write."""
+        """A whole small response of governor's own, in one write.
+
+        Without ``send_body`` (a HEAD) a Content-Length in ``headers`` is kept.
+        """
         if send_body:
-            self.start_response(status, None, headers, length=len(body), first=body)
+            fields = [(n, v) for n, v in headers if n.lower() != "content-length"]
+            self.start_response(status, None, encode_block(fields), length=len(body), first=body)
         else:
-            self.start_response(status, None, headers, length=None, body=False)
+            self.start_response(status, None, encode_block(headers), length=None, body=False)
         self.end()
 
     async def drain(self) -> None:
         """Wait while the client's socket buffer is full."""
         await self.conn.drain()
-
-
-_FRAMING_OUT = frozenset({"content-length", "transfer-encoding", "connection", "keep-alive"})
-
-
-def _is_framing(name: str, body: bool) -> bool:
-    low = name.lower()
-    if body:
-        return low in _FRAMING_OUT
-    return low != "content-length" and low in _FRAMING_OUT
 
 
 Handler = Callable[[Request], Awaitable[None]]

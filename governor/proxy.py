@@ -26,11 +26,11 @@ from governor.errors import UpstreamError, UpstreamTimeout
 from governor.headers import (
     Header,
     client_address,
-    client_response_headers,
     is_trusted,
-    upstream_request_headers,
+    request_block,
+    response_block,
 )
-from governor.http1 import CRLF, LAST_CHUNK, chunk_prefix, encode_head, response_has_body
+from governor.http1 import CRLF, HEAD_END, LAST_CHUNK, chunk_prefix, response_has_body
 from governor.ledger import is_blocked
 from governor.listener import SERVER, Request
 from governor.meter import Meter
@@ -101,7 +101,9 @@ class Proxy:
             )
             return
         tenant = site.config
-        client = client_address(request.peer, head.headers, snap.config.trusted_proxies)
+        trusted = snap.config.trusted_proxies
+        peer = request.peer or ""
+        client = client_address(peer, head.headers, trusted) if trusted else peer
         note.tenant = tenant.name
         note.client = client
         exempt = is_exempt(tenant, request.path, client)
@@ -188,17 +190,25 @@ class _Exchange:
             request.bytes_out += len(CONTINUE)
             self.charge_out()
         upgrade = upgrade_token(head.upgrade) is not None
-        headers = upstream_request_headers(
-            head.headers, peer=request.peer, trusted=snap.config.trusted_proxies, upgrade=upgrade
-        )
         upstream = self.site.config.upstream
+        block = request_block(
+            head.block,
+            head.connection,
+            host=head.host,
+            peer=request.peer,
+            trusted=snap.config.trusted_proxies,
+            upgrade=upgrade,
+        )
+        first = f"{head.method} {upstream.base_path}{head.target} HTTP/1.1"
         if head.host is None:
-            headers.insert(0, ("Host", _host_header(upstream)))
+            first += f"\r\nHost: {_host_header(upstream)}"
         if head.chunked:
-            headers.append(("Transfer-Encoding", "chunked"))
+            framing = b"\r\nTransfer-Encoding: chunked"
         elif head.content_length is not None:
-            headers.append(("Content-Length", str(head.content_length)))
-        data = encode_head(f"{head.method} {upstream.base_path}{head.target} HTTP/1.1", headers)
+            framing = b"\r\nContent-Length: %d" % head.content_length
+        else:
+            framing = b""
+        data = b"".join((first.encode("latin-1"), block, framing, HEAD_END))
         sent_at = time.monotonic()
         conn: OriginConnection | None = None
         try:
@@ -289,9 +299,11 @@ class _Exchange:
         up = conn.head
         assert up is not None
         request = self.request
-        headers = client_response_headers(up.headers)
-        headers += [("Connection", "upgrade"), ("Upgrade", request.head.upgrade or "websocket")]
-        request.start_response(101, up.reason, headers, length=None, body=False)
+        block = response_block(up.block, up.connection, body=False)
+        block += b"\r\nConnection: upgrade\r\nUpgrade: " + (
+            request.head.upgrade or "websocket"
+        ).encode("latin-1")
+        request.start_response(101, up.reason, block, length=None, body=False)
         self.charge_out()
         # A tunnel has no end to finish: it is closed at the cap either way.
         tunnel = Tunnel(request, conn, self.meter, cut=not self.exempt)
@@ -320,16 +332,17 @@ class _Exchange:
         request = self.request
         up = conn.head
         assert up is not None
-        headers = client_response_headers(up.headers)
         if not response_has_body(request.method, up.status):
-            request.start_response(up.status, up.reason, headers, length=None, body=False)
+            block = response_block(up.block, up.connection, body=False)
+            request.start_response(up.status, up.reason, block, length=None, body=False)
             request.end()
             self.charge_out()
             return True
         length = up.content_length
         first = b"" if self.cut else conn.read_nowait()
         try:
-            request.start_response(up.status, up.reason, headers, length=length, first=first)
+            block = response_block(up.block, up.connection, body=True)
+            request.start_response(up.status, up.reason, block, length=length, first=first)
         except ConnectionError:
             return False
         self.charge_out()
