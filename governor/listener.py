@@ -331,6 +331,7 @@ class ClientConnection(asyncio.Protocol):
         self._write_paused = False
         self._drain_waiter: asyncio.Future[None] | None = None
         self._sink: TunnelSink | None = None
+        self.on_writable: Callable[[], None] | None = None  # once a full socket drains
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -395,6 +396,8 @@ class ClientConnection(asyncio.Protocol):
         self._write_paused = False
         if self._sink is not None:
             self._sink.client_writable()
+        if self.on_writable is not None:
+            self.on_writable()
         waiter = self._drain_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -468,10 +471,10 @@ class ClientConnection(asyncio.Protocol):
             data, self._buf = self._buf, b""
             try:
                 used = request._feed(data)
-            except BadMessage as exc:
-                self.body_error = exc.reason
-                self.closing = True
-                used = len(data)
+            except BadMessage as exc:  # refused before anything is forwarded
+                self._request = None
+                self._refuse(exc.status, exc.reason)
+                return
             self._buf = data[used:]
         self._task = self.loop.create_task(self._serve(request))
 

@@ -69,6 +69,11 @@ class OriginConnection(asyncio.Protocol):
         self._idle_timer: asyncio.TimerHandle | None = None
         self._deadline: asyncio.TimerHandle | None = None
         self._sink: _RawSink | None = None
+        self._splice: BodySink | None = None
+        self._spliced: asyncio.Future[None] | None = None
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._silence = 0.0
+        self._last_data = 0.0
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -105,6 +110,7 @@ class OriginConnection(asyncio.Protocol):
             self._eof = True
         if self.head is None or not complete:
             self._fail(UpstreamBroken(f"the upstream closed the connection ({exc or 'EOF'})"))
+        self._end_splice(None)
         self._wake()
         drain = self._drain_waiter
         if drain is not None and not drain.done():
@@ -131,6 +137,9 @@ class OriginConnection(asyncio.Protocol):
             if 100 <= head.status < 200 and head.status != 101:
                 continue  # interim responses (100 Continue, 103) are not passed on
             self.head = head
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
             if head.status == 101 or not response_has_body(self._method, head.status):
                 self._body = BodyReader(LENGTH, 0)
             elif head.chunked:
@@ -157,6 +166,24 @@ class OriginConnection(asyncio.Protocol):
         except BadMessage as exc:
             self._fail(UpstreamBroken(exc.reason))
             return
+        splice = self._splice
+        if splice is not None:
+            self._last_data = self.loop.time()
+            try:
+                for piece in pieces:
+                    if splice.body_data(piece) and not self._read_paused and self.transport:
+                        self._read_paused = True
+                        self.transport.pause_reading()
+            except ConnectionError as exc:
+                self._end_splice(exc)
+                self.close()
+                return
+            if _complete(body):
+                self._eof = True
+                if used < len(data):
+                    self._buf += data[used:]
+                self._end_splice(None)
+            return
         for piece in pieces:
             self._pieces.append(piece)
             self._queued += len(piece)
@@ -175,6 +202,7 @@ class OriginConnection(asyncio.Protocol):
             self._deadline = None
         if self._error is None:
             self._error = exc
+        self._end_splice(UpstreamBroken(str(exc)))
         self._wake()
         if self.transport is not None:
             self.transport.close()
@@ -284,6 +312,67 @@ class OriginConnection(asyncio.Protocol):
             self._read_paused = False
             self.transport.resume_reading()
 
+    def splice(self, sink: BodySink, silence: float) -> asyncio.Future[None]:
+        """Hand the rest of the response body to ``sink`` as it arrives, without a task.
+
+        Each piece goes to ``sink.body_data`` straight from the protocol callback;
+        when it returns True (the client's socket is full) reads from the upstream
+        pause until :meth:`resume_reading`. The future resolves at the body's end,
+        or fails with UpstreamBroken (the upstream broke off, or sent nothing for
+        ``silence`` seconds) or the sink's ConnectionError.
+        """
+        done: asyncio.Future[None] = self.loop.create_future()
+        self._spliced = done
+        self._splice = sink
+        self._silence = silence
+        self._last_data = self.loop.time()
+        try:
+            while self._pieces:
+                piece = self._pieces.popleft()
+                self._queued -= len(piece)
+                sink.body_data(piece)
+        except ConnectionError as exc:
+            self._end_splice(exc)
+            self.close()
+            return done
+        if self._eof:
+            self._end_splice(None)
+        elif self._error is not None:
+            self._end_splice(UpstreamBroken(str(self._error)))
+        else:
+            self._watchdog = self.loop.call_later(silence, self._check_silence)
+            self._resume()
+        return done
+
+    def _check_silence(self) -> None:
+        self._watchdog = None
+        if self._spliced is None:
+            return
+        quiet = self.loop.time() - self._last_data
+        if self._read_paused:  # waiting on the client, not on the upstream
+            quiet = 0.0
+            self._last_data = self.loop.time()
+        if quiet >= self._silence:
+            self._fail(UpstreamBroken(f"the upstream sent nothing for {self._silence:g} s"))
+            return
+        self._watchdog = self.loop.call_later(self._silence - quiet, self._check_silence)
+
+    def _end_splice(self, exc: BaseException | None) -> None:
+        done = self._spliced
+        if done is None:
+            return
+        self._spliced = None
+        self._splice = None
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+        if not done.done():
+            if exc is None:
+                done.set_result(None)
+            else:
+                done.set_exception(exc)
+                done.exception()  # retrieved: the exchange may have gone (client left)
+
     @property
     def reusable(self) -> bool:
         head = self.head
@@ -320,6 +409,7 @@ class OriginConnection(asyncio.Protocol):
 
     def resume_reading(self) -> None:
         if self.transport is not None and not self.closed:
+            self._read_paused = False
             self.transport.resume_reading()
 
     def write_paused(self) -> bool:
@@ -328,6 +418,14 @@ class OriginConnection(asyncio.Protocol):
 
 def _complete(body: BodyReader) -> bool:
     return body.done
+
+
+class BodySink(Protocol):
+    """Where a spliced response body goes (see :meth:`OriginConnection.splice`)."""
+
+    def body_data(self, data: bytes) -> bool:
+        """Take body bytes; True when the taker's socket is full (pause the upstream)."""
+        ...
 
 
 class _RawSink(Protocol):

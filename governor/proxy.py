@@ -224,6 +224,11 @@ class _Exchange:
                 self.proxy.pool.release(conn)
                 conn = None
         except UpstreamError as exc:
+            bad_body = request.conn.body_error
+            if bad_body is not None:  # the upload stopped at the client's broken framing
+                request.note.outcome = "bad_request"
+                _text(request, 400, f"400 Bad Request: {bad_body}")
+                return
             request.note.outcome = "upstream_error"
             log.warning("%s %s %s: %s", self.site.config.name, head.method, request.path, exc)
             _text(request, exc.status, PUBLIC_ERRORS.get(exc.status, f"{exc.status} error"))
@@ -348,6 +353,8 @@ class _Exchange:
         self.charge_out()
         read_timeout = self.timeouts.upstream_response
         client = request.conn
+        if not self.cut:
+            return await self._splice(conn, read_timeout)
         while True:
             try:
                 chunk = await conn.read(read_timeout)
@@ -385,6 +392,37 @@ class _Exchange:
             return False
         self.charge_out()
         return True
+
+    async def _splice(self, conn: OriginConnection, silence: float) -> bool:
+        """The rest of the body, passed on from the upstream's protocol callbacks."""
+        request = self.request
+        client = request.conn
+        client.on_writable = conn.resume_reading
+        try:
+            await conn.splice(self, silence)
+        except UpstreamBroken as exc:
+            log.warning("%s: the upstream broke off mid-body: %r", self.meter.tenant, exc)
+            client.abort()
+            return False
+        except ConnectionError:
+            return False
+        finally:
+            client.on_writable = None
+            self.charge_out()
+        try:
+            request.end()
+        except ConnectionError:
+            return False
+        self.charge_out()
+        return True
+
+    def body_data(self, data: bytes) -> bool:
+        """A piece of the spliced response body: pass it on; True while the client is full."""
+        request = self.request
+        request.write(data)
+        self.meter.egress(request.bytes_out - self.charged_out)
+        self.charged_out = request.bytes_out
+        return request.conn.write_paused()
 
     def _room(self) -> int:
         """Body bytes that still fit under the cap, after the chunk framing they need."""

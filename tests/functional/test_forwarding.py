@@ -79,6 +79,26 @@ async def test_silent_upstream_gives_504(make_governor: GovernorFactory, seen: S
     assert resp.status == 504
 
 
+async def test_a_pooled_connection_carries_no_deadline_from_its_last_exchange(
+    make_governor: GovernorFactory, seen: Seen
+) -> None:
+    """Each exchange has its own response deadline, also on a reused upstream connection.
+
+    The first answer comes 0.4 s into its 1 s deadline; the second, on the same pooled
+    connection, runs from 0.4 s to 1.2 s: past the first deadline, inside its own.
+    """
+    gov = await make_governor(timeouts={"upstream_response": "1s"})
+    client = await RawClient.connect(gov.port)
+    await client.send(request("GET", "/delay/400", "site.test"))
+    first = await client.response()
+    await client.send(request("GET", "/delay/800", "site.test"))
+    second = await client.response()
+    await client.close()
+    assert (first.status, second.status) == (200, 200)
+    assert second.body == b"slow but sure"
+    assert len(set(seen.peers)) == 1  # one upstream connection carried both
+
+
 async def test_large_upload_and_download_stream_through(make_governor: GovernorFactory) -> None:
     gov = await make_governor(tenant={"count": "both"})
     size = 32 * 2**20

@@ -129,6 +129,11 @@ def make_upstream() -> web.Application:
         await resp.write_eof()
         return resp
 
+    async def delay(request: web.Request) -> web.Response:
+        """Answer after ``ms`` milliseconds: a site that takes its time (the delay is the point)."""
+        await asyncio.sleep(int(request.match_info["ms"]) / 1000)
+        return web.Response(text="slow but sure")
+
     async def hang(request: web.Request) -> web.Response:
         request.app[SEEN].hanging.set()
         await request.app[SEEN].release.wait()
@@ -182,6 +187,7 @@ def make_upstream() -> web.Application:
     app.router.add_get("/die/{n}", die)
     app.router.add_get("/die-chunked/{n}", die_chunked)
     app.router.add_get("/hang", hang)
+    app.router.add_get("/delay/{ms}", delay)
     app.router.add_get("/slow-body", slow_body)
     app.router.add_get("/forever", forever)
     app.router.add_get("/stream/{blocks}", stream)
