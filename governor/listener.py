@@ -327,6 +327,8 @@ class ClientConnection(asyncio.Protocol):
         self._request: Request | None = None
         self._task: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._wait_since: float | None = None  # waiting for a head since (loop time)
+        self._head_since: float | None = None  # a head's first byte arrived at
         self._read_paused = False
         self._write_paused = False
         self._drain_waiter: asyncio.Future[None] | None = None
@@ -462,7 +464,7 @@ class ClientConnection(asyncio.Protocol):
         if head is None:
             self._idle()
             return
-        self._cancel_timer()
+        self._busy()
         self._buf = self._buf[head.size :]
         note = RequestNote(sinks=self.server.sinks, client=self.peer or "")
         request = Request(self, head, note)
@@ -546,37 +548,51 @@ class ClientConnection(asyncio.Protocol):
         assert self.transport is not None
         self.transport.close()
 
-    # Timers and flow control.
+    # Timers and flow control. One timer per connection, armed lazily: requests on a
+    # busy keep-alive connection move deadlines, not timers.
     def _idle(self) -> None:
         """Waiting for a head: close idle connections, and slow heads with a 408."""
-        if self._timer is not None:
-            if self._buf and self._timer_kind == "keepalive":
-                self._cancel_timer()
-            else:
-                return
-        if self._buf:
-            self._timer_kind = "header"
-            self._timer = self.loop.call_later(self.server.header_timeout, self._slow_head)
-        else:
-            self._timer_kind = "keepalive"
-            self._timer = self.loop.call_later(self.server.keepalive, self._keepalive_expired)
+        now = self.loop.time()
+        if self._wait_since is None:
+            self._wait_since = now
+        if self._buf and self._head_since is None:
+            self._head_since = now  # the head's first byte: its own deadline starts
+        when = self._deadline()
+        timer = self._timer
+        if when is None or (timer is not None and timer.when() <= when):
+            return  # the armed timer fires first and looks again
+        if timer is not None:
+            timer.cancel()
+        self._timer = self.loop.call_at(when, self._expire)
 
-    _timer_kind = "keepalive"
+    def _deadline(self) -> float | None:
+        if self._head_since is not None:
+            return self._head_since + self.server.header_timeout
+        if self._wait_since is not None:
+            return self._wait_since + self.server.keepalive
+        return None
+
+    def _busy(self) -> None:
+        """A head arrived: no deadline until the connection waits again."""
+        self._wait_since = None
+        self._head_since = None
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
 
-    def _keepalive_expired(self) -> None:
+    def _expire(self) -> None:
         self._timer = None
-        if self._request is None and self.transport is not None:
-            self.transport.close()
-
-    def _slow_head(self) -> None:
-        self._timer = None
-        if self._request is None and not self.closed:
+        when = self._deadline()
+        if when is None or self.closed or self._request is not None:
+            return
+        if self.loop.time() < when:
+            self._timer = self.loop.call_at(when, self._expire)
+        elif self._head_since is not None:
             self._refuse(408, "the request head did not arrive in time")
+        elif self.transport is not None:
+            self.transport.close()
 
     def close_if_idle(self) -> bool:
         """Close the connection if no request is in flight (for shutdown)."""

@@ -67,7 +67,9 @@ class OriginConnection(asyncio.Protocol):
         self._write_paused = False
         self._drain_waiter: asyncio.Future[None] | None = None
         self._idle_timer: asyncio.TimerHandle | None = None
+        self.idle_since: float | None = None  # in the pool since (loop time)
         self._deadline: asyncio.TimerHandle | None = None
+        self._deadline_at: float | None = None  # the response head is due by (loop time)
         self._sink: _RawSink | None = None
         self._splice: BodySink | None = None
         self._spliced: asyncio.Future[None] | None = None
@@ -101,6 +103,9 @@ class OriginConnection(asyncio.Protocol):
         self.pool._forget(self)
         if self._idle_timer is not None:
             self._idle_timer.cancel()
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
         if self._sink is not None:
             self._sink.origin_closed()
             return
@@ -137,9 +142,7 @@ class OriginConnection(asyncio.Protocol):
             if 100 <= head.status < 200 and head.status != 101:
                 continue  # interim responses (100 Continue, 103) are not passed on
             self.head = head
-            if self._deadline is not None:
-                self._deadline.cancel()
-                self._deadline = None
+            self._deadline_at = None
             if head.status == 101 or not response_has_body(self._method, head.status):
                 self._body = BodyReader(LENGTH, 0)
             elif head.chunked:
@@ -250,18 +253,35 @@ class OriginConnection(asyncio.Protocol):
         self._eof = False
         self._error = None
         self.received_any = False
+        self._deadline_at = None
         if deadline is not None:
-            self._deadline = self.loop.call_later(deadline, self._head_timed_out)
+            self.start_deadline(deadline)
 
     def start_deadline(self, seconds: float) -> None:
-        """The request body is sent: the upstream now has ``seconds`` to answer."""
-        if self.head is None and self._deadline is None and not self.closed:
-            self._deadline = self.loop.call_later(seconds, self._head_timed_out)
+        """The request is sent: the upstream now has ``seconds`` to answer.
+
+        One timer per connection, armed lazily: it looks at the current exchange's
+        deadline when it fires, so a fast exchange costs no timer of its own.
+        """
+        if self.head is not None or self._deadline_at is not None or self.closed:
+            return
+        when = self._deadline_at = self.loop.time() + seconds
+        timer = self._deadline
+        if timer is not None and timer.when() <= when:
+            return
+        if timer is not None:
+            timer.cancel()
+        self._deadline = self.loop.call_at(when, self._head_timed_out)
 
     def _head_timed_out(self) -> None:
         self._deadline = None
-        if self.head is None:
-            self._fail(UpstreamTimeout("the upstream sent no response headers in time"))
+        when = self._deadline_at
+        if when is None or self.head is not None or self.closed:
+            return
+        if self.loop.time() < when:
+            self._deadline = self.loop.call_at(when, self._head_timed_out)
+            return
+        self._fail(UpstreamTimeout("the upstream sent no response headers in time"))
 
     async def response_head(self) -> ResponseHead:
         """Wait for the response head (interim 1xx responses skipped, 101 returned)."""
@@ -387,6 +407,17 @@ class OriginConnection(asyncio.Protocol):
             and head.status != 101
         )
 
+    def _idle_check(self) -> None:
+        self._idle_timer = None
+        since = self.idle_since
+        if since is None or self.closed:
+            return  # in use: the pool arms the timer again when it gets it back
+        left = since + IDLE_TIMEOUT - self.loop.time()
+        if left <= 0:
+            self.close()
+        else:
+            self._idle_timer = self.loop.call_later(left, self._idle_check)
+
     def close(self) -> None:
         self.closed = True
         self.pool._forget(self)
@@ -454,9 +485,7 @@ class OriginPool:
         idle = self._idle.get(key)
         while idle and not fresh:
             conn = idle.pop()
-            if conn._idle_timer is not None:
-                conn._idle_timer.cancel()
-                conn._idle_timer = None
+            conn.idle_since = None
             if not conn.closed:
                 conn.reused = True
                 return conn
@@ -493,7 +522,9 @@ class OriginPool:
             return
         conn.head = None
         conn._body = None
-        conn._idle_timer = self.loop.call_later(IDLE_TIMEOUT, conn.close)
+        conn.idle_since = self.loop.time()
+        if conn._idle_timer is None:  # armed lazily: it looks again when it fires
+            conn._idle_timer = self.loop.call_later(IDLE_TIMEOUT, conn._idle_check)
         self._idle.setdefault(conn.key, []).append(conn)
 
     def _forget(self, conn: OriginConnection) -> None:
