@@ -75,12 +75,41 @@ def multiprocess_dir(worker: int | None) -> str | None:
 
 @dataclass(slots=True)
 class _RequestSeries:
-    """The labelled children one request touches, made once per tenant."""
+    """The labelled children one request touches, made once per tenant.
 
+    Requests add to plain numbers; :meth:`publish` moves them into the children,
+    at each scrape and each flush, so a request costs a few additions, not a
+    prometheus-client call per series (in multiprocess mode each is a file write).
+    """
+
+    tenant: str = ""  # "": requests no tenant claimed
     requests: dict[str, Counter] = field(default_factory=dict)  # by outcome
     egress: Counter | None = None
     ingress: Counter | None = None
     upstream: Histogram | None = None
+    counted: dict[str, int] = field(default_factory=dict)  # requests by outcome, unpublished
+    bytes_out: int = 0
+    bytes_in: int = 0
+    latencies: list[float] = field(default_factory=list)
+
+    def publish(self, requests: Counter) -> None:
+        """Move what requests added since the last call into the prometheus children."""
+        if self.counted:
+            for outcome, n in self.counted.items():
+                child = self.requests.get(outcome)
+                if child is None:
+                    child = self.requests[outcome] = requests.labels(self.tenant, outcome)
+                child.inc(n)
+            self.counted.clear()
+        if self.bytes_out and self.egress is not None:
+            self.egress.inc(self.bytes_out)
+        if self.bytes_in and self.ingress is not None:
+            self.ingress.inc(self.bytes_in)
+        self.bytes_out = self.bytes_in = 0
+        if self.latencies and self.upstream is not None:
+            for seconds in self.latencies:
+                self.upstream.observe(seconds)
+        self.latencies.clear()
 
 
 @dataclass(slots=True)
@@ -250,25 +279,26 @@ class Metrics:
         self._refresh_live()
 
     def request_done(self, record: RequestRecord) -> None:
-        """A request sink: transfer bytes, requests by outcome, upstream latency."""
-        tenant = record.tenant
-        series = self._series.get(tenant or "")
+        """A request sink: transfer bytes, requests by outcome, upstream latency.
+
+        Kept as plain numbers until the next scrape or flush (:meth:`_publish`).
+        """
+        tenant = record.tenant or ""
+        series = self._series.get(tenant)
         if series is None:
-            series = self._request_series(tenant or "")
-        counter = series.requests.get(record.outcome)
-        if counter is None:
-            counter = series.requests[record.outcome] = self.requests.labels(
-                tenant or "", record.outcome
-            )
-        counter.inc()
-        if series.egress is None or series.ingress is None or series.upstream is None:
+            series = self._request_series(tenant)
+        counted = series.counted
+        counted[record.outcome] = counted.get(record.outcome, 0) + 1
+        if not tenant:
             return  # no tenant: not anybody's transfer
-        if record.bytes_out > 0:
-            series.egress.inc(record.bytes_out)
-        if record.bytes_in > 0:
-            series.ingress.inc(record.bytes_in)
+        series.bytes_out += record.bytes_out
+        series.bytes_in += record.bytes_in
         if record.upstream_seconds is not None:
-            series.upstream.observe(record.upstream_seconds)
+            series.latencies.append(record.upstream_seconds)
+
+    def _publish(self) -> None:
+        for series in self._series.values():
+            series.publish(self.requests)
 
     def flushed(self) -> None:
         """A flush listener: store health and per-tenant usage gauges."""
@@ -297,7 +327,7 @@ class Metrics:
 
     def _request_series(self, tenant: str) -> _RequestSeries:
         """The children of one tenant ("": no tenant), made at zero so rates start at once."""
-        series = _RequestSeries()
+        series = _RequestSeries(tenant=tenant)
         outcomes = TENANT_OUTCOMES if tenant else NO_TENANT_OUTCOMES
         for outcome in outcomes:
             series.requests[outcome] = self.requests.labels(tenant, outcome)
@@ -345,6 +375,7 @@ class Metrics:
 
     def _refresh_live(self) -> None:
         """The values read at scrape time (and, for the other workers, at each flush)."""
+        self._publish()
         self.pending.set(self.runtime.ledger.pending_bytes())
         if self._server is not None:
             self.connections.set(len(self._server.connections))
