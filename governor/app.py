@@ -20,7 +20,6 @@ from governor.accesslog import open_access_log
 from governor.admin import create_admin_app
 from governor.config import Config, load_config
 from governor.errors import ConfigError
-from governor.http1 import Limits
 from governor.listener import HTTPServer
 from governor.metrics import Metrics
 from governor.origin import OriginPool
@@ -31,9 +30,6 @@ from governor.store.base import Store
 from governor.warnings import Warner
 
 log = logging.getLogger("governor")
-
-# How long the rest of a request head may take once its first byte arrived.
-HEADER_TIMEOUT = 60.0
 
 
 class Governor:
@@ -115,9 +111,8 @@ class Governor:
         server = HTTPServer(
             proxy.handle,
             sinks=self.runtime.request_sinks,
-            limits=Limits(),
-            keepalive=self.config.timeouts.keepalive,
-            header_timeout=HEADER_TIMEOUT,
+            limits=self.config.limits,
+            timeouts=self.config.timeouts,
         )
         self.metrics.bind_server(server)
         await server.start(sock)
@@ -170,6 +165,8 @@ class Governor:
             log.warning("reload: a new store takes a restart; keeping %s", self.config.store)
         self.config = config
         self.runtime.reload(config)
+        if self._server is not None:
+            self._server.configure(config.limits, config.timeouts)
         self.reloads_ok += 1
         self.metrics.reloaded(True)
         log.info("reloaded %s: %d tenants", config.path, len(config.tenants))

@@ -29,6 +29,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol, cast
 from urllib.parse import unquote
 
+from governor.config import LimitsConfig, Timeouts
 from governor.events import RequestNote, RequestSink, report
 from governor.http1 import (
     CHUNKED,
@@ -44,6 +45,7 @@ from governor.http1 import (
     chunk_prefix,
     encode_block,
     encode_head,
+    parse_request_head,
 )
 
 log = logging.getLogger("governor.listener")
@@ -93,12 +95,14 @@ class Request:
         "_queued",
         "_waiter",
         "body",
+        "body_size",
         "bytes_out",
         "chunked_out",
         "claimed_in",
         "conn",
         "ended",
         "head",
+        "head_at",
         "keep_alive",
         "note",
         "path",
@@ -129,6 +133,8 @@ class Request:
         self._queued = 0
         self._eof = self.body is None
         self._waiter: asyncio.Future[None] | None = None
+        self.body_size = 0  # body bytes received, framing aside
+        self.head_at = conn.loop.time()
         self.keep_alive = head.keep_alive
         self.status = 0  # of the response, once started
         self.bytes_out = 0
@@ -172,6 +178,10 @@ class Request:
         for piece in pieces:
             self._pieces.append(piece)
             self._queued += len(piece)
+            self.body_size += len(piece)
+        body_max = self.conn.server.body_max
+        if body_max and self.body_size > body_max:
+            raise BadMessage(413, f"the request body is larger than {body_max} bytes")
         if body.done:
             self._eof = True
         waiter = self._waiter
@@ -201,7 +211,7 @@ class Request:
             if self.conn.closed:
                 raise ConnectionResetError("the client closed the connection mid-body")
             if self.conn.body_error is not None:
-                raise ConnectionResetError(f"a malformed request body: {self.conn.body_error}")
+                raise ConnectionResetError(f"the request body: {self.conn.body_error.reason}")
             self._waiter = self.conn.loop.create_future()
             try:
                 await self._waiter
@@ -320,7 +330,9 @@ class ClientConnection(asyncio.Protocol):
         self.peer: str | None = None
         self.closed = False
         self.closing = False  # the server is shutting down: close after this request
-        self.body_error: str | None = None
+        self.body_error: BadMessage | None = None  # the request body was refused midway
+        self._counted = False  # in the server's per-client count
+        self._body_timer: asyncio.TimerHandle | None = None
         self.bytes_in = 0
         self.bytes_out = 0
         self._buf = b""
@@ -340,6 +352,12 @@ class ClientConnection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         self.peer = peer[0] if isinstance(peer, tuple) else None
+        refusal = self.server.admit(self.peer)
+        if refusal is not None:
+            self.closing = True
+            self._refuse(503, refusal)
+            return
+        self._counted = True
         self.server.connections.add(self)
         self._idle()
 
@@ -353,10 +371,7 @@ class ClientConnection(asyncio.Protocol):
             try:
                 used = request._feed(data)
             except BadMessage as exc:
-                self.body_error = exc.reason
-                self.closing = True
-                request._fail()
-                self._pause_reading()
+                self._refuse_body(request, exc)
                 return
             if request.buffered():
                 self._pause_reading()
@@ -370,14 +385,21 @@ class ClientConnection(asyncio.Protocol):
             self._pause_reading()  # pipelined requests wait until this one is answered
 
     def eof_received(self) -> bool | None:
-        if self._request is None and self._sink is None:
-            return None  # close
-        return True  # half-close: the request in flight still gets its response
+        request = self._request
+        if self._sink is not None or (request is not None and request.body_done):
+            return True  # half-close: the request in flight still gets its response
+        return None  # close: no request, or one whose body can never be completed
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.server.connections.discard(self)
+        if self._counted:
+            self._counted = False
+            self.server.release(self.peer)
         self._cancel_timer()
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
         if self._sink is not None:
             self._sink.client_closed()
         request = self._request
@@ -465,10 +487,18 @@ class ClientConnection(asyncio.Protocol):
             self._idle()
             return
         self._busy()
+        body_max = self.server.body_max
+        if body_max and head.content_length is not None and head.content_length > body_max:
+            self._refuse(413, f"the request body is larger than {body_max} bytes")
+            return
         self._buf = self._buf[head.size :]
         note = RequestNote(sinks=self.server.sinks, client=self.peer or "")
         request = Request(self, head, note)
         self._request = request
+        if request.body is not None and self.server.body_min_rate:
+            self._body_timer = self.loop.call_at(
+                request.head_at + self.server.header_timeout, self._check_body_rate
+            )
         if request.body is not None and self._buf:
             data, self._buf = self._buf, b""
             try:
@@ -522,6 +552,9 @@ class ClientConnection(asyncio.Protocol):
     def _finished(self, request: Request) -> None:
         self._task = None
         self._request = None
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
         request.note.charge_in(request.claim_in())
         report(request.note, request)
         if self.closed or self._sink is not None:
@@ -532,6 +565,38 @@ class ClientConnection(asyncio.Protocol):
             return
         self._resume_reading()
         self._next_request()
+
+    def _refuse_body(self, request: Request, exc: BadMessage) -> None:
+        """Stop reading a request body governor refuses (malformed, too large, too slow).
+
+        The handler's next read fails; it answers ``exc.status`` if no response has
+        started. The connection closes after the request either way.
+        """
+        self.body_error = exc
+        self.closing = True
+        request._fail()
+        self._pause_reading()
+
+    def _check_body_rate(self) -> None:
+        """Whether the request body keeps ``body_min_rate`` after the header grace period."""
+        self._body_timer = None
+        request = self._request
+        server = self.server
+        rate = server.body_min_rate
+        if request is None or request.body is None or request.body_done or self.closed:
+            return
+        now = self.loop.time()
+        if self._read_paused:  # governor is not reading: the client is not to blame
+            request.head_at += 1.0
+            self._body_timer = self.loop.call_at(now + 1.0, self._check_body_rate)
+            return
+        got = request.body.raw
+        due = (now - request.head_at - server.header_timeout) * rate
+        if got < due:
+            self._refuse_body(request, BadMessage(408, "the request body arrived too slowly"))
+            return
+        next_at = request.head_at + server.header_timeout + got / rate
+        self._body_timer = self.loop.call_at(max(next_at, now + 0.1), self._check_body_rate)
 
     def _refuse(self, status: int, reason: str) -> None:
         """Answer a request that cannot be read, then close."""
@@ -633,32 +698,56 @@ class HTTPServer:
         handler: Handler,
         *,
         sinks: Sequence[RequestSink],
-        limits: Limits,
-        keepalive: float,
-        header_timeout: float,
-        on_refused: Callable[[int, str, str | None], None] | None = None,
+        limits: LimitsConfig,
+        timeouts: Timeouts,
     ) -> None:
-        from governor.http1 import parse_request_head
-
         self.handler = handler
         self.sinks = sinks
-        self.limits = limits
-        self.keepalive = keepalive
-        self.header_timeout = header_timeout
         self.connections: set[ClientConnection] = set()
+        self.per_client: dict[str | None, int] = {}
         self.loop = asyncio.get_event_loop()
         self._server: asyncio.Server | None = None
         self._drained: asyncio.Event | None = None
-        self._on_refused = on_refused
-        self._parse = parse_request_head
+        self.configure(limits, timeouts)
+
+    def configure(self, limits: LimitsConfig, timeouts: Timeouts) -> None:
+        """Take (new) limits and timeouts; connections use them from their next request."""
+        self.limits = Limits(
+            request_line=limits.request_line,
+            field=limits.header_field,
+            head=limits.header_total,
+            fields=limits.header_count,
+        )
+        self.body_max = limits.body_max
+        self.max_connections = limits.connections
+        self.max_per_client = limits.connections_per_client
+        self.keepalive = timeouts.keepalive
+        self.header_timeout = timeouts.request_header
+        self.body_min_rate = timeouts.body_min_rate
+        self.websocket_idle = timeouts.websocket_idle
+
+    def admit(self, peer: str | None) -> str | None:
+        """Count a new connection from ``peer``; the reason it is refused, if it is."""
+        if self.max_connections and len(self.connections) >= self.max_connections:
+            return f"governor holds {self.max_connections} connections already"
+        held = self.per_client.get(peer, 0)
+        if self.max_per_client and held >= self.max_per_client:
+            return f"this address holds {self.max_per_client} connections already"
+        self.per_client[peer] = held + 1
+        return None
+
+    def release(self, peer: str | None) -> None:
+        held = self.per_client.get(peer, 0) - 1
+        if held > 0:
+            self.per_client[peer] = held
+        else:
+            self.per_client.pop(peer, None)
 
     def parse(self, buf: bytes) -> RequestHead | None:
-        return self._parse(buf, self.limits)
+        return parse_request_head(buf, self.limits)
 
     def refused(self, status: int, reason: str, peer: str | None) -> None:
         log.info("refused a request from %s: %d %s", peer or "?", status, reason)
-        if self._on_refused is not None:
-            self._on_refused(status, reason, peer)
 
     async def start(self, sock: Any) -> None:
         """Accept connections on the listening socket ``sock``."""

@@ -32,7 +32,7 @@ from governor.headers import (
 )
 from governor.http1 import CRLF, HEAD_END, LAST_CHUNK, chunk_prefix, response_has_body
 from governor.ledger import is_blocked
-from governor.listener import SERVER, Request
+from governor.listener import REASONS, SERVER, Request
 from governor.meter import Meter
 from governor.origin import OriginConnection, OriginPool, UpstreamBroken
 from governor.runtime import NEAR_CAP, Runtime, Site
@@ -224,10 +224,11 @@ class _Exchange:
                 self.proxy.pool.release(conn)
                 conn = None
         except UpstreamError as exc:
-            bad_body = request.conn.body_error
-            if bad_body is not None:  # the upload stopped at the client's broken framing
+            refused = request.conn.body_error
+            if refused is not None:  # the upload stopped: broken framing, too large, too slow
                 request.note.outcome = "bad_request"
-                _text(request, 400, f"400 Bad Request: {bad_body}")
+                reason = REASONS.get(refused.status, "Bad Request")
+                _text(request, refused.status, f"{refused.status} {reason}: {refused.reason}")
                 return
             request.note.outcome = "upstream_error"
             log.warning("%s %s %s: %s", self.site.config.name, head.method, request.path, exc)

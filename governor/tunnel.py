@@ -40,10 +40,16 @@ class Tunnel:
         self.origin = origin
         self.meter = meter
         self.cut = cut
-        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.loop = asyncio.get_running_loop()
+        self.done: asyncio.Future[None] = self.loop.create_future()
+        self.idle = request.conn.server.websocket_idle  # seconds without a byte either way
+        self._last = self.loop.time()
+        self._timer: asyncio.TimerHandle | None = None
 
     def start(self) -> None:
         """Switch both connections to the tunnel; pass on what each had already sent."""
+        if self.idle:
+            self._timer = self.loop.call_later(self.idle, self._check_idle)
         from_client = self.client.switch(self)
         from_origin = self.origin.switch(self)
         if from_client:
@@ -58,7 +64,19 @@ class Tunnel:
         return self.cut and self.meter.blocked()
 
     # From the client.
+    def _check_idle(self) -> None:
+        """Close a tunnel quiet for ``idle`` seconds (one timer, re-armed lazily)."""
+        self._timer = None
+        if self.done.done():
+            return
+        quiet = self.loop.time() - self._last
+        if quiet >= self.idle:
+            self.close()
+        else:
+            self._timer = self.loop.call_later(self.idle - quiet, self._check_idle)
+
     def client_data(self, data: bytes) -> None:
+        self._last = self.loop.time()
         self.request.received += len(data)
         self.meter.ingress(self.request.claim_in())
         if self._over_cap():
@@ -80,6 +98,7 @@ class Tunnel:
 
     # From the upstream.
     def origin_data(self, data: bytes) -> None:
+        self._last = self.loop.time()
         if self._over_cap():
             self.close()
             return
@@ -101,6 +120,9 @@ class Tunnel:
 
     def close(self) -> None:
         """End the tunnel: both sides closed, the waiter woken."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self.origin.close()
         if self.client.transport is not None:
             self.client.transport.close()
