@@ -183,6 +183,8 @@ def _fields(lines: list[bytes], limits: Limits | None) -> list[Header]:
 
 
 def _content_length(values: list[bytes]) -> int:
+    if len(values) == 1 and values[0].isdigit() and len(values[0]) <= 18:
+        return int(values[0])  # the usual case: one plain number
     seen: set[bytes] = set()
     for value in values:
         for item in value.split(b","):

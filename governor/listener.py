@@ -478,6 +478,9 @@ class ClientConnection(asyncio.Protocol):
         """Parse the next head from the buffer and start its handler, if it is complete."""
         if self.closed or (self.closing and not self._buf):
             return
+        if not self._buf:
+            self._idle()
+            return
         try:
             head = self.server.parse(self._buf)
         except BadMessage as exc:

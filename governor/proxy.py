@@ -355,6 +355,8 @@ class _Exchange:
         read_timeout = self.timeouts.upstream_response
         client = request.conn
         if not self.cut:
+            if conn.at_eof:  # the whole body came with the head (a small response)
+                return self._end()
             return await self._splice(conn, read_timeout)
         while True:
             try:
@@ -410,8 +412,12 @@ class _Exchange:
         finally:
             client.on_writable = None
             self.charge_out()
+        return self._end()
+
+    def _end(self) -> bool:
+        """Complete the response (the last chunk, for a chunked one)."""
         try:
-            request.end()
+            self.request.end()
         except ConnectionError:
             return False
         self.charge_out()
