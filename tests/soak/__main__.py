@@ -220,6 +220,7 @@ async def main() -> int:
         config = write_config(
             folder,
             upstream=f"http://{up_faults.address}",
+            cap="1 TiB",  # the soak is about faults, not the cap: it must never block
             flush_interval="200ms",
             timeouts={"upstream_response": "2s", "shutdown": "10s"},
             **options,
