@@ -95,6 +95,10 @@ def upstream_request_headers(
 ) -> list[Header]:
     """The headers to send upstream for a client's request headers.
 
+    Fields with an underscore in their name are dropped, as nginx does by default:
+    CGI-style upstreams read ``Content_Length`` as ``Content-Length``, a way to
+    smuggle a second framing header past governor.
+
     Host is kept as the client sent it. With ``upgrade`` the ``Upgrade`` header and
     ``Connection: upgrade`` are kept for the WebSocket handshake.
     """
@@ -113,6 +117,8 @@ def upstream_request_headers(
             host = value
         if low == "content-length":
             continue  # framing: rebuilt by the proxy from the body it forwards
+        if "_" in low:
+            continue  # like nginx: CGI-style upstreams read "_" as "-" (Content_Length)
         if low not in _FORWARDED and low != "expect":
             kept.append((name, value))
             continue
@@ -157,17 +163,25 @@ _FORWARDED_B = (b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b
 _OPTIONS = frozenset({"close", "keep-alive", "upgrade"})
 
 
-def _line_dropper(names: Iterable[bytes]) -> re.Pattern[bytes]:
-    """A pattern matching whole field lines (with their leading CRLF) named ``names``."""
+def _line_dropper(names: Iterable[bytes], *, underscored: bool = False) -> re.Pattern[bytes]:
+    """A pattern matching whole field lines (with their leading CRLF) named ``names``.
+
+    With ``underscored`` it also matches every field whose name has an underscore.
+    """
     alternatives = b"|".join(re.escape(n) for n in names)
+    if underscored:
+        alternatives += rb"|[^:\r_]*_[^:\r]*"
     return re.compile(rb"\r\n(?:" + alternatives + rb"):[^\r]*", re.IGNORECASE)
 
 
 _DROP_RESPONSE_BODY = _line_dropper((*_HOP_BY_HOP_B, b"content-length"))
 _DROP_RESPONSE = _line_dropper(_HOP_BY_HOP_B)
-_DROP_REQUEST = _line_dropper((*_HOP_BY_HOP_B, b"content-length", b"expect", *_FORWARDED_B))
+_DROP_REQUEST = _line_dropper(
+    (*_HOP_BY_HOP_B, b"content-length", b"expect", *_FORWARDED_B), underscored=True
+)
 _DROP_REQUEST_UPGRADE = _line_dropper(
-    (*(n for n in _HOP_BY_HOP_B if n != b"upgrade"), b"content-length", b"expect", *_FORWARDED_B)
+    (*(n for n in _HOP_BY_HOP_B if n != b"upgrade"), b"content-length", b"expect", *_FORWARDED_B),
+    underscored=True,
 )
 _FORWARDED_VALUES = re.compile(
     rb"\r\n(x-forwarded-for|x-forwarded-proto|x-forwarded-host|via):[ \t]*([^\r]*)",

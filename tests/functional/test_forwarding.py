@@ -45,6 +45,29 @@ async def test_hop_by_hop_headers_are_stripped_and_forwarding_headers_set(
     assert resp.header("X-End-To-End") == "kept"
 
 
+async def test_fields_with_underscores_do_not_reach_the_upstream(
+    make_governor: GovernorFactory,
+) -> None:
+    """As in nginx: a CGI-style upstream would read Transfer_Encoding as Transfer-Encoding."""
+    gov = await make_governor()
+    client = await RawClient.connect(gov.port)
+    await client.send(
+        request(
+            "GET",
+            "/headers",
+            "site.test",
+            "Transfer_Encoding: chunked",
+            "Content_Length: 5",
+            "X-Kept-Field: yes",
+        )
+    )
+    resp = await client.response()
+    await client.close()
+    names = [k.lower() for k, _ in json.loads(resp.body)["headers"]]
+    assert "x-kept-field" in names
+    assert not [n for n in names if "_" in n], names
+
+
 async def test_x_forwarded_for_from_a_trusted_proxy_is_extended(
     make_governor: GovernorFactory, seen: Seen
 ) -> None:

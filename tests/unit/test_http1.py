@@ -170,6 +170,8 @@ _NAMES = st.sampled_from(
         "Accept",
         "Proxy-Connection",
         "Trailer",
+        "Content_Length",
+        "X_Custom",
     ]
 )
 _VALUES = st.sampled_from(["1", "close", "keep-alive, x-custom", "10.0.0.1", "a b", "upgrade", ""])
