@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 SITE_PORT ?= 8000
 SITE_DIR ?= deploy/demo-site
 
-.PHONY: run test lint typecheck unit check install clean bench
+.PHONY: run test lint typecheck unit check install clean bench soak
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,12 @@ test: lint typecheck check
 # BENCH_SECONDS (per wrk run, 5), BENCH_ROUNDS (3), BENCH_QUICK=1 (1 round of 2 s, no 1 GiB).
 bench: $(STAMP)
 	$(BIN)/python -m tests.bench
+
+# A bounded run under mixed load with faults injected (not part of `make test`; see
+# tests/soak/). SOAK_SECONDS (120), SOAK_CLIENTS (12), SOAK_SLOWLORIS (200). Uses
+# redis-server when installed, and slowhttptest for a while when installed.
+soak: $(STAMP)
+	$(BIN)/python -m tests.soak
 
 clean:
 	rm -rf $(VENV) state .pytest_cache .mypy_cache .ruff_cache
