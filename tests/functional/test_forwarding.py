@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 
 from tests.functional.conftest import GovernorFactory
 from tests.functional.support import RawClient, free_port, request
@@ -226,8 +228,6 @@ async def test_a_slow_first_byte_does_not_hold_back_the_headers(
     gov = await make_governor()
     client = await RawClient.connect(gov.port)
     await client.send(request("GET", "/slow-body", "site.test"))
-    import asyncio
-
     async with asyncio.timeout(5):
         head = await client.reader.readuntil(b"\r\n\r\n")  # before the body is released
     assert head.startswith(b"HTTP/1.1 200")
@@ -236,3 +236,26 @@ async def test_a_slow_first_byte_does_not_hold_back_the_headers(
     body = await client.reader.readuntil(b"0\r\n\r\n")
     await client.close()
     assert b"data: late" in body
+
+
+async def test_an_upstream_silent_mid_body_is_cut_off_after_upstream_response(
+    make_governor: GovernorFactory, seen: Seen
+) -> None:
+    """The head came, then nothing: after upstream_response of silence the visitor's
+    connection closes without a clean end, so the truncation shows; the count is exact."""
+    gov = await make_governor(timeouts={"upstream_response": "300ms"})
+    client = await RawClient.connect(gov.port)
+    await client.send(request("GET", "/slow-body", "site.test"))
+    async with asyncio.timeout(5):
+        head = await client.reader.readuntil(b"\r\n\r\n")
+        started = time.monotonic()
+        rest = await client.reader.read()  # to EOF: governor closes
+    elapsed = time.monotonic() - started
+    seen.release.set()
+    await client.close()
+    assert head.startswith(b"HTTP/1.1 200")
+    assert b"0\r\n\r\n" not in rest  # no last chunk: the visitor knows it is truncated
+    assert 0.25 <= elapsed < 2.0, elapsed
+    usage = gov.runtime.usage("site")
+    assert usage is not None
+    assert usage.used_bytes == len(head) + len(rest)  # egress: what the visitor got, exactly
