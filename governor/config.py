@@ -169,7 +169,7 @@ _ROOT_KEYS = (
     "defaults",
     "tenants",
 )
-_DURATION_KEYS = (
+DURATION_KEYS = (
     "upstream_connect",
     "upstream_response",
     "keepalive",
@@ -177,10 +177,10 @@ _DURATION_KEYS = (
     "request_header",
     "websocket_idle",
 )
-_TIMEOUT_KEYS = (*_DURATION_KEYS, "body_min_rate")
-_HEAD_SIZE_KEYS = ("request_line", "header_field", "header_total")
+_TIMEOUT_KEYS = (*DURATION_KEYS, "body_min_rate")
+HEAD_SIZE_KEYS = ("request_line", "header_field", "header_total")
 _LIMIT_KEYS = (
-    *_HEAD_SIZE_KEYS,
+    *HEAD_SIZE_KEYS,
     "header_count",
     "body_max",
     "connections",
@@ -188,7 +188,7 @@ _LIMIT_KEYS = (
 )
 HEAD_SIZE_MAX = 2**20  # a request head larger than 1 MiB is no sane limit
 COUNT_MAX = 10_000_000
-_SHARED_KEYS = (
+SHARED_KEYS = (
     "daily_cap",
     "timezone",
     "reset_at",
@@ -200,7 +200,7 @@ _SHARED_KEYS = (
     "on_store_failure",
     "warn_at",
 )
-_TENANT_KEYS = ("hosts", "upstream", *_SHARED_KEYS)
+_TENANT_KEYS = ("hosts", "upstream", *SHARED_KEYS)
 _NOTICE_KEYS = ("status", "template")
 _COUNT_MODES: dict[str, CountMode] = {"egress": "egress", "ingress": "ingress", "both": "both"}
 _AT_CAP_MODES: dict[str, AtCap] = {"finish": "finish", "cut": "cut"}
@@ -209,21 +209,21 @@ DEFAULT_SPOOL = "state/spool.json"
 _SCHEMES: dict[str, Literal["http", "https"]] = {"http": "http", "https": "https"}
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://", "redis+sentinel://", "redis+cluster://")
 
-_TENANT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*", re.ASCII)
+TENANT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*", re.ASCII)
 _LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?", re.ASCII)
 _WHOLE = re.compile(r"\+?[0-9]{1,18}", re.ASCII)
 _PORT = re.compile(r"[0-9]{1,5}", re.ASCII)
 _RESET_AT = re.compile(r"([01]?[0-9]|2[0-3]):([0-5][0-9])(?::([0-5][0-9]))?", re.ASCII)
 _NULL_TAG = "tag:yaml.org,2002:null"
 
-_T = TypeVar("_T")
-_Fields = dict[str, tuple[ScalarNode, Node]]  # key -> (key node, value node)
-_Hosts = list[tuple[Node, str, str]]  # (node, key path, normalised host)
-_Parser = Callable[[Node, str, "_Ctx"], "_T | None"]
+T = TypeVar("T")
+Fields = dict[str, tuple[ScalarNode, Node]]  # key -> (key node, value node)
+Hosts = list[tuple[Node, str, str]]  # (node, key path, normalised host)
+Parser = Callable[[Node, str, "Ctx"], "T | None"]
 
 
 @dataclass(slots=True)
-class _Ctx:
+class Ctx:
     """What every check needs: where the file is, and the problems found so far."""
 
     file: str
@@ -231,7 +231,7 @@ class _Ctx:
     problems: list[Problem] = field(default_factory=list)
 
     def error(self, at: Node | int | None, key: str, message: str) -> None:
-        line = at if at is None or isinstance(at, int) else _line(at)
+        line = at if at is None or isinstance(at, int) else line_of(at)
         self.problems.append(Problem(self.file, line, key, message))
 
 
@@ -273,8 +273,8 @@ def load_config(path: str | Path) -> Config:
 def parse_config(text: str, path: Path) -> Config:
     """Validate YAML ``text`` read from ``path`` (which anchors relative paths)."""
     absolute = Path(os.path.normpath(Path(path).absolute()))
-    ctx = _Ctx(file=str(path), base=absolute.parent)
-    root = _compose(text, ctx)
+    ctx = Ctx(file=str(path), base=absolute.parent)
+    root = compose(text, ctx)
     config = _config(root, absolute, ctx) if root is not None else None
     if config is None or ctx.problems:
         if not ctx.problems:  # pragma: no cover - every None path records a problem
@@ -286,30 +286,30 @@ def parse_config(text: str, path: Path) -> Config:
 # --- YAML plumbing ----------------------------------------------------------
 
 
-def _line(node: Node) -> int:
+def line_of(node: Node) -> int:
     return int(node.start_mark.line) + 1
 
 
-def _join(parent: str, name: str) -> str:
+def join_key(parent: str, name: str) -> str:
     return f"{parent}.{name}" if parent else name
 
 
-def _is_null(node: Node) -> bool:
+def is_null(node: Node) -> bool:
     return isinstance(node, ScalarNode) and node.tag == _NULL_TAG
 
 
-def _kind(node: Node) -> str:
+def kind_of(node: Node) -> str:
     if isinstance(node, MappingNode):
         return "a mapping"
     if isinstance(node, SequenceNode):
         return "a list"
-    if _is_null(node):
+    if is_null(node):
         return "nothing (null)"
     tag = node.tag.rsplit(":", 1)[-1]
     return {"bool": "a boolean", "int": "a number", "float": "a number"}.get(tag, "a string")
 
 
-def _compose(text: str, ctx: _Ctx) -> Node | None:
+def compose(text: str, ctx: Ctx) -> Node | None:
     """The document's node tree; YAML errors become problems (and None)."""
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -330,64 +330,64 @@ def _compose(text: str, ctx: _Ctx) -> Node | None:
     return root
 
 
-def _mapping(node: Node, key: str, allowed: tuple[str, ...] | None, ctx: _Ctx) -> _Fields | None:
+def mapping(node: Node, key: str, allowed: tuple[str, ...] | None, ctx: Ctx) -> Fields | None:
     """The mapping's entries by key; null is empty. Duplicate and unknown keys are problems."""
-    if _is_null(node):
+    if is_null(node):
         return {}
     if not isinstance(node, MappingNode):
-        ctx.error(node, key, f"expected a mapping, got {_kind(node)}")
+        ctx.error(node, key, f"expected a mapping, got {kind_of(node)}")
         return None
-    fields: _Fields = {}
+    fields: Fields = {}
     first: dict[str, int] = {}
     for key_node, value in node.value:
-        if not isinstance(key_node, ScalarNode) or _is_null(key_node):
-            ctx.error(key_node, key, f"keys must be strings, got {_kind(key_node)}")
+        if not isinstance(key_node, ScalarNode) or is_null(key_node):
+            ctx.error(key_node, key, f"keys must be strings, got {kind_of(key_node)}")
             continue
         name = str(key_node.value)
         if name in first:
-            ctx.error(key_node, _join(key, name), f"duplicate key (first at line {first[name]})")
+            ctx.error(key_node, join_key(key, name), f"duplicate key (first at line {first[name]})")
             continue
-        first[name] = _line(key_node)
+        first[name] = line_of(key_node)
         if allowed is not None and name not in allowed:
-            ctx.error(key_node, _join(key, name), _unknown(name, allowed))
+            ctx.error(key_node, join_key(key, name), unknown_key(name, allowed))
             continue
         fields[name] = (key_node, value)
     return fields
 
 
-def _unknown(name: str, allowed: tuple[str, ...]) -> str:
+def unknown_key(name: str, allowed: tuple[str, ...]) -> str:
     close = difflib.get_close_matches(name, allowed, n=1)
     hint = f" (did you mean {close[0]}?)" if close else ""
     return f"unknown key{hint}; allowed keys here: {', '.join(allowed)}"
 
 
-def _get(fields: _Fields, name: str, parent: str, parse: _Parser[_T], ctx: _Ctx) -> _T | None:
+def get_field(fields: Fields, name: str, parent: str, parse: Parser[T], ctx: Ctx) -> T | None:
     """Parse ``fields[name]`` if present; None if absent or invalid."""
     entry = fields.get(name)
-    return None if entry is None else parse(entry[1], _join(parent, name), ctx)
+    return None if entry is None else parse(entry[1], join_key(parent, name), ctx)
 
 
-def _scalar(node: Node, key: str, what: str, ctx: _Ctx) -> str | None:
+def scalar(node: Node, key: str, what: str, ctx: Ctx) -> str | None:
     """The scalar's text exactly as written (so ``12:30`` is not a YAML 1.1 number)."""
-    if isinstance(node, ScalarNode) and not _is_null(node):
+    if isinstance(node, ScalarNode) and not is_null(node):
         return str(node.value)
-    ctx.error(node, key, f"expected {what}, got {_kind(node)}")
+    ctx.error(node, key, f"expected {what}, got {kind_of(node)}")
     return None
 
 
-def _items(
-    node: Node, key: str, what: tuple[str, str], ctx: _Ctx
+def items_of(
+    node: Node, key: str, what: tuple[str, str], ctx: Ctx
 ) -> list[tuple[Node, str, str]] | None:
     """A list of scalars as (node, key path, text); null is empty. ``what``: (one, many)."""
-    if _is_null(node):
+    if is_null(node):
         return []
     if not isinstance(node, SequenceNode):
-        ctx.error(node, key, f"expected a list of {what[1]}, got {_kind(node)}")
+        ctx.error(node, key, f"expected a list of {what[1]}, got {kind_of(node)}")
         return None
     items: list[tuple[Node, str, str]] = []
     ok = True
     for i, item in enumerate(node.value):
-        text = _scalar(item, f"{key}[{i}]", what[0], ctx)
+        text = scalar(item, f"{key}[{i}]", what[0], ctx)
         if text is None:
             ok = False
         else:
@@ -398,9 +398,9 @@ def _items(
 # --- scalar checks ------------------------------------------------------------
 
 
-def _duration(node: Node, key: str, ctx: _Ctx) -> float | None:
+def read_duration(node: Node, key: str, ctx: Ctx) -> float | None:
     """A duration greater than zero."""
-    text = _scalar(node, key, "a duration such as 1s or 100ms", ctx)
+    text = scalar(node, key, "a duration such as 1s or 100ms", ctx)
     if text is None:
         return None
     try:
@@ -414,9 +414,9 @@ def _duration(node: Node, key: str, ctx: _Ctx) -> float | None:
     return seconds
 
 
-def _size(node: Node, key: str, ctx: _Ctx) -> int | None:
+def read_size(node: Node, key: str, ctx: Ctx) -> int | None:
     """A size greater than zero."""
-    text = _scalar(node, key, "a size such as 2 GiB", ctx)
+    text = scalar(node, key, "a size such as 2 GiB", ctx)
     if text is None:
         return None
     try:
@@ -430,9 +430,9 @@ def _size(node: Node, key: str, ctx: _Ctx) -> int | None:
     return size
 
 
-def _size_or_zero(node: Node, key: str, ctx: _Ctx) -> int | None:
+def read_size_or_zero(node: Node, key: str, ctx: Ctx) -> int | None:
     """A size; 0 means no limit."""
-    text = _scalar(node, key, "a size such as 1 GiB, or 0 for no limit", ctx)
+    text = scalar(node, key, "a size such as 1 GiB, or 0 for no limit", ctx)
     if text is None:
         return None
     try:
@@ -442,18 +442,18 @@ def _size_or_zero(node: Node, key: str, ctx: _Ctx) -> int | None:
         return None
 
 
-def _head_size(node: Node, key: str, ctx: _Ctx) -> int | None:
+def read_head_size(node: Node, key: str, ctx: Ctx) -> int | None:
     """A size of part of a request head: from 1 byte to :data:`HEAD_SIZE_MAX`."""
-    size = _size(node, key, ctx)
+    size = read_size(node, key, ctx)
     if size is not None and size > HEAD_SIZE_MAX:
         ctx.error(node, key, f"{size} bytes is too large a limit; at most 1 MiB")
         return None
     return size
 
 
-def _rate(node: Node, key: str, ctx: _Ctx) -> int | None:
+def read_rate(node: Node, key: str, ctx: Ctx) -> int | None:
     """Bytes per second: a size with an optional ``/s`` (``1 KiB/s``, ``500``); 0 for none."""
-    text = _scalar(node, key, "a rate such as 1 KiB/s, or 0 for none", ctx)
+    text = scalar(node, key, "a rate such as 1 KiB/s, or 0 for none", ctx)
     if text is None:
         return None
     try:
@@ -463,11 +463,11 @@ def _rate(node: Node, key: str, ctx: _Ctx) -> int | None:
         return None
 
 
-def _count_of(least: int, what: str) -> Callable[[Node, str, _Ctx], int | None]:
+def read_count_of(least: int, what: str) -> Callable[[Node, str, Ctx], int | None]:
     """A check for a whole number of ``what`` from ``least`` to :data:`COUNT_MAX`."""
 
-    def check(node: Node, key: str, ctx: _Ctx) -> int | None:
-        text = _scalar(node, key, f"a whole number of {what}", ctx)
+    def check(node: Node, key: str, ctx: Ctx) -> int | None:
+        text = scalar(node, key, f"a whole number of {what}", ctx)
         if text is None:
             return None
         if not _WHOLE.fullmatch(text) or not least <= int(text) <= COUNT_MAX:
@@ -481,8 +481,8 @@ def _count_of(least: int, what: str) -> Callable[[Node, str, _Ctx], int | None]:
     return check
 
 
-def _history_days(node: Node, key: str, ctx: _Ctx) -> int | None:
-    text = _scalar(node, key, "a whole number of days", ctx)
+def read_history_days(node: Node, key: str, ctx: Ctx) -> int | None:
+    text = scalar(node, key, "a whole number of days", ctx)
     if text is None:
         return None
     if not _WHOLE.fullmatch(text) or int(text) < 1:
@@ -491,8 +491,8 @@ def _history_days(node: Node, key: str, ctx: _Ctx) -> int | None:
     return int(text)
 
 
-def _status(node: Node, key: str, ctx: _Ctx) -> int | None:
-    text = _scalar(node, key, "an HTTP status", ctx)
+def read_status(node: Node, key: str, ctx: Ctx) -> int | None:
+    text = scalar(node, key, "an HTTP status", ctx)
     if text is None:
         return None
     if not _WHOLE.fullmatch(text) or int(text) not in NOTICE_STATUSES:
@@ -502,8 +502,8 @@ def _status(node: Node, key: str, ctx: _Ctx) -> int | None:
     return int(text)
 
 
-def _choice(node: Node, key: str, choices: dict[str, _T], ctx: _Ctx) -> _T | None:
-    text = _scalar(node, key, "one of " + ", ".join(choices), ctx)
+def _choice(node: Node, key: str, choices: dict[str, T], ctx: Ctx) -> T | None:
+    text = scalar(node, key, "one of " + ", ".join(choices), ctx)
     if text is None:
         return None
     if text not in choices:
@@ -512,12 +512,12 @@ def _choice(node: Node, key: str, choices: dict[str, _T], ctx: _Ctx) -> _T | Non
     return choices[text]
 
 
-def _on_store_failure(node: Node, key: str, ctx: _Ctx) -> OnStoreFailure | None:
+def read_on_store_failure(node: Node, key: str, ctx: Ctx) -> OnStoreFailure | None:
     return _choice(node, key, _STORE_FAILURE_MODES, ctx)
 
 
-def _warn_at(node: Node, key: str, ctx: _Ctx) -> tuple[float, ...] | None:
-    items = _items(node, key, ("a share of the cap", "shares of the cap, e.g. [80%, 95%]"), ctx)
+def read_warn_at(node: Node, key: str, ctx: Ctx) -> tuple[float, ...] | None:
+    items = items_of(node, key, ("a share of the cap", "shares of the cap, e.g. [80%, 95%]"), ctx)
     if items is None:
         return None
     shares: list[float] = []
@@ -534,8 +534,8 @@ def _warn_at(node: Node, key: str, ctx: _Ctx) -> tuple[float, ...] | None:
     return tuple(sorted(set(shares))) if len(shares) == len(items) else None
 
 
-def _admin_token(node: Node, key: str, ctx: _Ctx) -> str | None:
-    text = _scalar(node, key, "a file path", ctx)
+def read_admin_token(node: Node, key: str, ctx: Ctx) -> str | None:
+    text = scalar(node, key, "a file path", ctx)
     if text is None:
         return None
     path = Path(os.path.normpath(ctx.base / text))
@@ -551,8 +551,8 @@ def _admin_token(node: Node, key: str, ctx: _Ctx) -> str | None:
     return token
 
 
-def _webhook(node: Node, key: str, ctx: _Ctx) -> str | None:
-    text = _scalar(node, key, "an http:// or https:// URL", ctx)
+def read_webhook(node: Node, key: str, ctx: Ctx) -> str | None:
+    text = scalar(node, key, "an http:// or https:// URL", ctx)
     if text is None:
         return None
     try:
@@ -566,12 +566,12 @@ def _webhook(node: Node, key: str, ctx: _Ctx) -> str | None:
 _LOG_FORMATS: dict[str, LogFormat] = {"plain": "plain", "json": "json"}
 
 
-def _log_format(node: Node, key: str, ctx: _Ctx) -> LogFormat | None:
+def read_log_format(node: Node, key: str, ctx: Ctx) -> LogFormat | None:
     return _choice(node, key, _LOG_FORMATS, ctx)
 
 
-def _access_log(node: Node, key: str, ctx: _Ctx) -> str | None:
-    text = _scalar(node, key, "off, stderr, stdout or a file path", ctx)
+def read_access_log(node: Node, key: str, ctx: Ctx) -> str | None:
+    text = scalar(node, key, "off, stderr, stdout or a file path", ctx)
     if text is None:
         return None
     if text in ("off", "stderr", "stdout"):
@@ -582,8 +582,8 @@ def _access_log(node: Node, key: str, ctx: _Ctx) -> str | None:
     return os.path.normpath(ctx.base / text)
 
 
-def _workers(node: Node, key: str, ctx: _Ctx) -> int | None:
-    text = _scalar(node, key, "a whole number or auto", ctx)
+def read_workers(node: Node, key: str, ctx: Ctx) -> int | None:
+    text = scalar(node, key, "a whole number or auto", ctx)
     if text is None:
         return None
     if text == "auto":
@@ -594,8 +594,8 @@ def _workers(node: Node, key: str, ctx: _Ctx) -> int | None:
     return int(text)
 
 
-def _spool(node: Node, key: str, ctx: _Ctx) -> Path | None:
-    text = _scalar(node, key, "a file path", ctx)
+def read_spool(node: Node, key: str, ctx: Ctx) -> Path | None:
+    text = scalar(node, key, "a file path", ctx)
     if text is None:
         return None
     if not text.strip():
@@ -604,16 +604,16 @@ def _spool(node: Node, key: str, ctx: _Ctx) -> Path | None:
     return Path(os.path.normpath(ctx.base / text))
 
 
-def _count(node: Node, key: str, ctx: _Ctx) -> CountMode | None:
+def read_count(node: Node, key: str, ctx: Ctx) -> CountMode | None:
     return _choice(node, key, _COUNT_MODES, ctx)
 
 
-def _at_cap(node: Node, key: str, ctx: _Ctx) -> AtCap | None:
+def read_at_cap(node: Node, key: str, ctx: Ctx) -> AtCap | None:
     return _choice(node, key, _AT_CAP_MODES, ctx)
 
 
-def _timezone(node: Node, key: str, ctx: _Ctx) -> ZoneInfo | None:
-    text = _scalar(node, key, "an IANA time zone name", ctx)
+def read_timezone(node: Node, key: str, ctx: Ctx) -> ZoneInfo | None:
+    text = scalar(node, key, "an IANA time zone name", ctx)
     if text is None:
         return None
     try:
@@ -623,8 +623,8 @@ def _timezone(node: Node, key: str, ctx: _Ctx) -> ZoneInfo | None:
         return None
 
 
-def _reset_at(node: Node, key: str, ctx: _Ctx) -> dt.time | None:
-    text = _scalar(node, key, "a time of day HH:MM", ctx)
+def read_reset_at(node: Node, key: str, ctx: Ctx) -> dt.time | None:
+    text = scalar(node, key, "a time of day HH:MM", ctx)
     if text is None:
         return None
     match = _RESET_AT.fullmatch(text)
@@ -635,9 +635,9 @@ def _reset_at(node: Node, key: str, ctx: _Ctx) -> dt.time | None:
     return dt.time(int(hour), int(minute), int(second or 0))
 
 
-def _template(node: Node, key: str, ctx: _Ctx) -> tuple[Path, str] | None:
+def read_template(node: Node, key: str, ctx: Ctx) -> tuple[Path, str] | None:
     """The template's absolute path and its text, read now."""
-    text = _scalar(node, key, "a file path", ctx)
+    text = scalar(node, key, "a file path", ctx)
     if text is None:
         return None
     path = Path(os.path.normpath(ctx.base / text))
@@ -658,11 +658,11 @@ def _template(node: Node, key: str, ctx: _Ctx) -> tuple[Path, str] | None:
     return None
 
 
-def _store(node: Node, key: str, ctx: _Ctx) -> str | None:
-    text = _scalar(node, key, "a store URL", ctx)
+def read_store(node: Node, key: str, ctx: Ctx) -> str | None:
+    text = scalar(node, key, "a store URL", ctx)
     if text is None:
         return None
-    store = _resolve_store(text, ctx.base)
+    store = read_resolve_store(text, ctx.base)
     if store is None:
         ctx.error(
             node,
@@ -674,7 +674,7 @@ def _store(node: Node, key: str, ctx: _Ctx) -> str | None:
     return store
 
 
-def _resolve_store(text: str, base: Path) -> str | None:
+def read_resolve_store(text: str, base: Path) -> str | None:
     """The store URL with a relative sqlite path made absolute; None if unsupported."""
     if text.startswith(_REDIS_SCHEMES):
         return text
@@ -725,15 +725,15 @@ def _host(text: str) -> str:
     return host
 
 
-def _hosts(node: Node, key: str, ctx: _Ctx) -> _Hosts | None:
+def read_hosts(node: Node, key: str, ctx: Ctx) -> Hosts | None:
     """The tenant's valid hosts as (node, key path, normalised host); the rest are problems."""
-    items = _items(node, key, ("a host name", "host names"), ctx)
+    items = items_of(node, key, ("a host name", "host names"), ctx)
     if items is None:
         return None
     if not items:
         ctx.error(node, key, "at least one host is required")
         return None
-    hosts: _Hosts = []
+    hosts: Hosts = []
     for item, item_key, text in items:
         try:
             hosts.append((item, item_key, _host(text)))
@@ -742,8 +742,8 @@ def _hosts(node: Node, key: str, ctx: _Ctx) -> _Hosts | None:
     return hosts
 
 
-def _networks(node: Node, key: str, ctx: _Ctx) -> tuple[Network, ...] | None:
-    items = _items(
+def read_networks(node: Node, key: str, ctx: Ctx) -> tuple[Network, ...] | None:
+    items = items_of(
         node, key, ("a CIDR network or IP address", "CIDR networks or IP addresses"), ctx
     )
     if items is None:
@@ -757,8 +757,8 @@ def _networks(node: Node, key: str, ctx: _Ctx) -> tuple[Network, ...] | None:
     return tuple(networks) if len(networks) == len(items) else None
 
 
-def _exempt_paths(node: Node, key: str, ctx: _Ctx) -> tuple[str, ...] | None:
-    items = _items(node, key, ("a path", "paths"), ctx)
+def read_exempt_paths(node: Node, key: str, ctx: Ctx) -> tuple[str, ...] | None:
+    items = items_of(node, key, ("a path", "paths"), ctx)
     if items is None:
         return None
     bad = [(item, k, text) for item, k, text in items if not text.startswith("/")]
@@ -767,8 +767,8 @@ def _exempt_paths(node: Node, key: str, ctx: _Ctx) -> tuple[str, ...] | None:
     return None if bad else tuple(text for _, _, text in items)
 
 
-def _listen(node: Node, key: str, ctx: _Ctx) -> tuple[str, int] | None:
-    text = _scalar(node, key, "host:port", ctx)
+def read_listen(node: Node, key: str, ctx: Ctx) -> tuple[str, int] | None:
+    text = scalar(node, key, "host:port", ctx)
     if text is None:
         return None
     try:
@@ -797,8 +797,8 @@ def _split_listen(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def _upstream(node: Node, key: str, ctx: _Ctx) -> UpstreamURL | None:
-    text = _scalar(node, key, "an http:// or https:// URL", ctx)
+def read_upstream(node: Node, key: str, ctx: Ctx) -> UpstreamURL | None:
+    text = scalar(node, key, "an http:// or https:// URL", ctx)
     if text is None:
         return None
     try:
@@ -842,35 +842,37 @@ def _parse_upstream(text: str) -> UpstreamURL:
 # --- sections -------------------------------------------------------------------
 
 
-def _config(root: Node, path: Path, ctx: _Ctx) -> Config | None:
+def _config(root: Node, path: Path, ctx: Ctx) -> Config | None:
     if not isinstance(root, MappingNode):
         ctx.error(
-            root, "", f"the top level must be a mapping (listen, tenants, ...), got {_kind(root)}"
+            root, "", f"the top level must be a mapping (listen, tenants, ...), got {kind_of(root)}"
         )
         return None
-    fields = _mapping(root, "", _ROOT_KEYS, ctx)
+    fields = mapping(root, "", _ROOT_KEYS, ctx)
     if fields is None:
         return None
-    line = _line(root)
-    listen = _get(fields, "listen", "", _listen, ctx)
+    line = line_of(root)
+    listen = get_field(fields, "listen", "", read_listen, ctx)
     if "listen" not in fields:
         ctx.error(line, "listen", "required key missing; e.g. listen: 127.0.0.1:8080")
-    store = _get(fields, "store", "", _store, ctx) or _resolve_store(DEFAULT_STORE, ctx.base)
+    store = get_field(fields, "store", "", read_store, ctx) or read_resolve_store(
+        DEFAULT_STORE, ctx.base
+    )
     timeouts = _timeouts(fields, ctx)
     limits = _limits(fields, ctx)
     defaults = _defaults(fields, ctx)
     tenants = _tenants(fields, defaults, line, ctx)
-    flush_interval = _get(fields, "flush_interval", "", _duration, ctx)
-    history_days = _get(fields, "history_days", "", _history_days, ctx)
-    trusted_proxies = _get(fields, "trusted_proxies", "", _networks, ctx)
-    store_timeout = _get(fields, "store_timeout", "", _duration, ctx)
-    workers = _get(fields, "workers", "", _workers, ctx)
-    admin_listen = _get(fields, "admin_listen", "", _listen, ctx)
-    admin_token = _get(fields, "admin_token_file", "", _admin_token, ctx)
-    webhook_url = _get(fields, "webhook_url", "", _webhook, ctx)
-    log_format: LogFormat | None = _get(fields, "log_format", "", _log_format, ctx)
-    access_log = _get(fields, "access_log", "", _access_log, ctx)
-    spool = _get(fields, "spool", "", _spool, ctx) or Path(
+    flush_interval = get_field(fields, "flush_interval", "", read_duration, ctx)
+    history_days = get_field(fields, "history_days", "", read_history_days, ctx)
+    trusted_proxies = get_field(fields, "trusted_proxies", "", read_networks, ctx)
+    store_timeout = get_field(fields, "store_timeout", "", read_duration, ctx)
+    workers = get_field(fields, "workers", "", read_workers, ctx)
+    admin_listen = get_field(fields, "admin_listen", "", read_listen, ctx)
+    admin_token = get_field(fields, "admin_token_file", "", read_admin_token, ctx)
+    webhook_url = get_field(fields, "webhook_url", "", read_webhook, ctx)
+    log_format: LogFormat | None = get_field(fields, "log_format", "", read_log_format, ctx)
+    access_log = get_field(fields, "access_log", "", read_access_log, ctx)
+    spool = get_field(fields, "spool", "", read_spool, ctx) or Path(
         os.path.normpath(ctx.base / DEFAULT_SPOOL)
     )
     if listen is None or store is None or tenants is None:
@@ -897,39 +899,41 @@ def _config(root: Node, path: Path, ctx: _Ctx) -> Config | None:
     )
 
 
-def _timeouts(fields: _Fields, ctx: _Ctx) -> Timeouts:
+def _timeouts(fields: Fields, ctx: Ctx) -> Timeouts:
     entry = fields.get("timeouts")
-    own = _mapping(entry[1], "timeouts", _TIMEOUT_KEYS, ctx) if entry else None
+    own = mapping(entry[1], "timeouts", _TIMEOUT_KEYS, ctx) if entry else None
     values: dict[str, float | int] = {}
-    for name in _DURATION_KEYS:
-        seconds = _get(own or {}, name, "timeouts", _duration, ctx)
+    for name in DURATION_KEYS:
+        seconds = get_field(own or {}, name, "timeouts", read_duration, ctx)
         if seconds is not None:
             values[name] = seconds
-    rate = _get(own or {}, "body_min_rate", "timeouts", _rate, ctx)
+    rate = get_field(own or {}, "body_min_rate", "timeouts", read_rate, ctx)
     if rate is not None:
         values["body_min_rate"] = rate
     return Timeouts(**values)  # type: ignore[arg-type]  # each key parsed to its field's type
 
 
-def _limits(fields: _Fields, ctx: _Ctx) -> LimitsConfig:
+def _limits(fields: Fields, ctx: Ctx) -> LimitsConfig:
     """The ``limits`` section; each key checked on its own, then the head sizes together."""
     entry = fields.get("limits")
-    own = (_mapping(entry[1], "limits", _LIMIT_KEYS, ctx) if entry else None) or {}
+    own = (mapping(entry[1], "limits", _LIMIT_KEYS, ctx) if entry else None) or {}
     values: dict[str, int] = {}
-    for name in _HEAD_SIZE_KEYS:
-        size = _get(own, name, "limits", _head_size, ctx)
+    for name in HEAD_SIZE_KEYS:
+        size = get_field(own, name, "limits", read_head_size, ctx)
         if size is not None:
             values[name] = size
-    count = _get(own, "header_count", "limits", _count_of(1, "header lines"), ctx)
+    count = get_field(own, "header_count", "limits", read_count_of(1, "header lines"), ctx)
     if count is not None:
         values["header_count"] = count
-    body_max = _get(own, "body_max", "limits", _size_or_zero, ctx)
+    body_max = get_field(own, "body_max", "limits", read_size_or_zero, ctx)
     if body_max is not None:
         values["body_max"] = body_max
-    connections = _get(own, "connections", "limits", _count_of(1, "connections"), ctx)
+    connections = get_field(own, "connections", "limits", read_count_of(1, "connections"), ctx)
     if connections is not None:
         values["connections"] = connections
-    per_client = _get(own, "connections_per_client", "limits", _count_of(0, "connections"), ctx)
+    per_client = get_field(
+        own, "connections_per_client", "limits", read_count_of(0, "connections"), ctx
+    )
     if per_client is not None:
         values["connections_per_client"] = per_client
     limits = LimitsConfig(**values)
@@ -945,43 +949,43 @@ def _limits(fields: _Fields, ctx: _Ctx) -> LimitsConfig:
     return limits
 
 
-def _defaults(fields: _Fields, ctx: _Ctx) -> _Shared:
+def _defaults(fields: Fields, ctx: Ctx) -> _Shared:
     entry = fields.get("defaults")
-    own = _mapping(entry[1], "defaults", _SHARED_KEYS, ctx) if entry else None
+    own = mapping(entry[1], "defaults", SHARED_KEYS, ctx) if entry else None
     return _shared(own or {}, "defaults", ctx)
 
 
-def _shared(fields: _Fields, parent: str, ctx: _Ctx) -> _Shared:
+def _shared(fields: Fields, parent: str, ctx: Ctx) -> _Shared:
     """The keys a tenant may inherit, as written at ``parent`` (defaults or a tenant)."""
-    notice: _Fields = {}
+    notice: Fields = {}
     if "notice" in fields:
-        notice = _mapping(fields["notice"][1], _join(parent, "notice"), _NOTICE_KEYS, ctx) or {}
-    notice_key = _join(parent, "notice")
+        notice = mapping(fields["notice"][1], join_key(parent, "notice"), _NOTICE_KEYS, ctx) or {}
+    notice_key = join_key(parent, "notice")
     return _Shared(
         present=frozenset(fields),
-        daily_cap=_get(fields, "daily_cap", parent, _size, ctx),
-        timezone=_get(fields, "timezone", parent, _timezone, ctx),
-        reset_at=_get(fields, "reset_at", parent, _reset_at, ctx),
-        count=_get(fields, "count", parent, _count, ctx),
-        at_cap=_get(fields, "at_cap", parent, _at_cap, ctx),
-        status=_get(notice, "status", notice_key, _status, ctx),
-        template=_get(notice, "template", notice_key, _template, ctx),
-        exempt_paths=_get(fields, "exempt_paths", parent, _exempt_paths, ctx),
-        exempt_clients=_get(fields, "exempt_clients", parent, _networks, ctx),
-        on_store_failure=_get(fields, "on_store_failure", parent, _on_store_failure, ctx),
-        warn_at=_get(fields, "warn_at", parent, _warn_at, ctx),
+        daily_cap=get_field(fields, "daily_cap", parent, read_size, ctx),
+        timezone=get_field(fields, "timezone", parent, read_timezone, ctx),
+        reset_at=get_field(fields, "reset_at", parent, read_reset_at, ctx),
+        count=get_field(fields, "count", parent, read_count, ctx),
+        at_cap=get_field(fields, "at_cap", parent, read_at_cap, ctx),
+        status=get_field(notice, "status", notice_key, read_status, ctx),
+        template=get_field(notice, "template", notice_key, read_template, ctx),
+        exempt_paths=get_field(fields, "exempt_paths", parent, read_exempt_paths, ctx),
+        exempt_clients=get_field(fields, "exempt_clients", parent, read_networks, ctx),
+        on_store_failure=get_field(fields, "on_store_failure", parent, read_on_store_failure, ctx),
+        warn_at=get_field(fields, "warn_at", parent, read_warn_at, ctx),
     )
 
 
 def _tenants(
-    fields: _Fields, defaults: _Shared, root_line: int, ctx: _Ctx
+    fields: Fields, defaults: _Shared, root_line: int, ctx: Ctx
 ) -> tuple[TenantConfig, ...] | None:
     entry = fields.get("tenants")
     if entry is None:
         ctx.error(root_line, "tenants", "required key missing; list at least one tenant")
         return None
     key_node, node = entry
-    named = _mapping(node, "tenants", None, ctx)
+    named = mapping(node, "tenants", None, ctx)
     if named is None:
         return None
     if not named:
@@ -996,12 +1000,12 @@ def _tenants(
     return tuple(tenants) if len(tenants) == len(named) else None
 
 
-def _claim(name: str, hosts: _Hosts, claimed: dict[str, tuple[str, int]], ctx: _Ctx) -> None:
+def _claim(name: str, hosts: Hosts, claimed: dict[str, tuple[str, int]], ctx: Ctx) -> None:
     """Record the tenant's hosts; a host already claimed (by any tenant) is a problem."""
     for node, key, host in hosts:
         owner = claimed.get(host)
         if owner is None:
-            claimed[host] = (name, _line(node))
+            claimed[host] = (name, line_of(node))
         elif owner[0] == name:
             ctx.error(node, key, f"host {host!r} is listed twice (first at line {owner[1]})")
         else:
@@ -1015,28 +1019,28 @@ def _tenant(
     node: Node,
     defaults: _Shared,
     claimed: dict[str, tuple[str, int]],
-    ctx: _Ctx,
+    ctx: Ctx,
 ) -> TenantConfig | None:
     path = f"tenants.{name}"
-    if not _TENANT_NAME.fullmatch(name):
+    if not TENANT_NAME.fullmatch(name):
         ctx.error(
             name_node,
             path,
             "a tenant name must be letters, digits, '_', '.' or '-', "
             "starting with a letter or digit",
         )
-    fields = _mapping(node, path, _TENANT_KEYS, ctx)
+    fields = mapping(node, path, _TENANT_KEYS, ctx)
     if fields is None:
         return None
-    line = _line(name_node)
+    line = line_of(name_node)
     for required in ("hosts", "upstream"):
         if required not in fields:
-            ctx.error(line, _join(path, required), "required key missing")
+            ctx.error(line, join_key(path, required), "required key missing")
     if "daily_cap" not in fields and "daily_cap" not in defaults.present:
-        ctx.error(line, _join(path, "daily_cap"), "required key missing (here or in defaults)")
-    hosts = _get(fields, "hosts", path, _hosts, ctx)
+        ctx.error(line, join_key(path, "daily_cap"), "required key missing (here or in defaults)")
+    hosts = get_field(fields, "hosts", path, read_hosts, ctx)
     _claim(name, hosts or [], claimed, ctx)
-    upstream = _get(fields, "upstream", path, _upstream, ctx)
+    upstream = get_field(fields, "upstream", path, read_upstream, ctx)
     own = _shared(fields, path, ctx)
     daily_cap = _first(own.daily_cap, defaults.daily_cap)
     if not hosts or upstream is None or daily_cap is None:
@@ -1063,6 +1067,6 @@ def _tenant(
     )
 
 
-def _first(value: _T | None, fallback: _T | None) -> _T | None:
+def _first(value: T | None, fallback: T | None) -> T | None:
     """``value`` unless it is None, else ``fallback``."""
     return fallback if value is None else value
