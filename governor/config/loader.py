@@ -1,0 +1,390 @@
+"""The loader: a YAML file validated into the one typed :class:`~governor.config.model.Config`.
+
+Invariant: a :class:`Config` that exists is valid. :func:`load_config` collects every
+problem (file, line, key path, what is wrong) and raises one
+:class:`~governor.errors.ConfigError`; nothing downstream re-validates.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from yaml.nodes import MappingNode, Node
+
+from governor.config.model import (
+    AtCap,
+    Config,
+    CountMode,
+    LimitsConfig,
+    LogFormat,
+    Network,
+    NoticeConfig,
+    OnStoreFailure,
+    TenantConfig,
+    Timeouts,
+)
+from governor.config.nodes import (
+    Ctx,
+    Fields,
+    Hosts,
+    T,
+    compose,
+    get_field,
+    join_key,
+    kind_of,
+    line_of,
+    mapping,
+)
+from governor.config.values import (
+    DEFAULT_SPOOL,
+    DEFAULT_STORE,
+    DURATION_KEYS,
+    HEAD_SIZE_KEYS,
+    SHARED_KEYS,
+    read_access_log,
+    read_admin_token,
+    read_at_cap,
+    read_count,
+    read_count_of,
+    read_duration,
+    read_exempt_paths,
+    read_head_size,
+    read_history_days,
+    read_hosts,
+    read_listen,
+    read_log_format,
+    read_networks,
+    read_on_store_failure,
+    read_rate,
+    read_reset_at,
+    read_resolve_store,
+    read_size,
+    read_size_or_zero,
+    read_spool,
+    read_status,
+    read_store,
+    read_template,
+    read_timezone,
+    read_upstream,
+    read_warn_at,
+    read_webhook,
+    read_workers,
+)
+from governor.errors import ConfigError, Problem
+
+_ROOT_KEYS = (
+    "listen",
+    "store",
+    "store_timeout",
+    "spool",
+    "workers",
+    "admin_listen",
+    "admin_token_file",
+    "webhook_url",
+    "log_format",
+    "access_log",
+    "flush_interval",
+    "history_days",
+    "trusted_proxies",
+    "timeouts",
+    "limits",
+    "defaults",
+    "tenants",
+)
+_TIMEOUT_KEYS = (*DURATION_KEYS, "body_min_rate")
+_LIMIT_KEYS = (
+    *HEAD_SIZE_KEYS,
+    "header_count",
+    "body_max",
+    "connections",
+    "connections_per_client",
+)
+_TENANT_KEYS = ("hosts", "upstream", *SHARED_KEYS)
+_NOTICE_KEYS = ("status", "template")
+TENANT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*", re.ASCII)
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate the YAML file at ``path``; raise ConfigError listing every problem."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            [Problem(str(path), None, "", f"is not valid UTF-8: {exc.reason}")]
+        ) from None
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError(
+            [Problem(str(path), None, "", f"cannot read the file: {reason}")]
+        ) from None
+    return parse_config(text, path)
+
+
+def parse_config(text: str, path: Path) -> Config:
+    """Validate YAML ``text`` read from ``path`` (which anchors relative paths)."""
+    absolute = Path(os.path.normpath(Path(path).absolute()))
+    ctx = Ctx(file=str(path), base=absolute.parent)
+    root = compose(text, ctx)
+    config = _config(root, absolute, ctx) if root is not None else None
+    if config is None or ctx.problems:
+        if not ctx.problems:  # pragma: no cover - every None path records a problem
+            ctx.error(None, "", "invalid configuration")
+        raise ConfigError(sorted(ctx.problems, key=lambda p: p.line or 0))
+    return config
+
+
+# --- YAML plumbing ----------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Shared:
+    """The keys a tenant may take from ``defaults``; None means not set (or invalid)."""
+
+    present: frozenset[str] = frozenset()
+    daily_cap: int | None = None
+    timezone: ZoneInfo | None = None
+    reset_at: dt.time | None = None
+    count: CountMode | None = None
+    at_cap: AtCap | None = None
+    status: int | None = None
+    template: tuple[Path, str] | None = None
+    exempt_paths: tuple[str, ...] | None = None
+    exempt_clients: tuple[Network, ...] | None = None
+    on_store_failure: OnStoreFailure | None = None
+    warn_at: tuple[float, ...] | None = None
+
+
+def _config(root: Node, path: Path, ctx: Ctx) -> Config | None:
+    if not isinstance(root, MappingNode):
+        ctx.error(
+            root, "", f"the top level must be a mapping (listen, tenants, ...), got {kind_of(root)}"
+        )
+        return None
+    fields = mapping(root, "", _ROOT_KEYS, ctx)
+    if fields is None:
+        return None
+    line = line_of(root)
+    listen = get_field(fields, "listen", "", read_listen, ctx)
+    if "listen" not in fields:
+        ctx.error(line, "listen", "required key missing; e.g. listen: 127.0.0.1:8080")
+    store = get_field(fields, "store", "", read_store, ctx) or read_resolve_store(
+        DEFAULT_STORE, ctx.base
+    )
+    timeouts = _timeouts(fields, ctx)
+    limits = _limits(fields, ctx)
+    defaults = _defaults(fields, ctx)
+    tenants = _tenants(fields, defaults, line, ctx)
+    flush_interval = get_field(fields, "flush_interval", "", read_duration, ctx)
+    history_days = get_field(fields, "history_days", "", read_history_days, ctx)
+    trusted_proxies = get_field(fields, "trusted_proxies", "", read_networks, ctx)
+    store_timeout = get_field(fields, "store_timeout", "", read_duration, ctx)
+    workers = get_field(fields, "workers", "", read_workers, ctx)
+    admin_listen = get_field(fields, "admin_listen", "", read_listen, ctx)
+    admin_token = get_field(fields, "admin_token_file", "", read_admin_token, ctx)
+    webhook_url = get_field(fields, "webhook_url", "", read_webhook, ctx)
+    log_format: LogFormat | None = get_field(fields, "log_format", "", read_log_format, ctx)
+    access_log = get_field(fields, "access_log", "", read_access_log, ctx)
+    spool = get_field(fields, "spool", "", read_spool, ctx) or Path(
+        os.path.normpath(ctx.base / DEFAULT_SPOOL)
+    )
+    if listen is None or store is None or tenants is None:
+        return None
+    return Config(
+        path=path,
+        listen_host=listen[0],
+        listen_port=listen[1],
+        store=store,
+        store_timeout=store_timeout or 0.5,
+        spool=spool,
+        workers=workers or 1,
+        admin_listen=admin_listen,
+        admin_token=admin_token,
+        webhook_url=webhook_url,
+        log_format=log_format if log_format is not None else "plain",
+        access_log=access_log or "off",
+        flush_interval=flush_interval or 1.0,
+        history_days=history_days or 35,
+        trusted_proxies=trusted_proxies or (),
+        timeouts=timeouts,
+        limits=limits,
+        tenants=tenants,
+    )
+
+
+def _timeouts(fields: Fields, ctx: Ctx) -> Timeouts:
+    entry = fields.get("timeouts")
+    own = mapping(entry[1], "timeouts", _TIMEOUT_KEYS, ctx) if entry else None
+    values: dict[str, float | int] = {}
+    for name in DURATION_KEYS:
+        seconds = get_field(own or {}, name, "timeouts", read_duration, ctx)
+        if seconds is not None:
+            values[name] = seconds
+    rate = get_field(own or {}, "body_min_rate", "timeouts", read_rate, ctx)
+    if rate is not None:
+        values["body_min_rate"] = rate
+    return Timeouts(**values)  # type: ignore[arg-type]  # each key parsed to its field's type
+
+
+def _limits(fields: Fields, ctx: Ctx) -> LimitsConfig:
+    """The ``limits`` section; each key checked on its own, then the head sizes together."""
+    entry = fields.get("limits")
+    own = (mapping(entry[1], "limits", _LIMIT_KEYS, ctx) if entry else None) or {}
+    values: dict[str, int] = {}
+    for name in HEAD_SIZE_KEYS:
+        size = get_field(own, name, "limits", read_head_size, ctx)
+        if size is not None:
+            values[name] = size
+    count = get_field(own, "header_count", "limits", read_count_of(1, "header lines"), ctx)
+    if count is not None:
+        values["header_count"] = count
+    body_max = get_field(own, "body_max", "limits", read_size_or_zero, ctx)
+    if body_max is not None:
+        values["body_max"] = body_max
+    connections = get_field(own, "connections", "limits", read_count_of(1, "connections"), ctx)
+    if connections is not None:
+        values["connections"] = connections
+    per_client = get_field(
+        own, "connections_per_client", "limits", read_count_of(0, "connections"), ctx
+    )
+    if per_client is not None:
+        values["connections_per_client"] = per_client
+    limits = LimitsConfig(**values)
+    for name in ("request_line", "header_field"):
+        if getattr(limits, name) > limits.header_total:
+            at = own[name][0] if name in own else own["header_total"][0]
+            ctx.error(
+                at,
+                f"limits.{name}",
+                f"{getattr(limits, name)} bytes is more than limits.header_total "
+                f"({limits.header_total} bytes), which it must fit in",
+            )
+    return limits
+
+
+def _defaults(fields: Fields, ctx: Ctx) -> _Shared:
+    entry = fields.get("defaults")
+    own = mapping(entry[1], "defaults", SHARED_KEYS, ctx) if entry else None
+    return _shared(own or {}, "defaults", ctx)
+
+
+def _shared(fields: Fields, parent: str, ctx: Ctx) -> _Shared:
+    """The keys a tenant may inherit, as written at ``parent`` (defaults or a tenant)."""
+    notice: Fields = {}
+    if "notice" in fields:
+        notice = mapping(fields["notice"][1], join_key(parent, "notice"), _NOTICE_KEYS, ctx) or {}
+    notice_key = join_key(parent, "notice")
+    return _Shared(
+        present=frozenset(fields),
+        daily_cap=get_field(fields, "daily_cap", parent, read_size, ctx),
+        timezone=get_field(fields, "timezone", parent, read_timezone, ctx),
+        reset_at=get_field(fields, "reset_at", parent, read_reset_at, ctx),
+        count=get_field(fields, "count", parent, read_count, ctx),
+        at_cap=get_field(fields, "at_cap", parent, read_at_cap, ctx),
+        status=get_field(notice, "status", notice_key, read_status, ctx),
+        template=get_field(notice, "template", notice_key, read_template, ctx),
+        exempt_paths=get_field(fields, "exempt_paths", parent, read_exempt_paths, ctx),
+        exempt_clients=get_field(fields, "exempt_clients", parent, read_networks, ctx),
+        on_store_failure=get_field(fields, "on_store_failure", parent, read_on_store_failure, ctx),
+        warn_at=get_field(fields, "warn_at", parent, read_warn_at, ctx),
+    )
+
+
+def _tenants(
+    fields: Fields, defaults: _Shared, root_line: int, ctx: Ctx
+) -> tuple[TenantConfig, ...] | None:
+    entry = fields.get("tenants")
+    if entry is None:
+        ctx.error(root_line, "tenants", "required key missing; list at least one tenant")
+        return None
+    key_node, node = entry
+    named = mapping(node, "tenants", None, ctx)
+    if named is None:
+        return None
+    if not named:
+        ctx.error(key_node, "tenants", "at least one tenant is required")
+        return None
+    claimed: dict[str, tuple[str, int]] = {}  # host -> (tenant, line)
+    tenants: list[TenantConfig] = []
+    for name, (name_node, tenant_node) in named.items():
+        tenant = _tenant(name, name_node, tenant_node, defaults, claimed, ctx)
+        if tenant is not None:
+            tenants.append(tenant)
+    return tuple(tenants) if len(tenants) == len(named) else None
+
+
+def _claim(name: str, hosts: Hosts, claimed: dict[str, tuple[str, int]], ctx: Ctx) -> None:
+    """Record the tenant's hosts; a host already claimed (by any tenant) is a problem."""
+    for node, key, host in hosts:
+        owner = claimed.get(host)
+        if owner is None:
+            claimed[host] = (name, line_of(node))
+        elif owner[0] == name:
+            ctx.error(node, key, f"host {host!r} is listed twice (first at line {owner[1]})")
+        else:
+            message = f"host {host!r} is already claimed by tenant {owner[0]!r} (line {owner[1]})"
+            ctx.error(node, key, message)
+
+
+def _tenant(
+    name: str,
+    name_node: Node,
+    node: Node,
+    defaults: _Shared,
+    claimed: dict[str, tuple[str, int]],
+    ctx: Ctx,
+) -> TenantConfig | None:
+    path = f"tenants.{name}"
+    if not TENANT_NAME.fullmatch(name):
+        ctx.error(
+            name_node,
+            path,
+            "a tenant name must be letters, digits, '_', '.' or '-', "
+            "starting with a letter or digit",
+        )
+    fields = mapping(node, path, _TENANT_KEYS, ctx)
+    if fields is None:
+        return None
+    line = line_of(name_node)
+    for required in ("hosts", "upstream"):
+        if required not in fields:
+            ctx.error(line, join_key(path, required), "required key missing")
+    if "daily_cap" not in fields and "daily_cap" not in defaults.present:
+        ctx.error(line, join_key(path, "daily_cap"), "required key missing (here or in defaults)")
+    hosts = get_field(fields, "hosts", path, read_hosts, ctx)
+    _claim(name, hosts or [], claimed, ctx)
+    upstream = get_field(fields, "upstream", path, read_upstream, ctx)
+    own = _shared(fields, path, ctx)
+    daily_cap = _first(own.daily_cap, defaults.daily_cap)
+    if not hosts or upstream is None or daily_cap is None:
+        return None
+    template = _first(own.template, defaults.template)
+    return TenantConfig(
+        name=name,
+        hosts=tuple(dict.fromkeys(host for _, _, host in hosts)),
+        upstream=upstream,
+        daily_cap=daily_cap,
+        timezone=_first(own.timezone, defaults.timezone) or ZoneInfo("UTC"),
+        reset_at=_first(own.reset_at, defaults.reset_at) or dt.time(0, 0),
+        count=_first(own.count, defaults.count) or "egress",
+        at_cap=_first(own.at_cap, defaults.at_cap) or "finish",
+        notice=NoticeConfig(
+            status=_first(own.status, defaults.status) or 503,
+            template_path=template[0] if template else None,
+            template=template[1] if template else None,
+        ),
+        exempt_paths=_first(own.exempt_paths, defaults.exempt_paths) or (),
+        exempt_clients=_first(own.exempt_clients, defaults.exempt_clients) or (),
+        on_store_failure=_first(own.on_store_failure, defaults.on_store_failure) or "open",
+        warn_at=_first(own.warn_at, defaults.warn_at) or (),
+    )
+
+
+def _first(value: T | None, fallback: T | None) -> T | None:
+    """``value`` unless it is None, else ``fallback``."""
+    return fallback if value is None else value

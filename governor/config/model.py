@@ -1,0 +1,135 @@
+"""The one typed configuration object: frozen, keyword-only dataclasses.
+
+Invariant: a :class:`Config` that exists is valid; :mod:`governor.config.loader` makes
+them, and nothing downstream re-validates.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+from zoneinfo import ZoneInfo
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+CountMode = Literal["egress", "ingress", "both"]
+AtCap = Literal["finish", "cut"]
+OnStoreFailure = Literal["open", "closed"]
+LogFormat = Literal["plain", "json"]
+
+NOTICE_STATUSES = (503, 509, 429, 402)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NoticeConfig:
+    """How the blocked notice is served."""
+
+    status: int = 503
+    template_path: Path | None = None  # absolute; None means the built-in template
+    template: str | None = None  # the template's text, read at load time
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UpstreamURL:
+    """A parsed ``http://host:port[/base]`` upstream."""
+
+    url: str  # as written, normalised without a trailing slash
+    scheme: Literal["http", "https"]
+    host: str
+    port: int
+    base_path: str  # "" or "/prefix" without trailing slash
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TenantConfig:
+    """One tenant (site): which hosts it answers, where it forwards, and its daily cap."""
+
+    name: str
+    hosts: tuple[str, ...]  # lower-case; exact names or "*.suffix" wildcards
+    upstream: UpstreamURL
+    daily_cap: int  # bytes
+    timezone: ZoneInfo
+    reset_at: dt.time
+    count: CountMode = "egress"
+    at_cap: AtCap = "finish"
+    notice: NoticeConfig = field(default_factory=NoticeConfig)
+    exempt_paths: tuple[str, ...] = ()  # path prefixes
+    exempt_clients: tuple[Network, ...] = ()
+    on_store_failure: OnStoreFailure = "open"  # closed: the notice while the store is down
+    warn_at: tuple[float, ...] = ()  # shares of the cap (0 < x < 1) that raise a warning, ascending
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Timeouts:
+    """Deadlines, in seconds (and the one minimum rate that works as a deadline).
+
+    ``body_min_rate`` is in bytes per second, 0 for none. It works like Apache's
+    ``mod_reqtimeout`` MinRate: a request body must have delivered at least
+    ``(t - request_header) * body_min_rate`` bytes ``t`` seconds after its head
+    arrived. So a body gets ``request_header`` seconds of grace, then one more
+    second for every ``body_min_rate`` bytes it delivers; a body behind that is
+    refused (408 when no response has started) and its connection closed.
+    """
+
+    upstream_connect: float = 5.0
+    upstream_response: float = 60.0  # until the upstream's response headers
+    keepalive: float = 75.0  # idle client keep-alive connections
+    shutdown: float = 30.0  # graceful drain on SIGTERM
+    request_header: float = 60.0  # from a head's first byte to its end: else 408
+    body_min_rate: int = 1024  # bytes/s a request body must keep up (see above); 0: none
+    websocket_idle: float = 600.0  # a tunnel with no byte either way this long is closed
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LimitsConfig:
+    """How much a client may send and hold; beyond each, it is refused.
+
+    Sizes are in bytes; a count or size of 0 where noted means no limit.
+    (Named to stay apart from :class:`governor.http1.Limits`, the parser's own.)
+    """
+
+    request_line: int = 8192  # the request line: 414 beyond it
+    header_field: int = 8192  # one header line: 431
+    header_total: int = 65536  # the whole head, request line included: 431
+    header_count: int = 100  # header lines: 431
+    body_max: int = 2**30  # one request body, checked as it streams: 413; 0: none
+    connections: int = 10_000  # open client connections; new ones beyond are refused
+    connections_per_client: int = 256  # open connections from one client address; 0: none
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Config:
+    """The whole, validated configuration."""
+
+    path: Path  # the file it was loaded from (absolute)
+    listen_host: str
+    listen_port: int
+    store: str  # e.g. "sqlite:////abs/path/usage.db"; relative paths already resolved
+    store_timeout: float = 0.5  # one store round trip; beyond it the flush fails and is retried
+    spool: Path | None = None  # absolute; counts the store could not take at shutdown
+    workers: int = 1  # processes accepting on the same port
+    admin_listen: tuple[str, int] | None = None  # the admin listener (metrics, API, status)
+    admin_token: str | None = None  # read from admin_token_file; /api/ needs it when set
+    webhook_url: str | None = None  # where warning events are POSTed
+    log_format: LogFormat = "plain"
+    access_log: str = "off"  # off | stderr | stdout | an absolute file path
+    flush_interval: float = 1.0
+    history_days: int = 35  # how many past periods the store keeps
+    trusted_proxies: tuple[Network, ...] = ()
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    tenants: tuple[TenantConfig, ...] = ()
+
+    def tenant(self, name: str) -> TenantConfig | None:
+        """The tenant called ``name``, or None."""
+        for t in self.tenants:
+            if t.name == name:
+                return t
+        return None
+
+
+# ---------------------------------------------------------------------------
+# The loader: YAML node tree -> Config, collecting every problem with its line.
+# ---------------------------------------------------------------------------

@@ -1,0 +1,150 @@
+"""YAML plumbing for the loader: nodes with their lines, mappings with known keys, problems.
+
+Every check reports through :class:`Ctx` (file, line, key path, what is wrong), so the
+loader lists every problem of a file at once.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+import yaml
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from governor.errors import Problem
+
+_NULL_TAG = "tag:yaml.org,2002:null"
+
+T = TypeVar("T")
+Fields = dict[str, tuple[ScalarNode, Node]]  # key -> (key node, value node)
+Hosts = list[tuple[Node, str, str]]  # (node, key path, normalised host)
+Parser = Callable[[Node, str, "Ctx"], "T | None"]
+
+
+@dataclass(slots=True)
+class Ctx:
+    """What every check needs: where the file is, and the problems found so far."""
+
+    file: str
+    base: Path  # the config file's folder, absolute
+    problems: list[Problem] = field(default_factory=list)
+
+    def error(self, at: Node | int | None, key: str, message: str) -> None:
+        line = at if at is None or isinstance(at, int) else line_of(at)
+        self.problems.append(Problem(self.file, line, key, message))
+
+
+def line_of(node: Node) -> int:
+    return int(node.start_mark.line) + 1
+
+
+def join_key(parent: str, name: str) -> str:
+    return f"{parent}.{name}" if parent else name
+
+
+def is_null(node: Node) -> bool:
+    return isinstance(node, ScalarNode) and node.tag == _NULL_TAG
+
+
+def kind_of(node: Node) -> str:
+    if isinstance(node, MappingNode):
+        return "a mapping"
+    if isinstance(node, SequenceNode):
+        return "a list"
+    if is_null(node):
+        return "nothing (null)"
+    tag = node.tag.rsplit(":", 1)[-1]
+    return {"bool": "a boolean", "int": "a number", "float": "a number"}.get(tag, "a string")
+
+
+def compose(text: str, ctx: Ctx) -> Node | None:
+    """The document's node tree; YAML errors become problems (and None)."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        what = ": ".join(p for p in (exc.context, exc.problem) if p) or "syntax error"
+        ctx.error(None if mark is None else mark.line + 1, "", f"invalid YAML: {what}")
+        return None
+    except yaml.YAMLError as exc:  # ReaderError: a character YAML does not allow
+        position = getattr(exc, "position", None)
+        line = text.count("\n", 0, position) + 1 if isinstance(position, int) else None
+        ctx.error(line, "", f"invalid YAML: {getattr(exc, 'reason', exc)}")
+        return None
+    if root is None:
+        ctx.error(
+            None, "", "the file is empty; expected a mapping with at least listen and tenants"
+        )
+    return root
+
+
+def mapping(node: Node, key: str, allowed: tuple[str, ...] | None, ctx: Ctx) -> Fields | None:
+    """The mapping's entries by key; null is empty. Duplicate and unknown keys are problems."""
+    if is_null(node):
+        return {}
+    if not isinstance(node, MappingNode):
+        ctx.error(node, key, f"expected a mapping, got {kind_of(node)}")
+        return None
+    fields: Fields = {}
+    first: dict[str, int] = {}
+    for key_node, value in node.value:
+        if not isinstance(key_node, ScalarNode) or is_null(key_node):
+            ctx.error(key_node, key, f"keys must be strings, got {kind_of(key_node)}")
+            continue
+        name = str(key_node.value)
+        if name in first:
+            ctx.error(key_node, join_key(key, name), f"duplicate key (first at line {first[name]})")
+            continue
+        first[name] = line_of(key_node)
+        if allowed is not None and name not in allowed:
+            ctx.error(key_node, join_key(key, name), unknown_key(name, allowed))
+            continue
+        fields[name] = (key_node, value)
+    return fields
+
+
+def unknown_key(name: str, allowed: tuple[str, ...]) -> str:
+    close = difflib.get_close_matches(name, allowed, n=1)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    return f"unknown key{hint}; allowed keys here: {', '.join(allowed)}"
+
+
+def get_field(fields: Fields, name: str, parent: str, parse: Parser[T], ctx: Ctx) -> T | None:
+    """Parse ``fields[name]`` if present; None if absent or invalid."""
+    entry = fields.get(name)
+    return None if entry is None else parse(entry[1], join_key(parent, name), ctx)
+
+
+def scalar(node: Node, key: str, what: str, ctx: Ctx) -> str | None:
+    """The scalar's text exactly as written (so ``12:30`` is not a YAML 1.1 number)."""
+    if isinstance(node, ScalarNode) and not is_null(node):
+        return str(node.value)
+    ctx.error(node, key, f"expected {what}, got {kind_of(node)}")
+    return None
+
+
+def items_of(
+    node: Node, key: str, what: tuple[str, str], ctx: Ctx
+) -> list[tuple[Node, str, str]] | None:
+    """A list of scalars as (node, key path, text); null is empty. ``what``: (one, many)."""
+    if is_null(node):
+        return []
+    if not isinstance(node, SequenceNode):
+        ctx.error(node, key, f"expected a list of {what[1]}, got {kind_of(node)}")
+        return None
+    items: list[tuple[Node, str, str]] = []
+    ok = True
+    for i, item in enumerate(node.value):
+        text = scalar(item, f"{key}[{i}]", what[0], ctx)
+        if text is None:
+            ok = False
+        else:
+            items.append((item, f"{key}[{i}]", text))
+    return items if ok else None
+
+
+# --- scalar checks ------------------------------------------------------------

@@ -1,0 +1,513 @@
+"""One reader per kind of config value: each returns the value, or None after reporting why.
+
+Functions of a YAML node; the only I/O is reading a notice template or a token file that
+the config names.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
+
+from yaml.nodes import Node
+
+from governor.config.model import (
+    NOTICE_STATUSES,
+    AtCap,
+    CountMode,
+    LogFormat,
+    Network,
+    OnStoreFailure,
+    UpstreamURL,
+)
+from governor.config.nodes import Ctx, Hosts, T, items_of, scalar
+from governor.notice import PLACEHOLDERS, validate_template
+from governor.sizes import parse_duration, parse_size
+
+DEFAULT_STORE = "sqlite:///state/usage.db"
+
+DURATION_KEYS = (
+    "upstream_connect",
+    "upstream_response",
+    "keepalive",
+    "shutdown",
+    "request_header",
+    "websocket_idle",
+)
+HEAD_SIZE_KEYS = ("request_line", "header_field", "header_total")
+HEAD_SIZE_MAX = 2**20  # a request head larger than 1 MiB is no sane limit
+COUNT_MAX = 10_000_000
+SHARED_KEYS = (
+    "daily_cap",
+    "timezone",
+    "reset_at",
+    "count",
+    "at_cap",
+    "notice",
+    "exempt_paths",
+    "exempt_clients",
+    "on_store_failure",
+    "warn_at",
+)
+_COUNT_MODES: dict[str, CountMode] = {"egress": "egress", "ingress": "ingress", "both": "both"}
+_AT_CAP_MODES: dict[str, AtCap] = {"finish": "finish", "cut": "cut"}
+_STORE_FAILURE_MODES: dict[str, OnStoreFailure] = {"open": "open", "closed": "closed"}
+DEFAULT_SPOOL = "state/spool.json"
+_SCHEMES: dict[str, Literal["http", "https"]] = {"http": "http", "https": "https"}
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://", "redis+sentinel://", "redis+cluster://")
+
+_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?", re.ASCII)
+_WHOLE = re.compile(r"\+?[0-9]{1,18}", re.ASCII)
+_PORT = re.compile(r"[0-9]{1,5}", re.ASCII)
+_RESET_AT = re.compile(r"([01]?[0-9]|2[0-3]):([0-5][0-9])(?::([0-5][0-9]))?", re.ASCII)
+
+
+def read_duration(node: Node, key: str, ctx: Ctx) -> float | None:
+    """A duration greater than zero."""
+    text = scalar(node, key, "a duration such as 1s or 100ms", ctx)
+    if text is None:
+        return None
+    try:
+        seconds = parse_duration(text)
+    except ValueError as exc:
+        ctx.error(node, key, str(exc))
+        return None
+    if seconds <= 0:
+        ctx.error(node, key, "must be greater than zero")
+        return None
+    return seconds
+
+
+def read_size(node: Node, key: str, ctx: Ctx) -> int | None:
+    """A size greater than zero."""
+    text = scalar(node, key, "a size such as 2 GiB", ctx)
+    if text is None:
+        return None
+    try:
+        size = parse_size(text)
+    except ValueError as exc:
+        ctx.error(node, key, str(exc))
+        return None
+    if size <= 0:
+        ctx.error(node, key, "must be greater than zero")
+        return None
+    return size
+
+
+def read_size_or_zero(node: Node, key: str, ctx: Ctx) -> int | None:
+    """A size; 0 means no limit."""
+    text = scalar(node, key, "a size such as 1 GiB, or 0 for no limit", ctx)
+    if text is None:
+        return None
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        ctx.error(node, key, str(exc))
+        return None
+
+
+def read_head_size(node: Node, key: str, ctx: Ctx) -> int | None:
+    """A size of part of a request head: from 1 byte to :data:`HEAD_SIZE_MAX`."""
+    size = read_size(node, key, ctx)
+    if size is not None and size > HEAD_SIZE_MAX:
+        ctx.error(node, key, f"{size} bytes is too large a limit; at most 1 MiB")
+        return None
+    return size
+
+
+def read_rate(node: Node, key: str, ctx: Ctx) -> int | None:
+    """Bytes per second: a size with an optional ``/s`` (``1 KiB/s``, ``500``); 0 for none."""
+    text = scalar(node, key, "a rate such as 1 KiB/s, or 0 for none", ctx)
+    if text is None:
+        return None
+    try:
+        return parse_size(text.strip().removesuffix("/s"))
+    except ValueError as exc:
+        ctx.error(node, key, str(exc).replace("a size:", "a rate:") + " (then optionally /s)")
+        return None
+
+
+def read_count_of(least: int, what: str) -> Callable[[Node, str, Ctx], int | None]:
+    """A check for a whole number of ``what`` from ``least`` to :data:`COUNT_MAX`."""
+
+    def check(node: Node, key: str, ctx: Ctx) -> int | None:
+        text = scalar(node, key, f"a whole number of {what}", ctx)
+        if text is None:
+            return None
+        if not _WHOLE.fullmatch(text) or not least <= int(text) <= COUNT_MAX:
+            zero = " (0: no limit)" if least == 0 else ""
+            ctx.error(
+                node, key, f"{text!r}: expected a whole number from {least} to {COUNT_MAX}{zero}"
+            )
+            return None
+        return int(text)
+
+    return check
+
+
+def read_history_days(node: Node, key: str, ctx: Ctx) -> int | None:
+    text = scalar(node, key, "a whole number of days", ctx)
+    if text is None:
+        return None
+    if not _WHOLE.fullmatch(text) or int(text) < 1:
+        ctx.error(node, key, f"{text!r} is not a whole number of days >= 1")
+        return None
+    return int(text)
+
+
+def read_status(node: Node, key: str, ctx: Ctx) -> int | None:
+    text = scalar(node, key, "an HTTP status", ctx)
+    if text is None:
+        return None
+    if not _WHOLE.fullmatch(text) or int(text) not in NOTICE_STATUSES:
+        allowed = ", ".join(str(s) for s in NOTICE_STATUSES)
+        ctx.error(node, key, f"{text!r} is not an allowed notice status; expected one of {allowed}")
+        return None
+    return int(text)
+
+
+def _choice(node: Node, key: str, choices: dict[str, T], ctx: Ctx) -> T | None:
+    text = scalar(node, key, "one of " + ", ".join(choices), ctx)
+    if text is None:
+        return None
+    if text not in choices:
+        ctx.error(node, key, f"{text!r} is not allowed; expected one of {', '.join(choices)}")
+        return None
+    return choices[text]
+
+
+def read_on_store_failure(node: Node, key: str, ctx: Ctx) -> OnStoreFailure | None:
+    return _choice(node, key, _STORE_FAILURE_MODES, ctx)
+
+
+def read_warn_at(node: Node, key: str, ctx: Ctx) -> tuple[float, ...] | None:
+    items = items_of(node, key, ("a share of the cap", "shares of the cap, e.g. [80%, 95%]"), ctx)
+    if items is None:
+        return None
+    shares: list[float] = []
+    for item, item_key, text in items:
+        raw = text.strip()
+        try:
+            share = float(raw[:-1]) / 100 if raw.endswith("%") else float(raw)
+        except ValueError:
+            share = -1.0
+        if not 0 < share < 1:
+            ctx.error(item, item_key, f"{text!r}: expected a share of the cap like 80% or 0.8")
+            continue
+        shares.append(share)
+    return tuple(sorted(set(shares))) if len(shares) == len(items) else None
+
+
+def read_admin_token(node: Node, key: str, ctx: Ctx) -> str | None:
+    text = scalar(node, key, "a file path", ctx)
+    if text is None:
+        return None
+    path = Path(os.path.normpath(ctx.base / text))
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        ctx.error(node, key, f"cannot read the token file {str(path)!r}: {reason}")
+        return None
+    if len(token) < 16 or any(c.isspace() for c in token):
+        ctx.error(node, key, f"{str(path)!r}: the token must be one word of 16 characters or more")
+        return None
+    return token
+
+
+def read_webhook(node: Node, key: str, ctx: Ctx) -> str | None:
+    text = scalar(node, key, "an http:// or https:// URL", ctx)
+    if text is None:
+        return None
+    try:
+        _parse_upstream(text)
+    except ValueError as exc:
+        ctx.error(node, key, str(exc).replace("upstream", "webhook URL"))
+        return None
+    return text
+
+
+_LOG_FORMATS: dict[str, LogFormat] = {"plain": "plain", "json": "json"}
+
+
+def read_log_format(node: Node, key: str, ctx: Ctx) -> LogFormat | None:
+    return _choice(node, key, _LOG_FORMATS, ctx)
+
+
+def read_access_log(node: Node, key: str, ctx: Ctx) -> str | None:
+    text = scalar(node, key, "off, stderr, stdout or a file path", ctx)
+    if text is None:
+        return None
+    if text in ("off", "stderr", "stdout"):
+        return text
+    if not text.strip():
+        ctx.error(node, key, "expected off, stderr, stdout or a file path")
+        return None
+    return os.path.normpath(ctx.base / text)
+
+
+def read_workers(node: Node, key: str, ctx: Ctx) -> int | None:
+    text = scalar(node, key, "a whole number or auto", ctx)
+    if text is None:
+        return None
+    if text == "auto":
+        return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+    if not _WHOLE.fullmatch(text) or not 1 <= int(text) <= 256:
+        ctx.error(node, key, f"{text!r}: expected a whole number from 1 to 256, or auto")
+        return None
+    return int(text)
+
+
+def read_spool(node: Node, key: str, ctx: Ctx) -> Path | None:
+    text = scalar(node, key, "a file path", ctx)
+    if text is None:
+        return None
+    if not text.strip():
+        ctx.error(node, key, "the spool path is empty")
+        return None
+    return Path(os.path.normpath(ctx.base / text))
+
+
+def read_count(node: Node, key: str, ctx: Ctx) -> CountMode | None:
+    return _choice(node, key, _COUNT_MODES, ctx)
+
+
+def read_at_cap(node: Node, key: str, ctx: Ctx) -> AtCap | None:
+    return _choice(node, key, _AT_CAP_MODES, ctx)
+
+
+def read_timezone(node: Node, key: str, ctx: Ctx) -> ZoneInfo | None:
+    text = scalar(node, key, "an IANA time zone name", ctx)
+    if text is None:
+        return None
+    try:
+        return ZoneInfo(text)
+    except (KeyError, ValueError, OSError):
+        ctx.error(node, key, f"unknown time zone {text!r}; expected an IANA name like Asia/Seoul")
+        return None
+
+
+def read_reset_at(node: Node, key: str, ctx: Ctx) -> dt.time | None:
+    text = scalar(node, key, "a time of day HH:MM", ctx)
+    if text is None:
+        return None
+    match = _RESET_AT.fullmatch(text)
+    if match is None:
+        ctx.error(node, key, f"{text!r} is not a time of day; expected HH:MM or HH:MM:SS (24-hour)")
+        return None
+    hour, minute, second = match.groups()
+    return dt.time(int(hour), int(minute), int(second or 0))
+
+
+def read_template(node: Node, key: str, ctx: Ctx) -> tuple[Path, str] | None:
+    """The template's absolute path and its text, read now."""
+    text = scalar(node, key, "a file path", ctx)
+    if text is None:
+        return None
+    path = Path(os.path.normpath(ctx.base / text))
+    try:
+        template = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        ctx.error(node, key, f"template {str(path)!r} is not valid UTF-8")
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        ctx.error(node, key, f"cannot read template {str(path)!r}: {reason}")
+    else:
+        unknown = validate_template(template)
+        if not unknown:
+            return path, template
+        known = ", ".join(sorted(PLACEHOLDERS))
+        names = ", ".join("$" + name for name in unknown)
+        ctx.error(node, key, f"template uses unknown placeholders {names}; known: {known}")
+    return None
+
+
+def read_store(node: Node, key: str, ctx: Ctx) -> str | None:
+    text = scalar(node, key, "a store URL", ctx)
+    if text is None:
+        return None
+    store = read_resolve_store(text, ctx.base)
+    if store is None:
+        ctx.error(
+            node,
+            key,
+            f"{text!r} is not a supported store; expected sqlite:///relative/path.db, "
+            "sqlite:////absolute/path.db, or a redis://, rediss://, unix://, "
+            "redis+sentinel:// or redis+cluster:// URL",
+        )
+    return store
+
+
+def read_resolve_store(text: str, base: Path) -> str | None:
+    """The store URL with a relative sqlite path made absolute; None if unsupported."""
+    if text.startswith(_REDIS_SCHEMES):
+        return text
+    prefix = "sqlite:///"
+    rest = text.removeprefix(prefix)
+    if not text.startswith(prefix) or not rest.strip() or rest.endswith("/") or "\0" in rest:
+        return None
+    return prefix + os.path.normpath(base / rest)
+
+
+# --- network things -------------------------------------------------------------
+
+
+def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
+def _is_hostname(name: str) -> bool:
+    """Letters-digits-hyphens labels, and a last label that is not all digits."""
+    labels = name.split(".")
+    return (
+        0 < len(name) <= 253
+        and all(_LABEL.fullmatch(label) for label in labels)
+        and not labels[-1].isdigit()
+    )
+
+
+def _host(text: str) -> str:
+    """A tenant host, normalised (lower case, no trailing dot, IPv6 unbracketed); or ValueError."""
+    host = text.lower()
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    host = host.removesuffix(".")
+    addr = _ip(host)
+    if addr is not None:
+        return addr.compressed
+    if ":" in host:
+        raise ValueError(f"{text!r}: a host may not carry a port")
+    name = host.removeprefix("*.")
+    if not _is_hostname(name):
+        raise ValueError(
+            f"{text!r} is not a valid host; expected a host name (letters, digits, hyphens; "
+            "optionally a leading '*.' wildcard) or an IP address"
+        )
+    return host
+
+
+def read_hosts(node: Node, key: str, ctx: Ctx) -> Hosts | None:
+    """The tenant's valid hosts as (node, key path, normalised host); the rest are problems."""
+    items = items_of(node, key, ("a host name", "host names"), ctx)
+    if items is None:
+        return None
+    if not items:
+        ctx.error(node, key, "at least one host is required")
+        return None
+    hosts: Hosts = []
+    for item, item_key, text in items:
+        try:
+            hosts.append((item, item_key, _host(text)))
+        except ValueError as exc:
+            ctx.error(item, item_key, str(exc))
+    return hosts
+
+
+def read_networks(node: Node, key: str, ctx: Ctx) -> tuple[Network, ...] | None:
+    items = items_of(
+        node, key, ("a CIDR network or IP address", "CIDR networks or IP addresses"), ctx
+    )
+    if items is None:
+        return None
+    networks: list[Network] = []
+    for item, item_key, text in items:
+        try:
+            networks.append(ipaddress.ip_network(text, strict=False))
+        except ValueError:
+            ctx.error(item, item_key, f"{text!r} is not an IP address or CIDR network")
+    return tuple(networks) if len(networks) == len(items) else None
+
+
+def read_exempt_paths(node: Node, key: str, ctx: Ctx) -> tuple[str, ...] | None:
+    items = items_of(node, key, ("a path", "paths"), ctx)
+    if items is None:
+        return None
+    bad = [(item, k, text) for item, k, text in items if not text.startswith("/")]
+    for item, item_key, text in bad:
+        ctx.error(item, item_key, f"{text!r} must start with '/'")
+    return None if bad else tuple(text for _, _, text in items)
+
+
+def read_listen(node: Node, key: str, ctx: Ctx) -> tuple[str, int] | None:
+    text = scalar(node, key, "host:port", ctx)
+    if text is None:
+        return None
+    try:
+        return _split_listen(text)
+    except ValueError as exc:
+        ctx.error(node, key, str(exc))
+        return None
+
+
+def _split_listen(text: str) -> tuple[str, int]:
+    """``("127.0.0.1", 8080)`` from ``127.0.0.1:8080``; ``("::1", 8080)`` from ``[::1]:8080``."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"{text!r} is not host:port; e.g. 127.0.0.1:8080 or [::1]:8080")
+    if host.startswith("[") and host.endswith("]"):
+        addr = _ip(host[1:-1])
+        if addr is None or addr.version != 6:
+            raise ValueError(f"{text!r}: {host} is not an IPv6 address")
+        host = addr.compressed
+    elif ":" in host:
+        raise ValueError(f"{text!r}: an IPv6 address must be in brackets, e.g. [::1]:8080")
+    elif _ip(host) is None and not _is_hostname(host.lower()):
+        raise ValueError(f"{text!r}: {host!r} is not a valid host name or IP address")
+    if not _PORT.fullmatch(port) or not 1 <= int(port) <= 65535:
+        raise ValueError(f"{text!r}: the port must be a number from 1 to 65535")
+    return host, int(port)
+
+
+def read_upstream(node: Node, key: str, ctx: Ctx) -> UpstreamURL | None:
+    text = scalar(node, key, "an http:// or https:// URL", ctx)
+    if text is None:
+        return None
+    try:
+        return _parse_upstream(text)
+    except ValueError as exc:
+        ctx.error(node, key, str(exc))
+        return None
+
+
+def _parse_upstream(text: str) -> UpstreamURL:
+    """``http[s]://host[:port][/base]`` -> UpstreamURL; or ValueError."""
+    if any(c.isspace() or not c.isprintable() for c in text):
+        raise ValueError(f"{text!r}: a URL may not contain spaces or control characters")
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"{text!r} is not a valid URL: {exc}") from None
+    scheme = _SCHEMES.get(parts.scheme.lower())
+    if scheme is None:
+        raise ValueError(f"{text!r}: expected an http:// or https:// URL")
+    if "?" in text or "#" in text:
+        raise ValueError(f"{text!r}: an upstream may not have a query or a fragment")
+    if "@" in parts.netloc:
+        raise ValueError(f"{text!r}: an upstream may not carry credentials")
+    host = (parts.hostname or "").removesuffix(".")
+    if _ip(host) is None and not _is_hostname(host):
+        raise ValueError(f"{text!r}: expected a host name or IP address after {scheme}://")
+    if port == 0:
+        raise ValueError(f"{text!r}: the port must be a number from 1 to 65535")
+    base_path = parts.path.rstrip("/")
+    return UpstreamURL(
+        url=f"{scheme}://{parts.netloc.lower()}{base_path}",
+        scheme=scheme,
+        host=host,
+        port=port or (443 if scheme == "https" else 80),
+        base_path=base_path,
+    )
+
+
+# --- sections -------------------------------------------------------------------
