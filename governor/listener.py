@@ -329,7 +329,7 @@ class ClientConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.peer: str | None = None
         self.closed = False
-        self.closing = False  # the server is shutting down: close after this request
+        self.closing = False  # close after this request (shutdown, a refusal, the client's EOF)
         self.body_error: BadMessage | None = None  # the request body was refused midway
         self._counted = False  # in the server's per-client count
         self._body_timer: asyncio.TimerHandle | None = None
@@ -387,6 +387,7 @@ class ClientConnection(asyncio.Protocol):
     def eof_received(self) -> bool | None:
         request = self._request
         if self._sink is not None or (request is not None and request.body_done):
+            self.closing = True  # nothing more will come: close once this one is answered
             return True  # half-close: the request in flight still gets its response
         return None  # close: no request, or one whose body can never be completed
 

@@ -259,3 +259,22 @@ async def test_an_upstream_silent_mid_body_is_cut_off_after_upstream_response(
     usage = gov.runtime.usage("site")
     assert usage is not None
     assert usage.used_bytes == len(head) + len(rest)  # egress: what the visitor got, exactly
+
+
+async def test_a_client_that_half_closes_gets_its_response_then_the_close(
+    make_governor: GovernorFactory,
+) -> None:
+    """A request followed by the client's FIN: answered in full, then the connection ends
+    at once (nothing more can come), not after the keep-alive timeout."""
+    gov = await make_governor()
+    client = await RawClient.connect(gov.port)
+    await client.send(request("GET", "/bytes/5000", "site.test"))
+    client.writer.write_eof()
+    async with asyncio.timeout(5):
+        resp = await client.response()
+        rest = await client.reader.read()  # EOF from governor
+    await client.close()
+    assert resp.status == 200
+    assert len(resp.body) == 5000
+    assert resp.header("Connection") == "close"
+    assert rest == b""
