@@ -520,6 +520,9 @@ class OriginPool:
         if not conn.reusable:
             conn.close()
             return
+        # A body whose last piece met a full client socket left reading paused: a pooled
+        # connection must read, or the next exchange would never see its response.
+        conn.resume_reading()
         conn.head = None
         conn._body = None
         conn.idle_since = self.loop.time()

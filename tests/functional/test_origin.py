@@ -1,0 +1,46 @@
+"""The upstream pool's contract, over real loopback sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from governor.config import UpstreamURL
+from governor.origin import OriginPool
+
+
+async def test_a_connection_goes_back_to_the_pool_reading() -> None:
+    """An exchange may leave reading paused (its body's last piece met a full client
+    socket); the pool must take the connection back reading, or the next exchange on it
+    would never see its response."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            while await reader.readuntil(b"\r\n\r\n"):
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    upstream = UpstreamURL(
+        url=f"http://127.0.0.1:{port}", scheme="http", host="127.0.0.1", port=port, base_path=""
+    )
+    pool = OriginPool(connect_timeout=2.0)
+    try:
+        for round_ in range(2):
+            conn = await pool.acquire(upstream)
+            assert conn.reused is (round_ == 1)
+            conn.begin("GET", 2.0)
+            conn.send(b"GET / HTTP/1.1\r\nHost: site.test\r\n\r\n")
+            head = await conn.response_head()
+            assert head.status == 200
+            assert conn.read_nowait() == b"ok"
+            conn.pause_reading()  # as a full client socket does during a download
+            pool.release(conn)
+            assert conn.transport is not None
+            assert conn.transport.is_reading()
+    finally:
+        await pool.close()
+        server.close()
+        await server.wait_closed()
