@@ -14,12 +14,17 @@ async def test_a_connection_goes_back_to_the_pool_reading() -> None:
     socket); the pool must take the connection back reading, or the next exchange on it
     would never see its response."""
 
+    served_all = asyncio.Event()  # the server side saw the pool close the connection
+
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
             while await reader.readuntil(b"\r\n\r\n"):
                 writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
                 await writer.drain()
         writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+        served_all.set()
 
     server = await asyncio.start_server(answer, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
@@ -42,5 +47,7 @@ async def test_a_connection_goes_back_to_the_pool_reading() -> None:
             assert conn.transport.is_reading()
     finally:
         await pool.close()
+        async with asyncio.timeout(5):
+            await served_all.wait()
         server.close()
         await server.wait_closed()
