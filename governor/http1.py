@@ -182,6 +182,14 @@ def _fields(lines: list[bytes], limits: Limits | None) -> list[Header]:
     return out
 
 
+def _framing(block: bytes, pattern: re.Pattern[bytes]) -> dict[bytes, list[bytes]]:
+    """The values of the fields ``pattern`` picks out of ``block``, by lower-cased name."""
+    found: dict[bytes, list[bytes]] = {}
+    for name, value in pattern.findall(block):
+        found.setdefault(name.lower(), []).append(value.rstrip(_OWS))
+    return found
+
+
 def _content_length(values: list[bytes]) -> int:
     if len(values) == 1 and values[0].isdigit() and len(values[0]) <= 18:
         return int(values[0])  # the usual case: one plain number
@@ -241,29 +249,15 @@ def parse_request_head(buf: bytes | bytearray, limits: Limits) -> RequestHead | 
         raise BadMessage(505, "only HTTP/1.0 and HTTP/1.1 are served")
     else:
         raise BadMessage(400, "a malformed HTTP version")
-    hosts: list[bytes] = []
-    lengths: list[bytes] = []
-    codings: list[bytes] = []
-    connection: list[bytes] = []
-    expect: list[bytes] = []
-    upgrades: list[bytes] = []
     if block:
         _check_block(block, limits)
-        for name, value in _REQUEST_FRAMING.findall(block):
-            low = name.lower()
-            value = value.rstrip(_OWS)
-            if low == b"host":
-                hosts.append(value)
-            elif low == b"content-length":
-                lengths.append(value)
-            elif low == b"transfer-encoding":
-                codings.append(value)
-            elif low == b"connection":
-                connection.append(value)
-            elif low == b"expect":
-                expect.append(value)
-            else:
-                upgrades.append(value)
+    found = _framing(block, _REQUEST_FRAMING)
+    hosts = found.get(b"host", [])
+    lengths = found.get(b"content-length", [])
+    codings = found.get(b"transfer-encoding", [])
+    connection = found.get(b"connection", [])
+    expect = found.get(b"expect", [])
+    upgrades = found.get(b"upgrade", [])
     if len(hosts) > 1:
         raise BadMessage(400, "more than one Host header")
     host = hosts[0].decode("latin-1") if hosts else None
@@ -313,9 +307,6 @@ def parse_response_head(buf: bytes | bytearray, *, max_size: int = 65536) -> Res
             raise BadMessage(502, "the upstream's response head is too large")
         return None
     head = bytes(buf[:end])
-    lengths: list[bytes] = []
-    codings: list[bytes] = []
-    connection: list[bytes] = []
     try:
         _check_chars(head)
         eol = head.find(CRLF)
@@ -325,15 +316,10 @@ def parse_response_head(buf: bytes | bytearray, *, max_size: int = 65536) -> Res
             raise BadMessage(502, "a malformed status line")
         if block:
             _check_block(block, None)
-            for name, value in _RESPONSE_FRAMING.findall(block):
-                low = name.lower()
-                value = value.rstrip(_OWS)
-                if low == b"content-length":
-                    lengths.append(value)
-                elif low == b"transfer-encoding":
-                    codings.append(value)
-                else:
-                    connection.append(value)
+        found = _framing(block, _RESPONSE_FRAMING)
+        lengths = found.get(b"content-length", [])
+        codings = found.get(b"transfer-encoding", [])
+        connection = found.get(b"connection", [])
         chunked = False
         if codings:
             tokens = _tokens(codings)
