@@ -114,6 +114,7 @@ class Governor:
             limits=self.config.limits,
             timeouts=self.config.timeouts,
         )
+        server.on_refusal = proxy.charge_refusal
         self.metrics.bind_server(server)
         await server.start(sock)
         self._server = server

@@ -64,6 +64,53 @@ class RequestNote:
     charge_in: Callable[[int], None] = _drop
 
 
+@dataclass(slots=True, frozen=True)
+class Refusal:
+    """A request governor answered itself on the listener, without a handler.
+
+    Its head could not be read (400, 414, 431, 505), came too slowly (408), or
+    declared a body over ``body_max`` (413). ``host`` is the Host it named, when
+    it named exactly one well-formed Host: the tenant it was for. ``received`` is
+    every byte of it read off the socket, ``sent`` the answer handed to it.
+    """
+
+    status: int
+    reason: str
+    peer: str | None
+    host: str | None
+    method: str
+    path: str
+    received: int
+    sent: int
+    started: float = field(default_factory=time.time)
+
+
+def report_refusal(sinks: Sequence[RequestSink], refusal: Refusal, tenant: str | None) -> None:
+    """Tell every sink about a request the listener refused (``tenant`` it was charged to)."""
+    record = RequestRecord(
+        time=refusal.started,
+        tenant=tenant,
+        client=refusal.peer or "",
+        method=refusal.method,
+        path=refusal.path,
+        status=refusal.status,
+        bytes_out=refusal.sent,
+        bytes_in=refusal.received,
+        duration=0.0,
+        outcome="bad_request",
+        upstream_seconds=None,
+    )
+    _tell(sinks, record)
+
+
+def _tell(sinks: Sequence[RequestSink], record: RequestRecord) -> None:
+    for sink in sinks:
+        try:
+            sink.request_done(record)
+        except Exception:  # a sink's bug must not break the client's connection
+            log.exception("a request sink failed")
+
+
 def report(note: RequestNote, request: Request) -> None:
     """Tell every sink about a request the connection is done with.
 
@@ -86,8 +133,4 @@ def report(note: RequestNote, request: Request) -> None:
         outcome=note.outcome,
         upstream_seconds=note.upstream_seconds,
     )
-    for sink in note.sinks:
-        try:
-            sink.request_done(record)
-        except Exception:  # a sink's bug must not break the client's connection
-            log.exception("a request sink failed")
+    _tell(note.sinks, record)

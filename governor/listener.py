@@ -30,7 +30,7 @@ from typing import Any, Protocol, cast
 from urllib.parse import unquote
 
 from governor.config import LimitsConfig, Timeouts
-from governor.events import RequestNote, RequestSink, report
+from governor.events import Refusal, RequestNote, RequestSink, report, report_refusal
 from governor.http1 import (
     CHUNKED,
     CRLF,
@@ -46,6 +46,7 @@ from governor.http1 import (
     encode_block,
     encode_head,
     parse_request_head,
+    sniff_head,
 )
 
 log = logging.getLogger("governor.listener")
@@ -355,7 +356,7 @@ class ClientConnection(asyncio.Protocol):
         refusal = self.server.admit(self.peer)
         if refusal is not None:
             self.closing = True
-            self._refuse(503, refusal)
+            self._refuse(503, refusal, None)
             return
         self._counted = True
         self.server.connections.add(self)
@@ -485,7 +486,7 @@ class ClientConnection(asyncio.Protocol):
         try:
             head = self.server.parse(self._buf)
         except BadMessage as exc:
-            self._refuse(exc.status, exc.reason)
+            self._refuse(exc.status, exc.reason, self._buf)
             return
         if head is None:
             self._idle()
@@ -493,9 +494,10 @@ class ClientConnection(asyncio.Protocol):
         self._busy()
         body_max = self.server.body_max
         if body_max and head.content_length is not None and head.content_length > body_max:
-            self._refuse(413, f"the request body is larger than {body_max} bytes")
+            self._refuse(413, f"the request body is larger than {body_max} bytes", self._buf)
             return
-        self._buf = self._buf[head.size :]
+        raw = self._buf
+        self._buf = raw[head.size :]
         note = RequestNote(sinks=self.server.sinks, client=self.peer or "")
         request = Request(self, head, note)
         self._request = request
@@ -509,7 +511,7 @@ class ClientConnection(asyncio.Protocol):
                 used = request._feed(data)
             except BadMessage as exc:  # refused before anything is forwarded
                 self._request = None
-                self._refuse(exc.status, exc.reason)
+                self._refuse(exc.status, exc.reason, raw)
                 return
             self._buf = data[used:]
         self._task = self.loop.create_task(self._serve(request))
@@ -602,17 +604,43 @@ class ClientConnection(asyncio.Protocol):
         next_at = request.head_at + server.header_timeout + got / rate
         self._body_timer = self.loop.call_at(max(next_at, now + 0.1), self._check_body_rate)
 
-    def _refuse(self, status: int, reason: str) -> None:
-        """Answer a request that cannot be read, then close."""
+    def _refuse(self, status: int, reason: str, raw: bytes | None) -> None:
+        """Answer a request that cannot be read, then close.
+
+        ``raw`` is every byte of the request received (None when no request was
+        read: a connection refused on arrival). The server charges them and the
+        answer to the tenant the head names, if it names one (see
+        :meth:`HTTPServer.refused`).
+        """
         self.closing = True
-        self.server.refused(status, reason, self.peer)
         body = f"{status} {REASONS.get(status, 'Bad Request')}: {reason}\n".encode()
         head = [("Content-Type", "text/plain; charset=utf-8"), ("Cache-Control", "no-store")]
         head += [("Server", SERVER), ("Content-Length", str(len(body))), ("Connection", "close")]
         data = encode_head(f"HTTP/1.1 {status} {REASONS.get(status, 'Bad Request')}", head)
+        sent = 0
         try:
             self.write(data + body)
+            sent = len(data) + len(body)
         except ConnectionError:
+            pass
+        if raw is None:
+            log.info("refused a connection from %s: %d %s", self.peer or "?", status, reason)
+        else:
+            method, target, host = sniff_head(raw)
+            path = unquote(target.partition("?")[0], "utf-8", "replace")
+            self.server.refused(
+                Refusal(
+                    status=status,
+                    reason=reason,
+                    peer=self.peer,
+                    host=host,
+                    method=method,
+                    path=path,
+                    received=len(raw),
+                    sent=sent,
+                )
+            )
+        if not sent:
             return
         assert self.transport is not None
         self.transport.close()
@@ -659,7 +687,7 @@ class ClientConnection(asyncio.Protocol):
         if self.loop.time() < when:
             self._timer = self.loop.call_at(when, self._expire)
         elif self._head_since is not None:
-            self._refuse(408, "the request head did not arrive in time")
+            self._refuse(408, "the request head did not arrive in time", self._buf)
         elif self.transport is not None:
             self.transport.close()
 
@@ -707,6 +735,8 @@ class HTTPServer:
     ) -> None:
         self.handler = handler
         self.sinks = sinks
+        # Charges a refused request to the tenant its head names; returns that tenant.
+        self.on_refusal: Callable[[Refusal], str | None] | None = None
         self.connections: set[ClientConnection] = set()
         self.per_client: dict[str | None, int] = {}
         self.loop = asyncio.get_event_loop()
@@ -750,8 +780,17 @@ class HTTPServer:
     def parse(self, buf: bytes) -> RequestHead | None:
         return parse_request_head(buf, self.limits)
 
-    def refused(self, status: int, reason: str, peer: str | None) -> None:
-        log.info("refused a request from %s: %d %s", peer or "?", status, reason)
+    def refused(self, refusal: Refusal) -> None:
+        """A request answered by the listener: charged to its tenant, reported to the sinks.
+
+        What crossed the wire for a tenant is the tenant's: the refused request's
+        bytes and the answer count like any other request's (see ``on_refusal``).
+        """
+        log.info(
+            "refused a request from %s: %d %s", refusal.peer or "?", refusal.status, refusal.reason
+        )
+        tenant = self.on_refusal(refusal) if self.on_refusal is not None else None
+        report_refusal(self.sinks, refusal, tenant)
 
     async def start(self, sock: Any) -> None:
         """Accept connections on the listening socket ``sock``."""

@@ -6,10 +6,14 @@ Invariants:
   and clients aside); an unknown host never reaches any upstream.
 * Bodies stream in both directions with backpressure: at most a read buffer or
   two per direction is held, whatever the body's size.
-* Every byte charged to a tenant is a byte that crossed the client socket: the
-  request's head and body as received (:mod:`governor.listener`) and the
-  response as handed to the socket. Governor's own answers (notice, 421, 502,
-  504) are not charged.
+* Every byte that crossed the client socket for a tenant's request is charged
+  to the tenant (in its ``count`` directions): the request's head and body as
+  received (:mod:`governor.listener`) and the response as handed to the socket,
+  governor's own answers included (400, 408, 413, 414, 431, 502, 504 ...). Two
+  exceptions: a blocked request and its notice (the notice is the operator's
+  message, and a blocked tenant's count stops where its served traffic left
+  it), and a request whose head names no tenant (421, or a head too broken to
+  name its Host), which is nobody's.
 * Framing to the upstream is rebuilt (Content-Length or chunked), never copied.
 """
 
@@ -23,6 +27,7 @@ import time
 from governor import notice
 from governor.config import TenantConfig, UpstreamURL
 from governor.errors import UpstreamError, UpstreamTimeout
+from governor.events import Refusal
 from governor.headers import (
     Header,
     client_address,
@@ -89,10 +94,16 @@ class Proxy:
         snap = runtime.snapshot
         note = request.note
         head = request.head
+        site = snap.index.lookup(head.host)
         if head.method == "CONNECT":
             _text(request, 405, "405 Method Not Allowed: governor is not a forward proxy")
+            if site is not None:
+                note.tenant = site.config.name
+                meter = self._meter(site)
+                meter.ingress(request.claim_in())
+                meter.egress(request.bytes_out)
+                note.charge_in = meter.ingress
             return
-        site = snap.index.lookup(head.host)
         if site is None:
             note.outcome = "unknown_host"
             shown = (head.host or "")[:200]
@@ -107,13 +118,7 @@ class Proxy:
         note.tenant = tenant.name
         note.client = client
         exempt = is_exempt(tenant, request.path, client)
-        meter = Meter(
-            ledger=runtime.ledger,
-            tenant=tenant,
-            periods=site.periods,
-            clock=runtime.clock,
-            grants=runtime.grants,
-        )
+        meter = self._meter(site)
         used, cap = meter.used(), meter.cap
         if not exempt and (
             is_blocked(used, cap) or (tenant.on_store_failure == "closed" and not runtime.store_ok)
@@ -126,6 +131,29 @@ class Proxy:
         if used >= cap * NEAR_CAP:
             runtime.nudge()
         await _Exchange(self, request, site, meter, exempt=exempt).run()
+
+    def _meter(self, site: Site) -> Meter:
+        runtime = self.runtime
+        return Meter(
+            ledger=runtime.ledger,
+            tenant=site.config,
+            periods=site.periods,
+            clock=runtime.clock,
+            grants=runtime.grants,
+        )
+
+    def charge_refusal(self, refusal: Refusal) -> str | None:
+        """Charge a request the listener refused to the tenant its head names.
+
+        Returns the tenant's name, or None when the head names no tenant.
+        """
+        site = self.runtime.snapshot.index.lookup(refusal.host)
+        if site is None:
+            return None
+        meter = self._meter(site)
+        meter.ingress(refusal.received)
+        meter.egress(refusal.sent)
+        return site.config.name
 
     def _notice(self, request: Request, site: Site, meter: Meter) -> None:
         period = meter.period()
@@ -229,10 +257,12 @@ class _Exchange:
                 request.note.outcome = "bad_request"
                 reason = REASONS.get(refused.status, "Bad Request")
                 _text(request, refused.status, f"{refused.status} {reason}: {refused.reason}")
+                self.charge_out()
                 return
             request.note.outcome = "upstream_error"
             log.warning("%s %s %s: %s", self.site.config.name, head.method, request.path, exc)
             _text(request, exc.status, PUBLIC_ERRORS.get(exc.status, f"{exc.status} error"))
+            self.charge_out()
         finally:
             await self._stop_upload()
             if conn is not None:

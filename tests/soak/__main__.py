@@ -13,8 +13,8 @@ refusal (502s), a Redis stall. ``slowhttptest`` (Debian package) is run for a
 while too when it is installed.
 
 At the end governor is stopped with SIGTERM and the store's count is compared
-with the bytes the clients received from the site (governor's own 502/504 are not
-charged). It prints: requests served, errors by kind, counts lost (must be 0),
+with the bytes the clients received (governor's own 502/504 included: they are
+charged too). It prints: requests served, errors by kind, counts lost (must be 0),
 peak RSS, and open file descriptors at the start and the end. Exit status 1 if
 bytes were lost, governor failed to stop cleanly, or a request failed unexpectedly.
 """
@@ -95,11 +95,11 @@ async def client_loop(port: int, stop: asyncio.Event, tally: Tally, rng: random.
                 if not resp.complete:
                     await client.read_to_eof()
                 got = client.received - before
+                tally.charged += got  # governor's own 502/504 are charged too
                 if resp.status in (502, 504):
-                    tally.kinds[str(resp.status)] += 1  # governor's own, not charged
+                    tally.kinds[str(resp.status)] += 1
                     break
                 tally.served += 1
-                tally.charged += got
                 if resp.status != 200:
                     tally.unexpected.append(f"status {resp.status}")
                 if not resp.complete:

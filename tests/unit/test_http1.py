@@ -25,6 +25,7 @@ from governor.http1 import (
     encode_block,
     parse_request_head,
     parse_response_head,
+    sniff_head,
 )
 
 LIMITS = Limits()
@@ -218,3 +219,22 @@ def test_the_response_block_rewrite_equals_the_reference(fields: list[tuple[str,
     assert response_block(parsed.block, parsed.connection, body=False) == encode_block(reference)
     no_length = [(n, v) for n, v in reference if n.lower() != "content-length"]
     assert response_block(parsed.block, parsed.connection, body=True) == encode_block(no_length)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (b"GET /a?b HTTP/1.1\r\nHost: a.test\r\nX: y\r\n\r\n", ("GET", "/a?b", "a.test")),
+        (b"GET / HTTP/1.1\r\nhost:a.test:8080 \r\nX: " + b"y" * 99, ("GET", "/", "a.test:8080")),
+        (b"GET / HTTP/1.1\r\nHost: [::1]:80\r\n\r\n", ("GET", "/", "[::1]:80")),
+        (b"GET / HTTP/1.1\r\nHost: a.test\r\nHost: b.test\r\n\r\n", ("GET", "/", None)),
+        (b"GET / HTTP/1.1\r\nHost: a.te", ("GET", "/", None)),  # the line may go on
+        (b"GET / HTTP/1.1\r\nHost: a test\r\n\r\n", ("GET", "/", None)),
+        (b"GET / HTTP/1.1\r\nHost: \xa0a.test\r\n\r\n", ("GET", "/", None)),
+        (b"\x16\x03\x01\x00\x10junk\r\n\r\n", ("-", "-", None)),
+    ],
+)
+def test_sniff_head_names_a_refused_heads_tenant_only_when_unambiguous(
+    raw: bytes, expected: tuple[str, str, str | None]
+) -> None:
+    assert sniff_head(raw) == expected
