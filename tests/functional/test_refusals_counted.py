@@ -9,6 +9,10 @@ tenant. Each test counts both directions on a raw socket and compares.
 
 from __future__ import annotations
 
+import asyncio
+import json
+from pathlib import Path
+
 import pytest
 
 from governor.app import Governor
@@ -139,3 +143,20 @@ async def test_the_notice_and_the_blocked_request_are_not_charged(
     assert first.status == 200
     assert notice.status != 200
     assert used(gov) == charged
+
+
+async def test_a_refused_request_gets_an_access_log_line(
+    make_governor: GovernorFactory, tmp_path: Path
+) -> None:
+    log = tmp_path / "access.log"
+    gov = await make_governor(access_log=str(log), log_format="json")
+    client = await exchange(gov, REFUSED_HEADS["bad field name"])
+    async with asyncio.timeout(5):
+        while not log.exists() or not log.read_text().endswith("\n"):
+            await asyncio.sleep(0.01)  # the writer is a thread: no event to wait on
+    (line,) = log.read_text().splitlines()
+    record = json.loads(line)
+    assert record["tenant"] == "site"
+    assert (record["method"], record["path"], record["status"]) == ("GET", "/", 400)
+    assert (record["bytes_in"], record["bytes_out"]) == (client.sent, client.received)
+    assert record["outcome"] == "bad_request"
