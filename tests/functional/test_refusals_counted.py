@@ -9,7 +9,6 @@ tenant. Each test counts both directions on a raw socket and compares.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import pytest
 from governor.app import Governor
 from tests.functional.conftest import GovernorFactory
 from tests.functional.support import RawClient, free_port, request
+from tests.functional.test_access_log import lines
 
 
 def used(gov: Governor, tenant: str = "site") -> int:
@@ -151,10 +151,7 @@ async def test_a_refused_request_gets_an_access_log_line(
     log = tmp_path / "access.log"
     gov = await make_governor(access_log=str(log), log_format="json")
     client = await exchange(gov, REFUSED_HEADS["bad field name"])
-    async with asyncio.timeout(5):
-        while not log.exists() or not log.read_text().endswith("\n"):
-            await asyncio.sleep(0.01)  # the writer is a thread: no event to wait on
-    (line,) = log.read_text().splitlines()
+    (line,) = await lines(log, 1)
     record = json.loads(line)
     assert record["tenant"] == "site"
     assert (record["method"], record["path"], record["status"]) == ("GET", "/", 400)
