@@ -245,11 +245,12 @@ def _tokens(values: list[bytes]) -> tuple[str, ...]:
 def split_host(value: bytes) -> tuple[bytes, bytes] | None:
     """A Host value (or authority) as (host, port), or None when it is not ``host[:port]``.
 
-    ``port`` is b"" when absent or empty. Consecutive dots are refused (as nginx
-    does): no DNS name has an empty label, and name lookups must not differ over one.
+    ``port`` is b"" when absent or empty. An empty label (``..`` as nginx refuses
+    it, or a leading dot) is refused: no DNS name has one, and the tenant lookup
+    (which walks labels for wildcards) must not read a name the upstream would not.
     """
     m = _HOST.fullmatch(value)
-    if m is None or b".." in m.group(1):
+    if m is None or b".." in m.group(1) or m.group(1)[:1] == b".":
         return None
     return m.group(1), m.group(2) or b""
 

@@ -155,6 +155,7 @@ UNICODE_AND_LISTS = [
     Case("host-bad-port", b"GET / HTTP/1.1\r\nHost: site.test:80x\r\n\r\n", (400,)),
     Case("host-two-ports", b"GET / HTTP/1.1\r\nHost: site.test:80:81\r\n\r\n", (400,)),
     Case("host-double-dot", b"GET / HTTP/1.1\r\nHost: a..site.test\r\n\r\n", (400,)),
+    Case("host-leading-dot", b"GET / HTTP/1.1\r\nHost: .site.test\r\n\r\n", (400,)),
     Case("host-utf8", b"GET / HTTP/1.1\r\nHost: s\xc3\xa9.site.test\r\n\r\n", (400,)),
     Case("host-path", b"GET / HTTP/1.1\r\nHost: site.test/x\r\n\r\n", (400,)),
     Case("host-list", b"GET / HTTP/1.1\r\nHost: site.test, site.test\r\n\r\n", (400,)),

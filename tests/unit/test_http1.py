@@ -279,6 +279,8 @@ def test_chunked_in_any_case_with_sp_or_htab_around_it_is_chunked(value: bytes) 
         b"a.test:80x",
         b"a.test:80:80",
         b"a..test",
+        b".a.test",
+        b":80",
         b"\xc3\xa9.test",
         b"a.test/x",
         b"a.test, a.test",
