@@ -2,7 +2,12 @@
 
 Invariant: hop-by-hop headers (RFC 9110 §7.6.1), and every header a ``Connection``
 header names, never cross governor in either direction; framing headers are
-rebuilt by the HTTP layer on each side, never copied.
+rebuilt by the HTTP layer on each side, never copied. Host is never removed: a
+``Connection: host`` would otherwise send the upstream a request without the Host
+the tenant was chosen by (an upstream then serves its default site).
+
+Whitespace is SP and HTAB only (``_OWS``): ``str.strip()`` would also take NBSP or
+NEL for whitespace and read a value differently from the upstream.
 """
 
 from __future__ import annotations
@@ -29,6 +34,12 @@ HOP_BY_HOP = frozenset(
     }
 )
 
+_OWS = " \t"
+
+# Never dropped for being named in Connection: the upstream must get the Host the
+# tenant was chosen by.
+NOT_NOMINABLE = frozenset({"host"})
+
 # Set by governor itself on the way to the upstream; a client's copy is replaced.
 _FORWARDED = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "via"})
 
@@ -40,15 +51,18 @@ def connection_tokens(headers: Iterable[Header]) -> frozenset[str]:
     tokens: set[str] = set()
     for name, value in headers:
         if name.lower() == "connection":
-            tokens.update(t.strip().lower() for t in value.split(",") if t.strip())
+            tokens.update(t.strip(_OWS).lower() for t in value.split(",") if t.strip(_OWS))
     return frozenset(tokens)
 
 
 def strip_hop_by_hop(
     headers: Sequence[Header], *, keep: frozenset[str] = frozenset()
 ) -> list[Header]:
-    """``headers`` without hop-by-hop ones and those named in Connection (except ``keep``)."""
-    drop = (HOP_BY_HOP | connection_tokens(headers)) - keep
+    """``headers`` without hop-by-hop ones and those named in Connection (except ``keep``).
+
+    Host stays whatever Connection names.
+    """
+    drop = (HOP_BY_HOP | connection_tokens(headers)) - keep - NOT_NOMINABLE
     return [(n, v) for n, v in headers if n.lower() not in drop]
 
 
@@ -75,7 +89,7 @@ def client_address(peer: str | None, headers: Sequence[Header], trusted: Sequenc
     hops: list[str] = []
     for name, value in headers:
         if name.lower() == "x-forwarded-for":
-            hops.extend(h.strip() for h in value.split(","))
+            hops.extend(h.strip(_OWS) for h in value.split(","))
     for hop in reversed(hops):
         if not hop:
             continue
@@ -159,8 +173,9 @@ def client_response_headers(headers: Sequence[Header]) -> list[Header]:
 
 _HOP_BY_HOP_B = tuple(sorted(n.encode() for n in HOP_BY_HOP))
 _FORWARDED_B = (b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"via")
-# Connection tokens that are hop-by-hop options, not names of other fields.
-_OPTIONS = frozenset({"close", "keep-alive", "upgrade"})
+# Connection tokens that are hop-by-hop options, not names of other fields, and
+# names governor keeps whatever Connection says.
+_OPTIONS = frozenset({"close", "keep-alive", "upgrade"}) | NOT_NOMINABLE
 
 
 def _line_dropper(names: Iterable[bytes], *, underscored: bool = False) -> re.Pattern[bytes]:

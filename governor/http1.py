@@ -8,9 +8,22 @@ it belongs to, and rebuild framing on each side instead of copying it.
 Strictness (RFC 9112), because a message two parsers could read two ways is how
 requests are smuggled: a request is refused with :class:`BadMessage` when it has
 Content-Length and Transfer-Encoding together, differing or malformed
-Content-Length values, a Transfer-Encoding other than ``chunked`` (or any in
-HTTP/1.0), obs-fold, a bare CR or LF, a control character in a field, a bad
-field name, more than one Host, or a malformed chunk size, extension or end.
+Content-Length values, a Transfer-Encoding that is not exactly the one token
+``chunked`` (or any in HTTP/1.0), obs-fold, a bare CR or LF, a control character
+in a field, a bad field name, a Host that is not one valid ``host[:port]``, a
+request target in no form governor serves, an absolute-form target whose
+authority differs from Host, or a malformed chunk size, extension or end.
+
+Whitespace is SP and HTAB only: values are trimmed with ``_OWS`` and compared as
+bytes, never with ``str.strip()``/``str.lower()``, which would also take NBSP
+(\xa0) or NEL (\x85) of a latin-1 decoded value for whitespace, or fold
+non-ASCII letters, and so read a value differently from the upstream.
+
+Leniency where nothing is ambiguous (what nginx and HAProxy both accept, RFC 9112
+allows, and governor rewrites before forwarding anyway): empty lines (CRLF)
+before a request line, runs of SP between the request line's parts, an
+``HTTP/1.x`` version with a minor above 1 (read and forwarded as HTTP/1.1),
+leading zeros in Content-Length and chunk sizes.
 """
 
 from __future__ import annotations
@@ -27,13 +40,23 @@ HEAD_END = b"\r\n\r\n"
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _CTL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _TARGET_BAD = re.compile(rb"[\x00-\x20\x7f]")
-_DIGITS = re.compile(rb"[0-9]{1,18}")
+_DIGITS = re.compile(rb"0*([0-9]{1,18})")  # leading zeros, then at most 18 digits
+_REQUEST_LINE = re.compile(rb"([^ ]+) +([^ ]+) +([^ ]+)")  # runs of SP allowed (RFC 9112 §3)
+_HIGHER_MINOR = re.compile(rb"HTTP/1\.[2-9]")
+_ANY_VERSION = re.compile(rb"HTTP/[0-9]\.[0-9]")
+# An absolute-form target: scheme (any case), authority, then a path or query (or nothing).
+_ABSOLUTE = re.compile(rb"([A-Za-z][A-Za-z0-9+.\-]*)://([^/?#]*)([/?].*)?", re.DOTALL)
+# host [ ":" port ] (RFC 9110 §7.2, RFC 3986 §3.2.2): an IP literal or a reg-name, ASCII only.
+_HOST = re.compile(
+    rb"(\[[0-9A-Fa-f:.]+\]|(?:[A-Za-z0-9\-._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})+)(?::([0-9]*))?"
+)
+_DEFAULT_PORTS = {b"http": 80, b"https": 443}
 _STATUS = re.compile(rb"HTTP/1\.([01]) ([1-9][0-9][0-9])(?: ([^\x00-\x08\x0a-\x1f\x7f]*))?")
 _OWS = b" \t"
 _TOKEN_RE = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 _QUOTED_RE = rb'"(?:[^"\\\x00-\x08\x0a-\x1f\x7f]|\\.)*"'
 _CHUNK_LINE = re.compile(
-    rb"([0-9A-Fa-f]{1,15})"
+    rb"0*([0-9A-Fa-f]{1,15})"  # leading zeros, then at most 15 hex digits
     rb"(?:[ \t]*;[ \t]*"
     + _TOKEN_RE
     + rb"(?:[ \t]*=[ \t]*(?:"
@@ -74,15 +97,20 @@ class RequestHead:
     ``block`` is the header section as received: each field line preceded by its
     CRLF, without the final blank line. It is what the proxy forwards (less the
     hop-by-hop lines), so an ordinary request is never split into (name, value)
-    pairs at all; :attr:`headers` does that on demand.
+    pairs at all; :attr:`headers` does that on demand. (One exception: an HTTP/1.0
+    request in absolute-form without Host gets a Host line made of the target's
+    authority, so that what the upstream sees is what the tenant was chosen by.)
+
+    ``target`` is in origin-form (``/path?query``), ``*`` (OPTIONS) or, for
+    CONNECT, as sent: an absolute-form target is rewritten to origin-form.
     """
 
     method: str
     target: str
     version: tuple[int, int]
     block: bytes
-    size: int  # bytes on the wire, CRLFCRLF included
-    host: str | None
+    size: int  # bytes on the wire, CRLFCRLF (and any empty lines before the request) included
+    host: str | None  # a valid host[:port], as sent (the tenant is chosen by it)
     content_length: int | None
     chunked: bool
     keep_alive: bool
@@ -196,19 +224,111 @@ def _content_length(values: list[bytes]) -> int:
     seen: set[bytes] = set()
     for value in values:
         for item in value.split(b","):
-            item = item.strip(_OWS)
-            if _DIGITS.fullmatch(item) is None:
+            m = _DIGITS.fullmatch(item.strip(_OWS))
+            if m is None:
                 raise BadMessage(400, "a malformed Content-Length")
-            seen.add(item.lstrip(b"0") or b"0")
+            seen.add(m.group(1).lstrip(b"0") or b"0")
     if len(seen) != 1:
         raise BadMessage(400, "differing Content-Length values")
     return int(seen.pop())
 
 
 def _tokens(values: list[bytes]) -> tuple[str, ...]:
+    """The elements of a comma-separated list, trimmed of SP/HTAB only, ASCII lower-cased."""
     return tuple(
-        t.strip().lower() for v in values for t in v.decode("latin-1").split(",") if t.strip()
+        t.decode("latin-1")
+        for t in (item.strip(_OWS).lower() for v in values for item in v.split(b","))
+        if t
     )
+
+
+def split_host(value: bytes) -> tuple[bytes, bytes] | None:
+    """A Host value (or authority) as (host, port), or None when it is not ``host[:port]``.
+
+    ``port`` is b"" when absent or empty. An empty label (``..`` as nginx refuses
+    it, or a leading dot) is refused: no DNS name has one, and the tenant lookup
+    (which walks labels for wildcards) must not read a name the upstream would not.
+    """
+    m = _HOST.fullmatch(value)
+    if m is None or b".." in m.group(1) or m.group(1)[:1] == b".":
+        return None
+    return m.group(1), m.group(2) or b""
+
+
+def _same_authority(scheme: bytes, authority: bytes, host: bytes) -> bool:
+    """Whether an absolute-form target's authority names what Host names (as HAProxy checks).
+
+    Names compare case-insensitively; an empty or absent port is the scheme's default.
+    """
+    a, h = split_host(authority), split_host(host)
+    if a is None or h is None:
+        return False
+    (name_a, port_a), (name_h, port_h) = a, h
+    default = _DEFAULT_PORTS[scheme]
+    return name_a.lower() == name_h.lower() and int(port_a or default) == int(port_h or default)
+
+
+def _request_target(method: bytes, target: bytes) -> tuple[bytes, bytes | None, bytes | None]:
+    """The target to forward, and for absolute-form its scheme and authority.
+
+    Origin-form (``/...``) passes as it is; ``*`` only with OPTIONS; CONNECT's
+    authority-form as it is (the proxy refuses CONNECT). Absolute-form (any scheme
+    case, RFC 9110 §4.2.3) must be http or https with a valid authority and no
+    userinfo, and becomes origin-form: the upstream gets the path, never the host.
+    """
+    if target[:1] == b"/":
+        return target, None, None
+    if target == b"*":
+        if method != b"OPTIONS":
+            raise BadMessage(400, "the asterisk target is for OPTIONS only")
+        return target, None, None
+    if method == b"CONNECT":
+        return target, None, None
+    m = _ABSOLUTE.fullmatch(target)
+    if m is None:
+        raise BadMessage(400, "a request target that is neither a path nor an absolute URI")
+    scheme = m.group(1).lower()
+    if scheme not in _DEFAULT_PORTS:
+        raise BadMessage(400, "an absolute URI whose scheme is not http or https")
+    authority = m.group(2)
+    if b"@" in authority:
+        raise BadMessage(400, "an absolute URI with userinfo")
+    if split_host(authority) is None:
+        raise BadMessage(400, "an absolute URI with a malformed authority")
+    rest = m.group(3) or b""
+    return (rest if rest[:1] == b"/" else b"/" + rest), scheme, authority
+
+
+def _request_line(line: bytes) -> tuple[bytes, bytes, tuple[int, int]]:
+    """The method, target and version of a request line."""
+    parts = line.split(b" ")
+    if len(parts) != 3 or not all(parts):
+        m = _REQUEST_LINE.fullmatch(line)
+        if m is None:
+            raise BadMessage(400, "a malformed request line")
+        parts = list(m.groups())
+    method, target, version_b = parts
+    if _TOKEN.fullmatch(method) is None:
+        raise BadMessage(400, "a malformed method")
+    if _TARGET_BAD.search(target) is not None:
+        raise BadMessage(400, "a malformed request target")
+    if version_b == b"HTTP/1.1":
+        return method, target, (1, 1)
+    if version_b == b"HTTP/1.0":
+        return method, target, (1, 0)
+    if _HIGHER_MINOR.fullmatch(version_b):
+        return method, target, (1, 1)  # RFC 9112 §2.6: served (and forwarded) as HTTP/1.1
+    if _ANY_VERSION.fullmatch(version_b):
+        raise BadMessage(505, "only HTTP/1.x is served")
+    raise BadMessage(400, "a malformed HTTP version")
+
+
+def _empty_lines(buf: bytes | bytearray) -> int:
+    """How many bytes of empty lines (CRLF) come before a request line (RFC 9112 §2.2)."""
+    start = 0
+    while buf.startswith(CRLF, start):
+        start += 2
+    return start
 
 
 def parse_request_head(buf: bytes | bytearray, limits: Limits) -> RequestHead | None:
@@ -217,38 +337,25 @@ def parse_request_head(buf: bytes | bytearray, limits: Limits) -> RequestHead | 
     Raises BadMessage for a head governor will not read (the connection must then
     close, since where the next request starts is unknown).
     """
-    end = buf.find(HEAD_END)
+    start = _empty_lines(buf) if buf[:2] == CRLF else 0
+    end = buf.find(HEAD_END, start)
     if end < 0:
-        first = buf.find(CRLF)
-        if first < 0 and len(buf) > limits.request_line:
+        first = buf.find(CRLF, start)
+        if first < 0 and len(buf) - start > limits.request_line:
             raise BadMessage(414, "the request line is too long")
         if len(buf) > limits.head:
             raise BadMessage(431, "the request head is too large")
         return None
     if end + 4 > limits.head:
         raise BadMessage(431, "the request head is too large")
-    head = bytes(buf[:end])
+    head = bytes(buf[start:end])
     _check_chars(head)
     eol = head.find(CRLF)
     line, block = (head, b"") if eol < 0 else (head[:eol], head[eol:])
     if len(line) > limits.request_line:
         raise BadMessage(414, "the request line is too long")
-    parts = line.split(b" ")
-    if len(parts) != 3:
-        raise BadMessage(400, "a malformed request line")
-    method_b, target_b, version_b = parts
-    if _TOKEN.fullmatch(method_b) is None:
-        raise BadMessage(400, "a malformed method")
-    if not target_b or _TARGET_BAD.search(target_b) is not None:
-        raise BadMessage(400, "a malformed request target")
-    if version_b == b"HTTP/1.1":
-        version = (1, 1)
-    elif version_b == b"HTTP/1.0":
-        version = (1, 0)
-    elif re.fullmatch(rb"HTTP/[0-9]\.[0-9]", version_b):
-        raise BadMessage(505, "only HTTP/1.0 and HTTP/1.1 are served")
-    else:
-        raise BadMessage(400, "a malformed HTTP version")
+    method_b, target_b, version = _request_line(line)
+    target_b, scheme, authority = _request_target(method_b, target_b)
     if block:
         _check_block(block, limits)
     found = _framing(block, _REQUEST_FRAMING)
@@ -260,19 +367,26 @@ def parse_request_head(buf: bytes | bytearray, limits: Limits) -> RequestHead | 
     upgrades = found.get(b"upgrade", [])
     if len(hosts) > 1:
         raise BadMessage(400, "more than one Host header")
-    host = hosts[0].decode("latin-1") if hosts else None
-    if host is not None and (not host or " " in host or "\t" in host):
-        raise BadMessage(400, "a malformed Host header")
-    if version >= (1, 1) and host is None:
+    if hosts and split_host(hosts[0]) is None:
+        raise BadMessage(400, "a Host header that is not a valid host[:port]")
+    if version >= (1, 1) and not hosts:
         raise BadMessage(400, "no Host header")
+    if authority is not None:
+        assert scheme is not None
+        if not hosts:  # HTTP/1.0: the target names the host; the upstream gets it as Host
+            hosts = [authority]
+            block += b"\r\nHost: " + authority
+        elif not _same_authority(scheme, authority, hosts[0]):
+            raise BadMessage(400, "the absolute URI's authority differs from the Host header")
+    host = hosts[0].decode("ascii") if hosts else None
     chunked = False
     if codings:
         if version < (1, 1):
             raise BadMessage(400, "Transfer-Encoding in an HTTP/1.0 request")
         if lengths:
             raise BadMessage(400, "both Content-Length and Transfer-Encoding")
-        if _tokens(codings) != ("chunked",):
-            raise BadMessage(400, "a Transfer-Encoding other than chunked")
+        if len(codings) != 1 or codings[0].lower() != b"chunked":
+            raise BadMessage(400, "a Transfer-Encoding other than exactly chunked")
         chunked = True
     content_length = _content_length(lengths) if lengths else None
     conn = _tokens(connection) if connection else ()

@@ -117,12 +117,8 @@ class Request:
         self.head = head
         self.note = note
         self.started = time.monotonic()
-        target = head.target
-        if target.startswith(("http://", "https://")):  # absolute-form: keep the path
-            slash = target.find("/", target.find("//") + 2)
-            target = target[slash:] if slash >= 0 else "/"
-            head.target = target
-        self.path = unquote(target.partition("?")[0], "utf-8", "replace")
+        # For logs: the target is in origin-form already (http1 rewrites absolute-form).
+        self.path = unquote(head.target.partition("?")[0], "utf-8", "replace")
         self.received = head.size  # bytes of this request received so far
         self.claimed_in = 0
         self.body: BodyReader | None = None

@@ -3,7 +3,8 @@
 Invariants:
 
 * A request whose tenant is at its cap never reaches the upstream (exempt paths
-  and clients aside); an unknown host never reaches any upstream.
+  and clients aside, see :mod:`governor.exemption`; a WebSocket upgrade is never
+  exempt); an unknown host never reaches any upstream.
 * Bodies stream in both directions with backpressure: at most a read buffer or
   two per direction is held, whatever the body's size.
 * Every byte that crossed the client socket for a tenant's request is charged
@@ -21,17 +22,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import posixpath
 import time
 
 from governor import notice
-from governor.config import TenantConfig, UpstreamURL
+from governor.config import UpstreamURL
 from governor.errors import UpstreamError, UpstreamTimeout
 from governor.events import Refusal
+from governor.exemption import is_exempt
 from governor.headers import (
     Header,
     client_address,
-    is_trusted,
     request_block,
     response_block,
 )
@@ -64,15 +64,6 @@ def _text(request: Request, status: int, text: str) -> None:
     if request.method == "HEAD":
         headers.append(("Content-Length", str(len(body))))
     request.respond(status, headers, body, send_body=request.method != "HEAD")
-
-
-def is_exempt(tenant: TenantConfig, path: str, client: str) -> bool:
-    """Whether a request is always proxied: an exempt path prefix or an exempt client."""
-    if tenant.exempt_paths and ".." not in path.split("/"):
-        clean = posixpath.normpath(path) + ("/" if path.endswith("/") else "")
-        if any(clean.startswith(p) for p in tenant.exempt_paths):
-            return True
-    return bool(tenant.exempt_clients) and is_trusted(client, tenant.exempt_clients)
 
 
 def _host_header(upstream: UpstreamURL) -> str:
@@ -117,7 +108,8 @@ class Proxy:
         client = client_address(peer, head.headers, trusted) if trusted else peer
         note.tenant = tenant.name
         note.client = client
-        exempt = is_exempt(tenant, request.path, client)
+        upgrade = upgrade_token(head.upgrade) is not None
+        exempt = is_exempt(tenant, head.target, client, upgrade=upgrade)
         meter = self._meter(site)
         used, cap = meter.used(), meter.cap
         if not exempt and (
@@ -227,8 +219,9 @@ class _Exchange:
             trusted=snap.config.trusted_proxies,
             upgrade=upgrade,
         )
-        first = f"{head.method} {upstream.base_path}{head.target} HTTP/1.1"
-        if head.host is None:
+        target = "*" if head.target == "*" else upstream.base_path + head.target
+        first = f"{head.method} {target} HTTP/1.1"
+        if head.host is None:  # unreachable: no tenant without a Host; never forward without
             first += f"\r\nHost: {_host_header(upstream)}"
         if head.chunked:
             framing = b"\r\nTransfer-Encoding: chunked"
@@ -341,8 +334,9 @@ class _Exchange:
         ).encode("latin-1")
         request.start_response(101, up.reason, block, length=None, body=False)
         self.charge_out()
-        # A tunnel has no end to finish: it is closed at the cap either way.
-        tunnel = Tunnel(request, conn, self.meter, cut=not self.exempt)
+        # A tunnel has no end to finish: it is closed at the cap either way, and it is
+        # never exempt (see is_exempt), whatever its path.
+        tunnel = Tunnel(request, conn, self.meter, cut=True)
         tunnel.start()
         await tunnel.wait()
 

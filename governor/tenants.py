@@ -7,6 +7,7 @@ wildcards the longest suffix wins; ``*.example.org`` matches any name below
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable
 from typing import Generic, Protocol, TypeVar
 
@@ -20,15 +21,33 @@ T = TypeVar("T", bound=_HasHosts)
 
 
 def normalise_host(raw: str) -> str:
-    """The host part of a Host header: no port, lower case, no trailing dot, IPv6 unbracketed."""
-    host = raw.strip().lower()
+    """The host part of a Host header: no port, lower case, no trailing dot, IPv6 unbracketed.
+
+    Exactly the folding every HTTP server applies to the Host it routes by (nginx
+    too): ASCII case, the port, one trailing dot, IPv6 spelling. The Host itself
+    reaches the upstream unchanged, and http1 has refused anything that is not a
+    valid ``host[:port]`` (no whitespace of any kind, ASCII only), so the tenant
+    charged is the site the upstream serves. Only SP/HTAB are trimmed here:
+    ``str.strip()`` would take NBSP for whitespace.
+    """
+    host = raw.strip(" \t")
+    if host.isascii():
+        host = host.lower()  # str.lower() would fold non-ASCII letters as well
     if host.startswith("["):
         end = host.find("]")
-        return host[1:end] if end > 0 else host
+        return _ipv6(host[1:end]) if end > 0 else host
     colon = host.rfind(":")
     if colon != -1 and host.count(":") == 1:
         host = host[:colon]
-    return host.rstrip(".")
+    return host.removesuffix(".")
+
+
+def _ipv6(text: str) -> str:
+    """An IPv6 literal in its compressed form (as tenant hosts are kept), or as it is."""
+    try:
+        return ipaddress.IPv6Address(text).compressed
+    except ValueError:
+        return text
 
 
 class TenantIndex(Generic[T]):

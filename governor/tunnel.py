@@ -25,7 +25,7 @@ def upgrade_token(value: str | None) -> str | None:
     """The requested protocol when it is one governor tunnels, else None."""
     if value is None:
         return None
-    token = value.strip().lower()
+    token = value.strip(" \t").lower()  # SP/HTAB only: "\xa0websocket" is no upgrade
     return token if token in SUPPORTED else None
 
 

@@ -114,6 +114,61 @@ async def test_exempt_paths_and_clients_pass_a_blocked_tenant_and_are_counted(
     assert (await get(gov2, "/bytes/5000"))[0] == 200
 
 
+# Paths an upstream may resolve out of an exempt prefix (a WHATWG URL parser takes "\\"
+# for "/", Tomcat "..;" for "..", nginx merges "//" before resolving "..", some apps
+# decode "%2F"), or that only share the prefix's first characters: never exempt.
+ESCAPES = [
+    "/robots.txt\\..\\bytes/5000",
+    "/.well-known/acme-challenge/..\\..\\bytes/5000",
+    "/robots.txtbig",
+    "/robots.txt%5C..%5Cbytes/5000",
+    "/robots.txt/..%2Fbytes/5000",
+    "/.well-known/acme-challenge/%2e%2e/%2E%2E/bytes/5000",
+    "/.well-known/acme-challenge/..%2F..%2Fbytes/5000",
+    "/.well-known/acme-challenge//../../bytes/5000",
+    "/.well-known/acme-challenge/..;/..;/bytes/5000",
+    "/.well-known/acme-challenge/x/../../../bytes/5000",
+    "/.well-known/acme-challenge/%252e%252e/bytes/5000",
+    "/./robots.txt/../bytes/5000",
+    "/robots.txt#/../bytes/5000",
+    "http://site.test/robots.txt\\..\\bytes/5000",
+]
+# Exempt: the prefix itself, below it, a query, encoded unreserved characters.
+PASSES = [
+    "/robots.txt",
+    "/robots.txt?x=/../bytes/5000",
+    "/robots%2Etxt",
+    "/%72obots.txt",
+    "/.well-known/acme-challenge/token-123_ABC",
+    "/.well-known/acme-challenge/",
+    "HTTP://site.test/robots.txt",
+]
+
+
+async def test_exempt_paths_match_a_normalised_path_on_a_segment_boundary(
+    make_governor: GovernorFactory, seen: Seen
+) -> None:
+    gov = await make_governor(
+        cap="1 KiB", tenant={"exempt_paths": ["/robots.txt", "/.well-known/acme-challenge/"]}
+    )
+    await get(gov, "/bytes/5000")
+    hits = seen.hits
+    for target in ESCAPES:
+        client = await RawClient.connect(gov.port)
+        await client.send(f"GET {target} HTTP/1.1\r\nHost: site.test\r\n\r\n".encode())
+        resp = await client.response()
+        await client.close()
+        assert resp.status == 503, target
+    assert seen.hits == hits  # none of them reached the upstream
+    for target in PASSES:
+        client = await RawClient.connect(gov.port)
+        await client.send(f"GET {target} HTTP/1.1\r\nHost: site.test\r\n\r\n".encode())
+        resp = await client.response()
+        await client.close()
+        assert resp.status == 200, target
+    assert seen.hits == hits + len(PASSES)
+
+
 async def test_at_cap_cut_aborts_a_response_at_the_cap(make_governor: GovernorFactory) -> None:
     gov = await make_governor(cap="100 KiB", tenant={"at_cap": "cut"})
     client = await RawClient.connect(gov.port)

@@ -104,11 +104,14 @@ HEADS = [
     Case("two-hosts-differ", b"GET / HTTP/1.1\r\n" + H + b"Host: other.test\r\n\r\n", (400,)),
     Case("empty-host", b"GET / HTTP/1.1\r\nHost: \r\n\r\n", (400,)),
     Case("host-with-space", b"GET / HTTP/1.1\r\nHost: site.test x\r\n\r\n", (400,)),
-    Case("request-line-extra-space", b"GET  / HTTP/1.1\r\n" + H + b"\r\n", (400,)),
     Case("request-line-tab", b"GET\t/ HTTP/1.1\r\n" + H + b"\r\n", (400,)),
     Case("bad-method", b"G(T / HTTP/1.1\r\n" + H + b"\r\n", (400,)),
     Case("bad-version", b"GET / HTTP/1.x\r\n" + H + b"\r\n", (400,)),
     Case("http-2-line", b"GET / HTTP/2.0\r\n" + H + b"\r\n", (505,)),
+    Case("http-1-two-digit-minor", b"GET / HTTP/1.10\r\n" + H + b"\r\n", (400,)),
+    Case("request-line-leading-space", b" GET / HTTP/1.1\r\n" + H + b"\r\n", (400,)),
+    Case("request-line-trailing-space", b"GET / HTTP/1.1 \r\n" + H + b"\r\n", (400,)),
+    Case("empty-line-bare-lf-first", b"\nGET / HTTP/1.1\r\n" + H + b"\r\n", (400,)),
     Case("request-line-too-long", b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\n" + H + b"\r\n", (414,)),
     Case(
         "header-too-long", b"GET / HTTP/1.1\r\n" + H + b"X-A: " + b"a" * 9000 + b"\r\n\r\n", (431,)
@@ -125,6 +128,60 @@ HEADS = [
         + b"".join(b"X-%d: %s\r\n" % (i, b"v" * 8000) for i in range(9))
         + b"\r\n",
         (431,),
+    ),
+]
+
+# Only SP and HTAB are whitespace (never NBSP \xa0 or NEL \x85, which str.strip() takes),
+# and a Transfer-Encoding is exactly the one token "chunked": no empty list elements.
+TE_CHUNKED = b"0\r\n\r\n" + SMUGGLED
+UNICODE_AND_LISTS = [
+    Case("te-nbsp-before", post(b"Transfer-Encoding: \xa0chunked", body=TE_CHUNKED), (400,)),
+    Case("te-nbsp-after", post(b"Transfer-Encoding: chunked\xa0", body=TE_CHUNKED), (400,)),
+    Case("te-nel-after", post(b"Transfer-Encoding: chunked\x85", body=TE_CHUNKED), (400,)),
+    Case("te-nel-before", post(b"Transfer-Encoding: \x85chunked", body=TE_CHUNKED), (400,)),
+    Case("te-leading-comma", post(b"Transfer-Encoding: ,chunked", body=TE_CHUNKED), (400,)),
+    Case("te-trailing-comma", post(b"Transfer-Encoding: chunked,", body=TE_CHUNKED), (400,)),
+    Case("te-empty-elements", post(b"Transfer-Encoding: chunked, ,", body=TE_CHUNKED), (400,)),
+    Case(
+        "te-and-empty-te",
+        post(b"Transfer-Encoding: chunked", b"Transfer-Encoding:", body=TE_CHUNKED),
+        (400,),
+    ),
+    Case("cl-nbsp", post(b"Content-Length: \xa05", body=b"hello"), (400,)),
+    Case("host-nbsp-before", b"GET / HTTP/1.1\r\nHost: \xa0site.test\r\n\r\n", (400,)),
+    Case("host-nbsp-after", b"GET / HTTP/1.1\r\nHost: site.test\xa0\r\n\r\n", (400,)),
+    Case("host-nel-after", b"GET / HTTP/1.1\r\nHost: site.test\x85\r\n\r\n", (400,)),
+    Case("host-userinfo", b"GET / HTTP/1.1\r\nHost: u@site.test\r\n\r\n", (400,)),
+    Case("host-bad-port", b"GET / HTTP/1.1\r\nHost: site.test:80x\r\n\r\n", (400,)),
+    Case("host-two-ports", b"GET / HTTP/1.1\r\nHost: site.test:80:81\r\n\r\n", (400,)),
+    Case("host-double-dot", b"GET / HTTP/1.1\r\nHost: a..site.test\r\n\r\n", (400,)),
+    Case("host-leading-dot", b"GET / HTTP/1.1\r\nHost: .site.test\r\n\r\n", (400,)),
+    Case("host-utf8", b"GET / HTTP/1.1\r\nHost: s\xc3\xa9.site.test\r\n\r\n", (400,)),
+    Case("host-path", b"GET / HTTP/1.1\r\nHost: site.test/x\r\n\r\n", (400,)),
+    Case("host-list", b"GET / HTTP/1.1\r\nHost: site.test, site.test\r\n\r\n", (400,)),
+    Case("host-open-bracket", b"GET / HTTP/1.1\r\nHost: [::1\r\n\r\n", (400,)),
+]
+
+# Request targets: origin-form starts with "/", "*" is for OPTIONS, absolute-form is
+# http or https (any case) naming the Host's authority (else 400, as HAProxy answers).
+TARGETS = [
+    Case("target-not-a-path", b"GET bytes/5 HTTP/1.1\r\n" + H + b"\r\n", (400,)),
+    Case("target-asterisk-for-get", b"GET * HTTP/1.1\r\n" + H + b"\r\n", (400,)),
+    Case("target-ftp", b"GET ftp://site.test/bytes/5 HTTP/1.1\r\n" + H + b"\r\n", (400,)),
+    Case("target-other-host", b"GET http://other.test/ HTTP/1.1\r\n" + H + b"\r\n", (400,)),
+    Case(
+        "target-other-host-upper-scheme",
+        b"GET HTTP://other.test/ HTTP/1.1\r\n" + H + b"\r\n",
+        (400,),
+    ),
+    Case("target-other-port", b"GET http://site.test:81/ HTTP/1.1\r\n" + H + b"\r\n", (400,)),
+    Case("target-userinfo", b"GET http://u@site.test/ HTTP/1.1\r\n" + H + b"\r\n", (400,)),
+    Case("target-no-authority", b"GET http:///bytes/5 HTTP/1.1\r\n" + H + b"\r\n", (400,)),
+    Case("target-fragment-authority", b"GET http://site.test#x HTTP/1.1\r\n" + H + b"\r\n", (400,)),
+    Case(
+        "target-http-1.0-other-host",
+        b"GET http://other.test/ HTTP/1.0\r\n" + H + b"\r\n",
+        (400,),
     ),
 ]
 
@@ -230,7 +287,9 @@ def well_formed(headers: list[tuple[str, str]]) -> bool:
     )
 
 
-@pytest.mark.parametrize("case", HEADS + PIPELINES, ids=lambda c: c.id)
+@pytest.mark.parametrize(
+    "case", HEADS + UNICODE_AND_LISTS + TARGETS + PIPELINES, ids=lambda c: c.id
+)
 async def test_ambiguous_or_malformed_request(
     make_governor: GovernorFactory, seen: Seen, case: Case
 ) -> None:

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
 import struct
+from typing import Any
+
+import pytest
 
 from governor.app import Governor
 from tests.functional.conftest import GovernorFactory
 from tests.functional.support import RawClient, request
 from tests.functional.test_metering import used
+from tests.functional.upstream_app import Seen
 
 
 def frame(payload: bytes, opcode: int = 0x1) -> bytes:
@@ -41,13 +46,13 @@ async def read_frame(client: RawClient) -> tuple[int, bytes]:
     return head[0] & 0x0F, payload
 
 
-async def handshake(gov: Governor) -> tuple[RawClient, bytes]:
+async def handshake(gov: Governor, path: str = "/ws") -> tuple[RawClient, bytes]:
     client = await RawClient.connect(gov.port)
     key = base64.b64encode(os.urandom(16)).decode()
     await client.send(
         request(
             "GET",
-            "/ws",
+            path,
             "site.test",
             "Connection: Upgrade",
             "Upgrade: websocket",
@@ -107,3 +112,41 @@ async def test_websocket_closed_at_the_cap(make_governor: GovernorFactory) -> No
     await client.close()
     assert leftover < 30_000
     assert used(gov) == client.sent + client.received
+
+
+EXEMPTIONS = [
+    {"exempt_paths": ["/ws"]},
+    {"exempt_paths": ["/"]},
+    {"exempt_clients": ["127.0.0.0/8"]},
+]
+
+
+@pytest.mark.parametrize("exemption", EXEMPTIONS, ids=["path", "root-path", "client"])
+async def test_an_upgrade_is_never_exempt_its_tunnel_is_closed_at_the_cap(
+    make_governor: GovernorFactory, exemption: dict[str, Any]
+) -> None:
+    gov = await make_governor(cap="20 KiB", tenant={"count": "both", **exemption})
+    client, head = await handshake(gov)
+    assert head.startswith(b"HTTP/1.1 101")
+    await client.send(frame(os.urandom(30_000), opcode=0x2))
+    async with asyncio.timeout(10):  # an exempt tunnel would echo all and stay open
+        leftover = await client.read_to_eof()
+    await client.close()
+    assert leftover < 30_000
+    assert used(gov) == client.sent + client.received
+
+
+@pytest.mark.parametrize("exemption", EXEMPTIONS, ids=["path", "root-path", "client"])
+async def test_an_upgrade_on_an_exempt_path_of_a_blocked_tenant_gets_the_notice(
+    make_governor: GovernorFactory, seen: Seen, exemption: dict[str, Any]
+) -> None:
+    gov = await make_governor(cap="1 KiB", tenant=exemption)
+    client = await RawClient.connect(gov.port)
+    await client.send(request("GET", "/bytes/5000", "site.test", "Connection: close"))
+    await client.read_to_eof()
+    await client.close()
+    hits = seen.hits
+    client, head = await handshake(gov)
+    await client.close()
+    assert head.startswith(b"HTTP/1.1 503")
+    assert seen.hits == hits  # the upgrade never reached the upstream

@@ -11,8 +11,10 @@ from hypothesis import strategies as st
 
 from governor.headers import (
     client_response_headers,
+    connection_tokens,
     request_block,
     response_block,
+    strip_hop_by_hop,
     upstream_request_headers,
 )
 from governor.http1 import (
@@ -22,6 +24,7 @@ from governor.http1 import (
     BadMessage,
     BodyReader,
     Limits,
+    RequestHead,
     encode_block,
     parse_request_head,
     parse_response_head,
@@ -80,7 +83,10 @@ def test_keep_alive_follows_the_version_and_connection(text: str, keep_alive: bo
         ("GET / HTTP/1.1\n\n", 400),
         ("GET / HTTP/1.1\nHost : a\n\n", 400),
         ("GET / HTTP/1.1\nHost: a\nX: \x01\n\n", 400),
-        ("GET  / HTTP/1.1\nHost: a\n\n", 400),
+        (" GET / HTTP/1.1\nHost: a\n\n", 400),
+        ("GET / HTTP/1.1 \nHost: a\n\n", 400),
+        ("GET / HTTP/1.10\nHost: a\n\n", 400),
+        ("GET / HTTP/3.0\nHost: a\n\n", 505),
         ("GET / HTTP/2.0\nHost: a\n\n", 505),
         ("GET /" + "a" * 9000 + " HTTP/1.1\nHost: a\n\n", 414),
         ("GET / HTTP/1.1\nHost: a\nX: " + "a" * 9000 + "\n\n", 431),
@@ -175,7 +181,9 @@ _NAMES = st.sampled_from(
         "X_Custom",
     ]
 )
-_VALUES = st.sampled_from(["1", "close", "keep-alive, x-custom", "10.0.0.1", "a b", "upgrade", ""])
+_VALUES = st.sampled_from(
+    ["1", "close", "keep-alive, x-custom", "10.0.0.1", "a b", "upgrade", "", "x-custom, host"]
+)
 _FIELDS = st.lists(st.tuples(_NAMES, _VALUES), max_size=10)
 
 
@@ -238,3 +246,180 @@ def test_sniff_head_names_a_refused_heads_tenant_only_when_unambiguous(
     raw: bytes, expected: tuple[str, str, str | None]
 ) -> None:
     assert sniff_head(raw) == expected
+
+
+def parsed(raw: bytes) -> RequestHead:
+    got = parse_request_head(raw, LIMITS)
+    assert got is not None
+    return got
+
+
+def refused(raw: bytes) -> int:
+    with pytest.raises(BadMessage) as caught:
+        parse_request_head(raw, LIMITS)
+    return caught.value.status
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b"\xa0chunked",
+        b"chunked\xa0",
+        b"\x85chunked",
+        b"chunked\x85",
+        b",chunked",
+        b"chunked,",
+        b"chunked, ,",
+        b" , chunked",
+        b"chunked,chunked",
+        b"gzip, chunked",
+        b"chunked;q=1",
+        b'"chunked"',
+        b"\x0bchunked",
+    ],
+)
+def test_a_transfer_encoding_that_is_not_exactly_chunked_is_refused(value: bytes) -> None:
+    raw = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: " + value + b"\r\n\r\n"
+    assert refused(raw) == 400
+
+
+@pytest.mark.parametrize("value", [b"chunked", b"Chunked", b"CHUNKED", b"\tchunked \t"])
+def test_chunked_in_any_case_with_sp_or_htab_around_it_is_chunked(value: bytes) -> None:
+    raw = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: " + value + b"\r\n\r\n"
+    assert parsed(raw).chunked
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b"\xa0a.test",
+        b"a.test\xa0",
+        b"a.test\x85",
+        b"u@a.test",
+        b"a.test:80x",
+        b"a.test:80:80",
+        b"a..test",
+        b".a.test",
+        b":80",
+        b"\xc3\xa9.test",
+        b"a.test/x",
+        b"a.test, a.test",
+        b"[::1",
+        b"::1",
+        b"a.test:8%30",
+    ],
+)
+def test_a_host_that_is_not_a_valid_host_port_is_refused(value: bytes) -> None:
+    assert refused(b"GET / HTTP/1.1\r\nHost: " + value + b"\r\n\r\n") == 400
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["a.test", "A.Test.", "a.test:", "a.test:8080", "[::1]:80", "127.0.0.1", "a-b_c.test"],
+)
+def test_valid_hosts_are_read_as_sent(value: str) -> None:
+    raw = f"GET / HTTP/1.1\r\nHost: \t{value} \r\n\r\n".encode()
+    assert parsed(raw).host == value
+
+
+@pytest.mark.parametrize(
+    ("line", "target"),
+    [
+        ("GET HTTP://a.test/x?y HTTP/1.1", "/x?y"),
+        ("GET hTtP://A.TEST:80/ HTTP/1.1", "/"),
+        ("GET https://a.test:443 HTTP/1.1", "/"),
+        ("GET http://a.test?q HTTP/1.1", "/?q"),
+        ("GET http://a.test: HTTP/1.1", "/"),
+        ("OPTIONS * HTTP/1.1", "*"),
+        ("GET //x/y HTTP/1.1", "//x/y"),
+        ("CONNECT a.test:443 HTTP/1.1", "a.test:443"),
+    ],
+)
+def test_request_targets_are_forwarded_in_origin_form(line: str, target: str) -> None:
+    head_ = parsed(f"{line}\r\nHost: a.test\r\n\r\n".encode())
+    assert head_.target == target
+    assert head_.host == "a.test"
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "GET http://b.test/ HTTP/1.1",
+        "GET http://a.test:81/ HTTP/1.1",
+        "GET https://a.test:80/ HTTP/1.1",
+        "GET http://a.test./ HTTP/1.1",
+        "GET ftp://a.test/ HTTP/1.1",
+        "GET ws://a.test/ HTTP/1.1",
+        "GET http://u@a.test/ HTTP/1.1",
+        "GET http:/// HTTP/1.1",
+        "GET http:a.test/ HTTP/1.1",
+        "GET http://a.test#f HTTP/1.1",
+        "GET a.test/ HTTP/1.1",
+        "GET * HTTP/1.1",
+    ],
+)
+def test_targets_in_no_served_form_or_naming_another_host_are_refused(line: str) -> None:
+    assert refused(f"{line}\r\nHost: a.test\r\n\r\n".encode()) == 400
+
+
+def test_an_http_1_0_absolute_target_without_host_gives_the_upstream_its_host() -> None:
+    head_ = parsed(b"GET http://A.test:8080/x HTTP/1.0\r\n\r\n")
+    assert (head_.host, head_.target) == ("A.test:8080", "/x")
+    assert head_.headers == [("Host", "A.test:8080")]
+
+
+@pytest.mark.parametrize(
+    ("raw", "version"),
+    [
+        (b"GET / HTTP/1.2\r\nHost: a\r\n\r\n", (1, 1)),
+        (b"GET / HTTP/1.9\r\nHost: a\r\n\r\n", (1, 1)),
+        (b"\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n", (1, 1)),
+        (b"GET  /   HTTP/1.0\r\n\r\n", (1, 0)),
+    ],
+)
+def test_unambiguous_leniency_as_nginx_and_haproxy(raw: bytes, version: tuple[int, int]) -> None:
+    head_ = parsed(raw + b"NEXT")
+    assert head_.version == version
+    assert head_.target == "/"
+    assert head_.size == len(raw)  # empty lines before the request are its bytes too
+    assert head_.keep_alive is (version == (1, 1))
+
+
+def test_content_length_may_have_any_number_of_leading_zeros() -> None:
+    for value in (b"0" * 50 + b"5", b"0" * 60, b"007, 7", b"0" * 30 + b"999999999999999999"):
+        raw = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: " + value + b"\r\n\r\n"
+        assert parsed(raw).content_length == int(value.split(b",")[0])
+    for value in (b"1" + b"0" * 18, b"0" * 10 + b"9" * 19, b"0x5", b"\xa05"):
+        raw = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: " + value + b"\r\n\r\n"
+        assert refused(raw) == 400
+
+
+def test_chunk_sizes_may_have_any_number_of_leading_zeros() -> None:
+    reader = BodyReader(CHUNKED)
+    body = b"0" * 40 + b"5\r\nhello\r\n" + b"0" * 40 + b"\r\n\r\n"
+    pieces, used = reader.feed(body)
+    assert (b"".join(pieces), used, reader.done) == (b"hello", len(body), True)
+    with pytest.raises(BadMessage):
+        BodyReader(CHUNKED).feed(b"0" * 10 + b"1" + b"0" * 15 + b"\r\n")  # 16 digits
+
+
+@pytest.mark.parametrize(
+    "connection", ["host", "Host", "close, host", "x, HOST", "\thost\t", "keep-alive,host"]
+)
+def test_connection_never_removes_host(connection: str) -> None:
+    fields = [("Host", "a.test"), ("Connection", connection), ("X", "1")]
+    raw = b"GET / HTTP/1.1" + encode_block(fields) + b"\r\n\r\n"
+    head_ = parsed(raw)
+    block = request_block(
+        head_.block, head_.connection, host=head_.host, peer="127.0.0.1", trusted=()
+    )
+    assert block.startswith(b"\r\nHost: a.test\r\n")
+    assert [n for n, _ in strip_hop_by_hop(head_.headers)][:1] == ["Host"]
+    assert (b"\r\nX: 1" in block) is ("x" not in connection.lower().split(", "))
+
+
+def test_only_sp_and_htab_are_whitespace_in_lists() -> None:
+    head_ = parsed(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: \xa0close, \x85host\r\n\r\n")
+    assert head_.keep_alive  # "\xa0close" is not "close"
+    assert head_.connection == ("\xa0close", "\x85host")
+    assert connection_tokens([("Connection", "\xa0close,\tx ")]) == {"\xa0close", "x"}
