@@ -8,15 +8,23 @@ failure before a response head becomes an :class:`~governor.errors.UpstreamError
 (502) or :class:`~governor.errors.UpstreamTimeout` (504) here, and nowhere else.
 
 A connection goes back to the pool only when its request was sent whole, its
-response read to the end, and both sides said keep-alive. A request without a
-body that fails on a reused connection before any response byte arrived (the
-upstream closed it while it sat idle) is retried once on a new connection.
+response read to its exact end, and both sides said keep-alive. Nothing an
+upstream sends outside an exchange ever reaches a client (as nginx's keepalive
+cache does): a byte after a response's end (after the head of a HEAD, 1xx-final,
+204 or 304 answer too) makes the connection unusable and it is closed at once;
+an idle pooled connection that becomes readable (data or EOF) is closed at once;
+and a pooled connection is polled, without reading, as it is taken from the pool,
+so bytes already in the socket but not yet delivered are never taken for the next
+response. A request without a body that fails on a reused connection before any
+response byte arrived (the upstream closed it while it sat idle) is retried once
+on a new connection.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import select
 import ssl
 from typing import Protocol, cast
 
@@ -37,6 +45,8 @@ HIGH_WATER = 2**18  # response bytes queued before reads from the upstream pause
 IDLE_TIMEOUT = 30.0  # seconds a pooled connection may sit idle
 
 PoolKey = tuple[str, str, int]
+# What makes an idle connection unusable: data, or the peer's FIN (POLLRDHUP on Linux).
+_READABLE = select.POLLIN | select.POLLPRI | getattr(select, "POLLRDHUP", 0)
 
 
 class UpstreamBroken(ConnectionError):
@@ -55,6 +65,7 @@ class OriginConnection(asyncio.Protocol):
         self.reused = False
         self.head: ResponseHead | None = None
         self.received_any = False
+        self.stray = False  # the upstream sent bytes outside an exchange
         self._buf = b""
         self._method = "GET"
         self._body: BodyReader | None = None
@@ -82,6 +93,9 @@ class OriginConnection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
+        if self.idle_since is not None:
+            self.close()  # the upstream spoke outside an exchange: never reuse it
+            return
         self.received_any = True
         if self._sink is not None:
             self._sink.origin_data(data)
@@ -161,8 +175,7 @@ class OriginConnection(asyncio.Protocol):
     def _feed(self, data: bytes) -> None:
         body = self._body
         if body is None or body.done:
-            if self._sink is None:
-                self._buf += data  # after a 101: the tunnel's; otherwise unexpected
+            self._after_end(data)
             return
         try:
             pieces, used = body.feed(data)
@@ -183,21 +196,35 @@ class OriginConnection(asyncio.Protocol):
                 return
             if _complete(body):
                 self._eof = True
-                if used < len(data):
-                    self._buf += data[used:]
                 self._end_splice(None)
+                self._after_end(data[used:])
             return
         for piece in pieces:
             self._pieces.append(piece)
             self._queued += len(piece)
         if _complete(body):
             self._eof = True
-            if used < len(data):
-                self._buf += data[used:]
+            self._after_end(data[used:])
         if self._queued > HIGH_WATER and not self._read_paused and self.transport is not None:
             self._read_paused = True
             self.transport.pause_reading()
         self._wake()
+
+    def _after_end(self, data: bytes) -> None:
+        """Bytes past the end of the response: a tunnel's after a 101, else stray.
+
+        A stray byte (a buggy or desynchronised upstream writing after its response)
+        must never be read as the next exchange's response: the connection is closed
+        now. The response already received is whole and still goes to its client.
+        """
+        if not data:
+            return
+        head = self.head
+        if self._sink is None and head is not None and head.status == 101:
+            self._buf += data  # the tunnel's first bytes, handed over by switch()
+            return
+        self.stray = True
+        self.close()
 
     def _fail(self, exc: BaseException) -> None:
         if self._deadline is not None:
@@ -395,17 +422,36 @@ class OriginConnection(asyncio.Protocol):
 
     @property
     def reusable(self) -> bool:
+        """Whether the response was read to its exact end and nothing else came."""
         head = self.head
+        body = self._body
         return (
             not self.closed
+            and not self.stray
             and head is not None
             and head.keep_alive
+            and head.status != 101
+            and body is not None
+            and body.done
             and self._eof
             and not self._pieces
             and not self._buf
             and self._error is None
-            and head.status != 101
         )
+
+    def readable(self) -> bool:
+        """Whether the socket holds bytes (or an EOF) not delivered yet: one poll, no read.
+
+        The event loop delivers what arrives on an idle connection a loop iteration
+        later; this closes that window before the connection carries a request.
+        """
+        transport = self.transport
+        sock = transport.get_extra_info("socket") if transport is not None else None
+        if sock is None:
+            return False
+        poller = select.poll()
+        poller.register(sock.fileno(), _READABLE)
+        return bool(poller.poll(0))  # POLLHUP and POLLERR are reported whatever the mask
 
     def _idle_check(self) -> None:
         self._idle_timer = None
@@ -485,10 +531,14 @@ class OriginPool:
         idle = self._idle.get(key)
         while idle and not fresh:
             conn = idle.pop()
+            if conn.closed:
+                continue
+            if conn.readable():  # the upstream wrote or closed while it sat idle
+                conn.close()
+                continue
             conn.idle_since = None
-            if not conn.closed:
-                conn.reused = True
-                return conn
+            conn.reused = True
+            return conn
         return await self._connect(upstream, key)
 
     async def _connect(self, upstream: UpstreamURL, key: PoolKey) -> OriginConnection:
