@@ -8,8 +8,9 @@ Invariants:
   two per direction is held, whatever the body's size.
 * Every byte charged to a tenant is a byte that crossed the client socket: the
   request's head and body as received (:mod:`governor.listener`) and the
-  response as handed to the socket. Governor's own answers (notice, 421, 502,
-  504) are not charged.
+  response as the socket accepted it (a write that failed, or bytes still held
+  when the client left, are not charged). Governor's own answers (notice, 421,
+  502, 504) are not charged.
 * Framing to the upstream is rebuilt (Content-Length or chunked), never copied.
 """
 
@@ -170,14 +171,22 @@ class _Exchange:
         self.exempt = exempt
         self.cut = site.config.at_cap == "cut" and not exempt
         self.charged_out = 0
+        self.own_from: int | None = None  # governor's own answer starts here (not charged)
         self.sent_all = False
         self.timeouts = proxy.runtime.snapshot.config.timeouts
 
     def charge_out(self) -> None:
-        """Charge what was handed to the client socket since the last charge."""
-        sent = self.request.bytes_out
-        self.meter.egress(sent - self.charged_out)
-        self.charged_out = sent
+        """Charge what the client's socket accepted since the last charge."""
+        sent = self.request.sent()
+        if self.own_from is not None and sent > self.own_from:
+            sent = self.own_from
+        if sent > self.charged_out:
+            self.meter.egress(sent - self.charged_out)
+            self.charged_out = sent
+
+    def in_flight(self) -> int:
+        """Response bytes handed to the client's transport and not charged yet."""
+        return self.request.handed - self.charged_out
 
     async def run(self) -> None:
         request, meter = self.request, self.meter
@@ -187,7 +196,7 @@ class _Exchange:
         has_body = request.body is not None
         if has_body and head.expect_continue and not request.body_done:
             request.conn.write(CONTINUE)
-            request.bytes_out += len(CONTINUE)
+            request.handed += len(CONTINUE)
             self.charge_out()
         upgrade = upgrade_token(head.upgrade) is not None
         upstream = self.site.config.upstream
@@ -224,6 +233,7 @@ class _Exchange:
                 self.proxy.pool.release(conn)
                 conn = None
         except UpstreamError as exc:
+            self.own_from = request.handed
             refused = request.conn.body_error
             if refused is not None:  # the upload stopped: broken framing, too large, too slow
                 request.note.outcome = "bad_request"
@@ -238,6 +248,10 @@ class _Exchange:
             if conn is not None:
                 conn.close()
             meter.ingress(request.claim_in())
+            try:
+                await request.settle()  # the rest is charged as the socket accepts it
+            finally:
+                self.charge_out()  # cancelled too (the client left, or a stop): what it took
 
     async def _exchange(
         self, upstream: UpstreamURL, head: bytes, has_body: bool
@@ -312,7 +326,7 @@ class _Exchange:
         request.start_response(101, up.reason, block, length=None, body=False)
         self.charge_out()
         # A tunnel has no end to finish: it is closed at the cap either way.
-        tunnel = Tunnel(request, conn, self.meter, cut=not self.exempt)
+        tunnel = Tunnel(request, conn, self.meter, self, cut=not self.exempt)
         tunnel.start()
         await tunnel.wait()
 
@@ -427,13 +441,13 @@ class _Exchange:
         """A piece of the spliced response body: pass it on; True while the client is full."""
         request = self.request
         request.write(data)
-        self.meter.egress(request.bytes_out - self.charged_out)
-        self.charged_out = request.bytes_out
+        self.charge_out()
         return request.conn.write_paused()
 
     def _room(self) -> int:
-        """Body bytes that still fit under the cap, after the chunk framing they need."""
-        remaining = self.meter.remaining()
+        """Body bytes that still fit under the cap, after the chunk framing they need
+        (bytes handed to the client and not yet accepted count against it)."""
+        remaining = self.meter.remaining() - self.in_flight()
         if not self.request.chunked_out or remaining <= 0:
             return remaining
         return max(0, remaining - len(f"{remaining:x}") - 4)  # "<hex>\r\n" ... "\r\n"
