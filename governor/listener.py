@@ -557,15 +557,28 @@ class ClientConnection(asyncio.Protocol):
             self._send_mark, self._send_since = accepted, now
         elif now - self._send_since >= self.server.send_timeout:
             log.info(
-                "closing a connection from %s: it accepted no byte in %g s",
+                "resetting a connection from %s: it accepted no byte in %g s",
                 self.peer or "?",
                 self.server.send_timeout,
             )
-            self.closing = True
-            transport.abort()
+            self._reset()
             return
         when = min(self._send_since + self.server.send_timeout, now + self._send_step())
         self._send_timer = self.loop.call_at(when, self._check_send)
+
+    def _reset(self) -> None:
+        """Drop the connection with an RST, as nginx's ``reset_timedout_connection`` does:
+        a plain close would leave the unsent bytes queued in the kernel behind a FIN
+        the client never reads, holding that memory for minutes."""
+        transport = self.transport
+        if transport is None:
+            return
+        self.closing = True
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_ZERO)
+        transport.abort()
 
     def _cancel_send_timer(self) -> None:
         if self._send_timer is not None:
@@ -828,6 +841,7 @@ class ClientConnection(asyncio.Protocol):
 # struct tcp_info (linux/tcp.h): tcpi_notsent_bytes at 144; tcpi_bytes_sent and
 # tcpi_bytes_retrans at 200 (Linux 4.19 and later).
 _TCP_INFO_SIZE = 216
+_LINGER_ZERO = struct.pack("ii", 1, 0)  # close() sends an RST
 _NOTSENT = struct.Struct("=I")
 _SENT_RETRANS = struct.Struct("=QQ")
 

@@ -2,8 +2,11 @@
 
 Bodies pass byte for byte (no decompression, nothing added but the framing and
 the forwarding headers the proxy sets); responses are read with
-:mod:`governor.http1`, their bodies streamed with backpressure (reads from the
-upstream pause while :data:`HIGH_WATER` bytes wait for the client). Every
+:mod:`governor.http1`, their bodies streamed with backpressure. What governor
+holds for one client is bounded by :data:`BUDGET`: each read from the upstream
+is sized to the room its client side has left (the bytes the client's transport
+has not handed to the kernel, plus any queued here), and reads pause while there
+is none, so a slow client pauses its upstream instead of filling memory. Every
 failure before a response head becomes an :class:`~governor.errors.UpstreamError`
 (502) or :class:`~governor.errors.UpstreamTimeout` (504) here, and nowhere else.
 
@@ -41,7 +44,12 @@ from governor.http1 import (
     response_has_body,
 )
 
-HIGH_WATER = 2**18  # response bytes queued before reads from the upstream pause
+# Response bytes held for one client, in its transport and here, before the upstream
+# is paused: the client transports' own high-water mark (listener.WRITE_HIGH). Reads
+# are never larger, so a client that stops reading pins at most about this much.
+BUDGET = 2**16
+MIN_READ = 2**14  # the smallest read (the client transport's low-water mark)
+HIGH_WATER = BUDGET  # body bytes queued here (not spliced) before reads pause
 IDLE_TIMEOUT = 30.0  # seconds a pooled connection may sit idle
 
 PoolKey = tuple[str, str, int]
@@ -53,8 +61,20 @@ class UpstreamBroken(ConnectionError):
     """The upstream broke off a response mid-body, or sent one governor cannot read."""
 
 
-class OriginConnection(asyncio.Protocol):
-    """One connection to an upstream, carrying one exchange at a time."""
+class Taker(Protocol):
+    """The client side of an exchange, as the upstream's reads see it."""
+
+    def pending(self) -> int:
+        """Bytes handed to the client's transport that its socket has not accepted."""
+        ...
+
+
+class OriginConnection(asyncio.BufferedProtocol):
+    """One connection to an upstream, carrying one exchange at a time.
+
+    A buffered protocol so that governor, not the event loop, sizes each read
+    (see :meth:`get_buffer`).
+    """
 
     def __init__(self, pool: OriginPool, key: PoolKey) -> None:
         self.pool = pool
@@ -79,6 +99,7 @@ class OriginConnection(asyncio.Protocol):
         self._drain_waiter: asyncio.Future[None] | None = None
         self._idle_timer: asyncio.TimerHandle | None = None
         self.idle_since: float | None = None  # in the pool since (loop time)
+        self.taker: Taker | None = None  # the client the current exchange answers
         self._deadline: asyncio.TimerHandle | None = None
         self._deadline_at: float | None = None  # the response head is due by (loop time)
         self._sink: _RawSink | None = None
@@ -88,7 +109,20 @@ class OriginConnection(asyncio.Protocol):
         self._silence = 0.0
         self._last_data = 0.0
 
-    # asyncio.Protocol
+    # asyncio.BufferedProtocol
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.pool.read_buffer[: self._read_size()]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(bytes(self.pool.read_buffer[:nbytes]))
+
+    def _read_size(self) -> int:
+        """The room the client side has left within :data:`BUDGET` (a client that holds
+        BUDGET has paused this connection's reads already; MIN_READ at the least)."""
+        taker = self.taker
+        held = self._queued + (taker.pending() if taker is not None else 0)
+        return max(MIN_READ, BUDGET - held)
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
 
@@ -335,25 +369,6 @@ class OriginConnection(asyncio.Protocol):
     def at_eof(self) -> bool:
         return self._eof and not self._pieces
 
-    async def read(self, silence: float) -> bytes:
-        """The next piece of the response body; ``b""`` at its end.
-
-        Raises UpstreamBroken when the upstream breaks off, TimeoutError when it
-        sends nothing for ``silence`` seconds.
-        """
-        while True:
-            if self._pieces:
-                piece = self._pieces.popleft()
-                self._queued -= len(piece)
-                self._resume()
-                return piece
-            if self._eof:
-                return b""
-            if self._error is not None:
-                raise UpstreamBroken(str(self._error)) from self._error
-            async with asyncio.timeout(silence):
-                await self._wait()
-
     def _resume(self) -> None:
         if self._read_paused and self._queued < HIGH_WATER and self.transport is not None:
             self._read_paused = False
@@ -524,6 +539,9 @@ class OriginPool:
         self._idle: dict[PoolKey, list[OriginConnection]] = {}
         self._all: set[OriginConnection] = set()
         self._tls: ssl.SSLContext | None = None
+        # Every connection reads into this in turn: a read is copied out at once
+        # (buffer_updated), so one buffer serves them all.
+        self.read_buffer = memoryview(bytearray(BUDGET))
 
     async def acquire(self, upstream: UpstreamURL, *, fresh: bool = False) -> OriginConnection:
         """A connection to ``upstream``: an idle pooled one, or a new one."""
@@ -575,6 +593,7 @@ class OriginPool:
         conn.resume_reading()
         conn.head = None
         conn._body = None
+        conn.taker = None
         conn.idle_since = self.loop.time()
         if conn._idle_timer is None:  # armed lazily: it looks again when it fires
             conn._idle_timer = self.loop.call_later(IDLE_TIMEOUT, conn._idle_check)

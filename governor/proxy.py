@@ -151,6 +151,10 @@ class Proxy:
         request.respond(rendered.status, headers, rendered.body, send_body=request.method != "HEAD")
 
 
+class CapReached(ConnectionAbortedError):
+    """``at_cap: cut``: the tenant reached its cap mid-response; the client is cut off."""
+
+
 def _header(headers: list[Header], low: str) -> str | None:
     for name, value in headers:
         if name.lower() == low:
@@ -263,6 +267,7 @@ class _Exchange:
         for attempt in (0, 1):
             uploader: asyncio.Task[None] | None = None
             try:
+                conn.taker = self.request.conn  # its reads are sized to what this client takes
                 conn.begin(self.request.method, None if has_body else wait)
                 conn.send(head)
                 if has_body:
@@ -359,56 +364,16 @@ class _Exchange:
             self.charge_out()
             return True
         length = up.content_length
-        first = b"" if self.cut else conn.read_nowait()
+        first = b"" if self.cut else conn.read_nowait()  # cut: each piece meets the cap
         try:
             block = response_block(up.block, up.connection, body=True)
             request.start_response(up.status, up.reason, block, length=length, first=first)
         except ConnectionError:
             return False
         self.charge_out()
-        read_timeout = self.timeouts.upstream_response
-        client = request.conn
-        if not self.cut:
-            if conn.at_eof:  # the whole body came with the head (a small response)
-                return self._end()
-            return await self._splice(conn, read_timeout)
-        while True:
-            try:
-                chunk = await conn.read(read_timeout)
-            except (UpstreamBroken, TimeoutError) as exc:
-                log.warning("%s: the upstream broke off mid-body: %r", self.meter.tenant, exc)
-                client.abort()
-                return False
-            if not chunk:
-                break
-            stop_after = False
-            if self.cut:
-                room = self._room()
-                if room <= 0:
-                    client.abort()
-                    return False
-                if len(chunk) > room:
-                    chunk = chunk[:room]
-                    stop_after = True
-            try:
-                request.write(chunk)
-            except ConnectionError:
-                return False
-            self.charge_out()
-            if stop_after:
-                client.abort()
-                return False
-            if client.write_paused():
-                try:
-                    await client.drain()
-                except ConnectionError:
-                    return False
-        try:
-            request.end()
-        except ConnectionError:
-            return False
-        self.charge_out()
-        return True
+        if conn.at_eof:  # the whole body came with the head (a small response)
+            return self._end()
+        return await self._splice(conn, self.timeouts.upstream_response)
 
     async def _splice(self, conn: OriginConnection, silence: float) -> bool:
         """The rest of the body, passed on from the upstream's protocol callbacks."""
@@ -438,10 +403,25 @@ class _Exchange:
         return True
 
     def body_data(self, data: bytes) -> bool:
-        """A piece of the spliced response body: pass it on; True while the client is full."""
+        """A piece of the spliced response body: pass it on; True while the client is full.
+
+        With ``at_cap: cut``, only what fits under the cap goes on; then the client's
+        connection is closed and :class:`CapReached` ends the splice.
+        """
         request = self.request
+        over = False
+        if self.cut:
+            room = self._room()
+            if room <= 0:
+                request.conn.abort()
+                raise CapReached
+            if len(data) > room:
+                data, over = data[:room], True
         request.write(data)
         self.charge_out()
+        if over:
+            request.conn.abort()
+            raise CapReached
         return request.conn.write_paused()
 
     def _room(self) -> int:
