@@ -11,6 +11,7 @@ resets the connection: what the client read is then exactly what the kernel took
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import os
 import signal
@@ -22,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from governor.app import Governor
-from governor.listener import ClientConnection
+from governor.listener import ClientConnection, socket_sent
 from tests.functional.conftest import GovernorFactory
 from tests.functional.processes import ServeFactory
 from tests.functional.support import request, write_config
@@ -157,3 +158,31 @@ async def test_the_same_under_governor_serve_on_uvloop(
     served.proc.send_signal(signal.SIGTERM)
     assert await served.proc.wait() == 0
     assert await stored(tmp_path / "governor.yaml") == got
+
+
+def test_the_kernel_figure_is_what_send_accepted_before_and_after_a_reset() -> None:
+    """``socket_sent`` (what charges a lost connection) against the sum of what send()
+    returned: equal while the peer reads nothing, after it read some, and after its RST."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    peer = socket.socket()
+    peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    peer.connect(listener.getsockname())
+    sock, _ = listener.accept()
+    listener.close()
+    sock.setblocking(False)
+    accepted = 0
+    with contextlib.suppress(BlockingIOError):
+        for _ in range(100_000):  # until the kernel takes no more
+            accepted += sock.send(b"x" * 65536)
+    try:
+        assert accepted > 0
+        assert socket_sent(sock) == accepted
+        peer.recv(10_000)
+        assert socket_sent(sock) == accepted
+        reset(peer)
+        with contextlib.suppress(OSError):  # ECONNRESET or EPIPE: nothing more is accepted
+            for _ in range(10):
+                accepted += sock.send(b"y" * 65536)
+        assert socket_sent(sock) == accepted
+    finally:
+        sock.close()
