@@ -676,7 +676,8 @@ class ClientConnection(asyncio.Protocol):
                 self.abort()
             elif not request.body_done and not self.closed:
                 await self._linger(request)
-            await self.settle()  # a response is done once the socket accepted all of it
+            if self.pending():
+                await self.settle()  # a response is done once the socket accepted all of it
         except asyncio.CancelledError:
             if not self.closed:
                 raise

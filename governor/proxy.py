@@ -181,6 +181,8 @@ class _Exchange:
 
     def charge_out(self) -> None:
         """Charge what the client's socket accepted since the last charge."""
+        if self.request.handed == self.charged_out:
+            return  # all charged already (the common case: nothing waits in the transport)
         sent = self.request.sent()
         if self.own_from is not None and sent > self.own_from:
             sent = self.own_from
@@ -253,7 +255,8 @@ class _Exchange:
                 conn.close()
             meter.ingress(request.claim_in())
             try:
-                await request.settle()  # the rest is charged as the socket accepts it
+                if request.conn.pending():
+                    await request.settle()  # the rest is charged as the socket accepts it
             finally:
                 self.charge_out()  # cancelled too (the client left, or a stop): what it took
 
