@@ -503,8 +503,8 @@ class ClientConnection(asyncio.Protocol):
         if transport is None:
             return 0
         n = socket_sent(transport.get_extra_info("socket"))
-        if n is None:  # no TCP_INFO: trust the transport's buffer (exact on uvloop)
-            n = self.handed - transport.get_write_buffer_size()
+        if n is None:  # no TCP_INFO (not Linux): what the transport says it still holds,
+            n = self.handed - transport.get_write_buffer_size()  # an over-count after a failure
         return min(max(n, 0), self.handed)
 
     async def settle(self) -> None:
