@@ -127,7 +127,7 @@ def report(note: RequestNote, request: Request) -> None:
         method=request.method,
         path=request.path,
         status=status,
-        bytes_out=request.bytes_out,
+        bytes_out=request.sent(),
         bytes_in=request.received,
         duration=time.monotonic() - request.started,
         outcome=note.outcome,

@@ -11,7 +11,14 @@ Invariants:
 
 * Every received byte is charged to exactly one request: its head (by size) and
   its body (by framing); bytes after a body wait in the buffer for the next
-  request. Every byte written is counted as it is handed to the transport.
+  request. Bytes written are charged as the client's socket accepts them
+  (:meth:`ClientConnection.sent`): what the transport still held when the
+  connection was lost never left governor and is never charged; what the kernel
+  accepted but the client never read stays charged.
+* A response is done when the socket accepted all of it (:meth:`ClientConnection.settle`).
+  A client whose socket accepts no byte for ``timeouts.send`` while governor has
+  bytes for it is closed (nginx's ``send_timeout``), and what governor holds for a
+  slow client is bounded: producers pause at :data:`WRITE_HIGH` buffered bytes.
 * A request whose framing cannot be trusted gets a 4xx and the connection closes.
 * One request at a time per connection; pipelined requests wait, unparsed.
 * :meth:`HTTPServer.shutdown` stops accepting, closes idle connections, lets
@@ -24,6 +31,8 @@ import asyncio
 import collections
 import contextlib
 import logging
+import socket
+import struct
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol, cast
@@ -52,6 +61,8 @@ from governor.http1 import (
 log = logging.getLogger("governor.listener")
 
 HIGH_WATER = 2**18  # request body bytes buffered before reads from the client pause
+WRITE_HIGH = 2**16  # response bytes a client's transport holds before its producer pauses
+WRITE_LOW = 2**14  # ... and resumes
 LINGER = 10.0  # seconds to read and drop a request body nobody read, after the response
 SERVER = "governor"  # on governor's own answers; proxied responses keep the upstream's
 
@@ -97,15 +108,16 @@ class Request:
         "_waiter",
         "body",
         "body_size",
-        "bytes_out",
         "chunked_out",
         "claimed_in",
         "conn",
         "ended",
+        "handed",
         "head",
         "head_at",
         "keep_alive",
         "note",
+        "out_start",
         "path",
         "received",
         "started",
@@ -134,7 +146,8 @@ class Request:
         self.head_at = conn.loop.time()
         self.keep_alive = head.keep_alive
         self.status = 0  # of the response, once started
-        self.bytes_out = 0
+        self.out_start = conn.handed  # the connection's output before this response
+        self.handed = 0  # response bytes handed to the transport (framing included)
         self.chunked_out = False
         self.ended = False  # the response was completed cleanly
 
@@ -153,6 +166,11 @@ class Request:
     @property
     def started_response(self) -> bool:
         return self.status != 0
+
+    def sent(self) -> int:
+        """Bytes of this response the client's socket accepted so far."""
+        n = self.conn.sent() - self.out_start
+        return 0 if n < 0 else min(n, self.handed)
 
     def claim_in(self) -> int:
         """This request's bytes received since the last claim."""
@@ -243,7 +261,7 @@ class Request:
         if status == 101:
             data = line.encode("latin-1") + block + HEAD_END
             conn.write(data)
-            self.bytes_out += len(data)
+            self.handed += len(data)
             return
         framing = b""
         if body:
@@ -265,11 +283,11 @@ class Request:
             if self.chunked_out:
                 prefix = chunk_prefix(len(first))
                 conn.writelines((data, prefix, first, CRLF))
-                self.bytes_out += len(data) + len(prefix) + len(first) + 2
+                self.handed += len(data) + len(prefix) + len(first) + 2
                 return
             data += first
         conn.write(data)
-        self.bytes_out += len(data)
+        self.handed += len(data)
 
     def write(self, data: bytes) -> int:
         """Send body bytes; returns the bytes handed to the socket (framing included)."""
@@ -282,7 +300,7 @@ class Request:
         else:
             self.conn.write(data)
             n = len(data)
-        self.bytes_out += n
+        self.handed += n
         return n
 
     def end(self) -> int:
@@ -291,7 +309,7 @@ class Request:
         if self.chunked_out:
             self.conn.write(LAST_CHUNK)
             n = len(LAST_CHUNK)
-            self.bytes_out += n
+            self.handed += n
         self.ended = True
         return n
 
@@ -313,6 +331,10 @@ class Request:
         """Wait while the client's socket buffer is full."""
         await self.conn.drain()
 
+    async def settle(self) -> None:
+        """Wait until the client's socket accepted the whole response, or is gone."""
+        await self.conn.settle()
+
 
 Handler = Callable[[Request], Awaitable[None]]
 
@@ -331,7 +353,11 @@ class ClientConnection(asyncio.Protocol):
         self._counted = False  # in the server's per-client count
         self._body_timer: asyncio.TimerHandle | None = None
         self.bytes_in = 0
-        self.bytes_out = 0
+        self.handed = 0  # bytes handed to the transport
+        self._sent_at_loss: int | None = None  # what the socket had accepted, once lost
+        self._send_timer: asyncio.TimerHandle | None = None
+        self._send_mark = 0  # bytes accepted at the last look of the send watchdog
+        self._send_since = 0.0  # when that figure was first seen (loop time)
         self._buf = b""
         self._request: Request | None = None
         self._task: asyncio.Task[None] | None = None
@@ -347,6 +373,7 @@ class ClientConnection(asyncio.Protocol):
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
+        self.transport.set_write_buffer_limits(high=WRITE_HIGH, low=WRITE_LOW)
         peer = transport.get_extra_info("peername")
         self.peer = peer[0] if isinstance(peer, tuple) else None
         refusal = self.server.admit(self.peer)
@@ -389,7 +416,9 @@ class ClientConnection(asyncio.Protocol):
         return None  # close: no request, or one whose body can never be completed
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._sent_at_loss = self._accepted_at_loss()  # the socket is still open here
         self.closed = True
+        self._cancel_send_timer()
         self.server.connections.discard(self)
         if self._counted:
             self._counted = False
@@ -426,16 +455,141 @@ class ClientConnection(asyncio.Protocol):
 
     # Writing.
     def write(self, data: bytes) -> None:
-        if self.closed or self.transport is None or self.transport.is_closing():
+        transport = self.transport
+        if self.closed or transport is None or transport.is_closing():
             raise ConnectionResetError("the client connection is closed")
-        self.transport.write(data)
-        self.bytes_out += len(data)
+        transport.write(data)
+        self.handed += len(data)
+        if self._send_timer is None and transport.get_write_buffer_size():
+            self._arm_send()
 
     def writelines(self, parts: Sequence[bytes]) -> None:
-        if self.closed or self.transport is None or self.transport.is_closing():
+        transport = self.transport
+        if self.closed or transport is None or transport.is_closing():
             raise ConnectionResetError("the client connection is closed")
-        self.transport.writelines(parts)
-        self.bytes_out += sum(len(p) for p in parts)
+        transport.writelines(parts)
+        self.handed += sum(len(p) for p in parts)
+        if self._send_timer is None and transport.get_write_buffer_size():
+            self._arm_send()
+
+    def sent(self) -> int:
+        """Bytes the socket accepted so far: handed to the transport, less what it holds.
+
+        While the transport is open its buffer is exactly what the socket has not
+        taken. Once it is closing it may have dropped that buffer (a failed write:
+        EPIPE, a reset), so the kernel is asked; after the loss, the figure taken then.
+        """
+        if self._sent_at_loss is not None:
+            return self._sent_at_loss
+        transport = self.transport
+        if transport is None:
+            return 0
+        if not transport.is_closing():
+            return self.handed - transport.get_write_buffer_size()
+        return self._accepted_at_loss()
+
+    def pending(self) -> int:
+        """Bytes handed to the transport that the socket has not accepted yet."""
+        transport = self.transport
+        if self.closed or transport is None:
+            return 0
+        return transport.get_write_buffer_size()
+
+    def _accepted_at_loss(self) -> int:
+        transport = self.transport
+        if transport is None:
+            return 0
+        n = socket_sent(transport.get_extra_info("socket"))
+        if n is None:  # no TCP_INFO (not Linux): what the transport says it still holds,
+            n = self.handed - transport.get_write_buffer_size()  # an over-count after a failure
+        return min(max(n, 0), self.handed)
+
+    async def settle(self) -> None:
+        """Wait until the socket accepted every byte handed to it, or the connection is gone.
+
+        Bounded by ``timeouts.send``: a client that accepts nothing that long is closed.
+        """
+        transport = self.transport
+        if transport is None or self.closed or not transport.get_write_buffer_size():
+            return
+        if self._send_timer is None:
+            self._arm_send()
+        with contextlib.suppress(RuntimeError):
+            transport.set_write_buffer_limits(high=0, low=0)  # resumed once it is empty
+        try:
+            await self.drain()
+        except ConnectionError:
+            pass
+        finally:
+            if not self.closed:
+                with contextlib.suppress(RuntimeError):
+                    transport.set_write_buffer_limits(high=WRITE_HIGH, low=WRITE_LOW)
+
+    # The send watchdog: one lazily armed timer while the transport holds bytes.
+    def _arm_send(self) -> None:
+        transport = self.transport
+        if transport is None or self.closed:
+            return
+        now = self.loop.time()
+        self._send_mark = self.handed - transport.get_write_buffer_size()
+        self._send_since = now
+        self._send_timer = self.loop.call_at(now + self._send_step(), self._check_send)
+
+    def _send_step(self) -> float:
+        """How often the watchdog looks: a quarter of the timeout, so it closes a client
+        between one and one and a quarter timeouts after the socket last accepted a byte."""
+        return self.server.send_timeout / 4
+
+    def _check_send(self) -> None:
+        self._send_timer = None
+        transport = self.transport
+        if self.closed or transport is None:
+            return
+        pending = transport.get_write_buffer_size()
+        if not pending:
+            return  # all accepted: armed again by the next write that leaves some
+        now = self.loop.time()
+        accepted = self.handed - pending
+        if accepted != self._send_mark:  # the socket took some since the last look
+            self._send_mark, self._send_since = accepted, now
+        elif now - self._send_since >= self.server.send_timeout:
+            log.info(
+                "resetting a connection from %s: it accepted no byte in %g s",
+                self.peer or "?",
+                self.server.send_timeout,
+            )
+            self._reset()
+            return
+        when = min(self._send_since + self.server.send_timeout, now + self._send_step())
+        self._send_timer = self.loop.call_at(when, self._check_send)
+
+    def _reset(self) -> None:
+        """Drop the connection with an RST, as nginx's ``reset_timedout_connection`` does:
+        a plain close would leave the unsent bytes queued in the kernel behind a FIN
+        the client never reads, holding that memory for minutes."""
+        transport = self.transport
+        if transport is None:
+            return
+        self.closing = True
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_ZERO)
+        transport.abort()
+
+    def _cancel_send_timer(self) -> None:
+        if self._send_timer is not None:
+            self._send_timer.cancel()
+            self._send_timer = None
+
+    def _shut(self) -> None:
+        """Close once what was handed to the transport is sent (within ``timeouts.send``)."""
+        transport = self.transport
+        if transport is None:
+            return
+        transport.close()
+        if self._send_timer is None and not self.closed and transport.get_write_buffer_size():
+            self._arm_send()
 
     async def drain(self) -> None:
         if self.closed:
@@ -451,8 +605,7 @@ class ClientConnection(asyncio.Protocol):
     def abort(self) -> None:
         """End the connection without a clean end of body, so the client sees truncation."""
         self.closing = True
-        if self.transport is not None:
-            self.transport.close()
+        self._shut()
 
     # Tunnels.
     def switch(self, sink: TunnelSink) -> bytes:
@@ -521,6 +674,8 @@ class ClientConnection(asyncio.Protocol):
                 self.abort()
             elif not request.body_done and not self.closed:
                 await self._linger(request)
+            if self.pending():
+                await self.settle()  # a response is done once the socket accepted all of it
         except asyncio.CancelledError:
             if not self.closed:
                 raise
@@ -562,8 +717,7 @@ class ClientConnection(asyncio.Protocol):
         if self.closed or self._sink is not None:
             return
         if not request.keep_alive or self.closing or not request.body_done:
-            if self.transport is not None:
-                self.transport.close()
+            self._shut()
             return
         self._resume_reading()
         self._next_request()
@@ -638,8 +792,7 @@ class ClientConnection(asyncio.Protocol):
             )
         if not sent:
             return
-        assert self.transport is not None
-        self.transport.close()
+        self._shut()
 
     # Timers and flow control. One timer per connection, armed lazily: requests on a
     # busy keep-alive connection move deadlines, not timers.
@@ -684,14 +837,14 @@ class ClientConnection(asyncio.Protocol):
             self._timer = self.loop.call_at(when, self._expire)
         elif self._head_since is not None:
             self._refuse(408, "the request head did not arrive in time", self._buf)
-        elif self.transport is not None:
-            self.transport.close()
+        else:
+            self._shut()
 
     def close_if_idle(self) -> bool:
         """Close the connection if no request is in flight (for shutdown)."""
         self.closing = True
         if self._request is None and self._sink is None and self.transport is not None:
-            self.transport.close()
+            self._shut()
             return True
         return False
 
@@ -708,6 +861,35 @@ class ClientConnection(asyncio.Protocol):
     def _resume_body(self) -> None:
         if self._read_paused and self.body_error is None:
             self._resume_reading()
+
+
+# struct tcp_info (linux/tcp.h): tcpi_notsent_bytes at 144; tcpi_bytes_sent and
+# tcpi_bytes_retrans at 200 (Linux 4.19 and later).
+_TCP_INFO_SIZE = 216
+_LINGER_ZERO = struct.pack("ii", 1, 0)  # close() sends an RST
+_NOTSENT = struct.Struct("=I")
+_SENT_RETRANS = struct.Struct("=QQ")
+
+
+def socket_sent(sock: Any) -> int | None:
+    """Bytes a TCP socket ever accepted from its writer, from the kernel; None if unknown.
+
+    What the kernel transmitted once (retransmissions aside) plus what it holds not
+    yet transmitted: every byte a send() call returned, read in one getsockopt, so
+    it is consistent even while ACKs arrive, and still right after a reset.
+    """
+    option = getattr(socket, "TCP_INFO", None)
+    if sock is None or option is None:
+        return None
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, option, _TCP_INFO_SIZE)
+    except (OSError, ValueError):
+        return None
+    if len(info) < _TCP_INFO_SIZE:
+        return None
+    (notsent,) = _NOTSENT.unpack_from(info, 144)
+    sent, retransmitted = _SENT_RETRANS.unpack_from(info, 200)
+    return int(sent - retransmitted + notsent)
 
 
 def _plain() -> list[Header]:
@@ -755,6 +937,7 @@ class HTTPServer:
         self.header_timeout = timeouts.request_header
         self.body_min_rate = timeouts.body_min_rate
         self.websocket_idle = timeouts.websocket_idle
+        self.send_timeout = timeouts.send
 
     def admit(self, peer: str | None) -> str | None:
         """Count a new connection from ``peer``; the reason it is refused, if it is."""

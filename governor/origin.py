@@ -2,21 +2,32 @@
 
 Bodies pass byte for byte (no decompression, nothing added but the framing and
 the forwarding headers the proxy sets); responses are read with
-:mod:`governor.http1`, their bodies streamed with backpressure (reads from the
-upstream pause while :data:`HIGH_WATER` bytes wait for the client). Every
+:mod:`governor.http1`, their bodies streamed with backpressure. What governor
+holds for one client is bounded by :data:`BUDGET`: each read from the upstream
+is sized to the room its client side has left (the bytes the client's transport
+has not handed to the kernel, plus any queued here), and reads pause while there
+is none, so a slow client pauses its upstream instead of filling memory. Every
 failure before a response head becomes an :class:`~governor.errors.UpstreamError`
 (502) or :class:`~governor.errors.UpstreamTimeout` (504) here, and nowhere else.
 
 A connection goes back to the pool only when its request was sent whole, its
-response read to the end, and both sides said keep-alive. A request without a
-body that fails on a reused connection before any response byte arrived (the
-upstream closed it while it sat idle) is retried once on a new connection.
+response read to its exact end, and both sides said keep-alive. Nothing an
+upstream sends outside an exchange ever reaches a client (as nginx's keepalive
+cache does): a byte after a response's end (after the head of a HEAD, 1xx-final,
+204 or 304 answer too) makes the connection unusable and it is closed at once;
+an idle pooled connection that becomes readable (data or EOF) is closed at once;
+and a pooled connection is polled, without reading, as it is taken from the pool,
+so bytes already in the socket but not yet delivered are never taken for the next
+response. A request without a body that fails on a reused connection before any
+response byte arrived (the upstream closed it while it sat idle) is retried once
+on a new connection.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import select
 import ssl
 from typing import Protocol, cast
 
@@ -33,18 +44,37 @@ from governor.http1 import (
     response_has_body,
 )
 
-HIGH_WATER = 2**18  # response bytes queued before reads from the upstream pause
+# Response bytes held for one client, in its transport and here, before the upstream
+# is paused: the client transports' own high-water mark (listener.WRITE_HIGH). Reads
+# are never larger, so a client that stops reading pins at most about this much.
+BUDGET = 2**16
+MIN_READ = 2**14  # the smallest read (the client transport's low-water mark)
+HIGH_WATER = BUDGET  # body bytes queued here (not spliced) before reads pause
 IDLE_TIMEOUT = 30.0  # seconds a pooled connection may sit idle
 
 PoolKey = tuple[str, str, int]
+# What makes an idle connection unusable: data, or the peer's FIN (POLLRDHUP on Linux).
+_READABLE = select.POLLIN | select.POLLPRI | getattr(select, "POLLRDHUP", 0)
 
 
 class UpstreamBroken(ConnectionError):
     """The upstream broke off a response mid-body, or sent one governor cannot read."""
 
 
-class OriginConnection(asyncio.Protocol):
-    """One connection to an upstream, carrying one exchange at a time."""
+class Taker(Protocol):
+    """The client side of an exchange, as the upstream's reads see it."""
+
+    def pending(self) -> int:
+        """Bytes handed to the client's transport that its socket has not accepted."""
+        ...
+
+
+class OriginConnection(asyncio.BufferedProtocol):
+    """One connection to an upstream, carrying one exchange at a time.
+
+    A buffered protocol so that governor, not the event loop, sizes each read
+    (see :meth:`get_buffer`).
+    """
 
     def __init__(self, pool: OriginPool, key: PoolKey) -> None:
         self.pool = pool
@@ -55,6 +85,7 @@ class OriginConnection(asyncio.Protocol):
         self.reused = False
         self.head: ResponseHead | None = None
         self.received_any = False
+        self.stray = False  # the upstream sent bytes outside an exchange
         self._buf = b""
         self._method = "GET"
         self._body: BodyReader | None = None
@@ -68,6 +99,7 @@ class OriginConnection(asyncio.Protocol):
         self._drain_waiter: asyncio.Future[None] | None = None
         self._idle_timer: asyncio.TimerHandle | None = None
         self.idle_since: float | None = None  # in the pool since (loop time)
+        self.taker: Taker | None = None  # the client the current exchange answers
         self._deadline: asyncio.TimerHandle | None = None
         self._deadline_at: float | None = None  # the response head is due by (loop time)
         self._sink: _RawSink | None = None
@@ -77,11 +109,27 @@ class OriginConnection(asyncio.Protocol):
         self._silence = 0.0
         self._last_data = 0.0
 
-    # asyncio.Protocol
+    # asyncio.BufferedProtocol
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.pool.read_buffer[: self._read_size()]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(bytes(self.pool.read_buffer[:nbytes]))
+
+    def _read_size(self) -> int:
+        """The room the client side has left within :data:`BUDGET` (a client that holds
+        BUDGET has paused this connection's reads already; MIN_READ at the least)."""
+        taker = self.taker
+        held = self._queued + (taker.pending() if taker is not None else 0)
+        return max(MIN_READ, BUDGET - held)
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
+        if self.idle_since is not None:
+            self.close()  # the upstream spoke outside an exchange: never reuse it
+            return
         self.received_any = True
         if self._sink is not None:
             self._sink.origin_data(data)
@@ -161,8 +209,7 @@ class OriginConnection(asyncio.Protocol):
     def _feed(self, data: bytes) -> None:
         body = self._body
         if body is None or body.done:
-            if self._sink is None:
-                self._buf += data  # after a 101: the tunnel's; otherwise unexpected
+            self._after_end(data)
             return
         try:
             pieces, used = body.feed(data)
@@ -183,21 +230,35 @@ class OriginConnection(asyncio.Protocol):
                 return
             if _complete(body):
                 self._eof = True
-                if used < len(data):
-                    self._buf += data[used:]
                 self._end_splice(None)
+                self._after_end(data[used:])
             return
         for piece in pieces:
             self._pieces.append(piece)
             self._queued += len(piece)
         if _complete(body):
             self._eof = True
-            if used < len(data):
-                self._buf += data[used:]
+            self._after_end(data[used:])
         if self._queued > HIGH_WATER and not self._read_paused and self.transport is not None:
             self._read_paused = True
             self.transport.pause_reading()
         self._wake()
+
+    def _after_end(self, data: bytes) -> None:
+        """Bytes past the end of the response: a tunnel's after a 101, else stray.
+
+        A stray byte (a buggy or desynchronised upstream writing after its response)
+        must never be read as the next exchange's response: the connection is closed
+        now. The response already received is whole and still goes to its client.
+        """
+        if not data:
+            return
+        head = self.head
+        if self._sink is None and head is not None and head.status == 101:
+            self._buf += data  # the tunnel's first bytes, handed over by switch()
+            return
+        self.stray = True
+        self.close()
 
     def _fail(self, exc: BaseException) -> None:
         if self._deadline is not None:
@@ -308,25 +369,6 @@ class OriginConnection(asyncio.Protocol):
     def at_eof(self) -> bool:
         return self._eof and not self._pieces
 
-    async def read(self, silence: float) -> bytes:
-        """The next piece of the response body; ``b""`` at its end.
-
-        Raises UpstreamBroken when the upstream breaks off, TimeoutError when it
-        sends nothing for ``silence`` seconds.
-        """
-        while True:
-            if self._pieces:
-                piece = self._pieces.popleft()
-                self._queued -= len(piece)
-                self._resume()
-                return piece
-            if self._eof:
-                return b""
-            if self._error is not None:
-                raise UpstreamBroken(str(self._error)) from self._error
-            async with asyncio.timeout(silence):
-                await self._wait()
-
     def _resume(self) -> None:
         if self._read_paused and self._queued < HIGH_WATER and self.transport is not None:
             self._read_paused = False
@@ -395,17 +437,36 @@ class OriginConnection(asyncio.Protocol):
 
     @property
     def reusable(self) -> bool:
+        """Whether the response was read to its exact end and nothing else came."""
         head = self.head
+        body = self._body
         return (
             not self.closed
+            and not self.stray
             and head is not None
             and head.keep_alive
+            and head.status != 101
+            and body is not None
+            and body.done
             and self._eof
             and not self._pieces
             and not self._buf
             and self._error is None
-            and head.status != 101
         )
+
+    def readable(self) -> bool:
+        """Whether the socket holds bytes (or an EOF) not delivered yet: one poll, no read.
+
+        The event loop delivers what arrives on an idle connection a loop iteration
+        later; this closes that window before the connection carries a request.
+        """
+        transport = self.transport
+        sock = transport.get_extra_info("socket") if transport is not None else None
+        if sock is None:
+            return False
+        poller = select.poll()
+        poller.register(sock.fileno(), _READABLE)
+        return bool(poller.poll(0))  # POLLHUP and POLLERR are reported whatever the mask
 
     def _idle_check(self) -> None:
         self._idle_timer = None
@@ -478,6 +539,9 @@ class OriginPool:
         self._idle: dict[PoolKey, list[OriginConnection]] = {}
         self._all: set[OriginConnection] = set()
         self._tls: ssl.SSLContext | None = None
+        # Every connection reads into this in turn: a read is copied out at once
+        # (buffer_updated), so one buffer serves them all.
+        self.read_buffer = memoryview(bytearray(BUDGET))
 
     async def acquire(self, upstream: UpstreamURL, *, fresh: bool = False) -> OriginConnection:
         """A connection to ``upstream``: an idle pooled one, or a new one."""
@@ -485,10 +549,14 @@ class OriginPool:
         idle = self._idle.get(key)
         while idle and not fresh:
             conn = idle.pop()
+            if conn.closed:
+                continue
+            if conn.readable():  # the upstream wrote or closed while it sat idle
+                conn.close()
+                continue
             conn.idle_since = None
-            if not conn.closed:
-                conn.reused = True
-                return conn
+            conn.reused = True
+            return conn
         return await self._connect(upstream, key)
 
     async def _connect(self, upstream: UpstreamURL, key: PoolKey) -> OriginConnection:
@@ -525,6 +593,7 @@ class OriginPool:
         conn.resume_reading()
         conn.head = None
         conn._body = None
+        conn.taker = None
         conn.idle_since = self.loop.time()
         if conn._idle_timer is None:  # armed lazily: it looks again when it fires
             conn._idle_timer = self.loop.call_later(IDLE_TIMEOUT, conn._idle_check)

@@ -9,12 +9,13 @@ Invariants:
   two per direction is held, whatever the body's size.
 * Every byte that crossed the client socket for a tenant's request is charged
   to the tenant (in its ``count`` directions): the request's head and body as
-  received (:mod:`governor.listener`) and the response as handed to the socket,
-  governor's own answers included (400, 408, 413, 414, 431, 502, 504 ...). Two
-  exceptions: a blocked request and its notice (the notice is the operator's
-  message, and a blocked tenant's count stops where its served traffic left
-  it), and a request whose head names no tenant (421, or a head too broken to
-  name its Host), which is nobody's.
+  received (:mod:`governor.listener`) and the response as the socket accepted it
+  (a write that failed, or bytes still held when the client left, are not
+  charged), governor's own answers included (400, 408, 413, 414, 431, 502, 504
+  ...). Two exceptions: a blocked request and its notice (the notice is the
+  operator's message, and a blocked tenant's count stops where its served
+  traffic left it), and a request whose head names no tenant (421, or a head too
+  broken to name its Host), which is nobody's.
 * Framing to the upstream is rebuilt (Content-Length or chunked), never copied.
 """
 
@@ -92,7 +93,7 @@ class Proxy:
                 note.tenant = site.config.name
                 meter = self._meter(site)
                 meter.ingress(request.claim_in())
-                meter.egress(request.bytes_out)
+                meter.egress(request.handed)
                 note.charge_in = meter.ingress
             return
         if site is None:
@@ -170,6 +171,10 @@ class Proxy:
         request.respond(rendered.status, headers, rendered.body, send_body=request.method != "HEAD")
 
 
+class CapReached(ConnectionAbortedError):
+    """``at_cap: cut``: the tenant reached its cap mid-response; the client is cut off."""
+
+
 def _header(headers: list[Header], low: str) -> str | None:
     for name, value in headers:
         if name.lower() == low:
@@ -194,10 +199,17 @@ class _Exchange:
         self.timeouts = proxy.runtime.snapshot.config.timeouts
 
     def charge_out(self) -> None:
-        """Charge what was handed to the client socket since the last charge."""
-        sent = self.request.bytes_out
-        self.meter.egress(sent - self.charged_out)
-        self.charged_out = sent
+        """Charge what the client's socket accepted since the last charge."""
+        if self.request.handed == self.charged_out:
+            return  # all charged already (the common case: nothing waits in the transport)
+        sent = self.request.sent()
+        if sent > self.charged_out:
+            self.meter.egress(sent - self.charged_out)
+            self.charged_out = sent
+
+    def in_flight(self) -> int:
+        """Response bytes handed to the client's transport and not charged yet."""
+        return self.request.handed - self.charged_out
 
     async def run(self) -> None:
         request, meter = self.request, self.meter
@@ -207,7 +219,7 @@ class _Exchange:
         has_body = request.body is not None
         if has_body and head.expect_continue and not request.body_done:
             request.conn.write(CONTINUE)
-            request.bytes_out += len(CONTINUE)
+            request.handed += len(CONTINUE)
             self.charge_out()
         upgrade = upgrade_token(head.upgrade) is not None
         upstream = self.site.config.upstream
@@ -261,6 +273,11 @@ class _Exchange:
             if conn is not None:
                 conn.close()
             meter.ingress(request.claim_in())
+            try:
+                if request.conn.pending():
+                    await request.settle()  # the rest is charged as the socket accepts it
+            finally:
+                self.charge_out()  # cancelled too (the client left, or a stop): what it took
 
     async def _exchange(
         self, upstream: UpstreamURL, head: bytes, has_body: bool
@@ -272,6 +289,7 @@ class _Exchange:
         for attempt in (0, 1):
             uploader: asyncio.Task[None] | None = None
             try:
+                conn.taker = self.request.conn  # its reads are sized to what this client takes
                 conn.begin(self.request.method, None if has_body else wait)
                 conn.send(head)
                 if has_body:
@@ -336,7 +354,7 @@ class _Exchange:
         self.charge_out()
         # A tunnel has no end to finish: it is closed at the cap either way, and it is
         # never exempt (see is_exempt), whatever its path.
-        tunnel = Tunnel(request, conn, self.meter, cut=True)
+        tunnel = Tunnel(request, conn, self.meter, self, cut=True)
         tunnel.start()
         await tunnel.wait()
 
@@ -369,56 +387,16 @@ class _Exchange:
             self.charge_out()
             return True
         length = up.content_length
-        first = b"" if self.cut else conn.read_nowait()
+        first = b"" if self.cut else conn.read_nowait()  # cut: each piece meets the cap
         try:
             block = response_block(up.block, up.connection, body=True)
             request.start_response(up.status, up.reason, block, length=length, first=first)
         except ConnectionError:
             return False
         self.charge_out()
-        read_timeout = self.timeouts.upstream_response
-        client = request.conn
-        if not self.cut:
-            if conn.at_eof:  # the whole body came with the head (a small response)
-                return self._end()
-            return await self._splice(conn, read_timeout)
-        while True:
-            try:
-                chunk = await conn.read(read_timeout)
-            except (UpstreamBroken, TimeoutError) as exc:
-                log.warning("%s: the upstream broke off mid-body: %r", self.meter.tenant, exc)
-                client.abort()
-                return False
-            if not chunk:
-                break
-            stop_after = False
-            if self.cut:
-                room = self._room()
-                if room <= 0:
-                    client.abort()
-                    return False
-                if len(chunk) > room:
-                    chunk = chunk[:room]
-                    stop_after = True
-            try:
-                request.write(chunk)
-            except ConnectionError:
-                return False
-            self.charge_out()
-            if stop_after:
-                client.abort()
-                return False
-            if client.write_paused():
-                try:
-                    await client.drain()
-                except ConnectionError:
-                    return False
-        try:
-            request.end()
-        except ConnectionError:
-            return False
-        self.charge_out()
-        return True
+        if conn.at_eof:  # the whole body came with the head (a small response)
+            return self._end()
+        return await self._splice(conn, self.timeouts.upstream_response)
 
     async def _splice(self, conn: OriginConnection, silence: float) -> bool:
         """The rest of the body, passed on from the upstream's protocol callbacks."""
@@ -448,16 +426,31 @@ class _Exchange:
         return True
 
     def body_data(self, data: bytes) -> bool:
-        """A piece of the spliced response body: pass it on; True while the client is full."""
+        """A piece of the spliced response body: pass it on; True while the client is full.
+
+        With ``at_cap: cut``, only what fits under the cap goes on; then the client's
+        connection is closed and :class:`CapReached` ends the splice.
+        """
         request = self.request
+        over = False
+        if self.cut:
+            room = self._room()
+            if room <= 0:
+                request.conn.abort()
+                raise CapReached
+            if len(data) > room:
+                data, over = data[:room], True
         request.write(data)
-        self.meter.egress(request.bytes_out - self.charged_out)
-        self.charged_out = request.bytes_out
+        self.charge_out()
+        if over:
+            request.conn.abort()
+            raise CapReached
         return request.conn.write_paused()
 
     def _room(self) -> int:
-        """Body bytes that still fit under the cap, after the chunk framing they need."""
-        remaining = self.meter.remaining()
+        """Body bytes that still fit under the cap, after the chunk framing they need
+        (bytes handed to the client and not yet accepted count against it)."""
+        remaining = self.meter.remaining() - self.in_flight()
         if not self.request.chunked_out or remaining <= 0:
             return remaining
         return max(0, remaining - len(f"{remaining:x}") - 4)  # "<hex>\r\n" ... "\r\n"

@@ -13,7 +13,9 @@ closed after what was already received from the first has been written to it
 from __future__ import annotations
 
 import asyncio
+from typing import Protocol
 
+from governor.ledger import is_blocked
 from governor.listener import Request
 from governor.meter import Meter
 from governor.origin import OriginConnection
@@ -29,16 +31,31 @@ def upgrade_token(value: str | None) -> str | None:
     return token if token in SUPPORTED else None
 
 
+class Charger(Protocol):
+    """Charges the response side as the client's socket accepts it."""
+
+    def charge_out(self) -> None: ...
+
+    def in_flight(self) -> int: ...
+
+
 class Tunnel:
     """Bytes both ways between a client connection and an upstream connection, metered."""
 
     def __init__(
-        self, request: Request, origin: OriginConnection, meter: Meter, *, cut: bool
+        self,
+        request: Request,
+        origin: OriginConnection,
+        meter: Meter,
+        charger: Charger,
+        *,
+        cut: bool,
     ) -> None:
         self.request = request
         self.client = request.conn
         self.origin = origin
         self.meter = meter
+        self.charger = charger
         self.cut = cut
         self.loop = asyncio.get_running_loop()
         self.done: asyncio.Future[None] = self.loop.create_future()
@@ -61,7 +78,9 @@ class Tunnel:
         await self.done
 
     def _over_cap(self) -> bool:
-        return self.cut and self.meter.blocked()
+        if not self.cut:
+            return False
+        return is_blocked(self.meter.used() + self.charger.in_flight(), self.meter.cap)
 
     # From the client.
     def _check_idle(self) -> None:
@@ -94,6 +113,7 @@ class Tunnel:
         self.close()
 
     def client_writable(self) -> None:
+        self.charger.charge_out()
         self.origin.resume_reading()
 
     # From the upstream.
@@ -107,8 +127,8 @@ class Tunnel:
         except ConnectionError:
             self.close()
             return
-        self.request.bytes_out += len(data)
-        self.meter.egress(len(data))
+        self.request.handed += len(data)
+        self.charger.charge_out()
         if self.client.write_paused():
             self.origin.pause_reading()
 
@@ -124,8 +144,7 @@ class Tunnel:
             self._timer.cancel()
             self._timer = None
         self.origin.close()
-        if self.client.transport is not None:
-            self.client.transport.close()
+        self.client.abort()  # after what it was handed is sent, within timeouts.send
         if not self.done.done():
             self.request.ended = True
             self.done.set_result(None)

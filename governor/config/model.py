@@ -71,6 +71,10 @@ class Timeouts:
     arrived. So a body gets ``request_header`` seconds of grace, then one more
     second for every ``body_min_rate`` bytes it delivers; a body behind that is
     refused (408 when no response has started) and its connection closed.
+
+    ``send`` works like nginx's ``send_timeout``: it runs only while governor has
+    bytes for a client that its socket has not accepted, and restarts whenever the
+    socket accepts some; a client that accepts nothing for that long is closed.
     """
 
     upstream_connect: float = 5.0
@@ -80,6 +84,7 @@ class Timeouts:
     request_header: float = 60.0  # from a head's first byte to its end: else 408
     body_min_rate: int = 1024  # bytes/s a request body must keep up (see above); 0: none
     websocket_idle: float = 600.0  # a tunnel with no byte either way this long is closed
+    send: float = 60.0  # a client whose socket accepts no byte this long, with data due: closed
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

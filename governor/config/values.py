@@ -40,6 +40,7 @@ DURATION_KEYS = (
     "shutdown",
     "request_header",
     "websocket_idle",
+    "send",
 )
 HEAD_SIZE_KEYS = ("request_line", "header_field", "header_total")
 HEAD_SIZE_MAX = 2**20  # a request head larger than 1 MiB is no sane limit

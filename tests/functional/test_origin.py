@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 
 from governor.config import UpstreamURL
 from governor.origin import OriginPool
@@ -51,3 +52,42 @@ async def test_a_connection_goes_back_to_the_pool_reading() -> None:
             await served_all.wait()
         server.close()
         await server.wait_closed()
+
+
+async def test_a_pooled_connection_with_bytes_not_yet_delivered_is_not_reused() -> None:
+    """Bytes the upstream wrote on an idle connection may sit in the socket, not yet
+    delivered by the event loop, when the pool hands the connection out: the pool must
+    look (without reading) and take a new connection instead, or those bytes would be
+    read as the next request's response."""
+    loop = asyncio.get_running_loop()
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.setblocking(False)
+    port = listener.getsockname()[1]
+    upstream = UpstreamURL(
+        url=f"http://127.0.0.1:{port}", scheme="http", host="127.0.0.1", port=port, base_path=""
+    )
+    pool = OriginPool(connect_timeout=2.0)
+    accepted: list[socket.socket] = []
+    try:
+        conn = await pool.acquire(upstream)
+        server_side, _ = await loop.sock_accept(listener)
+        accepted.append(server_side)
+        conn.begin("GET", 2.0)
+        conn.send(b"GET / HTTP/1.1\r\nHost: site.test\r\n\r\n")
+        await loop.sock_recv(server_side, 65536)
+        await loop.sock_sendall(server_side, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await conn.response_head()
+        assert conn.read_nowait() == b"ok"
+        pool.release(conn)
+        # No await between the stray write and the acquire: the loop cannot deliver it.
+        server_side.send(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nINJECTED\n")
+        again = await pool.acquire(upstream)
+        assert again is not conn
+        assert conn.closed
+        other, _ = await loop.sock_accept(listener)  # the new connection, to a new socket
+        accepted.append(other)
+    finally:
+        await pool.close()
+        for sock in accepted:
+            sock.close()
+        listener.close()

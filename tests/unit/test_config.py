@@ -528,7 +528,8 @@ CASES: list[tuple[dict[str, Any], int, str, str]] = [
         8,
         "timeouts.connect",
         "unknown key (did you mean upstream_connect?); allowed keys here: upstream_connect, "
-        "upstream_response, keepalive, shutdown, request_header, websocket_idle, body_min_rate",
+        "upstream_response, keepalive, shutdown, request_header, websocket_idle, send, "
+        "body_min_rate",
     ),
     ({"tail": "timeouts: [1s]\n"}, 7, "timeouts", "expected a mapping, got a list"),
     # tenants

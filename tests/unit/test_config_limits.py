@@ -23,6 +23,7 @@ def test_defaults_are_sane_and_match_the_parser(tmp_path: Path) -> None:
     assert timeouts.request_header == 60.0
     assert timeouts.body_min_rate == 1024
     assert timeouts.websocket_idle == 600.0
+    assert timeouts.send == 60.0
 
 
 def test_every_limit_and_timeout_set(tmp_path: Path) -> None:
@@ -42,6 +43,7 @@ def test_every_limit_and_timeout_set(tmp_path: Path) -> None:
                 "  request_header: 10s\n"
                 "  body_min_rate: 500 B/s\n"
                 "  websocket_idle: 5m\n"
+                "  send: 20s\n"
             )
         ),
     )
@@ -54,7 +56,9 @@ def test_every_limit_and_timeout_set(tmp_path: Path) -> None:
         connections=500,
         connections_per_client=0,
     )
-    assert config.timeouts == Timeouts(request_header=10.0, body_min_rate=500, websocket_idle=300.0)
+    assert config.timeouts == Timeouts(
+        request_header=10.0, body_min_rate=500, websocket_idle=300.0, send=20.0
+    )
 
 
 @pytest.mark.parametrize(
@@ -85,6 +89,8 @@ def test_body_max_zero_means_no_limit(tmp_path: Path) -> None:
         ("limits: 5\n", 7, "limits", "expected a mapping"),
         ("timeouts:\n  request_header: 0s\n", 8, "timeouts.request_header", "greater than zero"),
         ("timeouts:\n  websocket_idle: soon\n", 8, "timeouts.websocket_idle", "not a duration"),
+        ("timeouts:\n  send: 0s\n", 8, "timeouts.send", "greater than zero"),
+        ("timeouts:\n  send: -1s\n", 8, "timeouts.send", "must not be negative"),
         ("timeouts:\n  body_min_rate: fast\n", 8, "timeouts.body_min_rate", "is not a rate"),
         ("timeouts:\n  body_min_rate: 1 KiB/h\n", 8, "timeouts.body_min_rate", "/s"),
     ],
