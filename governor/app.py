@@ -67,6 +67,7 @@ class Governor:
         self.pool: OriginPool | None = None
         self._admin: web.AppRunner | None = None
         self._ready = False
+        self._stopping = False  # begin_stop() was called
         self._flusher: asyncio.Task[None] | None = None
         self._sockets: list[socket.socket] = []
         self.reloads_ok = 0
@@ -122,7 +123,10 @@ class Governor:
         self._flusher = loop.create_task(self.runtime.run_flusher(), name="governor-flusher")
         if self.config.admin_listen is not None:
             await self._start_admin(*self.config.admin_listen)
-        self._ready = True
+        if self._stopping:  # asked to stop while starting: never report ready
+            self.begin_stop()
+        else:
+            self._ready = True
         log.info("governor listening on http://%s", self.address)
 
     async def _start_admin(self, host: str, port: int) -> None:
@@ -172,17 +176,35 @@ class Governor:
         log.info("reloaded %s: %d tenants", config.path, len(config.tenants))
         return True
 
-    async def stop(self) -> None:
-        """Stop accepting, let in-flight requests finish, flush every count, release all."""
+    def begin_stop(self) -> None:
+        """A stop was asked for (SIGTERM): /readyz fails from now, responses say close.
+
+        Serving goes on until :meth:`stop` drains; call this the moment the signal
+        arrives, so a load balancer polling /readyz learns of the stop at once.
+        """
+        self._stopping = True
         self._ready = False
+        if self._server is not None:
+            self._server.begin_drain()
+
+    async def stop(self) -> None:
+        """Drain without failing a request, flush every count, release all.
+
+        After :meth:`begin_stop`: go on accepting for ``timeouts.shutdown_delay`` (a
+        load balancer stops sending meanwhile), then take every connection the kernel
+        has queued, let requests in flight finish within ``timeouts.shutdown``, and only
+        then close the admin listener (so /readyz answers 503 throughout).
+        """
+        self.begin_stop()
+        timeouts = self.config.timeouts
+        if self._server is not None:
+            if timeouts.shutdown_delay > 0:
+                await asyncio.sleep(timeouts.shutdown_delay)  # still serving, on purpose
+            await self._server.shutdown(timeouts.shutdown)
+            self._server = None
         if self._admin is not None:
             await self._admin.cleanup()
             self._admin = None
-        if self._server is not None:
-            # Stops accepting, closes idle connections, gives in-flight requests
-            # up to timeouts.shutdown to finish.
-            await self._server.shutdown(self.config.timeouts.shutdown)
-            self._server = None
         self.runtime.stop()
         if self._flusher is not None:
             await self._flusher
