@@ -16,6 +16,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from governor import spool
 from governor.accesslog import open_access_log
 from governor.admin import create_admin_app
 from governor.config import Config, load_config
@@ -53,7 +54,11 @@ class Governor:
             )
         )
         self.runtime = Runtime(
-            config, store=self.store, clock=clock, spool_path=_spool_path(config, worker)
+            config,
+            store=self.store,
+            clock=clock,
+            spool_path=_spool_path(config, worker),
+            spool_orphans=lambda: _spool_orphans(config, worker),
         )
         self.metrics = Metrics(self.runtime, worker=worker)
         self.runtime.request_sinks.append(self.metrics)
@@ -101,10 +106,14 @@ class Governor:
         )
         self._sockets.append(sock)
         try:
+            # The spool next: a second process with the same file stops here, before
+            # touching the store, and never gets to overwrite the first one's counts.
+            self.runtime.claim_spool()
             await self.store.open()
             await self.runtime.start()
         except BaseException:
             sock.close()
+            self.runtime.release_spool()
             await self.store.close()
             raise
         self.pool = OriginPool(connect_timeout=self.config.timeouts.upstream_connect)
@@ -221,7 +230,14 @@ def _spool_path(config: Config, worker: int | None) -> Path | None:
     """Each worker spools to a file of its own: ``spool.json`` → ``spool.1.json``."""
     if config.spool is None or worker is None:
         return config.spool
-    return config.spool.with_name(f"{config.spool.stem}.{worker}{config.spool.suffix}")
+    return spool.worker_path(config.spool, worker)
+
+
+def _spool_orphans(config: Config, worker: int | None) -> list[Path]:
+    """Spool files of this ``spool`` setting left by a run with another number of workers."""
+    if config.spool is None:
+        return []
+    return spool.orphans(config.spool, worker, config.workers)
 
 
 def _listen(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
