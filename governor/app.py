@@ -16,6 +16,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from governor import spool
 from governor.accesslog import open_access_log
 from governor.admin import create_admin_app
 from governor.config import Config, load_config
@@ -53,7 +54,11 @@ class Governor:
             )
         )
         self.runtime = Runtime(
-            config, store=self.store, clock=clock, spool_path=_spool_path(config, worker)
+            config,
+            store=self.store,
+            clock=clock,
+            spool_path=_spool_path(config, worker),
+            spool_orphans=lambda: _spool_orphans(config, worker),
         )
         self.metrics = Metrics(self.runtime, worker=worker)
         self.runtime.request_sinks.append(self.metrics)
@@ -67,6 +72,7 @@ class Governor:
         self.pool: OriginPool | None = None
         self._admin: web.AppRunner | None = None
         self._ready = False
+        self._stopping = False  # begin_stop() was called
         self._flusher: asyncio.Task[None] | None = None
         self._sockets: list[socket.socket] = []
         self.reloads_ok = 0
@@ -100,10 +106,14 @@ class Governor:
         )
         self._sockets.append(sock)
         try:
+            # The spool next: a second process with the same file stops here, before
+            # touching the store, and never gets to overwrite the first one's counts.
+            self.runtime.claim_spool()
             await self.store.open()
             await self.runtime.start()
         except BaseException:
             sock.close()
+            self.runtime.release_spool()
             await self.store.close()
             raise
         self.pool = OriginPool(connect_timeout=self.config.timeouts.upstream_connect)
@@ -123,7 +133,10 @@ class Governor:
         self._flusher = loop.create_task(self.runtime.run_flusher(), name="governor-flusher")
         if self.config.admin_listen is not None:
             await self._start_admin(*self.config.admin_listen)
-        self._ready = True
+        if self._stopping:  # asked to stop while starting: never report ready
+            self.begin_stop()
+        else:
+            self._ready = True
         log.info("governor listening on http://%s", self.address)
 
     async def _start_admin(self, host: str, port: int) -> None:
@@ -173,17 +186,35 @@ class Governor:
         log.info("reloaded %s: %d tenants", config.path, len(config.tenants))
         return True
 
-    async def stop(self) -> None:
-        """Stop accepting, let in-flight requests finish, flush every count, release all."""
+    def begin_stop(self) -> None:
+        """A stop was asked for (SIGTERM): /readyz fails from now, responses say close.
+
+        Serving goes on until :meth:`stop` drains; call this the moment the signal
+        arrives, so a load balancer polling /readyz learns of the stop at once.
+        """
+        self._stopping = True
         self._ready = False
+        if self._server is not None:
+            self._server.begin_drain()
+
+    async def stop(self) -> None:
+        """Drain without failing a request, flush every count, release all.
+
+        After :meth:`begin_stop`: go on accepting for ``timeouts.shutdown_delay`` (a
+        load balancer stops sending meanwhile), then take every connection the kernel
+        has queued, let requests in flight finish within ``timeouts.shutdown``, and only
+        then close the admin listener (so /readyz answers 503 throughout).
+        """
+        self.begin_stop()
+        timeouts = self.config.timeouts
+        if self._server is not None:
+            if timeouts.shutdown_delay > 0:
+                await asyncio.sleep(timeouts.shutdown_delay)  # still serving, on purpose
+            await self._server.shutdown(timeouts.shutdown)
+            self._server = None
         if self._admin is not None:
             await self._admin.cleanup()
             self._admin = None
-        if self._server is not None:
-            # Stops accepting, closes idle connections, gives in-flight requests
-            # up to timeouts.shutdown to finish.
-            await self._server.shutdown(self.config.timeouts.shutdown)
-            self._server = None
         self.runtime.stop()
         if self._flusher is not None:
             await self._flusher
@@ -200,7 +231,14 @@ def _spool_path(config: Config, worker: int | None) -> Path | None:
     """Each worker spools to a file of its own: ``spool.json`` → ``spool.1.json``."""
     if config.spool is None or worker is None:
         return config.spool
-    return config.spool.with_name(f"{config.spool.stem}.{worker}{config.spool.suffix}")
+    return spool.worker_path(config.spool, worker)
+
+
+def _spool_orphans(config: Config, worker: int | None) -> list[Path]:
+    """Spool files of this ``spool`` setting left by a run with another number of workers."""
+    if config.spool is None:
+        return []
+    return spool.orphans(config.spool, worker, config.workers)
 
 
 def _listen(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:

@@ -20,6 +20,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from governor import spool
 from governor.config import Config, load_config
 from governor.errors import ConfigError, GovernorError
 from governor.ledger import is_blocked
@@ -94,6 +95,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "check":
             n = len(config.tenants)
             print(f"{config.path}: ok ({n} tenant{'s' if n != 1 else ''})")
+            for note in spool.in_use(config.spool, config.workers) if config.spool else []:
+                print(f"{config.path}: note: {note}")
             return 0
         if args.command == "usage":
             rows = asyncio.run(usage_rows(config, now=time.time()))

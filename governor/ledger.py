@@ -10,13 +10,15 @@ Invariants:
 
 * No byte is lost or counted twice. Every byte added is, at all times, in
   exactly one of: *pending* (not yet taken), the one *in-flight* batch (taken,
-  not yet committed), or the store's totals (known after a commit). A failed
+  not yet committed), a *carried* batch (spooled by an earlier process, see
+  :meth:`~Ledger.carry`), or the store's totals (known after a commit). A failed
   batch stays in flight and is offered again by :meth:`~Ledger.take` with the
   same ``flush_id``, so a store that applies each id at most once never
   double-counts a batch whose first attempt did land.
-* At most one batch is in flight at a time.
+* At most one batch is in flight at a time; carried batches wait their turn, each
+  with its own ``flush_id``, before pending counts are taken.
 * :meth:`~Ledger.used` is the best local estimate of a key's total:
-  last known store total + in-flight + pending, never negative.
+  last known store total + in-flight + carried + pending, never negative.
 
 This module is pure: no I/O, no clock, nothing awaits.
 """
@@ -24,7 +26,7 @@ This module is pure: no I/O, no clock, nothing awaits.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 
@@ -54,12 +56,13 @@ class Batch:
 class Ledger:
     """Byte counts not yet in the store, plus the store's last known totals."""
 
-    __slots__ = ("_inflight", "_known", "_pending")
+    __slots__ = ("_carried", "_inflight", "_known", "_pending")
 
     def __init__(self) -> None:
         self._known: dict[Key, int] = {}
         self._pending: dict[Key, int] = {}
         self._inflight: Batch | None = None
+        self._carried: list[Batch] = []  # taken by an earlier process; offered in turn
 
     def add(self, key: Key, nbytes: int) -> None:
         """Count ``nbytes`` (>= 0) against ``key``. O(1); the per-chunk hot path."""
@@ -75,16 +78,22 @@ class Ledger:
         n = self._known.get(key, 0) + self._pending.get(key, 0)
         if self._inflight is not None:
             n += self._inflight.deltas.get(key, 0)
+        for batch in self._carried:  # empty but after a restart that replays a spool
+            n += batch.deltas.get(key, 0)
         return max(n, 0)
 
     def take(self, now: float | None = None) -> Batch | None:
         """The batch to flush next, or None when there is nothing to flush.
 
         If a batch is still in flight (its flush failed or has not been reported),
-        that same batch, with the same ``flush_id``, is returned again. Otherwise all
-        pending counts move into a new in-flight batch.
+        that same batch, with the same ``flush_id``, is returned again. Otherwise the
+        next carried batch goes in flight, or else all pending counts move into a new
+        in-flight batch.
         """
         if self._inflight is not None:
+            return self._inflight
+        if self._carried:
+            self._inflight = self._carried.pop(0)
             return self._inflight
         if not self._pending:
             return None
@@ -118,22 +127,31 @@ class Ledger:
         n = sum(self._pending.values())
         if self._inflight is not None:
             n += self._inflight.total()
-        return n
+        return n + sum(batch.total() for batch in self._carried)
 
-    def export(self) -> tuple[Batch | None, dict[Key, int]]:
-        """What is not yet known to be in the store: the in-flight batch and pending counts."""
-        return self._inflight, dict(self._pending)
+    def seal(self, now: float | None = None) -> list[Batch]:
+        """Everything not yet known to be in the store, as batches that keep their ids.
 
-    def restore(self, inflight: Batch | None, pending: Mapping[Key, int]) -> None:
-        """Take back what :meth:`export` gave, into a ledger that has counted nothing yet.
-
-        The in-flight batch keeps its ``flush_id``: if its first flush did land, the
-        store recognises the id and does not count it again.
+        The in-flight batch, the carried ones, and the pending counts sealed into a new
+        batch (carried from now on), so that however often these batches are written
+        down and read back, the store applies each at most once.
         """
-        if self._inflight is not None or self._pending:
-            raise ValueError("restore() needs a ledger with nothing pending or in flight")
-        self._inflight = inflight
-        self._pending = {k: v for k, v in pending.items() if v > 0}
+        if self._pending:
+            deltas = MappingProxyType(self._pending)
+            self._pending = {}
+            self._carried.append(Batch(flush_id=uuid.uuid4().hex, deltas=deltas, at=now))
+        return ([self._inflight] if self._inflight is not None else []) + list(self._carried)
+
+    def carry(self, batches: Sequence[Batch]) -> None:
+        """Take back what :meth:`seal` gave (in an earlier process), into an unused ledger.
+
+        Each batch keeps its ``flush_id``: if one did land before, the store recognises
+        the id and does not count it again. They are flushed one by one, in order,
+        before any count added here.
+        """
+        if self._inflight is not None or self._pending or self._carried:
+            raise ValueError("carry() needs a ledger with nothing pending or in flight")
+        self._carried = [b for b in batches if b.deltas]
 
     def forget(self, keep: Callable[[Key], bool]) -> None:
         """Drop known totals of keys for which ``keep`` is false (e.g. past periods).

@@ -21,8 +21,11 @@ Invariants:
   slow client is bounded: producers pause at :data:`WRITE_HIGH` buffered bytes.
 * A request whose framing cannot be trusted gets a 4xx and the connection closes.
 * One request at a time per connection; pipelined requests wait, unparsed.
-* :meth:`HTTPServer.shutdown` stops accepting, closes idle connections, lets
-  requests in flight finish within the timeout, then closes the rest.
+* :meth:`HTTPServer.shutdown` fails no request the kernel took in: it stops taking
+  new handshakes, accepts every connection already queued (:mod:`governor.drain`),
+  closes idle connections, lets requests in flight finish within the timeout, then
+  closes the rest. From :meth:`HTTPServer.begin_drain` on, every response says
+  ``Connection: close``.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import os
 import socket
 import struct
 import time
@@ -39,6 +43,7 @@ from typing import Any, Protocol, cast
 from urllib.parse import unquote
 
 from governor.config import LimitsConfig, Timeouts
+from governor.drain import accept_backlog
 from governor.events import Refusal, RequestNote, RequestSink, report, report_refusal
 from governor.http1 import (
     CHUNKED,
@@ -64,6 +69,9 @@ HIGH_WATER = 2**18  # request body bytes buffered before reads from the client p
 WRITE_HIGH = 2**16  # response bytes a client's transport holds before its producer pauses
 WRITE_LOW = 2**14  # ... and resumes
 LINGER = 10.0  # seconds to read and drop a request body nobody read, after the response
+# On shutdown, a connection that has not sent its first request yet is given this long
+# to send it (a client that just connected is about to); Go's http.Server does the same.
+FIRST_REQUEST_GRACE = 5.0
 SERVER = "governor"  # on governor's own answers; proxied responses keep the upstream's
 
 REASONS = {
@@ -348,7 +356,9 @@ class ClientConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.peer: str | None = None
         self.closed = False
-        self.closing = False  # close after this request (shutdown, a refusal, the client's EOF)
+        # Close after this request (shutdown, a refusal, the client's EOF).
+        self.closing = server.draining
+        self._used = False  # a request head has arrived on this connection
         self.body_error: BadMessage | None = None  # the request body was refused midway
         self._counted = False  # in the server's per-client count
         self._body_timer: asyncio.TimerHandle | None = None
@@ -815,13 +825,17 @@ class ClientConnection(asyncio.Protocol):
         if self._head_since is not None:
             return self._head_since + self.server.header_timeout
         if self._wait_since is not None:
-            return self._wait_since + self.server.keepalive
+            wait = self.server.keepalive
+            if self.server.stopping:  # no next request is waited for; a first one briefly
+                wait = min(wait, 0.0 if self._used else FIRST_REQUEST_GRACE)
+            return self._wait_since + wait
         return None
 
     def _busy(self) -> None:
         """A head arrived: no deadline until the connection waits again."""
         self._wait_since = None
         self._head_since = None
+        self._used = True
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:
@@ -840,13 +854,16 @@ class ClientConnection(asyncio.Protocol):
         else:
             self._shut()
 
-    def close_if_idle(self) -> bool:
-        """Close the connection if no request is in flight (for shutdown)."""
+    def stop_when_idle(self) -> None:
+        """The server stops: close after the request in flight, or when idle by its deadline.
+
+        An idle connection that has served a request closes now; one that has not yet
+        sent its first request gets :data:`FIRST_REQUEST_GRACE`; a head that has begun
+        to arrive keeps its own deadline (``request_header``).
+        """
         self.closing = True
-        if self._request is None and self._sink is None and self.transport is not None:
-            self._shut()
-            return True
-        return False
+        if self._request is None and self._sink is None and not self.closed:
+            self._idle()
 
     def _pause_reading(self) -> None:
         if not self._read_paused and self.transport is not None and not self.closed:
@@ -919,7 +936,10 @@ class HTTPServer:
         self.per_client: dict[str | None, int] = {}
         self.loop = asyncio.get_event_loop()
         self._server: asyncio.Server | None = None
+        self._listener: socket.socket | None = None  # ours; the asyncio server has a copy
         self._drained: asyncio.Event | None = None
+        self.draining = False  # a stop has begun: every response says Connection: close
+        self.stopping = False  # the listener is closing: idle connections are not kept
         self.configure(limits, timeouts)
 
     def configure(self, limits: LimitsConfig, timeouts: Timeouts) -> None:
@@ -971,28 +991,63 @@ class HTTPServer:
         tenant = self.on_refusal(refusal) if self.on_refusal is not None else None
         report_refusal(self.sinks, refusal, tenant)
 
-    async def start(self, sock: Any) -> None:
-        """Accept connections on the listening socket ``sock``."""
+    async def start(self, sock: socket.socket) -> None:
+        """Accept connections on the listening socket ``sock``.
+
+        asyncio's server accepts on a duplicate of it: closing that server stops the
+        accepting while ``sock`` stays open, so :meth:`shutdown` can take what the
+        kernel has queued before closing it.
+        """
         self.loop = asyncio.get_running_loop()
-        self._server = await self.loop.create_server(
-            lambda: ClientConnection(self), sock=sock, backlog=1024
-        )
+        copy = socket.socket(fileno=os.dup(sock.fileno()))
+        try:
+            self._server = await self.loop.create_server(
+                lambda: ClientConnection(self), sock=copy, backlog=1024
+            )
+        except BaseException:
+            copy.close()
+            raise
+        self._listener = sock
 
     def connection_closed(self) -> None:
         if self._drained is not None and not self.connections:
             self._drained.set()
 
+    def begin_drain(self) -> None:
+        """A stop has begun: every response from now on says ``Connection: close``.
+
+        Accepting goes on (``timeouts.shutdown_delay``); clients are told to come back
+        on a new connection, which a load balancer sends elsewhere (Envoy's drain does
+        the same).
+        """
+        self.draining = True
+        for conn in self.connections:
+            conn.closing = True
+
     async def shutdown(self, grace: float) -> None:
-        """Stop accepting; let requests in flight finish within ``grace``; close the rest."""
+        """Stop accepting without resetting a queued connection; finish, within ``grace``.
+
+        Every connection the kernel queued is accepted and served (``Connection:
+        close``); idle ones close; requests in flight get until ``grace`` seconds from
+        now, then what is left is closed.
+        """
         if self._server is None:
             return
-        self._server.close()
-        self._drained = asyncio.Event()
+        deadline = self.loop.time() + grace
+        self.begin_drain()
+        self.stopping = True
+        self._server.close()  # its copy of the listener; ours still queues connections
         for conn in list(self.connections):
-            conn.close_if_idle()
+            conn.stop_when_idle()
+        if self._listener is not None:
+            listener, self._listener = self._listener, None
+            taken = await accept_backlog(listener, self._adopt, deadline)
+            if taken:
+                log.info("shutdown: served %d connections that were queued", taken)
+        self._drained = asyncio.Event()
         if self.connections:
             try:
-                async with asyncio.timeout(grace):
+                async with asyncio.timeout_at(deadline):
                     await self._drained.wait()
             except TimeoutError:
                 log.warning("shutdown: closing %d connections still busy", len(self.connections))
@@ -1004,3 +1059,6 @@ class HTTPServer:
                 task.cancel()
                 await asyncio.wait([task])
         self._server = None
+
+    async def _adopt(self, sock: socket.socket) -> None:
+        await self.loop.connect_accepted_socket(lambda: ClientConnection(self), sock)

@@ -8,7 +8,9 @@ Invariants:
 * Counts live in one :class:`~governor.ledger.Ledger` that outlives reloads; the
   flusher is the only code that talks to the store, and it is owned: started by
   :meth:`Runtime.run_flusher`, stopped by :meth:`Runtime.stop`, which flushes
-  one last time and spools to disk whatever the store would not take.
+  one last time and spools to disk whatever the store would not take. The spool
+  file is this process's alone from :meth:`Runtime.claim_spool` (or the start) until
+  the flusher ends (see :mod:`governor.spool`).
 * Requests never wait on the store: they read and add to the ledger only. A store
   that is down or slow costs the flusher one ``store_timeout`` per interval and
   nothing else; counts wait in memory and go out with the first flush that works,
@@ -22,13 +24,13 @@ import contextlib
 import datetime as dt
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from governor import spool
 from governor.config import Config, TenantConfig
-from governor.errors import StoreError
+from governor.errors import GovernorError, StoreError
 from governor.events import RequestSink
 from governor.ledger import Key, Ledger, is_blocked
 from governor.periods import PeriodTracker
@@ -96,16 +98,27 @@ class Runtime:
     """The live snapshot, the ledger, and the owned flusher that syncs it with the store."""
 
     def __init__(
-        self, config: Config, *, store: Store, clock: Clock, spool_path: Path | None = None
+        self,
+        config: Config,
+        *,
+        store: Store,
+        clock: Clock,
+        spool_path: Path | None = None,
+        spool_orphans: Callable[[], Iterable[Path]] = list,
     ) -> None:
         self.snapshot = Snapshot.build(config)
         self.ledger = Ledger()
         self.store = store
         self.clock = clock
         self.spool_path = spool_path
+        self.spool = (
+            None
+            if spool_path is None
+            else spool.Spool(spool_path, where=f"{config.path}: ", orphans=spool_orphans)
+        )
         self.store_ok = True
         self.store_errors = 0
-        self._spooled = 0  # flushes still needed to carry spooled counts to the store
+        self._spooled: set[str] = set()  # flush ids of the batches the spool file holds
         self._stopping = False
         self._wake = asyncio.Event()  # set by stop() and by nudge()
         self._flush_lock = asyncio.Lock()
@@ -121,22 +134,34 @@ class Runtime:
         """Serve new requests under ``config``; counts are kept."""
         self.snapshot = Snapshot.build(config)
 
+    def claim_spool(self) -> None:
+        """Make the spool file this process's (:class:`~governor.spool.SpoolBusy` if taken)."""
+        if self.spool is not None:
+            self.spool.claim()
+
+    def release_spool(self) -> None:
+        """Let the spool file go (a start that failed; the flusher does it at the end)."""
+        if self.spool is not None:
+            self.spool.release()
+
     async def start(self) -> None:
         """Take back spooled counts, then learn today's totals, so a restart resumes the day."""
-        if self.spool_path is not None:
-            saved = spool.load(self.spool_path)
-            if saved is not None:
-                inflight, pending = saved
-                self.ledger.restore(inflight, pending)
-                self._spooled = (inflight is not None) + bool(pending)
+        if self.spool is not None:
+            batches = self.spool.load()
+            if batches:
+                self.ledger.carry(batches)
+                self._spooled = {b.flush_id for b in batches}
                 log.warning(
-                    "replaying %d spooled bytes from %s",
+                    "replaying %d spooled bytes (%d batches) from %s",
                     self.ledger.pending_bytes(),
-                    self.spool_path,
+                    len(batches),
+                    self.spool.path,
                 )
         await self.flush()
-        if self._spooled:
-            await self.flush()  # the spooled in-flight batch, then the spooled pending
+        for _ in range(len(self._spooled)):  # one spooled batch per flush, while it works
+            if not self._spooled or not self.store_ok:
+                break
+            await self.flush()
 
     async def flush(self) -> None:
         """Send pending counts to the store and learn every current total back."""
@@ -166,15 +191,23 @@ class Runtime:
             if not self.store_ok:
                 log.warning("store flush succeeded again")
             self.store_ok = True
-            if self._spooled and batch is not None:
-                self._spooled -= 1
-                if not self._spooled and self.spool_path is not None:
-                    spool.remove(self.spool_path)
+            if batch is not None and batch.flush_id in self._spooled:
+                self._settle(batch.flush_id)
             current = set(read)
             self.ledger.forget(lambda key: key in current)
             self.last_flush_seconds = time.monotonic() - started
         self._tell_listeners()
         await self._maybe_prune()
+
+    def _settle(self, flush_id: str) -> None:
+        """A spooled batch is in the store: take it out of the file."""
+        self._spooled.discard(flush_id)
+        if self.spool is None:
+            return
+        try:
+            self.spool.settle(flush_id)
+        except OSError as exc:  # it stays in the file; replayed, the store ignores it
+            log.error("the spool %s could not be updated: %s", self.spool.path, exc)
 
     def _tell_listeners(self) -> None:
         for listener in self.flush_listeners:
@@ -257,29 +290,30 @@ class Runtime:
             if stopping or self._stopping:
                 break
         self._spool_leftovers()
+        self.release_spool()
 
     def _spool_leftovers(self) -> None:
-        if self.spool_path is None:
+        if self.spool is None:
             return
-        inflight, pending = self.ledger.export()
-        if inflight is None and not pending:
+        batches = self.ledger.seal(self.clock())
+        if not batches:
             return
         try:
-            spool.save(self.spool_path, inflight, pending)
-        except OSError as exc:
+            self.spool.save(batches)
+        except (OSError, GovernorError) as exc:
             log.error(
                 "the store is unreachable and the spool %s cannot be written (%s): "
                 "%d bytes of counts are lost",
-                self.spool_path,
-                exc.strerror or exc,
+                self.spool.path,
+                exc.strerror if isinstance(exc, OSError) and exc.strerror else exc,
                 self.ledger.pending_bytes(),
             )
             return
-        self._spooled = 2
+        self._spooled.update(b.flush_id for b in batches)
         log.warning(
             "the store is unreachable: %d bytes of counts spooled to %s for the next start",
             self.ledger.pending_bytes(),
-            self.spool_path,
+            self.spool.path,
         )
 
     def nudge(self) -> None:

@@ -1,8 +1,10 @@
 """Running a governor as a process: the event loop, signals, reload and drain.
 
 SIGHUP reloads the config file (an invalid one is rejected and the old config
-kept); SIGTERM and SIGINT stop gracefully: stop accepting, let in-flight
-requests finish within ``timeouts.shutdown``, flush every count, return.
+kept); SIGTERM and SIGINT stop gracefully: /readyz fails at once, serving goes on
+for ``timeouts.shutdown_delay``, then every connection already queued is accepted
+and served, in-flight requests finish within ``timeouts.shutdown``, every count is
+flushed, and it returns.
 With ``workers > 1`` each worker process runs this under :mod:`governor.supervisor`.
 """
 
@@ -35,17 +37,28 @@ async def serve(
     of the group as well as the supervisor) instead of dying before its last flush.
     """
     governor = Governor(config, worker=worker)
-    await governor.start()
-    _tune_gc()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    loop.add_signal_handler(signal.SIGINT, stop.set)
+
+    def begin_stop() -> None:
+        governor.begin_stop()  # /readyz fails from this moment, not from the drain's
+        stop.set()
+
+    # Before the start: a SIGTERM once the port is bound stops gracefully, never by default.
+    loop.add_signal_handler(signal.SIGTERM, begin_stop)
+    loop.add_signal_handler(signal.SIGINT, begin_stop)
+    try:
+        await governor.start()
+    except BaseException:
+        loop.remove_signal_handler(signal.SIGTERM)
+        loop.remove_signal_handler(signal.SIGINT)
+        raise
+    _tune_gc()
     loop.add_signal_handler(signal.SIGHUP, _reload, governor, worker is None)
 
     def supervisor_gone() -> None:
         log.warning("the supervisor is gone: stopping")
-        stop.set()
+        begin_stop()
 
     if lifeline is not None:
         lifeline.watch(loop, supervisor_gone)
@@ -54,7 +67,11 @@ async def serve(
         sdnotify.ready()
     try:
         await stop.wait()
-        log.info("stopping: draining in-flight requests, then a final flush")
+        delay = governor.config.timeouts.shutdown_delay
+        log.info(
+            "stopping: /readyz fails; %sdraining queued and in-flight requests, then a final flush",
+            f"serving {delay:g} s more (timeouts.shutdown_delay), then " if delay > 0 else "",
+        )
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             if worker is None:

@@ -47,7 +47,8 @@ Policy:
 
 * SIGHUP is forwarded to every worker; SIGTERM/SIGINT become one SIGTERM to every
   worker; the supervisor waits for them to drain and flush, kills any still running
-  ``timeouts.shutdown`` + ``store_timeout`` + :data:`SHUTDOWN_MARGIN` later, and returns
+  ``timeouts.shutdown_delay`` + ``timeouts.shutdown`` + ``store_timeout`` +
+  :data:`SHUTDOWN_MARGIN` later, and returns
   0 only if every worker stopped cleanly.
 * A worker that dies unexpectedly (non-zero status, or killed by a signal) is restarted
   after :data:`BACKOFF_FIRST`, doubled for each further death that came less than
@@ -126,7 +127,9 @@ class Supervisor:
         # The workers' shared prometheus-client multiprocess directory, one per run.
         self.metrics_dir: str | None = None
         timeouts = config.timeouts
-        self.grace = timeouts.shutdown + config.store_timeout + SHUTDOWN_MARGIN
+        self.grace = (
+            timeouts.shutdown_delay + timeouts.shutdown + config.store_timeout + SHUTDOWN_MARGIN
+        )
         host = config.listen_host
         self.address = (
             f"[{host}]:{config.listen_port}" if ":" in host else f"{host}:{config.listen_port}"

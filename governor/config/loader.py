@@ -52,6 +52,7 @@ from governor.config.values import (
     read_count,
     read_count_of,
     read_duration,
+    read_duration_or_zero,
     read_exempt_paths,
     read_head_size,
     read_history_days,
@@ -96,7 +97,7 @@ _ROOT_KEYS = (
     "defaults",
     "tenants",
 )
-_TIMEOUT_KEYS = (*DURATION_KEYS, "body_min_rate")
+_TIMEOUT_KEYS = (*DURATION_KEYS, "shutdown_delay", "body_min_rate")
 _LIMIT_KEYS = (
     *HEAD_SIZE_KEYS,
     "header_count",
@@ -225,6 +226,9 @@ def _timeouts(fields: Fields, ctx: Ctx) -> Timeouts:
         seconds = get_field(own or {}, name, "timeouts", read_duration, ctx)
         if seconds is not None:
             values[name] = seconds
+    delay = get_field(own or {}, "shutdown_delay", "timeouts", read_duration_or_zero, ctx)
+    if delay is not None:
+        values["shutdown_delay"] = delay
     rate = get_field(own or {}, "body_min_rate", "timeouts", read_rate, ctx)
     if rate is not None:
         values["body_min_rate"] = rate

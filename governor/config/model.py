@@ -81,6 +81,7 @@ class Timeouts:
     upstream_response: float = 60.0  # until the upstream's response headers
     keepalive: float = 75.0  # idle client keep-alive connections
     shutdown: float = 30.0  # graceful drain on SIGTERM
+    shutdown_delay: float = 0.0  # SIGTERM: keep accepting (readyz 503) this long before the drain
     request_header: float = 60.0  # from a head's first byte to its end: else 408
     body_min_rate: int = 1024  # bytes/s a request body must keep up (see above); 0: none
     websocket_idle: float = 600.0  # a tunnel with no byte either way this long is closed

@@ -86,6 +86,18 @@ def read_duration(node: Node, key: str, ctx: Ctx) -> float | None:
     return seconds
 
 
+def read_duration_or_zero(node: Node, key: str, ctx: Ctx) -> float | None:
+    """A duration; 0 means none."""
+    text = scalar(node, key, "a duration such as 5s, or 0 for none", ctx)
+    if text is None:
+        return None
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        ctx.error(node, key, str(exc))
+        return None
+
+
 def read_size(node: Node, key: str, ctx: Ctx) -> int | None:
     """A size greater than zero."""
     text = scalar(node, key, "a size such as 2 GiB", ctx)

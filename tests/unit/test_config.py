@@ -175,6 +175,7 @@ def test_the_full_contract(tmp_path: Path) -> None:
     assert config.timeouts == Timeouts(
         upstream_connect=2.0, upstream_response=60.0, keepalive=0.5, shutdown=10.0
     )
+    assert config.timeouts.shutdown_delay == 0.0  # the default: the drain starts at once
     korea, blog = config.tenants
     assert korea.name == "usmle-korea"
     assert korea.hosts == ("usmlekorea.example", "*.usmlekorea.example")
@@ -529,7 +530,19 @@ CASES: list[tuple[dict[str, Any], int, str, str]] = [
         "timeouts.connect",
         "unknown key (did you mean upstream_connect?); allowed keys here: upstream_connect, "
         "upstream_response, keepalive, shutdown, request_header, websocket_idle, send, "
-        "body_min_rate",
+        "shutdown_delay, body_min_rate",
+    ),
+    (
+        {"tail": "timeouts:\n  shutdown_delay: -1s\n"},
+        8,
+        "timeouts.shutdown_delay",
+        "must not be negative",
+    ),
+    (
+        {"tail": "timeouts:\n  shutdown_delay: soon\n"},
+        8,
+        "timeouts.shutdown_delay",
+        "is not a duration",
     ),
     ({"tail": "timeouts: [1s]\n"}, 7, "timeouts", "expected a mapping, got a list"),
     # tenants
@@ -1068,3 +1081,11 @@ def test_operator_surface_problems(tmp_path: Path, tail: str, key: str, fragment
     problem = only(tmp_path, cfg(tail=tail))
     assert problem.key == key
     assert fragment in problem.message
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("0", 0.0), ("0s", 0.0), ("5s", 5.0), ("250ms", 0.25)]
+)
+def test_shutdown_delay_is_a_duration_or_zero(tmp_path: Path, text: str, seconds: float) -> None:
+    config = load(tmp_path, cfg(tail=f"timeouts:\n  shutdown_delay: {text}\n"))
+    assert config.timeouts.shutdown_delay == seconds

@@ -234,7 +234,7 @@ def test_no_byte_is_lost_or_counted_twice(ops: list[tuple[str, Key | None, int |
         assert ledger.used(k) == added.get(k, 0)
 
 
-def test_export_and_restore_keep_the_in_flight_id_and_pending_counts() -> None:
+def test_seal_and_carry_keep_every_batch_id_and_every_count() -> None:
     ledger = Ledger()
     ledger.add(("a", "2024-02-21"), 10)
     batch = ledger.take()
@@ -242,19 +242,29 @@ def test_export_and_restore_keep_the_in_flight_id_and_pending_counts() -> None:
     ledger.fail(batch)
     ledger.add(("a", "2024-02-21"), 5)
     ledger.add(("b", "2024-02-21"), 7)
-    inflight, pending = ledger.export()
+    sealed = ledger.seal(now=123.0)
+    assert len(sealed) == 2
+    assert sealed[0].flush_id == batch.flush_id
+    assert ledger.seal() == sealed  # sealing again changes nothing: the ids are fixed
+    assert sealed[1].at == 123.0
+    assert ledger.used(("a", "2024-02-21")) == 15  # sealed counts still count
     again = Ledger()
-    again.restore(inflight, pending)
+    again.carry(sealed)
     assert again.used(("a", "2024-02-21")) == 15
     assert again.used(("b", "2024-02-21")) == 7
-    retried = again.take()
-    assert retried is not None
-    assert retried.flush_id == batch.flush_id
     assert again.pending_bytes() == 22
+    again.add(("a", "2024-02-21"), 1)  # counted after the restart: flushed after them
+    taken = []
+    while (b := again.take()) is not None:
+        taken.append(b)
+        again.commit(b, {})
+    assert [b.flush_id for b in taken[:2]] == [s.flush_id for s in sealed]
+    assert dict(taken[2].deltas) == {("a", "2024-02-21"): 1}
+    assert again.pending_bytes() == 0
 
 
-def test_restore_refuses_a_ledger_that_already_counted() -> None:
+def test_carry_refuses_a_ledger_that_already_counted() -> None:
     ledger = Ledger()
     ledger.add(("a", "p"), 1)
-    with pytest.raises(ValueError, match="restore"):
-        ledger.restore(None, {("a", "p"): 2})
+    with pytest.raises(ValueError, match="carry"):
+        ledger.carry([])

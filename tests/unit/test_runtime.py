@@ -178,3 +178,110 @@ async def test_a_flusher_stopped_before_it_ran_still_flushes(tmp_path: Path) -> 
     runtime.stop()
     await runtime.run_flusher()
     assert await store.totals([KEY]) == {KEY: 9}
+
+
+async def test_a_spool_file_written_behind_its_back_is_merged_not_replaced(
+    tmp_path: Path,
+) -> None:
+    """What another writer left in the file (an older governor that took no lock, say)."""
+    import json
+
+    store = Outage()
+    spool = tmp_path / "spool.json"
+    first = Runtime(config(tmp_path), store=store, clock=lambda: NOON, spool_path=spool)
+    await first.start()
+    # Version 1, as governor wrote it before: one in-flight batch and pending counts.
+    other = {
+        "version": 1,
+        "inflight": {"flush_id": "f" * 32, "deltas": [["site", "2024-02-21", 40]]},
+        "pending": [["site", "2024-02-21", 2]],
+    }
+    spool.write_text(json.dumps(other))
+    first.ledger.add(KEY, 1000)
+    store.down = True
+    await run_and_stop(first)
+    store.down = False
+    second = Runtime(config(tmp_path), store=store, clock=lambda: NOON, spool_path=spool)
+    await second.start()
+    assert await store.totals([KEY]) == {KEY: 1042}
+    assert not spool.exists()
+
+
+async def test_a_spool_held_by_another_process_is_refused_naming_the_file_and_the_key(
+    tmp_path: Path,
+) -> None:
+    import asyncio
+    import sys
+
+    from governor.spool import SpoolBusy
+
+    spool = tmp_path / "spool.json"
+    holder = await asyncio.create_subprocess_exec(  # another process, as a running governor
+        sys.executable,
+        "-c",
+        "import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT);"
+        "fcntl.flock(fd, fcntl.LOCK_EX); os.write(fd, b'%d' % os.getpid());"
+        "print('held', flush=True); sys.stdin.read()",
+        str(tmp_path / "spool.json.lock"),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert holder.stdout is not None
+        assert await holder.stdout.readline() == b"held\n"
+        runtime = Runtime(config(tmp_path), store=Outage(), clock=lambda: NOON, spool_path=spool)
+        with pytest.raises(SpoolBusy) as caught:
+            await runtime.start()
+        message = str(caught.value)
+        assert str(spool) in message
+        assert "`spool`" in message
+        assert f"pid {holder.pid}" in message
+        assert str(tmp_path / "governor.yaml") in message
+    finally:
+        await holder.communicate(b"")
+    runtime = Runtime(config(tmp_path), store=Outage(), clock=lambda: NOON, spool_path=spool)
+    await runtime.start()  # let go: the next one may have it
+    await run_and_stop(runtime)
+
+
+async def test_two_runtimes_of_one_process_share_a_spool_and_lose_nothing(
+    tmp_path: Path,
+) -> None:
+    store = Outage()
+    spool = tmp_path / "spool.json"
+    one = Runtime(config(tmp_path), store=store, clock=lambda: NOON, spool_path=spool)
+    two = Runtime(config(tmp_path), store=store, clock=lambda: NOON, spool_path=spool)
+    await one.start()
+    await two.start()
+    one.ledger.add(KEY, 100)
+    two.ledger.add(KEY, 20)
+    store.down = True
+    await run_and_stop(one)
+    await run_and_stop(two)  # merged with the first one's, not over it
+    store.down = False
+    again = Runtime(config(tmp_path), store=store, clock=lambda: NOON, spool_path=spool)
+    await again.start()
+    assert await store.totals([KEY]) == {KEY: 120}
+    assert not spool.exists()
+
+
+async def test_a_batch_spooled_twice_is_applied_once(tmp_path: Path) -> None:
+    """A crash after a spooled batch landed but before the file was updated: no double count."""
+    store = Outage()
+    spool = tmp_path / "spool.json"
+    first = Runtime(config(tmp_path), store=store, clock=lambda: NOON, spool_path=spool)
+    await first.start()
+    first.ledger.add(KEY, 300)
+    store.down = True
+    await run_and_stop(first)
+    saved = spool.read_text()
+    store.down = False
+    second = Runtime(config(tmp_path), store=store, clock=lambda: NOON, spool_path=spool)
+    await second.start()
+    await run_and_stop(second)
+    assert not spool.exists()
+    spool.write_text(saved)  # as if the file had not been updated after the replay
+    third = Runtime(config(tmp_path), store=store, clock=lambda: NOON, spool_path=spool)
+    await third.start()
+    assert await store.totals([KEY]) == {KEY: 300}
+    assert not spool.exists()
