@@ -1067,3 +1067,14 @@ def test_operator_surface_problems(tmp_path: Path, tail: str, key: str, fragment
     problem = only(tmp_path, cfg(tail=tail))
     assert problem.key == key
     assert fragment in problem.message
+
+
+def test_a_config_places_its_keys_for_later_messages(tmp_path: Path) -> None:
+    """A port in use or a file that cannot be opened is reported like a loader problem."""
+    config = load(tmp_path, cfg(tail="access_log: a.log\ntimeouts:\n  keepalive: 5s\n"))
+    path = tmp_path / "governor.yaml"
+    assert str(config.problem("access_log", "x")) == f"{path}:7: access_log: x"
+    assert str(config.problem("listen", "y")) == f"{path}:1: listen: y"
+    assert config.lines["tenants.demo.upstream"] == 5
+    assert config.lines["timeouts.keepalive"] == 9
+    assert str(config.problem("spool", "z")) == f"{path}: spool: z"  # the default: no line
