@@ -4,6 +4,10 @@
 the aiohttp low-level server and its listener) and owns the only background
 task, the flusher. Tests run it in-process on port 0 with an injected clock;
 :mod:`governor.server` runs it with signals.
+
+Start-up never fails with a bare OS error: whatever the config names and cannot be
+used (a port, a file, the store) is a :class:`~governor.errors.StartError` that says
+``FILE:LINE: key: what``.
 """
 
 from __future__ import annotations
@@ -16,10 +20,10 @@ from pathlib import Path
 
 from aiohttp import web
 
-from governor.accesslog import open_access_log
+from governor.accesslog import AccessLog, open_access_log
 from governor.admin import create_admin_app
 from governor.config import Config, load_config
-from governor.errors import ConfigError
+from governor.errors import ConfigError, StartError, StoreError
 from governor.listener import HTTPServer
 from governor.metrics import Metrics
 from governor.origin import OriginPool
@@ -45,20 +49,14 @@ class Governor:
     ) -> None:
         self.config = config
         self.worker = worker  # 0..N-1 under the supervisor (workers > 1), None when alone
-        self.store = (
-            store
-            if store is not None
-            else open_store(
-                config.store, timeout=config.store_timeout, history_days=config.history_days
-            )
-        )
+        self.store = store if store is not None else _open_store(config)
         self.runtime = Runtime(
             config, store=self.store, clock=clock, spool_path=_spool_path(config, worker)
         )
         self.metrics = Metrics(self.runtime, worker=worker)
         self.runtime.request_sinks.append(self.metrics)
         self.runtime.flush_listeners.append(self.metrics.flushed)
-        self.access_log = open_access_log(config)
+        self.access_log = _open_access_log(config)
         if self.access_log is not None:
             self.runtime.request_sinks.append(self.access_log)
         self.warner = Warner(self.runtime)
@@ -93,15 +91,11 @@ class Governor:
     async def start(self) -> None:
         """Bind the listener, open the store, resume today's totals, then accept."""
         # Bind first: a port in use fails before anything else is opened.
-        sock = _listen(
-            self.config.listen_host,
-            self.config.listen_port,
-            reuse_port=self.worker is not None or self.config.workers > 1,
-        )
+        sock = self._bind("listen", self.config.listen_host, self.config.listen_port)
         self._sockets.append(sock)
         try:
-            await self.store.open()
-            await self.runtime.start()
+            await self._open_store()
+            await self._resume()
         except BaseException:
             sock.close()
             await self.store.close()
@@ -134,7 +128,7 @@ class Governor:
         )
         self._admin = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._admin.setup()
-        sock = _listen(host, port, reuse_port=self.worker is not None or self.config.workers > 1)
+        sock = self._bind("admin_listen", host, port)
         self._sockets.append(sock)
         await web.SockSite(self._admin, sock).start()
         where = (
@@ -172,6 +166,32 @@ class Governor:
         log.info("reloaded %s: %d tenants", config.path, len(config.tenants))
         return True
 
+    # --- start-up: every failure names its key ---------------------------------------
+
+    def _bind(self, key: str, host: str, port: int) -> socket.socket:
+        try:
+            return _listen(
+                host, port, reuse_port=self.worker is not None or self.config.workers > 1
+            )
+        except OSError as exc:
+            raise StartError(self.config.problem(key, exc.strerror or str(exc))) from None
+
+    async def _open_store(self) -> None:
+        try:
+            await self.store.open()
+        except StoreError as exc:
+            raise StartError(self.config.problem("store", str(exc))) from None
+
+    async def _resume(self) -> None:
+        """Take back the spool and learn today's totals (the store's own failures are logged)."""
+        try:
+            await self.runtime.start()
+        except OSError as exc:  # the spool could not be read or moved aside
+            where = f"{exc.filename}: " if exc.filename else ""
+            raise StartError(
+                self.config.problem("spool", f"{where}{exc.strerror or exc}")
+            ) from None
+
     async def stop(self) -> None:
         """Stop accepting, let in-flight requests finish, flush every count, release all."""
         self._ready = False
@@ -193,6 +213,24 @@ class Governor:
         if self.pool is not None:
             await self.pool.close()
         await self.store.close()
+
+
+def _open_store(config: Config) -> Store:
+    try:
+        return open_store(
+            config.store, timeout=config.store_timeout, history_days=config.history_days
+        )
+    except StoreError as exc:  # the loader refuses what this refuses; a Config made in code
+        raise StartError(config.problem("store", str(exc))) from None
+
+
+def _open_access_log(config: Config) -> AccessLog | None:
+    try:
+        return open_access_log(config)
+    except OSError as exc:
+        raise StartError(
+            config.problem("access_log", f"cannot open {config.access_log}: {exc.strerror or exc}")
+        ) from None
 
 
 def _spool_path(config: Config, worker: int | None) -> Path | None:

@@ -35,7 +35,11 @@ async def serve(
     of the group as well as the supervisor) instead of dying before its last flush.
     """
     governor = Governor(config, worker=worker)
-    await governor.start()
+    try:
+        await governor.start()
+    except BaseException:  # e.g. admin_listen in use: what started stops as on SIGTERM
+        await governor.stop()
+        raise
     _tune_gc()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
