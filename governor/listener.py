@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol, cast
 from urllib.parse import unquote
 
-from governor.config import LimitsConfig, Timeouts
+from governor.config import Config, LimitsConfig, Timeouts
 from governor.events import RequestNote, RequestSink, report
 from governor.http1 import (
     CHUNKED,
@@ -713,6 +713,10 @@ class HTTPServer:
         self._server: asyncio.Server | None = None
         self._drained: asyncio.Event | None = None
         self.configure(limits, timeouts)
+
+    def reconfigure(self, config: Config) -> None:
+        """A reload: ``limits`` and the client-side ``timeouts`` (see :meth:`configure`)."""
+        self.configure(config.limits, config.timeouts)
 
     def configure(self, limits: LimitsConfig, timeouts: Timeouts) -> None:
         """Take (new) limits and timeouts; connections use them from their next request."""

@@ -20,7 +20,7 @@ import collections
 import ssl
 from typing import Protocol, cast
 
-from governor.config import UpstreamURL
+from governor.config import Config, UpstreamURL
 from governor.errors import UpstreamError, UpstreamTimeout
 from governor.http1 import (
     CHUNKED,
@@ -478,6 +478,10 @@ class OriginPool:
         self._idle: dict[PoolKey, list[OriginConnection]] = {}
         self._all: set[OriginConnection] = set()
         self._tls: ssl.SSLContext | None = None
+
+    def reconfigure(self, config: Config) -> None:
+        """A reload: connects from now on wait ``timeouts.upstream_connect``."""
+        self.connect_timeout = config.timeouts.upstream_connect
 
     async def acquire(self, upstream: UpstreamURL, *, fresh: bool = False) -> OriginConnection:
         """A connection to ``upstream``: an idle pooled one, or a new one."""

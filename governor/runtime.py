@@ -102,12 +102,14 @@ class Runtime:
         self.ledger = Ledger()
         self.store = store
         self.clock = clock
-        self.spool_path = spool_path
+        self.spool_path = spool_path  # a reload may move it (the next stop writes there)
+        self._spooled_at: Path | None = None  # where the counts being replayed came from
         self.store_ok = True
         self.store_errors = 0
         self._spooled = 0  # flushes still needed to carry spooled counts to the store
         self._stopping = False
-        self._wake = asyncio.Event()  # set by stop() and by nudge()
+        self._wake = asyncio.Event()  # set by stop(), by nudge() and by a new flush_interval
+        self._retimed = False  # a reload changed flush_interval while the flusher waited
         self._flush_lock = asyncio.Lock()
         self._last_prune = 0.0
         self.grants: dict[Key, int] = {}  # extra allowance per current period, from the store
@@ -117,9 +119,20 @@ class Runtime:
         # Called after every flush attempt, in the flusher (metrics, warnings); must not block.
         self.flush_listeners: list[Callable[[], None]] = []
 
-    def reload(self, config: Config) -> None:
-        """Serve new requests under ``config``; counts are kept."""
+    def reconfigure(self, config: Config) -> None:
+        """Serve new requests under ``config``; counts are kept.
+
+        The snapshot carries tenants, ``trusted_proxies``, ``flush_interval``,
+        ``history_days`` (pruning), ``webhook_url``, ``admin_token`` and
+        ``timeouts.upstream_response`` to everything that reads them per request or per
+        flush; the store takes ``store_timeout`` and ``history_days`` (key expiry).
+        """
+        retimed = config.flush_interval != self.snapshot.config.flush_interval
         self.snapshot = Snapshot.build(config)
+        self.store.retune(timeout=config.store_timeout, history_days=config.history_days)
+        if retimed:  # the flusher waits out the new interval from now, not the old one
+            self._retimed = True
+            self._wake.set()
 
     async def start(self) -> None:
         """Take back spooled counts, then learn today's totals, so a restart resumes the day."""
@@ -129,6 +142,7 @@ class Runtime:
                 inflight, pending = saved
                 self.ledger.restore(inflight, pending)
                 self._spooled = (inflight is not None) + bool(pending)
+                self._spooled_at = self.spool_path
                 log.warning(
                     "replaying %d spooled bytes from %s",
                     self.ledger.pending_bytes(),
@@ -168,8 +182,8 @@ class Runtime:
             self.store_ok = True
             if self._spooled and batch is not None:
                 self._spooled -= 1
-                if not self._spooled and self.spool_path is not None:
-                    spool.remove(self.spool_path)
+                if not self._spooled and self._spooled_at is not None:
+                    spool.remove(self._spooled_at)
             current = set(read)
             self.ledger.forget(lambda key: key in current)
             self.last_flush_seconds = time.monotonic() - started
@@ -247,6 +261,9 @@ class Runtime:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=interval)
                 self._wake.clear()
+                if self._retimed and not self._stopping:
+                    self._retimed = False
+                    continue  # wait again, the new interval
                 rest = waited_from + interval * NUDGE_GAP - loop.time()
                 if rest > 0 and not self._stopping:
                     await asyncio.sleep(rest)  # nudged: early, but not in a storm
@@ -276,6 +293,7 @@ class Runtime:
             )
             return
         self._spooled = 2
+        self._spooled_at = self.spool_path
         log.warning(
             "the store is unreachable: %d bytes of counts spooled to %s for the next start",
             self.ledger.pending_bytes(),

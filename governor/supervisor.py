@@ -79,8 +79,8 @@ from dataclasses import dataclass
 from prometheus_client.multiprocess import mark_process_dead
 
 from governor import sdnotify
-from governor.config import Config
-from governor.errors import GovernorError, StartError, StoreError
+from governor.config import Config, load_config
+from governor.errors import ConfigError, GovernorError, StartError, StoreError
 from governor.metrics import MULTIPROC_ENV
 from governor.store import open_store
 
@@ -349,6 +349,7 @@ class Supervisor:
         if self._stopping.is_set():
             return  # a worker draining must not be disturbed
         log.info("SIGHUP: reloading every worker")
+        self._retune()
         if self._notified_ready:  # systemd Type=notify; the workers reload on their own
             sdnotify.reloading()
         for w in self._workers:
@@ -360,6 +361,21 @@ class Supervisor:
                 w.reload_pending = True
         if self._notified_ready:
             sdnotify.ready()
+
+    def _retune(self) -> None:
+        """Take what the supervisor itself holds from the reloaded file: the stop's grace.
+
+        The workers reload the file on their own (and log its problems); a worker that
+        was given a longer ``timeouts.shutdown`` must not be killed at the old one.
+        """
+        try:
+            config = load_config(self.config.path)
+        except ConfigError:
+            return  # the workers reject it too, and say why
+        if config.workers != self.config.workers:
+            kept = len(self._workers)
+            log.warning("reload: a new workers count takes a restart; keeping %d", kept)
+        self.grace = _grace(config)
 
     def _terminate(self, w: _Worker) -> None:
         """SIGTERM, once per process: a second one could land after its handlers are gone."""
