@@ -29,6 +29,7 @@ ASCII-only JSON. Either way a line is always exactly one line.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -36,6 +37,7 @@ import os
 import queue
 import sys
 import threading
+from collections import deque
 from typing import IO, Any
 
 from governor.config import Config, LogFormat
@@ -46,7 +48,9 @@ log = logging.getLogger("governor.accesslog")
 QUEUE_SIZE = 10_000  # lines waiting for the writer; beyond it lines are dropped
 BATCH = 512  # lines written per write call at most
 CLOSE_TIMEOUT = 5.0  # close() waits at most this long for the writer to finish
-_STOP = None
+_STOP = object()  # the writer finishes the queue and returns
+_WAKE = object()  # the writer looks at its retargets (a reload)
+_STREAMS = ("off", "stderr", "stdout")
 
 _ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
@@ -105,33 +109,48 @@ def format_json(r: RequestRecord) -> str:
     return json.dumps(doc, ensure_ascii=True, separators=(",", ":"))
 
 
+_FORMATS = {"plain": format_plain, "json": format_json}
+
+
 class AccessLog:
     """One line per answered request, plain or JSON, written off the event loop.
 
-    ``target`` is ``stderr``, ``stdout`` or an absolute file path (appended to, created
-    when missing). :attr:`written` and :attr:`dropped` count lines.
+    ``target`` is ``off``, ``stderr``, ``stdout`` or an absolute file path (appended to,
+    created when missing). :attr:`written` and :attr:`dropped` count lines.
+
+    :meth:`reconfigure` (a reload) takes a new target and format: lines of requests
+    answered before it go where the log went then, later ones to the new target in the
+    new format. A file target is reopened on every reload, even at the same path, as
+    nginx reopens its logs (``nginx -s reopen``; a reload does it too): a rotation that
+    copies or moves the file is taken at once. Retargets are numbered by the line they
+    take effect at, so the writer thread switches exactly there.
     """
 
     def __init__(
-        self, target: str, *, log_format: LogFormat = "plain", queue_size: int = QUEUE_SIZE
+        self, target: str = "off", *, log_format: LogFormat = "plain", queue_size: int = QUEUE_SIZE
     ) -> None:
         self.target = target
         self.log_format: LogFormat = log_format
-        self._format = format_json if log_format == "json" else format_plain
+        self._format = _FORMATS[log_format]
         self.written = 0  # by the writer thread
         self._dropped_full = 0  # by the event loop: the queue was full, or closed
         self._dropped_failed = 0  # by the writer thread: the write failed
-        self._queue: queue.Queue[str | None] = queue.Queue(queue_size)
+        self._queue: queue.Queue[str | object] = queue.Queue(queue_size)
+        self._queued = 0  # lines put on the queue (event loop)
+        self._taken = 0  # lines taken off it (writer thread)
+        # (number of the first line that goes there, target), appended by the event loop,
+        # taken by the writer thread when it reaches that line.
+        self._retargets: deque[tuple[int, str]] = deque()
+        self._writing = target  # where the writer thread writes now
         self._file: IO[str] | None = None
         self._file_id: tuple[int, int] | None = None
         self._closed = False
         self._failing = False
-        if target not in ("stderr", "stdout"):
+        self._thread: threading.Thread | None = None
+        if target not in _STREAMS:
             self._open_file()  # fail at start-up, not at the first request
-        self._thread = threading.Thread(
-            target=self._write_loop, name="governor-access-log", daemon=True
-        )
-        self._thread.start()
+        if target != "off":
+            self._start_writer()
 
     @property
     def dropped(self) -> int:
@@ -140,6 +159,8 @@ class AccessLog:
 
     def request_done(self, record: RequestRecord) -> None:
         """A request sink: queue the line; drop it (counted) when the writer is behind."""
+        if self.target == "off":
+            return
         if self._closed:
             self._dropped_full += 1
             return
@@ -152,12 +173,33 @@ class AccessLog:
                     "the access log writer is behind: %d line(s) dropped so far",
                     self._dropped_full,
                 )
+        else:
+            self._queued += 1
+
+    def reconfigure(self, config: Config) -> None:
+        """A reload: ``access_log`` and ``log_format`` from the next request on."""
+        if self._closed:
+            return
+        self.log_format = config.log_format
+        self._format = _FORMATS[config.log_format]
+        self.target = config.access_log
+        if self._thread is None and self.target == "off":
+            return  # it never wrote: nothing to release
+        self._retargets.append((self._queued, self.target))
+        self._start_writer()
+        # Wake the writer, so that it releases the old file now; with a full queue it is
+        # busy anyway, and takes the retarget on its way.
+        with contextlib.suppress(queue.Full):
+            self._queue.put_nowait(_WAKE)
 
     def close(self) -> None:
         """Write what is queued (waiting at most :data:`CLOSE_TIMEOUT`), flush, release."""
         if self._closed:
             return
         self._closed = True
+        if self._thread is None:
+            self._close_file()
+            return
         try:
             self._queue.put(_STOP, timeout=CLOSE_TIMEOUT)
         except queue.Full:
@@ -166,11 +208,16 @@ class AccessLog:
         if self._thread.is_alive():
             log.error("the access log writer did not finish within %gs", CLOSE_TIMEOUT)
             return  # it still owns the file; the daemon thread dies with the process
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        self._close_file()
         if self.dropped:
             log.warning("the access log dropped %d line(s)", self.dropped)
+
+    def _start_writer(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._write_loop, name="governor-access-log", daemon=True
+            )
+            self._thread.start()
 
     # --- the writer thread ------------------------------------------------------------
 
@@ -183,15 +230,45 @@ class AccessLog:
                 if item is _STOP:
                     stop = True
                     break
-                lines.append(item)
+                if isinstance(item, str):
+                    lines.append(item)
                 if len(lines) >= BATCH:
                     break
                 try:
                     item = self._queue.get_nowait()
                 except queue.Empty:
                     break
-            if lines:
-                self._write("".join(line + "\n" for line in lines), len(lines))
+            self._write_lines(lines)
+
+    def _write_lines(self, lines: list[str]) -> None:
+        """Write ``lines`` (the next ones in order), switching targets where a reload did."""
+        first = self._taken
+        self._taken += len(lines)
+        start = 0
+        while True:
+            while self._retargets and self._retargets[0][0] <= first + start:
+                self._retarget(self._retargets.popleft()[1])
+            end = len(lines)
+            if self._retargets:
+                end = min(end, self._retargets[0][0] - first)
+            if end > start and self._writing != "off":
+                self._write("".join(line + "\n" for line in lines[start:end]), end - start)
+            if end >= len(lines):
+                return
+            start = end
+
+    def _retarget(self, target: str) -> None:
+        """Close the file and open ``target`` (the same path too: a reopen)."""
+        self._close_file()
+        self._writing = target
+        self._failing = False
+        if target in _STREAMS:
+            return
+        try:
+            self._open_file()  # now, as at start-up: created, and a problem logged at once
+        except OSError as exc:  # the next write tries again
+            log.error("cannot open the access log %s: %s", target, exc)
+            self._failing = True
 
     def _write(self, text: str, count: int) -> None:
         # Counted before the lines become visible, so a reader who sees them sees the count.
@@ -204,20 +281,20 @@ class AccessLog:
             self.written -= count
             self._dropped_failed += count
             if not self._failing:
-                log.error("cannot write the access log %s: %s", self.target, exc)
+                log.error("cannot write the access log %s: %s", self._writing, exc)
             self._failing = True
             return
         if self._failing:
-            log.warning("writing the access log %s works again", self.target)
+            log.warning("writing the access log %s works again", self._writing)
             self._failing = False
 
     def _stream(self) -> IO[str]:
-        if self.target == "stderr":
+        if self._writing == "stderr":
             return sys.stderr
-        if self.target == "stdout":
+        if self._writing == "stdout":
             return sys.stdout
         try:
-            st = os.stat(self.target)
+            st = os.stat(self._writing)
             moved = (st.st_dev, st.st_ino) != self._file_id
         except FileNotFoundError:
             moved = True
@@ -227,16 +304,20 @@ class AccessLog:
         return self._file
 
     def _open_file(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-        f = open(self.target, "a", encoding="utf-8", errors="backslashreplace")  # noqa: SIM115
+        self._close_file()
+        f = open(self._writing, "a", encoding="utf-8", errors="backslashreplace")  # noqa: SIM115
         st = os.fstat(f.fileno())
         self._file, self._file_id = f, (st.st_dev, st.st_ino)
 
+    def _close_file(self) -> None:
+        f, self._file, self._file_id = self._file, None, None
+        if f is not None:
+            try:
+                f.close()
+            except OSError as exc:  # a final flush that failed: those lines are lost
+                log.error("closing the access log %s: %s", self._writing, exc)
 
-def open_access_log(config: Config) -> AccessLog | None:
-    """The access log the config asks for, or None for ``access_log: off``."""
-    if config.access_log == "off":
-        return None
+
+def open_access_log(config: Config) -> AccessLog:
+    """The access log the config asks for (``off``: one that writes nothing until a reload)."""
     return AccessLog(config.access_log, log_format=config.log_format)

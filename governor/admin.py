@@ -26,6 +26,7 @@ import json
 import logging
 import math
 import re
+import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -37,9 +38,10 @@ from governor.runtime import Runtime, Site, TenantUsage
 from governor.sizes import format_size, parse_size
 from governor.store.base import BUCKET_SECONDS
 
-__all__ = ["STATUS_REFRESH_SECONDS", "create_admin_app"]
+__all__ = ["STATUS_REFRESH_SECONDS", "AdminListener", "create_admin_app"]
 
 audit = logging.getLogger("governor.audit")
+log = logging.getLogger("governor")
 
 STATUS_REFRESH_SECONDS = 5
 """How often the status page reloads itself."""
@@ -52,12 +54,15 @@ _GRANT_EXAMPLE = '{"bytes": "500 MB"}'
 def create_admin_app(
     runtime: Runtime,
     *,
-    token: str | None,
     metrics: Metrics,
     ready: Callable[[], bool],
 ) -> web.Application:
-    """The admin application: /metrics, /healthz, /readyz, /api/v1/..., /status."""
-    admin = _Admin(runtime, token=token, ready=ready)
+    """The admin application: /metrics, /healthz, /readyz, /api/v1/..., /status.
+
+    The token is the live config's (``runtime.snapshot``), read per request: a reload
+    that rotates ``admin_token_file`` refuses the old token from the next request on.
+    """
+    admin = _Admin(runtime, ready=ready)
     app = web.Application()
     app.router.add_get("/metrics", metrics.handle)
     app.router.add_get("/healthz", admin.healthz)
@@ -70,6 +75,79 @@ def create_admin_app(
     return app
 
 
+class AdminListener:
+    """The admin application on ``admin_listen``, which a reload may move, add or remove.
+
+    Invariants: the application is one and the same across moves (its token is read
+    per request from the live config); :meth:`move` binds the new address at once, so
+    a reload whose address cannot be bound is refused before anything changed; the
+    switch itself (serve on the new socket, then close the old listener, whose open
+    connections finish) runs in one owned task, moves in the order they came, and
+    :meth:`settled` and :meth:`stop` wait for it.
+    """
+
+    def __init__(self, app: web.Application, *, bind: Callable[[str, int], socket.socket]) -> None:
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        self._bind = bind  # a listening socket on (host, port), or an error naming the key
+        self.address: tuple[str, int] | None = None
+        self._sock: socket.socket | None = None  # the newest: served now or once the move ran
+        self._site: web.SockSite | None = None
+        self._moving: asyncio.Task[None] | None = None
+
+    @property
+    def port(self) -> int | None:
+        """The port of the admin listener (the new one from a move on), or None."""
+        return None if self._sock is None else int(self._sock.getsockname()[1])
+
+    async def start(self, address: tuple[str, int] | None) -> None:
+        """Set the application up and, with an address, listen there."""
+        await self._runner.setup()
+        if address is not None:
+            self._sock, self.address = self._bind(*address), address
+            await self._switch(None, self._sock)
+
+    def move(self, address: tuple[str, int] | None) -> None:
+        """Listen on ``address`` (None: nowhere) instead; binds now, switches soon.
+
+        Raises what the bind raises, with nothing changed.
+        """
+        if address == self.address:
+            return
+        sock = None if address is None else self._bind(*address)
+        self.address, self._sock = address, sock
+        loop = asyncio.get_running_loop()
+        self._moving = loop.create_task(
+            self._switch(self._moving, sock), name="governor-admin-move"
+        )
+
+    async def settled(self) -> None:
+        """Return once every move asked for so far has taken effect."""
+        if self._moving is not None:
+            await self._moving
+
+    async def stop(self) -> None:
+        """Stop listening and close the admin connections."""
+        await self.settled()
+        await self._runner.cleanup()
+
+    async def _switch(self, before: asyncio.Task[None] | None, sock: socket.socket | None) -> None:
+        if before is not None:
+            await before
+        old, self._site = self._site, None
+        try:
+            if sock is not None:
+                site = web.SockSite(self._runner, sock)
+                await site.start()
+                self._site = site
+                host, port = sock.getsockname()[:2]
+                where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+                log.info("admin listening on http://%s", where)
+            if old is not None:
+                await old.stop()
+        except Exception:  # a bug here must not end the process; the log says what
+            log.exception("moving the admin listener failed")
+
+
 class _BadRequest(Exception):
     """A request body the API cannot use; the message names the field."""
 
@@ -80,11 +158,10 @@ class _BadRequest(Exception):
 
 
 class _Admin:
-    """The handlers, sharing the runtime, the token and the readiness probe."""
+    """The handlers, sharing the runtime (the live config, the token) and the readiness probe."""
 
-    def __init__(self, runtime: Runtime, *, token: str | None, ready: Callable[[], bool]) -> None:
+    def __init__(self, runtime: Runtime, *, ready: Callable[[], bool]) -> None:
         self.runtime = runtime
-        self.token = token
         self.ready = ready
 
     # -- access ---------------------------------------------------------------------------
@@ -117,7 +194,8 @@ class _Admin:
         """(a token was presented, the request may proceed)."""
         header = request.headers.get(hdrs.AUTHORIZATION)
         presented = header is not None
-        if self.token is None:
+        token = self.runtime.snapshot.config.admin_token  # the live one: a reload rotates it
+        if token is None:
             return presented, True
         if header is None:
             return False, False
@@ -125,7 +203,7 @@ class _Admin:
         if scheme.lower() != "bearer":
             return True, False
         ok = hmac.compare_digest(
-            given.strip().encode("utf-8", "surrogateescape"), self.token.encode("utf-8")
+            given.strip().encode("utf-8", "surrogateescape"), token.encode("utf-8")
         )
         return True, ok
 

@@ -1,29 +1,41 @@
-"""One governor instance: start-up → serve → graceful shutdown, with every task owned.
+"""One governor instance: start-up → serve → reload → graceful shutdown, every task owned.
 
-:class:`Governor` wires the parts together (store, runtime, upstream session,
-the aiohttp low-level server and its listener) and owns the only background
-task, the flusher. Tests run it in-process on port 0 with an injected clock;
+:class:`Governor` wires the parts together (store, runtime, upstream pool, the
+listener, the access log, the admin listener) and owns the background task, the
+flusher. Tests run it in-process on port 0 with an injected clock;
 :mod:`governor.server` runs it with signals.
+
+Reload: every setting but ``listen``, ``store`` and ``workers`` (which take a restart
+and keep their running values) reaches the running parts through one fan-out,
+:meth:`Governor.reconfigure`, each part taking what it holds (see
+:class:`Reconfigurable`). A reload is all or nothing: the file is checked as
+``governor check`` checks it and a new ``admin_listen`` is bound before anything
+changes; any problem and the running config stays.
+
+Start-up never fails with a bare OS error: whatever the config names and cannot be
+used (a port, a file, the store) is a :class:`~governor.errors.StartError` that says
+``FILE:LINE: key: what``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import socket
 import time
 from pathlib import Path
-
-from aiohttp import web
+from typing import Protocol
 
 from governor import spool
-from governor.accesslog import open_access_log
-from governor.admin import create_admin_app
+from governor.accesslog import AccessLog, open_access_log
+from governor.admin import AdminListener, create_admin_app
 from governor.config import Config, load_config
-from governor.errors import ConfigError
+from governor.errors import ConfigError, StartError, StoreError
 from governor.listener import HTTPServer
 from governor.metrics import Metrics
 from governor.origin import OriginPool
+from governor.preflight import preflight
 from governor.proxy import Proxy
 from governor.runtime import Clock, Runtime
 from governor.store import open_store
@@ -31,6 +43,16 @@ from governor.store.base import Store
 from governor.warnings import Warner
 
 log = logging.getLogger("governor")
+
+RESTART_ONLY = ("listen", "store", "workers", "spool")
+"""The keys a reload does not apply: they keep their running values until a restart."""
+
+
+class Reconfigurable(Protocol):
+    """A running part that holds settings of the config, and takes new ones on a reload."""
+
+    def reconfigure(self, config: Config) -> None:
+        """Use ``config`` from now on; what is in flight may finish under the old one."""
 
 
 class Governor:
@@ -46,13 +68,7 @@ class Governor:
     ) -> None:
         self.config = config
         self.worker = worker  # 0..N-1 under the supervisor (workers > 1), None when alone
-        self.store = (
-            store
-            if store is not None
-            else open_store(
-                config.store, timeout=config.store_timeout, history_days=config.history_days
-            )
-        )
+        self.store = store if store is not None else _open_store(config)
         self.runtime = Runtime(
             config,
             store=self.store,
@@ -63,14 +79,15 @@ class Governor:
         self.metrics = Metrics(self.runtime, worker=worker)
         self.runtime.request_sinks.append(self.metrics)
         self.runtime.flush_listeners.append(self.metrics.flushed)
-        self.access_log = open_access_log(config)
-        if self.access_log is not None:
-            self.runtime.request_sinks.append(self.access_log)
+        self.access_log = _open_access_log(config)
+        self.runtime.request_sinks.append(self.access_log)
         self.warner = Warner(self.runtime)
         self.runtime.flush_listeners.append(self.warner.flushed)
         self._server: HTTPServer | None = None
         self.pool: OriginPool | None = None
-        self._admin: web.AppRunner | None = None
+        self.admin: AdminListener | None = None
+        # Workers bind with SO_REUSEPORT (see _listen); fixed at start, as `workers` is.
+        self._reuse_port = worker is not None or config.workers > 1
         self._ready = False
         self._stopping = False  # begin_stop() was called
         self._flusher: asyncio.Task[None] | None = None
@@ -86,9 +103,7 @@ class Governor:
     @property
     def admin_port(self) -> int | None:
         """The port of the admin listener, when there is one."""
-        if self._admin is None or len(self._sockets) < 2:
-            return None
-        return int(self._sockets[1].getsockname()[1])
+        return None if self.admin is None else self.admin.port
 
     @property
     def address(self) -> str:
@@ -99,18 +114,14 @@ class Governor:
     async def start(self) -> None:
         """Bind the listener, open the store, resume today's totals, then accept."""
         # Bind first: a port in use fails before anything else is opened.
-        sock = _listen(
-            self.config.listen_host,
-            self.config.listen_port,
-            reuse_port=self.worker is not None or self.config.workers > 1,
-        )
+        sock = self._bind("listen", self.config.listen_host, self.config.listen_port)
         self._sockets.append(sock)
         try:
             # The spool next: a second process with the same file stops here, before
             # touching the store, and never gets to overwrite the first one's counts.
             self.runtime.claim_spool()
-            await self.store.open()
-            await self.runtime.start()
+            await self._open_store()
+            await self._resume()
         except BaseException:
             sock.close()
             self.runtime.release_spool()
@@ -131,56 +142,42 @@ class Governor:
         await self.warner.start()
         loop = asyncio.get_running_loop()
         self._flusher = loop.create_task(self.runtime.run_flusher(), name="governor-flusher")
-        if self.config.admin_listen is not None:
-            await self._start_admin(*self.config.admin_listen)
+        await self._start_admin()
         if self._stopping:  # asked to stop while starting: never report ready
             self.begin_stop()
         else:
             self._ready = True
         log.info("governor listening on http://%s", self.address)
 
-    async def _start_admin(self, host: str, port: int) -> None:
-        app = create_admin_app(
-            self.runtime,
-            token=self.config.admin_token,
-            metrics=self.metrics,
-            ready=lambda: self._ready,
+    async def _start_admin(self) -> None:
+        """The admin listener, on ``admin_listen`` when set (a reload may add it later)."""
+        app = create_admin_app(self.runtime, metrics=self.metrics, ready=lambda: self._ready)
+        self.admin = AdminListener(
+            app, bind=lambda host, port: self._bind("admin_listen", host, port)
         )
-        self._admin = web.AppRunner(app, access_log=None, handle_signals=False)
-        await self._admin.setup()
-        sock = _listen(host, port, reuse_port=self.worker is not None or self.config.workers > 1)
-        self._sockets.append(sock)
-        await web.SockSite(self._admin, sock).start()
-        where = (
-            f"[{host}]:{sock.getsockname()[1]}"
-            if ":" in host
-            else f"{host}:{sock.getsockname()[1]}"
-        )
-        log.info("admin listening on http://%s", where)
+        await self.admin.start(self.config.admin_listen)
 
     def reload(self, path: Path | None = None) -> bool:
         """Load the config file again; a valid one serves new requests at once.
 
-        An invalid file is rejected with its problems logged and the old config kept.
+        Everything but :data:`RESTART_ONLY` is applied (see :meth:`reconfigure`). The
+        file is checked as ``governor check`` checks it, for the keys a reload applies,
+        and a new ``admin_listen`` is bound, before anything changes: any problem and the
+        reload is rejected with the problems logged and the old config kept.
         """
         try:
-            config = load_config(path or self.config.path)
-        except ConfigError as exc:
+            config = self._pinned(load_config(path or self.config.path))
+            problems = preflight(config, skip=(*RESTART_ONLY, "admin_listen"))
+            if problems:
+                raise ConfigError(problems)
+            if self.admin is not None:
+                self.admin.move(config.admin_listen)  # binds now; serves there soon
+        except (ConfigError, StartError) as exc:
             self.reloads_failed += 1
             self.metrics.reloaded(False)
             log.error("reload rejected, keeping the running config:\n%s", exc)
             return False
-        if (
-            config.listen_host != self.config.listen_host
-            or config.listen_port != self.config.listen_port
-        ):
-            log.warning("reload: a new listen address takes a restart; keeping %s", self.address)
-        if config.store != self.config.store:
-            log.warning("reload: a new store takes a restart; keeping %s", self.config.store)
-        self.config = config
-        self.runtime.reload(config)
-        if self._server is not None:
-            self._server.configure(config.limits, config.timeouts)
+        self.reconfigure(config)
         self.reloads_ok += 1
         self.metrics.reloaded(True)
         log.info("reloaded %s: %d tenants", config.path, len(config.tenants))
@@ -197,6 +194,74 @@ class Governor:
         if self._server is not None:
             self._server.begin_drain()
 
+    def reconfigure(self, config: Config) -> None:
+        """Hand ``config`` to every running part; each takes the settings it holds.
+
+        The one way a reload reaches the parts. Who takes what: the runtime's snapshot
+        (tenants, trusted_proxies, flush_interval, history_days, webhook_url,
+        admin_token, timeouts.upstream_response) and through it the store
+        (store_timeout, history_days); the listener (limits, the client-side timeouts);
+        the upstream pool (timeouts.upstream_connect); the access log (access_log,
+        log_format); this object (timeouts.shutdown and shutdown_delay at the stop).
+        ``admin_listen`` was moved by :meth:`reload` already; ``spool`` is locked by this
+        process from its start, so it takes a restart like ``listen`` and ``store``.
+        """
+        self.config = config
+        for part in self._parts():
+            part.reconfigure(config)
+
+    def _parts(self) -> list[Reconfigurable]:
+        parts: list[Reconfigurable] = [self.runtime, self.access_log]
+        if self._server is not None:
+            parts.append(self._server)
+        if self.pool is not None:
+            parts.append(self.pool)
+        return parts
+
+    def _pinned(self, config: Config) -> Config:
+        """``config`` with :data:`RESTART_ONLY` as running; a change to them is warned about."""
+        running = self.config
+        if (config.listen_host, config.listen_port) != (running.listen_host, running.listen_port):
+            log.warning("reload: a new listen address takes a restart; keeping %s", self.address)
+        if config.store != running.store:
+            log.warning("reload: a new store takes a restart; keeping %s", running.store)
+        if config.workers != running.workers and self.worker is None:
+            log.warning("reload: a new workers count takes a restart; keeping %d", running.workers)
+        if config.spool != running.spool:
+            log.warning("reload: a new spool takes a restart; keeping %s", running.spool)
+        return dataclasses.replace(
+            config,
+            listen_host=running.listen_host,
+            listen_port=running.listen_port,
+            store=running.store,
+            workers=running.workers,
+            spool=running.spool,
+        )
+
+    # --- start-up: every failure names its key ---------------------------------------
+
+    def _bind(self, key: str, host: str, port: int) -> socket.socket:
+        try:
+            return _listen(host, port, reuse_port=self._reuse_port)
+        except OSError as exc:
+            raise StartError(self.config.problem(key, exc.strerror or str(exc))) from None
+
+    async def _open_store(self) -> None:
+        try:
+            await self.store.open()
+        except StoreError as exc:
+            raise StartError(self.config.problem("store", str(exc))) from None
+
+    async def _resume(self) -> None:
+        """Take back the spool and learn today's totals (the store's own failures are logged)."""
+        try:
+            await self.runtime.start()
+        except OSError as exc:  # the spool could not be read or moved aside
+            where = f"{exc.filename}: " if exc.filename else ""
+            raise StartError(
+                self.config.problem("spool", f"{where}{exc.strerror or exc}")
+            ) from None
+
     async def stop(self) -> None:
         """Drain without failing a request, flush every count, release all.
 
@@ -212,19 +277,36 @@ class Governor:
                 await asyncio.sleep(timeouts.shutdown_delay)  # still serving, on purpose
             await self._server.shutdown(timeouts.shutdown)
             self._server = None
-        if self._admin is not None:
-            await self._admin.cleanup()
-            self._admin = None
+        if self.admin is not None:
+            await self.admin.stop()
+            self.admin = None
         self.runtime.stop()
         if self._flusher is not None:
             await self._flusher
             self._flusher = None
         await self.warner.stop()
-        if self.access_log is not None:
-            self.access_log.close()
+        self.access_log.close()
         if self.pool is not None:
             await self.pool.close()
         await self.store.close()
+
+
+def _open_store(config: Config) -> Store:
+    try:
+        return open_store(
+            config.store, timeout=config.store_timeout, history_days=config.history_days
+        )
+    except StoreError as exc:  # the loader refuses what this refuses; a Config made in code
+        raise StartError(config.problem("store", str(exc))) from None
+
+
+def _open_access_log(config: Config) -> AccessLog:
+    try:
+        return open_access_log(config)
+    except OSError as exc:
+        raise StartError(
+            config.problem("access_log", f"cannot open {config.access_log}: {exc.strerror or exc}")
+        ) from None
 
 
 def _spool_path(config: Config, worker: int | None) -> Path | None:

@@ -3,6 +3,12 @@
 The only module that exits the process or prints to a terminal. Every expected
 failure (bad arguments, an invalid config, an unreachable store) ends with a
 clear message on stderr and a non-zero status, never a traceback.
+
+``check`` and ``serve`` agree: both load the file and run the preflight (what the
+file names on this machine, see :mod:`governor.preflight`), so ``check`` passes what
+``serve`` accepts, and both print problems as ``FILE:LINE: key: what``. What only
+the start itself can find (a port in use, a store that refuses) is a
+:class:`~governor.errors.StartError` in the same form.
 """
 
 from __future__ import annotations
@@ -22,9 +28,10 @@ from zoneinfo import ZoneInfo
 
 from governor import spool
 from governor.config import Config, load_config
-from governor.errors import ConfigError, GovernorError
+from governor.errors import ConfigError, GovernorError, StartError
 from governor.ledger import is_blocked
 from governor.periods import period_at
+from governor.preflight import preflight
 from governor.sizes import format_size, parse_size
 from governor.store import open_store
 
@@ -91,6 +98,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         return 1
+    # A worker's supervisor ran it already, before any worker started.
+    if args.command in ("check", "serve") and worker is None:
+        problems = preflight(config)
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        if problems:
+            return 1
     try:
         if args.command == "check":
             n = len(config.tenants)
@@ -119,14 +133,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             config, lifeline = join(args.worker_channel, config)
         run(config, worker=worker, lifeline=lifeline)
         return 0
+    except StartError as exc:
+        print(exc.problem, file=sys.stderr)
+        return 1
     except GovernorError as exc:
         print(f"governor: {exc}", file=sys.stderr)
         return 1
-    except OSError as exc:
-        print(f"governor: {exc.strerror or exc}", file=sys.stderr)
+    except OSError as exc:  # not expected: every known one is a StartError; still no traceback
+        print(f"governor: {_os_error(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+def _os_error(exc: OSError) -> str:
+    """An OS error with the file it was about, if any: ``No such file or directory: '/x'``."""
+    what = exc.strerror or str(exc)
+    names = [n for n in (exc.filename, exc.filename2) if n is not None]
+    return f"{what}: {' -> '.join(repr(str(n)) for n in names)}" if names else what
 
 
 async def usage_rows(config: Config, *, now: float) -> list[dict[str, Any]]:

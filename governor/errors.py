@@ -6,6 +6,7 @@ edge that meets them, once, so the rest of the code handles only these::
 
     GovernorError
     ├── ConfigError            a configuration file is invalid (lists every problem)
+    ├── StartError             something the config names cannot be used (names the key)
     ├── StoreError             the usage store failed or is unreachable
     └── UpstreamError          502: the upstream could not be reached or broke the protocol
         └── UpstreamTimeout    504: no response headers within the configured timeout
@@ -45,6 +46,18 @@ class ConfigError(GovernorError):
     def __init__(self, problems: list[Problem]) -> None:
         self.problems = problems
         super().__init__("\n".join(str(p) for p in problems))
+
+
+class StartError(GovernorError):
+    """Something the config names cannot be used: a port, a file, the store.
+
+    Raised at start-up (and by a reload that would need it), never with a bare OS error:
+    ``problem`` places it like a :class:`ConfigError`'s, ``FILE:LINE: key: what``.
+    """
+
+    def __init__(self, problem: Problem) -> None:
+        self.problem = problem
+        super().__init__(str(problem))
 
 
 class StoreError(GovernorError):

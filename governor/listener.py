@@ -42,7 +42,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol, cast
 from urllib.parse import unquote
 
-from governor.config import LimitsConfig, Timeouts
+from governor.config import Config, LimitsConfig, Timeouts
 from governor.drain import accept_backlog
 from governor.events import Refusal, RequestNote, RequestSink, report, report_refusal
 from governor.http1 import (
@@ -941,6 +941,10 @@ class HTTPServer:
         self.draining = False  # a stop has begun: every response says Connection: close
         self.stopping = False  # the listener is closing: idle connections are not kept
         self.configure(limits, timeouts)
+
+    def reconfigure(self, config: Config) -> None:
+        """A reload: ``limits`` and the client-side ``timeouts`` (see :meth:`configure`)."""
+        self.configure(config.limits, config.timeouts)
 
     def configure(self, limits: LimitsConfig, timeouts: Timeouts) -> None:
         """Take (new) limits and timeouts; connections use them from their next request."""

@@ -31,7 +31,7 @@ import select
 import ssl
 from typing import Protocol, cast
 
-from governor.config import UpstreamURL
+from governor.config import Config, UpstreamURL
 from governor.errors import UpstreamError, UpstreamTimeout
 from governor.http1 import (
     CHUNKED,
@@ -542,6 +542,10 @@ class OriginPool:
         # Every connection reads into this in turn: a read is copied out at once
         # (buffer_updated), so one buffer serves them all.
         self.read_buffer = memoryview(bytearray(BUDGET))
+
+    def reconfigure(self, config: Config) -> None:
+        """A reload: connects from now on wait ``timeouts.upstream_connect``."""
+        self.connect_timeout = config.timeouts.upstream_connect
 
     async def acquire(self, upstream: UpstreamURL, *, fresh: bool = False) -> OriginConnection:
         """A connection to ``upstream``: an idle pooled one, or a new one."""

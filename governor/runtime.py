@@ -120,7 +120,8 @@ class Runtime:
         self.store_errors = 0
         self._spooled: set[str] = set()  # flush ids of the batches the spool file holds
         self._stopping = False
-        self._wake = asyncio.Event()  # set by stop() and by nudge()
+        self._wake = asyncio.Event()  # set by stop(), by nudge() and by a new flush_interval
+        self._retimed = False  # a reload changed flush_interval while the flusher waited
         self._flush_lock = asyncio.Lock()
         self._last_prune = 0.0
         self.grants: dict[Key, int] = {}  # extra allowance per current period, from the store
@@ -130,9 +131,20 @@ class Runtime:
         # Called after every flush attempt, in the flusher (metrics, warnings); must not block.
         self.flush_listeners: list[Callable[[], None]] = []
 
-    def reload(self, config: Config) -> None:
-        """Serve new requests under ``config``; counts are kept."""
+    def reconfigure(self, config: Config) -> None:
+        """Serve new requests under ``config``; counts are kept.
+
+        The snapshot carries tenants, ``trusted_proxies``, ``flush_interval``,
+        ``history_days`` (pruning), ``webhook_url``, ``admin_token`` and
+        ``timeouts.upstream_response`` to everything that reads them per request or per
+        flush; the store takes ``store_timeout`` and ``history_days`` (key expiry).
+        """
+        retimed = config.flush_interval != self.snapshot.config.flush_interval
         self.snapshot = Snapshot.build(config)
+        self.store.retune(timeout=config.store_timeout, history_days=config.history_days)
+        if retimed:  # the flusher waits out the new interval from now, not the old one
+            self._retimed = True
+            self._wake.set()
 
     def claim_spool(self) -> None:
         """Make the spool file this process's (:class:`~governor.spool.SpoolBusy` if taken)."""
@@ -280,6 +292,9 @@ class Runtime:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=interval)
                 self._wake.clear()
+                if self._retimed and not self._stopping:
+                    self._retimed = False
+                    continue  # wait again, the new interval
                 rest = waited_from + interval * NUDGE_GAP - loop.time()
                 if rest > 0 and not self._stopping:
                     await asyncio.sleep(rest)  # nudged: early, but not in a storm

@@ -49,9 +49,10 @@ async def serve(
     loop.add_signal_handler(signal.SIGINT, begin_stop)
     try:
         await governor.start()
-    except BaseException:
+    except BaseException:  # e.g. admin_listen in use: what started stops as on SIGTERM
         loop.remove_signal_handler(signal.SIGTERM)
         loop.remove_signal_handler(signal.SIGINT)
+        await governor.stop()
         raise
     _tune_gc()
     loop.add_signal_handler(signal.SIGHUP, _reload, governor, worker is None)

@@ -124,16 +124,10 @@ class Spool:
     def load(self) -> list[Batch]:
         """Every batch spooled here, after taking over the orphaned files."""
         self.claim()
-        try:
-            for other in self._orphans():
-                if other != self.path:
-                    self._adopt(other)
-            return _read(self.path)
-        except OSError as exc:
-            raise GovernorError(
-                f"{self._where}spool: cannot read {exc.filename or self.path}: "
-                f"{exc.strerror or exc}"
-            ) from None
+        for other in self._orphans():  # an OSError is reported by the caller, naming `spool`
+            if other != self.path:
+                self._adopt(other)
+        return _read(self.path)
 
     def save(self, batches: Sequence[Batch]) -> None:
         """Add ``batches`` to the file (merged by flush id with what it holds)."""

@@ -80,8 +80,8 @@ from dataclasses import dataclass
 from prometheus_client.multiprocess import mark_process_dead
 
 from governor import sdnotify
-from governor.config import Config
-from governor.errors import GovernorError
+from governor.config import Config, load_config
+from governor.errors import ConfigError, GovernorError, StartError, StoreError
 from governor.metrics import MULTIPROC_ENV
 from governor.store import open_store
 
@@ -126,10 +126,7 @@ class Supervisor:
         self._notified_ready = False  # systemd Type=notify: READY=1 once every worker is ready
         # The workers' shared prometheus-client multiprocess directory, one per run.
         self.metrics_dir: str | None = None
-        timeouts = config.timeouts
-        self.grace = (
-            timeouts.shutdown_delay + timeouts.shutdown + config.store_timeout + SHUTDOWN_MARGIN
-        )
+        self.grace = _grace(config)
         host = config.listen_host
         self.address = (
             f"[{host}]:{config.listen_port}" if ":" in host else f"{host}:{config.listen_port}"
@@ -142,14 +139,16 @@ class Supervisor:
                 "listen: port 0 would give each worker a different port; "
                 "give a fixed port with workers > 1"
             )
-        _probe(self.config.listen_host, self.config.listen_port, self.address)
+        try:
+            _probe(self.config.listen_host, self.config.listen_port, self.address)
+        except OSError as exc:
+            raise StartError(self.config.problem("listen", exc.strerror or str(exc))) from None
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_stop_signal, sig)
         loop.add_signal_handler(signal.SIGHUP, self._on_reload)
         try:
-            # Fresh and empty: files left by an earlier run would be summed into the totals.
-            self.metrics_dir = tempfile.mkdtemp(prefix="governor-metrics-")
+            self.metrics_dir = _metrics_dir(self.config)
             await _prepare_store(self.config)
             log.info(
                 "supervising %d workers on http://%s (pid %d)",
@@ -351,6 +350,7 @@ class Supervisor:
         if self._stopping.is_set():
             return  # a worker draining must not be disturbed
         log.info("SIGHUP: reloading every worker")
+        self._retune()
         if self._notified_ready:  # systemd Type=notify; the workers reload on their own
             sdnotify.reloading()
         for w in self._workers:
@@ -363,6 +363,21 @@ class Supervisor:
         if self._notified_ready:
             sdnotify.ready()
 
+    def _retune(self) -> None:
+        """Take what the supervisor itself holds from the reloaded file: the stop's grace.
+
+        The workers reload the file on their own (and log its problems); a worker that
+        was given a longer ``timeouts.shutdown`` must not be killed at the old one.
+        """
+        try:
+            config = load_config(self.config.path)
+        except ConfigError:
+            return  # the workers reject it too, and say why
+        if config.workers != self.config.workers:
+            kept = len(self._workers)
+            log.warning("reload: a new workers count takes a restart; keeping %d", kept)
+        self.grace = _grace(config)
+
     def _terminate(self, w: _Worker) -> None:
         """SIGTERM, once per process: a second one could land after its handlers are gone."""
         if w.proc is not None and w.proc.returncode is None and not w.terminated:
@@ -374,6 +389,25 @@ class Supervisor:
         if w.proc is not None and w.proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 w.proc.send_signal(sig)
+
+
+def _grace(config: Config) -> float:
+    """How long the workers get to drain and flush before they are killed."""
+    timeouts = config.timeouts
+    return timeouts.shutdown_delay + timeouts.shutdown + config.store_timeout + SHUTDOWN_MARGIN
+
+
+def _metrics_dir(config: Config) -> str:
+    """A fresh, empty folder for the workers' metrics (files left by a run would be summed)."""
+    try:
+        return tempfile.mkdtemp(prefix="governor-metrics-")
+    except OSError as exc:
+        raise StartError(
+            config.problem(
+                "workers",
+                f"the workers' metrics need a writable temporary folder ($TMPDIR): {exc}",
+            )
+        ) from None
 
 
 def _status(code: int) -> str:
@@ -411,9 +445,12 @@ async def _prepare_store(config: Config) -> None:
     not by N racing to switch its journal mode, which SQLite may refuse with "database
     is locked" without waiting.
     """
-    store = open_store(config.store, timeout=config.store_timeout)
-    await store.open()
-    await store.close()
+    try:
+        store = open_store(config.store, timeout=config.store_timeout)
+        await store.open()
+        await store.close()
+    except StoreError as exc:
+        raise StartError(config.problem("store", str(exc))) from None
 
 
 # --- the worker's side of the channel --------------------------------------------------

@@ -12,6 +12,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from zoneinfo import ZoneInfo
 
 from yaml.nodes import MappingNode, Node
@@ -215,6 +216,7 @@ def _config(root: Node, path: Path, ctx: Ctx) -> Config | None:
         timeouts=timeouts,
         limits=limits,
         tenants=tenants,
+        lines=MappingProxyType(dict(ctx.lines)),
     )
 
 

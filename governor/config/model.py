@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Literal
 from zoneinfo import ZoneInfo
+
+from governor.errors import Problem
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 CountMode = Literal["egress", "ingress", "both"]
@@ -127,6 +131,15 @@ class Config:
     timeouts: Timeouts = field(default_factory=Timeouts)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     tenants: tuple[TenantConfig, ...] = ()
+    # Key path ("listen", "tenants.site.upstream") -> its line in the file, for messages
+    # about the key after loading: a port in use, a file that cannot be opened.
+    lines: Mapping[str, int] = field(
+        default_factory=lambda: MappingProxyType({}), compare=False, repr=False
+    )
+
+    def problem(self, key: str, message: str) -> Problem:
+        """A problem with ``key``, placed as the loader places its own: ``FILE:LINE: key: ...``."""
+        return Problem(str(self.path), self.lines.get(key), key, message)
 
     def tenant(self, name: str) -> TenantConfig | None:
         """The tenant called ``name``, or None."""

@@ -32,6 +32,7 @@ class Ctx:
     file: str
     base: Path  # the config file's folder, absolute
     problems: list[Problem] = field(default_factory=list)
+    lines: dict[str, int] = field(default_factory=dict)  # key path -> line, of keys read
 
     def error(self, at: Node | int | None, key: str, message: str) -> None:
         line = at if at is None or isinstance(at, int) else line_of(at)
@@ -114,9 +115,13 @@ def unknown_key(name: str, allowed: tuple[str, ...]) -> str:
 
 
 def get_field(fields: Fields, name: str, parent: str, parse: Parser[T], ctx: Ctx) -> T | None:
-    """Parse ``fields[name]`` if present; None if absent or invalid."""
+    """Parse ``fields[name]`` if present; None if absent or invalid. Its line is noted."""
     entry = fields.get(name)
-    return None if entry is None else parse(entry[1], join_key(parent, name), ctx)
+    if entry is None:
+        return None
+    key = join_key(parent, name)
+    ctx.lines[key] = line_of(entry[0])
+    return parse(entry[1], key, ctx)
 
 
 def scalar(node: Node, key: str, what: str, ctx: Ctx) -> str | None:

@@ -30,6 +30,7 @@ from governor.config.model import (
 from governor.config.nodes import Ctx, Hosts, T, items_of, scalar
 from governor.notice import PLACEHOLDERS, validate_template
 from governor.sizes import parse_duration, parse_size
+from governor.store import mask_password, store_url_problem
 
 DEFAULT_STORE = "sqlite:///state/usage.db"
 
@@ -351,10 +352,15 @@ def read_store(node: Node, key: str, ctx: Ctx) -> str | None:
         ctx.error(
             node,
             key,
-            f"{text!r} is not a supported store; expected sqlite:///relative/path.db, "
-            "sqlite:////absolute/path.db, or a redis://, rediss://, unix://, "
-            "redis+sentinel:// or redis+cluster:// URL",
+            f"{mask_password(text)!r} is not a supported store; expected "
+            "sqlite:///relative/path.db, sqlite:////absolute/path.db, or a redis://, "
+            "rediss://, unix://, redis+sentinel:// or redis+cluster:// URL",
         )
+        return None
+    problem = store_url_problem(store)
+    if problem is not None:
+        ctx.error(node, key, problem)
+        return None
     return store
 
 

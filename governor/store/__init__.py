@@ -14,7 +14,7 @@ from governor.store.redis import SCHEMES as REDIS_SCHEMES
 from governor.store.redis import RedisStore, mask_password
 from governor.store.sqlite import SQLiteStore
 
-__all__ = ["Store", "open_store"]
+__all__ = ["Store", "mask_password", "open_store", "store_url_problem"]
 
 _SQLITE = "sqlite:///"
 
@@ -39,3 +39,17 @@ def open_store(url: str, *, timeout: float = 0.5, history_days: int = 35) -> Sto
     if scheme.lower() in REDIS_SCHEMES:
         return RedisStore(url, timeout=timeout, history_days=history_days)
     raise StoreError(f"store {mask_password(url)!r}: the {scheme!r} store is not implemented yet")
+
+
+def store_url_problem(url: str) -> str | None:
+    """What :func:`open_store` would refuse in ``url``, or None; opens nothing.
+
+    Building a store object only parses its URL (the scheme, a Redis host, port range and
+    database number, a SQLite path); connecting waits for ``open()``. So the config loader
+    refuses exactly the URLs that ``serve`` would (password masked in the message).
+    """
+    try:
+        open_store(url)
+    except StoreError as exc:
+        return str(exc).removeprefix("store ")
+    return None

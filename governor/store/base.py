@@ -42,6 +42,13 @@ class Store(Protocol):
         """Release connections and threads; the store is unusable afterwards."""
         ...
 
+    def retune(self, *, timeout: float, history_days: int) -> None:
+        """Take a reloaded ``store_timeout`` and ``history_days``, where the backend uses them.
+
+        Operations already running finish as they began; later ones use the new values.
+        """
+        ...
+
     async def flush(self, batch: Batch | None, read: Iterable[Key]) -> dict[Key, int]:
         """Apply ``batch`` atomically and at most once, then read totals.
 

@@ -37,6 +37,9 @@ class MemoryStore:
         """Make the store usable."""
         self._open = True
 
+    def retune(self, *, timeout: float, history_days: int) -> None:
+        """Nothing to take: nothing here waits on a network or expires by itself."""
+
     async def close(self) -> None:
         """Make the store unusable; its data stay in the object."""
         self._open = False

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -73,6 +74,8 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+log = logging.getLogger("governor.store")
 
 SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "redis+cluster")
 """URL schemes served by :class:`RedisStore`."""
@@ -433,6 +436,8 @@ class RedisStore:
         self._clock = clock
         self._client: _Client | None = None
         self._sentinel: Sentinel | None = None
+        # Clients replaced by retune(); operations that began on them finish there.
+        self._retired: list[tuple[_Client, Sentinel | None]] = []
         self._tenants: set[str] = set()  # tenants seen, for prune
 
     def __repr__(self) -> str:
@@ -447,19 +452,49 @@ class RedisStore:
         except (RedisError, RedisClusterException, ValueError) as exc:
             raise StoreError(self._message(exc)) from exc
 
+    def retune(self, *, timeout: float, history_days: int) -> None:
+        """Take a reloaded ``store_timeout`` and ``history_days``.
+
+        Keys written from now on live ``history_days + 2`` days. A new timeout bounds
+        every later operation; as a client's socket timeouts are fixed when it is made,
+        a new client (connecting lazily) takes over, and the old one is closed with the
+        store (operations already running on it finish there).
+        """
+        if not timeout > 0 or history_days < 0:
+            raise StoreError(f"{self._name}: the timeout must be positive, history_days >= 0")
+        self.usage_ttl = (history_days + 2) * DAY
+        if timeout == self.timeout:
+            return
+        self.timeout = timeout
+        if self._client is None:
+            return  # open() makes the client with it
+        try:
+            fresh = self._connect()
+        except (RedisError, RedisClusterException, ValueError) as exc:
+            # It made a client with the same URL before, so this is not expected; the
+            # old client stays, and _call() still bounds every operation by the new timeout.
+            log.error("%s", self._message(exc))
+            return
+        self._retired.append((self._client, self._sentinel))
+        self._client, self._sentinel = fresh
+
     async def close(self) -> None:
         """Close the client and its connections. Closing twice is harmless."""
-        client, self._client = self._client, None
-        sentinel, self._sentinel = self._sentinel, None
-        try:
+        clients = [*self._retired, (self._client, self._sentinel)]
+        self._client, self._sentinel, self._retired = None, None, []
+        failure: BaseException | None = None
+        for client, sentinel in clients:
             try:
-                if client is not None:
-                    await client.aclose()
-            finally:
-                if sentinel is not None:
-                    await sentinel.aclose()
-        except (RedisError, RedisClusterException, OSError) as exc:
-            raise StoreError(self._message(exc)) from exc
+                try:
+                    if client is not None:
+                        await client.aclose()
+                finally:
+                    if sentinel is not None:
+                        await sentinel.aclose()
+            except (RedisError, RedisClusterException, OSError) as exc:
+                failure = failure or exc
+        if failure is not None:
+            raise StoreError(self._message(failure)) from failure
 
     async def flush(self, batch: Batch | None, read: Iterable[Key]) -> dict[Key, int]:
         """Apply ``batch`` at most once and return the totals of its keys and ``read``."""

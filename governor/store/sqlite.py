@@ -123,6 +123,10 @@ class SQLiteStore:
             self._executor = None
             raise
 
+    def retune(self, *, timeout: float, history_days: int) -> None:
+        """Nothing to take: SQLite waits on its own busy timeout, and old periods are
+        pruned by the runtime, which reads ``history_days`` from the live config."""
+
     async def close(self) -> None:
         """Close the connection and stop the worker thread. Closing twice is harmless."""
         executor = self._executor

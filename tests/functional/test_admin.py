@@ -108,7 +108,7 @@ async def test_readyz_is_503_until_ready_and_reports_a_degraded_store(
 ) -> None:
     gov = await make_governor()
     ready = False
-    app = create_admin_app(gov.runtime, token=None, metrics=gov.metrics, ready=lambda: ready)
+    app = create_admin_app(gov.runtime, metrics=gov.metrics, ready=lambda: ready)
     server = await aiohttp_server(app, host="127.0.0.1")
     url = f"http://127.0.0.1:{server.port}"
     status, doc, _ = await call(url, "GET", "/readyz")

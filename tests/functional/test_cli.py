@@ -6,10 +6,13 @@ import asyncio
 import json
 import os
 import signal
+import socket
 from pathlib import Path
 
+import pytest
+
 from tests.functional.processes import ServeFactory, governor
-from tests.functional.support import write_config
+from tests.functional.support import free_port, write_config
 from tests.functional.upstream_app import Seen
 
 
@@ -121,3 +124,94 @@ async def test_kill_9_loses_at_most_one_flush_interval(
     again.proc.send_signal(signal.SIGTERM)
     assert await again.proc.wait() == 0
     assert await stored() > after
+
+
+# -- check passes exactly what serve accepts, and both say FILE:LINE: key: what --------------
+
+
+def line_of(path: Path, key: str) -> int:
+    return next(
+        n
+        for n, line in enumerate(path.read_text().splitlines(), start=1)
+        if line.startswith(f"{key}:")
+    )
+
+
+async def check_and_serve(path: Path) -> tuple[tuple[int, str], tuple[int, str]]:
+    """(exit status, stderr) of ``check`` and of ``serve``, run side by side."""
+    (c, _, check_err), (s, _, serve_err) = await asyncio.gather(
+        governor("check", "-c", str(path)), governor("serve", "-c", str(path))
+    )
+    return (c, check_err), (s, serve_err)
+
+
+@pytest.mark.parametrize(
+    ("store", "problem"),
+    [
+        (
+            "redis://127.0.0.1:notaport/0",
+            "the port must be an integer from 1 to 65535, not 'notaport'",
+        ),
+        ("redis://127.0.0.1:6379/abc", "the database must be a non-negative integer, not 'abc'"),
+    ],
+)
+async def test_check_refuses_a_store_url_that_serve_refuses(
+    tmp_path: Path, store: str, problem: str
+) -> None:
+    path = write_config(tmp_path, upstream="http://127.0.0.1:1", store=store)
+    line = f"{path}:{line_of(path, 'store')}: store: {store!r}: {problem}"
+    for code, err in await check_and_serve(path):
+        assert (code, err.strip()) == (1, line)
+
+
+async def test_check_and_serve_refuse_what_the_machine_cannot_give_in_the_same_words(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "blocker").write_text("a file where a folder should be")
+    (tmp_path / "spool.json").mkdir()
+    path = write_config(
+        tmp_path,
+        upstream="http://127.0.0.1:1",
+        store="sqlite:///blocker/usage.db",
+        access_log="/nonexistent/dir/access.log",
+        spool="spool.json",
+        admin_listen="192.0.2.1:9090",
+    )
+    (check_code, check_err), (serve_code, serve_err) = await check_and_serve(path)
+    assert (check_code, serve_code) == (1, 1)
+    assert check_err == serve_err
+    keys = ["store", "spool", "access_log", "admin_listen"]
+    lines = check_err.strip().splitlines()
+    assert [line.split(": ")[1] for line in lines] == keys
+    for line, key in zip(lines, keys, strict=True):
+        assert line.startswith(f"{path}:{line_of(path, key)}: {key}: "), line
+    assert lines[2].endswith(
+        "cannot create /nonexistent/dir/access.log: the folder /nonexistent/dir does not exist"
+    )
+    assert "Traceback" not in check_err + serve_err
+    assert not (tmp_path / "blocker.db").exists()
+
+
+async def test_serve_names_the_key_of_a_port_in_use(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        path = write_config(tmp_path, upstream="http://127.0.0.1:1", listen=f"127.0.0.1:{port}")
+        (check_code, _), (serve_code, serve_err) = await check_and_serve(path)
+        # check cannot tell another program from this governor, running: it passes
+        assert check_code == 0
+        assert serve_code == 1
+        line = f"{path}:{line_of(path, 'listen')}: listen: cannot listen on 127.0.0.1:{port}"
+        assert f"{line}: Address already in use" in serve_err.splitlines()
+        assert "Traceback" not in serve_err
+        admin = write_config(
+            tmp_path,
+            upstream="http://127.0.0.1:1",
+            admin_listen=f"127.0.0.1:{port}",
+            listen=f"127.0.0.1:{free_port()}",
+        )
+        code, _, err = await governor("serve", "-c", str(admin))
+        assert code == 1
+        line = f"{admin}:{line_of(admin, 'admin_listen')}: admin_listen: cannot listen on"
+        assert f"{line} 127.0.0.1:{port}: Address already in use" in err.splitlines()

@@ -116,7 +116,7 @@ async def test_every_tenant_string_is_escaped(
     await store.flush(Batch("f1", {key: 4096}, at=clock()), [key])
     runtime = Runtime(config, store=store, clock=clock)
     await runtime.flush()
-    app = create_admin_app(runtime, token=None, metrics=Metrics(runtime), ready=lambda: True)
+    app = create_admin_app(runtime, metrics=Metrics(runtime), ready=lambda: True)
     client = await aiohttp_client(app)
     resp = await client.get("/status")
     page = await resp.text()

@@ -292,7 +292,8 @@ async def test_a_port_in_use_is_refused_with_a_clear_message(
         config = write_config(other, upstream=upstream_url, listen=listen, workers=workers)
         code, _out, err = await governor("serve", "-c", str(config))
         assert code == 1, err
-        assert f"governor: cannot listen on {listen}: Address already in use" in err
+        message = f"listen: cannot listen on {listen}: Address already in use"
+        assert f"{config}:1: {message}" in err.splitlines()  # the file, the line, the key
         assert "Traceback" not in err
     assert await sup.get("/bytes/1") > 0  # the running workers kept the port to themselves
     sup.proc.send_signal(signal.SIGTERM)

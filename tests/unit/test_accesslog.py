@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from governor.accesslog import AccessLog, format_json, format_plain
+from governor.config import parse_config
 from governor.events import RequestRecord
 
 
@@ -107,3 +108,39 @@ def test_a_rotated_file_is_reopened(tmp_path: Path) -> None:
     assert '"/one"' in (tmp_path / "access.log.1").read_text()
     assert '"/two"' in target.read_text()
     assert '"/two"' not in (tmp_path / "access.log.1").read_text()
+
+
+def test_a_reload_switches_target_and_format_exactly_at_its_line(tmp_path: Path) -> None:
+    """Lines answered before the reload go to the old file in the old format, even those
+    the writer had not written yet; every later line to the new file in the new one."""
+    old, new = tmp_path / "old.log", tmp_path / "new.log"
+    log = AccessLog(str(old))
+    gate = threading.Event()
+    writing = threading.Event()
+    real_write = log._write
+
+    def held_write(text: str, count: int) -> None:
+        writing.set()
+        gate.wait(5)
+        real_write(text, count)
+
+    log._write = held_write  # type: ignore[method-assign]
+    log.request_done(record("/0"))
+    assert writing.wait(5)  # the writer holds /0; /1 and /2 wait in the queue
+    log.request_done(record("/1"))
+    log.request_done(record("/2"))
+    text = f"listen: 127.0.0.1:8080\naccess_log: {new}\nlog_format: json\n"
+    text += "tenants:\n  a:\n    hosts: [a.test]\n    upstream: http://127.0.0.1:1\n"
+    text += "    daily_cap: 1 GiB\n"
+    log.reconfigure(parse_config(text, tmp_path / "governor.yaml"))
+    log.request_done(record("/3"))
+    log.request_done(record("/4"))
+    gate.set()
+    log.close()
+    assert [line.split(" ")[4] for line in old.read_text().splitlines()] == [
+        '"/0"',
+        '"/1"',
+        '"/2"',
+    ]
+    assert [json.loads(line)["path"] for line in new.read_text().splitlines()] == ["/3", "/4"]
+    assert (log.written, log.dropped) == (5, 0)

@@ -478,6 +478,14 @@ CASES: list[tuple[dict[str, Any], int, str, str]] = [
     ({"tail": "store: sqlite://rel.db\n"}, 7, "store", "is not a supported store"),
     ({"tail": "store: sqlite:///\n"}, 7, "store", "is not a supported store"),
     ({"tail": "store: sqlite:///state/\n"}, 7, "store", "is not a supported store"),
+    ({"tail": "store: redis://127.0.0.1:notaport/0\n"}, 7, "store", "not 'notaport'"),
+    ({"tail": "store: redis://127.0.0.1:6379/abc\n"}, 7, "store", "integer, not 'abc'"),
+    ({"tail": "store: redis://u:pw@h:70000/0\n"}, 7, "store", "'redis://u:***@h:70000/0'"),
+    ({"tail": "store: rediss://a,b/0\n"}, 7, "store", "takes one host"),
+    ({"tail": "store: unix://host/x.sock\n"}, 7, "store", "a unix socket URL has no host"),
+    ({"tail": "store: redis+sentinel://h:1\n"}, 7, "store", "service_name"),
+    ({"tail": "store: redis+cluster://h:1/2\n"}, 7, "store", "only database 0"),
+    ({"tail": "store: redis://h:1/0?x=1\n"}, 7, "store", "unsupported query parameter"),
     ({"tail": "flush_interval: 0\n"}, 7, "flush_interval", "must be greater than zero"),
     ({"tail": "flush_interval: -1s\n"}, 7, "flush_interval", "must not be negative"),
     ({"tail": "flush_interval: soon\n"}, 7, "flush_interval", "'soon' is not a duration"),
@@ -1089,3 +1097,14 @@ def test_operator_surface_problems(tmp_path: Path, tail: str, key: str, fragment
 def test_shutdown_delay_is_a_duration_or_zero(tmp_path: Path, text: str, seconds: float) -> None:
     config = load(tmp_path, cfg(tail=f"timeouts:\n  shutdown_delay: {text}\n"))
     assert config.timeouts.shutdown_delay == seconds
+
+
+def test_a_config_places_its_keys_for_later_messages(tmp_path: Path) -> None:
+    """A port in use or a file that cannot be opened is reported like a loader problem."""
+    config = load(tmp_path, cfg(tail="access_log: a.log\ntimeouts:\n  keepalive: 5s\n"))
+    path = tmp_path / "governor.yaml"
+    assert str(config.problem("access_log", "x")) == f"{path}:7: access_log: x"
+    assert str(config.problem("listen", "y")) == f"{path}:1: listen: y"
+    assert config.lines["tenants.demo.upstream"] == 5
+    assert config.lines["timeouts.keepalive"] == 9
+    assert str(config.problem("spool", "z")) == f"{path}: spool: z"  # the default: no line
