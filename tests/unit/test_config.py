@@ -394,6 +394,61 @@ def test_a_wildcard_and_its_apex_may_belong_to_different_tenants(tmp_path: Path)
     assert [t.hosts for t in config.tenants] == [("demo.example",), ("*.demo.example",)]
 
 
+def test_double_quoted_values_take_environment_references(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SITE_PORT", "8123")
+    monkeypatch.setenv("EMPTY", "")
+    monkeypatch.delenv("UNSET", raising=False)
+    config = load(
+        tmp_path,
+        cfg(
+            listen='"127.0.0.1:${UNSET-8081}"',
+            hosts='["${UNSET:-a}.example", "b${EMPTY}.example", "c${EMPTY:-c}.example"]',
+            upstream='"http://127.0.0.1:${SITE_PORT}"',
+            daily_cap='"${UNSET-2} MiB"',
+        ),
+    )
+    assert config.listen_port == 8081
+    (demo,) = config.tenants
+    assert demo.hosts == ("a.example", "b.example", "cc.example")
+    assert demo.upstream.port == 8123
+    assert demo.daily_cap == 2 * 2**20
+
+
+def test_environment_references_only_in_double_quotes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DIR", "x")
+    tail = "    exempt_paths:\n      - '/${DIR}'\n      - \"/${DIR}\"\n      - /plain${DIR}\n"
+    config = load(tmp_path, cfg(tail=tail))
+    assert config.tenants[0].exempt_paths == ("/${DIR}", "/x", "/plain${DIR}")
+
+
+def test_environment_reference_problems(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("UNSET", raising=False)
+    monkeypatch.setenv("SITE_PORT", "abc")
+    found = problems(
+        tmp_path,
+        cfg(
+            listen='"127.0.0.1:${UNSET}"',
+            hosts='["${1BAD}.example"]',
+            upstream='"http://127.0.0.1:${SITE_PORT}"',
+            daily_cap='"${UNSET"',
+        ),
+    )
+    assert [(p.line, p.key) for p in found] == [
+        (1, "listen"),
+        (4, "tenants.demo.hosts[0]"),
+        (5, "tenants.demo.upstream"),
+        (6, "tenants.demo.daily_cap"),
+    ]
+    assert "environment variable UNSET is not set" in found[0].message
+    assert "${NAME}" in found[1].message
+    assert "http://127.0.0.1:abc" in found[2].message
+    assert "${NAME-default}" in found[3].message
+
+
 # --- problems ------------------------------------------------------------------------
 
 
