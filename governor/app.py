@@ -92,18 +92,20 @@ class Governor:
 
     async def start(self) -> None:
         """Bind the listener, open the store, resume today's totals, then accept."""
-        # Bind first: a port in use fails before anything else is opened.
-        sock = _listen(
-            self.config.listen_host,
-            self.config.listen_port,
-            reuse_port=self.worker is not None or self.config.workers > 1,
-        )
+        # Bind first, both ports: one in use fails before anything else is opened.
+        reuse_port = self.worker is not None or self.config.workers > 1
+        sock = _listen(self.config.listen_host, self.config.listen_port, reuse_port=reuse_port)
         self._sockets.append(sock)
+        admin_sock: socket.socket | None = None
         try:
+            if self.config.admin_listen is not None:
+                admin_sock = _listen(*self.config.admin_listen, reuse_port=reuse_port)
             await self.store.open()
             await self.runtime.start()
         except BaseException:
             sock.close()
+            if admin_sock is not None:
+                admin_sock.close()
             await self.store.close()
             raise
         self.pool = OriginPool(connect_timeout=self.config.timeouts.upstream_connect)
@@ -120,12 +122,12 @@ class Governor:
         await self.warner.start()
         loop = asyncio.get_running_loop()
         self._flusher = loop.create_task(self.runtime.run_flusher(), name="governor-flusher")
-        if self.config.admin_listen is not None:
-            await self._start_admin(*self.config.admin_listen)
+        if admin_sock is not None and self.config.admin_listen is not None:
+            await self._start_admin(admin_sock, self.config.admin_listen[0])
         self._ready = True
         log.info("governor listening on http://%s", self.address)
 
-    async def _start_admin(self, host: str, port: int) -> None:
+    async def _start_admin(self, sock: socket.socket, host: str) -> None:
         app = create_admin_app(
             self.runtime,
             token=self.config.admin_token,
@@ -134,14 +136,10 @@ class Governor:
         )
         self._admin = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._admin.setup()
-        sock = _listen(host, port, reuse_port=self.worker is not None or self.config.workers > 1)
         self._sockets.append(sock)
         await web.SockSite(self._admin, sock).start()
-        where = (
-            f"[{host}]:{sock.getsockname()[1]}"
-            if ":" in host
-            else f"{host}:{sock.getsockname()[1]}"
-        )
+        port = sock.getsockname()[1]
+        where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         log.info("admin listening on http://%s", where)
 
     def reload(self, path: Path | None = None) -> bool:
