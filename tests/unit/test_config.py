@@ -211,10 +211,12 @@ def test_the_full_contract(tmp_path: Path) -> None:
     assert blog.exempt_clients == (ipaddress.ip_network("127.0.0.1/32"),)
 
 
-def test_example_config_loads(tmp_path: Path) -> None:
+def test_example_config_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SITE_PORT", raising=False)
     folder = tmp_path / "config"
     folder.mkdir()
     shutil.copy(REPO / "config" / "governor.yaml", folder / "governor.yaml")
+    shutil.copy(REPO / "config" / "admin.token", folder / "admin.token")
     (folder / "notice.html").write_text(TEMPLATE, encoding="utf-8")
     config = load_config(folder / "governor.yaml")
     assert (config.listen_host, config.listen_port) == ("127.0.0.1", 8080)
@@ -229,6 +231,11 @@ def test_example_config_loads(tmp_path: Path) -> None:
     assert demo.notice.status == 503
     assert demo.notice.template_path == folder / "notice.html"
     assert demo.exempt_paths == ("/robots.txt",)
+    assert config.admin_token is not None
+    assert config.admin_token.startswith("demo-")
+    monkeypatch.setenv("SITE_PORT", "8123")  # what `make run SITE_PORT=8123` sets
+    (demo,) = load_config(folder / "governor.yaml").tenants
+    assert demo.upstream.url == "http://127.0.0.1:8123"
 
 
 @pytest.mark.skipif(
