@@ -240,8 +240,9 @@ async def test_a_site_port_in_use_is_one_clear_line_and_nothing_starts(tmp_path:
     assert proc.returncode == 1
     lines = err.decode().strip().splitlines()
     assert lines == [
-        f"demo site: 127.0.0.1:{taken} is already in use by another program. Stop it, "
-        f"or run the demo site on another port: make run SITE_PORT={taken + 1}"
+        f"demo site: 127.0.0.1:{taken} is already in use by another program (another "
+        f"`make run`?). Stop it, or run the demo site on another port: "
+        f"make run SITE_PORT={taken + 1}"
     ]
     assert out == b""
     assert not marker.exists()  # governor never started in front of the other program
