@@ -4,7 +4,6 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SITE_PORT ?= 8000
-SITE_DIR ?= deploy/demo-site
 
 .PHONY: run test lint typecheck unit check install clean bench soak
 
@@ -16,14 +15,17 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# Runs governor on the embedded SQLite store in front of a real local site:
-# Python's http.server serving ./site on 127.0.0.1:$(SITE_PORT).
-# Open http://localhost:8080/ and reload a few times: the demo cap is 200 KiB.
+# Runs governor on the embedded SQLite store in front of a real local site: the demo site
+# (deploy/demo-site/serve.py: deploy/demo-site/www, sent with Cache-Control: no-store) on
+# 127.0.0.1:$(SITE_PORT). The demo tenant's upstream in config/governor.yaml is
+# "http://127.0.0.1:${SITE_PORT-8000}", so `make run SITE_PORT=8001` moves both.
+# A port already in use stops it with one line saying which; Ctrl-C stops both.
+# Open http://localhost:8080/ and reload it: the 15th reload shows the notice (cap 200 KiB).
 run: $(STAMP)
-	$(BIN)/governor check --config config/governor.yaml
-	@$(BIN)/python -m http.server --bind 127.0.0.1 --directory $(SITE_DIR) $(SITE_PORT) & \
-	  site_pid=$$!; trap 'kill $$site_pid 2>/dev/null' EXIT INT TERM; \
-	  echo "site on http://127.0.0.1:$(SITE_PORT)/ (pid $$site_pid); governor on http://localhost:8080/"; \
+	@SITE_PORT=$(SITE_PORT) $(BIN)/governor check --config config/governor.yaml
+	@echo "make run: the demo site on 127.0.0.1:$(SITE_PORT), governor in front of it on" \
+	  "http://localhost:8080/ (status page http://127.0.0.1:9090/status); Ctrl-C stops both"
+	@SITE_PORT=$(SITE_PORT) $(BIN)/python deploy/demo-site/serve.py --port $(SITE_PORT) -- \
 	  $(BIN)/governor serve --config config/governor.yaml
 
 lint: $(STAMP)

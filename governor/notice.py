@@ -16,12 +16,15 @@ Content negotiation:
 An operator template (``string.Template`` text with ``$``-placeholders, see
 :data:`PLACEHOLDERS`) replaces the built-in HTML; every substituted value is
 HTML-escaped, and :func:`validate_template` lists unknown placeholders so the
-config loader can reject typos.
+config loader can reject typos. HTML comments in a template are the operator's notes:
+they are removed before anything is substituted or sent, so no visitor sees them
+(and a placeholder named in one is neither filled in nor checked).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import html
 import json
 import math
@@ -311,6 +314,7 @@ font-family:system-ui,-apple-system,"Segoe UI","Apple SD Gothic Neo","Malgun Got
 "Noto Sans KR",Roboto,sans-serif}
 main{max-width:34rem;width:100%;background:var(--card);border:1px solid var(--line);\
 border-radius:.75rem;padding:2rem}
+:lang(ko){word-break:keep-all;overflow-wrap:break-word}
 h1{margin:0 0 1rem;font-size:1.5rem;line-height:1.3}
 p{margin:0 0 1rem}
 .reopen{font-weight:600;color:var(--accent)}
@@ -403,13 +407,26 @@ def _escaped(values: Mapping[str, str]) -> dict[str, str]:
     return {name: html.escape(value, quote=True) for name, value in values.items()}
 
 
+# An HTML comment (https://html.spec.whatwg.org/#comments), and the abrupt forms <!--> and
+# <!--->, which also end a comment. An unclosed one runs to the end, as in a browser.
+_COMMENT = re.compile(r"<!--(?:-?>|.*?-->|.*\Z)", re.DOTALL)
+
+
+@functools.lru_cache(maxsize=64)
+def _operator_template(text: str) -> Template:
+    """The template without its comments; compiled once per template text (not per request)."""
+    return Template(_COMMENT.sub("", text))
+
+
 def validate_template(text: str) -> list[str]:
     """The unknown placeholder names in an operator template, in order of first use.
 
     ``$$`` (a literal dollar) and a ``$`` not followed by a name are not
-    placeholders and are left as they are when rendering.
+    placeholders and are left as they are when rendering; neither is anything in an
+    HTML comment, which is removed.
     """
-    return [name for name in Template(text).get_identifiers() if name not in PLACEHOLDERS]
+    identifiers = _operator_template(text).get_identifiers()
+    return [name for name in identifiers if name not in PLACEHOLDERS]
 
 
 def render_notice(
@@ -452,7 +469,7 @@ def render_notice(
             values |= _builtin_strings(lang, facts, d)
             text = _BUILTIN.substitute(_escaped(values), style=_STYLE)
         else:
-            text = Template(template).safe_substitute(_escaped(values))
+            text = _operator_template(template).safe_substitute(_escaped(values))
         body = text.encode("utf-8")
         headers = [("Content-Type", "text/html; charset=utf-8")]
 

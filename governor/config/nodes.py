@@ -2,11 +2,19 @@
 
 Every check reports through :class:`Ctx` (file, line, key path, what is wrong), so the
 loader lists every problem of a file at once.
+
+Environment references: in a double-quoted value (and only there, as HAProxy expands
+them only inside double quotes), ``${NAME}`` is the environment variable ``NAME``,
+``${NAME-default}`` the default when it is unset and ``${NAME:-default}`` also when it is
+empty. Every value is read through :func:`scalar`, so every key takes them, and a reload
+reads them again from the process's environment.
 """
 
 from __future__ import annotations
 
 import difflib
+import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,11 +133,53 @@ def get_field(fields: Fields, name: str, parent: str, parse: Parser[T], ctx: Ctx
 
 
 def scalar(node: Node, key: str, what: str, ctx: Ctx) -> str | None:
-    """The scalar's text exactly as written (so ``12:30`` is not a YAML 1.1 number)."""
+    """The scalar's text exactly as written (so ``12:30`` is not a YAML 1.1 number).
+
+    A double-quoted value has its environment references replaced first.
+    """
     if isinstance(node, ScalarNode) and not is_null(node):
-        return str(node.value)
+        text = str(node.value)
+        if node.style == '"' and "${" in text:
+            return _expand_environment(node, key, text, ctx)
+        return text
     ctx.error(node, key, f"expected {what}, got {kind_of(node)}")
     return None
+
+
+_ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?-)([^}]*))?\}")
+
+
+def _expand_environment(node: ScalarNode, key: str, text: str, ctx: Ctx) -> str | None:
+    """``text`` with each ``${NAME}``, ``${NAME-default}``, ``${NAME:-default}`` replaced."""
+    out: list[str] = []
+    end = 0
+    for ref in _ENV_REFERENCE.finditer(text):
+        out.append(text[end : ref.start()])
+        end = ref.end()
+        name, operator, default = ref.groups()
+        value = os.environ.get(name)
+        unset = value is None or (operator == ":-" and not value)  # ":-": empty is unset too
+        if unset and operator is not None:
+            value = default
+        if value is None:
+            ctx.error(
+                node,
+                key,
+                f"environment variable {name} is not set "
+                f'(write "${{{name}-default}}" to give a default)',
+            )
+            return None
+        out.append(value)
+    out.append(text[end:])
+    if any("${" in literal for literal in out[::2]):
+        ctx.error(
+            node,
+            key,
+            f"{text!r}: a ${{ in a double-quoted value must start ${{NAME}}, ${{NAME-default}} "
+            "or ${NAME:-default} (NAME: letters, digits and _)",
+        )
+        return None
+    return "".join(out)
 
 
 def items_of(

@@ -9,15 +9,10 @@ and check that the page refreshes by itself. Without Chromium they are skipped.
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import contextlib
 import dataclasses
-import json
 import os
 import re
-import shutil
-import signal
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from html.parser import HTMLParser
@@ -34,29 +29,12 @@ from governor.ledger import Batch
 from governor.metrics import Metrics
 from governor.runtime import Runtime
 from governor.store.memory import MemoryStore
+from tests.functional.chromium import browser, dump_dom, needs_chromium
 from tests.functional.conftest import GovernorFactory
 from tests.functional.support import FakeClock, RawClient, free_port, request, seoul, write_config
 from tests.functional.upstream_app import Seen
 
 TOKEN = "status-page-token-0123456789"
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-needs_chromium = pytest.mark.skipif(
-    CHROMIUM is None,
-    reason="chromium is not installed (Debian: apt-get install chromium); "
-    "the /status page is checked in a real headless browser",
-)
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--window-size=1200,900",
-]
-BROWSER_TIMEOUT = 30.0
 
 
 async def fetch(port: int, path: str, host: str) -> int:
@@ -213,39 +191,6 @@ class _DomReader(HTMLParser):
             self._current["text"].append(data)
 
 
-async def _stop(proc: asyncio.subprocess.Process) -> None:
-    if proc.returncode is None:
-        proc.terminate()
-        try:
-            async with asyncio.timeout(10):
-                await proc.wait()
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)  # its own session: chromium and its helpers
-            await proc.wait()
-
-
-async def dump_dom(url: str, profile: Path) -> str:
-    assert CHROMIUM is not None
-    proc = await asyncio.create_subprocess_exec(
-        CHROMIUM,
-        *CHROMIUM_FLAGS,
-        f"--user-data-dir={profile}",
-        "--dump-dom",
-        url,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        async with asyncio.timeout(BROWSER_TIMEOUT):
-            out, _ = await proc.communicate()
-    finally:
-        await _stop(proc)
-    assert proc.returncode == 0
-    return out.decode()
-
-
 @needs_chromium
 async def test_chromium_renders_every_tenant_its_bar_state_and_chart(
     scene: Scene, tmp_path: Path
@@ -296,84 +241,6 @@ CDP_PROBE = """
   });
 })()
 """
-
-
-class DevTools:
-    """A page in headless Chromium, driven over the DevTools protocol (a WebSocket)."""
-
-    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        self.ws = ws
-        self._id = 0
-
-    async def call(self, method: str, **params: Any) -> dict[str, Any]:
-        self._id += 1
-        await self.ws.send_json({"id": self._id, "method": method, "params": params})
-        async with asyncio.timeout(BROWSER_TIMEOUT):
-            while True:
-                msg = json.loads(await self.ws.receive_str())
-                if msg.get("id") == self._id:
-                    assert "error" not in msg, msg
-                    result: dict[str, Any] = msg["result"]
-                    return result
-
-    async def event(self, method: str, *, within: float) -> dict[str, Any]:
-        """The next event ``method`` (enable its domain first)."""
-        async with asyncio.timeout(within):
-            while True:
-                msg = json.loads(await self.ws.receive_str())
-                if msg.get("method") == method:
-                    params: dict[str, Any] = msg.get("params", {})
-                    return params
-
-    async def evaluate(self, expression: str) -> Any:
-        result = await self.call(
-            "Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True
-        )
-        assert "exceptionDetails" not in result, result
-        return result["result"].get("value")
-
-
-@contextlib.asynccontextmanager
-async def browser(url: str, profile: Path) -> AsyncIterator[DevTools]:
-    """Chromium showing ``url`` (loaded), with its DevTools endpoint connected."""
-    assert CHROMIUM is not None
-    profile.mkdir()
-    proc = await asyncio.create_subprocess_exec(
-        CHROMIUM,
-        *CHROMIUM_FLAGS,
-        f"--user-data-dir={profile}",
-        "--remote-debugging-port=0",
-        "--remote-allow-origins=*",
-        "about:blank",
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        active = profile / "DevToolsActivePort"
-        async with asyncio.timeout(BROWSER_TIMEOUT):
-            while not active.exists() or not active.read_text().strip():
-                assert proc.returncode is None, "chromium exited at start"
-                await asyncio.sleep(0.05)
-            port = int(active.read_text().split()[0])
-            async with aiohttp.ClientSession() as session:
-                while True:
-                    async with session.get(f"http://127.0.0.1:{port}/json/list") as resp:
-                        targets = await resp.json()
-                    pages = [t for t in targets if t["type"] == "page"]
-                    if pages:
-                        break
-                    await asyncio.sleep(0.05)
-                async with session.ws_connect(
-                    pages[0]["webSocketDebuggerUrl"], max_msg_size=0
-                ) as ws:
-                    page = DevTools(ws)
-                    await page.call("Page.enable")
-                    await page.call("Page.navigate", url=url)
-                    await page.event("Page.loadEventFired", within=BROWSER_TIMEOUT)
-                    yield page
-    finally:
-        await _stop(proc)
 
 
 @needs_chromium

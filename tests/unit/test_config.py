@@ -212,10 +212,12 @@ def test_the_full_contract(tmp_path: Path) -> None:
     assert blog.exempt_clients == (ipaddress.ip_network("127.0.0.1/32"),)
 
 
-def test_example_config_loads(tmp_path: Path) -> None:
+def test_example_config_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SITE_PORT", raising=False)
     folder = tmp_path / "config"
     folder.mkdir()
     shutil.copy(REPO / "config" / "governor.yaml", folder / "governor.yaml")
+    shutil.copy(REPO / "config" / "admin.token", folder / "admin.token")
     (folder / "notice.html").write_text(TEMPLATE, encoding="utf-8")
     config = load_config(folder / "governor.yaml")
     assert (config.listen_host, config.listen_port) == ("127.0.0.1", 8080)
@@ -230,6 +232,11 @@ def test_example_config_loads(tmp_path: Path) -> None:
     assert demo.notice.status == 503
     assert demo.notice.template_path == folder / "notice.html"
     assert demo.exempt_paths == ("/robots.txt",)
+    assert config.admin_token is not None
+    assert config.admin_token.startswith("demo-")
+    monkeypatch.setenv("SITE_PORT", "8123")  # what `make run SITE_PORT=8123` sets
+    (demo,) = load_config(folder / "governor.yaml").tenants
+    assert demo.upstream.url == "http://127.0.0.1:8123"
 
 
 @pytest.mark.skipif(
@@ -393,6 +400,61 @@ def test_a_wildcard_and_its_apex_may_belong_to_different_tenants(tmp_path: Path)
         ),
     )
     assert [t.hosts for t in config.tenants] == [("demo.example",), ("*.demo.example",)]
+
+
+def test_double_quoted_values_take_environment_references(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SITE_PORT", "8123")
+    monkeypatch.setenv("EMPTY", "")
+    monkeypatch.delenv("UNSET", raising=False)
+    config = load(
+        tmp_path,
+        cfg(
+            listen='"127.0.0.1:${UNSET-8081}"',
+            hosts='["${UNSET:-a}.example", "b${EMPTY}.example", "c${EMPTY:-c}.example"]',
+            upstream='"http://127.0.0.1:${SITE_PORT}"',
+            daily_cap='"${UNSET-2} MiB"',
+        ),
+    )
+    assert config.listen_port == 8081
+    (demo,) = config.tenants
+    assert demo.hosts == ("a.example", "b.example", "cc.example")
+    assert demo.upstream.port == 8123
+    assert demo.daily_cap == 2 * 2**20
+
+
+def test_environment_references_only_in_double_quotes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DIR", "x")
+    tail = "    exempt_paths:\n      - '/${DIR}'\n      - \"/${DIR}\"\n      - /plain${DIR}\n"
+    config = load(tmp_path, cfg(tail=tail))
+    assert config.tenants[0].exempt_paths == ("/${DIR}", "/x", "/plain${DIR}")
+
+
+def test_environment_reference_problems(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("UNSET", raising=False)
+    monkeypatch.setenv("SITE_PORT", "abc")
+    found = problems(
+        tmp_path,
+        cfg(
+            listen='"127.0.0.1:${UNSET}"',
+            hosts='["${1BAD}.example"]',
+            upstream='"http://127.0.0.1:${SITE_PORT}"',
+            daily_cap='"${UNSET"',
+        ),
+    )
+    assert [(p.line, p.key) for p in found] == [
+        (1, "listen"),
+        (4, "tenants.demo.hosts[0]"),
+        (5, "tenants.demo.upstream"),
+        (6, "tenants.demo.daily_cap"),
+    ]
+    assert "environment variable UNSET is not set" in found[0].message
+    assert "${NAME}" in found[1].message
+    assert "http://127.0.0.1:abc" in found[2].message
+    assert "${NAME-default}" in found[3].message
 
 
 # --- problems ------------------------------------------------------------------------

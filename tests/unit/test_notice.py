@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -415,6 +416,80 @@ def test_example_template_is_valid_and_renders() -> None:
     page = render(template=text, accept_language="ko").body.decode()
     assert '<body class="visitor-ko">' in page
     assert "2024-02-22 00:00 KST" in page
-    assert "$host" in page  # documented as $$host in the comment
     assert "blog-limit" in page
     assert '<meta name="viewport"' in page
+
+
+# --------------------------------------------------------------------------- the notice's defects
+
+
+def test_template_comments_never_reach_visitors() -> None:
+    template = (
+        "<!doctype html>\n<!-- operator notes: $tenant, ${cap}, $$5, $typo -->\n"
+        "<p>$host</p><!---->\n<!--\nmulti\nline\n--><p>a<!-->b<!--->c</p>\n"
+        "<style>/* $$ */</style>\n<!-- unclosed, as a browser sees it: to the end $host"
+    )
+    assert validate_template(template) == []  # $typo is in a comment: not a placeholder
+    body = render(template=template).body.decode()
+    assert (
+        body == "<!doctype html>\n\n<p>blog.example.com</p>\n<p>abc</p>\n<style>/* $ */</style>\n"
+    )
+    assert validate_template("<!-- fine --> $typo") == ["typo"]
+
+
+def test_the_example_template_sends_no_comment() -> None:
+    text = EXAMPLE_TEMPLATE.read_text(encoding="utf-8")
+    assert "<!--" in text  # the operator's notes are in the file
+    for lang in ("en", "ko"):
+        page = render(template=text, accept_language=lang).body.decode()
+        assert "<!--" not in page
+        assert "Placeholders" not in page
+        assert "admin@example.com" in page  # the visible footer is still there
+
+
+@pytest.mark.parametrize(
+    ("accept_language", "lang"), [("ko-KR,ko;q=0.9", "ko"), ("en-US", "en"), (None, "en")]
+)
+@pytest.mark.parametrize("which", ["example", "builtin"])
+def test_the_page_language_is_the_visitors(
+    which: str, accept_language: str | None, lang: str
+) -> None:
+    template = EXAMPLE_TEMPLATE.read_text(encoding="utf-8") if which == "example" else None
+    n = render(template=template, accept_language=accept_language)
+    page = n.body.decode()
+    assert re.search(r"<html\b[^>]*>", page)[0] == f'<html lang="{lang}">'  # type: ignore[index]
+    assert header(n, "Content-Language") == lang
+
+
+@pytest.mark.parametrize("which", ["example", "builtin"])
+def test_korean_wraps_between_words(which: str) -> None:
+    template = EXAMPLE_TEMPLATE.read_text(encoding="utf-8") if which == "example" else None
+    page = render(template=template, accept_language="ko").body.decode()
+    rules = re.findall(r"([^{}]+)\{([^{}]*)\}", page.split("<style>", 1)[1].split("</style>")[0])
+    keep_all = [sel for sel, decl in rules if re.search(r"word-break\s*:\s*keep-all", decl)]
+    assert any(":lang(ko)" in sel for sel in keep_all), rules
+
+
+def test_the_example_usage_bar_is_not_a_green_meter_at_the_cap() -> None:
+    """Browsers paint a <meter> without low/high/optimum green, "all is well", even full."""
+    text = EXAMPLE_TEMPLATE.read_text(encoding="utf-8")
+    page = render(facts(used=3 * GIB, cap=2 * GIB), template=text).body.decode()
+    assert "<meter" not in page
+    bars = re.findall(r"<progress\b[^>]*>", page)
+    assert bars
+    for bar in bars:
+        assert f'max="{2 * GIB}"' in bar
+        assert f'value="{3 * GIB}"' in bar
+    assert re.search(r"\.usage\s*\{[^}]*accent-color\s*:\s*var\(--accent\)", page)
+
+
+@pytest.mark.parametrize("which", ["example", "builtin"])
+@pytest.mark.parametrize("lang", ["en", "ko"])
+def test_the_reset_is_shown_as_a_time_not_as_seconds(which: str, lang: str) -> None:
+    template = EXAMPLE_TEMPLATE.read_text(encoding="utf-8") if which == "example" else None
+    page = render(template=template, accept_language=lang).body.decode()
+    visible = re.sub(r"<style>.*?</style>|<[^>]+>", " ", page, flags=re.DOTALL)
+    assert "11520" not in visible  # the seconds to the reset (Retry-After has them)
+    assert re.search(r"\b11520\s*s\b", page) is None
+    assert "00:00" in visible
+    assert "2024-02-22" in visible
