@@ -354,7 +354,7 @@ class _Exchange:
         self.charge_out()
         # A tunnel has no end to finish: it is closed at the cap either way, and it is
         # never exempt (see is_exempt), whatever its path.
-        tunnel = Tunnel(request, conn, self.meter, self, cut=True)
+        tunnel = Tunnel(request, conn, self.meter, self)
         tunnel.start()
         await tunnel.wait()
 

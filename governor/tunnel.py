@@ -48,15 +48,12 @@ class Tunnel:
         origin: OriginConnection,
         meter: Meter,
         charger: Charger,
-        *,
-        cut: bool,
     ) -> None:
         self.request = request
         self.client = request.conn
         self.origin = origin
         self.meter = meter
         self.charger = charger
-        self.cut = cut
         self.loop = asyncio.get_running_loop()
         self.done: asyncio.Future[None] = self.loop.create_future()
         self.idle = request.conn.server.websocket_idle  # seconds without a byte either way
@@ -78,8 +75,7 @@ class Tunnel:
         await self.done
 
     def _over_cap(self) -> bool:
-        if not self.cut:
-            return False
+        """A tunnel is never exempt: it closes at the cap, bytes not yet accepted counted."""
         return is_blocked(self.meter.used() + self.charger.in_flight(), self.meter.cap)
 
     # From the client.
