@@ -5,8 +5,8 @@ listener, the access log, the admin listener) and owns the background task, the
 flusher. Tests run it in-process on port 0 with an injected clock;
 :mod:`governor.server` runs it with signals.
 
-Reload: every setting but ``listen``, ``store`` and ``workers`` (which take a restart
-and keep their running values) reaches the running parts through one fan-out,
+Reload: every setting but ``listen``, ``store``, ``workers`` and ``spool`` (which
+take a restart and keep their running values) reaches the running parts through one fan-out,
 :meth:`Governor.reconfigure`, each part taking what it holds (see
 :class:`Reconfigurable`). A reload is all or nothing: the file is checked as
 ``governor check`` checks it and a new ``admin_listen`` is bound before anything
