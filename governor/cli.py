@@ -5,7 +5,7 @@ failure (bad arguments, an invalid config, an unreachable store) ends with a
 clear message on stderr and a non-zero status, never a traceback.
 
 ``check`` and ``serve`` agree: both load the file and run the preflight (what the
-file names on this machine, see :mod:`governor.preflight`), so ``check`` passes what
+file names on this machine, see :mod:`governor.process.preflight`), so ``check`` passes what
 ``serve`` accepts, and both print problems as ``FILE:LINE: key: what``. What only
 the start itself can find (a port in use, a store that refuses) is a
 :class:`~governor.errors.StartError` in the same form.
@@ -26,12 +26,12 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from governor import spool
+from governor.accounts import spool
 from governor.config import Config, load_config
+from governor.core.ledger import is_blocked
+from governor.core.periods import period_at
 from governor.errors import ConfigError, GovernorError, StartError
-from governor.ledger import is_blocked
-from governor.periods import period_at
-from governor.preflight import preflight
+from governor.process.preflight import preflight
 from governor.sizes import format_size, parse_size
 from governor.store import open_store
 
@@ -62,7 +62,7 @@ def _parser() -> argparse.ArgumentParser:
         return p
 
     serve = with_config("serve", "run the proxy")
-    # Internal: how the supervisor (workers > 1) starts each worker; see governor.supervisor.
+    # Internal: how the supervisor (workers > 1) starts each worker (process/supervisor.py).
     serve.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
     serve.add_argument("--worker-channel", type=int, default=None, help=argparse.SUPPRESS)
     with_config("check", "validate the config file and exit (0: valid, 1: problems listed)")
@@ -122,11 +122,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(json.dumps(row, indent=2) if args.json else _admin_line(args.command, row))
             return 0
         if worker is None and config.workers > 1:
-            from governor.supervisor import supervise
+            from governor.process.supervisor import supervise
 
             return supervise(config)
-        from governor.server import run
-        from governor.supervisor import Lifeline, join
+        from governor.process.serve import run
+        from governor.process.supervisor import Lifeline, join
 
         lifeline: Lifeline | None = None
         if args.worker_channel is not None:

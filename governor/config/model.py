@@ -97,7 +97,7 @@ class LimitsConfig:
     """How much a client may send and hold; beyond each, it is refused.
 
     Sizes are in bytes; a count or size of 0 where noted means no limit.
-    (Named to stay apart from :class:`governor.http1.Limits`, the parser's own.)
+    (Named to stay apart from :class:`governor.http1.wire.Limits`, the parser's own.)
     """
 
     request_line: int = 8192  # the request line: 414 beyond it

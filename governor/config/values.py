@@ -28,7 +28,7 @@ from governor.config.model import (
     UpstreamURL,
 )
 from governor.config.nodes import Ctx, Hosts, T, items_of, scalar
-from governor.notice import PLACEHOLDERS, validate_template
+from governor.proxy.notice import PLACEHOLDERS, validate_template
 from governor.sizes import parse_duration, parse_size
 from governor.store import mask_password, store_url_problem
 

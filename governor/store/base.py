@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import ClassVar, Protocol
 
-from governor.ledger import Batch, Key
+from governor.core.ledger import Batch, Key
 
 __all__ = ["BUCKET_SECONDS", "FLUSH_ID_TTL", "Store", "bucket_of"]
 

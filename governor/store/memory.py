@@ -12,8 +12,8 @@ import time
 from collections.abc import Callable, Iterable
 from typing import ClassVar
 
+from governor.core.ledger import Batch, Key
 from governor.errors import StoreError
-from governor.ledger import Batch, Key
 from governor.store.base import FLUSH_ID_TTL, bucket_of
 
 __all__ = ["MemoryStore"]

@@ -26,8 +26,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import ClassVar, TypeVar
 
+from governor.core.ledger import Batch, Key
 from governor.errors import StoreError
-from governor.ledger import Batch, Key
 from governor.store.base import FLUSH_ID_TTL, bucket_of
 
 __all__ = ["SQLiteStore"]

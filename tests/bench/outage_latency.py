@@ -14,8 +14,8 @@ from pathlib import Path
 
 from aiohttp import web
 
-from governor.app import Governor
 from governor.config import load_config
+from governor.process.instance import Governor
 from tests.functional.support import RawClient, request, write_config
 from tests.functional.upstream_app import make_upstream
 from tests.redis_servers import RedisServer

@@ -40,16 +40,16 @@ def run(*args: str | Path, cwd: Path = REPO) -> subprocess.CompletedProcess[str]
 
 
 def exposed_metrics() -> set[str]:
-    """Every series name governor serves at /metrics, read from governor/metrics.py."""
+    """Every series name governor serves at /metrics, read from governor/observe/metrics.py."""
     names: set[str] = set()
-    for kind, name in _METRIC.findall((REPO / "governor" / "metrics.py").read_text()):
+    for kind, name in _METRIC.findall((REPO / "governor" / "observe" / "metrics.py").read_text()):
         if kind == "Counter":
             names.add(f"{name}_total")
         elif kind == "Histogram":
             names.update(f"{name}_{suffix}" for suffix in ("bucket", "sum", "count"))
         else:
             names.add(name)
-    assert len(names) > 10, "the metric definitions in governor/metrics.py were not found"
+    assert len(names) > 10, "the metric definitions in governor/observe/metrics.py were not found"
     return names
 
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from governor.app import Governor
 from governor.config import load_config
+from governor.process.instance import Governor
 from tests.functional.conftest import GovernorFactory
 from tests.functional.support import FakeClock, RawClient, request, write_config
 

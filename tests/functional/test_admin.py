@@ -16,9 +16,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from governor.admin import create_admin_app
-from governor.app import Governor
+from governor.admin.api import create_admin_app
 from governor.config import load_config
+from governor.process.instance import Governor
 from tests.functional.conftest import GovernorFactory
 from tests.functional.processes import Served, ServeFactory, governor
 from tests.functional.support import FakeClock, RawClient, free_port, request, write_config

@@ -7,8 +7,8 @@ import json
 
 import aiohttp
 
-from governor.app import Governor
 from governor.config import load_config
+from governor.process.instance import Governor
 from tests.functional.conftest import GovernorFactory
 from tests.functional.support import FakeClock, RawClient, request, seoul, write_config
 from tests.functional.test_metering import used

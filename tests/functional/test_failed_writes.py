@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from governor.app import Governor
-from governor.listener import ClientConnection, socket_sent
+from governor.http1.server import ClientConnection, socket_sent
+from governor.process.instance import Governor
 from tests.functional.conftest import GovernorFactory
 from tests.functional.processes import ServeFactory
 from tests.functional.support import request, write_config

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestServer
 
-from governor.app import Governor
+from governor.process.instance import Governor
 from tests.faults import FaultProxy
 from tests.functional.conftest import GovernorFactory
 from tests.functional.support import RawClient, request

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from governor.app import Governor
+from governor.process.instance import Governor
 from tests.functional.conftest import GovernorFactory
 from tests.functional.processes import Served, ServeFactory, governor
 from tests.functional.support import RawClient, request, write_config

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from governor.app import Governor
+from governor.process.instance import Governor
 from tests.functional.conftest import GovernorFactory
 from tests.functional.support import RawClient, request
 from tests.functional.upstream_app import Seen, pattern

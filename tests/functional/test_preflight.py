@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 
-from governor.app import Governor
 from governor.config import load_config
 from governor.errors import StartError
-from governor.preflight import preflight
+from governor.process.instance import Governor
+from governor.process.preflight import preflight
 from tests.functional.support import free_port, write_config
 
 

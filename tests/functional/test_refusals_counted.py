@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from governor.app import Governor
+from governor.process.instance import Governor
 from tests.functional.conftest import GovernorFactory
 from tests.functional.support import RawClient, free_port, request
 from tests.functional.test_access_log import lines

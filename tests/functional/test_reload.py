@@ -21,9 +21,9 @@ import aiohttp
 import pytest
 import yaml
 
-from governor.app import RESTART_ONLY, Governor
 from governor.config import Config, LimitsConfig, Timeouts, load_config
-from governor.supervisor import Supervisor
+from governor.process.instance import RESTART_ONLY, Governor
+from governor.process.supervisor import Supervisor
 from tests.faults import FaultProxy
 from tests.functional.conftest import GovernorFactory
 from tests.functional.processes import ServeFactory
@@ -373,7 +373,7 @@ RESTART = {
     "listen_port": "listen",
     "store": "store",
     "workers": "workers",
-    "spool": "spool",  # locked by the process from its start (see governor.spool)
+    "spool": "spool",  # locked by the process from its start (see governor.accounts.spool)
 }
 NOT_SETTINGS = {"path", "lines"}  # where the file is, and its lines for messages
 

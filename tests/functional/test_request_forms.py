@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from governor.app import Governor
+from governor.process.instance import Governor
 from tests.functional.conftest import GovernorFactory
 from tests.functional.raw_upstream import RawUpstream
 from tests.functional.support import RawClient, RawResponse

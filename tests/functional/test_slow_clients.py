@@ -17,7 +17,7 @@ from typing import Any
 
 import aiohttp
 
-from governor.app import Governor
+from governor.process.instance import Governor
 from tests.functional.conftest import GovernorFactory
 from tests.functional.support import RawClient, free_port, request
 from tests.functional.upstream_app import Seen, pattern

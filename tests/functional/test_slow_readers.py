@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from governor.app import Governor
+from governor.process.instance import Governor
 from tests.functional.conftest import GovernorFactory
 from tests.functional.support import RawClient, request
 from tests.functional.test_websocket import frame, handshake

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from governor.app import Governor
+from governor.process.instance import Governor
 from tests.functional.conftest import GovernorFactory
 from tests.functional.upstream_app import Seen
 

@@ -22,12 +22,12 @@ from typing import Any
 import aiohttp
 import pytest
 
-from governor.admin import STATUS_REFRESH_SECONDS, create_admin_app
-from governor.app import Governor
+from governor.accounts.runtime import Runtime
+from governor.admin.api import STATUS_REFRESH_SECONDS, create_admin_app
 from governor.config import load_config
-from governor.ledger import Batch
-from governor.metrics import Metrics
-from governor.runtime import Runtime
+from governor.core.ledger import Batch
+from governor.observe.metrics import Metrics
+from governor.process.instance import Governor
 from governor.store.memory import MemoryStore
 from tests.functional.chromium import browser, dump_dom, needs_chromium
 from tests.functional.conftest import GovernorFactory

@@ -16,8 +16,8 @@ import yaml
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from governor.app import Governor
 from governor.config import load_config
+from governor.process.instance import Governor
 from tests.functional.conftest import GovernorFactory
 from tests.functional.support import (
     FakeClock,

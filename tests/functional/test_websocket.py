@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from governor.app import Governor
+from governor.process.instance import Governor
 from tests.functional.conftest import GovernorFactory
 from tests.functional.support import RawClient, request
 from tests.functional.test_metering import used

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from governor.core.ledger import Batch, Key
 from governor.errors import StoreError
-from governor.ledger import Batch, Key
 from governor.store import Store
 from governor.store.base import BUCKET_SECONDS, bucket_of
 from governor.store.memory import MemoryStore

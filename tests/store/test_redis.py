@@ -11,8 +11,8 @@ from typing import TypeVar
 
 import pytest
 
+from governor.core.ledger import Batch, Key
 from governor.errors import StoreError
-from governor.ledger import Batch, Key
 from governor.store import open_store
 from governor.store.base import bucket_of
 from governor.store.redis import (

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from governor.core.ledger import Batch
 from governor.errors import StoreError
-from governor.ledger import Batch
 from governor.store import open_store
 from governor.store.base import bucket_of
 from governor.store.sqlite import SQLiteStore

@@ -7,9 +7,9 @@ import threading
 import time
 from pathlib import Path
 
-from governor.accesslog import AccessLog, format_json, format_plain
 from governor.config import parse_config
-from governor.events import RequestRecord
+from governor.observe.accesslog import AccessLog, format_json, format_plain
+from governor.observe.events import RequestRecord
 
 
 def record(path: str = "/index.html", **changes: object) -> RequestRecord:

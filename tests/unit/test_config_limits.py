@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from governor.config import LimitsConfig, Timeouts
-from governor.http1 import Limits
+from governor.http1.wire import Limits
 from tests.unit.test_config import cfg, load, only, problems
 
 

@@ -10,8 +10,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from governor.config import TenantConfig, UpstreamURL
-from governor.exemption import exemption_path, is_exempt
-from governor.tenants import TenantIndex, normalise_host
+from governor.core.exemption import exemption_path, is_exempt
+from governor.core.tenants import TenantIndex, normalise_host
 
 PREFIXES = ("/robots.txt", "/.well-known/acme-challenge/")
 

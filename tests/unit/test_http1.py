@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from governor.headers import (
+from governor.http1.headers import (
     client_response_headers,
     connection_tokens,
     request_block,
@@ -17,7 +17,7 @@ from governor.headers import (
     strip_hop_by_hop,
     upstream_request_headers,
 )
-from governor.http1 import (
+from governor.http1.wire import (
     CHUNKED,
     LENGTH,
     UNTIL_CLOSE,

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from governor.ledger import Batch, Key, Ledger, is_blocked
+from governor.core.ledger import Batch, Key, Ledger, is_blocked
 
 A: Key = ("acme", "2024-05-17")
 B: Key = ("bolt", "2024-05-17")

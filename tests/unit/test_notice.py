@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from governor.notice import (
+from governor.proxy.notice import (
     PLACEHOLDERS,
     NoticeFacts,
     RenderedNotice,

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from governor.periods import Period, PeriodTracker, period_at
+from governor.core.periods import Period, PeriodTracker, period_at
 
 H = 3600.0
 UTC = ZoneInfo("UTC")

@@ -2,7 +2,7 @@
 
 For the config loader (whole random documents, and every key of ``limits`` and
 ``timeouts``), size and duration parsing, the period arithmetic in every zone
-the system knows, and the header functions of :mod:`governor.headers`.
+the system knows, and the header functions of :mod:`governor.http1.headers`.
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from governor.config import Config, load_config, parse_config
+from governor.core.periods import period_at
 from governor.errors import ConfigError
-from governor.headers import (
+from governor.http1.headers import (
     HOP_BY_HOP,
     VIA,
     client_address,
@@ -30,7 +31,6 @@ from governor.headers import (
     strip_hop_by_hop,
     upstream_request_headers,
 )
-from governor.periods import period_at
 from governor.sizes import MAX_SIZE, parse_duration, parse_size
 
 PATH = Path("/nonexistent-governor-dir/governor.yaml")

@@ -8,10 +8,10 @@ from typing import ClassVar
 
 import pytest
 
+from governor.accounts.runtime import Runtime
 from governor.config import Config, TenantConfig, UpstreamURL
+from governor.core.ledger import Batch, Key
 from governor.errors import StoreError
-from governor.ledger import Batch, Key
-from governor.runtime import Runtime
 from governor.store.memory import MemoryStore
 
 NOON = 1708484400.0  # 2024-02-21 12:00 in Asia/Seoul
@@ -213,7 +213,7 @@ async def test_a_spool_held_by_another_process_is_refused_naming_the_file_and_th
     import asyncio
     import sys
 
-    from governor.spool import SpoolBusy
+    from governor.accounts.spool import SpoolBusy
 
     spool = tmp_path / "spool.json"
     holder = await asyncio.create_subprocess_exec(  # another process, as a running governor

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from governor import sdnotify
+from governor.process import sdnotify
 
 
 def fields(message: bytes) -> dict[str, str]:

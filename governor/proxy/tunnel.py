@@ -15,10 +15,10 @@ from __future__ import annotations
 import asyncio
 from typing import Protocol
 
-from governor.ledger import is_blocked
-from governor.listener import Request
-from governor.meter import Meter
-from governor.origin import OriginConnection
+from governor.core.ledger import is_blocked
+from governor.core.meter import Meter
+from governor.http1.client import OriginConnection
+from governor.http1.server import Request
 
 SUPPORTED = frozenset({"websocket"})
 

@@ -2,7 +2,7 @@
 
 Bodies pass byte for byte (no decompression, nothing added but the framing and
 the forwarding headers the proxy sets); responses are read with
-:mod:`governor.http1`, their bodies streamed with backpressure. What governor
+:mod:`governor.http1.wire`, their bodies streamed with backpressure. What governor
 holds for one client is bounded by :data:`BUDGET`: each read from the upstream
 is sized to the room its client side has left (the bytes the client's transport
 has not handed to the kernel, plus any queued here), and reads pause while there
@@ -33,7 +33,7 @@ from typing import Protocol, cast
 
 from governor.config import Config, UpstreamURL
 from governor.errors import UpstreamError, UpstreamTimeout
-from governor.http1 import (
+from governor.http1.wire import (
     CHUNKED,
     LENGTH,
     UNTIL_CLOSE,

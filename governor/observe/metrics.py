@@ -36,11 +36,11 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
-from governor.events import Outcome, RequestRecord
-from governor.runtime import Runtime
+from governor.accounts.runtime import Runtime
+from governor.observe.events import Outcome, RequestRecord
 
 if TYPE_CHECKING:
-    from governor.listener import HTTPServer
+    from governor.http1.server import HTTPServer
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 

@@ -3,7 +3,7 @@
 :class:`Governor` wires the parts together (store, runtime, upstream pool, the
 listener, the access log, the admin listener) and owns the background task, the
 flusher. Tests run it in-process on port 0 with an injected clock;
-:mod:`governor.server` runs it with signals.
+:mod:`governor.process.serve` runs it with signals.
 
 Reload: every setting but ``listen``, ``store``, ``workers`` and ``spool`` (which
 take a restart and keep their running values) reaches the running parts through one fan-out,
@@ -27,20 +27,20 @@ import time
 from pathlib import Path
 from typing import Protocol
 
-from governor import spool
-from governor.accesslog import AccessLog, open_access_log
-from governor.admin import AdminListener, create_admin_app
+from governor.accounts import spool
+from governor.accounts.runtime import Clock, Runtime
+from governor.admin.api import AdminListener, create_admin_app
 from governor.config import Config, load_config
 from governor.errors import ConfigError, StartError, StoreError
-from governor.listener import HTTPServer
-from governor.metrics import Metrics
-from governor.origin import OriginPool
-from governor.preflight import preflight
-from governor.proxy import Proxy
-from governor.runtime import Clock, Runtime
+from governor.http1.client import OriginPool
+from governor.http1.server import HTTPServer
+from governor.observe.accesslog import AccessLog, open_access_log
+from governor.observe.metrics import Metrics
+from governor.observe.webhooks import Warner
+from governor.process.preflight import preflight
+from governor.proxy.handler import Proxy
 from governor.store import open_store
 from governor.store.base import Store
-from governor.warnings import Warner
 
 log = logging.getLogger("governor")
 

@@ -5,7 +5,7 @@ kept); SIGTERM and SIGINT stop gracefully: /readyz fails at once, serving goes o
 for ``timeouts.shutdown_delay``, then every connection already queued is accepted
 and served, in-flight requests finish within ``timeouts.shutdown``, every count is
 flushed, and it returns.
-With ``workers > 1`` each worker process runs this under :mod:`governor.supervisor`.
+With ``workers > 1`` each worker process runs this under :mod:`governor.process.supervisor`.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ import gc
 import logging
 import signal
 
-from governor import sdnotify
-from governor.app import Governor
 from governor.config import Config
-from governor.supervisor import Lifeline
+from governor.process import sdnotify
+from governor.process.instance import Governor
+from governor.process.supervisor import Lifeline
 
 log = logging.getLogger("governor")
 

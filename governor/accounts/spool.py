@@ -41,8 +41,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from governor.core.ledger import Batch, Key
 from governor.errors import GovernorError
-from governor.ledger import Batch, Key
 
 log = logging.getLogger("governor.spool")
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 from governor.config import TenantConfig
-from governor.ledger import Key, Ledger, is_blocked
-from governor.periods import Period, PeriodTracker
+from governor.core.ledger import Key, Ledger, is_blocked
+from governor.core.periods import Period, PeriodTracker
 
 
 class Meter:

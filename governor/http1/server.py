@@ -2,7 +2,7 @@
 
 Why not aiohttp's server: a proxy needs the exact bytes of every request on the
 wire, and per request aiohttp's server builds far more than a proxy uses. Here
-one :class:`ClientConnection` per socket parses heads with :mod:`governor.http1`,
+one :class:`ClientConnection` per socket parses heads with :mod:`governor.http1.wire`,
 runs one handler task per request (owned by the connection, cancelled when the
 client leaves), streams the request body to it with backpressure, and frames the
 response.
@@ -22,7 +22,7 @@ Invariants:
 * A request whose framing cannot be trusted gets a 4xx and the connection closes.
 * One request at a time per connection; pipelined requests wait, unparsed.
 * :meth:`HTTPServer.shutdown` fails no request the kernel took in: it stops taking
-  new handshakes, accepts every connection already queued (:mod:`governor.drain`),
+  new handshakes, accepts every connection already queued (:mod:`governor.http1.drain`),
   closes idle connections, lets requests in flight finish within the timeout, then
   closes the rest. From :meth:`HTTPServer.begin_drain` on, every response says
   ``Connection: close``.
@@ -43,9 +43,8 @@ from typing import Any, Protocol, cast
 from urllib.parse import unquote
 
 from governor.config import Config, LimitsConfig, Timeouts
-from governor.drain import accept_backlog
-from governor.events import Refusal, RequestNote, RequestSink, report, report_refusal
-from governor.http1 import (
+from governor.http1.drain import accept_backlog
+from governor.http1.wire import (
     CHUNKED,
     CRLF,
     HEAD_END,
@@ -62,6 +61,7 @@ from governor.http1 import (
     parse_request_head,
     sniff_head,
 )
+from governor.observe.events import Refusal, RequestNote, RequestSink, report, report_refusal
 
 log = logging.getLogger("governor.listener")
 

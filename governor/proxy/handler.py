@@ -3,13 +3,13 @@
 Invariants:
 
 * A request whose tenant is at its cap never reaches the upstream (exempt paths
-  and clients aside, see :mod:`governor.exemption`; a WebSocket upgrade is never
+  and clients aside, see :mod:`governor.core.exemption`; a WebSocket upgrade is never
   exempt); an unknown host never reaches any upstream.
 * Bodies stream in both directions with backpressure: at most a read buffer or
   two per direction is held, whatever the body's size.
 * Every byte that crossed the client socket for a tenant's request is charged
   to the tenant (in its ``count`` directions): the request's head and body as
-  received (:mod:`governor.listener`) and the response as the socket accepted it
+  received (:mod:`governor.http1.server`) and the response as the socket accepted it
   (a write that failed, or bytes still held when the client left, are not
   charged), governor's own answers included (400, 408, 413, 414, 431, 502, 504
   ...). Two exceptions: a blocked request and its notice (the notice is the
@@ -25,24 +25,24 @@ import asyncio
 import logging
 import time
 
-from governor import notice
+from governor.accounts.runtime import NEAR_CAP, Runtime, Site
 from governor.config import UpstreamURL
+from governor.core.exemption import is_exempt
+from governor.core.ledger import is_blocked
+from governor.core.meter import Meter
 from governor.errors import UpstreamError, UpstreamTimeout
-from governor.events import Refusal
-from governor.exemption import is_exempt
-from governor.headers import (
+from governor.http1.client import OriginConnection, OriginPool, UpstreamBroken
+from governor.http1.headers import (
     Header,
     client_address,
     request_block,
     response_block,
 )
-from governor.http1 import CRLF, HEAD_END, LAST_CHUNK, chunk_prefix, response_has_body
-from governor.ledger import is_blocked
-from governor.listener import REASONS, SERVER, Request
-from governor.meter import Meter
-from governor.origin import OriginConnection, OriginPool, UpstreamBroken
-from governor.runtime import NEAR_CAP, Runtime, Site
-from governor.tunnel import Tunnel, upgrade_token
+from governor.http1.server import REASONS, SERVER, Request
+from governor.http1.wire import CRLF, HEAD_END, LAST_CHUNK, chunk_prefix, response_has_body
+from governor.observe.events import Refusal
+from governor.proxy import notice
+from governor.proxy.tunnel import Tunnel, upgrade_token
 
 log = logging.getLogger("governor.proxy")
 

@@ -36,7 +36,7 @@ passed with ``pass_fds``, so nothing secret appears in ``ps``):
 Metrics: each run makes a fresh, empty directory (``tempfile.mkdtemp``, so under
 ``$TMPDIR``) and gives it to every worker as ``PROMETHEUS_MULTIPROC_DIR``; each worker
 writes its metric values there and ``/metrics`` in any worker merges them all (see
-:mod:`governor.metrics`). A reaped worker is marked dead, so its live gauges stop
+:mod:`governor.observe.metrics`). A reaped worker is marked dead, so its live gauges stop
 counting; the directory is removed when the supervisor returns (a supervisor killed with
 SIGKILL leaves it behind).
 
@@ -79,10 +79,10 @@ from dataclasses import dataclass
 
 from prometheus_client.multiprocess import mark_process_dead
 
-from governor import sdnotify
 from governor.config import Config, load_config
 from governor.errors import ConfigError, GovernorError, StartError, StoreError
-from governor.metrics import MULTIPROC_ENV
+from governor.observe.metrics import MULTIPROC_ENV
+from governor.process import sdnotify
 from governor.store import open_store
 
 log = logging.getLogger("governor.supervisor")

@@ -32,9 +32,9 @@ from typing import Any
 
 from aiohttp import hdrs, web
 
+from governor.accounts.runtime import Runtime, Site, TenantUsage
 from governor.errors import StoreError
-from governor.metrics import Metrics
-from governor.runtime import Runtime, Site, TenantUsage
+from governor.observe.metrics import Metrics
 from governor.sizes import format_size, parse_size
 from governor.store.base import BUCKET_SECONDS
 

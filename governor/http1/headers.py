@@ -167,7 +167,7 @@ def client_response_headers(headers: Sequence[Header]) -> list[Header]:
 # --- The same rewriting on a head's raw header block (the proxy's hot path) ---------
 #
 # A ``block`` is a header section as received, each field line preceded by its CRLF
-# (see governor.http1). Lines are dropped with one regular-expression pass instead
+# (see governor.http1.wire). Lines are dropped with one regular-expression pass instead
 # of splitting every field into a pair; the semantics are those of the functions
 # above, which the tests hold the block versions to.
 

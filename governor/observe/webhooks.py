@@ -48,8 +48,8 @@ from typing import Any, Literal
 
 import aiohttp
 
+from governor.accounts.runtime import Runtime, TenantUsage
 from governor.errors import StoreError
-from governor.runtime import Runtime, TenantUsage
 
 log = logging.getLogger("governor.warnings")
 

@@ -41,7 +41,7 @@ from collections import deque
 from typing import IO, Any
 
 from governor.config import Config, LogFormat
-from governor.events import RequestRecord
+from governor.observe.events import RequestRecord
 
 log = logging.getLogger("governor.accesslog")
 

@@ -10,7 +10,7 @@ Invariants:
   :meth:`Runtime.run_flusher`, stopped by :meth:`Runtime.stop`, which flushes
   one last time and spools to disk whatever the store would not take. The spool
   file is this process's alone from :meth:`Runtime.claim_spool` (or the start) until
-  the flusher ends (see :mod:`governor.spool`).
+  the flusher ends (see :mod:`governor.accounts.spool`).
 * Requests never wait on the store: they read and add to the ledger only. A store
   that is down or slow costs the flusher one ``store_timeout`` per interval and
   nothing else; counts wait in memory and go out with the first flush that works,
@@ -28,14 +28,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from governor import spool
+from governor.accounts import spool
 from governor.config import Config, TenantConfig
+from governor.core.ledger import Key, Ledger, is_blocked
+from governor.core.periods import PeriodTracker
+from governor.core.tenants import TenantIndex
 from governor.errors import GovernorError, StoreError
-from governor.events import RequestSink
-from governor.ledger import Key, Ledger, is_blocked
-from governor.periods import PeriodTracker
+from governor.observe.events import RequestSink
 from governor.store.base import Store
-from governor.tenants import TenantIndex
 
 log = logging.getLogger("governor.accounts")
 
