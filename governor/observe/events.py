@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, Protocol
 
 if TYPE_CHECKING:
-    from governor.http1.server import Request
+    from governor.http1.request import Request
 
 log = logging.getLogger("governor.events")
 

@@ -38,7 +38,7 @@ from governor.http1.headers import (
     request_block,
     response_block,
 )
-from governor.http1.server import REASONS, SERVER, Request
+from governor.http1.request import REASONS, SERVER, Request
 from governor.http1.wire import CRLF, HEAD_END, LAST_CHUNK, chunk_prefix, response_has_body
 from governor.observe.events import Refusal
 from governor.proxy import notice

@@ -18,7 +18,7 @@ from typing import Protocol
 from governor.core.ledger import is_blocked
 from governor.core.meter import Meter
 from governor.http1.client import OriginConnection
-from governor.http1.server import Request
+from governor.http1.request import Request
 
 SUPPORTED = frozenset({"websocket"})
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from governor.http1.server import ClientConnection, socket_sent
+from governor.http1.connection import ClientConnection, socket_sent
 from governor.process.instance import Governor
 from tests.functional.conftest import GovernorFactory
 from tests.functional.processes import ServeFactory

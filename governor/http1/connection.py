@@ -1,0 +1,642 @@
+"""One client connection: governor's own HTTP/1.1 server side, on asyncio protocols.
+
+Why not aiohttp's server: a proxy needs the exact bytes of every request on the
+wire, and per request aiohttp's server builds far more than a proxy uses. Here
+one :class:`ClientConnection` per socket parses heads with :mod:`governor.http1.wire`,
+runs one handler task per request (owned by the connection, cancelled when the
+client leaves), streams the request body to it with backpressure, and frames the
+response.
+
+Invariants:
+
+* Every received byte is charged to exactly one request: its head (by size) and
+  its body (by framing); bytes after a body wait in the buffer for the next
+  request. Bytes written are charged as the client's socket accepts them
+  (:meth:`ClientConnection.sent`): what the transport still held when the
+  connection was lost never left governor and is never charged; what the kernel
+  accepted but the client never read stays charged.
+* A response is done when the socket accepted all of it (:meth:`ClientConnection.settle`).
+  A client whose socket accepts no byte for ``timeouts.send`` while governor has
+  bytes for it is closed (nginx's ``send_timeout``), and what governor holds for a
+  slow client is bounded: producers pause at :data:`WRITE_HIGH` buffered bytes.
+* A request whose framing cannot be trusted gets a 4xx and the connection closes.
+* One request at a time per connection; pipelined requests wait, unparsed.
+* :meth:`HTTPServer.shutdown` fails no request the kernel took in: it stops taking
+  new handshakes, accepts every connection already queued (:mod:`governor.http1.drain`),
+  closes idle connections, lets requests in flight finish within the timeout, then
+  closes the rest. From :meth:`HTTPServer.begin_drain` on, every response says
+  ``Connection: close``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import struct
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, cast
+from urllib.parse import unquote
+
+from governor.http1.request import REASONS, SERVER, Request
+from governor.http1.wire import (
+    BadMessage,
+    Header,
+    encode_head,
+    sniff_head,
+)
+from governor.observe.events import Refusal, RequestNote, report
+
+if TYPE_CHECKING:
+    from governor.http1.server import HTTPServer
+
+
+log = logging.getLogger("governor.listener")
+
+WRITE_HIGH = 2**16  # response bytes a client's transport holds before its producer pauses
+WRITE_LOW = 2**14  # ... and resumes
+LINGER = 10.0  # seconds to read and drop a request body nobody read, after the response
+# On shutdown, a connection that has not sent its first request yet is given this long
+# to send it (a client that just connected is about to); Go's http.Server does the same.
+FIRST_REQUEST_GRACE = 5.0
+
+
+class TunnelSink(Protocol):
+    """Where a connection's bytes go once it switched protocols."""
+
+    def client_data(self, data: bytes) -> None: ...
+
+    def client_closed(self) -> None: ...
+
+    def client_writable(self) -> None: ...
+
+
+class ClientConnection(asyncio.Protocol):
+    """One client connection: heads, bodies, responses, keep-alive and its timers."""
+
+    def __init__(self, server: HTTPServer) -> None:
+        self.server = server
+        self.loop = server.loop
+        self.transport: asyncio.Transport | None = None
+        self.peer: str | None = None
+        self.closed = False
+        # Close after this request (shutdown, a refusal, the client's EOF).
+        self.closing = server.draining
+        self._used = False  # a request head has arrived on this connection
+        self.body_error: BadMessage | None = None  # the request body was refused midway
+        self._counted = False  # in the server's per-client count
+        self._body_timer: asyncio.TimerHandle | None = None
+        self.bytes_in = 0
+        self.handed = 0  # bytes handed to the transport
+        self._sent_at_loss: int | None = None  # what the socket had accepted, once lost
+        self._send_timer: asyncio.TimerHandle | None = None
+        self._send_mark = 0  # bytes accepted at the last look of the send watchdog
+        self._send_since = 0.0  # when that figure was first seen (loop time)
+        self._buf = b""
+        self._request: Request | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._wait_since: float | None = None  # waiting for a head since (loop time)
+        self._head_since: float | None = None  # a head's first byte arrived at
+        self._read_paused = False
+        self._write_paused = False
+        self._drain_waiter: asyncio.Future[None] | None = None
+        self._sink: TunnelSink | None = None
+        self.on_writable: Callable[[], None] | None = None  # once a full socket drains
+
+    # asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self.transport.set_write_buffer_limits(high=WRITE_HIGH, low=WRITE_LOW)
+        peer = transport.get_extra_info("peername")
+        self.peer = peer[0] if isinstance(peer, tuple) else None
+        refusal = self.server.admit(self.peer)
+        if refusal is not None:
+            self.closing = True
+            self._refuse(503, refusal, None)
+            return
+        self._counted = True
+        self.server.connections.add(self)
+        self._idle()
+
+    def data_received(self, data: bytes) -> None:
+        self.bytes_in += len(data)
+        if self._sink is not None:
+            self._sink.client_data(data)
+            return
+        request = self._request
+        if request is not None and request.body is not None and not request.body.done:
+            try:
+                used = request._feed(data)
+            except BadMessage as exc:
+                self._refuse_body(request, exc)
+                return
+            if request.buffered():
+                self._pause_reading()
+            data = data[used:]
+            if not data:
+                return
+        self._buf += data
+        if request is None:
+            self._next_request()
+        elif len(self._buf) > self.server.limits.head:
+            self._pause_reading()  # pipelined requests wait until this one is answered
+
+    def eof_received(self) -> bool | None:
+        request = self._request
+        if self._sink is not None or (request is not None and request.body_done):
+            self.closing = True  # nothing more will come: close once this one is answered
+            return True  # half-close: the request in flight still gets its response
+        return None  # close: no request, or one whose body can never be completed
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._sent_at_loss = self._accepted_at_loss()  # the socket is still open here
+        self.closed = True
+        self._cancel_send_timer()
+        self.server.connections.discard(self)
+        if self._counted:
+            self._counted = False
+            self.server.release(self.peer)
+        self._cancel_timer()
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+        if self._sink is not None:
+            self._sink.client_closed()
+        request = self._request
+        if request is not None:
+            request._fail()
+        waiter = self._drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(ConnectionResetError("the client closed the connection"))
+        task = self._task
+        if task is not None and not task.done() and self._sink is None:
+            task.cancel()
+        self.server.connection_closed()
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        if self._sink is not None:
+            self._sink.client_writable()
+        if self.on_writable is not None:
+            self.on_writable()
+        waiter = self._drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # Writing.
+    def write(self, data: bytes) -> None:
+        transport = self.transport
+        if self.closed or transport is None or transport.is_closing():
+            raise ConnectionResetError("the client connection is closed")
+        transport.write(data)
+        self.handed += len(data)
+        if self._send_timer is None and transport.get_write_buffer_size():
+            self._arm_send()
+
+    def writelines(self, parts: Sequence[bytes]) -> None:
+        transport = self.transport
+        if self.closed or transport is None or transport.is_closing():
+            raise ConnectionResetError("the client connection is closed")
+        transport.writelines(parts)
+        self.handed += sum(len(p) for p in parts)
+        if self._send_timer is None and transport.get_write_buffer_size():
+            self._arm_send()
+
+    def sent(self) -> int:
+        """Bytes the socket accepted so far: handed to the transport, less what it holds.
+
+        While the transport is open its buffer is exactly what the socket has not
+        taken. Once it is closing it may have dropped that buffer (a failed write:
+        EPIPE, a reset), so the kernel is asked; after the loss, the figure taken then.
+        """
+        if self._sent_at_loss is not None:
+            return self._sent_at_loss
+        transport = self.transport
+        if transport is None:
+            return 0
+        if not transport.is_closing():
+            return self.handed - transport.get_write_buffer_size()
+        return self._accepted_at_loss()
+
+    def pending(self) -> int:
+        """Bytes handed to the transport that the socket has not accepted yet."""
+        transport = self.transport
+        if self.closed or transport is None:
+            return 0
+        return transport.get_write_buffer_size()
+
+    def _accepted_at_loss(self) -> int:
+        transport = self.transport
+        if transport is None:
+            return 0
+        n = socket_sent(transport.get_extra_info("socket"))
+        if n is None:  # no TCP_INFO (not Linux): what the transport says it still holds,
+            n = self.handed - transport.get_write_buffer_size()  # an over-count after a failure
+        return min(max(n, 0), self.handed)
+
+    async def settle(self) -> None:
+        """Wait until the socket accepted every byte handed to it, or the connection is gone.
+
+        Bounded by ``timeouts.send``: a client that accepts nothing that long is closed.
+        """
+        transport = self.transport
+        if transport is None or self.closed or not transport.get_write_buffer_size():
+            return
+        if self._send_timer is None:
+            self._arm_send()
+        with contextlib.suppress(RuntimeError):
+            transport.set_write_buffer_limits(high=0, low=0)  # resumed once it is empty
+        try:
+            await self.drain()
+        except ConnectionError:
+            pass
+        finally:
+            if not self.closed:
+                with contextlib.suppress(RuntimeError):
+                    transport.set_write_buffer_limits(high=WRITE_HIGH, low=WRITE_LOW)
+
+    # The send watchdog: one lazily armed timer while the transport holds bytes.
+    def _arm_send(self) -> None:
+        transport = self.transport
+        if transport is None or self.closed:
+            return
+        now = self.loop.time()
+        self._send_mark = self.handed - transport.get_write_buffer_size()
+        self._send_since = now
+        self._send_timer = self.loop.call_at(now + self._send_step(), self._check_send)
+
+    def _send_step(self) -> float:
+        """How often the watchdog looks: a quarter of the timeout, so it closes a client
+        between one and one and a quarter timeouts after the socket last accepted a byte."""
+        return self.server.send_timeout / 4
+
+    def _check_send(self) -> None:
+        self._send_timer = None
+        transport = self.transport
+        if self.closed or transport is None:
+            return
+        pending = transport.get_write_buffer_size()
+        if not pending:
+            return  # all accepted: armed again by the next write that leaves some
+        now = self.loop.time()
+        accepted = self.handed - pending
+        if accepted != self._send_mark:  # the socket took some since the last look
+            self._send_mark, self._send_since = accepted, now
+        elif now - self._send_since >= self.server.send_timeout:
+            log.info(
+                "resetting a connection from %s: it accepted no byte in %g s",
+                self.peer or "?",
+                self.server.send_timeout,
+            )
+            self._reset()
+            return
+        when = min(self._send_since + self.server.send_timeout, now + self._send_step())
+        self._send_timer = self.loop.call_at(when, self._check_send)
+
+    def _reset(self) -> None:
+        """Drop the connection with an RST, as nginx's ``reset_timedout_connection`` does:
+        a plain close would leave the unsent bytes queued in the kernel behind a FIN
+        the client never reads, holding that memory for minutes."""
+        transport = self.transport
+        if transport is None:
+            return
+        self.closing = True
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_ZERO)
+        transport.abort()
+
+    def _cancel_send_timer(self) -> None:
+        if self._send_timer is not None:
+            self._send_timer.cancel()
+            self._send_timer = None
+
+    def _shut(self) -> None:
+        """Close once what was handed to the transport is sent (within ``timeouts.send``)."""
+        transport = self.transport
+        if transport is None:
+            return
+        transport.close()
+        if self._send_timer is None and not self.closed and transport.get_write_buffer_size():
+            self._arm_send()
+
+    async def drain(self) -> None:
+        if self.closed:
+            raise ConnectionResetError("the client connection is closed")
+        if not self._write_paused:
+            return
+        self._drain_waiter = self.loop.create_future()
+        try:
+            await self._drain_waiter
+        finally:
+            self._drain_waiter = None
+
+    def abort(self) -> None:
+        """End the connection without a clean end of body, so the client sees truncation."""
+        self.closing = True
+        self._shut()
+
+    # Tunnels.
+    def switch(self, sink: TunnelSink) -> bytes:
+        """Hand every further byte to ``sink``; returns those already received."""
+        self._sink = sink
+        rest, self._buf = self._buf, b""
+        self._resume_reading()
+        return rest
+
+    def pause_reading(self) -> None:
+        self._pause_reading()
+
+    def write_paused(self) -> bool:
+        return self._write_paused
+
+    def resume_reading(self) -> None:
+        self._resume_reading()
+
+    # Requests.
+    def _next_request(self) -> None:
+        """Parse the next head from the buffer and start its handler, if it is complete."""
+        if self.closed or (self.closing and not self._buf):
+            return
+        if not self._buf:
+            self._idle()
+            return
+        try:
+            head = self.server.parse(self._buf)
+        except BadMessage as exc:
+            self._refuse(exc.status, exc.reason, self._buf)
+            return
+        if head is None:
+            self._idle()
+            return
+        self._busy()
+        body_max = self.server.body_max
+        if body_max and head.content_length is not None and head.content_length > body_max:
+            self._refuse(413, f"the request body is larger than {body_max} bytes", self._buf)
+            return
+        raw = self._buf
+        self._buf = raw[head.size :]
+        note = RequestNote(sinks=self.server.sinks, client=self.peer or "")
+        request = Request(self, head, note)
+        self._request = request
+        if request.body is not None and self.server.body_min_rate:
+            self._body_timer = self.loop.call_at(
+                request.head_at + self.server.header_timeout, self._check_body_rate
+            )
+        if request.body is not None and self._buf:
+            data, self._buf = self._buf, b""
+            try:
+                used = request._feed(data)
+            except BadMessage as exc:  # refused before anything is forwarded
+                self._request = None
+                self._refuse(exc.status, exc.reason, raw)
+                return
+            self._buf = data[used:]
+        self._task = self.loop.create_task(self._serve(request))
+
+    async def _serve(self, request: Request) -> None:
+        try:
+            await self.server.handler(request)
+            if self._sink is not None:
+                return
+            if not request.ended:
+                self.abort()
+            elif not request.body_done and not self.closed:
+                await self._linger(request)
+            if self.pending():
+                await self.settle()  # a response is done once the socket accepted all of it
+        except asyncio.CancelledError:
+            if not self.closed:
+                raise
+        except ConnectionError:
+            self.abort()
+        except Exception:
+            log.exception("an unexpected error answering %s %s", request.method, request.path)
+            if not request.started_response and not self.closed:
+                with contextlib.suppress(ConnectionError):
+                    request.respond(500, _plain(), b"500 Internal Server Error\n")
+            self.abort()
+        finally:
+            self._finished(request)
+
+    async def _linger(self, request: Request) -> None:
+        """Read and drop the rest of a body nobody read, so the connection stays in step.
+
+        Its bytes are charged like the rest of the request's (via ``note.charge_in``);
+        a client still sending after :data:`LINGER` seconds is disconnected.
+        """
+        try:
+            async with asyncio.timeout(LINGER):
+                while await request.read():
+                    request.note.charge_in(request.claim_in())
+        except TimeoutError:
+            self.abort()
+        except ConnectionError:
+            pass
+        request.note.charge_in(request.claim_in())
+
+    def _finished(self, request: Request) -> None:
+        self._task = None
+        self._request = None
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+        request.note.charge_in(request.claim_in())
+        report(request.note, request)
+        if self.closed or self._sink is not None:
+            return
+        if not request.keep_alive or self.closing or not request.body_done:
+            self._shut()
+            return
+        self._resume_reading()
+        self._next_request()
+
+    def _refuse_body(self, request: Request, exc: BadMessage) -> None:
+        """Stop reading a request body governor refuses (malformed, too large, too slow).
+
+        The handler's next read fails; it answers ``exc.status`` if no response has
+        started. The connection closes after the request either way.
+        """
+        self.body_error = exc
+        self.closing = True
+        request._fail()
+        self._pause_reading()
+
+    def _check_body_rate(self) -> None:
+        """Whether the request body keeps ``body_min_rate`` after the header grace period."""
+        self._body_timer = None
+        request = self._request
+        server = self.server
+        rate = server.body_min_rate
+        if request is None or request.body is None or request.body_done or self.closed:
+            return
+        now = self.loop.time()
+        if self._read_paused:  # governor is not reading: the client is not to blame
+            request.head_at += 1.0
+            self._body_timer = self.loop.call_at(now + 1.0, self._check_body_rate)
+            return
+        got = request.body.raw
+        due = (now - request.head_at - server.header_timeout) * rate
+        if got < due:
+            self._refuse_body(request, BadMessage(408, "the request body arrived too slowly"))
+            return
+        next_at = request.head_at + server.header_timeout + got / rate
+        self._body_timer = self.loop.call_at(max(next_at, now + 0.1), self._check_body_rate)
+
+    def _refuse(self, status: int, reason: str, raw: bytes | None) -> None:
+        """Answer a request that cannot be read, then close.
+
+        ``raw`` is every byte of the request received (None when no request was
+        read: a connection refused on arrival). The server charges them and the
+        answer to the tenant the head names, if it names one (see
+        :meth:`HTTPServer.refused`).
+        """
+        self.closing = True
+        body = f"{status} {REASONS.get(status, 'Bad Request')}: {reason}\n".encode()
+        head = [("Content-Type", "text/plain; charset=utf-8"), ("Cache-Control", "no-store")]
+        head += [("Server", SERVER), ("Content-Length", str(len(body))), ("Connection", "close")]
+        data = encode_head(f"HTTP/1.1 {status} {REASONS.get(status, 'Bad Request')}", head)
+        sent = 0
+        try:
+            self.write(data + body)
+            sent = len(data) + len(body)
+        except ConnectionError:
+            pass
+        if raw is None:
+            log.info("refused a connection from %s: %d %s", self.peer or "?", status, reason)
+        else:
+            method, target, host = sniff_head(raw)
+            path = unquote(target.partition("?")[0], "utf-8", "replace")
+            self.server.refused(
+                Refusal(
+                    status=status,
+                    reason=reason,
+                    peer=self.peer,
+                    host=host,
+                    method=method,
+                    path=path,
+                    received=len(raw),
+                    sent=sent,
+                )
+            )
+        if not sent:
+            return
+        self._shut()
+
+    # Timers and flow control. One timer per connection, armed lazily: requests on a
+    # busy keep-alive connection move deadlines, not timers.
+    def _idle(self) -> None:
+        """Waiting for a head: close idle connections, and slow heads with a 408."""
+        now = self.loop.time()
+        if self._wait_since is None:
+            self._wait_since = now
+        if self._buf and self._head_since is None:
+            self._head_since = now  # the head's first byte: its own deadline starts
+        when = self._deadline()
+        timer = self._timer
+        if when is None or (timer is not None and timer.when() <= when):
+            return  # the armed timer fires first and looks again
+        if timer is not None:
+            timer.cancel()
+        self._timer = self.loop.call_at(when, self._expire)
+
+    def _deadline(self) -> float | None:
+        if self._head_since is not None:
+            return self._head_since + self.server.header_timeout
+        if self._wait_since is not None:
+            wait = self.server.keepalive
+            if self.server.stopping:  # no next request is waited for; a first one briefly
+                wait = min(wait, 0.0 if self._used else FIRST_REQUEST_GRACE)
+            return self._wait_since + wait
+        return None
+
+    def _busy(self) -> None:
+        """A head arrived: no deadline until the connection waits again."""
+        self._wait_since = None
+        self._head_since = None
+        self._used = True
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _expire(self) -> None:
+        self._timer = None
+        when = self._deadline()
+        if when is None or self.closed or self._request is not None:
+            return
+        if self.loop.time() < when:
+            self._timer = self.loop.call_at(when, self._expire)
+        elif self._head_since is not None:
+            self._refuse(408, "the request head did not arrive in time", self._buf)
+        else:
+            self._shut()
+
+    def stop_when_idle(self) -> None:
+        """The server stops: close after the request in flight, or when idle by its deadline.
+
+        An idle connection that has served a request closes now; one that has not yet
+        sent its first request gets :data:`FIRST_REQUEST_GRACE`; a head that has begun
+        to arrive keeps its own deadline (``request_header``).
+        """
+        self.closing = True
+        if self._request is None and self._sink is None and not self.closed:
+            self._idle()
+
+    def _pause_reading(self) -> None:
+        if not self._read_paused and self.transport is not None and not self.closed:
+            self._read_paused = True
+            self.transport.pause_reading()
+
+    def _resume_reading(self) -> None:
+        if self._read_paused and self.transport is not None and not self.closed:
+            self._read_paused = False
+            self.transport.resume_reading()
+
+    def _resume_body(self) -> None:
+        if self._read_paused and self.body_error is None:
+            self._resume_reading()
+
+
+# struct tcp_info (linux/tcp.h): tcpi_notsent_bytes at 144; tcpi_bytes_sent and
+# tcpi_bytes_retrans at 200 (Linux 4.19 and later).
+_TCP_INFO_SIZE = 216
+_LINGER_ZERO = struct.pack("ii", 1, 0)  # close() sends an RST
+_NOTSENT = struct.Struct("=I")
+_SENT_RETRANS = struct.Struct("=QQ")
+
+
+def socket_sent(sock: Any) -> int | None:
+    """Bytes a TCP socket ever accepted from its writer, from the kernel; None if unknown.
+
+    What the kernel transmitted once (retransmissions aside) plus what it holds not
+    yet transmitted: every byte a send() call returned, read in one getsockopt, so
+    it is consistent even while ACKs arrive, and still right after a reset.
+    """
+    option = getattr(socket, "TCP_INFO", None)
+    if sock is None or option is None:
+        return None
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, option, _TCP_INFO_SIZE)
+    except (OSError, ValueError):
+        return None
+    if len(info) < _TCP_INFO_SIZE:
+        return None
+    (notsent,) = _NOTSENT.unpack_from(info, 144)
+    sent, retransmitted = _SENT_RETRANS.unpack_from(info, 200)
+    return int(sent - retransmitted + notsent)
+
+
+def _plain() -> list[Header]:
+    return [
+        ("Content-Type", "text/plain; charset=utf-8"),
+        ("Cache-Control", "no-store"),
+        ("Server", SERVER),
+    ]

@@ -1,0 +1,300 @@
+"""One request on a client connection: its head, its body as a stream, its response.
+
+The request owns its raw byte counts (the head and body received, the response
+handed to the socket and what the socket accepted) and offers them to be claimed;
+it writes through its connection (:mod:`governor.http1.connection`), which owns the
+socket, its timers and its flow control.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING
+from urllib.parse import unquote
+
+from governor.http1.wire import (
+    CHUNKED,
+    CRLF,
+    HEAD_END,
+    LAST_CHUNK,
+    LENGTH,
+    BadMessage,
+    BodyReader,
+    Header,
+    RequestHead,
+    chunk_prefix,
+    encode_block,
+)
+from governor.observe.events import RequestNote
+
+if TYPE_CHECKING:
+    from governor.http1.connection import ClientConnection
+
+
+HIGH_WATER = 2**18  # request body bytes buffered before reads from the client pause
+SERVER = "governor"  # on governor's own answers; proxied responses keep the upstream's
+
+REASONS = {
+    100: "Continue",
+    101: "Switching Protocols",
+    200: "OK",
+    400: "Bad Request",
+    405: "Method Not Allowed",
+    408: "Request Timeout",
+    413: "Content Too Large",
+    414: "URI Too Long",
+    421: "Misdirected Request",
+    429: "Too Many Requests",
+    431: "Request Header Fields Too Large",
+    500: "Internal Server Error",
+    501: "Not Implemented",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+    505: "HTTP Version Not Supported",
+    509: "Bandwidth Limit Exceeded",
+}
+
+
+class Request:
+    """One request on a connection: its head, its body stream, and its response."""
+
+    __slots__ = (
+        "_eof",
+        "_pieces",
+        "_queued",
+        "_waiter",
+        "body",
+        "body_size",
+        "chunked_out",
+        "claimed_in",
+        "conn",
+        "ended",
+        "handed",
+        "head",
+        "head_at",
+        "keep_alive",
+        "note",
+        "out_start",
+        "path",
+        "received",
+        "started",
+        "status",
+    )
+
+    def __init__(self, conn: ClientConnection, head: RequestHead, note: RequestNote) -> None:
+        self.conn = conn
+        self.head = head
+        self.note = note
+        self.started = time.monotonic()
+        # For logs: the target is in origin-form already (http1 rewrites absolute-form).
+        self.path = unquote(head.target.partition("?")[0], "utf-8", "replace")
+        self.received = head.size  # bytes of this request received so far
+        self.claimed_in = 0
+        self.body: BodyReader | None = None
+        if head.chunked:
+            self.body = BodyReader(CHUNKED)
+        elif head.content_length:
+            self.body = BodyReader(LENGTH, head.content_length)
+        self._pieces: collections.deque[bytes] = collections.deque()
+        self._queued = 0
+        self._eof = self.body is None
+        self._waiter: asyncio.Future[None] | None = None
+        self.body_size = 0  # body bytes received, framing aside
+        self.head_at = conn.loop.time()
+        self.keep_alive = head.keep_alive
+        self.status = 0  # of the response, once started
+        self.out_start = conn.handed  # the connection's output before this response
+        self.handed = 0  # response bytes handed to the transport (framing included)
+        self.chunked_out = False
+        self.ended = False  # the response was completed cleanly
+
+    @property
+    def method(self) -> str:
+        return self.head.method
+
+    @property
+    def headers(self) -> list[Header]:
+        return self.head.headers
+
+    @property
+    def peer(self) -> str | None:
+        return self.conn.peer
+
+    @property
+    def started_response(self) -> bool:
+        return self.status != 0
+
+    def sent(self) -> int:
+        """Bytes of this response the client's socket accepted so far."""
+        n = self.conn.sent() - self.out_start
+        return 0 if n < 0 else min(n, self.handed)
+
+    def claim_in(self) -> int:
+        """This request's bytes received since the last claim."""
+        n = self.received - self.claimed_in
+        self.claimed_in = self.received
+        return n
+
+    # The request body.
+    @property
+    def body_done(self) -> bool:
+        """Whether the whole body was received (True for a request without one)."""
+        return self.body is None or self.body.done
+
+    def _feed(self, data: bytes) -> int:
+        """Body bytes from the connection; returns how many of them this body used."""
+        body = self.body
+        assert body is not None
+        pieces, used = body.feed(data)
+        self.received += used
+        for piece in pieces:
+            self._pieces.append(piece)
+            self._queued += len(piece)
+            self.body_size += len(piece)
+        body_max = self.conn.server.body_max
+        if body_max and self.body_size > body_max:
+            raise BadMessage(413, f"the request body is larger than {body_max} bytes")
+        if body.done:
+            self._eof = True
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        return used
+
+    def _fail(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def read(self) -> bytes:
+        """The next piece of the request body; ``b""`` at its end.
+
+        Raises ConnectionResetError when the client leaves before the end.
+        """
+        while True:
+            if self._pieces:
+                piece = self._pieces.popleft()
+                self._queued -= len(piece)
+                if self._queued < HIGH_WATER:
+                    self.conn._resume_body()
+                return piece
+            if self._eof:
+                return b""
+            if self.conn.closed:
+                raise ConnectionResetError("the client closed the connection mid-body")
+            if self.conn.body_error is not None:
+                raise ConnectionResetError(f"the request body: {self.conn.body_error.reason}")
+            self._waiter = self.conn.loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+
+    def buffered(self) -> bool:
+        return self._queued > HIGH_WATER
+
+    # The response.
+    def start_response(
+        self,
+        status: int,
+        reason: str | None,
+        block: bytes,
+        *,
+        length: int | None,
+        body: bool = True,
+        first: bytes = b"",
+    ) -> None:
+        """Send the response head (with ``first`` body bytes in the same write).
+
+        ``block`` holds the header fields, each line preceded by CRLF, without
+        framing: with ``body`` the framing is governor's (Content-Length when
+        ``length`` is known, else chunked for HTTP/1.1 clients and close-delimited
+        for HTTP/1.0). Without ``body`` (HEAD, 1xx, 204, 304) the block passes as
+        given, a Content-Length in it included. A 101's block is the handshake's.
+        """
+        conn = self.conn
+        self.status = status
+        line = f"HTTP/1.1 {status} {reason or REASONS.get(status, 'Unknown')}"
+        if status == 101:
+            data = line.encode("latin-1") + block + HEAD_END
+            conn.write(data)
+            self.handed += len(data)
+            return
+        framing = b""
+        if body:
+            if length is not None:
+                framing = b"\r\nContent-Length: %d" % length
+            elif self.head.version >= (1, 1):
+                framing = b"\r\nTransfer-Encoding: chunked"
+                self.chunked_out = True
+            else:
+                self.keep_alive = False
+        if conn.closing or (not self.body_done and not self.keep_alive):
+            self.keep_alive = False
+        if not self.keep_alive:
+            framing += b"\r\nConnection: close"
+        elif self.head.version < (1, 1):
+            framing += b"\r\nConnection: keep-alive"
+        data = b"".join((line.encode("latin-1"), block, framing, HEAD_END))
+        if first:
+            if self.chunked_out:
+                prefix = chunk_prefix(len(first))
+                conn.writelines((data, prefix, first, CRLF))
+                self.handed += len(data) + len(prefix) + len(first) + 2
+                return
+            data += first
+        conn.write(data)
+        self.handed += len(data)
+
+    def write(self, data: bytes) -> int:
+        """Send body bytes; returns the bytes handed to the socket (framing included)."""
+        if not data:
+            return 0
+        if self.chunked_out:
+            prefix = chunk_prefix(len(data))
+            self.conn.writelines((prefix, data, CRLF))
+            n = len(prefix) + len(data) + 2
+        else:
+            self.conn.write(data)
+            n = len(data)
+        self.handed += n
+        return n
+
+    def end(self) -> int:
+        """Complete the response; returns the bytes that took."""
+        n = 0
+        if self.chunked_out:
+            self.conn.write(LAST_CHUNK)
+            n = len(LAST_CHUNK)
+            self.handed += n
+        self.ended = True
+        return n
+
+    def respond(
+        self, status: int, headers: Sequence[Header], body: bytes, *, send_body: bool = True
+    ) -> None:
+        """A whole small response of governor's own, in one write.
+
+        Without ``send_body`` (a HEAD) a Content-Length in ``headers`` is kept.
+        """
+        if send_body:
+            fields = [(n, v) for n, v in headers if n.lower() != "content-length"]
+            self.start_response(status, None, encode_block(fields), length=len(body), first=body)
+        else:
+            self.start_response(status, None, encode_block(headers), length=None, body=False)
+        self.end()
+
+    async def drain(self) -> None:
+        """Wait while the client's socket buffer is full."""
+        await self.conn.drain()
+
+    async def settle(self) -> None:
+        """Wait until the client's socket accepted the whole response, or is gone."""
+        await self.conn.settle()
+
+
+Handler = Callable[[Request], Awaitable[None]]
