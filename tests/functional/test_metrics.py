@@ -150,6 +150,7 @@ async def test_metrics_count_every_outcome_to_the_byte(
             and s.get("governor_requests_total", tenant="down", outcome="upstream_error") == 1
             and s.get("governor_requests_total", tenant="site", outcome="exempt") == 1
             and s.get("governor_usage_bytes", tenant="site") == charged
+            and s.get("governor_usage_bytes", tenant="down") == error.received
         ),
     )
     assert got.content_type.startswith("text/plain")
