@@ -46,7 +46,6 @@ from governor.proxy.tunnel import Tunnel, upgrade_token
 
 log = logging.getLogger("governor.proxy")
 
-CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 # What a visitor sees of an upstream failure; the details go to the log only.
 PUBLIC_ERRORS = {
     502: "502 Bad Gateway: the site's server could not be reached",
@@ -91,10 +90,8 @@ class Proxy:
             _text(request, 405, "405 Method Not Allowed: governor is not a forward proxy")
             if site is not None:
                 note.tenant = site.config.name
-                meter = self._meter(site)
-                meter.ingress(request.claim_in())
-                meter.egress(request.handed)
-                note.charge_in = meter.ingress
+                request.meter = self._meter(site)
+                request.charge()
             return
         if site is None:
             note.outcome = "unknown_host"
@@ -120,7 +117,7 @@ class Proxy:
             self._notice(request, site, meter)
             return
         note.outcome = "exempt" if exempt else "proxied"
-        note.charge_in = meter.ingress
+        request.meter = meter
         if used >= cap * NEAR_CAP:
             runtime.nudge()
         await _Exchange(self, request, site, meter, exempt=exempt).run()
@@ -143,9 +140,7 @@ class Proxy:
         site = self.runtime.snapshot.index.lookup(refusal.host)
         if site is None:
             return None
-        meter = self._meter(site)
-        meter.ingress(refusal.received)
-        meter.egress(refusal.sent)
+        self._meter(site).charge(refusal.received, refusal.sent)
         return site.config.name
 
     def _notice(self, request: Request, site: Site, meter: Meter) -> None:
@@ -194,33 +189,18 @@ class _Exchange:
         self.meter = meter
         self.exempt = exempt
         self.cut = site.config.at_cap == "cut" and not exempt
-        self.charged_out = 0
         self.sent_all = False
         self.timeouts = proxy.runtime.snapshot.config.timeouts
 
-    def charge_out(self) -> None:
-        """Charge what the client's socket accepted since the last charge."""
-        if self.request.handed == self.charged_out:
-            return  # all charged already (the common case: nothing waits in the transport)
-        sent = self.request.sent()
-        if sent > self.charged_out:
-            self.meter.egress(sent - self.charged_out)
-            self.charged_out = sent
-
-    def in_flight(self) -> int:
-        """Response bytes handed to the client's transport and not charged yet."""
-        return self.request.handed - self.charged_out
-
     async def run(self) -> None:
-        request, meter = self.request, self.meter
+        request = self.request
         head = request.head
         snap = self.proxy.runtime.snapshot
-        meter.ingress(request.claim_in())
+        request.charge()
         has_body = request.body is not None
         if has_body and head.expect_continue and not request.body_done:
-            request.conn.write(CONTINUE)
-            request.handed += len(CONTINUE)
-            self.charge_out()
+            request.send_continue()
+            request.charge()
         upgrade = upgrade_token(head.upgrade) is not None
         upstream = self.site.config.upstream
         block = request_block(
@@ -262,22 +242,22 @@ class _Exchange:
                 request.note.outcome = "bad_request"
                 reason = REASONS.get(refused.status, "Bad Request")
                 _text(request, refused.status, f"{refused.status} {reason}: {refused.reason}")
-                self.charge_out()
+                request.charge()
                 return
             request.note.outcome = "upstream_error"
             log.warning("%s %s %s: %s", self.site.config.name, head.method, request.path, exc)
             _text(request, exc.status, PUBLIC_ERRORS.get(exc.status, f"{exc.status} error"))
-            self.charge_out()
+            request.charge()
         finally:
             await self._stop_upload()
             if conn is not None:
                 conn.close()
-            meter.ingress(request.claim_in())
+            request.charge()
             try:
                 if request.conn.pending():
                     await request.settle()  # the rest is charged as the socket accepts it
             finally:
-                self.charge_out()  # cancelled too (the client left, or a stop): what it took
+                request.charge()  # cancelled too (the client left, or a stop): what it took
 
     async def _exchange(
         self, upstream: UpstreamURL, head: bytes, has_body: bool
@@ -320,7 +300,7 @@ class _Exchange:
         try:
             while True:
                 piece = await request.read()
-                meter.ingress(request.claim_in())
+                request.charge()
                 if not piece:
                     break
                 if self.cut and meter.blocked():
@@ -351,23 +331,23 @@ class _Exchange:
             request.head.upgrade or "websocket"
         ).encode("latin-1")
         request.start_response(101, up.reason, block, length=None, body=False)
-        self.charge_out()
+        request.charge()
         # A tunnel has no end to finish: it is closed at the cap either way, and it is
         # never exempt (see is_exempt), whatever its path.
-        tunnel = Tunnel(request, conn, self.meter, self)
+        tunnel = Tunnel(request, conn, self.meter)
         tunnel.start()
         await tunnel.wait()
 
     async def _respond(self, conn: OriginConnection) -> bool:
         """Stream the upstream's response; False when it could not be completed."""
-        request, meter = self.request, self.meter
+        request = self.request
         up = conn.head
         assert up is not None
         try:
             return await self._stream(conn)
         finally:
             await self._stop_upload()
-            meter.ingress(request.claim_in())
+            request.charge()
 
     async def _stop_upload(self) -> None:
         """Stop sending the request body (the response is done, or failed)."""
@@ -384,7 +364,7 @@ class _Exchange:
             block = response_block(up.block, up.connection, body=False)
             request.start_response(up.status, up.reason, block, length=None, body=False)
             request.end()
-            self.charge_out()
+            request.charge()
             return True
         length = up.content_length
         first = b"" if self.cut else conn.read_nowait()  # cut: each piece meets the cap
@@ -393,7 +373,7 @@ class _Exchange:
             request.start_response(up.status, up.reason, block, length=length, first=first)
         except ConnectionError:
             return False
-        self.charge_out()
+        request.charge()
         if conn.at_eof:  # the whole body came with the head (a small response)
             return self._end()
         return await self._splice(conn, self.timeouts.upstream_response)
@@ -413,7 +393,7 @@ class _Exchange:
             return False
         finally:
             client.on_writable = None
-            self.charge_out()
+            request.charge()
         return self._end()
 
     def _end(self) -> bool:
@@ -422,7 +402,7 @@ class _Exchange:
             self.request.end()
         except ConnectionError:
             return False
-        self.charge_out()
+        self.request.charge()
         return True
 
     def body_data(self, data: bytes) -> bool:
@@ -441,7 +421,7 @@ class _Exchange:
             if len(data) > room:
                 data, over = data[:room], True
         request.write(data)
-        self.charge_out()
+        request.charge()
         if over:
             request.conn.abort()
             raise CapReached
@@ -450,7 +430,7 @@ class _Exchange:
     def _room(self) -> int:
         """Body bytes that still fit under the cap, after the chunk framing they need
         (bytes handed to the client and not yet accepted count against it)."""
-        remaining = self.meter.remaining() - self.in_flight()
+        remaining = self.meter.remaining() - self.request.in_flight()
         if not self.request.chunked_out or remaining <= 0:
             return remaining
         return max(0, remaining - len(f"{remaining:x}") - 4)  # "<hex>\r\n" ... "\r\n"
