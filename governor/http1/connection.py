@@ -39,6 +39,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, cast
 from urllib.parse import unquote
 
+from governor.errors import BodyRefused
 from governor.http1.request import REASONS, SERVER, Request
 from governor.http1.wire import (
     BadMessage,
@@ -436,8 +437,8 @@ class ClientConnection(asyncio.Protocol):
                     request.charge()
         except TimeoutError:
             self.abort()
-        except ConnectionError:
-            pass
+        except (ConnectionError, BodyRefused):
+            pass  # the connection closes after this request either way
         request.charge()
 
     def _finished(self, request: Request) -> None:
@@ -459,8 +460,8 @@ class ClientConnection(asyncio.Protocol):
     def _refuse_body(self, request: Request, exc: BadMessage) -> None:
         """Stop reading a request body governor refuses (malformed, too large, too slow).
 
-        The handler's next read fails; it answers ``exc.status`` if no response has
-        started. The connection closes after the request either way.
+        The handler's next read raises :class:`BodyRefused`; it answers ``exc.status``
+        if no response has started. The connection closes after the request either way.
         """
         self.body_error = exc
         self.closing = True

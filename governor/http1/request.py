@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
 from governor.core.meter import Meter
+from governor.errors import BodyRefused
 from governor.http1.wire import (
     CHUNKED,
     CRLF,
@@ -217,7 +218,8 @@ class Request:
     async def read(self) -> bytes:
         """The next piece of the request body; ``b""`` at its end.
 
-        Raises ConnectionResetError when the client leaves before the end.
+        Raises :class:`BodyRefused` when governor stopped reading the body (its answer
+        is the refusal's status), ConnectionResetError when the client left before the end.
         """
         while True:
             if self._pieces:
@@ -228,10 +230,11 @@ class Request:
                 return piece
             if self._eof:
                 return b""
+            refused = self.conn.body_error
+            if refused is not None:  # first: a client that left after it is still answered so
+                raise BodyRefused(refused.status, refused.reason)
             if self.conn.closed:
                 raise ConnectionResetError("the client closed the connection mid-body")
-            if self.conn.body_error is not None:
-                raise ConnectionResetError(f"the request body: {self.conn.body_error.reason}")
             self._waiter = self.conn.loop.create_future()
             try:
                 await self._waiter

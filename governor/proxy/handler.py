@@ -30,7 +30,7 @@ from governor.config import UpstreamURL
 from governor.core.exemption import is_exempt
 from governor.core.ledger import is_blocked
 from governor.core.meter import Meter
-from governor.errors import UpstreamError, UpstreamTimeout
+from governor.errors import BodyRefused, UpstreamError, UpstreamTimeout
 from governor.http1.client import OriginConnection, OriginPool, UpstreamBroken
 from governor.http1.headers import (
     Header,
@@ -236,14 +236,12 @@ class _Exchange:
             if await self._respond(conn) and (self.sent_all or not has_body):
                 self.proxy.pool.release(conn)
                 conn = None
+        except BodyRefused as exc:  # the one place a refused request body gets its answer
+            request.note.outcome = "bad_request"
+            reason = REASONS.get(exc.status, "Bad Request")
+            _text(request, exc.status, f"{exc.status} {reason}: {exc.reason}")
+            request.charge()
         except UpstreamError as exc:
-            refused = request.conn.body_error
-            if refused is not None:  # the upload stopped: broken framing, too large, too slow
-                request.note.outcome = "bad_request"
-                reason = REASONS.get(refused.status, "Bad Request")
-                _text(request, refused.status, f"{refused.status} {reason}: {refused.reason}")
-                request.charge()
-                return
             request.note.outcome = "upstream_error"
             log.warning("%s %s %s: %s", self.site.config.name, head.method, request.path, exc)
             _text(request, exc.status, PUBLIC_ERRORS.get(exc.status, f"{exc.status} error"))
@@ -267,21 +265,19 @@ class _Exchange:
         wait = self.timeouts.upstream_response
         conn = await pool.acquire(upstream)
         for attempt in (0, 1):
-            uploader: asyncio.Task[None] | None = None
             try:
                 conn.taker = self.request.conn  # its reads are sized to what this client takes
                 conn.begin(self.request.method, None if has_body else wait)
                 conn.send(head)
                 if has_body:
-                    uploader = asyncio.get_running_loop().create_task(self._upload(conn))
+                    self.uploader = asyncio.get_running_loop().create_task(self._upload(conn))
                 await conn.response_head()
-                self.uploader = uploader
                 return conn
             except (UpstreamBroken, UpstreamError) as exc:
                 conn.close()
-                if uploader is not None:
-                    uploader.cancel()
-                    await asyncio.wait([uploader])
+                refused = await self._stop_upload()
+                if isinstance(refused, BodyRefused):  # why the upstream went away
+                    raise refused from exc
                 stale = conn.reused and not conn.received_any and not has_body
                 if attempt == 0 and stale and not isinstance(exc, UpstreamTimeout):
                     conn = await pool.acquire(upstream, fresh=True)
@@ -319,6 +315,9 @@ class _Exchange:
         except ConnectionError:
             conn.close()  # the client left mid-body
             return
+        except BodyRefused:
+            conn.close()  # the upstream must not take what came as the whole body
+            raise  # for the exchange: see _exchange
         self.sent_all = True
         conn.start_deadline(self.timeouts.upstream_response)
 
@@ -349,12 +348,10 @@ class _Exchange:
             await self._stop_upload()
             request.charge()
 
-    async def _stop_upload(self) -> None:
-        """Stop sending the request body (the response is done, or failed)."""
-        uploader = self.uploader
-        if uploader is not None and not uploader.done():
-            uploader.cancel()
-            await asyncio.wait([uploader])
+    async def _stop_upload(self) -> BaseException | None:
+        """Stop sending the request body (the response is done, or failed); how it ended."""
+        uploader, self.uploader = self.uploader, None
+        return None if uploader is None else await _stop(uploader)
 
     async def _stream(self, conn: OriginConnection) -> bool:
         request = self.request
@@ -434,3 +431,11 @@ class _Exchange:
         if not self.request.chunked_out or remaining <= 0:
             return remaining
         return max(0, remaining - len(f"{remaining:x}") - 4)  # "<hex>\r\n" ... "\r\n"
+
+
+async def _stop(task: asyncio.Task[None]) -> BaseException | None:
+    """Cancel ``task`` if it still runs; the exception it ended with, if it failed."""
+    if not task.done():
+        task.cancel()
+        await asyncio.wait([task])
+    return None if task.cancelled() else task.exception()
