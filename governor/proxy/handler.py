@@ -25,11 +25,10 @@ import asyncio
 import logging
 import time
 
-from governor.accounts.runtime import NEAR_CAP, Runtime, Site
+from governor.accounts.runtime import Runtime, Site
 from governor.config import UpstreamURL
-from governor.core.exemption import is_exempt
-from governor.core.ledger import is_blocked
 from governor.core.meter import Meter
+from governor.core.policy import Decision, Verdict, decide
 from governor.errors import BodyRefused, UpstreamError, UpstreamTimeout
 from governor.http1.client import OriginConnection, OriginPool, UpstreamBroken
 from governor.http1.headers import (
@@ -106,21 +105,25 @@ class Proxy:
         client = client_address(peer, head.headers, trusted) if trusted else peer
         note.tenant = tenant.name
         note.client = client
-        upgrade = upgrade_token(head.upgrade) is not None
-        exempt = is_exempt(tenant, head.target, client, upgrade=upgrade)
         meter = self._meter(site)
-        used, cap = meter.used(), meter.cap
-        if not exempt and (
-            is_blocked(used, cap) or (tenant.on_store_failure == "closed" and not runtime.store_ok)
-        ):
+        decision = decide(
+            tenant,
+            used=meter.used(),
+            cap=meter.cap,
+            store_ok=runtime.store_ok,
+            target=head.target,
+            client=client,
+            upgrade=upgrade_token(head.upgrade) is not None,
+        )
+        if decision.blocked:
             note.outcome = "blocked"
             self._notice(request, site, meter)
             return
-        note.outcome = "exempt" if exempt else "proxied"
+        note.outcome = "exempt" if decision.verdict is Verdict.EXEMPT else "proxied"
         request.meter = meter
-        if used >= cap * NEAR_CAP:
+        if decision.nudge:
             runtime.nudge()
-        await _Exchange(self, request, site, meter, exempt=exempt).run()
+        await _Exchange(self, request, site, meter, decision).run()
 
     def _meter(self, site: Site) -> Meter:
         runtime = self.runtime
@@ -181,14 +184,13 @@ class _Exchange:
     """One proxied request: the upload, the upstream response, and their metering."""
 
     def __init__(
-        self, proxy: Proxy, request: Request, site: Site, meter: Meter, *, exempt: bool
+        self, proxy: Proxy, request: Request, site: Site, meter: Meter, decision: Decision
     ) -> None:
         self.proxy = proxy
         self.request = request
         self.site = site
         self.meter = meter
-        self.exempt = exempt
-        self.cut = site.config.at_cap == "cut" and not exempt
+        self.cut = decision.cut
         self.sent_all = False
         self.timeouts = proxy.runtime.snapshot.config.timeouts
 
