@@ -335,6 +335,18 @@ class Request:
             self.start_response(status, None, encode_block(headers), length=None, body=False)
         self.end()
 
+    def respond_text(self, status: int, text: str) -> None:
+        """One of governor's own plain-text answers (a HEAD gets its head only)."""
+        body = (text + "\n").encode()
+        headers = [
+            ("Content-Type", "text/plain; charset=utf-8"),
+            ("Cache-Control", "no-store"),
+            ("Server", SERVER),
+        ]
+        if self.method == "HEAD":
+            headers.append(("Content-Length", str(len(body))))
+        self.respond(status, headers, body, send_body=self.method != "HEAD")
+
     async def drain(self) -> None:
         """Wait while the client's socket buffer is full."""
         await self.conn.drain()
