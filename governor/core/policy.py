@@ -10,7 +10,6 @@ upgrade (a WebSocket tunnel) is never exempt. See ``docs/decision.md``.
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
 from typing import Literal
 
@@ -21,13 +20,11 @@ from governor.core.ledger import is_blocked
 NEAR_CAP = 0.9  # from this share of its cap on, a tenant's requests nudge the flusher
 
 
-class Verdict(enum.Enum):
-    """What happens to a request."""
-
-    ALLOW = "allow"  # proxied and charged, under the tenant's cap
-    EXEMPT = "exempt"  # proxied and charged, whatever the cap (an exempt path or client)
-    BLOCK = "block"  # the notice instead; the upstream never sees it
-
+# What happens to a request: "allow" (proxied and charged, under the tenant's cap),
+# "exempt" (proxied and charged, whatever the cap: an exempt path or client), "block"
+# (the notice instead; the upstream never sees it). Strings, not an Enum: compared
+# on every request, and an Enum member lookup costs more than the rest of decide().
+Verdict = Literal["allow", "exempt", "block"]
 
 BlockReason = Literal["cap", "store"]
 
@@ -43,10 +40,6 @@ class Decision:
     # The response (and an upload) stops where the cap is reached (``at_cap: cut``);
     # otherwise a response that began under the cap is finished.
     cut: bool = False
-
-    @property
-    def blocked(self) -> bool:
-        return self.verdict is Verdict.BLOCK
 
 
 def decide(
@@ -75,10 +68,10 @@ def decide(
 
 
 # Every decision there is, made once: decide() runs on every request and allocates nothing.
-_EXEMPT = (Decision(Verdict.EXEMPT), Decision(Verdict.EXEMPT, nudge=True))
+_EXEMPT = (Decision("exempt"), Decision("exempt", nudge=True))
 _ALLOW = (
-    (Decision(Verdict.ALLOW), Decision(Verdict.ALLOW, cut=True)),
-    (Decision(Verdict.ALLOW, nudge=True), Decision(Verdict.ALLOW, nudge=True, cut=True)),
+    (Decision("allow"), Decision("allow", cut=True)),
+    (Decision("allow", nudge=True), Decision("allow", nudge=True, cut=True)),
 )
-_BLOCKED_CAP = Decision(Verdict.BLOCK, reason="cap")
-_BLOCKED_STORE = Decision(Verdict.BLOCK, reason="store")
+_BLOCKED_CAP = Decision("block", reason="cap")
+_BLOCKED_STORE = Decision("block", reason="store")

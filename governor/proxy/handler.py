@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from governor.accounts.runtime import Runtime, Site
 from governor.core.meter import Meter
-from governor.core.policy import Verdict, decide
+from governor.core.policy import decide
 from governor.http1.client import OriginPool
 from governor.http1.headers import Header, client_address
 from governor.http1.request import SERVER, Request
@@ -79,11 +79,11 @@ class Proxy:
             client=client,
             upgrade=upgrade_token(head.upgrade) is not None,
         )
-        if decision.blocked:
+        if decision.verdict == "block":
             note.outcome = "blocked"
             self._notice(request, site, meter)
             return
-        note.outcome = "exempt" if decision.verdict is Verdict.EXEMPT else "proxied"
+        note.outcome = "exempt" if decision.verdict == "exempt" else "proxied"
         request.meter = meter
         if decision.nudge:
             runtime.nudge()
