@@ -76,3 +76,16 @@ class UpstreamTimeout(UpstreamError):
     """The upstream sent no response headers within the configured timeout."""
 
     status = 504
+
+
+class BodyRefused(GovernorError):
+    """governor stopped reading a request body: malformed framing, too large, or too slow.
+
+    ``status`` (400, 408, 413) and ``reason`` are the answer the client gets, if no
+    response has started.
+    """
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason

@@ -16,7 +16,7 @@ import functools
 import re
 
 from governor.config import TenantConfig
-from governor.http1.headers import is_trusted
+from governor.core.clients import is_trusted
 
 
 def is_exempt(tenant: TenantConfig, target: str, client: str, *, upgrade: bool = False) -> bool:

@@ -1,9 +1,11 @@
 """Charging one request's bytes to its tenant, period by period, pure.
 
-Invariant: every byte is charged to the period in which it crossed the wire (a
-download that runs past midnight pays the old day up to the reset and the new
-day after it), and only in the directions the tenant counts; the request's own
-totals are kept regardless, for logs.
+The meter is the only thing that charges a tenant: the HTTP layer counts raw
+bytes (:class:`governor.http1.request.Request`), the meter turns claims of them
+into ledger entries. Invariant: every byte is charged to the period in which it
+was claimed, that is when it crossed the wire (a download that runs past midnight
+pays the old day up to the reset and the new day after it), and only in the
+directions the tenant counts.
 """
 
 from __future__ import annotations
@@ -26,8 +28,6 @@ class Meter:
         "_grants",
         "_ledger",
         "_periods",
-        "bytes_in",
-        "bytes_out",
         "tenant",
     )
 
@@ -48,8 +48,6 @@ class Meter:
         self.tenant = tenant.name
         self._daily_cap = tenant.daily_cap
         self._grants = grants or {}
-        self.bytes_in = 0
-        self.bytes_out = 0
 
     def period(self) -> Period:
         """The tenant's period now."""
@@ -59,21 +57,15 @@ class Meter:
         """The ledger key for the tenant's period now."""
         return (self.tenant, self._periods.current(self._clock()).key)
 
-    def egress(self, nbytes: int) -> None:
-        """Charge bytes sent to the client."""
-        if nbytes <= 0:
-            return
-        self.bytes_out += nbytes
-        if self._count_out:
-            self._ledger.add(self.key(), nbytes)
-
-    def ingress(self, nbytes: int) -> None:
-        """Charge bytes received from the client."""
-        if nbytes <= 0:
-            return
-        self.bytes_in += nbytes
-        if self._count_in:
-            self._ledger.add(self.key(), nbytes)
+    def charge(self, ingress: int, egress: int) -> None:
+        """Charge bytes received from the client and sent to it, in the counted directions."""
+        n = 0
+        if ingress > 0 and self._count_in:
+            n = ingress
+        if egress > 0 and self._count_out:
+            n += egress
+        if n:
+            self._ledger.add(self.key(), n)
 
     @property
     def cap(self) -> int:

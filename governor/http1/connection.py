@@ -39,6 +39,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, cast
 from urllib.parse import unquote
 
+from governor.errors import BodyRefused
 from governor.http1.request import REASONS, SERVER, Request
 from governor.http1.wire import (
     BadMessage,
@@ -46,7 +47,7 @@ from governor.http1.wire import (
     encode_head,
     sniff_head,
 )
-from governor.observe.events import Refusal, RequestNote, report
+from governor.observe.events import Refusal, RequestNote
 
 if TYPE_CHECKING:
     from governor.http1.server import HTTPServer
@@ -121,7 +122,6 @@ class ClientConnection(asyncio.Protocol):
         self._idle()
 
     def data_received(self, data: bytes) -> None:
-        self.bytes_in += len(data)
         if self._sink is not None:
             self._sink.client_data(data)
             return
@@ -428,18 +428,18 @@ class ClientConnection(asyncio.Protocol):
     async def _linger(self, request: Request) -> None:
         """Read and drop the rest of a body nobody read, so the connection stays in step.
 
-        Its bytes are charged like the rest of the request's (via ``note.charge_in``);
-        a client still sending after :data:`LINGER` seconds is disconnected.
+        Its bytes are charged like the rest of the request's (to its meter, if it has
+        one); a client still sending after :data:`LINGER` seconds is disconnected.
         """
         try:
             async with asyncio.timeout(LINGER):
                 while await request.read():
-                    request.note.charge_in(request.claim_in())
+                    request.charge()
         except TimeoutError:
             self.abort()
-        except ConnectionError:
-            pass
-        request.note.charge_in(request.claim_in())
+        except (ConnectionError, BodyRefused):
+            pass  # the connection closes after this request either way
+        request.charge()
 
     def _finished(self, request: Request) -> None:
         self._task = None
@@ -447,8 +447,8 @@ class ClientConnection(asyncio.Protocol):
         if self._body_timer is not None:
             self._body_timer.cancel()
             self._body_timer = None
-        request.note.charge_in(request.claim_in())
-        report(request.note, request)
+        request.charge()  # what arrived, or was accepted, after the handler's last claim
+        request.report()
         if self.closed or self._sink is not None:
             return
         if not request.keep_alive or self.closing or not request.body_done:
@@ -460,8 +460,8 @@ class ClientConnection(asyncio.Protocol):
     def _refuse_body(self, request: Request, exc: BadMessage) -> None:
         """Stop reading a request body governor refuses (malformed, too large, too slow).
 
-        The handler's next read fails; it answers ``exc.status`` if no response has
-        started. The connection closes after the request either way.
+        The handler's next read raises :class:`BodyRefused`; it answers ``exc.status``
+        if no response has started. The connection closes after the request either way.
         """
         self.body_error = exc
         self.closing = True

@@ -12,11 +12,11 @@ NEL for whitespace and read a value differently from the upstream.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Iterable, Sequence
 
 from governor.config import Network
+from governor.core.clients import is_trusted
 
 Header = tuple[str, str]
 
@@ -64,17 +64,6 @@ def strip_hop_by_hop(
     """
     drop = (HOP_BY_HOP | connection_tokens(headers)) - keep - NOT_NOMINABLE
     return [(n, v) for n, v in headers if n.lower() not in drop]
-
-
-def is_trusted(addr: str | None, trusted: Sequence[Network]) -> bool:
-    """Whether ``addr`` lies in one of the trusted proxy networks."""
-    if not addr or not trusted:
-        return False
-    try:
-        ip = ipaddress.ip_address(addr)
-    except ValueError:
-        return False
-    return any(ip in net for net in trusted)
 
 
 def client_address(peer: str | None, headers: Sequence[Header], trusted: Sequence[Network]) -> str:

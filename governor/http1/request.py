@@ -1,9 +1,13 @@
 """One request on a client connection: its head, its body as a stream, its response.
 
-The request owns its raw byte counts (the head and body received, the response
-handed to the socket and what the socket accepted) and offers them to be claimed;
-it writes through its connection (:mod:`governor.http1.connection`), which owns the
-socket, its timers and its flow control.
+The request owns its raw byte counts, and only this module changes them: bytes
+received (head, body framing included, a tunnel's), bytes handed to the socket, and
+what the socket accepted (:meth:`Request.sent`). :meth:`Request.claim` is the one
+way to take what is new since the last claim, both directions; :meth:`Request.charge`
+gives that to the request's meter (:mod:`governor.core.meter`), the only thing that
+charges a tenant. So each byte is claimed once, whoever asks and however often.
+The request writes through its connection (:mod:`governor.http1.connection`), which
+owns the socket, its timers and its flow control.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
+from governor.core.meter import Meter
+from governor.errors import BodyRefused
 from governor.http1.wire import (
     CHUNKED,
     CRLF,
@@ -28,12 +34,13 @@ from governor.http1.wire import (
     chunk_prefix,
     encode_block,
 )
-from governor.observe.events import RequestNote
+from governor.observe.events import RequestNote, report
 
 if TYPE_CHECKING:
     from governor.http1.connection import ClientConnection
 
 
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 HIGH_WATER = 2**18  # request body bytes buffered before reads from the client pause
 SERVER = "governor"  # on governor's own answers; proxied responses keep the upstream's
 
@@ -63,6 +70,8 @@ class Request:
     """One request on a connection: its head, its body stream, and its response."""
 
     __slots__ = (
+        "_claimed_in",
+        "_claimed_out",
         "_eof",
         "_pieces",
         "_queued",
@@ -70,13 +79,13 @@ class Request:
         "body",
         "body_size",
         "chunked_out",
-        "claimed_in",
         "conn",
         "ended",
         "handed",
         "head",
         "head_at",
         "keep_alive",
+        "meter",
         "note",
         "out_start",
         "path",
@@ -93,7 +102,11 @@ class Request:
         # For logs: the target is in origin-form already (http1 rewrites absolute-form).
         self.path = unquote(head.target.partition("?")[0], "utf-8", "replace")
         self.received = head.size  # bytes of this request received so far
-        self.claimed_in = 0
+        self._claimed_in = 0
+        self._claimed_out = 0
+        # Whom this request's bytes are charged to: set by the handler once it serves the
+        # request for a tenant; None for what is nobody's (a notice, an unknown host).
+        self.meter: Meter | None = None
         self.body: BodyReader | None = None
         if head.chunked:
             self.body = BodyReader(CHUNKED)
@@ -133,11 +146,43 @@ class Request:
         n = self.conn.sent() - self.out_start
         return 0 if n < 0 else min(n, self.handed)
 
-    def claim_in(self) -> int:
-        """This request's bytes received since the last claim."""
-        n = self.received - self.claimed_in
-        self.claimed_in = self.received
-        return n
+    def claim(self) -> tuple[int, int]:
+        """Bytes received, and response bytes the socket accepted, since the last claim."""
+        got = self.received - self._claimed_in
+        self._claimed_in = self.received
+        if self.handed == self._claimed_out:
+            return got, 0  # the common case: nothing handed since, nothing to ask the socket
+        sent = self.sent()
+        if sent <= self._claimed_out:
+            return got, 0
+        out = sent - self._claimed_out
+        self._claimed_out = sent
+        return got, out
+
+    def charge(self) -> None:
+        """Charge what is new since the last claim to the request's meter, if it has one."""
+        meter = self.meter
+        if meter is not None:
+            received, sent = self.claim()
+            meter.charge(received, sent)
+
+    def in_flight(self) -> int:
+        """Response bytes handed to the socket and not claimed yet (not accepted, or not
+        asked): what a cap check adds to the tenant's total so as not to overshoot."""
+        return self.handed - self._claimed_out
+
+    def received_raw(self, nbytes: int) -> None:
+        """Count bytes from the client outside any body framing (a tunnel's)."""
+        self.received += nbytes
+
+    def write_raw(self, data: bytes) -> None:
+        """Hand bytes to the client as they are (a tunnel's), counted as the response's."""
+        self.conn.write(data)
+        self.handed += len(data)
+
+    def send_continue(self) -> None:
+        """An interim ``100 Continue``: the client may send the body it holds back."""
+        self.write_raw(CONTINUE)
 
     # The request body.
     @property
@@ -173,7 +218,8 @@ class Request:
     async def read(self) -> bytes:
         """The next piece of the request body; ``b""`` at its end.
 
-        Raises ConnectionResetError when the client leaves before the end.
+        Raises :class:`BodyRefused` when governor stopped reading the body (its answer
+        is the refusal's status), ConnectionResetError when the client left before the end.
         """
         while True:
             if self._pieces:
@@ -184,10 +230,11 @@ class Request:
                 return piece
             if self._eof:
                 return b""
+            refused = self.conn.body_error
+            if refused is not None:  # first: a client that left after it is still answered so
+                raise BodyRefused(refused.status, refused.reason)
             if self.conn.closed:
                 raise ConnectionResetError("the client closed the connection mid-body")
-            if self.conn.body_error is not None:
-                raise ConnectionResetError(f"the request body: {self.conn.body_error.reason}")
             self._waiter = self.conn.loop.create_future()
             try:
                 await self._waiter
@@ -288,6 +335,18 @@ class Request:
             self.start_response(status, None, encode_block(headers), length=None, body=False)
         self.end()
 
+    def respond_text(self, status: int, text: str) -> None:
+        """One of governor's own plain-text answers (a HEAD gets its head only)."""
+        body = (text + "\n").encode()
+        headers = [
+            ("Content-Type", "text/plain; charset=utf-8"),
+            ("Cache-Control", "no-store"),
+            ("Server", SERVER),
+        ]
+        if self.method == "HEAD":
+            headers.append(("Content-Length", str(len(body))))
+        self.respond(status, headers, body, send_body=self.method != "HEAD")
+
     async def drain(self) -> None:
         """Wait while the client's socket buffer is full."""
         await self.conn.drain()
@@ -295,6 +354,24 @@ class Request:
     async def settle(self) -> None:
         """Wait until the client's socket accepted the whole response, or is gone."""
         await self.conn.settle()
+
+    def report(self) -> None:
+        """Tell the sinks how this request went, once the connection is done with it.
+
+        A response never started is logged as 499 when the client left first (as
+        nginx does), else 500.
+        """
+        if not self.note.sinks:
+            return
+        report(
+            self.note,
+            method=self.method,
+            path=self.path,
+            status=self.status or (499 if self.conn.closed else 500),
+            bytes_out=self.sent(),
+            bytes_in=self.received,
+            duration=time.monotonic() - self.started,
+        )
 
 
 Handler = Callable[[Request], Awaitable[None]]

@@ -1,22 +1,20 @@
 """What happened to each request, reported once it is fully answered.
 
 The proxy notes who a request was for and how it ended (:class:`RequestNote`,
-kept on the request); when the connection is done with the request it calls
-:func:`report`, which turns note and request into one :class:`RequestRecord` for
-every sink (metrics, the access log). Sinks are synchronous and must not block:
-they count, or queue a line for a writer thread.
+kept on the request); when the connection is done with the request, the request
+calls :func:`report` with its own figures, which makes one :class:`RequestRecord`
+for every sink (metrics, the access log). Sinks are synchronous and must not
+block: they count, or queue a line for a writer thread. This module takes plain
+values and imports nothing of the HTTP layer, so the layer can import it.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, Protocol
-
-if TYPE_CHECKING:
-    from governor.http1.request import Request
+from typing import Literal, Protocol
 
 log = logging.getLogger("governor.events")
 
@@ -46,10 +44,6 @@ class RequestSink(Protocol):
     def request_done(self, record: RequestRecord) -> None: ...
 
 
-def _drop(nbytes: int) -> None:
-    """Charge nobody (the body of a request governor answered itself)."""
-
-
 @dataclass(slots=True)
 class RequestNote:
     """What the proxy knows of a request, filled in as it is handled."""
@@ -60,8 +54,6 @@ class RequestNote:
     client: str = ""
     outcome: Outcome = "bad_request"
     upstream_seconds: float | None = None
-    # Where the request's late bytes (a body read after the response) are charged.
-    charge_in: Callable[[int], None] = _drop
 
 
 @dataclass(slots=True, frozen=True)
@@ -111,25 +103,29 @@ def _tell(sinks: Sequence[RequestSink], record: RequestRecord) -> None:
             log.exception("a request sink failed")
 
 
-def report(note: RequestNote, request: Request) -> None:
-    """Tell every sink about a request the connection is done with.
-
-    A response never started is logged as 499 when the client left first (as
-    nginx does), else 500.
-    """
+def report(
+    note: RequestNote,
+    *,
+    method: str,
+    path: str,
+    status: int,
+    bytes_out: int,
+    bytes_in: int,
+    duration: float,
+) -> None:
+    """Tell every sink about a request the connection is done with (its figures given)."""
     if not note.sinks:
         return
-    status = request.status or (499 if request.conn.closed else 500)
     record = RequestRecord(
         time=note.started,
         tenant=note.tenant,
         client=note.client,
-        method=request.method,
-        path=request.path,
+        method=method,
+        path=path,
         status=status,
-        bytes_out=request.sent(),
-        bytes_in=request.received,
-        duration=time.monotonic() - request.started,
+        bytes_out=bytes_out,
+        bytes_in=bytes_in,
+        duration=duration,
         outcome=note.outcome,
         upstream_seconds=note.upstream_seconds,
     )

@@ -13,7 +13,6 @@ closed after what was already received from the first has been written to it
 from __future__ import annotations
 
 import asyncio
-from typing import Protocol
 
 from governor.core.ledger import is_blocked
 from governor.core.meter import Meter
@@ -31,14 +30,6 @@ def upgrade_token(value: str | None) -> str | None:
     return token if token in SUPPORTED else None
 
 
-class Charger(Protocol):
-    """Charges the response side as the client's socket accepts it."""
-
-    def charge_out(self) -> None: ...
-
-    def in_flight(self) -> int: ...
-
-
 class Tunnel:
     """Bytes both ways between a client connection and an upstream connection, metered."""
 
@@ -47,13 +38,11 @@ class Tunnel:
         request: Request,
         origin: OriginConnection,
         meter: Meter,
-        charger: Charger,
     ) -> None:
         self.request = request
         self.client = request.conn
         self.origin = origin
         self.meter = meter
-        self.charger = charger
         self.loop = asyncio.get_running_loop()
         self.done: asyncio.Future[None] = self.loop.create_future()
         self.idle = request.conn.server.websocket_idle  # seconds without a byte either way
@@ -76,7 +65,7 @@ class Tunnel:
 
     def _over_cap(self) -> bool:
         """A tunnel is never exempt: it closes at the cap, bytes not yet accepted counted."""
-        return is_blocked(self.meter.used() + self.charger.in_flight(), self.meter.cap)
+        return is_blocked(self.meter.used() + self.request.in_flight(), self.meter.cap)
 
     # From the client.
     def _check_idle(self) -> None:
@@ -92,8 +81,8 @@ class Tunnel:
 
     def client_data(self, data: bytes) -> None:
         self._last = self.loop.time()
-        self.request.received += len(data)
-        self.meter.ingress(self.request.claim_in())
+        self.request.received_raw(len(data))
+        self.request.charge()
         if self._over_cap():
             self.close()
             return
@@ -109,7 +98,7 @@ class Tunnel:
         self.close()
 
     def client_writable(self) -> None:
-        self.charger.charge_out()
+        self.request.charge()
         self.origin.resume_reading()
 
     # From the upstream.
@@ -119,12 +108,11 @@ class Tunnel:
             self.close()
             return
         try:
-            self.client.write(data)
+            self.request.write_raw(data)
         except ConnectionError:
             self.close()
             return
-        self.request.handed += len(data)
-        self.charger.charge_out()
+        self.request.charge()
         if self.client.write_paused():
             self.origin.pause_reading()
 
@@ -142,5 +130,5 @@ class Tunnel:
         self.origin.close()
         self.client.abort()  # after what it was handed is sent, within timeouts.send
         if not self.done.done():
-            self.request.ended = True
+            self.request.end()  # a 101 has no body to end: the exchange is complete
             self.done.set_result(None)

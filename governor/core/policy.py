@@ -1,0 +1,77 @@
+"""The allow / exempt / block decision for one request, pure: values in, a Decision out.
+
+It is the one place that says whether a request reaches the upstream, so that the
+rules (the cap, the store's health, exemptions) are read and tested together, and
+the pacing and fair-share rules to come (issue 14) extend one function rather
+than a handler. Invariant: a request is blocked only when it is not exempt and its
+tenant is at its cap, or its store is down under ``on_store_failure: closed``; an
+upgrade (a WebSocket tunnel) is never exempt. See ``docs/decision.md``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from governor.config import TenantConfig
+from governor.core.exemption import is_exempt
+from governor.core.ledger import is_blocked
+
+NEAR_CAP = 0.9  # from this share of its cap on, a tenant's requests nudge the flusher
+
+
+# What happens to a request: "allow" (proxied and charged, under the tenant's cap),
+# "exempt" (proxied and charged, whatever the cap: an exempt path or client), "block"
+# (the notice instead; the upstream never sees it). Strings, not an Enum: compared
+# on every request, and an Enum member lookup costs more than the rest of decide().
+Verdict = Literal["allow", "exempt", "block"]
+
+BlockReason = Literal["cap", "store"]
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The decision on one request, and what it asks of the proxy."""
+
+    verdict: Verdict
+    reason: BlockReason | None = None  # why a request is blocked
+    # Near the cap: ask the flusher for fresh fleet totals now, rather than at its tick.
+    nudge: bool = False
+    # The response (and an upload) stops where the cap is reached (``at_cap: cut``);
+    # otherwise a response that began under the cap is finished.
+    cut: bool = False
+
+
+def decide(
+    tenant: TenantConfig,
+    *,
+    used: int,
+    cap: int,
+    store_ok: bool = True,
+    target: str = "/",
+    client: str = "",
+    upgrade: bool = False,
+) -> Decision:
+    """Decide one request of ``tenant``'s, which has used ``used`` bytes of ``cap``.
+
+    ``store_ok`` is the usage store's health, ``target`` the request target (for
+    exempt paths), ``client`` the visitor's address (for exempt clients; after
+    trusted proxies), ``upgrade`` whether it asks for a tunnel.
+    """
+    if is_exempt(tenant, target, client, upgrade=upgrade):
+        return _EXEMPT[used >= cap * NEAR_CAP]
+    if is_blocked(used, cap):
+        return _BLOCKED_CAP
+    if tenant.on_store_failure == "closed" and not store_ok:
+        return _BLOCKED_STORE
+    return _ALLOW[used >= cap * NEAR_CAP][tenant.at_cap == "cut"]
+
+
+# Every decision there is, made once: decide() runs on every request and allocates nothing.
+_EXEMPT = (Decision("exempt"), Decision("exempt", nudge=True))
+_ALLOW = (
+    (Decision("allow"), Decision("allow", cut=True)),
+    (Decision("allow", nudge=True), Decision("allow", nudge=True, cut=True)),
+)
+_BLOCKED_CAP = Decision("block", reason="cap")
+_BLOCKED_STORE = Decision("block", reason="store")

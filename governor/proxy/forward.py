@@ -1,0 +1,264 @@
+"""One allowed request forwarded: the exchange with the upstream, the upload, the answer.
+
+Invariants:
+
+* Framing to the upstream is rebuilt (Content-Length or chunked), never copied.
+* Errors become the client's answer here and nowhere else in the proxy: a refused
+  request body (:class:`BodyRefused`) its 4xx, an upstream failure
+  (:class:`UpstreamError`) 502 or 504, when no response has started.
+* Every byte of the request is claimed for its tenant's meter before the
+  forward ends, cancelled or not (:meth:`Request.charge`), including the rest
+  of the response as the client's socket accepts it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from governor.config import Config, TenantConfig, UpstreamURL
+from governor.core.meter import Meter
+from governor.core.policy import Decision
+from governor.errors import BodyRefused, UpstreamError, UpstreamTimeout
+from governor.http1.client import OriginConnection, OriginPool, UpstreamBroken
+from governor.http1.headers import request_block, response_block
+from governor.http1.request import REASONS, Request
+from governor.http1.wire import CRLF, HEAD_END, LAST_CHUNK, chunk_prefix
+from governor.proxy.stream import ResponseStream
+from governor.proxy.tunnel import Tunnel, upgrade_token
+
+log = logging.getLogger("governor.proxy")
+
+# What a visitor sees of an upstream failure; the details go to the log only.
+PUBLIC_ERRORS = {
+    502: "502 Bad Gateway: the site's server could not be reached",
+    504: "504 Gateway Timeout: the site's server did not answer in time",
+}
+
+
+class Forward:
+    """One request to the upstream and its response back, metered."""
+
+    __slots__ = ("config", "cut", "meter", "pool", "request", "stream", "tenant", "upload", "wait")
+
+    def __init__(
+        self,
+        pool: OriginPool,
+        config: Config,
+        request: Request,
+        tenant: TenantConfig,
+        meter: Meter,
+        decision: Decision,
+    ) -> None:
+        self.pool = pool
+        self.config = config
+        self.request = request
+        self.tenant = tenant
+        self.meter = meter
+        self.cut = decision.cut
+        self.wait = config.timeouts.upstream_response  # for the head, and for silence mid-body
+        self.upload: Upload | None = None
+        self.stream = ResponseStream(request, meter, cut=decision.cut, silence=self.wait)
+
+    async def run(self) -> None:
+        """Forward the request and pass the answer on; returns once the client took it."""
+        request = self.request
+        request.charge()
+        if request.head.expect_continue and not request.body_done:
+            request.send_continue()
+            request.charge()
+        upgrade = upgrade_token(request.head.upgrade) is not None
+        data = upstream_head(request, self.tenant.upstream, self.config, upgrade=upgrade)
+        sent_at = time.monotonic()
+        conn: OriginConnection | None = None
+        try:
+            conn = await self._exchange(data)
+            request.note.upstream_seconds = time.monotonic() - sent_at
+            assert conn.head is not None
+            if upgrade and conn.head.status == 101:
+                await self._tunnel(conn)
+                conn = None  # the tunnel closed it
+            elif await self._respond(conn) and self._upload_complete():
+                self.pool.release(conn)
+                conn = None
+        except BodyRefused as exc:  # the one place a refused request body gets its answer
+            request.note.outcome = "bad_request"
+            reason = REASONS.get(exc.status, "Bad Request")
+            request.respond_text(exc.status, f"{exc.status} {reason}: {exc.reason}")
+            request.charge()
+        except UpstreamError as exc:
+            request.note.outcome = "upstream_error"
+            log.warning("%s %s %s: %s", self.tenant.name, request.method, request.path, exc)
+            request.respond_text(exc.status, PUBLIC_ERRORS.get(exc.status, f"{exc.status} error"))
+            request.charge()
+        finally:
+            await self._stop_upload()
+            if conn is not None:
+                conn.close()
+            await self._settle()
+
+    async def _exchange(self, head: bytes) -> OriginConnection:
+        """Send the request and wait for the response head; one retry on a stale connection."""
+        request = self.request
+        upstream = self.tenant.upstream
+        has_body = request.body is not None
+        conn = await self.pool.acquire(upstream)
+        for attempt in (0, 1):
+            try:
+                conn.taker = request.conn  # its reads are sized to what this client takes
+                conn.begin(request.method, None if has_body else self.wait)
+                conn.send(head)
+                if has_body:
+                    self.upload = Upload(request, conn, self.meter, cut=self.cut, wait=self.wait)
+                await conn.response_head()
+                return conn
+            except (UpstreamBroken, UpstreamError) as exc:
+                conn.close()
+                refused = await self._stop_upload()
+                if isinstance(refused, BodyRefused):  # why the upstream went away
+                    raise refused from exc
+                stale = conn.reused and not conn.received_any and not has_body
+                if attempt == 0 and stale and not isinstance(exc, UpstreamTimeout):
+                    conn = await self.pool.acquire(upstream, fresh=True)
+                    continue
+                if isinstance(exc, UpstreamError):
+                    raise
+                raise UpstreamError(f"the upstream failed: {exc}") from exc
+        raise AssertionError("unreachable")
+
+    async def _respond(self, conn: OriginConnection) -> bool:
+        """Stream the upstream's response; False when it could not be completed."""
+        try:
+            return await self.stream.relay(conn)
+        finally:
+            await self._stop_upload()
+            self.request.charge()
+
+    async def _tunnel(self, conn: OriginConnection) -> None:
+        """The upstream switched protocols: answer 101 and carry bytes both ways.
+
+        A tunnel has no end to finish: it is closed at the cap whatever ``at_cap``
+        says, and it is never exempt (see :func:`governor.core.policy.decide`).
+        """
+        up = conn.head
+        assert up is not None
+        request = self.request
+        block = response_block(up.block, up.connection, body=False)
+        block += b"\r\nConnection: upgrade\r\nUpgrade: " + (
+            request.head.upgrade or "websocket"
+        ).encode("latin-1")
+        request.start_response(101, up.reason, block, length=None, body=False)
+        request.charge()
+        tunnel = Tunnel(request, conn, self.meter)
+        tunnel.start()
+        await tunnel.wait()
+
+    def _upload_complete(self) -> bool:
+        """Whether the upstream has the whole request (so its connection may be reused)."""
+        return self.request.body is None or (self.upload is not None and self.upload.complete)
+
+    async def _stop_upload(self) -> BaseException | None:
+        """Stop sending the request body (the response is done, or failed); how it ended."""
+        upload = self.upload
+        return None if upload is None else await upload.stop()
+
+    async def _settle(self) -> None:
+        """Charge what is left: the rest of the answer as the client's socket accepts it."""
+        request = self.request
+        request.charge()
+        try:
+            if request.conn.pending():
+                await request.settle()
+        finally:
+            request.charge()  # cancelled too (the client left, or a stop): what it took
+
+
+class Upload:
+    """The request body streamed to the upstream, in a task of its own: an upstream
+    may answer before the body's end (an early 413 or redirect)."""
+
+    __slots__ = ("complete", "conn", "cut", "meter", "request", "task", "wait")
+
+    def __init__(
+        self, request: Request, conn: OriginConnection, meter: Meter, *, cut: bool, wait: float
+    ) -> None:
+        self.request = request
+        self.conn = conn
+        self.meter = meter
+        self.cut = cut  # stop at the cap (the tenant's bytes in count, for ``count: both``)
+        self.wait = wait  # for the response head, from the body's end
+        self.complete = False  # the whole body went upstream
+        self.task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        """Send the body; the response deadline starts at its end."""
+        request, conn = self.request, self.conn
+        chunked = request.head.chunked
+        try:
+            while True:
+                piece = await request.read()
+                request.charge()
+                if not piece:
+                    break
+                if self.cut and self.meter.blocked():
+                    request.conn.abort()
+                    conn.close()
+                    return
+                if chunked:
+                    conn.send_lines([chunk_prefix(len(piece)), piece, CRLF])
+                else:
+                    conn.send(piece)
+                await conn.drain()
+            if chunked:
+                conn.send(LAST_CHUNK)
+        except UpstreamBroken:
+            return  # the response side meets the error (or an early response)
+        except ConnectionError:
+            conn.close()  # the client left mid-body
+            return
+        except BodyRefused:
+            conn.close()  # the upstream must not take what came as the whole body
+            raise  # to the exchange (see Forward._exchange), which answers it
+        self.complete = True
+        conn.start_deadline(self.wait)
+
+    async def stop(self) -> BaseException | None:
+        """Cancel the upload if it still runs; the exception it ended with, if it failed."""
+        task = self.task
+        if not task.done():
+            task.cancel()
+            await asyncio.wait([task])
+        return None if task.cancelled() else task.exception()
+
+
+def upstream_head(
+    request: Request, upstream: UpstreamURL, config: Config, *, upgrade: bool
+) -> bytes:
+    """The request head for the upstream: its own framing, hop-by-hop fields dropped."""
+    head = request.head
+    block = request_block(
+        head.block,
+        head.connection,
+        host=head.host,
+        peer=request.peer,
+        trusted=config.trusted_proxies,
+        upgrade=upgrade,
+    )
+    target = "*" if head.target == "*" else upstream.base_path + head.target
+    first = f"{head.method} {target} HTTP/1.1"
+    if head.host is None:  # unreachable: no tenant without a Host; never forward without
+        first += f"\r\nHost: {_host_header(upstream)}"
+    if head.chunked:
+        framing = b"\r\nTransfer-Encoding: chunked"
+    elif head.content_length is not None:
+        framing = b"\r\nContent-Length: %d" % head.content_length
+    else:
+        framing = b""
+    return b"".join((first.encode("latin-1"), block, framing, HEAD_END))
+
+
+def _host_header(upstream: UpstreamURL) -> str:
+    host = f"[{upstream.host}]" if ":" in upstream.host else upstream.host
+    default = 443 if upstream.scheme == "https" else 80
+    return host if upstream.port == default else f"{host}:{upstream.port}"

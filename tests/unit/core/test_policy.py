@@ -1,0 +1,122 @@
+"""The allow / exempt / block decision: every branch, from plain values."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import ipaddress
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from governor.config import TenantConfig, UpstreamURL
+from governor.core.policy import NEAR_CAP, Decision, decide
+
+CAP = 1000
+
+
+def tenant(**options: object) -> TenantConfig:
+    upstream = UpstreamURL(
+        url="http://127.0.0.1:1", scheme="http", host="127.0.0.1", port=1, base_path=""
+    )
+    return TenantConfig(
+        name="t",
+        hosts=("a.test",),
+        upstream=upstream,
+        daily_cap=CAP,
+        timezone=ZoneInfo("UTC"),
+        reset_at=dt.time(0, 0),
+        **options,  # type: ignore[arg-type]
+    )
+
+
+PLAIN = tenant()
+CUT = tenant(at_cap="cut")
+CLOSED = tenant(on_store_failure="closed")
+EXEMPTING = tenant(
+    exempt_paths=("/robots.txt",),
+    exempt_clients=(ipaddress.ip_network("192.0.2.0/24"),),
+    at_cap="cut",
+    on_store_failure="closed",
+)
+
+
+def test_under_the_cap_a_request_is_allowed_and_finished() -> None:
+    d = decide(PLAIN, used=0, cap=CAP)
+    assert d == Decision("allow", reason=None, nudge=False, cut=False)
+    assert d.verdict != "block"
+
+
+def test_with_at_cap_cut_an_allowed_response_is_cut_at_the_cap() -> None:
+    assert decide(CUT, used=10, cap=CAP) == Decision("allow", cut=True)
+
+
+@pytest.mark.parametrize("used", [CAP, CAP + 1, 10 * CAP])
+def test_at_or_over_the_cap_a_request_is_blocked_for_the_cap(used: int) -> None:
+    d = decide(PLAIN, used=used, cap=CAP)
+    assert d == Decision("block", reason="cap")
+    assert d.verdict == "block"
+
+
+def test_a_zero_cap_blocks_from_the_first_byte() -> None:
+    assert decide(PLAIN, used=0, cap=0).verdict == "block"
+
+
+def test_a_grant_raises_the_cap_the_decision_sees() -> None:
+    assert decide(PLAIN, used=CAP, cap=CAP + 500).verdict == "allow"
+
+
+@pytest.mark.parametrize(
+    ("used", "nudge"),
+    [(int(CAP * NEAR_CAP) - 1, False), (int(CAP * NEAR_CAP), True), (CAP - 1, True)],
+)
+def test_near_the_cap_an_allowed_request_nudges_the_flusher(used: int, nudge: bool) -> None:
+    d = decide(PLAIN, used=used, cap=CAP)
+    assert (d.verdict, d.nudge) == ("allow", nudge)
+
+
+def test_a_store_down_blocks_under_on_store_failure_closed() -> None:
+    assert decide(CLOSED, used=0, cap=CAP, store_ok=False) == Decision("block", reason="store")
+    assert decide(CLOSED, used=0, cap=CAP, store_ok=True).verdict == "allow"
+
+
+def test_a_store_down_does_not_block_under_on_store_failure_open() -> None:
+    assert decide(PLAIN, used=0, cap=CAP, store_ok=False).verdict == "allow"
+
+
+def test_the_cap_is_the_reason_when_both_apply() -> None:
+    assert decide(CLOSED, used=CAP, cap=CAP, store_ok=False).reason == "cap"
+
+
+@pytest.mark.parametrize(
+    ("target", "client"),
+    [("/robots.txt", "198.51.100.1"), ("/robots.txt?x=1", ""), ("/big", "192.0.2.7")],
+)
+def test_an_exempt_path_or_client_passes_a_blocked_tenant_uncut(target: str, client: str) -> None:
+    for used, store_ok in [(0, True), (CAP, True), (0, False), (10 * CAP, False)]:
+        d = decide(EXEMPTING, used=used, cap=CAP, store_ok=store_ok, target=target, client=client)
+        assert d.verdict == "exempt"
+        assert not d.cut  # an exempt response is never cut, though the tenant cuts
+        assert d.nudge is (used >= CAP * NEAR_CAP)
+
+
+@pytest.mark.parametrize(
+    ("target", "client"), [("/robots.txtbig", ""), ("/a", "198.51.100.1"), ("/a", "")]
+)
+def test_a_request_neither_path_nor_client_exempts_is_not_exempt(target: str, client: str) -> None:
+    d = decide(EXEMPTING, used=CAP, cap=CAP, target=target, client=client)
+    assert d == Decision("block", reason="cap")
+
+
+def test_an_upgrade_is_never_exempt() -> None:
+    d = decide(EXEMPTING, used=CAP, cap=CAP, target="/robots.txt", client="192.0.2.7", upgrade=True)
+    assert d == Decision("block", reason="cap")
+    allowed = decide(EXEMPTING, used=0, cap=CAP, target="/robots.txt", upgrade=True)
+    assert allowed == Decision("allow", cut=True)
+
+
+def test_a_decision_is_a_frozen_value_made_once() -> None:
+    d = decide(PLAIN, used=0, cap=CAP)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        d.cut = True  # type: ignore[misc]
+    assert decide(PLAIN, used=1, cap=CAP) is d  # nothing allocated per request

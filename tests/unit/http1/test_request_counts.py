@@ -1,0 +1,176 @@
+"""A request's raw byte counts and their claims, against a fake connection.
+
+The request owns its counts; a claim takes what is new, both directions, once;
+what the socket has not accepted is not claimed; a refused body is a typed error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import pytest
+
+from governor.core.meter import Meter
+from governor.errors import BodyRefused
+from governor.http1.request import CONTINUE, Request
+from governor.http1.wire import BadMessage, Limits, parse_request_head
+from governor.observe.events import RequestNote, RequestRecord
+
+
+class FakeLoop:
+    """The loop's clock, all a request uses of it outside an await."""
+
+    def time(self) -> float:
+        return 0.0
+
+
+@dataclass
+class FakeServer:
+    body_max: int = 0
+
+
+@dataclass
+class FakeConnection:
+    """What a Request uses of its connection; ``held`` bytes are not accepted yet."""
+
+    loop: Any
+    server: FakeServer = field(default_factory=FakeServer)
+    peer: str | None = "192.0.2.1"
+    handed: int = 0
+    held: int = 0
+    closed: bool = False
+    closing: bool = False
+    body_error: BadMessage | None = None
+    wire: bytearray = field(default_factory=bytearray)
+
+    def write(self, data: bytes) -> None:
+        self.wire += data
+        self.handed += len(data)
+
+    def writelines(self, parts: list[bytes]) -> None:
+        for part in parts:
+            self.write(part)
+
+    def sent(self) -> int:
+        return self.handed - self.held
+
+    def _resume_body(self) -> None:
+        pass
+
+
+class Charges:
+    """A meter stand-in: what was charged, in each direction."""
+
+    def __init__(self) -> None:
+        self.ingress = 0
+        self.egress = 0
+
+    def charge(self, ingress: int, egress: int) -> None:
+        self.ingress += ingress
+        self.egress += egress
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.records: list[RequestRecord] = []
+
+    def request_done(self, record: RequestRecord) -> None:
+        self.records.append(record)
+
+
+def make(raw: bytes, sink: Sink | None = None, loop: Any = None) -> tuple[Request, FakeConnection]:
+    head = parse_request_head(raw, Limits())
+    assert head is not None
+    conn = FakeConnection(loop if loop is not None else FakeLoop())
+    note = RequestNote(sinks=[sink] if sink is not None else [])
+    request = Request(cast(Any, conn), head, note)
+    return request, conn
+
+
+GET = b"GET /a HTTP/1.1\r\nHost: a.test\r\n\r\n"
+POST = b"POST /a HTTP/1.1\r\nHost: a.test\r\nContent-Length: 10\r\n\r\n"
+
+
+def test_a_claim_takes_the_head_then_only_what_is_new() -> None:
+    request, _ = make(GET)
+    assert request.claim() == (len(GET), 0)
+    assert request.claim() == (0, 0)
+
+
+def test_the_response_is_claimed_as_the_socket_accepts_it() -> None:
+    request, conn = make(GET)
+    request.claim()
+    conn.held = 5  # the socket takes all but five bytes
+    request.respond_text(200, "hello")
+    handed = len(conn.wire)
+    assert request.in_flight() == handed
+    assert request.claim() == (0, handed - 5)
+    assert request.in_flight() == 5
+    conn.held = 0
+    assert request.claim() == (0, 5)
+    assert request.claim() == (0, 0)
+    assert request.in_flight() == 0
+
+
+def test_a_request_is_never_counted_more_than_it_handed() -> None:
+    request, conn = make(GET)
+    conn.write(b"x" * 100)  # written on the connection, not through this request
+    assert request.sent() == 0
+    request.write_raw(b"abc")
+    assert request.sent() == 3
+
+
+def test_charge_hands_the_claim_to_the_meter_and_nobody_without_one() -> None:
+    request, _ = make(POST)
+    request.charge()  # no meter: nobody's, and nothing claimed
+    charges = Charges()
+    request.meter = cast(Meter, charges)
+    request._feed(b"0123456789")
+    request.send_continue()
+    request.charge()
+    assert (charges.ingress, charges.egress) == (len(POST) + 10, len(CONTINUE))
+    request.received_raw(7)  # a tunnel's bytes
+    request.write_raw(b"12345")
+    request.charge()
+    assert (charges.ingress, charges.egress) == (len(POST) + 17, len(CONTINUE) + 5)
+
+
+async def test_a_refused_body_is_raised_as_body_refused() -> None:
+    request, conn = make(POST, loop=asyncio.get_running_loop())
+    conn.body_error = BadMessage(413, "the request body is larger than 5 bytes")
+    conn.closed = True  # a client that left after the refusal is still answered for it
+    with pytest.raises(BodyRefused) as caught:
+        await request.read()
+    assert (caught.value.status, caught.value.reason) == (413, conn.body_error.reason)
+
+
+async def test_a_client_that_leaves_mid_body_is_a_connection_error() -> None:
+    request, conn = make(POST, loop=asyncio.get_running_loop())
+    conn.closed = True
+    with pytest.raises(ConnectionResetError):
+        await request.read()
+
+
+@pytest.mark.parametrize(("closed", "status"), [(True, 499), (False, 500)])
+def test_a_response_never_started_is_reported_as_499_or_500(closed: bool, status: int) -> None:
+    sink = Sink()
+    request, conn = make(GET, sink)
+    conn.closed = closed
+    request.report()
+    (record,) = sink.records
+    assert (record.status, record.bytes_in, record.bytes_out) == (status, len(GET), 0)
+
+
+def test_the_report_carries_the_requests_own_counts() -> None:
+    sink = Sink()
+    request, conn = make(GET, sink)
+    request.note.tenant = "t"
+    request.respond_text(404, "no")
+    conn.held = 3
+    request.report()
+    (record,) = sink.records
+    assert record.status == 404
+    assert record.bytes_out == len(conn.wire) - 3
+    assert (record.tenant, record.method, record.path) == ("t", "GET", "/a")
