@@ -14,7 +14,7 @@ import pytest
 from governor.config import load_config
 from governor.process.instance import Governor
 from tests.functional.conftest import GovernorFactory
-from tests.functional.support import FakeClock, RawClient, request, write_config
+from tests.support import FakeClock, RawClient, request, write_config
 
 # TIME TENANT CLIENT METHOD "PATH" STATUS BYTES_OUT BYTES_IN DURATION OUTCOME UPSTREAM
 PLAIN = re.compile(

@@ -6,14 +6,13 @@ import asyncio
 import json
 import os
 import signal
-import socket
 from pathlib import Path
 
 import pytest
 
 from tests.functional.processes import ServeFactory, governor
-from tests.functional.support import free_port, write_config
 from tests.functional.upstream_app import Seen
+from tests.support import free_port, held_port, write_config
 
 
 async def test_check_accepts_the_shipped_example() -> None:
@@ -193,10 +192,7 @@ async def test_check_and_serve_refuse_what_the_machine_cannot_give_in_the_same_w
 
 
 async def test_serve_names_the_key_of_a_port_in_use(tmp_path: Path) -> None:
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen(1)
-        port = taken.getsockname()[1]
+    with held_port() as port:
         path = write_config(tmp_path, upstream="http://127.0.0.1:1", listen=f"127.0.0.1:{port}")
         (check_code, _), (serve_code, serve_err) = await check_and_serve(path)
         # check cannot tell another program from this governor, running: it passes

@@ -26,10 +26,10 @@ from governor.http1.connection import ClientConnection, socket_sent
 from governor.process.instance import Governor
 from tests.functional.conftest import GovernorFactory
 from tests.functional.processes import ServeFactory
-from tests.functional.support import request, write_config
 from tests.functional.test_lifecycle import stored
 from tests.functional.test_metering import used
 from tests.functional.upstream_app import Seen
+from tests.support import request, write_config
 
 DOWNLOAD = request("GET", "/forever", "site.test")  # 6.5 GB at most: never finished here
 

@@ -18,10 +18,10 @@ from aiohttp.test_utils import TestServer
 from governor.process.instance import Governor
 from tests.faults import FaultProxy
 from tests.functional.conftest import GovernorFactory
-from tests.functional.support import RawClient, request
 from tests.functional.test_metering import used
 from tests.functional.upstream_app import Seen, pattern
 from tests.redis_servers import RedisServer, have_redis
+from tests.support import RawClient, request
 
 
 @pytest.fixture

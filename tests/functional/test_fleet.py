@@ -19,9 +19,9 @@ import pytest
 from governor.process.instance import Governor
 from tests.functional.conftest import GovernorFactory
 from tests.functional.processes import Served, ServeFactory, governor
-from tests.functional.support import RawClient, request, write_config
 from tests.functional.upstream_app import Seen
 from tests.redis_servers import RedisServer, have_redis
+from tests.support import RawClient, request, write_config
 
 pytestmark = pytest.mark.skipif(not have_redis(), reason="redis-server is not installed")
 
@@ -205,7 +205,7 @@ async def test_a_stop_with_redis_down_spools_and_the_next_start_replays(
     tmp_path: Path, upstream_url: str, redis_server: RedisServer, seen: Seen
 ) -> None:
     from governor.config import load_config
-    from tests.functional.support import FakeClock, seoul
+    from tests.support import FakeClock, seoul
 
     clock = FakeClock(seoul(2024, 2, 21, 12, 0))
     path = write_config(

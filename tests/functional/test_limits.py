@@ -7,10 +7,10 @@ import contextlib
 import time
 
 from tests.functional.conftest import GovernorFactory
-from tests.functional.support import RawClient, request
 from tests.functional.test_smuggling import exchange
 from tests.functional.test_websocket import frame, handshake, read_frame
 from tests.functional.upstream_app import Seen, pattern
+from tests.support import RawClient, request
 
 QUICK = {"shutdown": "1s"}  # a failing test must not hold its teardown for 30 s
 

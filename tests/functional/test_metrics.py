@@ -19,9 +19,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.functional.conftest import GovernorFactory
 from tests.functional.processes import listen_port, spawn_serve
-from tests.functional.support import RawClient, free_port, request, seoul, write_config
 from tests.functional.test_workers import Supervised, accepted_connections, alive
 from tests.functional.upstream_app import Seen
+from tests.support import RawClient, free_port, request, seoul, write_config
 
 Labels = frozenset[tuple[str, str]]
 Samples = dict[tuple[str, Labels], float]

@@ -27,8 +27,8 @@ from governor.process.supervisor import Supervisor
 from tests.faults import FaultProxy
 from tests.functional.conftest import GovernorFactory
 from tests.functional.processes import ServeFactory
-from tests.functional.support import RawClient, free_port, request, write_config
 from tests.redis_servers import RedisServer, have_redis
+from tests.support import RawClient, free_port, held_port, request, write_config
 
 OLD_TOKEN = "old-admin-token-0123456789"
 NEW_TOKEN = "new-admin-token-9876543210"
@@ -293,10 +293,7 @@ async def test_a_reload_to_an_admin_port_in_use_is_rejected_whole(
 ) -> None:
     first = free_port()
     gov = await make_governor(admin_listen=f"127.0.0.1:{first}", cap="1 GiB")
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen(1)
-        busy = int(taken.getsockname()[1])
+    with held_port() as busy:
         rewrite(gov.config.path, admin_listen=f"127.0.0.1:{busy}", flush_interval="2s")
         assert not gov.reload()
     assert gov.config.flush_interval != 2.0  # nothing of it was applied

@@ -19,8 +19,8 @@ import aiohttp
 
 from governor.process.instance import Governor
 from tests.functional.conftest import GovernorFactory
-from tests.functional.support import RawClient, free_port, request
 from tests.functional.upstream_app import Seen, pattern
+from tests.support import RawClient, free_port, request
 
 LORIS_HEAD = b"GET /bytes/10 HTTP/1.1\r\nHost: site.test\r\nX-Loris: "
 UPLOAD_HEAD = b"POST /upload HTTP/1.1\r\nHost: site.test\r\nContent-Length: 1000000\r\n\r\n"

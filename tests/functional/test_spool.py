@@ -23,10 +23,10 @@ import pytest
 import yaml
 
 from tests.functional.processes import Served, ServeFactory, governor, spawn_serve
-from tests.functional.support import write_config
 from tests.functional.test_workers import Start, supervise  # noqa: F401 - the fixture
 from tests.functional.upstream_app import Seen
 from tests.redis_servers import RedisServer, have_redis
+from tests.support import write_config
 
 pytestmark = pytest.mark.skipif(not have_redis(), reason="redis-server is not installed")
 

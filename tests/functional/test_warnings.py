@@ -19,7 +19,7 @@ from aiohttp.test_utils import TestServer
 from governor.config import load_config
 from governor.process.instance import Governor
 from tests.functional.conftest import GovernorFactory
-from tests.functional.support import (
+from tests.support import (
     FakeClock,
     RawClient,
     free_port,

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from tests.functional.processes import governor, listen_port, spawn_serve
-from tests.functional.support import RawClient, request, write_config
 from tests.functional.upstream_app import Seen
+from tests.support import RawClient, request, write_config
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="SO_REUSEPORT spreading and /proc are Linux's"

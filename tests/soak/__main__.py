@@ -38,10 +38,10 @@ from pathlib import Path
 from aiohttp import web
 
 from tests.faults import FaultProxy
-from tests.functional.support import RawClient, free_port, request, write_config
 from tests.functional.upstream_app import make_upstream
 from tests.redis_servers import RedisServer, have_redis
 from tests.redis_servers import _die_with_parent as die_with_parent
+from tests.support import RawClient, free_port, request, write_config
 
 SECONDS = float(os.environ.get("SOAK_SECONDS", "120"))
 CLIENTS = int(os.environ.get("SOAK_CLIENTS", "12"))
