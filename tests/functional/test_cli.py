@@ -12,7 +12,7 @@ import pytest
 
 from tests.functional.processes import ServeFactory, governor
 from tests.functional.upstream_app import Seen
-from tests.support import free_port, held_port, write_config
+from tests.support import eventually, free_port, held_port, write_config
 
 
 async def test_check_accepts_the_shipped_example() -> None:
@@ -110,9 +110,10 @@ async def test_kill_9_loses_at_most_one_flush_interval(
         assert code == 0
         return int(json.loads(out)[0]["used_bytes"])
 
-    async with asyncio.timeout(10):
-        while await stored() != flushed:  # noqa: ASYNC110 - another process; nothing to await
-            await asyncio.sleep(0.05)
+    async def all_flushed() -> bool:  # another process: nothing to await
+        return await stored() == flushed
+
+    await eventually(all_flushed, timeout=10, what="the counts flushed")
     unflushed = await served.get("/bytes/10000")
     os.kill(served.proc.pid, signal.SIGKILL)
     await served.proc.wait()

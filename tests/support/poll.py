@@ -23,22 +23,34 @@ async def eventually(
 ) -> float:
     """Poll ``predicate`` (plain or async) until it is true; return the seconds it took.
 
-    Raises AssertionError naming ``what`` (or the predicate) after ``timeout`` seconds. An
-    exception in ``ignore`` counts as "not yet" (e.g. a connection refused while a server starts).
+    Raises AssertionError naming ``what`` (or the predicate) after ``timeout`` seconds, also
+    when one async call of the predicate hangs past it. An exception in ``ignore`` counts as
+    "not yet" (e.g. a connection refused while a server starts).
     """
     started = time.monotonic()
     deadline = started + timeout
+    failure = f"not within {timeout} s: {what or _name(predicate)}"
     while True:
         try:
             result = predicate()
-            held = await result if inspect.isawaitable(result) else result
+            if inspect.isawaitable(result):
+                bound = asyncio.timeout_at(_loop_time(deadline))
+                try:
+                    async with bound:
+                        held = await result
+                except TimeoutError:
+                    if bound.expired():
+                        raise AssertionError(failure) from None
+                    raise
+            else:
+                held = result
         except ignore:
             held = False
         now = time.monotonic()
         if held:
             return now - started
         if now >= deadline:
-            raise AssertionError(f"not within {timeout} s: {what or _name(predicate)}")
+            raise AssertionError(failure)
         await asyncio.sleep(interval)
 
 
@@ -62,6 +74,11 @@ def wait_until(
         if time.monotonic() >= deadline:
             raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
+
+
+def _loop_time(monotonic_deadline: float) -> float:
+    """``monotonic_deadline`` on the running loop's clock (uvloop's need not be monotonic())."""
+    return asyncio.get_running_loop().time() + monotonic_deadline - time.monotonic()
 
 
 def _name(predicate: Callable[..., object]) -> str:
