@@ -55,7 +55,7 @@ class Receiver:
         body = await request.json()
         assert request.content_type == "application/json"
         if self.hang:
-            await asyncio.sleep(3600)
+            await asyncio.sleep(3600)  # the point: a webhook that never answers
         if self.calls <= self.fail_first:
             return web.Response(status=500, text="not now")
         self.events.append(body)

@@ -169,7 +169,7 @@ async def supervise() -> AsyncIterator[Start]:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(5):
                 while any(alive(pid) for pid in workers):  # noqa: ASYNC110
-                    await asyncio.sleep(0.05)
+                    await asyncio.sleep(0.05)  # teardown, best effort: other processes
         for pid in workers:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)

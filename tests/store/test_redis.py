@@ -55,7 +55,7 @@ async def retry(op: Callable[[], Awaitable[T]], *, within: float) -> T:
         except StoreError:
             if time.monotonic() > deadline:
                 raise
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.05)  # a retry: the op itself is the probe
 
 
 # ------------------------------------------------------------------------- URLs
