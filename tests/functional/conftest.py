@@ -26,7 +26,7 @@ async def upstream(aiohttp_server: Callable[..., Awaitable[TestServer]]) -> Test
 @pytest.fixture
 def seen(upstream: TestServer) -> Seen:
     """What the upstream saw."""
-    return upstream.app[SEEN]  # type: ignore[index]
+    return upstream.app[SEEN]
 
 
 @pytest.fixture

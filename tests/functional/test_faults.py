@@ -26,6 +26,7 @@ from tests.support import RawClient, eventually, request
 @pytest.fixture
 async def faults(upstream: TestServer) -> AsyncIterator[FaultProxy]:
     """A fault proxy in front of the real upstream."""
+    assert upstream.port is not None
     async with FaultProxy("127.0.0.1", upstream.port) as proxy:
         yield proxy
 

@@ -88,8 +88,8 @@ async def test_instances_sharing_a_spool_refuse_and_with_one_each_lose_no_count(
     configs = [instance(tmp_path, f"site{i}", upstream_url, redis_server.url) for i in range(3)]
     shared = tmp_path / "state" / "spool.json"
     first = await serve(configs[0])
-    *messages, (code, out, err) = await asyncio.gather(
-        *(refused(config) for config in configs[1:]),
+    messages, (code, out, err) = await asyncio.gather(
+        asyncio.gather(*(refused(config) for config in configs[1:])),
         governor("check", "-c", str(configs[1])),  # takes no lock, and says who holds it
     )
     for message in messages:

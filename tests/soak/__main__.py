@@ -34,6 +34,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -212,7 +213,7 @@ async def main() -> int:
     stack = contextlib.AsyncExitStack()
     try:
         up_faults = await stack.enter_async_context(FaultProxy("127.0.0.1", upstream_port))
-        options: dict[str, object] = {}
+        options: dict[str, Any] = {}
         if have_redis():
             redis = stack.enter_context(RedisServer(folder / "redis"))
             store_faults = await stack.enter_async_context(FaultProxy("127.0.0.1", redis.port))
