@@ -211,7 +211,7 @@ class FaultProxy:
                     return
                 await self._flowing.wait()
                 if self.latency:
-                    await asyncio.sleep(self.latency)
+                    await asyncio.sleep(self.latency)  # the injected latency: the point
                     await self._flowing.wait()
                 if not link.alive():
                     return

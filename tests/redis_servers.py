@@ -22,11 +22,9 @@ import ctypes
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
@@ -36,13 +34,14 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from tests.support.poll import wait_until
+from tests.support.ports import free_port
+
 __all__ = [
     "ClusterSetup",
     "RedisServer",
     "SentinelSetup",
-    "free_port",
     "have_redis",
-    "wait_until",
 ]
 
 HOST = "127.0.0.1"
@@ -55,28 +54,8 @@ def have_redis() -> bool:
     return Path(REDIS_SERVER).exists() and Path(REDIS_CLI).exists()
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def wait_until(
-    condition: Callable[[], bool], *, timeout: float, what: str, interval: float = 0.02
-) -> None:
-    """Poll ``condition`` until it is true; raise TimeoutError naming ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if condition():
-                return
-        except (redis.RedisError, OSError):
-            pass  # not there yet
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
+# What a server not up yet (or mid-failover) answers: "not yet", while polling for it.
+NOT_YET = (redis.RedisError, OSError)
 
 
 def client(port: int, *, timeout: float = 2.0, password: str | None = None) -> redis.Redis:
@@ -227,7 +206,7 @@ class RedisServer:
                     raise RuntimeError(f"{self!r} exited:\n{self._log_tail()}")
                 return bool(c.ping())
 
-            wait_until(up, timeout=timeout, what=f"{self!r} to answer PING")
+            wait_until(up, timeout=timeout, what=f"{self!r} to answer PING", ignore=NOT_YET)
         finally:
             c.close()
 
@@ -349,7 +328,12 @@ class SentinelSetup:
                     f"sentinel parallel-syncs {self.service} 1",
                 ]
                 s.start()
-            wait_until(self._sentinels_settled, timeout=timeout, what="the sentinels to settle")
+            wait_until(
+                self._sentinels_settled,
+                timeout=timeout,
+                what="the sentinels to settle",
+                ignore=NOT_YET,
+            )
         except BaseException:
             self.stop()
             raise
@@ -409,7 +393,9 @@ class SentinelSetup:
                 and info.get("master_link_status") == "up"
             )
 
-        wait_until(linked, timeout=timeout, what=f"{replica!r} to replicate {master!r}")
+        wait_until(
+            linked, timeout=timeout, what=f"{replica!r} to replicate {master!r}", ignore=NOT_YET
+        )
 
     def sync(self, *, timeout: float = 10.0) -> None:
         """Wait until the replica has acknowledged every write on the master."""
@@ -455,7 +441,12 @@ class SentinelSetup:
                     return False
             return bool(new.info("replication").get("role") == "master")
 
-        wait_until(all_report_new, timeout=timeout, what="the sentinels to report the new master")
+        wait_until(
+            all_report_new,
+            timeout=timeout,
+            what="the sentinels to report the new master",
+            ignore=NOT_YET,
+        )
         if demote_old:
             oc = old.client()
             try:
@@ -463,7 +454,9 @@ class SentinelSetup:
             finally:
                 oc.close()
         self._wait_replica_linked(old, new, timeout=timeout)
-        wait_until(self._sentinels_settled, timeout=timeout, what="the sentinels to settle")
+        wait_until(
+            self._sentinels_settled, timeout=timeout, what="the sentinels to settle", ignore=NOT_YET
+        )
         return new
 
     def flushall(self) -> None:
@@ -555,7 +548,7 @@ class ClusterSetup:
                     return False
             return True
 
-        wait_until(ok, timeout=timeout, what="cluster_state:ok on every node")
+        wait_until(ok, timeout=timeout, what="cluster_state:ok on every node", ignore=NOT_YET)
 
     def node_for(self, key: str) -> RedisServer:
         """The node serving ``key``'s slot."""

@@ -8,7 +8,7 @@ import pwd
 from pathlib import Path
 from typing import Any
 
-from tests.functional.support import write_config
+from tests.support import write_config
 
 HOST = "site.test"  # the Host every client sends; governor's tenant "site" claims it
 TENANT = "site"

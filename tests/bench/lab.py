@@ -18,7 +18,8 @@ from tests.bench import configs
 from tests.bench.configs import FLUSH_INTERVAL, HOST, TENANT
 from tests.bench.procs import Server
 from tests.bench.tools import Tools
-from tests.redis_servers import RedisServer, free_port
+from tests.redis_servers import RedisServer
+from tests.support import free_port
 
 
 @dataclass(frozen=True)

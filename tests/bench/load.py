@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.bench.procs import rss_bytes
-from tests.functional.support import RawClient, request
+from tests.support import RawClient, request
 
 WRK_DONE_LUA = """\
 done = function(summary, latency, requests)

@@ -16,9 +16,9 @@ from aiohttp import web
 
 from governor.config import load_config
 from governor.process.instance import Governor
-from tests.functional.support import RawClient, request, write_config
 from tests.functional.upstream_app import make_upstream
 from tests.redis_servers import RedisServer
+from tests.support import RawClient, request, write_config
 
 
 async def fetch(port: int) -> int:

@@ -38,8 +38,7 @@ from pathlib import Path
 from tests.bench import configs
 from tests.bench.lab import _answers
 from tests.bench.procs import Server, rss_bytes
-from tests.functional.support import write_config
-from tests.redis_servers import free_port
+from tests.support import free_port, write_config
 
 SLOWHTTPTEST = "/usr/bin/slowhttptest"
 

@@ -149,7 +149,7 @@ async def browser(url: str, profile: Path) -> AsyncIterator[DevTools]:
         async with asyncio.timeout(BROWSER_TIMEOUT):
             while not active.exists() or not active.read_text().strip():
                 assert proc.returncode is None, "chromium exited at start"
-                await asyncio.sleep(0.05)
+                await asyncio.sleep(0.05)  # the browser writes it when up: no event
             port = int(active.read_text().split()[0])
             async with aiohttp.ClientSession() as session:
                 while True:
@@ -158,7 +158,7 @@ async def browser(url: str, profile: Path) -> AsyncIterator[DevTools]:
                     pages = [t for t in targets if t["type"] == "page"]
                     if pages:
                         break
-                    await asyncio.sleep(0.05)
+                    await asyncio.sleep(0.05)  # its first page: no event
                 async with session.ws_connect(
                     pages[0]["webSocketDebuggerUrl"], max_msg_size=0
                 ) as ws:

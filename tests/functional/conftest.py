@@ -13,8 +13,8 @@ from aiohttp.test_utils import TestServer
 from governor.config import load_config
 from governor.process.instance import Governor
 from tests.functional.processes import Served, ServeFactory, listen_port, spawn_serve
-from tests.functional.support import FakeClock, seoul, write_config
 from tests.functional.upstream_app import SEEN, Seen, make_upstream
+from tests.support import FakeClock, seoul, write_config
 
 
 @pytest.fixture
@@ -26,7 +26,7 @@ async def upstream(aiohttp_server: Callable[..., Awaitable[TestServer]]) -> Test
 @pytest.fixture
 def seen(upstream: TestServer) -> Seen:
     """What the upstream saw."""
-    return upstream.app[SEEN]  # type: ignore[index]
+    return upstream.app[SEEN]
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from tests.functional.support import RawClient, request
+from tests.support import RawClient, request
 
 REPO = Path(__file__).resolve().parents[2]
 

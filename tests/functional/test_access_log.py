@@ -12,9 +12,10 @@ from typing import Any
 import pytest
 
 from governor.config import load_config
+from governor.observe.events import RequestRecord
 from governor.process.instance import Governor
 from tests.functional.conftest import GovernorFactory
-from tests.functional.support import FakeClock, RawClient, request, write_config
+from tests.support import FakeClock, RawClient, eventually, request, write_config
 
 # TIME TENANT CLIENT METHOD "PATH" STATUS BYTES_OUT BYTES_IN DURATION OUTCOME UPSTREAM
 PLAIN = re.compile(
@@ -36,13 +37,26 @@ async def exchange(gov: Governor, raw: bytes) -> tuple[int, int, int]:
 
 async def lines(path: Path, n: int) -> list[str]:
     """The log's lines once there are ``n`` of them (the writer is a thread)."""
-    async with asyncio.timeout(5):
-        while True:
-            text = path.read_text() if path.exists() else ""
-            if text.count("\n") >= n:
-                assert text.endswith("\n")
-                return text.splitlines()
-            await asyncio.sleep(0.01)
+    text = ""
+
+    def enough() -> bool:
+        nonlocal text
+        text = path.read_text() if path.exists() else ""
+        return text.count("\n") >= n
+
+    await eventually(enough, what=f"{n} line(s) in {path.name}")
+    assert text.endswith("\n")
+    return text.splitlines()
+
+
+class Reported:
+    """A request sink that sets ``done`` when a request has been reported to every sink."""
+
+    def __init__(self) -> None:
+        self.done = asyncio.Event()
+
+    def request_done(self, record: RequestRecord) -> None:
+        self.done.set()
 
 
 async def three_requests(gov: Governor) -> list[tuple[int, int, int]]:
@@ -159,12 +173,9 @@ async def test_the_standard_streams(
 ) -> None:
     gov = await make_governor(access_log=target)
     await exchange(gov, request("GET", "/bytes/5", "site.test"))
-    assert gov.access_log is not None
-    async with asyncio.timeout(5):
-        while True:
-            if gov.access_log.written:
-                break
-            await asyncio.sleep(0.01)
+    access_log = gov.access_log
+    assert access_log is not None
+    await eventually(lambda: access_log.written > 0, what="the line written")
     captured = capsys.readouterr()
     out, other = (captured.out, captured.err) if target == "stdout" else (captured.err, "")
     assert PLAIN.fullmatch(out.splitlines()[-1]) is not None
@@ -177,10 +188,13 @@ async def test_off_writes_nothing(
 ) -> None:
     gov = await make_governor(access_log="off")
     assert gov.access_log.target == "off"
+    reported = Reported()  # told after the access log: nothing can come later
+    gov.runtime.request_sinks.append(reported)
     before = set(tmp_path.rglob("*"))
     status, _, _ = await exchange(gov, request("GET", "/bytes/5", "site.test"))
     assert status == 200
-    await asyncio.sleep(0.1)
+    async with asyncio.timeout(5):
+        await reported.done.wait()
     captured = capfd.readouterr()
     assert "/bytes/5" not in captured.out + captured.err
     assert {p for p in set(tmp_path.rglob("*")) - before if "access" in p.name} == set()

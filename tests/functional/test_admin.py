@@ -4,11 +4,9 @@ reset and grant (kept in the store: across restarts and across a Redis fleet), a
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import signal
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,9 +19,9 @@ from governor.config import load_config
 from governor.process.instance import Governor
 from tests.functional.conftest import GovernorFactory
 from tests.functional.processes import Served, ServeFactory, governor
-from tests.functional.support import FakeClock, RawClient, free_port, request, write_config
 from tests.functional.upstream_app import Seen
 from tests.redis_servers import RedisServer, have_redis
+from tests.support import FakeClock, RawClient, eventually, free_port, request, write_config
 
 TOKEN = "s3cret-admin-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -389,16 +387,6 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
         yield server
 
 
-async def wait_for(condition: Any, *, within: float, what: str) -> float:
-    """Poll ``condition`` (an async callable) until true; the seconds it took."""
-    started = time.monotonic()
-    while not await condition():
-        elapsed = time.monotonic() - started
-        assert elapsed < within, f"{what}: not within {within} s"
-        await asyncio.sleep(0.01)
-    return time.monotonic() - started
-
-
 @needs_redis
 async def test_reset_and_grant_reach_a_second_instance_within_a_flush_interval(
     make_governor: GovernorFactory, token_file: str, redis_server: RedisServer, seen: Seen
@@ -414,7 +402,7 @@ async def test_reset_and_grant_reach_a_second_instance_within_a_flush_interval(
         usage = two.runtime.usage("site")
         return usage is not None and usage.blocked
 
-    await wait_for(two_blocked, within=5, what="instance two learning the count")
+    await eventually(two_blocked, timeout=5, what="instance two learning the count")
     assert await fetch(two.port) == 503
 
     # A grant made on instance two reopens the tenant on instance one.
@@ -426,7 +414,7 @@ async def test_reset_and_grant_reach_a_second_instance_within_a_flush_interval(
     async def one_open() -> bool:
         return await fetch(one.port, "/bytes/10") == 200
 
-    took = await wait_for(one_open, within=interval * 2 + 1, what="the grant reaching one")
+    took = await eventually(one_open, timeout=interval * 2 + 1, what="the grant reaching one")
     assert took <= interval + 0.5, took
     status, doc, _ = await call(one, "GET", "/api/v1/tenants/site", headers=AUTH)
     assert doc["granted_bytes"] == 100 * 1024
@@ -442,7 +430,7 @@ async def test_reset_and_grant_reach_a_second_instance_within_a_flush_interval(
         doc = (await call(two, "GET", "/api/v1/tenants/site", headers=AUTH))[1]
         return bool(doc["used_bytes"] == 0)
 
-    took = await wait_for(two_zero, within=interval * 2 + 1, what="the reset reaching two")
+    took = await eventually(two_zero, timeout=interval * 2 + 1, what="the reset reaching two")
     assert took <= interval + 0.5, took
 
 
@@ -459,7 +447,7 @@ async def test_readyz_reports_a_redis_outage_as_degraded(
         async def degraded() -> bool:
             return bool((await call(gov, "GET", "/readyz"))[1]["store"] == "degraded")
 
-        await wait_for(degraded, within=5, what="the outage showing in /readyz")
+        await eventually(degraded, timeout=5, what="the outage showing in /readyz")
         status, _doc, _ = await call(gov, "GET", "/readyz")
         assert status == 200  # still serving (on_store_failure: open)
         status, err, _ = await call(

@@ -10,9 +10,9 @@ import aiohttp
 from governor.config import load_config
 from governor.process.instance import Governor
 from tests.functional.conftest import GovernorFactory
-from tests.functional.support import FakeClock, RawClient, request, seoul, write_config
 from tests.functional.test_metering import used
 from tests.functional.upstream_app import Seen, pattern
+from tests.support import FakeClock, RawClient, request, seoul, write_config
 
 
 async def get(

@@ -6,14 +6,13 @@ import asyncio
 import json
 import os
 import signal
-import socket
 from pathlib import Path
 
 import pytest
 
 from tests.functional.processes import ServeFactory, governor
-from tests.functional.support import free_port, write_config
 from tests.functional.upstream_app import Seen
+from tests.support import eventually, free_port, held_port, write_config
 
 
 async def test_check_accepts_the_shipped_example() -> None:
@@ -111,9 +110,10 @@ async def test_kill_9_loses_at_most_one_flush_interval(
         assert code == 0
         return int(json.loads(out)[0]["used_bytes"])
 
-    async with asyncio.timeout(10):
-        while await stored() != flushed:  # noqa: ASYNC110 - another process; nothing to await
-            await asyncio.sleep(0.05)
+    async def all_flushed() -> bool:  # another process: nothing to await
+        return await stored() == flushed
+
+    await eventually(all_flushed, timeout=10, what="the counts flushed")
     unflushed = await served.get("/bytes/10000")
     os.kill(served.proc.pid, signal.SIGKILL)
     await served.proc.wait()
@@ -193,10 +193,7 @@ async def test_check_and_serve_refuse_what_the_machine_cannot_give_in_the_same_w
 
 
 async def test_serve_names_the_key_of_a_port_in_use(tmp_path: Path) -> None:
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen(1)
-        port = taken.getsockname()[1]
+    with held_port() as port:
         path = write_config(tmp_path, upstream="http://127.0.0.1:1", listen=f"127.0.0.1:{port}")
         (check_code, _), (serve_code, serve_err) = await check_and_serve(path)
         # check cannot tell another program from this governor, running: it passes

@@ -19,14 +19,14 @@ import shutil
 import signal
 import socket
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 from tests.functional.chromium import browser, needs_chromium
-from tests.functional.support import RawClient, free_port, request
+from tests.support import RawClient, free_port, held_port, request
 
 REPO = Path(__file__).resolve().parents[2]
 SERVE = REPO / "deploy" / "demo-site" / "serve.py"
@@ -126,15 +126,6 @@ async def demo(tmp_path: Path) -> AsyncIterator[Demo]:
         yield running
     finally:
         await stop_demo(running)
-
-
-@contextlib.contextmanager
-def held_port() -> Iterator[int]:
-    """A port some other program listens on."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen()
-        yield int(sock.getsockname()[1])
 
 
 def port_is_free(port: int) -> bool:

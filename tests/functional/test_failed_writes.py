@@ -26,10 +26,10 @@ from governor.http1.connection import ClientConnection, socket_sent
 from governor.process.instance import Governor
 from tests.functional.conftest import GovernorFactory
 from tests.functional.processes import ServeFactory
-from tests.functional.support import request, write_config
 from tests.functional.test_lifecycle import stored
 from tests.functional.test_metering import used
 from tests.functional.upstream_app import Seen
+from tests.support import eventually, request, write_config
 
 DOWNLOAD = request("GET", "/forever", "site.test")  # 6.5 GB at most: never finished here
 
@@ -111,9 +111,9 @@ async def test_a_client_leaving_mid_download_is_charged_what_its_socket_accepted
     sock, got = await start_download(gov.port, 1_000_000)
     transport = only_connection(gov).transport
     assert transport is not None
-    async with asyncio.timeout(10):  # the client stopped: governor's socket fills, then its own
-        while transport.get_write_buffer_size() == 0:  # noqa: ASYNC110 - no event for it
-            await asyncio.sleep(0.01)
+    await eventually(  # the client stopped: governor's socket fills, then its own (no event)
+        lambda: transport.get_write_buffer_size() > 0, timeout=10, what="governor's buffer used"
+    )
     fd = transport.get_extra_info("socket").fileno()
     # No await from here on: governor's loop is frozen, it writes nothing more.
     got += drain(sock, lambda: outq(fd))

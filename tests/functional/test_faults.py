@@ -7,7 +7,6 @@ visitor sees, and what is counted, must stay exact through each.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -18,15 +17,16 @@ from aiohttp.test_utils import TestServer
 from governor.process.instance import Governor
 from tests.faults import FaultProxy
 from tests.functional.conftest import GovernorFactory
-from tests.functional.support import RawClient, request
 from tests.functional.test_metering import used
 from tests.functional.upstream_app import Seen, pattern
 from tests.redis_servers import RedisServer, have_redis
+from tests.support import RawClient, eventually, request
 
 
 @pytest.fixture
 async def faults(upstream: TestServer) -> AsyncIterator[FaultProxy]:
     """A fault proxy in front of the real upstream."""
+    assert upstream.port is not None
     async with FaultProxy("127.0.0.1", upstream.port) as proxy:
         yield proxy
 
@@ -136,21 +136,21 @@ async def test_a_stalled_redis_adds_no_request_latency(
         errors = gov.runtime.store_errors
         redis_faults.stall()
         stalled = await timed_fetches(60)  # several flush intervals and store timeouts
-        async with asyncio.timeout(5):
-            while gov.runtime.store_errors == errors:  # noqa: ASYNC110 - the flusher's own pace
-                await asyncio.sleep(0.02)
+        await eventually(  # at the flusher's own pace
+            lambda: gov.runtime.store_errors != errors, what="the flusher hitting the stall"
+        )
         stalled += await timed_fetches(20)
         assert not gov.runtime.store_ok  # the flusher did hit the stall
         # No request waits on the store: not one took as long as a store timeout.
         assert max(stalled) < 0.3, sorted(stalled)[-5:]
         redis_faults.resume()
         redis_faults.reset_all()
-        async with asyncio.timeout(20):
-            while True:
-                await gov.runtime.flush()
-                if gov.runtime.store_ok and gov.runtime.ledger.pending_bytes() == 0:
-                    break
-                await asyncio.sleep(0.05)
+
+        async def settled() -> bool:
+            await gov.runtime.flush()
+            return gov.runtime.store_ok and gov.runtime.ledger.pending_bytes() == 0
+
+        await eventually(settled, timeout=20, what="every count in the store")
         stored = redis_server.client().get("governor:{site}:2024-02-21")
         assert int(stored or 0) == received  # nothing lost, nothing counted twice
         await gov.stop()  # before the fault proxy goes (the final flush goes through it)

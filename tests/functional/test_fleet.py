@@ -12,6 +12,7 @@ import json
 import signal
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -19,9 +20,9 @@ import pytest
 from governor.process.instance import Governor
 from tests.functional.conftest import GovernorFactory
 from tests.functional.processes import Served, ServeFactory, governor
-from tests.functional.support import RawClient, request, write_config
 from tests.functional.upstream_app import Seen
 from tests.redis_servers import RedisServer, have_redis
+from tests.support import RawClient, eventually, request, write_config
 
 pytestmark = pytest.mark.skipif(not have_redis(), reason="redis-server is not installed")
 
@@ -50,12 +51,12 @@ async def fetch(port: int, path: str = "/bytes/10000", host: str = "site.test") 
 
 async def settle(gov: Governor) -> None:
     """Flush until everything counted is in the store (bounded)."""
-    async with asyncio.timeout(20):
-        while True:
-            await gov.runtime.flush()
-            if gov.runtime.store_ok and gov.runtime.ledger.pending_bytes() == 0:
-                return
-            await asyncio.sleep(0.05)
+
+    async def settled() -> bool:
+        await gov.runtime.flush()
+        return gov.runtime.store_ok and gov.runtime.ledger.pending_bytes() == 0
+
+    await eventually(settled, timeout=20, what="every count in the store")
 
 
 async def test_three_processes_share_one_total(
@@ -129,28 +130,35 @@ async def test_the_cap_holds_across_instances_within_one_flush_interval(
     assert 0 <= overshoot <= interval * rate + 3 * 10_400, (overshoot, rate)
 
 
-async def run_load(gov: Governor, stop: asyncio.Event) -> tuple[int, int, int]:
+@dataclass
+class Load:
+    """What :func:`run_load` has done so far, read by the test while it runs."""
+
+    ok: int = 0
+    failed: int = 0
+    received: int = 0  # bytes received by the ok ones
+
+
+async def run_load(gov: Governor, stop: asyncio.Event, load: Load) -> tuple[int, int, int]:
     """Requests until ``stop``: (ok, failed, bytes received by ok ones)."""
-    ok = failed = received = 0
 
     async def one_client() -> None:
-        nonlocal ok, failed, received
         for _ in range(100_000):
             if stop.is_set():
                 return
             try:
                 status, n = await fetch(gov.port, "/bytes/2000")
             except (ConnectionError, AssertionError):
-                failed += 1
+                load.failed += 1
                 continue
             if status == 200:
-                ok += 1
-                received += n
+                load.ok += 1
+                load.received += n
             else:
-                failed += 1
+                load.failed += 1
 
     await asyncio.gather(*(one_client() for _ in range(4)))
-    return ok, failed, received
+    return load.ok, load.failed, load.received
 
 
 @pytest.mark.parametrize("fault", ["sigstop", "kill"])
@@ -158,21 +166,35 @@ async def test_redis_outage_under_load_fails_no_request_and_loses_no_byte(
     make_governor: GovernorFactory, redis_server: RedisServer, fault: str
 ) -> None:
     gov = await make_governor(store=redis_server.url, flush_interval="100ms", store_timeout="200ms")
-    stop = asyncio.Event()
-    load = asyncio.get_running_loop().create_task(run_load(gov, stop))
+    stop, progress = asyncio.Event(), Load()
+    load = asyncio.get_running_loop().create_task(run_load(gov, stop, progress))
     before = gov.runtime.store_errors
     if fault == "sigstop":
         redis_server.pause()
     else:
         await asyncio.to_thread(redis_server.kill)
-    await asyncio.sleep(3)  # the outage: requests keep flowing meanwhile
+    served = progress.ok
+
+    def outage_under_load() -> bool:  # flushes fail again and again, requests keep flowing
+        return (
+            gov.runtime.store_errors >= before + 3
+            and not gov.runtime.store_ok
+            and progress.ok >= served + 50
+        )
+
+    await eventually(outage_under_load, timeout=20, what="3 failed flushes and 50 requests")
     assert gov.runtime.store_errors > before  # the flusher did see the outage
     assert not gov.runtime.store_ok
     if fault == "sigstop":
         redis_server.resume()
     else:
         await asyncio.to_thread(redis_server.start)
-    await asyncio.sleep(0.5)  # and some load after it
+    served = progress.ok
+    await eventually(  # and some load after it
+        lambda: gov.runtime.store_ok and progress.ok >= served + 20,
+        timeout=20,
+        what="the store back and 20 requests more",
+    )
     stop.set()
     ok, failed, received = await load
     assert failed == 0
@@ -192,9 +214,9 @@ async def test_closed_tenants_get_the_notice_while_redis_is_down(
     )
     assert (await fetch(gov.port))[0] == 200
     await asyncio.to_thread(redis_server.kill)
-    async with asyncio.timeout(10):
-        while gov.runtime.store_ok:  # noqa: ASYNC110 - the flusher notices within an interval
-            await asyncio.sleep(0.02)
+    await eventually(  # the flusher notices within an interval
+        lambda: not gov.runtime.store_ok, timeout=10, what="the flusher seeing the outage"
+    )
     assert (await fetch(gov.port))[0] == 503
     await asyncio.to_thread(redis_server.start)
     await settle(gov)
@@ -205,7 +227,7 @@ async def test_a_stop_with_redis_down_spools_and_the_next_start_replays(
     tmp_path: Path, upstream_url: str, redis_server: RedisServer, seen: Seen
 ) -> None:
     from governor.config import load_config
-    from tests.functional.support import FakeClock, seoul
+    from tests.support import FakeClock, seoul
 
     clock = FakeClock(seoul(2024, 2, 21, 12, 0))
     path = write_config(

@@ -7,8 +7,8 @@ import json
 import time
 
 from tests.functional.conftest import GovernorFactory
-from tests.functional.support import RawClient, free_port, request
 from tests.functional.upstream_app import Seen, pattern
+from tests.support import RawClient, free_port, request
 
 
 async def test_hop_by_hop_headers_are_stripped_and_forwarding_headers_set(

@@ -28,9 +28,9 @@ import pytest
 
 from tests.functional.conftest import GovernorFactory
 from tests.functional.processes import Served, ServeFactory, governor
-from tests.functional.support import RawClient, request, write_config
 from tests.functional.test_workers import Start, supervise  # noqa: F401 - the fixture
 from tests.functional.upstream_app import Seen
+from tests.support import RawClient, free_port, request, write_config
 
 CLIENTS = 8
 PATH = "/bytes/2000"
@@ -146,7 +146,7 @@ async def readyz(port: int) -> int:
 async def test_readyz_fails_at_sigterm_and_shutdown_delay_keeps_serving_with_connection_close(
     serve: ServeFactory, tmp_path: Path, upstream_url: str, seen: Seen
 ) -> None:
-    admin = f"127.0.0.1:{free_admin_port()}"
+    admin = f"127.0.0.1:{free_port()}"
     path = write_config(
         tmp_path,
         upstream=upstream_url,
@@ -243,9 +243,3 @@ async def test_connections_still_queued_in_the_backlog_at_the_stop_are_served(
     usage = gov.runtime.usage("site")  # after the final flush: the store's total
     assert usage is not None
     assert usage.used_bytes == received
-
-
-def free_admin_port() -> int:
-    from tests.redis_servers import free_port
-
-    return free_port()

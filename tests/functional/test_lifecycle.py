@@ -22,9 +22,9 @@ import pytest
 
 from tests.functional.conftest import GovernorFactory
 from tests.functional.processes import Served, ServeFactory, governor
-from tests.functional.support import FakeClock, RawClient, request, write_config
 from tests.functional.test_cap import get
 from tests.functional.upstream_app import Seen
+from tests.support import FakeClock, RawClient, request, write_config
 
 
 @dataclass

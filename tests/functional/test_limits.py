@@ -7,10 +7,10 @@ import contextlib
 import time
 
 from tests.functional.conftest import GovernorFactory
-from tests.functional.support import RawClient, request
 from tests.functional.test_smuggling import exchange
 from tests.functional.test_websocket import frame, handshake, read_frame
 from tests.functional.upstream_app import Seen, pattern
+from tests.support import RawClient, eventually, request
 
 QUICK = {"shutdown": "1s"}  # a failing test must not hold its teardown for 30 s
 
@@ -95,16 +95,16 @@ async def test_connections_in_total_are_capped(make_governor: GovernorFactory) -
     assert not refused.startswith(b"HTTP/1.1 200"), refused[:100]
     await extra.close()
     await held[0].close()  # a slot frees up: a new connection is served again
-    async with asyncio.timeout(5):
-        while True:
-            again = await RawClient.connect(gov.port)
-            with contextlib.suppress(ConnectionError):
-                await again.send(request("GET", "/bytes/10", "site.test", "Connection: close"))
-            data = await again.reader.read(65536)
-            await again.close()
-            if data.startswith(b"HTTP/1.1 200"):
-                break
-            await asyncio.sleep(0.05)  # the close has to reach governor first
+
+    async def served_again() -> bool:  # once the close has reached governor
+        again = await RawClient.connect(gov.port)
+        with contextlib.suppress(ConnectionError):
+            await again.send(request("GET", "/bytes/10", "site.test", "Connection: close"))
+        data = await again.reader.read(65536)
+        await again.close()
+        return data.startswith(b"HTTP/1.1 200")
+
+    await eventually(served_again, what="a new connection served after a slot freed")
     for client in held[1:]:
         await client.close()
 
@@ -115,7 +115,7 @@ async def test_an_idle_websocket_is_closed(make_governor: GovernorFactory) -> No
     assert head.startswith(b"HTTP/1.1 101")
     for i in range(3):  # traffic keeps it open past the idle timeout
         if i:
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(0.5)  # the point: half the idle timeout between frames
         await client.send(frame(b"ping %d" % i))
         assert await read_frame(client) == (0x1, b"echo:ping %d" % i)
     started = time.monotonic()  # the last byte either way: idle from here

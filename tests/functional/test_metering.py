@@ -7,8 +7,8 @@ import asyncio
 
 from governor.process.instance import Governor
 from tests.functional.conftest import GovernorFactory
-from tests.functional.support import RawClient, request
 from tests.functional.upstream_app import Seen, pattern
+from tests.support import RawClient, request
 
 
 def used(gov: Governor, tenant: str = "site") -> int:

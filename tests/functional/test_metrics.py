@@ -19,9 +19,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.functional.conftest import GovernorFactory
 from tests.functional.processes import listen_port, spawn_serve
-from tests.functional.support import RawClient, free_port, request, seoul, write_config
 from tests.functional.test_workers import Supervised, accepted_connections, alive
 from tests.functional.upstream_app import Seen
+from tests.support import RawClient, eventually, free_port, request, seoul, write_config
 
 Labels = frozenset[tuple[str, str]]
 Samples = dict[tuple[str, Labels], float]
@@ -70,12 +70,16 @@ async def scrape(port: int, *headers: str, keep: list[RawClient] | None = None) 
 
 async def scrape_until(port: int, ready: Callable[[Scrape], bool]) -> Scrape:
     """Scrape until ``ready``: requests are reported once answered, gauges at each flush."""
-    async with asyncio.timeout(10):
-        while True:
-            got = await scrape(port)
-            if got.status == 200 and ready(got):
-                return got
-            await asyncio.sleep(0.02)
+    got: Scrape | None = None
+
+    async def answered() -> bool:
+        nonlocal got
+        got = await scrape(port)
+        return got.status == 200 and ready(got)
+
+    await eventually(answered, timeout=10, what="a scrape showing what the test waits for")
+    assert got is not None
+    return got
 
 
 @dataclass

@@ -15,7 +15,7 @@ from typing import Any
 
 from tests.functional.chromium import browser, needs_chromium, png_pixel
 from tests.functional.conftest import GovernorFactory
-from tests.functional.support import RawClient, request
+from tests.support import RawClient, request
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -15,7 +15,7 @@ import pytest
 
 from tests.functional.conftest import GovernorFactory
 from tests.functional.scripted_upstream import Route, ScriptedUpstream
-from tests.functional.support import RawClient, request
+from tests.support import RawClient, request
 
 INJECTED = b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nINJECTED\n"
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"

@@ -9,7 +9,6 @@ paths with folders and files in the way rather than with permissions.
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from governor.config import load_config
 from governor.errors import StartError
 from governor.process.instance import Governor
 from governor.process.preflight import preflight
-from tests.functional.support import free_port, write_config
+from tests.support import free_port, held_port, write_config
 
 
 def line_of(path: Path, key: str) -> int:
@@ -33,10 +32,8 @@ def line_of(path: Path, key: str) -> int:
 
 @pytest.fixture
 def taken_port() -> Iterator[int]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(1)
-        yield int(sock.getsockname()[1])
+    with held_port() as port:
+        yield port
 
 
 def a_file(tmp: Path) -> Path:

@@ -16,8 +16,8 @@ import pytest
 
 from governor.process.instance import Governor
 from tests.functional.conftest import GovernorFactory
-from tests.functional.support import RawClient, free_port, request
 from tests.functional.test_access_log import lines
+from tests.support import RawClient, free_port, request
 
 
 def used(gov: Governor, tenant: str = "site") -> int:

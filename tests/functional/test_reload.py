@@ -27,8 +27,8 @@ from governor.process.supervisor import Supervisor
 from tests.faults import FaultProxy
 from tests.functional.conftest import GovernorFactory
 from tests.functional.processes import ServeFactory
-from tests.functional.support import RawClient, free_port, request, write_config
 from tests.redis_servers import RedisServer, have_redis
+from tests.support import RawClient, eventually, free_port, held_port, request, write_config
 
 OLD_TOKEN = "old-admin-token-0123456789"
 NEW_TOKEN = "new-admin-token-9876543210"
@@ -64,12 +64,15 @@ async def fetch(port: int, path: str = "/bytes/10") -> int:
 
 async def lines_of(path: Path, n: int) -> list[str]:
     """The file's lines once it has ``n`` (the access log is written by a thread)."""
-    async with asyncio.timeout(5):
-        while True:
-            text = path.read_text() if path.exists() else ""
-            if text.count("\n") >= n:
-                return text.splitlines()
-            await asyncio.sleep(0.01)
+    text = ""
+
+    def enough() -> bool:
+        nonlocal text
+        text = path.read_text() if path.exists() else ""
+        return text.count("\n") >= n
+
+    await eventually(enough, what=f"{n} line(s) in {path.name}")
+    return text.splitlines()
 
 
 # -- the token ---------------------------------------------------------------------------
@@ -164,9 +167,10 @@ async def test_a_reload_reopens_the_log_at_the_same_path_and_releases_the_rotate
     target.rename(rotated)
     assert str(rotated) in open_paths()
     assert gov.reload()
-    async with asyncio.timeout(5):  # reopened at the path (created now, as at start-up)
-        while str(rotated) in open_paths() or str(target) not in open_paths():  # noqa: ASYNC110
-            await asyncio.sleep(0.01)  # the writer thread's own pace
+    await eventually(  # at the writer thread's own pace
+        lambda: str(rotated) not in open_paths() and str(target) in open_paths(),
+        what="the log reopened at its path (created now, as at start-up)",
+    )
     assert await fetch(gov.port, "/bytes/2") == 200
     assert '"/bytes/2"' in (await lines_of(target, 1))[0]
 
@@ -228,9 +232,9 @@ async def test_a_shorter_flush_interval_applies_from_the_reload_not_after_the_ol
     assert gov.runtime.ledger.pending_bytes() > 0  # the flusher waits out its hour
     rewrite(gov.config.path, flush_interval="50ms")
     assert gov.reload()
-    async with asyncio.timeout(5):
-        while gov.runtime.ledger.pending_bytes():  # noqa: ASYNC110 - the flusher's own pace
-            await asyncio.sleep(0.01)
+    await eventually(
+        lambda: gov.runtime.ledger.pending_bytes() == 0, what="a flush at the new interval"
+    )
 
 
 def test_the_supervisor_takes_the_new_drain_time_on_sighup(tmp_path: Path) -> None:
@@ -293,10 +297,7 @@ async def test_a_reload_to_an_admin_port_in_use_is_rejected_whole(
 ) -> None:
     first = free_port()
     gov = await make_governor(admin_listen=f"127.0.0.1:{first}", cap="1 GiB")
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen(1)
-        busy = int(taken.getsockname()[1])
+    with held_port() as busy:
         rewrite(gov.config.path, admin_listen=f"127.0.0.1:{busy}", flush_interval="2s")
         assert not gov.reload()
     assert gov.config.flush_interval != 2.0  # nothing of it was applied

@@ -16,8 +16,8 @@ import pytest
 from governor.process.instance import Governor
 from tests.functional.conftest import GovernorFactory
 from tests.functional.raw_upstream import RawUpstream
-from tests.functional.support import RawClient, RawResponse
 from tests.functional.test_metering import used
+from tests.support import RawClient, RawResponse
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from tests.functional.processes import REPO, Served, listen_port
-from tests.functional.support import write_config
+from tests.support import write_config
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="SO_PASSCRED and abstract sockets are Linux's"

@@ -19,8 +19,8 @@ import aiohttp
 
 from governor.process.instance import Governor
 from tests.functional.conftest import GovernorFactory
-from tests.functional.support import RawClient, free_port, request
 from tests.functional.upstream_app import Seen, pattern
+from tests.support import RawClient, eventually, free_port, request
 
 LORIS_HEAD = b"GET /bytes/10 HTTP/1.1\r\nHost: site.test\r\nX-Loris: "
 UPLOAD_HEAD = b"POST /upload HTTP/1.1\r\nHost: site.test\r\nContent-Length: 1000000\r\n\r\n"
@@ -163,9 +163,9 @@ async def test_slowloris_is_closed_by_the_header_deadline(
     gov = await make_governor(**fast_stop(timeouts={"request_header": "1s"}))
     async with slow_clients(gov.port, 200, LORIS_HEAD, b"a", 0.2) as loris:
         times = await ordinary(gov, 10)  # meanwhile, ordinary requests are served
-        async with asyncio.timeout(5):
-            while any(s.closed_at is None for s in loris):  # noqa: ASYNC110 - watchers set it
-                await asyncio.sleep(0.05)
+        await eventually(  # the watchers set it
+            lambda: all(s.closed_at is not None for s in loris), what="every slow head closed"
+        )
     after = [s.closed_at - s.opened for s in loris if s.closed_at is not None]
     assert len(after) == 200
     assert min(after) >= 0.9, min(after)
@@ -187,9 +187,11 @@ async def test_a_body_below_the_minimum_rate_is_closed(
         await client.send(request("POST", "/upload", "site.test", body=b"f" * 1_000_000))
         fast = await client.response()
         await client.close()
-        async with asyncio.timeout(6):
-            while any(s.closed_at is None for s in uploads):  # noqa: ASYNC110 - watchers set it
-                await asyncio.sleep(0.05)
+        await eventually(  # the watchers set it
+            lambda: all(s.closed_at is not None for s in uploads),
+            timeout=6,
+            what="every slow upload closed",
+        )
     after = [s.closed_at - s.opened for s in uploads if s.closed_at is not None]
     assert len(after) == 20
     assert max(after) < 3.0, max(after)

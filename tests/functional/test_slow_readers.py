@@ -20,11 +20,13 @@ import pytest
 
 from governor.process.instance import Governor
 from tests.functional.conftest import GovernorFactory
-from tests.functional.support import RawClient, request
 from tests.functional.test_websocket import frame, handshake
 from tests.functional.upstream_app import Seen, pattern
+from tests.support import RawClient, eventually, request
 
 SHORT = {"timeouts": {"send": "1s"}}
+# Governor's own send timeout decides when a slow reader goes; this bounds the wait for it.
+UNTIL = 15.0
 # What governor may hold for one client that stopped reading: its transport's high-water
 # mark (64 KiB, where the upstream pauses) and one read of at least 16 KiB.
 HELD_AT_MOST = 80 * 1024
@@ -57,17 +59,6 @@ def reset_by_governor(sock: socket.socket) -> bool:
     return bool(poller.poll(0))
 
 
-async def until(what: str, done: object, seconds: float = 15.0) -> None:
-    """Wait (bounded) until ``done()``: governor's own timer decides when, not the test."""
-    assert callable(done)
-    try:
-        async with asyncio.timeout(seconds):
-            while not done():  # noqa: ASYNC110 - the other side's timer: nothing to wait on
-                await asyncio.sleep(0.05)
-    except TimeoutError:
-        raise AssertionError(f"not within {seconds} s: {what}") from None
-
-
 def open_connections(gov: Governor) -> int:
     assert gov._server is not None
     return len(gov._server.connections)
@@ -79,7 +70,9 @@ async def test_a_client_that_pipelines_five_downloads_and_never_reads_is_closed(
     gov = await make_governor(**SHORT)
     five = request("GET", "/forever", "site.test") * 5  # each endless
     async with clients(gov.port, 1, five) as (sock,):
-        await until("governor reset the client", lambda: reset_by_governor(sock))
+        await eventually(
+            lambda: reset_by_governor(sock), timeout=UNTIL, what="governor reset the client"
+        )
         assert open_connections(gov) == 0
     await asyncio.wait_for(seen.stream_cancelled.wait(), 5)  # and let go of the upstream
     # Meanwhile everybody else is served, and after it too.
@@ -114,7 +107,9 @@ async def test_slow_read_clients_are_all_closed_and_others_are_served(
                 await client.send(request("GET", "/bytes/1000", "site.test"))
                 assert (await client.response()).body == pattern(1000)
                 await client.close()
-            await until("every slow reader closed", lambda: open_connections(gov) == 0)
+            await eventually(
+                lambda: open_connections(gov) == 0, timeout=UNTIL, what="every slow reader closed"
+            )
         finally:
             done.set()
             await sipping
@@ -128,7 +123,9 @@ async def test_a_websocket_client_that_stops_reading_is_closed(
     assert head.startswith(b"HTTP/1.1 101")
     for _ in range(40):  # 10 MiB to the echo, never read back
         client.writer.write(frame(pattern(2**18), opcode=0x2))
-    await until("governor closed the tunnel", lambda: open_connections(gov) == 0)
+    await eventually(
+        lambda: open_connections(gov) == 0, timeout=UNTIL, what="governor closed the tunnel"
+    )
     client.writer.transport.abort()
 
 
@@ -152,11 +149,13 @@ async def test_what_governor_holds_for_clients_that_stopped_reading_is_bounded(
         assert gov._server is not None
         conns = list(gov._server.connections)
         # Each fills its kernel buffers, then governor's, then pauses its upstream.
-        await until(
-            "every connection paused",
+        await eventually(
             lambda: all(c.transport and c.transport.get_write_buffer_size() for c in conns),
+            timeout=UNTIL,
+            what="every connection paused",
         )
         await asyncio.sleep(0.3)  # what would still arrive if the upstreams were not paused
         held = [c.transport.get_write_buffer_size() for c in conns if c.transport]
+        assert gov.pool is not None
         queued = [o._queued for o in gov.pool._all]
     assert max(held) + max(queued) <= HELD_AT_MOST, (held, queued)

@@ -23,10 +23,10 @@ import pytest
 import yaml
 
 from tests.functional.processes import Served, ServeFactory, governor, spawn_serve
-from tests.functional.support import write_config
 from tests.functional.test_workers import Start, supervise  # noqa: F401 - the fixture
 from tests.functional.upstream_app import Seen
 from tests.redis_servers import RedisServer, have_redis
+from tests.support import write_config
 
 pytestmark = pytest.mark.skipif(not have_redis(), reason="redis-server is not installed")
 
@@ -88,8 +88,8 @@ async def test_instances_sharing_a_spool_refuse_and_with_one_each_lose_no_count(
     configs = [instance(tmp_path, f"site{i}", upstream_url, redis_server.url) for i in range(3)]
     shared = tmp_path / "state" / "spool.json"
     first = await serve(configs[0])
-    *messages, (code, out, err) = await asyncio.gather(
-        *(refused(config) for config in configs[1:]),
+    messages, (code, out, err) = await asyncio.gather(
+        asyncio.gather(*(refused(config) for config in configs[1:])),
         governor("check", "-c", str(configs[1])),  # takes no lock, and says who holds it
     )
     for message in messages:

@@ -31,8 +31,8 @@ from governor.process.instance import Governor
 from governor.store.memory import MemoryStore
 from tests.functional.chromium import browser, dump_dom, needs_chromium
 from tests.functional.conftest import GovernorFactory
-from tests.functional.support import FakeClock, RawClient, free_port, request, seoul, write_config
 from tests.functional.upstream_app import Seen
+from tests.support import FakeClock, RawClient, free_port, request, seoul, write_config
 
 TOKEN = "status-page-token-0123456789"
 

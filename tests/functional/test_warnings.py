@@ -19,7 +19,7 @@ from aiohttp.test_utils import TestServer
 from governor.config import load_config
 from governor.process.instance import Governor
 from tests.functional.conftest import GovernorFactory
-from tests.functional.support import (
+from tests.support import (
     FakeClock,
     RawClient,
     free_port,
@@ -55,7 +55,7 @@ class Receiver:
         body = await request.json()
         assert request.content_type == "application/json"
         if self.hang:
-            await asyncio.sleep(3600)
+            await asyncio.sleep(3600)  # the point: a webhook that never answers
         if self.calls <= self.fail_first:
             return web.Response(status=500, text="not now")
         self.events.append(body)

@@ -12,9 +12,9 @@ import pytest
 
 from governor.process.instance import Governor
 from tests.functional.conftest import GovernorFactory
-from tests.functional.support import RawClient, request
 from tests.functional.test_metering import used
 from tests.functional.upstream_app import Seen
+from tests.support import RawClient, request
 
 
 def frame(payload: bytes, opcode: int = 0x1) -> bytes:

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from tests.functional.processes import governor, listen_port, spawn_serve
-from tests.functional.support import RawClient, request, write_config
 from tests.functional.upstream_app import Seen
+from tests.support import RawClient, eventually, request, write_config
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="SO_REUSEPORT spreading and /proc are Linux's"
@@ -39,9 +39,11 @@ async def stored(config: Path) -> int:
 
 async def until_stored(config: Path, expected: int) -> None:
     """Wait until every worker has flushed: the store holds exactly ``expected``."""
-    async with asyncio.timeout(10):
-        while await stored(config) != expected:  # noqa: ASYNC110 - other processes
-            await asyncio.sleep(0.05)
+
+    async def holds() -> bool:  # other processes: nothing to await
+        return await stored(config) == expected
+
+    await eventually(holds, timeout=10, what=f"{expected} bytes in the store")
 
 
 class Supervised:
@@ -167,7 +169,7 @@ async def supervise() -> AsyncIterator[Start]:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(5):
                 while any(alive(pid) for pid in workers):  # noqa: ASYNC110
-                    await asyncio.sleep(0.05)
+                    await asyncio.sleep(0.05)  # teardown, best effort: other processes
         for pid in workers:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
@@ -265,9 +267,11 @@ async def test_sighup_reloads_every_worker(
     sup = await supervise(path)
     assert await sup.get("/bytes/20000") > 20000
     # Both workers learn the shared total at their next flush: then every request is refused.
-    async with asyncio.timeout(10):
-        while [await sup.get("/bytes/1") for _ in range(8)] != [-503] * 8:  # noqa: ASYNC110
-            await asyncio.sleep(0.05)
+
+    async def all_refused() -> bool:
+        return [await sup.get("/bytes/1") for _ in range(8)] == [-503] * 8
+
+    await eventually(all_refused, timeout=10, what="both workers refusing")
     text = path.read_text()
     path.write_text(text.replace("daily_cap: 10 KiB", "daily_cap: 10 MiB"))
     sup.proc.send_signal(signal.SIGHUP)
@@ -313,8 +317,8 @@ async def test_workers_stop_and_flush_when_the_supervisor_is_killed(
     await sup.until_eof()  # the workers hold the pipe open until they exit
     assert sum("governor: the supervisor is gone: stopping" in line for line in sup.log) == 2
     assert sum("governor: stopped" in line for line in sup.log) == 2
-    async with asyncio.timeout(10):
-        while any(alive(pid) for pid in pids):  # noqa: ASYNC110
-            await asyncio.sleep(0.05)
+    await eventually(
+        lambda: not any(alive(pid) for pid in pids), timeout=10, what="every worker gone"
+    )
     assert await sup.proc.wait() == -signal.SIGKILL
     assert await stored(path) == received  # no orphans, and their final flush (not the 10 s one)

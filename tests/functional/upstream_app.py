@@ -131,7 +131,7 @@ def make_upstream() -> web.Application:
 
     async def delay(request: web.Request) -> web.Response:
         """Answer after ``ms`` milliseconds: a site that takes its time (the delay is the point)."""
-        await asyncio.sleep(int(request.match_info["ms"]) / 1000)
+        await asyncio.sleep(int(request.match_info["ms"]) / 1000)  # a slow upstream, on purpose
         return web.Response(text="slow but sure")
 
     async def hang(request: web.Request) -> web.Response:

@@ -34,14 +34,15 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
 from tests.faults import FaultProxy
-from tests.functional.support import RawClient, free_port, request, write_config
 from tests.functional.upstream_app import make_upstream
 from tests.redis_servers import RedisServer, have_redis
 from tests.redis_servers import _die_with_parent as die_with_parent
+from tests.support import RawClient, free_port, request, write_config
 
 SECONDS = float(os.environ.get("SOAK_SECONDS", "120"))
 CLIENTS = int(os.environ.get("SOAK_CLIENTS", "12"))
@@ -212,7 +213,7 @@ async def main() -> int:
     stack = contextlib.AsyncExitStack()
     try:
         up_faults = await stack.enter_async_context(FaultProxy("127.0.0.1", upstream_port))
-        options: dict[str, object] = {}
+        options: dict[str, Any] = {}
         if have_redis():
             redis = stack.enter_context(RedisServer(folder / "redis"))
             store_faults = await stack.enter_async_context(FaultProxy("127.0.0.1", redis.port))

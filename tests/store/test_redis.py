@@ -23,7 +23,8 @@ from governor.store.redis import (
     parse_redis_url,
     usage_key,
 )
-from tests.redis_servers import ClusterSetup, RedisServer, SentinelSetup, free_port, have_redis
+from tests.redis_servers import ClusterSetup, RedisServer, SentinelSetup, have_redis
+from tests.support import free_port
 
 T = TypeVar("T")
 
@@ -54,7 +55,7 @@ async def retry(op: Callable[[], Awaitable[T]], *, within: float) -> T:
         except StoreError:
             if time.monotonic() > deadline:
                 raise
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.05)  # a retry: the op itself is the probe
 
 
 # ------------------------------------------------------------------------- URLs

@@ -23,7 +23,7 @@ from governor.proxy.notice import (
 SEOUL = ZoneInfo("Asia/Seoul")
 NEW_YORK = ZoneInfo("America/New_York")
 GIB = 1024**3
-EXAMPLE_TEMPLATE = Path(__file__).resolve().parents[2] / "config" / "notice.html"
+EXAMPLE_TEMPLATE = Path(__file__).resolve().parents[3] / "config" / "notice.html"
 
 
 def facts(

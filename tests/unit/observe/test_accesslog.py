@@ -10,6 +10,7 @@ from pathlib import Path
 from governor.config import parse_config
 from governor.observe.accesslog import AccessLog, format_json, format_plain
 from governor.observe.events import RequestRecord
+from tests.support import wait_until
 
 
 def record(path: str = "/index.html", **changes: object) -> RequestRecord:
@@ -99,9 +100,7 @@ def test_a_rotated_file_is_reopened(tmp_path: Path) -> None:
     target = tmp_path / "access.log"
     log = AccessLog(str(target))
     log.request_done(record("/one"))
-    deadline = time.monotonic() + 5
-    while log.written < 1 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(lambda: log.written >= 1, timeout=5, what="the first line written")
     target.rename(tmp_path / "access.log.1")  # as logrotate does
     log.request_done(record("/two"))
     log.close()

@@ -25,7 +25,7 @@ from governor.config import (
 )
 from governor.errors import ConfigError, Problem
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 TEMPLATE = "<p>$tenant used $used of $cap; back at $resets_at_local</p>\n"
 
 

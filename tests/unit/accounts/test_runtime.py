@@ -13,6 +13,7 @@ from governor.config import Config, TenantConfig, UpstreamURL
 from governor.core.ledger import Batch, Key
 from governor.errors import StoreError
 from governor.store.memory import MemoryStore
+from tests.support import eventually
 
 NOON = 1708484400.0  # 2024-02-21 12:00 in Asia/Seoul
 KEY = ("site", "2024-02-21")
@@ -162,9 +163,7 @@ async def test_an_unexpected_flush_error_does_not_stop_the_flusher(
 
     runtime.nudge()  # the flusher's first flush fails at once; its last one lands
     flusher = asyncio.get_running_loop().create_task(runtime.run_flusher())
-    async with asyncio.timeout(5):
-        while store.bugs:  # noqa: ASYNC110 - the flusher's first attempt
-            await asyncio.sleep(0.01)
+    await eventually(lambda: not store.bugs, what="the flusher's first attempt")
     runtime.stop()
     await flusher
     assert "flush failed unexpectedly" in caplog.text

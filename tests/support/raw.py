@@ -1,38 +1,12 @@
-"""Helpers for functional tests: a fake clock, a raw-socket HTTP client that counts
-every byte it sends and receives, and a governor config writer."""
+"""A raw-socket HTTP/1.1 client that counts every byte it sends and receives: the reference
+the byte-exact metering tests compare governor's counts against, so it parses nothing it
+does not have to and never hides a byte (no decoding, no pooling, no retries)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
-import socket
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
-from zoneinfo import ZoneInfo
-
-import yaml
-
-
-class FakeClock:
-    """A wall clock the test moves by hand."""
-
-    def __init__(self, when: dt.datetime) -> None:
-        self.now = when.timestamp()
-
-    def __call__(self) -> float:
-        return self.now
-
-    def set(self, when: dt.datetime) -> None:
-        self.now = when.timestamp()
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-def seoul(y: int, m: int, d: int, hh: int = 12, mm: int = 0, ss: int = 0) -> dt.datetime:
-    return dt.datetime(y, m, d, hh, mm, ss, tzinfo=ZoneInfo("Asia/Seoul"))
 
 
 @dataclass
@@ -176,40 +150,3 @@ def request(method: str, path: str, host: str, *headers: str, body: bytes = b"")
     ):
         lines.append(f"Content-Length: {len(body)}")
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def write_config(
-    folder: Path,
-    *,
-    upstream: str,
-    cap: str = "1 GiB",
-    listen: str | None = None,
-    tenant: dict[str, Any] | None = None,
-    defaults: dict[str, Any] | None = None,
-    others: dict[str, dict[str, Any]] | None = None,
-    **top: Any,
-) -> Path:
-    """A governor config with one tenant ``site`` on hosts site.test and *.site.test."""
-    site: dict[str, Any] = {
-        "hosts": ["site.test", "*.site.test"],
-        "upstream": upstream,
-        "daily_cap": cap,
-    }
-    site.update(tenant or {})
-    doc: dict[str, Any] = {
-        "listen": listen or f"127.0.0.1:{free_port()}",
-        "store": "sqlite:///state/usage.db",
-        "flush_interval": "50ms",
-        "defaults": {"timezone": "Asia/Seoul", "reset_at": "00:00", **(defaults or {})},
-        "tenants": {"site": site, **(others or {})},
-    }
-    doc.update(top)
-    path = folder / "governor.yaml"
-    path.write_text(yaml.safe_dump(doc, sort_keys=False))
-    return path

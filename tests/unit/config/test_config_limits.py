@@ -8,7 +8,7 @@ import pytest
 
 from governor.config import LimitsConfig, Timeouts
 from governor.http1.wire import Limits
-from tests.unit.test_config import cfg, load, only, problems
+from tests.unit.config.test_config import cfg, load, only, problems
 
 
 def test_defaults_are_sane_and_match_the_parser(tmp_path: Path) -> None:
