@@ -38,11 +38,10 @@ from prometheus_client.registry import Collector
 
 from governor.accounts.runtime import Runtime
 from governor.observe.events import Outcome, RequestRecord
+from governor.process import MULTIPROC_ENV
 
 if TYPE_CHECKING:
     from governor.http1.server import HTTPServer
-
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 # Outcomes a request for a tenant can have, and those of a request with no tenant.
 TENANT_OUTCOMES: tuple[Outcome, ...] = ("proxied", "blocked", "exempt", "upstream_error")
