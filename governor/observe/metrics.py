@@ -37,6 +37,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from governor.accounts.runtime import Runtime
+from governor.config import Config
 from governor.observe.events import Outcome, RequestRecord
 from governor.process import MULTIPROC_ENV
 
@@ -311,11 +312,13 @@ class Metrics:
         self._refresh_tenants()
         self._refresh_live()
 
+    def reconfigure(self, config: Config) -> None:
+        """A reload's fan-out: new tenants appear, removed ones go, caps change."""
+        self._refresh_tenants()  # from the runtime's snapshot, which holds ``config`` now
+
     def reloaded(self, ok: bool) -> None:
-        """Count a config reload."""
+        """Count a config reload (its settings came through :meth:`reconfigure`)."""
         (self._reloads_ok if ok else self._reloads_error).inc()
-        if ok:
-            self._refresh_tenants()  # new tenants appear, removed ones go, caps change
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """``GET /metrics`` in the Prometheus text format (OpenMetrics when asked for)."""

@@ -92,8 +92,6 @@ class Governor:
         self._stopping = False  # begin_stop() was called
         self._flusher: asyncio.Task[None] | None = None
         self._sockets: list[socket.socket] = []
-        self.reloads_ok = 0
-        self.reloads_failed = 0
 
     @property
     def port(self) -> int:
@@ -173,12 +171,10 @@ class Governor:
             if self.admin is not None:
                 self.admin.move(config.admin_listen)  # binds now; serves there soon
         except (ConfigError, StartError) as exc:
-            self.reloads_failed += 1
             self.metrics.reloaded(False)
             log.error("reload rejected, keeping the running config:\n%s", exc)
             return False
         self.reconfigure(config)
-        self.reloads_ok += 1
         self.metrics.reloaded(True)
         log.info("reloaded %s: %d tenants", config.path, len(config.tenants))
         return True
@@ -202,7 +198,8 @@ class Governor:
         admin_token, timeouts.upstream_response) and through it the store
         (store_timeout, history_days); the listener (limits, the client-side timeouts);
         the upstream pool (timeouts.upstream_connect); the access log (access_log,
-        log_format); this object (timeouts.shutdown and shutdown_delay at the stop).
+        log_format); the metrics (the tenants' series); this object (timeouts.shutdown
+        and shutdown_delay at the stop).
         ``admin_listen`` was moved by :meth:`reload` already; ``spool`` is locked by this
         process from its start, so it takes a restart like ``listen`` and ``store``.
         """
@@ -211,7 +208,8 @@ class Governor:
             part.reconfigure(config)
 
     def _parts(self) -> list[Reconfigurable]:
-        parts: list[Reconfigurable] = [self.runtime, self.access_log]
+        # The runtime first: the metrics read their tenants from its new snapshot.
+        parts: list[Reconfigurable] = [self.runtime, self.access_log, self.metrics]
         if self._server is not None:
             parts.append(self._server)
         if self.pool is not None:
