@@ -29,7 +29,8 @@ from typing import Protocol
 
 from governor.accounts import spool
 from governor.accounts.runtime import Clock, Runtime
-from governor.admin.api import AdminListener, create_admin_app
+from governor.admin.api import create_admin_app
+from governor.admin.listener import AdminListener
 from governor.config import Config, load_config
 from governor.errors import ConfigError, StartError, StoreError
 from governor.http1.client import OriginPool
