@@ -13,6 +13,8 @@ from collections.abc import Callable
 
 from aiohttp import web
 
+from governor.process.tasks import TaskGroup
+
 log = logging.getLogger("governor")
 
 
@@ -27,7 +29,14 @@ class AdminListener:
     :meth:`settled` and :meth:`stop` wait for it.
     """
 
-    def __init__(self, app: web.Application, *, bind: Callable[[str, int], socket.socket]) -> None:
+    def __init__(
+        self,
+        app: web.Application,
+        *,
+        bind: Callable[[str, int], socket.socket],
+        tasks: TaskGroup,
+    ) -> None:
+        self._tasks = tasks  # where each move's task runs; this object awaits it
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         self._bind = bind  # a listening socket on (host, port), or an error naming the key
         self.address: tuple[str, int] | None = None
@@ -56,8 +65,7 @@ class AdminListener:
             return
         sock = None if address is None else self._bind(*address)
         self.address, self._sock = address, sock
-        loop = asyncio.get_running_loop()
-        self._moving = loop.create_task(
+        self._moving = self._tasks.spawn(
             self._switch(self._moving, sock), name="governor-admin-move"
         )
 

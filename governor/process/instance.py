@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Protocol
 
 from governor.accounts import spool
+from governor.accounts.flusher import Flusher
 from governor.accounts.runtime import Clock, Runtime
 from governor.admin.api import create_admin_app
 from governor.admin.listener import AdminListener
@@ -36,9 +37,11 @@ from governor.errors import ConfigError, StartError, StoreError
 from governor.http1.client import OriginPool
 from governor.http1.server import HTTPServer
 from governor.observe.accesslog import AccessLog, open_access_log
+from governor.observe.events import RequestSink
 from governor.observe.metrics import Metrics
 from governor.observe.webhooks import Warner
 from governor.process.preflight import preflight
+from governor.process.tasks import TaskGroup
 from governor.proxy.handler import Proxy
 from governor.store import open_store
 from governor.store.base import Store
@@ -70,20 +73,20 @@ class Governor:
         self.config = config
         self.worker = worker  # 0..N-1 under the supervisor (workers > 1), None when alone
         self.store = store if store is not None else _open_store(config)
-        self.runtime = Runtime(
-            config,
-            store=self.store,
-            clock=clock,
+        self.runtime = Runtime(config, store=self.store, clock=clock)
+        self.flusher = Flusher(
+            self.runtime,
             spool_path=_spool_path(config, worker),
             spool_orphans=lambda: _spool_orphans(config, worker),
         )
+        self.tasks = TaskGroup()  # every background task of this instance
         self.metrics = Metrics(self.runtime, worker=worker)
-        self.runtime.request_sinks.append(self.metrics)
-        self.runtime.flush_listeners.append(self.metrics.flushed)
+        self.flusher.listeners.append(self.metrics.flushed)
         self.access_log = _open_access_log(config)
-        self.runtime.request_sinks.append(self.access_log)
+        # Told about every answered request.
+        self.sinks: list[RequestSink] = [self.metrics, self.access_log]
         self.warner = Warner(self.runtime)
-        self.runtime.flush_listeners.append(self.warner.flushed)
+        self.flusher.listeners.append(self.warner.flushed)
         self._server: HTTPServer | None = None
         self.pool: OriginPool | None = None
         self.admin: AdminListener | None = None
@@ -91,7 +94,7 @@ class Governor:
         self._reuse_port = worker is not None or config.workers > 1
         self._ready = False
         self._stopping = False  # begin_stop() was called
-        self._flusher: asyncio.Task[None] | None = None
+        self._flushing: asyncio.Task[None] | None = None
         self._sockets: list[socket.socket] = []
 
     @property
@@ -118,19 +121,19 @@ class Governor:
         try:
             # The spool next: a second process with the same file stops here, before
             # touching the store, and never gets to overwrite the first one's counts.
-            self.runtime.claim_spool()
+            self.flusher.claim_spool()
             await self._open_store()
             await self._resume()
         except BaseException:
             sock.close()
-            self.runtime.release_spool()
+            self.flusher.release_spool()
             await self.store.close()
             raise
         self.pool = OriginPool(connect_timeout=self.config.timeouts.upstream_connect)
         proxy = Proxy(self.runtime, self.pool)
         server = HTTPServer(
             proxy.handle,
-            sinks=self.runtime.request_sinks,
+            sinks=self.sinks,
             limits=self.config.limits,
             timeouts=self.config.timeouts,
         )
@@ -138,9 +141,8 @@ class Governor:
         self.metrics.bind_server(server)
         await server.start(sock)
         self._server = server
-        await self.warner.start()
-        loop = asyncio.get_running_loop()
-        self._flusher = loop.create_task(self.runtime.run_flusher(), name="governor-flusher")
+        self.warner.start(self.tasks)
+        self._flushing = self.tasks.spawn(self.flusher.run(), name="governor-flusher")
         await self._start_admin()
         if self._stopping:  # asked to stop while starting: never report ready
             self.begin_stop()
@@ -152,7 +154,7 @@ class Governor:
         """The admin listener, on ``admin_listen`` when set (a reload may add it later)."""
         app = create_admin_app(self.runtime, metrics=self.metrics, ready=lambda: self._ready)
         self.admin = AdminListener(
-            app, bind=lambda host, port: self._bind("admin_listen", host, port)
+            app, bind=lambda host, port: self._bind("admin_listen", host, port), tasks=self.tasks
         )
         await self.admin.start(self.config.admin_listen)
 
@@ -210,7 +212,7 @@ class Governor:
 
     def _parts(self) -> list[Reconfigurable]:
         # The runtime first: the metrics read their tenants from its new snapshot.
-        parts: list[Reconfigurable] = [self.runtime, self.access_log, self.metrics]
+        parts: list[Reconfigurable] = [self.runtime, self.flusher, self.access_log, self.metrics]
         if self._server is not None:
             parts.append(self._server)
         if self.pool is not None:
@@ -254,7 +256,7 @@ class Governor:
     async def _resume(self) -> None:
         """Take back the spool and learn today's totals (the store's own failures are logged)."""
         try:
-            await self.runtime.start()
+            await self.flusher.start()
         except OSError as exc:  # the spool could not be read or moved aside
             where = f"{exc.filename}: " if exc.filename else ""
             raise StartError(
@@ -279,11 +281,12 @@ class Governor:
         if self.admin is not None:
             await self.admin.stop()
             self.admin = None
-        self.runtime.stop()
-        if self._flusher is not None:
-            await self._flusher
-            self._flusher = None
+        self.flusher.stop()
+        if self._flushing is not None:
+            await self._flushing
+            self._flushing = None
         await self.warner.stop()
+        await self.tasks.close()  # nothing of this instance runs on past here
         self.access_log.close()
         if self.pool is not None:
             await self.pool.close()

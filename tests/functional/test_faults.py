@@ -147,7 +147,7 @@ async def test_a_stalled_redis_adds_no_request_latency(
         redis_faults.reset_all()
         async with asyncio.timeout(20):
             while True:
-                await gov.runtime.flush()
+                await gov.flusher.flush()
                 if gov.runtime.store_ok and gov.runtime.ledger.pending_bytes() == 0:
                     break
                 await asyncio.sleep(0.05)

@@ -52,7 +52,7 @@ async def settle(gov: Governor) -> None:
     """Flush until everything counted is in the store (bounded)."""
     async with asyncio.timeout(20):
         while True:
-            await gov.runtime.flush()
+            await gov.flusher.flush()
             if gov.runtime.store_ok and gov.runtime.ledger.pending_bytes() == 0:
                 return
             await asyncio.sleep(0.05)

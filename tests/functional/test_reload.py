@@ -328,7 +328,7 @@ async def test_a_reload_changes_the_store_timeout(
         faults.stall()
         started = time.monotonic()
         async with asyncio.timeout(5):  # the old 20 s would run past it
-            await gov.runtime.flush()
+            await gov.flusher.flush()
         assert not gov.runtime.store_ok
         assert time.monotonic() - started < 2
         faults.resume()
