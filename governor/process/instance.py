@@ -1,9 +1,12 @@
-"""One governor instance: start-up → serve → reload → graceful shutdown, every task owned.
+"""One governor instance: start-up → serve → graceful shutdown, every task owned, one reload.
 
-:class:`Governor` wires the parts together (store, runtime, upstream pool, the
-listener, the access log, the admin listener) and owns the background task, the
-flusher. Tests run it in-process on port 0 with an injected clock;
-:mod:`governor.process.serve` runs it with signals.
+:class:`Governor` builds the parts (store, runtime and flusher, upstream pool, the
+HTTP server and its proxy handler, access log, metrics, warner, admin listener),
+starts them in an order where each failure names its config key, and stops them in
+the reverse. Its :class:`~governor.process.tasks.TaskGroup` owns every background
+task (the flusher, the warner's delivery, the admin listener's moves); nothing of
+an instance runs on after :meth:`Governor.stop`. Tests run it in-process on port 0
+with an injected clock; :mod:`governor.process.serve` runs it with signals.
 
 Reload: every setting but ``listen``, ``store``, ``workers`` and ``spool`` (which
 take a restart and keep their running values) reaches the running parts through one fan-out,
@@ -60,7 +63,7 @@ class Reconfigurable(Protocol):
 
 
 class Governor:
-    """A running governor: listener, proxy, accounts, and the flusher task."""
+    """A running governor: listener, proxy, accounts, observers, and the tasks it owns."""
 
     def __init__(
         self,
@@ -197,9 +200,10 @@ class Governor:
         """Hand ``config`` to every running part; each takes the settings it holds.
 
         The one way a reload reaches the parts. Who takes what: the runtime's snapshot
-        (tenants, trusted_proxies, flush_interval, history_days, webhook_url,
-        admin_token, timeouts.upstream_response) and through it the store
-        (store_timeout, history_days); the listener (limits, the client-side timeouts);
+        (tenants, trusted_proxies, flush_interval, history_days, webhook_url and
+        admin_token, read live by the warner and the admin API, timeouts.upstream_response)
+        and through it the store (store_timeout, history_days); the flusher (a new
+        flush_interval counts from now); the listener (limits, the client-side timeouts);
         the upstream pool (timeouts.upstream_connect); the access log (access_log,
         log_format); the metrics (the tenants' series); this object (timeouts.shutdown
         and shutdown_delay at the stop).

@@ -31,6 +31,8 @@ PREFIX = "governor"
 
 @dataclass(frozen=True, slots=True)
 class Script:
+    """A Lua script and its SHA, sent by ``EVALSHA`` (loaded on ``NOSCRIPT``)."""
+
     text: str
     sha: str = field(init=False)
 
