@@ -22,8 +22,8 @@ Invariants:
   Cluster) and the pipeline is sent once more, which the flush ids make safe.
 * Usage, grant, bucket and mark keys expire by themselves ``history_days + 2``
   days after their last write, so periods need no reset and no cron;
-  :meth:`~RedisStore.prune` deletes old periods early, and the index of periods
-  heals itself when a period's keys expired.
+  :meth:`~RedisStore.prune` deletes old periods early and trims the index of
+  periods, which expires like the keys it lists.
 * Every Redis error, timeout or connection failure becomes a
   :class:`~governor.errors.StoreError` naming the store (never its password), in
   one place (:meth:`RedisStore._call`), and no operation outlasts ``timeout``.
@@ -51,7 +51,6 @@ from governor.store.base import FLUSH_ID_TTL, bucket_of
 from governor.store.redis_scripts import (
     FLUSH,
     GRANT,
-    HISTORY,
     MARK,
     PRUNE,
     RESET,
@@ -221,16 +220,6 @@ class RedisStore:
     async def totals(self, keys: Iterable[Key]) -> dict[Key, int]:
         """The total of every key in ``keys`` (0 for an unknown key)."""
         return await self.flush(None, keys)
-
-    async def history(self, tenant: str, since_period: str) -> dict[str, int]:
-        """Bytes per period key for ``tenant``, for periods ``>= since_period``."""
-        client = self._require_open()
-        self._tenants.add(tenant)
-        prefix = tenant_prefix(tenant)
-        command: Command = (HISTORY, (1, prefix + "periods", since_period, prefix))
-        (reply,) = await self._call(lambda: self._pipeline(client, [command]))
-        pairs = iter(reply)
-        return {period.decode(): int(value) for period, value in zip(pairs, pairs, strict=True)}
 
     async def grants(self, keys: Iterable[Key]) -> dict[Key, int]:
         """Extra allowance granted for each key's period (0 when none)."""

@@ -76,27 +76,6 @@ return totals
 """
 )
 
-# KEYS[1] the period index; ARGV[1] the first period, ARGV[2] the tenant's key prefix.
-# Returns period, total, period, total, ... in period order; drops periods none of
-# whose keys is left (all expired) from the index. (Usage keys are derived from the
-# prefix: same hash tag, same slot.)
-HISTORY = Script(
-    """
-local out = {}
-for _, p in ipairs(redis.call('ZRANGEBYLEX', KEYS[1], '[' .. ARGV[1], '+')) do
-  local k = ARGV[2] .. p
-  local v = redis.call('GET', k)
-  if v then
-    out[#out + 1] = p
-    out[#out + 1] = v
-  elseif redis.call('EXISTS', k .. ':grant', k .. ':buckets', k .. ':marks') == 0 then
-    redis.call('ZREM', KEYS[1], p)
-  end
-end
-return out
-"""
-)
-
 # KEYS[1] the grant key, KEYS[2] the period index, KEYS[3] this call's token key;
 # ARGV[1] bytes to add, ARGV[2] the TTL, ARGV[3] the period, ARGV[4] the token TTL.
 # Adds once per token. Returns the grant total as a string (GET: see FLUSH).
@@ -169,7 +148,7 @@ return deleted
 """
 )
 
-SCRIPTS = (FLUSH, HISTORY, GRANT, RESET, MARK, PRUNE)
+SCRIPTS = (FLUSH, GRANT, RESET, MARK, PRUNE)
 
 Command = tuple[Script | None, tuple[Any, ...]]
 """A script and its EVALSHA arguments (numkeys, keys..., args...), or None and a command."""
