@@ -47,7 +47,6 @@ class Flusher:
         spool_orphans: Callable[[], Iterable[Path]] = list,
     ) -> None:
         self.runtime = runtime
-        self.spool_path = spool_path
         self.spool = (
             None
             if spool_path is None
