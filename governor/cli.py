@@ -125,8 +125,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from governor.process.supervisor import supervise
 
             return supervise(config)
+        from governor.process.lifeline import Lifeline, join
         from governor.process.serve import run
-        from governor.process.supervisor import Lifeline, join
 
         lifeline: Lifeline | None = None
         if args.worker_channel is not None:

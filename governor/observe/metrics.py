@@ -37,12 +37,12 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from governor.accounts.runtime import Runtime
+from governor.config import Config
 from governor.observe.events import Outcome, RequestRecord
+from governor.process import MULTIPROC_ENV
 
 if TYPE_CHECKING:
     from governor.http1.server import HTTPServer
-
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 # Outcomes a request for a tenant can have, and those of a request with no tenant.
 TENANT_OUTCOMES: tuple[Outcome, ...] = ("proxied", "blocked", "exempt", "upstream_error")
@@ -312,11 +312,13 @@ class Metrics:
         self._refresh_tenants()
         self._refresh_live()
 
+    def reconfigure(self, config: Config) -> None:
+        """A reload's fan-out: new tenants appear, removed ones go, caps change."""
+        self._refresh_tenants()  # from the runtime's snapshot, which holds ``config`` now
+
     def reloaded(self, ok: bool) -> None:
-        """Count a config reload."""
+        """Count a config reload (its settings came through :meth:`reconfigure`)."""
         (self._reloads_ok if ok else self._reloads_error).inc()
-        if ok:
-            self._refresh_tenants()  # new tenants appear, removed ones go, caps change
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """``GET /metrics`` in the Prometheus text format (OpenMetrics when asked for)."""

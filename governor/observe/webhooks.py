@@ -1,38 +1,8 @@
-"""Warnings before the cap: a log line and a webhook event, once per event per period, fleet-wide.
+"""Delivering warnings: a log line on ``governor.warnings`` and a webhook POST per event.
 
-After every flush, :meth:`Warner.flushed` (a flush listener: synchronous, never blocks)
-compares each tenant's usage with what it saw last time and queues the events that
-happened since:
-
-``threshold``
-    The tenant's bytes for the period reached ``warn_at`` share *s* of its cap
-    (``used_bytes >= s * cap_bytes``, the cap including today's grant). One event per
-    share per period; a jump over several shares at once gives one event for each, in
-    ascending order.
-``blocked``
-    The tenant reached its cap (``used_bytes >= cap_bytes``): new requests get the notice.
-``reopened``
-    A tenant this instance saw blocked is open again. ``reason`` says why:
-    ``period`` (its last observation in the previous period was blocked, and the new
-    period is open: the daily reset), ``cap`` (same period, the cap went up: a grant or a
-    reload with a larger ``daily_cap``), or ``reset`` (same period, same cap or lower,
-    the count went down: an operator reset).
-
-The owned delivery task (:meth:`Warner.start` / :meth:`Warner.stop`) takes events off
-the queue one at a time, in order. For each it first claims the event in the store
-with :meth:`~governor.store.base.Store.mark_once`, keyed by (tenant, period) and the
-event's *mark* (``warn:0.8``, ``blocked:<cap>``, ``reopened:period``,
-``reopened:cap:<cap>``, ``reopened:reset:<cap>``): only the first instance of the
-fleet to claim it logs the line and POSTs the webhook, so each event goes out once
-however many instances (or restarts) see it. ``blocked`` and same-period ``reopened``
-events are keyed by the cap, so a tenant blocked again after a grant is reported
-again, while one blocked again at the same cap after a reset is not.
-
-Delivery is at most once: a webhook POST is tried :attr:`Warner.attempts` times with
-exponential backoff (connection errors, timeouts, 408, 429 and 5xx are retried; other
-answers are not), then given up with an error in the log. A claim the store cannot
-answer is retried the same way; when it still fails the event is dropped, because
-sending it might send it twice.
+:mod:`governor.core.alerts` decides which events happened; this module queues them,
+claims each in the store (so the fleet sends it once), logs it and POSTs it, with
+retries, in one owned task. Delivery is at most once. Design: docs/alerts.md.
 """
 
 from __future__ import annotations
@@ -43,18 +13,16 @@ import datetime as dt
 import json
 import logging
 from collections import Counter
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import aiohttp
 
 from governor.accounts.runtime import Runtime, TenantUsage
+from governor.core.alerts import Alert, Alerts
 from governor.errors import StoreError
+from governor.process.tasks import TaskGroup
 
 log = logging.getLogger("governor.warnings")
-
-EventKind = Literal["threshold", "blocked", "reopened"]
-ReopenReason = Literal["period", "cap", "reset"]
 
 QUEUE_SIZE = 1000  # events waiting for delivery; beyond it new ones are dropped (and counted)
 ATTEMPTS = 4  # tries per webhook POST (and per store claim)
@@ -66,77 +34,50 @@ STOP_DEADLINE = 5.0  # at stop, queued events get this long to go out
 _RETRY_STATUSES = frozenset({408, 425, 429})
 
 
-@dataclass(frozen=True, slots=True)
-class WarningEvent:
-    """One event for one tenant's period, as queued by :meth:`Warner.flushed`."""
-
-    kind: EventKind
-    usage: TenantUsage
-    time: float  # Unix time the event was seen
-    threshold: float | None = None  # the share of the cap, for threshold events
-    reason: ReopenReason | None = None  # for reopened events
-
-    @property
-    def mark(self) -> str:
-        """The event's name for :meth:`~governor.store.base.Store.mark_once`."""
-        if self.kind == "threshold":
-            return f"warn:{self.threshold:g}"
-        if self.kind == "blocked":
-            return f"blocked:{self.usage.cap_bytes}"
-        if self.reason == "period":
-            return "reopened:period"
-        return f"reopened:{self.reason}:{self.usage.cap_bytes}"
-
-    def payload(self) -> dict[str, Any]:
-        """The webhook's JSON body."""
-        u = self.usage
-        body: dict[str, Any] = {
-            "event": self.kind,
-            "id": f"{u.tenant}/{u.period}/{self.mark}",
-            "tenant": u.tenant,
-        }
-        if self.threshold is not None:
-            body["threshold"] = self.threshold
-        if self.reason is not None:
-            body["reason"] = self.reason
-        body.update(
-            used_bytes=u.used_bytes,
-            cap_bytes=u.cap_bytes,
-            resets_at=u.resets_at.isoformat(),
-            period=u.period,
-            time=dt.datetime.fromtimestamp(self.time, dt.UTC).isoformat(timespec="milliseconds"),
-        )
-        return body
-
-    def describe(self) -> str:
-        """The log line."""
-        u = self.usage
-        facts = (
-            f"{u.used_bytes} of {u.cap_bytes} bytes used in period {u.period}, "
-            f"resets at {u.resets_at.isoformat()}"
-        )
-        if self.kind == "threshold":
-            share = f"{(self.threshold or 0) * 100:g}%"
-            return f"tenant {u.tenant} reached {share} of its daily cap: {facts}"
-        if self.kind == "blocked":
-            return f"tenant {u.tenant} reached its daily cap and is blocked: {facts}"
-        why = {
-            "period": "a new period began",
-            "cap": "its cap was raised",
-            "reset": "its count was reset",
-        }[self.reason or "period"]
-        return f"tenant {u.tenant} is open again ({why}): {facts}"
+WarningEvent = Alert[TenantUsage]
+"""One event for one tenant's period, as :class:`~governor.core.alerts.Alerts` found it."""
 
 
-@dataclass(slots=True)
-class _Seen:
-    """What this instance saw of a tenant at the last flush."""
+def payload(event: WarningEvent) -> dict[str, Any]:
+    """The webhook's JSON body."""
+    u = event.usage
+    body: dict[str, Any] = {
+        "event": event.kind,
+        "id": f"{u.tenant}/{u.period}/{event.mark}",
+        "tenant": u.tenant,
+    }
+    if event.threshold is not None:
+        body["threshold"] = event.threshold
+    if event.reason is not None:
+        body["reason"] = event.reason
+    body.update(
+        used_bytes=u.used_bytes,
+        cap_bytes=u.cap_bytes,
+        resets_at=u.resets_at.isoformat(),
+        period=u.period,
+        time=dt.datetime.fromtimestamp(event.time, dt.UTC).isoformat(timespec="milliseconds"),
+    )
+    return body
 
-    period: str
-    cap: int
-    used: int
-    blocked: bool
-    warned: set[float] = field(default_factory=set)  # shares queued this period
+
+def describe(event: WarningEvent) -> str:
+    """The log line."""
+    u = event.usage
+    facts = (
+        f"{u.used_bytes} of {u.cap_bytes} bytes used in period {u.period}, "
+        f"resets at {u.resets_at.isoformat()}"
+    )
+    if event.kind == "threshold":
+        share = f"{(event.threshold or 0) * 100:g}%"
+        return f"tenant {u.tenant} reached {share} of its daily cap: {facts}"
+    if event.kind == "blocked":
+        return f"tenant {u.tenant} reached its daily cap and is blocked: {facts}"
+    why = {
+        "period": "a new period began",
+        "cap": "its cap was raised",
+        "reset": "its count was reset",
+    }[event.reason or "period"]
+    return f"tenant {u.tenant} is open again ({why}): {facts}"
 
 
 class Warner:
@@ -167,7 +108,7 @@ class Warner:
         self.claimed_elsewhere = 0
         self.failed = 0
         self.dropped = 0
-        self._seen: dict[str, _Seen] = {}
+        self._alerts: Alerts[TenantUsage] = Alerts()
         self._queue: asyncio.Queue[WarningEvent] = asyncio.Queue(QUEUE_SIZE)
         self._task: asyncio.Task[None] | None = None
         self._current: WarningEvent | None = None  # the event being delivered
@@ -176,39 +117,15 @@ class Warner:
     # --- detection (in the flusher; synchronous) ----------------------------------
 
     def flushed(self) -> None:
-        """A flush listener: compare usage with the thresholds and queue what happened."""
+        """A flush listener: ask :mod:`governor.core.alerts` what happened; queue it."""
         now = self.runtime.clock()
         sites = self.runtime.snapshot.sites
-        for name in list(self._seen):
-            if name not in sites:
-                del self._seen[name]  # removed by a reload
+        self._alerts.forget_all_but(sites)
         for name, site in sites.items():
             usage = self.runtime.usage(name)
             if usage is not None:
-                for event in self._observe(usage, site.config.warn_at, now):
+                for event in self._alerts.observe(usage, site.config.warn_at, now):
                     self._enqueue(event)
-
-    def _observe(
-        self, u: TenantUsage, warn_at: tuple[float, ...], now: float
-    ) -> list[WarningEvent]:
-        prev = self._seen.get(u.tenant)
-        seen = _Seen(period=u.period, cap=u.cap_bytes, used=u.used_bytes, blocked=u.blocked)
-        events: list[WarningEvent] = []
-        if prev is not None and prev.period == u.period:
-            seen.warned = prev.warned
-            if prev.blocked and not u.blocked:
-                reason: ReopenReason = "cap" if u.cap_bytes > prev.cap else "reset"
-                events.append(WarningEvent("reopened", u, now, reason=reason))
-        elif prev is not None and prev.blocked and not u.blocked:
-            events.append(WarningEvent("reopened", u, now, reason="period"))
-        for share in warn_at:
-            if share not in seen.warned and u.used_bytes >= share * u.cap_bytes:
-                seen.warned.add(share)
-                events.append(WarningEvent("threshold", u, now, threshold=share))
-        if u.blocked and (prev is None or prev.period != u.period or not prev.blocked):
-            events.append(WarningEvent("blocked", u, now))
-        self._seen[u.tenant] = seen
-        return events
 
     def _enqueue(self, event: WarningEvent) -> None:
         try:
@@ -231,13 +148,12 @@ class Warner:
 
     # --- delivery (the owned task) ------------------------------------------------
 
-    async def start(self) -> None:
-        """Start the owned task that claims, logs and delivers events."""
+    def start(self, tasks: TaskGroup) -> None:
+        """Start the task (in ``tasks``) that claims, logs and delivers events; see :meth:`stop`."""
         if self._task is not None:
             return
         self._session = aiohttp.ClientSession(headers={"User-Agent": "governor"})
-        loop = asyncio.get_running_loop()
-        self._task = loop.create_task(self._run(), name="governor-warnings")
+        self._task = tasks.spawn(self._run(), name="governor-warnings")
 
     async def stop(self) -> None:
         """Deliver what is queued within :attr:`stop_deadline` seconds, then stop the task."""
@@ -284,7 +200,7 @@ class Warner:
             log.debug("%s event for %s already sent by another instance", event.mark, tenant)
             return
         level = logging.INFO if event.kind == "reopened" else logging.WARNING
-        log.log(level, "%s", event.describe())
+        log.log(level, "%s", describe(event))
         session, url = self._session, self.webhook_url
         if session is None or url is None or await self._post(session, url, event):
             self.sent[event.kind] += 1
@@ -313,7 +229,7 @@ class Warner:
 
     async def _post(self, session: aiohttp.ClientSession, url: str, event: WarningEvent) -> bool:
         """POST the event to the webhook with retries; whether it was accepted."""
-        body = json.dumps(event.payload()).encode()
+        body = json.dumps(payload(event)).encode()
         timeout = aiohttp.ClientTimeout(
             total=self.post_timeout, connect=min(CONNECT_TIMEOUT, self.post_timeout)
         )

@@ -1,9 +1,12 @@
-"""One governor instance: start-up → serve → reload → graceful shutdown, every task owned.
+"""One governor instance: start-up → serve → graceful shutdown, every task owned, one reload.
 
-:class:`Governor` wires the parts together (store, runtime, upstream pool, the
-listener, the access log, the admin listener) and owns the background task, the
-flusher. Tests run it in-process on port 0 with an injected clock;
-:mod:`governor.process.serve` runs it with signals.
+:class:`Governor` builds the parts (store, runtime and flusher, upstream pool, the
+HTTP server and its proxy handler, access log, metrics, warner, admin listener),
+starts them in an order where each failure names its config key, and stops them in
+the reverse. Its :class:`~governor.process.tasks.TaskGroup` owns every background
+task (the flusher, the warner's delivery, the admin listener's moves); nothing of
+an instance runs on after :meth:`Governor.stop`. Tests run it in-process on port 0
+with an injected clock; :mod:`governor.process.serve` runs it with signals.
 
 Reload: every setting but ``listen``, ``store``, ``workers`` and ``spool`` (which
 take a restart and keep their running values) reaches the running parts through one fan-out,
@@ -28,16 +31,20 @@ from pathlib import Path
 from typing import Protocol
 
 from governor.accounts import spool
+from governor.accounts.flusher import Flusher
 from governor.accounts.runtime import Clock, Runtime
-from governor.admin.api import AdminListener, create_admin_app
+from governor.admin.api import create_admin_app
+from governor.admin.listener import AdminListener
 from governor.config import Config, load_config
 from governor.errors import ConfigError, StartError, StoreError
 from governor.http1.client import OriginPool
 from governor.http1.server import HTTPServer
 from governor.observe.accesslog import AccessLog, open_access_log
+from governor.observe.events import RequestSink
 from governor.observe.metrics import Metrics
 from governor.observe.webhooks import Warner
 from governor.process.preflight import preflight
+from governor.process.tasks import TaskGroup
 from governor.proxy.handler import Proxy
 from governor.store import open_store
 from governor.store.base import Store
@@ -56,7 +63,7 @@ class Reconfigurable(Protocol):
 
 
 class Governor:
-    """A running governor: listener, proxy, accounts, and the flusher task."""
+    """A running governor: listener, proxy, accounts, observers, and the tasks it owns."""
 
     def __init__(
         self,
@@ -69,20 +76,20 @@ class Governor:
         self.config = config
         self.worker = worker  # 0..N-1 under the supervisor (workers > 1), None when alone
         self.store = store if store is not None else _open_store(config)
-        self.runtime = Runtime(
-            config,
-            store=self.store,
-            clock=clock,
+        self.runtime = Runtime(config, store=self.store, clock=clock)
+        self.flusher = Flusher(
+            self.runtime,
             spool_path=_spool_path(config, worker),
             spool_orphans=lambda: _spool_orphans(config, worker),
         )
+        self.tasks = TaskGroup()  # every background task of this instance
         self.metrics = Metrics(self.runtime, worker=worker)
-        self.runtime.request_sinks.append(self.metrics)
-        self.runtime.flush_listeners.append(self.metrics.flushed)
+        self.flusher.listeners.append(self.metrics.flushed)
         self.access_log = _open_access_log(config)
-        self.runtime.request_sinks.append(self.access_log)
+        # Told about every answered request.
+        self.sinks: list[RequestSink] = [self.metrics, self.access_log]
         self.warner = Warner(self.runtime)
-        self.runtime.flush_listeners.append(self.warner.flushed)
+        self.flusher.listeners.append(self.warner.flushed)
         self._server: HTTPServer | None = None
         self.pool: OriginPool | None = None
         self.admin: AdminListener | None = None
@@ -90,10 +97,8 @@ class Governor:
         self._reuse_port = worker is not None or config.workers > 1
         self._ready = False
         self._stopping = False  # begin_stop() was called
-        self._flusher: asyncio.Task[None] | None = None
+        self._flushing: asyncio.Task[None] | None = None
         self._sockets: list[socket.socket] = []
-        self.reloads_ok = 0
-        self.reloads_failed = 0
 
     @property
     def port(self) -> int:
@@ -119,19 +124,19 @@ class Governor:
         try:
             # The spool next: a second process with the same file stops here, before
             # touching the store, and never gets to overwrite the first one's counts.
-            self.runtime.claim_spool()
+            self.flusher.claim_spool()
             await self._open_store()
             await self._resume()
         except BaseException:
             sock.close()
-            self.runtime.release_spool()
+            self.flusher.release_spool()
             await self.store.close()
             raise
         self.pool = OriginPool(connect_timeout=self.config.timeouts.upstream_connect)
         proxy = Proxy(self.runtime, self.pool)
         server = HTTPServer(
             proxy.handle,
-            sinks=self.runtime.request_sinks,
+            sinks=self.sinks,
             limits=self.config.limits,
             timeouts=self.config.timeouts,
         )
@@ -139,9 +144,8 @@ class Governor:
         self.metrics.bind_server(server)
         await server.start(sock)
         self._server = server
-        await self.warner.start()
-        loop = asyncio.get_running_loop()
-        self._flusher = loop.create_task(self.runtime.run_flusher(), name="governor-flusher")
+        self.warner.start(self.tasks)
+        self._flushing = self.tasks.spawn(self.flusher.run(), name="governor-flusher")
         await self._start_admin()
         if self._stopping:  # asked to stop while starting: never report ready
             self.begin_stop()
@@ -153,7 +157,7 @@ class Governor:
         """The admin listener, on ``admin_listen`` when set (a reload may add it later)."""
         app = create_admin_app(self.runtime, metrics=self.metrics, ready=lambda: self._ready)
         self.admin = AdminListener(
-            app, bind=lambda host, port: self._bind("admin_listen", host, port)
+            app, bind=lambda host, port: self._bind("admin_listen", host, port), tasks=self.tasks
         )
         await self.admin.start(self.config.admin_listen)
 
@@ -173,12 +177,10 @@ class Governor:
             if self.admin is not None:
                 self.admin.move(config.admin_listen)  # binds now; serves there soon
         except (ConfigError, StartError) as exc:
-            self.reloads_failed += 1
             self.metrics.reloaded(False)
             log.error("reload rejected, keeping the running config:\n%s", exc)
             return False
         self.reconfigure(config)
-        self.reloads_ok += 1
         self.metrics.reloaded(True)
         log.info("reloaded %s: %d tenants", config.path, len(config.tenants))
         return True
@@ -198,11 +200,13 @@ class Governor:
         """Hand ``config`` to every running part; each takes the settings it holds.
 
         The one way a reload reaches the parts. Who takes what: the runtime's snapshot
-        (tenants, trusted_proxies, flush_interval, history_days, webhook_url,
-        admin_token, timeouts.upstream_response) and through it the store
-        (store_timeout, history_days); the listener (limits, the client-side timeouts);
+        (tenants, trusted_proxies, flush_interval, history_days, webhook_url and
+        admin_token, read live by the warner and the admin API, timeouts.upstream_response)
+        and through it the store (store_timeout, history_days); the flusher (a new
+        flush_interval counts from now); the listener (limits, the client-side timeouts);
         the upstream pool (timeouts.upstream_connect); the access log (access_log,
-        log_format); this object (timeouts.shutdown and shutdown_delay at the stop).
+        log_format); the metrics (the tenants' series); this object (timeouts.shutdown
+        and shutdown_delay at the stop).
         ``admin_listen`` was moved by :meth:`reload` already; ``spool`` is locked by this
         process from its start, so it takes a restart like ``listen`` and ``store``.
         """
@@ -211,7 +215,8 @@ class Governor:
             part.reconfigure(config)
 
     def _parts(self) -> list[Reconfigurable]:
-        parts: list[Reconfigurable] = [self.runtime, self.access_log]
+        # The runtime first: the metrics read their tenants from its new snapshot.
+        parts: list[Reconfigurable] = [self.runtime, self.flusher, self.access_log, self.metrics]
         if self._server is not None:
             parts.append(self._server)
         if self.pool is not None:
@@ -255,7 +260,7 @@ class Governor:
     async def _resume(self) -> None:
         """Take back the spool and learn today's totals (the store's own failures are logged)."""
         try:
-            await self.runtime.start()
+            await self.flusher.start()
         except OSError as exc:  # the spool could not be read or moved aside
             where = f"{exc.filename}: " if exc.filename else ""
             raise StartError(
@@ -280,11 +285,12 @@ class Governor:
         if self.admin is not None:
             await self.admin.stop()
             self.admin = None
-        self.runtime.stop()
-        if self._flusher is not None:
-            await self._flusher
-            self._flusher = None
+        self.flusher.stop()
+        if self._flushing is not None:
+            await self._flushing
+            self._flushing = None
         await self.warner.stop()
+        await self.tasks.close()  # nothing of this instance runs on past here
         self.access_log.close()
         if self.pool is not None:
             await self.pool.close()

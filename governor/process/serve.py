@@ -18,7 +18,7 @@ import signal
 from governor.config import Config
 from governor.process import sdnotify
 from governor.process.instance import Governor
-from governor.process.supervisor import Lifeline
+from governor.process.lifeline import Lifeline
 
 log = logging.getLogger("governor")
 

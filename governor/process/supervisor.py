@@ -1,72 +1,15 @@
-"""``workers: N``: one supervisor process, N worker processes accepting on one port.
+"""``workers: N``: one supervisor process starts, watches, restarts and stops N workers.
 
-The supervisor owns no listening socket and serves no request. Each worker is the
-ordinary single-process ``governor serve`` (its own uvloop event loop, Governor and
-flusher) started as::
-
-    python -m governor serve --config PATH --worker-index I --worker-channel FD
-
-and binds the port with SO_REUSEPORT, so the kernel spreads new connections among the
-workers. Counts are shared through the configured store, as between any processes.
-
-Why child processes running the CLI rather than ``multiprocessing`` (spawn context):
-
-* a worker *is* ``governor serve``: the same argument handling, logging set-up, error
-  messages and exit statuses (cli.py stays the only place that exits), with nothing
-  pickled; it reads the config file as a reload would;
-* no multiprocessing machinery between the two (its resource tracker process, its
-  pickling of the Config, its own handling of signals and exit), and ``ps`` shows
-  what each process is;
-* the parent's asyncio loop watches the children with ``asyncio.subprocess``: waiting
-  for an exit and signalling are plain awaits and ``send_signal`` calls. The supervisor
-  serves no traffic, so it runs on the standard asyncio loop, not uvloop.
-
-The channel is a socketpair between the supervisor and each worker (the worker end
-passed with ``pass_fds``, so nothing secret appears in ``ps``):
-
-* supervisor → worker, once, before the worker starts: one JSON line pinning ``listen``
-  and ``store``. They take a restart of the supervisor; a worker restarted after the
-  file changed must still join its siblings' port and count into their store;
-* worker → supervisor: one byte once it listens and its signal handlers are in place;
-  only then is SIGHUP forwarded to it (a reload asked for while it boots is sent when it
-  is ready). End of file before that byte: it failed to start;
-* end of file at the worker: the supervisor died (even by SIGKILL); the worker stops
-  gracefully rather than live on as an orphan holding the port.
-
-Metrics: each run makes a fresh, empty directory (``tempfile.mkdtemp``, so under
-``$TMPDIR``) and gives it to every worker as ``PROMETHEUS_MULTIPROC_DIR``; each worker
-writes its metric values there and ``/metrics`` in any worker merges them all (see
-:mod:`governor.observe.metrics`). A reaped worker is marked dead, so its live gauges stop
-counting; the directory is removed when the supervisor returns (a supervisor killed with
-SIGKILL leaves it behind).
-
-Workers run in their own session, so a terminal's Ctrl-C reaches only the supervisor,
-which stops them in order.
-
-Policy:
-
-* SIGHUP is forwarded to every worker; SIGTERM/SIGINT become one SIGTERM to every
-  worker; the supervisor waits for them to drain and flush, kills any still running
-  ``timeouts.shutdown_delay`` + ``timeouts.shutdown`` + ``store_timeout`` +
-  :data:`SHUTDOWN_MARGIN` later, and returns
-  0 only if every worker stopped cleanly.
-* A worker that dies unexpectedly (non-zero status, or killed by a signal) is restarted
-  after :data:`BACKOFF_FIRST`, doubled for each further death that came less than
-  :data:`STABLE_AFTER` after its start (a crash loop), up to :data:`BACKOFF_MAX`. A worker
-  that exits 0 on its own was stopped on purpose (someone sent it SIGTERM) and is not
-  restarted.
-* Before any worker starts, the supervisor checks that nothing listens on the port
-  and opens the store once (see :func:`_probe` and :func:`_prepare_store`).
-* At start-up, a worker that fails before it is ready (port taken, store unreachable)
-  makes the supervisor stop the others and return 1, like a single process would.
+Each worker is the ordinary ``governor serve`` bound with SO_REUSEPORT; the supervisor
+serves nothing and owns no listening socket. The channel to each worker is
+:mod:`governor.process.lifeline`. Why child processes and not ``multiprocessing``, the
+channel, the metrics folder and the restart/stop policy: docs/workers.md.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
-import json
 import logging
 import os
 import shutil
@@ -74,15 +17,15 @@ import signal
 import socket
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from prometheus_client.multiprocess import mark_process_dead
 
 from governor.config import Config, load_config
 from governor.errors import ConfigError, GovernorError, StartError, StoreError
-from governor.observe.metrics import MULTIPROC_ENV
-from governor.process import sdnotify
+from governor.process import MULTIPROC_ENV, sdnotify
+from governor.process.lifeline import READY, greeting
 from governor.store import open_store
 
 log = logging.getLogger("governor.supervisor")
@@ -91,7 +34,6 @@ SHUTDOWN_MARGIN = 5.0  # seconds beyond the drain and the final flush before SIG
 BACKOFF_FIRST = 0.1  # seconds before restarting a worker that died
 BACKOFF_MAX = 10.0
 STABLE_AFTER = 10.0  # a worker that ran this long before dying is not crash-looping
-READY = b"R"
 
 
 def supervise(config: Config) -> int:
@@ -243,12 +185,7 @@ class Supervisor:
         """Start the process for slot ``w``, its channel primed with the pinned config."""
         ours, theirs = socket.socketpair()
         try:
-            hello = {
-                "listen_host": self.config.listen_host,
-                "listen_port": self.config.listen_port,
-                "store": self.config.store,
-            }
-            ours.sendall(json.dumps(hello).encode() + b"\n")
+            ours.sendall(greeting(self.config))
             fd = theirs.fileno()
             env = dict(os.environ)
             if self.metrics_dir is not None:
@@ -451,78 +388,3 @@ async def _prepare_store(config: Config) -> None:
         await store.close()
     except StoreError as exc:
         raise StartError(config.problem("store", str(exc))) from None
-
-
-# --- the worker's side of the channel --------------------------------------------------
-
-
-class Lifeline:
-    """A worker's end of its channel to the supervisor."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self._sock = sock
-        self._watching = False
-
-    def ready(self) -> None:
-        """Tell the supervisor this worker listens and handles signals."""
-        with contextlib.suppress(OSError):  # gone already: the watch will notice
-            self._sock.send(READY)
-
-    def watch(self, loop: asyncio.AbstractEventLoop, on_lost: Callable[[], None]) -> None:
-        """Call ``on_lost`` once when the supervisor's end closes (it died or stopped)."""
-        self._sock.setblocking(False)
-        self._watching = True
-
-        def readable() -> None:
-            try:
-                data = self._sock.recv(64)
-            except BlockingIOError:
-                return
-            except OSError:
-                data = b""
-            if data:
-                return  # nothing is sent after the greeting
-            self._unwatch(loop)
-            on_lost()
-
-        loop.add_reader(self._sock.fileno(), readable)
-
-    def _unwatch(self, loop: asyncio.AbstractEventLoop) -> None:
-        if self._watching:
-            self._watching = False
-            loop.remove_reader(self._sock.fileno())
-
-    def close(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._unwatch(loop)
-        self._sock.close()
-
-
-def join(fd: int, config: Config) -> tuple[Config, Lifeline]:
-    """In a worker: read the supervisor's greeting on ``fd``; ``config`` with its pins.
-
-    ``listen`` and ``store`` are the supervisor's, whatever the file says now.
-    """
-    sock = socket.socket(fileno=fd)
-    sock.settimeout(10.0)  # the greeting was written before this process started
-    data = b""
-    try:
-        while not data.endswith(b"\n"):
-            chunk = sock.recv(4096)
-            if not chunk:
-                raise GovernorError("the supervisor closed the channel before its greeting")
-            data += chunk
-        try:
-            hello = json.loads(data)
-            pinned = dataclasses.replace(
-                config,
-                listen_host=str(hello["listen_host"]),
-                listen_port=int(hello["listen_port"]),
-                store=str(hello["store"]),
-            )
-        except (ValueError, KeyError, TypeError) as exc:
-            raise GovernorError(f"the supervisor's greeting is malformed: {exc}") from exc
-    except BaseException:
-        sock.close()
-        raise
-    sock.settimeout(None)
-    return pinned, Lifeline(sock)

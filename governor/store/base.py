@@ -62,10 +62,6 @@ class Store(Protocol):
         """The total of every key in ``keys`` (0 for an unknown key)."""
         ...
 
-    async def history(self, tenant: str, since_period: str) -> dict[str, int]:
-        """Bytes per period key for ``tenant``, for periods ``>= since_period``."""
-        ...
-
     async def grants(self, keys: Iterable[Key]) -> dict[Key, int]:
         """Extra allowance granted for each key's period (0 when none)."""
         ...

@@ -63,15 +63,6 @@ class MemoryStore:
         """The total of every key in ``keys`` (0 for an unknown key)."""
         return await self.flush(None, keys)
 
-    async def history(self, tenant: str, since_period: str) -> dict[str, int]:
-        """Bytes per period key for ``tenant``, for periods ``>= since_period``."""
-        self._check_open()
-        return {
-            period: n
-            for (t, period), n in sorted(self._usage.items())
-            if t == tenant and period >= since_period
-        }
-
     async def grants(self, keys: Iterable[Key]) -> dict[Key, int]:
         """Extra allowance granted for each key's period (0 when none)."""
         self._check_open()

@@ -147,10 +147,6 @@ class SQLiteStore:
         """The total of every key in ``keys`` (0 for an unknown key)."""
         return await self._call(self._flush, None, _union(None, keys))
 
-    async def history(self, tenant: str, since_period: str) -> dict[str, int]:
-        """Bytes per period key for ``tenant``, for periods ``>= since_period``."""
-        return await self._call(self._history, tenant, since_period)
-
     async def grants(self, keys: Iterable[Key]) -> dict[Key, int]:
         """Extra allowance granted for each key's period (0 when none)."""
         return await self._call(self._grants, _union(None, keys))
@@ -253,13 +249,6 @@ class SQLiteStore:
                 row = db.execute(_TOTAL, key).fetchone()
                 totals[key] = row[0] if row is not None else 0
         return totals
-
-    def _history(self, tenant: str, since_period: str) -> dict[str, int]:
-        rows = self._db().execute(
-            "SELECT period, bytes FROM usage WHERE tenant = ? AND period >= ? ORDER BY period",
-            (tenant, since_period),
-        )
-        return {period: n for period, n in rows}
 
     def _grants(self, keys: list[Key]) -> dict[Key, int]:
         with self._transaction(write=False) as db:

@@ -189,7 +189,7 @@ async def test_off_writes_nothing(
     gov = await make_governor(access_log="off")
     assert gov.access_log.target == "off"
     reported = Reported()  # told after the access log: nothing can come later
-    gov.runtime.request_sinks.append(reported)
+    gov.sinks.append(reported)
     before = set(tmp_path.rglob("*"))
     status, _, _ = await exchange(gov, request("GET", "/bytes/5", "site.test"))
     assert status == 200

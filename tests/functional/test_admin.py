@@ -130,7 +130,7 @@ async def test_the_tenants_api_reports_usage(
         **admin_options(),
     )
     assert await fetch(gov.port) == 200
-    await gov.runtime.flush()
+    await gov.flusher.flush()
     used = gov.runtime.ledger.used(("site", "2024-02-21"))
     assert used > 20000
     status, doc, headers = await call(gov, "GET", "/api/v1/tenants", headers=AUTH)
@@ -178,7 +178,7 @@ async def test_every_api_call_needs_the_token_and_refusals_change_nothing(
 ) -> None:
     gov = await make_governor(cap="10 KiB", **admin_options())
     assert await fetch(gov.port) == 200
-    await gov.runtime.flush()
+    await gov.flusher.flush()
     before = gov.runtime.usage("site")
     assert before is not None
     assert before.blocked
@@ -194,7 +194,7 @@ async def test_every_api_call_needs_the_token_and_refusals_change_nothing(
         assert status == 401, (method, path)
         assert "Authorization: Bearer" in doc["error"]
         assert resp_headers["WWW-Authenticate"].startswith("Bearer")
-    await gov.runtime.flush()
+    await gov.flusher.flush()
     assert gov.runtime.usage("site") == before  # nothing changed
     assert await gov.store.grants([("site", "2024-02-21")]) == {("site", "2024-02-21"): 0}
     assert await fetch(gov.port) == 503
@@ -275,7 +275,7 @@ async def test_a_reset_zeroes_todays_count(
     assert await fetch(gov.port) == 200
     assert await fetch(gov.port) == 200
     assert await fetch(gov.port) == 503
-    await gov.runtime.flush()
+    await gov.flusher.flush()
     key = ("site", "2024-02-21")
     assert (await gov.store.totals([key]))[key] > 40000
     caplog.set_level(logging.INFO, logger="governor.audit")
@@ -285,7 +285,7 @@ async def test_a_reset_zeroes_todays_count(
     assert doc["blocked"] is False
     assert (await gov.store.totals([key]))[key] == 0
     assert await fetch(gov.port) == 200
-    await gov.runtime.flush()
+    await gov.flusher.flush()
     after = (await gov.store.totals([key]))[key]
     assert 20000 < after < 21000  # only what was served since the reset
     (line,) = [r.getMessage() for r in caplog.records if r.name == "governor.audit"]
@@ -396,7 +396,7 @@ async def test_reset_and_grant_reach_a_second_instance_within_a_flush_interval(
     one = await make_governor(**options, **admin_options())
     two = await make_governor(**options, **admin_options())
     assert await fetch(one.port) == 200  # crosses the cap on instance one
-    await one.runtime.flush()
+    await one.flusher.flush()
 
     async def two_blocked() -> bool:
         usage = two.runtime.usage("site")
@@ -421,7 +421,7 @@ async def test_reset_and_grant_reach_a_second_instance_within_a_flush_interval(
     assert doc["cap_bytes"] == 110 * 1024
 
     # A reset made on instance one zeroes the count on instance two.
-    await one.runtime.flush()
+    await one.flusher.flush()
     status, doc, _ = await call(one, "POST", "/api/v1/tenants/site/reset", headers=AUTH)
     assert status == 200
     assert doc["used_bytes"] == 0

@@ -283,7 +283,7 @@ async def test_a_download_across_midnight_pays_each_day_its_share(
         assert data
         got += len(data)
     await client.close()
-    await gov.runtime.flush()
+    await gov.flusher.flush()
     days = await gov.store.totals([("site", "2024-02-21"), ("site", "2024-02-22")])
     old, new = days[("site", "2024-02-21")], days[("site", "2024-02-22")]
     assert old >= 2**20

@@ -147,7 +147,7 @@ async def test_a_stalled_redis_adds_no_request_latency(
         redis_faults.reset_all()
 
         async def settled() -> bool:
-            await gov.runtime.flush()
+            await gov.flusher.flush()
             return gov.runtime.store_ok and gov.runtime.ledger.pending_bytes() == 0
 
         await eventually(settled, timeout=20, what="every count in the store")

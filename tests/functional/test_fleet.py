@@ -53,7 +53,7 @@ async def settle(gov: Governor) -> None:
     """Flush until everything counted is in the store (bounded)."""
 
     async def settled() -> bool:
-        await gov.runtime.flush()
+        await gov.flusher.flush()
         return gov.runtime.store_ok and gov.runtime.ledger.pending_bytes() == 0
 
     await eventually(settled, timeout=20, what="every count in the store")

@@ -22,6 +22,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from governor.accounts.flusher import Flusher
 from governor.accounts.runtime import Runtime
 from governor.admin.api import STATUS_REFRESH_SECONDS, create_admin_app
 from governor.config import load_config
@@ -56,7 +57,7 @@ async def test_the_page_is_self_contained_and_open_without_the_token(
         cap="100 KiB", admin_listen=f"127.0.0.1:{free_port()}", admin_token_file="token"
     )
     assert await fetch(gov.port, "/bytes/30000", "site.test") == 200
-    await gov.runtime.flush()
+    await gov.flusher.flush()
     async with (
         aiohttp.ClientSession() as session,
         session.get(f"http://127.0.0.1:{gov.admin_port}/status") as resp,
@@ -93,7 +94,7 @@ async def test_every_tenant_string_is_escaped(
     key = (evil, "2024-02-21")
     await store.flush(Batch("f1", {key: 4096}, at=clock()), [key])
     runtime = Runtime(config, store=store, clock=clock)
-    await runtime.flush()
+    await Flusher(runtime).flush()
     app = create_admin_app(runtime, metrics=Metrics(runtime), ready=lambda: True)
     client = await aiohttp_client(app)
     resp = await client.get("/status")
@@ -153,9 +154,9 @@ async def scene(
                 assert await fetch(gov.port, "/bytes/20000", "site.test") == 200
             for _ in range(blog):
                 assert await fetch(gov.port, "/bytes/100000", "blog.test") == 200
-            await gov.runtime.flush()
+            await gov.flusher.flush()
         clock.set(seoul(2024, 2, 21, 12, 0))
-        await gov.runtime.flush()
+        await gov.flusher.flush()
         assert await fetch(gov.port, "/bytes/10", "site.test") == 503
         yield Scene(
             gov=gov,

@@ -82,7 +82,7 @@ async def fetch(gov: Governor, path: str = "/bytes/3000") -> int:
 
 async def settled(gov: Governor) -> None:
     """Flush (which tells the warner) and wait until every queued event went out."""
-    await gov.runtime.flush()
+    await gov.flusher.flush()
     async with asyncio.timeout(10):
         await gov.warner._queue.join()
 
@@ -289,7 +289,7 @@ async def test_stop_waits_for_a_hanging_webhook_only_so_long(
     gov.warner.stop_deadline = 0.3
     try:
         assert await fetch(gov, "/bytes/20000") == 200
-        await gov.runtime.flush()
+        await gov.flusher.flush()
         async with asyncio.timeout(5):
             await receiver.called.wait()
     finally:

@@ -1,4 +1,4 @@
-"""The runtime's accounts against an in-tree store fake: outages, the spool, restarts."""
+"""The accounts (runtime, flusher) against an in-tree store fake: outages, the spool, restarts."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import ClassVar
 
 import pytest
 
+from governor.accounts.flusher import Flusher
 from governor.accounts.runtime import Runtime
 from governor.config import Config, TenantConfig, UpstreamURL
 from governor.core.ledger import Batch, Key
@@ -63,46 +64,51 @@ def config(tmp_path: Path) -> Config:
     )
 
 
-async def run_and_stop(runtime: Runtime) -> None:
+def accounts(tmp_path: Path, store: MemoryStore, spool: Path | None = None) -> Flusher:
+    """A runtime at NOON and its flusher (spooling to ``spool``)."""
+    return Flusher(Runtime(config(tmp_path), store=store, clock=lambda: NOON), spool_path=spool)
+
+
+async def run_and_stop(flusher: Flusher) -> None:
     """Start the flusher, stop it at once: the final flush, then the spool if needed."""
-    runtime.stop()
-    await runtime.run_flusher()
+    flusher.stop()
+    await flusher.run()
 
 
 async def test_an_outage_across_a_restart_loses_nothing(tmp_path: Path) -> None:
     store = Outage()
     spool = tmp_path / "spool.json"
-    first = Runtime(config(tmp_path), store=store, clock=lambda: NOON, spool_path=spool)
+    first = accounts(tmp_path, store, spool)
     await first.start()
-    first.ledger.add(KEY, 1000)
+    first.runtime.ledger.add(KEY, 1000)
     store.down = True
     await first.flush()
-    assert not first.store_ok
-    first.ledger.add(KEY, 234)
+    assert not first.runtime.store_ok
+    first.runtime.ledger.add(KEY, 234)
     await run_and_stop(first)
     assert spool.exists()
     store.down = False
     assert await store.totals([KEY]) == {KEY: 0}
-    second = Runtime(config(tmp_path), store=store, clock=lambda: NOON, spool_path=spool)
+    second = accounts(tmp_path, store, spool)
     await second.start()
     assert await store.totals([KEY]) == {KEY: 1234}
-    assert second.ledger.used(KEY) == 1234
+    assert second.runtime.ledger.used(KEY) == 1234
     assert not spool.exists()
 
 
 async def test_a_spooled_batch_that_did_land_is_not_counted_twice(tmp_path: Path) -> None:
     store = Outage()
     spool = tmp_path / "spool.json"
-    first = Runtime(config(tmp_path), store=store, clock=lambda: NOON, spool_path=spool)
+    first = accounts(tmp_path, store, spool)
     await first.start()
-    first.ledger.add(KEY, 500)
+    first.runtime.ledger.add(KEY, 500)
     store.lose_answer = True
     await first.flush()  # applied, but governor cannot know
     store.down = True
-    first.ledger.add(KEY, 11)
+    first.runtime.ledger.add(KEY, 11)
     await run_and_stop(first)
     store.down = False
-    second = Runtime(config(tmp_path), store=store, clock=lambda: NOON, spool_path=spool)
+    second = accounts(tmp_path, store, spool)
     await second.start()
     assert await store.totals([KEY]) == {KEY: 511}
 
@@ -110,18 +116,18 @@ async def test_a_spooled_batch_that_did_land_is_not_counted_twice(tmp_path: Path
 async def test_the_spool_stays_until_every_spooled_count_is_in_the_store(tmp_path: Path) -> None:
     store = Outage()
     spool = tmp_path / "spool.json"
-    first = Runtime(config(tmp_path), store=store, clock=lambda: NOON, spool_path=spool)
+    first = accounts(tmp_path, store, spool)
     await first.start()
-    first.ledger.add(KEY, 7)
+    first.runtime.ledger.add(KEY, 7)
     store.down = True
     await run_and_stop(first)
-    second = Runtime(config(tmp_path), store=store, clock=lambda: NOON, spool_path=spool)
+    second = accounts(tmp_path, store, spool)
     await second.start()  # the store is still down: the counts wait in memory
-    assert second.ledger.used(KEY) == 7
+    assert second.runtime.ledger.used(KEY) == 7
     assert spool.exists()
     await run_and_stop(second)  # still down at the next stop: spooled again
     store.down = False
-    third = Runtime(config(tmp_path), store=store, clock=lambda: NOON, spool_path=spool)
+    third = accounts(tmp_path, store, spool)
     await third.start()
     assert await store.totals([KEY]) == {KEY: 7}
     assert not spool.exists()
@@ -132,8 +138,8 @@ async def test_a_corrupt_spool_is_moved_aside_not_lost(
 ) -> None:
     spool = tmp_path / "spool.json"
     spool.write_text("{not json")
-    runtime = Runtime(config(tmp_path), store=Outage(), clock=lambda: NOON, spool_path=spool)
-    await runtime.start()
+    flusher = accounts(tmp_path, Outage(), spool)
+    await flusher.start()
     assert (tmp_path / "spool.json.corrupt").read_text() == "{not json"
     assert not spool.exists()
     assert "could not be read" in caplog.text
@@ -157,25 +163,25 @@ async def test_an_unexpected_flush_error_does_not_stop_the_flusher(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     store = Broken()
-    runtime = Runtime(config(tmp_path), store=store, clock=lambda: NOON)
-    runtime.ledger.add(KEY, 42)
+    flusher = accounts(tmp_path, store)
+    flusher.runtime.ledger.add(KEY, 42)
     import asyncio
 
-    runtime.nudge()  # the flusher's first flush fails at once; its last one lands
-    flusher = asyncio.get_running_loop().create_task(runtime.run_flusher())
+    flusher.nudge()  # the flusher's first flush fails at once; its last one lands
+    task = asyncio.get_running_loop().create_task(flusher.run())
     await eventually(lambda: not store.bugs, what="the flusher's first attempt")
-    runtime.stop()
-    await flusher
+    flusher.stop()
+    await task
     assert "flush failed unexpectedly" in caplog.text
     assert await store.totals([KEY]) == {KEY: 42}
 
 
 async def test_a_flusher_stopped_before_it_ran_still_flushes(tmp_path: Path) -> None:
     store = Outage()
-    runtime = Runtime(config(tmp_path), store=store, clock=lambda: NOON)
-    runtime.ledger.add(KEY, 9)
-    runtime.stop()
-    await runtime.run_flusher()
+    flusher = accounts(tmp_path, store)
+    flusher.runtime.ledger.add(KEY, 9)
+    flusher.stop()
+    await flusher.run()
     assert await store.totals([KEY]) == {KEY: 9}
 
 
@@ -187,7 +193,7 @@ async def test_a_spool_file_written_behind_its_back_is_merged_not_replaced(
 
     store = Outage()
     spool = tmp_path / "spool.json"
-    first = Runtime(config(tmp_path), store=store, clock=lambda: NOON, spool_path=spool)
+    first = accounts(tmp_path, store, spool)
     await first.start()
     # Version 1, as governor wrote it before: one in-flight batch and pending counts.
     other = {
@@ -196,11 +202,11 @@ async def test_a_spool_file_written_behind_its_back_is_merged_not_replaced(
         "pending": [["site", "2024-02-21", 2]],
     }
     spool.write_text(json.dumps(other))
-    first.ledger.add(KEY, 1000)
+    first.runtime.ledger.add(KEY, 1000)
     store.down = True
     await run_and_stop(first)
     store.down = False
-    second = Runtime(config(tmp_path), store=store, clock=lambda: NOON, spool_path=spool)
+    second = accounts(tmp_path, store, spool)
     await second.start()
     assert await store.totals([KEY]) == {KEY: 1042}
     assert not spool.exists()
@@ -228,9 +234,9 @@ async def test_a_spool_held_by_another_process_is_refused_naming_the_file_and_th
     try:
         assert holder.stdout is not None
         assert await holder.stdout.readline() == b"held\n"
-        runtime = Runtime(config(tmp_path), store=Outage(), clock=lambda: NOON, spool_path=spool)
+        flusher = accounts(tmp_path, Outage(), spool)
         with pytest.raises(SpoolBusy) as caught:
-            await runtime.start()
+            await flusher.start()
         message = str(caught.value)
         assert str(spool) in message
         assert "`spool`" in message
@@ -238,9 +244,9 @@ async def test_a_spool_held_by_another_process_is_refused_naming_the_file_and_th
         assert str(tmp_path / "governor.yaml") in message
     finally:
         await holder.communicate(b"")
-    runtime = Runtime(config(tmp_path), store=Outage(), clock=lambda: NOON, spool_path=spool)
-    await runtime.start()  # let go: the next one may have it
-    await run_and_stop(runtime)
+    flusher = accounts(tmp_path, Outage(), spool)
+    await flusher.start()  # let go: the next one may have it
+    await run_and_stop(flusher)
 
 
 async def test_two_runtimes_of_one_process_share_a_spool_and_lose_nothing(
@@ -248,17 +254,17 @@ async def test_two_runtimes_of_one_process_share_a_spool_and_lose_nothing(
 ) -> None:
     store = Outage()
     spool = tmp_path / "spool.json"
-    one = Runtime(config(tmp_path), store=store, clock=lambda: NOON, spool_path=spool)
-    two = Runtime(config(tmp_path), store=store, clock=lambda: NOON, spool_path=spool)
+    one = accounts(tmp_path, store, spool)
+    two = accounts(tmp_path, store, spool)
     await one.start()
     await two.start()
-    one.ledger.add(KEY, 100)
-    two.ledger.add(KEY, 20)
+    one.runtime.ledger.add(KEY, 100)
+    two.runtime.ledger.add(KEY, 20)
     store.down = True
     await run_and_stop(one)
     await run_and_stop(two)  # merged with the first one's, not over it
     store.down = False
-    again = Runtime(config(tmp_path), store=store, clock=lambda: NOON, spool_path=spool)
+    again = accounts(tmp_path, store, spool)
     await again.start()
     assert await store.totals([KEY]) == {KEY: 120}
     assert not spool.exists()
@@ -268,19 +274,19 @@ async def test_a_batch_spooled_twice_is_applied_once(tmp_path: Path) -> None:
     """A crash after a spooled batch landed but before the file was updated: no double count."""
     store = Outage()
     spool = tmp_path / "spool.json"
-    first = Runtime(config(tmp_path), store=store, clock=lambda: NOON, spool_path=spool)
+    first = accounts(tmp_path, store, spool)
     await first.start()
-    first.ledger.add(KEY, 300)
+    first.runtime.ledger.add(KEY, 300)
     store.down = True
     await run_and_stop(first)
     saved = spool.read_text()
     store.down = False
-    second = Runtime(config(tmp_path), store=store, clock=lambda: NOON, spool_path=spool)
+    second = accounts(tmp_path, store, spool)
     await second.start()
     await run_and_stop(second)
     assert not spool.exists()
     spool.write_text(saved)  # as if the file had not been updated after the replay
-    third = Runtime(config(tmp_path), store=store, clock=lambda: NOON, spool_path=spool)
+    third = accounts(tmp_path, store, spool)
     await third.start()
     assert await store.totals([KEY]) == {KEY: 300}
     assert not spool.exists()

@@ -1,0 +1,234 @@
+"""The flusher: the one background task that syncs the ledger with the store.
+
+Invariants:
+
+* It is the only code that writes counts to the store, and it is owned: started by
+  :meth:`Flusher.run` (a task of the instance's :class:`~governor.process.tasks.TaskGroup`),
+  stopped by :meth:`Flusher.stop`, after which it flushes one last time and spools to
+  disk whatever the store would not take. The spool file is this process's alone from
+  :meth:`Flusher.claim_spool` (or the start) until :meth:`Flusher.run` returns (see
+  :mod:`governor.accounts.spool`).
+* Requests never wait on it: a store that is down or slow costs one ``store_timeout``
+  per interval and nothing else; counts wait in the ledger and go out with the first
+  flush that works, and enforcement continues on the last known totals plus local counts.
+* What a flush learns (totals, grants, whether the store answered) is written into the
+  :class:`~governor.accounts.runtime.Runtime` here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from governor.accounts import spool
+from governor.accounts.runtime import Runtime
+from governor.config import Config
+from governor.errors import GovernorError, StoreError
+
+log = logging.getLogger("governor.accounts")
+
+PRUNE_EVERY = 3600.0
+NUDGE_GAP = 0.1  # nudged flushes are at least this share of flush_interval apart
+
+
+class Flusher:
+    """Flushes the ledger every ``flush_interval`` (sooner when nudged); spools at stop."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        *,
+        spool_path: Path | None = None,
+        spool_orphans: Callable[[], Iterable[Path]] = list,
+    ) -> None:
+        self.runtime = runtime
+        self.spool = (
+            None
+            if spool_path is None
+            else spool.Spool(
+                spool_path, where=f"{runtime.snapshot.config.path}: ", orphans=spool_orphans
+            )
+        )
+        self._spooled: set[str] = set()  # flush ids of the batches the spool file holds
+        self._stopping = False
+        self._wake = asyncio.Event()  # set by stop(), by nudge() and by a new flush_interval
+        self._retimed = False  # a reload changed flush_interval while the flusher waited
+        self._interval = runtime.snapshot.config.flush_interval
+        self._flush_lock = asyncio.Lock()
+        self._last_prune = 0.0
+        # Called after every flush attempt, in the flusher (metrics, warnings); must not block.
+        self.listeners: list[Callable[[], None]] = []
+        runtime.on_nudge = self.nudge
+
+    def reconfigure(self, config: Config) -> None:
+        """A reload's fan-out: a new ``flush_interval`` counts from now, not from the last wait."""
+        if config.flush_interval != self._interval:
+            self._interval = config.flush_interval
+            self._retimed = True
+            self._wake.set()
+
+    def claim_spool(self) -> None:
+        """Make the spool file this process's (:class:`~governor.accounts.spool.SpoolBusy`)."""
+        if self.spool is not None:
+            self.spool.claim()
+
+    def release_spool(self) -> None:
+        """Let the spool file go (a start that failed; :meth:`run` does it at its end)."""
+        if self.spool is not None:
+            self.spool.release()
+
+    async def start(self) -> None:
+        """Take back spooled counts, then learn today's totals, so a restart resumes the day."""
+        ledger = self.runtime.ledger
+        if self.spool is not None:
+            batches = self.spool.load()
+            if batches:
+                ledger.carry(batches)
+                self._spooled = {b.flush_id for b in batches}
+                log.warning(
+                    "replaying %d spooled bytes (%d batches) from %s",
+                    ledger.pending_bytes(),
+                    len(batches),
+                    self.spool.path,
+                )
+        await self.flush()
+        for _ in range(len(self._spooled)):  # one spooled batch per flush, while it works
+            if not self._spooled or not self.runtime.store_ok:
+                break
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Send pending counts to the store and learn every current total back."""
+        rt = self.runtime
+        async with self._flush_lock:
+            started = time.monotonic()
+            snap = rt.snapshot
+            now = rt.clock()
+            read = snap.current_keys(now)
+            batch = rt.ledger.take(now)
+            try:
+                totals = await rt.store.flush(batch, read)
+                rt.grants = await rt.store.grants(read)
+            except StoreError as exc:
+                if batch is not None:
+                    rt.ledger.fail(batch)
+                rt.store_errors += 1
+                if rt.store_ok:
+                    log.error("store flush failed, counts kept in memory: %s", exc)
+                rt.store_ok = False
+                rt.last_flush_seconds = time.monotonic() - started
+                self._tell_listeners()
+                return
+            if batch is not None:
+                rt.ledger.commit(batch, totals)
+            else:
+                rt.ledger.seed(totals)
+            if not rt.store_ok:
+                log.warning("store flush succeeded again")
+            rt.store_ok = True
+            if batch is not None and batch.flush_id in self._spooled:
+                self._settle(batch.flush_id)
+            current = set(read)
+            rt.ledger.forget(lambda key: key in current)
+            rt.last_flush_seconds = time.monotonic() - started
+        self._tell_listeners()
+        await self._maybe_prune()
+
+    def _settle(self, flush_id: str) -> None:
+        """A spooled batch is in the store: take it out of the file."""
+        self._spooled.discard(flush_id)
+        if self.spool is None:
+            return
+        try:
+            self.spool.settle(flush_id)
+        except OSError as exc:  # it stays in the file; replayed, the store ignores it
+            log.error("the spool %s could not be updated: %s", self.spool.path, exc)
+
+    def _tell_listeners(self) -> None:
+        for listener in self.listeners:
+            try:
+                listener()
+            except Exception:  # a listener's bug must not stop the counting
+                log.exception("a flush listener failed")
+
+    async def _maybe_prune(self) -> None:
+        now = self.runtime.clock()
+        if now - self._last_prune < PRUNE_EVERY:
+            return
+        self._last_prune = now
+        days = self.runtime.snapshot.config.history_days
+        cutoff = dt.datetime.fromtimestamp(now, dt.UTC).date() - dt.timedelta(days=days + 1)
+        try:
+            await self.runtime.store.prune(cutoff.isoformat())
+        except StoreError as exc:
+            log.error("pruning old periods failed: %s", exc)
+
+    async def run(self) -> None:
+        """Flush every ``flush_interval`` until :meth:`stop`, once more, then spool what is left."""
+        loop = asyncio.get_running_loop()
+        while True:
+            stopping = self._stopping  # seen before the flush: that flush is the last one
+            if not stopping:
+                interval = self.runtime.snapshot.config.flush_interval
+                waited_from = loop.time()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=interval)
+                self._wake.clear()
+                if self._retimed and not self._stopping:
+                    self._retimed = False
+                    continue  # wait again, the new interval
+                rest = waited_from + interval * NUDGE_GAP - loop.time()
+                if rest > 0 and not self._stopping:
+                    await asyncio.sleep(rest)  # nudged: early, but not in a storm
+            try:
+                await self.flush()
+            except Exception:  # a bug here must not end the counting: log it, go on
+                log.exception("flush failed unexpectedly; the counts stay in memory")
+            if stopping or self._stopping:
+                break
+        self._spool_leftovers()
+        self.release_spool()
+
+    def _spool_leftovers(self) -> None:
+        if self.spool is None:
+            return
+        ledger = self.runtime.ledger
+        batches = ledger.seal(self.runtime.clock())
+        if not batches:
+            return
+        try:
+            self.spool.save(batches)
+        except (OSError, GovernorError) as exc:
+            log.error(
+                "the store is unreachable and the spool %s cannot be written (%s): "
+                "%d bytes of counts are lost",
+                self.spool.path,
+                exc.strerror if isinstance(exc, OSError) and exc.strerror else exc,
+                ledger.pending_bytes(),
+            )
+            return
+        self._spooled.update(b.flush_id for b in batches)
+        log.warning(
+            "the store is unreachable: %d bytes of counts spooled to %s for the next start",
+            ledger.pending_bytes(),
+            self.spool.path,
+        )
+
+    def nudge(self) -> None:
+        """Flush soon: a tenant is near its cap, so the fleet's totals matter now.
+
+        Instances learn each other's bytes only through the store, up to two
+        flush intervals late; near a cap that lag is overshoot, so nudged
+        flushes come every ``flush_interval * NUDGE_GAP`` instead.
+        """
+        self._wake.set()
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to make its final flush and return."""
+        self._stopping = True
+        self._wake.set()
