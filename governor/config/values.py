@@ -28,9 +28,9 @@ from governor.config.model import (
     UpstreamURL,
 )
 from governor.config.nodes import Ctx, Hosts, T, items_of, scalar
-from governor.proxy.notice import PLACEHOLDERS, validate_template
+from governor.config.notice_template import PLACEHOLDERS, validate_template
+from governor.config.store_url import mask_password, store_url_problem
 from governor.sizes import parse_duration, parse_size
-from governor.store import mask_password, store_url_problem
 
 DEFAULT_STORE = "sqlite:///state/usage.db"
 

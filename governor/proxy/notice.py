@@ -24,7 +24,6 @@ they are removed before anything is substituted or sent, so no visitor sees them
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import html
 import json
 import math
@@ -34,6 +33,8 @@ from dataclasses import dataclass
 from string import Template
 from typing import Final
 
+from governor.config import NOTICE_STATUSES
+from governor.config.notice_template import PLACEHOLDERS, operator_template, validate_template
 from governor.sizes import format_size
 
 __all__ = [
@@ -46,29 +47,10 @@ __all__ = [
     "wants_json",
 ]
 
-# The statuses a notice may be served with (mirrors governor.config.NOTICE_STATUSES;
-# not imported from there so that the config loader can import this module).
-_STATUSES: Final = frozenset({503, 509, 429, 402})
+_STATUSES: Final = frozenset(NOTICE_STATUSES)  # the statuses a notice may be served with
 
 _LANGUAGES: Final = ("en", "ko")  # supported; the first is the default
 _DEFAULT_LANGUAGE: Final = "en"
-
-#: The placeholders an operator template may use.
-PLACEHOLDERS: Final = frozenset(
-    {
-        "tenant",
-        "host",
-        "used",
-        "cap",
-        "used_bytes",
-        "cap_bytes",
-        "resets_at",
-        "resets_at_local",
-        "timezone",
-        "retry_after",
-        "lang",
-    }
-)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -407,28 +389,6 @@ def _escaped(values: Mapping[str, str]) -> dict[str, str]:
     return {name: html.escape(value, quote=True) for name, value in values.items()}
 
 
-# An HTML comment (https://html.spec.whatwg.org/#comments), and the abrupt forms <!--> and
-# <!--->, which also end a comment. An unclosed one runs to the end, as in a browser.
-_COMMENT = re.compile(r"<!--(?:-?>|.*?-->|.*\Z)", re.DOTALL)
-
-
-@functools.lru_cache(maxsize=64)
-def _operator_template(text: str) -> Template:
-    """The template without its comments; compiled once per template text (not per request)."""
-    return Template(_COMMENT.sub("", text))
-
-
-def validate_template(text: str) -> list[str]:
-    """The unknown placeholder names in an operator template, in order of first use.
-
-    ``$$`` (a literal dollar) and a ``$`` not followed by a name are not
-    placeholders and are left as they are when rendering; neither is anything in an
-    HTML comment, which is removed.
-    """
-    identifiers = _operator_template(text).get_identifiers()
-    return [name for name in identifiers if name not in PLACEHOLDERS]
-
-
 def render_notice(
     facts: NoticeFacts,
     *,
@@ -469,7 +429,7 @@ def render_notice(
             values |= _builtin_strings(lang, facts, d)
             text = _BUILTIN.substitute(_escaped(values), style=_STYLE)
         else:
-            text = _operator_template(template).safe_substitute(_escaped(values))
+            text = operator_template(template).safe_substitute(_escaped(values))
         body = text.encode("utf-8")
         headers = [("Content-Type", "text/html; charset=utf-8")]
 

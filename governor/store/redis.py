@@ -1,7 +1,7 @@
 """A usage store in Redis, shared by every governor instance: standalone, Sentinel or Cluster.
 
 The keys and the Lua scripts that write them are :mod:`governor.store.redis_scripts`;
-the URL forms are :mod:`governor.store.redis_url`.
+the URL forms are :mod:`governor.config.store_url`.
 
 Invariants:
 
@@ -45,6 +45,7 @@ from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 
+from governor.config.store_url import SCHEMES, RedisTarget, mask_password, parse_redis_url
 from governor.core.ledger import Batch, Key
 from governor.errors import StoreError
 from governor.store.base import FLUSH_ID_TTL, bucket_of
@@ -61,7 +62,6 @@ from governor.store.redis_scripts import (
     tenant_prefix,
     usage_key,
 )
-from governor.store.redis_url import SCHEMES, RedisTarget, mask_password, parse_redis_url
 
 __all__ = [
     "SCHEMES",

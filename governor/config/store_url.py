@@ -1,13 +1,17 @@
-"""Where a Redis store lives: its URL forms (standalone, unix, Sentinel, Cluster), parsed once.
+"""What a store URL may say: the SQLite form and the Redis forms (standalone, unix, Sentinel,
+Cluster), parsed once.
 
-Every problem with a URL is a :class:`~governor.errors.StoreError` naming the URL with its
-password masked; nothing here connects.
+The config loader refuses exactly what :func:`governor.store.open_store` would (it asks
+:func:`store_url_problem`), and the Redis store reads its target from
+:func:`parse_redis_url`. Every problem with a URL is a :class:`~governor.errors.StoreError`
+naming the URL with its password masked; nothing here connects or imports a client library.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qsl, unquote
 
@@ -15,6 +19,9 @@ from governor.errors import StoreError
 
 SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "redis+cluster")
 """URL schemes served by :class:`~governor.store.redis.RedisStore`."""
+
+SQLITE = "sqlite:///"
+"""The prefix of a SQLite store's URL; four slashes make an absolute path."""
 
 Kind = Literal["standalone", "unix", "sentinel", "cluster"]
 
@@ -163,3 +170,35 @@ def _parse_hosts(
             port = int(port_text)
         hosts.append((host, port))
     return tuple(hosts)
+
+
+def sqlite_path(url: str) -> Path:
+    """The database file of a ``sqlite:////abs/path.db`` URL; StoreError when it is not one."""
+    path = Path(url[len(SQLITE) :])
+    if not url.startswith(SQLITE) or not path.is_absolute() or path == Path("/"):
+        raise StoreError(f"store {url!r}: the sqlite path must be absolute (sqlite:////...)")
+    return path
+
+
+def store_kind(url: str) -> Literal["sqlite", "redis"]:
+    """Which backend serves ``url``, its form checked; StoreError naming what is wrong."""
+    if url.startswith(SQLITE):
+        sqlite_path(url)
+        return "sqlite"
+    scheme = url.partition(":")[0]
+    if scheme.lower() in SCHEMES:
+        parse_redis_url(url)
+        return "redis"
+    raise StoreError(f"store {mask_password(url)!r}: the {scheme!r} store is not implemented yet")
+
+
+def store_url_problem(url: str) -> str | None:
+    """What :func:`governor.store.open_store` would refuse in ``url``, or None; opens nothing.
+
+    So the config loader refuses exactly the URLs that ``serve`` would (password masked).
+    """
+    try:
+        store_kind(url)
+    except StoreError as exc:
+        return str(exc).removeprefix("store ")
+    return None
