@@ -172,8 +172,7 @@ class Flusher:
         """Flush every ``flush_interval`` until :meth:`stop`, once more, then spool what is left."""
         loop = asyncio.get_running_loop()
         while True:
-            stopping = self._stopping  # seen before the flush: that flush is the last one
-            if not stopping:
+            if not self._stopping:
                 interval = self.runtime.snapshot.config.flush_interval
                 waited_from = loop.time()
                 with contextlib.suppress(TimeoutError):
@@ -185,11 +184,14 @@ class Flusher:
                 rest = waited_from + interval * NUDGE_GAP - loop.time()
                 if rest > 0 and not self._stopping:
                     await asyncio.sleep(rest)  # nudged: early, but not in a storm
+            # Only a flush begun after stop() (the drain is over) takes every count; one
+            # stop() interrupts took its batch before the last requests' charges.
+            last = self._stopping
             try:
                 await self.flush()
             except Exception:  # a bug here must not end the counting: log it, go on
                 log.exception("flush failed unexpectedly; the counts stay in memory")
-            if stopping or self._stopping:
+            if last or (self._stopping and not self.runtime.store_ok):  # a failing store: spool now
                 break
         self._spool_leftovers()
         self.release_spool()
