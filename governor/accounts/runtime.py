@@ -43,8 +43,8 @@ class TenantUsage:
 
 
 @dataclass(frozen=True, slots=True)
-class Site:
-    """A tenant at run time: its config and its period tracker."""
+class Tenant:
+    """A tenant at run time: its settings (:class:`TenantConfig`) and its period tracker."""
 
     config: TenantConfig
     periods: PeriodTracker
@@ -59,21 +59,21 @@ class Snapshot:
     """One loaded configuration, ready to serve requests."""
 
     config: Config
-    index: TenantIndex[Site]
-    sites: dict[str, Site]
+    index: TenantIndex[Tenant]
+    tenants: dict[str, Tenant]
 
     @classmethod
     def build(cls, config: Config) -> Snapshot:
         """Index a validated config for request handling."""
-        sites = {
-            t.name: Site(config=t, periods=PeriodTracker(t.timezone, t.reset_at))
+        tenants = {
+            t.name: Tenant(config=t, periods=PeriodTracker(t.timezone, t.reset_at))
             for t in config.tenants
         }
-        return cls(config=config, index=TenantIndex(sites.values()), sites=sites)
+        return cls(config=config, index=TenantIndex(tenants.values()), tenants=tenants)
 
     def current_keys(self, now: float) -> list[Key]:
         """The ledger key of every tenant's current period."""
-        return [(name, site.periods.current(now).key) for name, site in self.sites.items()]
+        return [(name, tenant.periods.current(now).key) for name, tenant in self.tenants.items()]
 
 
 class Runtime:
@@ -112,23 +112,23 @@ class Runtime:
 
     def usage(self, name: str) -> TenantUsage | None:
         """A tenant's current period as this process knows it, or None for no such tenant."""
-        site = self.snapshot.sites.get(name)
-        if site is None:
+        tenant = self.snapshot.tenants.get(name)
+        if tenant is None:
             return None
         now = self.clock()
-        period = site.periods.current(now)
+        period = tenant.periods.current(now)
         key = (name, period.key)
         grant = self.grants.get(key, 0)
         used = self.ledger.used(key)
-        cap = site.config.daily_cap + grant
+        cap = tenant.config.daily_cap + grant
         return TenantUsage(
             tenant=name,
             period=period.key,
             used_bytes=used,
             cap_bytes=cap,
-            daily_cap_bytes=site.config.daily_cap,
+            daily_cap_bytes=tenant.config.daily_cap,
             granted_bytes=grant,
-            resets_at=period.resets_at(site.config.timezone),
+            resets_at=period.resets_at(tenant.config.timezone),
             blocked=is_blocked(used, cap),
         )
 

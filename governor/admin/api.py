@@ -12,7 +12,7 @@ Routes (all on ``admin_listen``, loopback by default):
   ``POST /api/v1/tenants/{tenant}/reset`` and ``POST /api/v1/tenants/{tenant}/grant``
   need ``Authorization: Bearer <token>`` when ``admin_token_file`` is set.
 
-Resets and grants go through :class:`~governor.runtime.Runtime`, which keeps them in
+Resets and grants go through :class:`~governor.accounts.runtime.Runtime`, which keeps them in
 the store, so every instance and worker sees them within one flush interval and they
 survive restarts. Every reset and grant, and every refused API call, writes one line
 to the ``governor.audit`` logger: when, who (client address, whether a token was
@@ -141,7 +141,7 @@ class _Admin:
         body = {
             "ready": ready,
             "store": "ok" if self.runtime.store_ok else "degraded",
-            "tenants": len(self.runtime.snapshot.sites),
+            "tenants": len(self.runtime.snapshot.tenants),
         }
         return web.json_response(
             body, status=200 if ready else 503, headers={hdrs.CACHE_CONTROL: "no-store"}
@@ -151,7 +151,7 @@ class _Admin:
 
     async def list_tenants(self, request: web.Request) -> web.StreamResponse:
         rows = []
-        for name in list(self.runtime.snapshot.sites):
+        for name in list(self.runtime.snapshot.tenants):
             usage = self.runtime.usage(name)
             if usage is not None:
                 rows.append(self._usage_json(usage))
@@ -227,7 +227,7 @@ class _Admin:
         return _json(self._usage_json(usage))
 
     def _usage_json(self, usage: TenantUsage) -> dict[str, Any]:
-        site = self.runtime.snapshot.sites.get(usage.tenant)
+        tenant = self.runtime.snapshot.tenants.get(usage.tenant)
         now = self.runtime.clock()
         return {
             "tenant": usage.tenant,
@@ -238,7 +238,7 @@ class _Admin:
             "granted_bytes": usage.granted_bytes,
             "resets_at": usage.resets_at.isoformat(),
             "resets_in": max(0, math.ceil(usage.resets_at.timestamp() - now)),
-            "timezone": site.config.timezone.key if site is not None else None,
+            "timezone": tenant.config.timezone.key if tenant is not None else None,
             "blocked": usage.blocked,
         }
 

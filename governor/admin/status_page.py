@@ -16,7 +16,7 @@ from importlib import resources
 
 from aiohttp import hdrs, web
 
-from governor.accounts.runtime import Runtime, Site, TenantUsage
+from governor.accounts.runtime import Runtime, Tenant, TenantUsage
 from governor.errors import StoreError
 from governor.sizes import format_size
 from governor.store.base import BUCKET_SECONDS
@@ -41,17 +41,17 @@ class StatusPage:
         runtime = self.runtime
         snap = runtime.snapshot
         now = runtime.clock()
-        shown: list[tuple[Site, TenantUsage]] = []
-        for name, site in snap.sites.items():
+        shown: list[tuple[Tenant, TenantUsage]] = []
+        for name, tenant in snap.tenants.items():
             usage = runtime.usage(name)
             if usage is not None:
-                shown.append((site, usage))
+                shown.append((tenant, usage))
         charts = await asyncio.gather(
             *(self._buckets(usage.tenant, usage.period) for _, usage in shown)
         )
         cards = [
-            _tenant_card(site, usage, buckets, now)
-            for (site, usage), buckets in zip(shown, charts, strict=True)
+            _tenant_card(tenant, usage, buckets, now)
+            for (tenant, usage), buckets in zip(shown, charts, strict=True)
         ]
         page = _PAGE.format(
             refresh=STATUS_REFRESH_SECONDS,
@@ -108,8 +108,10 @@ def _duration(seconds: float) -> str:
     return f"{hours} h {minutes:02d} min"
 
 
-def _tenant_card(site: Site, usage: TenantUsage, buckets: dict[int, int] | None, now: float) -> str:
-    tz = site.config.timezone
+def _tenant_card(
+    tenant: Tenant, usage: TenantUsage, buckets: dict[int, int] | None, now: float
+) -> str:
+    tz = tenant.config.timezone
     pct = _pct(usage.used_bytes, usage.cap_bytes)
     width = min(100.0, pct)
     level = "blocked" if usage.blocked else "high" if pct >= 80 else "ok"
@@ -121,8 +123,8 @@ def _tenant_card(site: Site, usage: TenantUsage, buckets: dict[int, int] | None,
         if usage.granted_bytes
         else ""
     )
-    hosts = ", ".join(site.config.hosts)
-    period = site.periods.current(now)
+    hosts = ", ".join(tenant.config.hosts)
+    period = tenant.periods.current(now)
     return _CARD.format(
         name=_esc(usage.tenant),
         state=state,
@@ -139,22 +141,22 @@ def _tenant_card(site: Site, usage: TenantUsage, buckets: dict[int, int] | None,
         reset_in=_esc(_duration(usage.resets_at.timestamp() - now)),
         reset_iso=_esc(usage.resets_at.isoformat()),
         reset_local=_esc(resets.strftime("%Y-%m-%d %H:%M ") + (resets.tzname() or "")),
-        chart=_chart(usage.tenant, period.start, period.end, buckets, now, site),
+        chart=_chart(usage.tenant, period.start, period.end, buckets, now, tenant),
     )
 
 
 def _chart(
-    tenant: str,
+    name: str,
     start: float,
     end: float,
     buckets: dict[int, int] | None,
     now: float,
-    site: Site,
+    tenant: Tenant,
 ) -> str:
     """Today's transfer in 5-minute buckets: an inline SVG bar per non-empty bucket."""
     if buckets is None:
         return '<p class="nochart">chart unavailable: the store did not answer</p>'
-    tz = site.config.timezone
+    tz = tenant.config.timezone
     slots = max(1, math.ceil((end - start) / BUCKET_SECONDS))
     height = 100
     in_period = {b: n for b, n in buckets.items() if start - BUCKET_SECONDS < b < end and n > 0}
@@ -185,13 +187,13 @@ def _chart(
         else "no transfer recorded yet today"
     )
     return (
-        f'<figure class="chart" data-tenant="{_esc(tenant)}" data-buckets="{len(in_period)}">'
+        f'<figure class="chart" data-tenant="{_esc(name)}" data-buckets="{len(in_period)}">'
         f'<svg viewBox="0 0 {slots} {height}" preserveAspectRatio="none" role="img" '
-        f'aria-label="transfer per 5 minutes today for {_esc(tenant)}">'
+        f'aria-label="transfer per 5 minutes today for {_esc(name)}">'
         f'<rect class="plot" x="0" y="0" width="{slots}" height="{height}"/>'
         f'<line class="now" x1="{now_x:.3f}" x2="{now_x:.3f}" y1="0" y2="{height}"/>'
         f"{''.join(rects)}</svg>"
         f'<div class="ticks">{"".join(ticks)}</div>'
-        f"<figcaption>today, per 5 minutes ({_esc(site.config.timezone.key)}): "
+        f"<figcaption>today, per 5 minutes ({_esc(tenant.config.timezone.key)}): "
         f"{_esc(summary)}</figcaption></figure>"
     )

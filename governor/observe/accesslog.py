@@ -19,7 +19,7 @@ The plain format, one space-separated line per request::
 and received from the client for this request (status line and headers included);
 ``DURATION`` and ``UPSTREAM`` (until the upstream's response headers; ``-`` when there
 was no upstream response) are seconds with three decimals. The JSON format has the
-same fields under the names of :class:`~governor.events.RequestRecord`.
+same fields under the names of :class:`~governor.observe.events.RequestRecord`.
 
 No log injection: in the plain format, backslash, the double quote, control and other
 non-printable characters are written as backslash escapes (``\\\\``, ``\\"``, ``\\n``,

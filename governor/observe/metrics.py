@@ -267,7 +267,7 @@ class Metrics:
             self.exposed = CollectorRegistry()
             merged = MultiProcessCollector(None, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
             self.exposed.register(
-                _ConfiguredTenantsOnly(merged, lambda: self.runtime.snapshot.sites)
+                _ConfiguredTenantsOnly(merged, lambda: self.runtime.snapshot.tenants)
             )
         self._handler = make_aiohttp_handler(self.exposed)
 
@@ -343,8 +343,8 @@ class Metrics:
     def _refresh_tenants(self) -> None:
         """Set every configured tenant's period gauges; drop those of removed tenants."""
         runtime = self.runtime
-        sites = runtime.snapshot.sites
-        for name in sites:
+        tenants = runtime.snapshot.tenants
+        for name in tenants:
             usage = runtime.usage(name)
             if usage is None:
                 continue
@@ -365,11 +365,11 @@ class Metrics:
             period.blocked.set(1 if usage.blocked else 0)
             crossed = [
                 share
-                for share in sites[name].config.warn_at
+                for share in tenants[name].config.warn_at
                 if usage.used_bytes >= share * usage.cap_bytes
             ]
             period.warning.set(max(crossed, default=0.0))
-        for name in [n for n in self._periods if n not in sites]:
+        for name in [n for n in self._periods if n not in tenants]:
             del self._periods[name]
             if self.multiprocess_dir is None:  # shared files: filtered at collection instead
                 for gauge in (self.usage, self.quota, self.resets, self.blocked, self.warning):

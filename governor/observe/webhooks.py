@@ -119,12 +119,12 @@ class Warner:
     def flushed(self) -> None:
         """A flush listener: ask :mod:`governor.core.alerts` what happened; queue it."""
         now = self.runtime.clock()
-        sites = self.runtime.snapshot.sites
-        self._alerts.forget_all_but(sites)
-        for name, site in sites.items():
+        tenants = self.runtime.snapshot.tenants
+        self._alerts.forget_all_but(tenants)
+        for name, tenant in tenants.items():
             usage = self.runtime.usage(name)
             if usage is not None:
-                for event in self._alerts.observe(usage, site.config.warn_at, now):
+                for event in self._alerts.observe(usage, tenant.config.warn_at, now):
                     self._enqueue(event)
 
     def _enqueue(self, event: WarningEvent) -> None:

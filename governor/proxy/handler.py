@@ -23,7 +23,7 @@ The forward itself (:mod:`governor.proxy.forward`) and the response's way back
 
 from __future__ import annotations
 
-from governor.accounts.runtime import Runtime, Site
+from governor.accounts.runtime import Runtime, Tenant
 from governor.core.meter import Meter
 from governor.core.policy import decide
 from governor.http1.client import OriginPool
@@ -48,30 +48,30 @@ class Proxy:
         snap = runtime.snapshot
         note = request.note
         head = request.head
-        site = snap.index.lookup(head.host)
+        tenant = snap.index.lookup(head.host)
         if head.method == "CONNECT":
             request.respond_text(405, "405 Method Not Allowed: governor is not a forward proxy")
-            if site is not None:
-                note.tenant = site.config.name
-                request.meter = self._meter(site)
+            if tenant is not None:
+                note.tenant = tenant.config.name
+                request.meter = self._meter(tenant)
                 request.charge()
             return
-        if site is None:
+        if tenant is None:
             note.outcome = "unknown_host"
             shown = (head.host or "")[:200]
             request.respond_text(
-                421, f"421 Misdirected Request: no site is served here for host {shown!r}"
+                421, f"421 Misdirected Request: no tenant is served here for host {shown!r}"
             )
             return
-        tenant = site.config
+        settings = tenant.config
         trusted = snap.config.trusted_proxies
         peer = request.peer or ""
         client = client_address(peer, head.headers, trusted) if trusted else peer
-        note.tenant = tenant.name
+        note.tenant = settings.name
         note.client = client
-        meter = self._meter(site)
+        meter = self._meter(tenant)
         decision = decide(
-            tenant,
+            settings,
             used=meter.used(),
             cap=meter.cap,
             store_ok=runtime.store_ok,
@@ -81,20 +81,20 @@ class Proxy:
         )
         if decision.verdict == "block":
             note.outcome = "blocked"
-            self._notice(request, site, meter)
+            self._notice(request, tenant, meter)
             return
         note.outcome = "exempt" if decision.verdict == "exempt" else "proxied"
         request.meter = meter
         if decision.nudge:
             runtime.nudge()
-        await Forward(self.pool, snap.config, request, tenant, meter, decision).run()
+        await Forward(self.pool, snap.config, request, settings, meter, decision).run()
 
-    def _meter(self, site: Site) -> Meter:
+    def _meter(self, tenant: Tenant) -> Meter:
         runtime = self.runtime
         return Meter(
             ledger=runtime.ledger,
-            tenant=site.config,
-            periods=site.periods,
+            tenant=tenant.config,
+            periods=tenant.periods,
             clock=runtime.clock,
             grants=runtime.grants,
         )
@@ -104,26 +104,26 @@ class Proxy:
 
         Returns the tenant's name, or None when the head names no tenant.
         """
-        site = self.runtime.snapshot.index.lookup(refusal.host)
-        if site is None:
+        tenant = self.runtime.snapshot.index.lookup(refusal.host)
+        if tenant is None:
             return None
-        self._meter(site).charge(refusal.received, refusal.sent)
-        return site.config.name
+        self._meter(tenant).charge(refusal.received, refusal.sent)
+        return tenant.config.name
 
-    def _notice(self, request: Request, site: Site, meter: Meter) -> None:
+    def _notice(self, request: Request, tenant: Tenant, meter: Meter) -> None:
         period = meter.period()
         facts = notice.NoticeFacts(
-            tenant=site.config.name,
+            tenant=tenant.config.name,
             host=request.head.host or "",
             used_bytes=meter.used(),
             cap_bytes=meter.cap,
-            resets_at=period.resets_at(site.config.timezone),
+            resets_at=period.resets_at(tenant.config.timezone),
             now=self.runtime.clock(),
         )
         rendered = notice.render_notice(
             facts,
-            status=site.config.notice.status,
-            template=site.config.notice.template,
+            status=tenant.config.notice.status,
+            template=tenant.config.notice.template,
             accept=_header(request.headers, "accept"),
             accept_language=_header(request.headers, "accept-language"),
             method=request.method,

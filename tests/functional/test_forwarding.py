@@ -146,7 +146,7 @@ async def test_large_upload_and_download_stream_through(make_governor: GovernorF
     assert resp.status == 200
     assert len(resp.body) == size
     assert resp.body[: 2**20] == block
-    site = gov.runtime.snapshot.sites["site"]
+    site = gov.runtime.snapshot.tenants["site"]
     key = ("site", site.periods.current(gov.runtime.clock()).key)
     assert gov.runtime.ledger.used(key) == client.sent + client.received
 

@@ -21,7 +21,7 @@ from tests.support import RawClient, free_port, request
 
 
 def used(gov: Governor, tenant: str = "site") -> int:
-    site = gov.runtime.snapshot.sites[tenant]
+    site = gov.runtime.snapshot.tenants[tenant]
     key = (tenant, site.periods.current(gov.runtime.clock()).key)
     return gov.runtime.ledger.used(key)
 

@@ -368,7 +368,7 @@ LIVE: dict[str, Callable[[Governor], object]] = {
     "limits.body_max": lambda g: server(g).body_max,
     "limits.connections": lambda g: server(g).max_connections,
     "limits.connections_per_client": lambda g: server(g).max_per_client,
-    "tenants": lambda g: tuple(site.config for site in g.runtime.snapshot.sites.values()),
+    "tenants": lambda g: tuple(site.config for site in g.runtime.snapshot.tenants.values()),
 }
 RESTART = {
     "listen_host": "listen",
