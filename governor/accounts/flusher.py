@@ -197,9 +197,16 @@ class Flusher:
         self.release_spool()
 
     def _spool_leftovers(self) -> None:
-        if self.spool is None:
-            return
         ledger = self.runtime.ledger
+        if self.spool is None:
+            lost = ledger.pending_bytes()
+            if lost:
+                log.error(
+                    "the store did not take the last %d bytes of counts and no spool is "
+                    "configured (the spool key): they are lost",
+                    lost,
+                )
+            return
         batches = ledger.seal(self.runtime.clock())
         if not batches:
             return

@@ -44,18 +44,28 @@ async def serve(
         governor.begin_stop()  # /readyz fails from this moment, not from the drain's
         stop.set()
 
-    # Before the start: a SIGTERM once the port is bound stops gracefully, never by default.
+    reload_asked = False
+
+    def reload_when_started() -> None:
+        nonlocal reload_asked
+        reload_asked = True
+
+    # Before the start: a SIGTERM once the port is bound stops gracefully, and a SIGHUP
+    # (its default action ends the process) is kept for when the start is done.
     loop.add_signal_handler(signal.SIGTERM, begin_stop)
     loop.add_signal_handler(signal.SIGINT, begin_stop)
+    loop.add_signal_handler(signal.SIGHUP, reload_when_started)
     try:
         await governor.start()
     except BaseException:  # e.g. admin_listen in use: what started stops as on SIGTERM
-        loop.remove_signal_handler(signal.SIGTERM)
-        loop.remove_signal_handler(signal.SIGINT)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(sig)
         await governor.stop()
         raise
-    _tune_gc()
     loop.add_signal_handler(signal.SIGHUP, _reload, governor, worker is None)
+    if reload_asked:
+        _reload(governor, worker is None)
+    _tune_gc()
 
     def supervisor_gone() -> None:
         log.warning("the supervisor is gone: stopping")

@@ -290,3 +290,19 @@ async def test_a_batch_spooled_twice_is_applied_once(tmp_path: Path) -> None:
     await third.start()
     assert await store.totals([KEY]) == {KEY: 300}
     assert not spool.exists()
+
+
+async def test_counts_lost_at_a_stop_without_a_spool_are_logged_with_their_size(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = Outage()
+    flusher = accounts(tmp_path, store)  # no spool configured
+    await flusher.start()
+    store.down = True
+    flusher.runtime.ledger.add(KEY, 4321)
+    await run_and_stop(flusher)
+    lost = [r.getMessage() for r in caplog.records if "no spool is configured" in r.getMessage()]
+    assert lost == [
+        "the store did not take the last 4321 bytes of counts and no spool is configured "
+        "(the spool key): they are lost"
+    ]
