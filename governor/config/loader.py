@@ -17,6 +17,16 @@ from zoneinfo import ZoneInfo
 
 from yaml.nodes import MappingNode, Node
 
+from governor.config.addresses import (
+    read_exempt_paths,
+    read_hosts,
+    read_listen,
+    read_networks,
+    read_resolve_store,
+    read_store,
+    read_upstream,
+    read_webhook,
+)
 from governor.config.model import (
     AtCap,
     Config,
@@ -54,27 +64,19 @@ from governor.config.values import (
     read_count_of,
     read_duration,
     read_duration_or_zero,
-    read_exempt_paths,
     read_head_size,
     read_history_days,
-    read_hosts,
-    read_listen,
     read_log_format,
-    read_networks,
     read_on_store_failure,
     read_rate,
     read_reset_at,
-    read_resolve_store,
     read_size,
     read_size_or_zero,
     read_spool,
     read_status,
-    read_store,
     read_template,
     read_timezone,
-    read_upstream,
     read_warn_at,
-    read_webhook,
     read_workers,
 )
 from governor.errors import ConfigError, Problem
