@@ -26,13 +26,13 @@ on a new connection.
 from __future__ import annotations
 
 import asyncio
-import collections
 import select
 import ssl
 from typing import Protocol, cast
 
 from governor.config import Config, UpstreamURL
 from governor.errors import UpstreamError, UpstreamTimeout
+from governor.http1.flow import BodyQueue, Flow
 from governor.http1.wire import (
     CHUNKED,
     LENGTH,
@@ -89,14 +89,11 @@ class OriginConnection(asyncio.BufferedProtocol):
         self._buf = b""
         self._method = "GET"
         self._body: BodyReader | None = None
-        self._pieces: collections.deque[bytes] = collections.deque()
-        self._queued = 0
+        self.flow = Flow(self.loop, write_high=None, write_low=None)
+        self._queue = BodyQueue(self.flow, high=HIGH_WATER, low=MIN_READ)
         self._eof = False
         self._error: BaseException | None = None
         self._waiter: asyncio.Future[None] | None = None
-        self._read_paused = False
-        self._write_paused = False
-        self._drain_waiter: asyncio.Future[None] | None = None
         self._idle_timer: asyncio.TimerHandle | None = None
         self.idle_since: float | None = None  # in the pool since (loop time)
         self.taker: Taker | None = None  # the client the current exchange answers
@@ -120,11 +117,12 @@ class OriginConnection(asyncio.BufferedProtocol):
         """The room the client side has left within :data:`BUDGET` (a client that holds
         BUDGET has paused this connection's reads already; MIN_READ at the least)."""
         taker = self.taker
-        held = self._queued + (taker.pending() if taker is not None else 0)
+        held = self._queue.size + (taker.pending() if taker is not None else 0)
         return max(MIN_READ, BUDGET - held)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
+        self.flow.attach(self.transport)
 
     def data_received(self, data: bytes) -> None:
         if self.idle_since is not None:
@@ -155,6 +153,7 @@ class OriginConnection(asyncio.BufferedProtocol):
             self._deadline.cancel()
             self._deadline = None
         if self._sink is not None:
+            self.flow.lose(UpstreamBroken("the upstream closed the connection"))
             self._sink.origin_closed()
             return
         body = self._body
@@ -165,20 +164,15 @@ class OriginConnection(asyncio.BufferedProtocol):
             self._fail(UpstreamBroken(f"the upstream closed the connection ({exc or 'EOF'})"))
         self._end_splice(None)
         self._wake()
-        drain = self._drain_waiter
-        if drain is not None and not drain.done():
-            drain.set_exception(UpstreamBroken("the upstream closed the connection"))
+        self.flow.lose(UpstreamBroken("the upstream closed the connection"))
 
     def pause_writing(self) -> None:
-        self._write_paused = True
+        self.flow.pause_writing()
 
     def resume_writing(self) -> None:
-        self._write_paused = False
+        self.flow.resume_writing()
         if self._sink is not None:
             self._sink.origin_writable()
-        drain = self._drain_waiter
-        if drain is not None and not drain.done():
-            drain.set_result(None)
 
     # Parsing.
     def _parse_head(self) -> None:
@@ -221,9 +215,8 @@ class OriginConnection(asyncio.BufferedProtocol):
             self._last_data = self.loop.time()
             try:
                 for piece in pieces:
-                    if splice.body_data(piece) and not self._read_paused and self.transport:
-                        self._read_paused = True
-                        self.transport.pause_reading()
+                    if splice.body_data(piece):
+                        self.flow.pause_reading()
             except ConnectionError as exc:
                 self._end_splice(exc)
                 self.close()
@@ -234,14 +227,10 @@ class OriginConnection(asyncio.BufferedProtocol):
                 self._after_end(data[used:])
             return
         for piece in pieces:
-            self._pieces.append(piece)
-            self._queued += len(piece)
+            self._queue.put(piece)  # reading pauses above HIGH_WATER
         if _complete(body):
             self._eof = True
             self._after_end(data[used:])
-        if self._queued > HIGH_WATER and not self._read_paused and self.transport is not None:
-            self._read_paused = True
-            self.transport.pause_reading()
         self._wake()
 
     def _after_end(self, data: bytes) -> None:
@@ -295,12 +284,8 @@ class OriginConnection(asyncio.BufferedProtocol):
         self.transport.writelines(parts)
 
     async def drain(self) -> None:
-        if self._write_paused and not self.closed:
-            self._drain_waiter = self.loop.create_future()
-            try:
-                await self._drain_waiter
-            finally:
-                self._drain_waiter = None
+        if not self.closed:
+            await self.flow.drain()
 
     def begin(self, method: str, deadline: float | None) -> None:
         """Start an exchange on this connection (taken from the pool or new).
@@ -354,25 +339,16 @@ class OriginConnection(asyncio.BufferedProtocol):
 
     def read_nowait(self) -> bytes:
         """Body bytes already received, without waiting (``b""`` when none)."""
-        if not self._pieces:
-            return b""
-        if len(self._pieces) == 1:
-            piece = self._pieces.popleft()
-        else:
-            piece = b"".join(self._pieces)
-            self._pieces.clear()
-        self._queued = 0
-        self._resume()
-        return piece
+        return self._queue.get_all()
+
+    @property
+    def queued(self) -> int:
+        """Body bytes received and held here, not yet taken."""
+        return self._queue.size
 
     @property
     def at_eof(self) -> bool:
-        return self._eof and not self._pieces
-
-    def _resume(self) -> None:
-        if self._read_paused and self._queued < HIGH_WATER and self.transport is not None:
-            self._read_paused = False
-            self.transport.resume_reading()
+        return self._eof and not self._queue
 
     def splice(self, sink: BodySink, silence: float) -> asyncio.Future[None]:
         """Hand the rest of the response body to ``sink`` as it arrives, without a task.
@@ -389,10 +365,8 @@ class OriginConnection(asyncio.BufferedProtocol):
         self._silence = silence
         self._last_data = self.loop.time()
         try:
-            while self._pieces:
-                piece = self._pieces.popleft()
-                self._queued -= len(piece)
-                sink.body_data(piece)
+            while self._queue:
+                sink.body_data(self._queue.get())
         except ConnectionError as exc:
             self._end_splice(exc)
             self.close()
@@ -403,7 +377,7 @@ class OriginConnection(asyncio.BufferedProtocol):
             self._end_splice(UpstreamBroken(str(self._error)))
         else:
             self._watchdog = self.loop.call_later(silence, self._check_silence)
-            self._resume()
+            self.flow.resume_reading()
         return done
 
     def _check_silence(self) -> None:
@@ -411,7 +385,7 @@ class OriginConnection(asyncio.BufferedProtocol):
         if self._spliced is None:
             return
         quiet = self.loop.time() - self._last_data
-        if self._read_paused:  # waiting on the client, not on the upstream
+        if self.flow.reading_paused:  # waiting on the client, not on the upstream
             quiet = 0.0
             self._last_data = self.loop.time()
         if quiet >= self._silence:
@@ -449,7 +423,7 @@ class OriginConnection(asyncio.BufferedProtocol):
             and body is not None
             and body.done
             and self._eof
-            and not self._pieces
+            and not self._queue
             and not self._buf
             and self._error is None
         )
@@ -490,22 +464,19 @@ class OriginConnection(asyncio.BufferedProtocol):
         """Hand every further byte to ``sink``; returns those already received."""
         self._sink = sink
         rest, self._buf = self._buf, b""
-        if self._read_paused and self.transport is not None:
-            self._read_paused = False
-            self.transport.resume_reading()
+        self.flow.resume_reading()
         return rest
 
     def pause_reading(self) -> None:
-        if self.transport is not None and not self.closed:
-            self.transport.pause_reading()
+        if not self.closed:
+            self.flow.pause_reading()
 
     def resume_reading(self) -> None:
-        if self.transport is not None and not self.closed:
-            self._read_paused = False
-            self.transport.resume_reading()
+        if not self.closed:
+            self.flow.resume_reading()
 
     def write_paused(self) -> bool:
-        return self._write_paused
+        return self.flow.writing_paused
 
 
 def _complete(body: BodyReader) -> bool:

@@ -39,6 +39,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, cast
 from urllib.parse import unquote
 
+from governor.http1.flow import Flow
 from governor.http1.request import REASONS, SERVER, Request
 from governor.http1.wire import (
     BadMessage,
@@ -99,16 +100,14 @@ class ClientConnection(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._wait_since: float | None = None  # waiting for a head since (loop time)
         self._head_since: float | None = None  # a head's first byte arrived at
-        self._read_paused = False
-        self._write_paused = False
-        self._drain_waiter: asyncio.Future[None] | None = None
+        self.flow = Flow(self.loop, write_high=WRITE_HIGH, write_low=WRITE_LOW)
         self._sink: TunnelSink | None = None
         self.on_writable: Callable[[], None] | None = None  # once a full socket drains
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
-        self.transport.set_write_buffer_limits(high=WRITE_HIGH, low=WRITE_LOW)
+        self.flow.attach(self.transport)
         peer = transport.get_extra_info("peername")
         self.peer = peer[0] if isinstance(peer, tuple) else None
         refusal = self.server.admit(self.peer)
@@ -167,26 +166,21 @@ class ClientConnection(asyncio.Protocol):
         request = self._request
         if request is not None:
             request._fail()
-        waiter = self._drain_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_exception(ConnectionResetError("the client closed the connection"))
+        self.flow.lose(ConnectionResetError("the client closed the connection"))
         task = self._task
         if task is not None and not task.done() and self._sink is None:
             task.cancel()
         self.server.connection_closed()
 
     def pause_writing(self) -> None:
-        self._write_paused = True
+        self.flow.pause_writing()
 
     def resume_writing(self) -> None:
-        self._write_paused = False
+        self.flow.resume_writing()
         if self._sink is not None:
             self._sink.client_writable()
         if self.on_writable is not None:
             self.on_writable()
-        waiter = self._drain_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
 
     # Writing.
     def write(self, data: bytes) -> None:
@@ -329,13 +323,7 @@ class ClientConnection(asyncio.Protocol):
     async def drain(self) -> None:
         if self.closed:
             raise ConnectionResetError("the client connection is closed")
-        if not self._write_paused:
-            return
-        self._drain_waiter = self.loop.create_future()
-        try:
-            await self._drain_waiter
-        finally:
-            self._drain_waiter = None
+        await self.flow.drain()
 
     def abort(self) -> None:
         """End the connection without a clean end of body, so the client sees truncation."""
@@ -354,7 +342,7 @@ class ClientConnection(asyncio.Protocol):
         self._pause_reading()
 
     def write_paused(self) -> bool:
-        return self._write_paused
+        return self.flow.writing_paused
 
     def resume_reading(self) -> None:
         self._resume_reading()
@@ -477,7 +465,7 @@ class ClientConnection(asyncio.Protocol):
         if request is None or request.body is None or request.body_done or self.closed:
             return
         now = self.loop.time()
-        if self._read_paused:  # governor is not reading: the client is not to blame
+        if self.flow.reading_paused:  # governor is not reading: the client is not to blame
             request.head_at += 1.0
             self._body_timer = self.loop.call_at(now + 1.0, self._check_body_rate)
             return
@@ -591,17 +579,15 @@ class ClientConnection(asyncio.Protocol):
             self._idle()
 
     def _pause_reading(self) -> None:
-        if not self._read_paused and self.transport is not None and not self.closed:
-            self._read_paused = True
-            self.transport.pause_reading()
+        if not self.closed:
+            self.flow.pause_reading()
 
     def _resume_reading(self) -> None:
-        if self._read_paused and self.transport is not None and not self.closed:
-            self._read_paused = False
-            self.transport.resume_reading()
+        if not self.closed:
+            self.flow.resume_reading()
 
     def _resume_body(self) -> None:
-        if self._read_paused and self.body_error is None:
+        if self.body_error is None:
             self._resume_reading()
 
 
