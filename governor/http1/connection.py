@@ -131,8 +131,6 @@ class ClientConnection(asyncio.Protocol):
             except BadMessage as exc:
                 self._refuse_body(request, exc)
                 return
-            if request.buffered():
-                self._pause_reading()
             data = data[used:]
             if not data:
                 return
@@ -454,7 +452,7 @@ class ClientConnection(asyncio.Protocol):
         self.body_error = exc
         self.closing = True
         request._fail()
-        self._pause_reading()
+        self.flow.stop_reading()  # never resumed: the connection closes after this request
 
     def _check_body_rate(self) -> None:
         """Whether the request body keeps ``body_min_rate`` after the header grace period."""
@@ -585,10 +583,6 @@ class ClientConnection(asyncio.Protocol):
     def _resume_reading(self) -> None:
         if not self.closed:
             self.flow.resume_reading()
-
-    def _resume_body(self) -> None:
-        if self.body_error is None:
-            self._resume_reading()
 
 
 # struct tcp_info (linux/tcp.h): tcpi_notsent_bytes at 144; tcpi_bytes_sent and
