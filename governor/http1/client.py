@@ -7,8 +7,10 @@ holds for one client is bounded by :data:`BUDGET`: each read from the upstream
 is sized to the room its client side has left (the bytes the client's transport
 has not handed to the kernel, plus any queued here), and reads pause while there
 is none, so a slow client pauses its upstream instead of filling memory. Every
-failure before a response head becomes an :class:`~governor.errors.UpstreamError`
-(502) or :class:`~governor.errors.UpstreamTimeout` (504) here, and nowhere else.
+failure met on the upstream's socket becomes governor's error in one place,
+:func:`upstream_error`: an :class:`~governor.errors.UpstreamError` (502) before a
+response head, :class:`~governor.errors.UpstreamBroken` after it; a head that does
+not come in time is :class:`~governor.errors.UpstreamTimeout` (504).
 
 A connection goes back to the pool only when its request was sent whole, its
 response read to its exact end, and both sides said keep-alive. Nothing an
@@ -28,16 +30,15 @@ from __future__ import annotations
 import asyncio
 import select
 import ssl
-from typing import Protocol, cast
+from typing import Literal, Protocol, cast
 
 from governor.config import Config, UpstreamURL
-from governor.errors import UpstreamError, UpstreamTimeout
+from governor.errors import BadMessage, UpstreamBroken, UpstreamError, UpstreamTimeout
 from governor.http1.flow import BodyQueue, Flow
 from governor.http1.wire import (
     CHUNKED,
     LENGTH,
     UNTIL_CLOSE,
-    BadMessage,
     BodyReader,
     ResponseHead,
     parse_response_head,
@@ -57,8 +58,26 @@ PoolKey = tuple[str, str, int]
 _READABLE = select.POLLIN | select.POLLPRI | getattr(select, "POLLRDHUP", 0)
 
 
-class UpstreamBroken(ConnectionError):
-    """The upstream broke off a response mid-body, or sent one governor cannot read."""
+Stage = Literal["connect", "head", "body", "lost"]
+
+
+def upstream_error(exc: BaseException | None, stage: Stage) -> UpstreamError:
+    """What a failure met on the upstream's socket is in governor's error tree.
+
+    The one place it is decided: ``connect`` (an OSError or timeout while connecting),
+    ``head`` (a response head governor cannot read: nothing was passed on, a 502),
+    ``body`` (a body's framing broke after the head went on), ``lost`` (the socket
+    closed, ``exc`` its OSError or None for an EOF, before the response's end).
+    """
+    if isinstance(exc, UpstreamError):
+        return exc
+    if stage == "connect":
+        if isinstance(exc, TimeoutError):
+            return UpstreamError("connecting to the upstream timed out")
+        return UpstreamError(f"cannot connect to the upstream: {exc}")
+    if isinstance(exc, BadMessage):
+        return UpstreamError(exc.reason) if stage == "head" else UpstreamBroken(exc.reason)
+    return UpstreamBroken(f"the upstream closed the connection ({exc or 'EOF'})")
 
 
 class Taker(Protocol):
@@ -137,7 +156,7 @@ class OriginConnection(asyncio.BufferedProtocol):
             try:
                 self._parse_head()
             except BadMessage as exc:
-                self._fail(UpstreamError(exc.reason))
+                self._fail(upstream_error(exc, "head"))
             return
         self._feed(data)
 
@@ -161,7 +180,7 @@ class OriginConnection(asyncio.BufferedProtocol):
         if complete:
             self._eof = True
         if self.head is None or not complete:
-            self._fail(UpstreamBroken(f"the upstream closed the connection ({exc or 'EOF'})"))
+            self._fail(upstream_error(exc, "lost"))
         self._end_splice(None)
         self._wake()
         self.flow.lose(UpstreamBroken("the upstream closed the connection"))
@@ -208,7 +227,7 @@ class OriginConnection(asyncio.BufferedProtocol):
         try:
             pieces, used = body.feed(data)
         except BadMessage as exc:
-            self._fail(UpstreamBroken(exc.reason))
+            self._fail(upstream_error(exc, "body"))
             return
         splice = self._splice
         if splice is not None:
@@ -551,10 +570,8 @@ class OriginPool:
                     ssl=tls,
                     server_hostname=upstream.host if tls is not None else None,
                 )
-        except TimeoutError as exc:
-            raise UpstreamError("connecting to the upstream timed out") from exc
-        except OSError as exc:
-            raise UpstreamError(f"cannot connect to the upstream: {exc}") from exc
+        except OSError as exc:  # TimeoutError included
+            raise upstream_error(exc, "connect") from exc
         self._all.add(conn)
         return conn
 

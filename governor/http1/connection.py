@@ -39,10 +39,10 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, cast
 from urllib.parse import unquote
 
+from governor.errors import BadMessage
 from governor.http1.flow import Flow
 from governor.http1.request import REASONS, SERVER, Request
 from governor.http1.wire import (
-    BadMessage,
     Header,
     encode_head,
     sniff_head,

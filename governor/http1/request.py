@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
+from governor.errors import BadMessage
 from governor.http1.flow import BodyQueue
 from governor.http1.wire import (
     CHUNKED,
@@ -20,7 +21,6 @@ from governor.http1.wire import (
     HEAD_END,
     LAST_CHUNK,
     LENGTH,
-    BadMessage,
     BodyReader,
     Header,
     RequestHead,

@@ -32,6 +32,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from governor.errors import BadMessage
+
 Header = tuple[str, str]
 
 CRLF = b"\r\n"
@@ -69,15 +71,6 @@ _CHUNK_LINE = re.compile(
 
 CHUNK_LINE_MAX = 4096
 TRAILERS_MAX = 16384
-
-
-class BadMessage(Exception):
-    """A message governor refuses to read: answered with ``status``, then the connection closes."""
-
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -30,8 +30,8 @@ from governor.config import UpstreamURL
 from governor.core.exemption import is_exempt
 from governor.core.ledger import is_blocked
 from governor.core.meter import Meter
-from governor.errors import UpstreamError, UpstreamTimeout
-from governor.http1.client import OriginConnection, OriginPool, UpstreamBroken
+from governor.errors import UpstreamBroken, UpstreamError, UpstreamTimeout
+from governor.http1.client import OriginConnection, OriginPool
 from governor.http1.headers import (
     Header,
     client_address,

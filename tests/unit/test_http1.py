@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from governor.errors import BadMessage
 from governor.http1.headers import (
     client_response_headers,
     connection_tokens,
@@ -21,7 +22,6 @@ from governor.http1.wire import (
     CHUNKED,
     LENGTH,
     UNTIL_CLOSE,
-    BadMessage,
     BodyReader,
     Limits,
     RequestHead,
