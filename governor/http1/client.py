@@ -1,4 +1,4 @@
-"""The upstream side: pooled HTTP/1.1 connections to the tenants' sites, on asyncio protocols.
+"""One HTTP/1.1 connection to a tenant's site (the upstream side), on asyncio protocols.
 
 Bodies pass byte for byte (no decompression, nothing added but the framing and
 the forwarding headers the proxy sets); responses are read with
@@ -12,27 +12,18 @@ failure met on the upstream's socket becomes governor's error in one place,
 response head, :class:`~governor.errors.UpstreamBroken` after it; a head that does
 not come in time is :class:`~governor.errors.UpstreamTimeout` (504).
 
-A connection goes back to the pool only when its request was sent whole, its
-response read to its exact end, and both sides said keep-alive. Nothing an
-upstream sends outside an exchange ever reaches a client (as nginx's keepalive
-cache does): a byte after a response's end (after the head of a HEAD, 1xx-final,
-204 or 304 answer too) makes the connection unusable and it is closed at once;
-an idle pooled connection that becomes readable (data or EOF) is closed at once;
-and a pooled connection is polled, without reading, as it is taken from the pool,
-so bytes already in the socket but not yet delivered are never taken for the next
-response. A request without a body that fails on a reused connection before any
-response byte arrived (the upstream closed it while it sat idle) is retried once
-on a new connection.
+Nothing an upstream sends outside an exchange ever reaches a client: a byte after
+a response's end (after the head of a HEAD, 1xx-final, 204 or 304 answer too)
+makes the connection unusable (:attr:`OriginConnection.reusable`) and it is
+closed at once, as is an idle pooled one that speaks. Pooling: :mod:`governor.http1.pool`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import select
-import ssl
 from typing import Literal, Protocol, cast
 
-from governor.config import Config, UpstreamURL
 from governor.errors import BadMessage, UpstreamBroken, UpstreamError, UpstreamTimeout
 from governor.http1.flow import BodyQueue, Flow
 from governor.http1.wire import (
@@ -80,6 +71,17 @@ def upstream_error(exc: BaseException | None, stage: Stage) -> UpstreamError:
     return UpstreamBroken(f"the upstream closed the connection ({exc or 'EOF'})")
 
 
+class Pool(Protocol):
+    """What a connection needs of its pool (:class:`~governor.http1.pool.OriginPool`)."""
+
+    loop: asyncio.AbstractEventLoop
+    read_buffer: memoryview
+
+    def forget(self, conn: OriginConnection) -> None:
+        """``conn`` closed: it is no longer the pool's."""
+        ...
+
+
 class Taker(Protocol):
     """The client side of an exchange, as the upstream's reads see it."""
 
@@ -95,7 +97,7 @@ class OriginConnection(asyncio.BufferedProtocol):
     (see :meth:`get_buffer`).
     """
 
-    def __init__(self, pool: OriginPool, key: PoolKey) -> None:
+    def __init__(self, pool: Pool, key: PoolKey) -> None:
         self.pool = pool
         self.key = key
         self.loop = pool.loop
@@ -165,7 +167,7 @@ class OriginConnection(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        self.pool._forget(self)
+        self.pool.forget(self)
         if self._idle_timer is not None:
             self._idle_timer.cancel()
         if self._deadline is not None:
@@ -472,9 +474,21 @@ class OriginConnection(asyncio.BufferedProtocol):
         else:
             self._idle_timer = self.loop.call_later(left, self._idle_check)
 
+    def park(self) -> None:
+        """The exchange is over and the pool keeps this connection: idle from now on."""
+        # A body whose last piece met a full client socket left reading paused: a pooled
+        # connection must read, or the next exchange would never see its response.
+        self.resume_reading()
+        self.head = None
+        self._body = None
+        self.taker = None
+        self.idle_since = self.loop.time()
+        if self._idle_timer is None:  # armed lazily: it looks again when it fires
+            self._idle_timer = self.loop.call_later(IDLE_TIMEOUT, self._idle_check)
+
     def close(self) -> None:
         self.closed = True
-        self.pool._forget(self)
+        self.pool.forget(self)
         if self.transport is not None:
             self.transport.close()
 
@@ -518,87 +532,3 @@ class _RawSink(Protocol):
     def origin_closed(self) -> None: ...
 
     def origin_writable(self) -> None: ...
-
-
-class OriginPool:
-    """Keep-alive connections per upstream (scheme, host, port), most recently used first."""
-
-    def __init__(self, *, connect_timeout: float) -> None:
-        self.loop = asyncio.get_event_loop()
-        self.connect_timeout = connect_timeout
-        self._idle: dict[PoolKey, list[OriginConnection]] = {}
-        self._all: set[OriginConnection] = set()
-        self._tls: ssl.SSLContext | None = None
-        # Every connection reads into this in turn: a read is copied out at once
-        # (buffer_updated), so one buffer serves them all.
-        self.read_buffer = memoryview(bytearray(BUDGET))
-
-    def reconfigure(self, config: Config) -> None:
-        """A reload: connects from now on wait ``timeouts.upstream_connect``."""
-        self.connect_timeout = config.timeouts.upstream_connect
-
-    async def acquire(self, upstream: UpstreamURL, *, fresh: bool = False) -> OriginConnection:
-        """A connection to ``upstream``: an idle pooled one, or a new one."""
-        key = (upstream.scheme, upstream.host, upstream.port)
-        idle = self._idle.get(key)
-        while idle and not fresh:
-            conn = idle.pop()
-            if conn.closed:
-                continue
-            if conn.readable():  # the upstream wrote or closed while it sat idle
-                conn.close()
-                continue
-            conn.idle_since = None
-            conn.reused = True
-            return conn
-        return await self._connect(upstream, key)
-
-    async def _connect(self, upstream: UpstreamURL, key: PoolKey) -> OriginConnection:
-        loop = asyncio.get_running_loop()
-        self.loop = loop
-        tls: ssl.SSLContext | None = None
-        if upstream.scheme == "https":
-            if self._tls is None:
-                self._tls = ssl.create_default_context()
-            tls = self._tls
-        try:
-            async with asyncio.timeout(self.connect_timeout):
-                _, conn = await loop.create_connection(
-                    lambda: OriginConnection(self, key),
-                    upstream.host,
-                    upstream.port,
-                    ssl=tls,
-                    server_hostname=upstream.host if tls is not None else None,
-                )
-        except OSError as exc:  # TimeoutError included
-            raise upstream_error(exc, "connect") from exc
-        self._all.add(conn)
-        return conn
-
-    def release(self, conn: OriginConnection) -> None:
-        """Return ``conn`` to the pool if it can carry another exchange, else close it."""
-        if not conn.reusable:
-            conn.close()
-            return
-        # A body whose last piece met a full client socket left reading paused: a pooled
-        # connection must read, or the next exchange would never see its response.
-        conn.resume_reading()
-        conn.head = None
-        conn._body = None
-        conn.taker = None
-        conn.idle_since = self.loop.time()
-        if conn._idle_timer is None:  # armed lazily: it looks again when it fires
-            conn._idle_timer = self.loop.call_later(IDLE_TIMEOUT, conn._idle_check)
-        self._idle.setdefault(conn.key, []).append(conn)
-
-    def _forget(self, conn: OriginConnection) -> None:
-        self._all.discard(conn)
-        idle = self._idle.get(conn.key)
-        if idle and conn in idle:
-            idle.remove(conn)
-
-    async def close(self) -> None:
-        """Close every connection."""
-        for conn in list(self._all):
-            conn.close()
-        self._idle.clear()

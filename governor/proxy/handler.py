@@ -31,13 +31,14 @@ from governor.core.exemption import is_exempt
 from governor.core.ledger import is_blocked
 from governor.core.meter import Meter
 from governor.errors import UpstreamBroken, UpstreamError, UpstreamTimeout
-from governor.http1.client import OriginConnection, OriginPool
+from governor.http1.client import OriginConnection
 from governor.http1.headers import (
     Header,
     client_address,
     request_block,
     response_block,
 )
+from governor.http1.pool import OriginPool
 from governor.http1.request import REASONS, SERVER, Request
 from governor.http1.wire import CRLF, HEAD_END, LAST_CHUNK, chunk_prefix, response_has_body
 from governor.observe.events import Refusal
