@@ -25,12 +25,9 @@ import select
 from typing import Literal, Protocol, cast
 
 from governor.errors import BadMessage, UpstreamBroken, UpstreamError, UpstreamTimeout
+from governor.http1.body import CHUNKED, LENGTH, UNTIL_CLOSE, BodyReader
 from governor.http1.flow import BodyQueue, Flow
 from governor.http1.wire import (
-    CHUNKED,
-    LENGTH,
-    UNTIL_CLOSE,
-    BodyReader,
     ResponseHead,
     parse_response_head,
     response_has_body,

@@ -14,14 +14,12 @@ from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
 from governor.errors import BadMessage
+from governor.http1.body import CHUNKED, LENGTH, BodyReader
 from governor.http1.flow import BodyQueue
 from governor.http1.wire import (
-    CHUNKED,
     CRLF,
     HEAD_END,
     LAST_CHUNK,
-    LENGTH,
-    BodyReader,
     Header,
     RequestHead,
     chunk_prefix,
