@@ -33,15 +33,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
-import struct
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Protocol, cast
 from urllib.parse import unquote
 
 from governor.errors import BadMessage
 from governor.http1.flow import Flow
 from governor.http1.request import REASONS, SERVER, Request
+from governor.http1.sending import SendWatch, reset, socket_sent
 from governor.http1.wire import (
     Header,
     encode_head,
@@ -91,9 +90,7 @@ class ClientConnection(asyncio.Protocol):
         self.bytes_in = 0
         self.handed = 0  # bytes handed to the transport
         self._sent_at_loss: int | None = None  # what the socket had accepted, once lost
-        self._send_timer: asyncio.TimerHandle | None = None
-        self._send_mark = 0  # bytes accepted at the last look of the send watchdog
-        self._send_since = 0.0  # when that figure was first seen (loop time)
+        self._watch = SendWatch(self)
         self._buf = b""
         self._request: Request | None = None
         self._task: asyncio.Task[None] | None = None
@@ -150,7 +147,7 @@ class ClientConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._sent_at_loss = self._accepted_at_loss()  # the socket is still open here
         self.closed = True
-        self._cancel_send_timer()
+        self._watch.cancel()
         self.server.connections.discard(self)
         if self._counted:
             self._counted = False
@@ -187,8 +184,8 @@ class ClientConnection(asyncio.Protocol):
             raise ConnectionResetError("the client connection is closed")
         transport.write(data)
         self.handed += len(data)
-        if self._send_timer is None and transport.get_write_buffer_size():
-            self._arm_send()
+        if self._watch.timer is None and transport.get_write_buffer_size():
+            self._watch.arm()
 
     def writelines(self, parts: Sequence[bytes]) -> None:
         transport = self.transport
@@ -196,8 +193,8 @@ class ClientConnection(asyncio.Protocol):
             raise ConnectionResetError("the client connection is closed")
         transport.writelines(parts)
         self.handed += sum(len(p) for p in parts)
-        if self._send_timer is None and transport.get_write_buffer_size():
-            self._arm_send()
+        if self._watch.timer is None and transport.get_write_buffer_size():
+            self._watch.arm()
 
     def sent(self) -> int:
         """Bytes the socket accepted so far: handed to the transport, less what it holds.
@@ -239,8 +236,8 @@ class ClientConnection(asyncio.Protocol):
         transport = self.transport
         if transport is None or self.closed or not transport.get_write_buffer_size():
             return
-        if self._send_timer is None:
-            self._arm_send()
+        if self._watch.timer is None:
+            self._watch.arm()
         with contextlib.suppress(RuntimeError):
             transport.set_write_buffer_limits(high=0, low=0)  # resumed once it is empty
         try:
@@ -252,62 +249,19 @@ class ClientConnection(asyncio.Protocol):
                 with contextlib.suppress(RuntimeError):
                     transport.set_write_buffer_limits(high=WRITE_HIGH, low=WRITE_LOW)
 
-    # The send watchdog: one lazily armed timer while the transport holds bytes.
-    def _arm_send(self) -> None:
-        transport = self.transport
-        if transport is None or self.closed:
-            return
-        now = self.loop.time()
-        self._send_mark = self.handed - transport.get_write_buffer_size()
-        self._send_since = now
-        self._send_timer = self.loop.call_at(now + self._send_step(), self._check_send)
-
-    def _send_step(self) -> float:
-        """How often the watchdog looks: a quarter of the timeout, so it closes a client
-        between one and one and a quarter timeouts after the socket last accepted a byte."""
-        return self.server.send_timeout / 4
-
-    def _check_send(self) -> None:
-        self._send_timer = None
-        transport = self.transport
-        if self.closed or transport is None:
-            return
-        pending = transport.get_write_buffer_size()
-        if not pending:
-            return  # all accepted: armed again by the next write that leaves some
-        now = self.loop.time()
-        accepted = self.handed - pending
-        if accepted != self._send_mark:  # the socket took some since the last look
-            self._send_mark, self._send_since = accepted, now
-        elif now - self._send_since >= self.server.send_timeout:
-            log.info(
-                "resetting a connection from %s: it accepted no byte in %g s",
-                self.peer or "?",
-                self.server.send_timeout,
-            )
-            self._reset()
-            return
-        when = min(self._send_since + self.server.send_timeout, now + self._send_step())
-        self._send_timer = self.loop.call_at(when, self._check_send)
-
-    def _reset(self) -> None:
-        """Drop the connection with an RST, as nginx's ``reset_timedout_connection`` does:
-        a plain close would leave the unsent bytes queued in the kernel behind a FIN
-        the client never reads, holding that memory for minutes."""
-        transport = self.transport
-        if transport is None:
-            return
+    def stalled(self) -> None:
+        """The socket accepted no byte for ``timeouts.send`` while governor had some for it."""
+        log.info(
+            "resetting a connection from %s: it accepted no byte in %g s",
+            self.peer or "?",
+            self.server.send_timeout,
+        )
         self.closing = True
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_ZERO)
-        transport.abort()
+        if self.transport is not None:
+            reset(self.transport)
 
-    def _cancel_send_timer(self) -> None:
-        if self._send_timer is not None:
-            self._send_timer.cancel()
-            self._send_timer = None
+    def send_timeout(self) -> float:
+        return self.server.send_timeout
 
     def _shut(self) -> None:
         """Close once what was handed to the transport is sent (within ``timeouts.send``)."""
@@ -315,8 +269,8 @@ class ClientConnection(asyncio.Protocol):
         if transport is None:
             return
         transport.close()
-        if self._send_timer is None and not self.closed and transport.get_write_buffer_size():
-            self._arm_send()
+        if self._watch.timer is None and not self.closed and transport.get_write_buffer_size():
+            self._watch.arm()
 
     async def drain(self) -> None:
         if self.closed:
@@ -583,35 +537,6 @@ class ClientConnection(asyncio.Protocol):
     def _resume_reading(self) -> None:
         if not self.closed:
             self.flow.resume_reading()
-
-
-# struct tcp_info (linux/tcp.h): tcpi_notsent_bytes at 144; tcpi_bytes_sent and
-# tcpi_bytes_retrans at 200 (Linux 4.19 and later).
-_TCP_INFO_SIZE = 216
-_LINGER_ZERO = struct.pack("ii", 1, 0)  # close() sends an RST
-_NOTSENT = struct.Struct("=I")
-_SENT_RETRANS = struct.Struct("=QQ")
-
-
-def socket_sent(sock: Any) -> int | None:
-    """Bytes a TCP socket ever accepted from its writer, from the kernel; None if unknown.
-
-    What the kernel transmitted once (retransmissions aside) plus what it holds not
-    yet transmitted: every byte a send() call returned, read in one getsockopt, so
-    it is consistent even while ACKs arrive, and still right after a reset.
-    """
-    option = getattr(socket, "TCP_INFO", None)
-    if sock is None or option is None:
-        return None
-    try:
-        info = sock.getsockopt(socket.IPPROTO_TCP, option, _TCP_INFO_SIZE)
-    except (OSError, ValueError):
-        return None
-    if len(info) < _TCP_INFO_SIZE:
-        return None
-    (notsent,) = _NOTSENT.unpack_from(info, 144)
-    sent, retransmitted = _SENT_RETRANS.unpack_from(info, 200)
-    return int(sent - retransmitted + notsent)
 
 
 def _plain() -> list[Header]:
