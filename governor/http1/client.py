@@ -27,6 +27,7 @@ from typing import Literal, Protocol, cast
 from governor.errors import BadMessage, UpstreamBroken, UpstreamError, UpstreamTimeout
 from governor.http1.body import CHUNKED, LENGTH, UNTIL_CLOSE, BodyReader
 from governor.http1.flow import BodyQueue, Flow
+from governor.http1.ports import BodySink, OriginSink
 from governor.http1.wire import (
     ResponseHead,
     parse_response_head,
@@ -117,7 +118,7 @@ class OriginConnection(asyncio.BufferedProtocol):
         self.taker: Taker | None = None  # the client the current exchange answers
         self._deadline: asyncio.TimerHandle | None = None
         self._deadline_at: float | None = None  # the response head is due by (loop time)
-        self._sink: _RawSink | None = None
+        self._sink: OriginSink | None = None
         self._splice: BodySink | None = None
         self._spliced: asyncio.Future[None] | None = None
         self._watchdog: asyncio.TimerHandle | None = None
@@ -490,7 +491,7 @@ class OriginConnection(asyncio.BufferedProtocol):
             self.transport.close()
 
     # Tunnels.
-    def switch(self, sink: _RawSink) -> bytes:
+    def switch(self, sink: OriginSink) -> bytes:
         """Hand every further byte to ``sink``; returns those already received."""
         self._sink = sink
         rest, self._buf = self._buf, b""
@@ -511,21 +512,3 @@ class OriginConnection(asyncio.BufferedProtocol):
 
 def _complete(body: BodyReader) -> bool:
     return body.done
-
-
-class BodySink(Protocol):
-    """Where a spliced response body goes (see :meth:`OriginConnection.splice`)."""
-
-    def body_data(self, data: bytes) -> bool:
-        """Take body bytes; True when the taker's socket is full (pause the upstream)."""
-        ...
-
-
-class _RawSink(Protocol):
-    """Where an upstream connection's bytes go once it switched protocols."""
-
-    def origin_data(self, data: bytes) -> None: ...
-
-    def origin_closed(self) -> None: ...
-
-    def origin_writable(self) -> None: ...

@@ -34,23 +34,16 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Protocol, cast
+from typing import Any, Protocol, cast
 from urllib.parse import unquote
 
 from governor.errors import BadMessage
 from governor.http1.flow import Flow
-from governor.http1.request import REASONS, SERVER, Request
+from governor.http1.ports import Settings, TunnelSink
+from governor.http1.request import REASONS, SERVER, Handler, Request
 from governor.http1.sending import SendWatch, reset, socket_sent
-from governor.http1.wire import (
-    Header,
-    encode_head,
-    sniff_head,
-)
-from governor.observe.events import Refusal, RequestNote, report
-
-if TYPE_CHECKING:
-    from governor.http1.server import HTTPServer
-
+from governor.http1.wire import Header, Limits, RequestHead, encode_head, sniff_head
+from governor.observe.events import Refusal, RequestNote, RequestSink, report
 
 log = logging.getLogger("governor.listener")
 
@@ -62,20 +55,39 @@ LINGER = 10.0  # seconds to read and drop a request body nobody read, after the 
 FIRST_REQUEST_GRACE = 5.0
 
 
-class TunnelSink(Protocol):
-    """Where a connection's bytes go once it switched protocols."""
+class Listener(Settings, Protocol):
+    """What a connection needs of the listener that accepted it
+    (:class:`~governor.http1.server.HTTPServer`): its settings, its count, its handler."""
 
-    def client_data(self, data: bytes) -> None: ...
+    loop: asyncio.AbstractEventLoop
+    handler: Handler
+    sinks: Sequence[RequestSink]
+    limits: Limits
+    connections: set[Any]  # of ClientConnection: every connection it holds
+    draining: bool  # a stop has begun: close after each request
+    stopping: bool  # the listener is closing: idle connections are not kept
+    keepalive: float
+    header_timeout: float
+    body_min_rate: int
+    send_timeout: float
 
-    def client_closed(self) -> None: ...
+    def admit(self, peer: str | None) -> str | None:
+        """Count a new connection from ``peer``; the reason it is refused, if it is."""
+        ...
 
-    def client_writable(self) -> None: ...
+    def release(self, peer: str | None) -> None: ...
+
+    def parse(self, buf: bytes) -> RequestHead | None: ...
+
+    def refused(self, refusal: Refusal) -> None: ...
+
+    def connection_closed(self) -> None: ...
 
 
 class ClientConnection(asyncio.Protocol):
     """One client connection: heads, bodies, responses, keep-alive and its timers."""
 
-    def __init__(self, server: HTTPServer) -> None:
+    def __init__(self, server: Listener) -> None:
         self.server = server
         self.loop = server.loop
         self.transport: asyncio.Transport | None = None

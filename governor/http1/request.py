@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
 from governor.errors import BadMessage
 from governor.http1.body import CHUNKED, LENGTH, BodyReader
 from governor.http1.flow import BodyQueue
+from governor.http1.ports import ClientPort
 from governor.http1.wire import (
     CRLF,
     HEAD_END,
@@ -26,10 +26,6 @@ from governor.http1.wire import (
     encode_block,
 )
 from governor.observe.events import RequestNote
-
-if TYPE_CHECKING:
-    from governor.http1.connection import ClientConnection
-
 
 HIGH_WATER = 2**18  # request body bytes buffered before reads from the client pause
 LOW_WATER = 2**16  # ... and resume (see docs/http1.md)
@@ -81,7 +77,7 @@ class Request:
         "status",
     )
 
-    def __init__(self, conn: ClientConnection, head: RequestHead, note: RequestNote) -> None:
+    def __init__(self, conn: ClientPort, head: RequestHead, note: RequestNote) -> None:
         self.conn = conn
         self.head = head
         self.note = note
