@@ -1,11 +1,10 @@
 """One client connection: governor's own HTTP/1.1 server side, on asyncio protocols.
 
-Why not aiohttp's server: a proxy needs the exact bytes of every request on the
-wire, and per request aiohttp's server builds far more than a proxy uses. Here
-one :class:`ClientConnection` per socket parses heads with :mod:`governor.http1.wire`,
+One :class:`ClientConnection` per socket parses heads (:mod:`governor.http1.wire`),
 runs one handler task per request (owned by the connection, cancelled when the
-client leaves), streams the request body to it with backpressure, and frames the
-response.
+client leaves), streams the request body to it with backpressure
+(:mod:`governor.http1.flow`), and moves through the states of
+:mod:`governor.http1.state`. Why governor has its own server: ``docs/http1.md``.
 
 Invariants:
 
@@ -21,11 +20,6 @@ Invariants:
   slow client is bounded: producers pause at :data:`WRITE_HIGH` buffered bytes.
 * A request whose framing cannot be trusted gets a 4xx and the connection closes.
 * One request at a time per connection; pipelined requests wait, unparsed.
-* :meth:`HTTPServer.shutdown` fails no request the kernel took in: it stops taking
-  new handshakes, accepts every connection already queued (:mod:`governor.http1.drain`),
-  closes idle connections, lets requests in flight finish within the timeout, then
-  closes the rest. From :meth:`HTTPServer.begin_drain` on, every response says
-  ``Connection: close``.
 """
 
 from __future__ import annotations
@@ -35,24 +29,33 @@ import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, cast
-from urllib.parse import unquote
 
 from governor.errors import BadMessage
 from governor.http1.flow import Flow
 from governor.http1.ports import Settings, TunnelSink
 from governor.http1.request import REASONS, SERVER, Handler, Request
-from governor.http1.sending import SendWatch, reset, socket_sent
-from governor.http1.wire import Header, Limits, RequestHead, encode_head, sniff_head
-from governor.observe.events import Refusal, RequestNote, RequestSink, report
+from governor.http1.sending import SendWatch, accepted, reset
+from governor.http1.state import (
+    BUSY,
+    CLOSED,
+    FLUSHING,
+    HEAD,
+    IDLE,
+    NEW,
+    TUNNEL,
+    WAITING,
+    State,
+    check,
+    deadline,
+)
+from governor.http1.wire import Header, Limits, RequestHead, encode_head
+from governor.observe.events import RequestNote, RequestSink, report
 
 log = logging.getLogger("governor.listener")
 
 WRITE_HIGH = 2**16  # response bytes a client's transport holds before its producer pauses
 WRITE_LOW = 2**14  # ... and resumes
 LINGER = 10.0  # seconds to read and drop a request body nobody read, after the response
-# On shutdown, a connection that has not sent its first request yet is given this long
-# to send it (a client that just connected is about to); Go's http.Server does the same.
-FIRST_REQUEST_GRACE = 5.0
 
 
 class Listener(Settings, Protocol):
@@ -79,7 +82,9 @@ class Listener(Settings, Protocol):
 
     def parse(self, buf: bytes) -> RequestHead | None: ...
 
-    def refused(self, refusal: Refusal) -> None: ...
+    def refused(
+        self, status: int, reason: str, peer: str | None, raw: bytes | None, sent: int
+    ) -> None: ...
 
     def connection_closed(self) -> None: ...
 
@@ -92,10 +97,10 @@ class ClientConnection(asyncio.Protocol):
         self.loop = server.loop
         self.transport: asyncio.Transport | None = None
         self.peer: str | None = None
-        self.closed = False
+        self.state = NEW
+        self._since = self.loop.time()  # when the state was entered (loop time)
         # Close after this request (shutdown, a refusal, the client's EOF).
         self.closing = server.draining
-        self._used = False  # a request head has arrived on this connection
         self.body_error: BadMessage | None = None  # the request body was refused midway
         self._counted = False  # in the server's per-client count
         self._body_timer: asyncio.TimerHandle | None = None
@@ -107,11 +112,21 @@ class ClientConnection(asyncio.Protocol):
         self._request: Request | None = None
         self._task: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
-        self._wait_since: float | None = None  # waiting for a head since (loop time)
-        self._head_since: float | None = None  # a head's first byte arrived at
         self.flow = Flow(self.loop, write_high=WRITE_HIGH, write_low=WRITE_LOW)
         self._sink: TunnelSink | None = None
         self.on_writable: Callable[[], None] | None = None  # once a full socket drains
+
+    @property
+    def closed(self) -> bool:
+        """The connection is lost."""
+        return self.state is CLOSED
+
+    def _enter(self, state: State) -> None:
+        """The one place the state changes."""
+        check(self.state, state)
+        self.state = state
+        if state in WAITING:
+            self._since = self.loop.time()
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -158,7 +173,7 @@ class ClientConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._sent_at_loss = self._accepted_at_loss()  # the socket is still open here
-        self.closed = True
+        self._enter(CLOSED)
         self._watch.cancel()
         self.server.connections.discard(self)
         if self._counted:
@@ -192,7 +207,7 @@ class ClientConnection(asyncio.Protocol):
     # Writing.
     def write(self, data: bytes) -> None:
         transport = self.transport
-        if self.closed or transport is None or transport.is_closing():
+        if self.state is CLOSED or transport is None or transport.is_closing():
             raise ConnectionResetError("the client connection is closed")
         transport.write(data)
         self.handed += len(data)
@@ -201,7 +216,7 @@ class ClientConnection(asyncio.Protocol):
 
     def writelines(self, parts: Sequence[bytes]) -> None:
         transport = self.transport
-        if self.closed or transport is None or transport.is_closing():
+        if self.state is CLOSED or transport is None or transport.is_closing():
             raise ConnectionResetError("the client connection is closed")
         transport.writelines(parts)
         self.handed += sum(len(p) for p in parts)
@@ -232,13 +247,7 @@ class ClientConnection(asyncio.Protocol):
         return transport.get_write_buffer_size()
 
     def _accepted_at_loss(self) -> int:
-        transport = self.transport
-        if transport is None:
-            return 0
-        n = socket_sent(transport.get_extra_info("socket"))
-        if n is None:  # no TCP_INFO (not Linux): what the transport says it still holds,
-            n = self.handed - transport.get_write_buffer_size()  # an over-count after a failure
-        return min(max(n, 0), self.handed)
+        return 0 if self.transport is None else accepted(self.transport, self.handed)
 
     async def settle(self) -> None:
         """Wait until the socket accepted every byte handed to it, or the connection is gone.
@@ -250,16 +259,8 @@ class ClientConnection(asyncio.Protocol):
             return
         if self._watch.timer is None:
             self._watch.arm()
-        with contextlib.suppress(RuntimeError):
-            transport.set_write_buffer_limits(high=0, low=0)  # resumed once it is empty
-        try:
-            await self.drain()
-        except ConnectionError:
-            pass
-        finally:
-            if not self.closed:
-                with contextlib.suppress(RuntimeError):
-                    transport.set_write_buffer_limits(high=WRITE_HIGH, low=WRITE_LOW)
+        with contextlib.suppress(ConnectionError):
+            await self.flow.settle()
 
     def stalled(self) -> None:
         """The socket accepted no byte for ``timeouts.send`` while governor had some for it."""
@@ -278,10 +279,12 @@ class ClientConnection(asyncio.Protocol):
     def _shut(self) -> None:
         """Close once what was handed to the transport is sent (within ``timeouts.send``)."""
         transport = self.transport
-        if transport is None:
+        if transport is None or self.state is CLOSED:
             return
+        if self.state is not FLUSHING:
+            self._enter(FLUSHING)
         transport.close()
-        if self._watch.timer is None and not self.closed and transport.get_write_buffer_size():
+        if self._watch.timer is None and transport.get_write_buffer_size():
             self._watch.arm()
 
     async def drain(self) -> None:
@@ -297,6 +300,7 @@ class ClientConnection(asyncio.Protocol):
     # Tunnels.
     def switch(self, sink: TunnelSink) -> bytes:
         """Hand every further byte to ``sink``; returns those already received."""
+        self._enter(TUNNEL)
         self._sink = sink
         rest, self._buf = self._buf, b""
         self._resume_reading()
@@ -327,7 +331,7 @@ class ClientConnection(asyncio.Protocol):
         if head is None:
             self._idle()
             return
-        self._busy()
+        self._enter(BUSY)  # no deadline until the connection waits again
         body_max = self.server.body_max
         if body_max and head.content_length is not None and head.content_length > body_max:
             self._refuse(413, f"the request body is larger than {body_max} bytes", self._buf)
@@ -406,6 +410,7 @@ class ClientConnection(asyncio.Protocol):
         if not request.keep_alive or self.closing or not request.body_done:
             self._shut()
             return
+        self._enter(IDLE)
         self._resume_reading()
         self._next_request()
 
@@ -445,9 +450,7 @@ class ClientConnection(asyncio.Protocol):
         """Answer a request that cannot be read, then close.
 
         ``raw`` is every byte of the request received (None when no request was
-        read: a connection refused on arrival). The server charges them and the
-        answer to the tenant the head names, if it names one (see
-        :meth:`HTTPServer.refused`).
+        read: a connection refused on arrival); the listener charges and reports it.
         """
         self.closing = True
         body = f"{status} {REASONS.get(status, 'Bad Request')}: {reason}\n".encode()
@@ -460,23 +463,7 @@ class ClientConnection(asyncio.Protocol):
             sent = len(data) + len(body)
         except ConnectionError:
             pass
-        if raw is None:
-            log.info("refused a connection from %s: %d %s", self.peer or "?", status, reason)
-        else:
-            method, target, host = sniff_head(raw)
-            path = unquote(target.partition("?")[0], "utf-8", "replace")
-            self.server.refused(
-                Refusal(
-                    status=status,
-                    reason=reason,
-                    peer=self.peer,
-                    host=host,
-                    method=method,
-                    path=path,
-                    received=len(raw),
-                    sent=sent,
-                )
-            )
+        self.server.refused(status, reason, self.peer, raw, sent)
         if not sent:
             return
         self._shut()
@@ -485,11 +472,10 @@ class ClientConnection(asyncio.Protocol):
     # busy keep-alive connection move deadlines, not timers.
     def _idle(self) -> None:
         """Waiting for a head: close idle connections, and slow heads with a 408."""
-        now = self.loop.time()
-        if self._wait_since is None:
-            self._wait_since = now
-        if self._buf and self._head_since is None:
-            self._head_since = now  # the head's first byte: its own deadline starts
+        if self.state not in WAITING:
+            return
+        if self._buf and self.state is not HEAD:
+            self._enter(HEAD)  # the head's first byte: its own deadline starts
         when = self._deadline()
         timer = self._timer
         if when is None or (timer is not None and timer.when() <= when):
@@ -499,20 +485,14 @@ class ClientConnection(asyncio.Protocol):
         self._timer = self.loop.call_at(when, self._expire)
 
     def _deadline(self) -> float | None:
-        if self._head_since is not None:
-            return self._head_since + self.server.header_timeout
-        if self._wait_since is not None:
-            wait = self.server.keepalive
-            if self.server.stopping:  # no next request is waited for; a first one briefly
-                wait = min(wait, 0.0 if self._used else FIRST_REQUEST_GRACE)
-            return self._wait_since + wait
-        return None
-
-    def _busy(self) -> None:
-        """A head arrived: no deadline until the connection waits again."""
-        self._wait_since = None
-        self._head_since = None
-        self._used = True
+        server = self.server
+        return deadline(
+            self.state,
+            self._since,
+            keepalive=server.keepalive,
+            header_timeout=server.header_timeout,
+            stopping=server.stopping,
+        )
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:
@@ -521,12 +501,12 @@ class ClientConnection(asyncio.Protocol):
 
     def _expire(self) -> None:
         self._timer = None
-        when = self._deadline()
-        if when is None or self.closed or self._request is not None:
+        when = self._deadline()  # None unless waiting for a head
+        if when is None:
             return
         if self.loop.time() < when:
             self._timer = self.loop.call_at(when, self._expire)
-        elif self._head_since is not None:
+        elif self.state is HEAD:
             self._refuse(408, "the request head did not arrive in time", self._buf)
         else:
             self._shut()
@@ -535,7 +515,7 @@ class ClientConnection(asyncio.Protocol):
         """The server stops: close after the request in flight, or when idle by its deadline.
 
         An idle connection that has served a request closes now; one that has not yet
-        sent its first request gets :data:`FIRST_REQUEST_GRACE`; a head that has begun
+        sent its first request gets ``FIRST_REQUEST_GRACE``; a head that has begun
         to arrive keeps its own deadline (``request_header``).
         """
         self.closing = True

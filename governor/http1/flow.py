@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 from typing import Protocol
 
 
@@ -109,6 +110,23 @@ class Flow:
         finally:
             if self._drain is waiter and waiter.done():
                 self._drain = None
+
+    async def settle(self) -> None:
+        """Wait until the transport holds nothing: its marks at zero, then back to ours.
+
+        Raises what :meth:`lose` was given when the connection is lost meanwhile.
+        """
+        transport = self.transport
+        if transport is None or self._lost:
+            return
+        with contextlib.suppress(RuntimeError):  # a transport closing meanwhile
+            transport.set_write_buffer_limits(high=0, low=0)  # resumed once it is empty
+        try:
+            await self.drain()
+        finally:
+            if not self._lost:
+                with contextlib.suppress(RuntimeError):
+                    transport.set_write_buffer_limits(high=self.write_high, low=self.write_low)
 
     def lose(self, error: BaseException) -> None:
         """The connection is gone: a drain waiting fails with ``error``."""

@@ -87,6 +87,15 @@ class SendWatch:
         self.timer = conn.loop.call_at(when, self._check)
 
 
+def accepted(transport: asyncio.Transport, handed: int) -> int:
+    """Bytes of the ``handed`` the socket accepted, asking the kernel (a failed write may
+    have dropped the transport's buffer: EPIPE, a reset)."""
+    n = socket_sent(transport.get_extra_info("socket"))
+    if n is None:  # no TCP_INFO (not Linux): what the transport says it still holds,
+        n = handed - transport.get_write_buffer_size()  # an over-count after a failure
+    return min(max(n, 0), handed)
+
+
 def reset(transport: asyncio.Transport) -> None:
     """Drop the connection with an RST: a plain close would leave the unsent bytes queued
     in the kernel behind a FIN the client never reads, holding that memory for minutes."""

@@ -9,8 +9,9 @@ from typing import Any
 class FakeTransport(asyncio.Transport):
     """A transport that records what it was told: pauses, resumes, writes, closes.
 
-    It holds what is written until :meth:`accept` says the socket took it, and calls
-    the protocol's pause_writing/resume_writing at its limits, as asyncio's own do.
+    With ``holding`` it holds what is written until :meth:`accept` says the socket
+    took it, and calls the protocol's pause_writing/resume_writing at its limits, as
+    asyncio's own do; without, the socket takes every write at once.
     """
 
     def __init__(self, protocol: asyncio.BaseProtocol | None = None) -> None:
@@ -24,6 +25,7 @@ class FakeTransport(asyncio.Transport):
         self.closing = False
         self.aborted = False
         self.write_paused = False
+        self.holding = False
         self.extra: dict[str, Any] = {"peername": ("127.0.0.1", 40000), "socket": None}
 
     # Reading.
@@ -49,8 +51,9 @@ class FakeTransport(asyncio.Transport):
         if self.closing:
             return
         self.written += data
-        self.held += len(data)
-        self._check_limits()
+        if self.holding:
+            self.held += len(data)
+            self._check_limits()
 
     def writelines(self, list_of_data: Any) -> None:
         for data in list_of_data:

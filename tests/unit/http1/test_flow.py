@@ -120,6 +120,7 @@ async def test_the_transport_pauses_and_resumes_writing_at_its_marks() -> None:
             flow.resume_writing()
 
     transport.protocol = Proto()
+    transport.holding = True
     flow.attach(transport)
     transport.write(b"x" * 101)
     assert flow.writing_paused
