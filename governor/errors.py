@@ -1,15 +1,31 @@
 """The one error tree of governor.
 
 Every error governor raises on purpose derives from :class:`GovernorError`.
-Library errors (aiohttp, sqlite3, redis) are translated into this tree at the
-edge that meets them, once, so the rest of the code handles only these::
+Library and socket errors (sqlite3, redis, the upstream's OSError) are translated
+into this tree at the edge that meets them, once, so the rest of the code handles
+only these::
 
     GovernorError
     ├── ConfigError            a configuration file is invalid (lists every problem)
     ├── StartError             something the config names cannot be used (names the key)
-    ├── StoreError             the usage store failed or is unreachable
+    ├── StoreError             503: the usage store failed or is unreachable
+    ├── ProtocolError          a message governor will not read (its status per instance)
+    │   ├── BadMessage         raised by the wire parser: 4xx for a client's request,
+    │   │                      502 for an upstream's response (mapped by the client)
+    │   └── BodyRefused        a request body governor stopped reading midway (400/408/413),
+    │                          raised by Request.read, answered once in proxy/forward.py
     └── UpstreamError          502: the upstream could not be reached or broke the protocol
-        └── UpstreamTimeout    504: no response headers within the configured timeout
+        ├── UpstreamTimeout    504: no response headers within the configured timeout
+        └── UpstreamBroken     502: the upstream broke off a response after its head
+
+Where each edge maps: the client side's parse errors become answers in
+:mod:`governor.http1.connection`; every upstream failure (connect, socket loss,
+a response governor cannot read) becomes an :class:`UpstreamError` in
+:func:`governor.http1.client.upstream_error`.
+
+:class:`UpstreamBroken` is also a :class:`ConnectionError`: code that stops on a
+broken socket (a tunnel forwarding bytes, an upload) stops on it alike, as it did
+before it joined this tree.
 
 Each error knows the HTTP status it maps to when it ends a client request.
 """
@@ -78,14 +94,26 @@ class UpstreamTimeout(UpstreamError):
     status = 504
 
 
-class BodyRefused(GovernorError):
-    """governor stopped reading a request body: malformed framing, too large, or too slow.
-
-    ``status`` (400, 408, 413) and ``reason`` are the answer the client gets, if no
-    response has started.
-    """
+class ProtocolError(GovernorError):
+    """A peer sent a message governor will not read; ``status`` is the answer it gets."""
 
     def __init__(self, status: int, reason: str) -> None:
         super().__init__(reason)
         self.status = status
         self.reason = reason
+
+
+class BadMessage(ProtocolError):
+    """A message governor refuses to read: answered with ``status``, then the connection closes."""
+
+
+class BodyRefused(ProtocolError):
+    """governor stopped reading a request body: malformed framing, too large, or too slow.
+
+    Raised by :meth:`governor.http1.request.Request.read`; ``status`` (400, 408, 413) and
+    ``reason`` are the answer the client gets, if no response has started.
+    """
+
+
+class UpstreamBroken(UpstreamError, ConnectionError):
+    """The upstream broke off a response mid-body, or sent one governor cannot read."""

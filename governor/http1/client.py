@@ -1,4 +1,4 @@
-"""The upstream side: pooled HTTP/1.1 connections to the tenants' sites, on asyncio protocols.
+"""One HTTP/1.1 connection to a tenant's site (the upstream side), on asyncio protocols.
 
 Bodies pass byte for byte (no decompression, nothing added but the framing and
 the forwarding headers the proxy sets); responses are read with
@@ -7,38 +7,28 @@ holds for one client is bounded by :data:`BUDGET`: each read from the upstream
 is sized to the room its client side has left (the bytes the client's transport
 has not handed to the kernel, plus any queued here), and reads pause while there
 is none, so a slow client pauses its upstream instead of filling memory. Every
-failure before a response head becomes an :class:`~governor.errors.UpstreamError`
-(502) or :class:`~governor.errors.UpstreamTimeout` (504) here, and nowhere else.
+failure met on the upstream's socket becomes governor's error in one place,
+:func:`upstream_error`: an :class:`~governor.errors.UpstreamError` (502) before a
+response head, :class:`~governor.errors.UpstreamBroken` after it; a head that does
+not come in time is :class:`~governor.errors.UpstreamTimeout` (504).
 
-A connection goes back to the pool only when its request was sent whole, its
-response read to its exact end, and both sides said keep-alive. Nothing an
-upstream sends outside an exchange ever reaches a client (as nginx's keepalive
-cache does): a byte after a response's end (after the head of a HEAD, 1xx-final,
-204 or 304 answer too) makes the connection unusable and it is closed at once;
-an idle pooled connection that becomes readable (data or EOF) is closed at once;
-and a pooled connection is polled, without reading, as it is taken from the pool,
-so bytes already in the socket but not yet delivered are never taken for the next
-response. A request without a body that fails on a reused connection before any
-response byte arrived (the upstream closed it while it sat idle) is retried once
-on a new connection.
+Nothing an upstream sends outside an exchange ever reaches a client: a byte after
+a response's end (after the head of a HEAD, 1xx-final, 204 or 304 answer too)
+makes the connection unusable (:attr:`OriginConnection.reusable`) and it is
+closed at once, as is an idle pooled one that speaks. Pooling: :mod:`governor.http1.pool`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import select
-import ssl
-from typing import Protocol, cast
+from typing import Literal, Protocol, cast
 
-from governor.config import Config, UpstreamURL
-from governor.errors import UpstreamError, UpstreamTimeout
+from governor.errors import BadMessage, UpstreamBroken, UpstreamError, UpstreamTimeout
+from governor.http1.body import CHUNKED, LENGTH, UNTIL_CLOSE, BodyReader
+from governor.http1.flow import BodyQueue, Flow
+from governor.http1.ports import BodySink, OriginSink
 from governor.http1.wire import (
-    CHUNKED,
-    LENGTH,
-    UNTIL_CLOSE,
-    BadMessage,
-    BodyReader,
     ResponseHead,
     parse_response_head,
     response_has_body,
@@ -57,8 +47,37 @@ PoolKey = tuple[str, str, int]
 _READABLE = select.POLLIN | select.POLLPRI | getattr(select, "POLLRDHUP", 0)
 
 
-class UpstreamBroken(ConnectionError):
-    """The upstream broke off a response mid-body, or sent one governor cannot read."""
+Stage = Literal["connect", "head", "body", "lost"]
+
+
+def upstream_error(exc: BaseException | None, stage: Stage) -> UpstreamError:
+    """What a failure met on the upstream's socket is in governor's error tree.
+
+    The one place it is decided: ``connect`` (an OSError or timeout while connecting),
+    ``head`` (a response head governor cannot read: nothing was passed on, a 502),
+    ``body`` (a body's framing broke after the head went on), ``lost`` (the socket
+    closed, ``exc`` its OSError or None for an EOF, before the response's end).
+    """
+    if isinstance(exc, UpstreamError):
+        return exc
+    if stage == "connect":
+        if isinstance(exc, TimeoutError):
+            return UpstreamError("connecting to the upstream timed out")
+        return UpstreamError(f"cannot connect to the upstream: {exc}")
+    if isinstance(exc, BadMessage):
+        return UpstreamError(exc.reason) if stage == "head" else UpstreamBroken(exc.reason)
+    return UpstreamBroken(f"the upstream closed the connection ({exc or 'EOF'})")
+
+
+class Pool(Protocol):
+    """What a connection needs of its pool (:class:`~governor.http1.pool.OriginPool`)."""
+
+    loop: asyncio.AbstractEventLoop
+    read_buffer: memoryview
+
+    def forget(self, conn: OriginConnection) -> None:
+        """``conn`` closed: it is no longer the pool's."""
+        ...
 
 
 class Taker(Protocol):
@@ -76,7 +95,7 @@ class OriginConnection(asyncio.BufferedProtocol):
     (see :meth:`get_buffer`).
     """
 
-    def __init__(self, pool: OriginPool, key: PoolKey) -> None:
+    def __init__(self, pool: Pool, key: PoolKey) -> None:
         self.pool = pool
         self.key = key
         self.loop = pool.loop
@@ -89,20 +108,17 @@ class OriginConnection(asyncio.BufferedProtocol):
         self._buf = b""
         self._method = "GET"
         self._body: BodyReader | None = None
-        self._pieces: collections.deque[bytes] = collections.deque()
-        self._queued = 0
+        self.flow = Flow(self.loop, write_high=None, write_low=None)
+        self._queue = BodyQueue(self.flow, high=HIGH_WATER, low=MIN_READ)
         self._eof = False
         self._error: BaseException | None = None
         self._waiter: asyncio.Future[None] | None = None
-        self._read_paused = False
-        self._write_paused = False
-        self._drain_waiter: asyncio.Future[None] | None = None
         self._idle_timer: asyncio.TimerHandle | None = None
         self.idle_since: float | None = None  # in the pool since (loop time)
         self.taker: Taker | None = None  # the client the current exchange answers
         self._deadline: asyncio.TimerHandle | None = None
         self._deadline_at: float | None = None  # the response head is due by (loop time)
-        self._sink: _RawSink | None = None
+        self._sink: OriginSink | None = None
         self._splice: BodySink | None = None
         self._spliced: asyncio.Future[None] | None = None
         self._watchdog: asyncio.TimerHandle | None = None
@@ -120,11 +136,12 @@ class OriginConnection(asyncio.BufferedProtocol):
         """The room the client side has left within :data:`BUDGET` (a client that holds
         BUDGET has paused this connection's reads already; MIN_READ at the least)."""
         taker = self.taker
-        held = self._queued + (taker.pending() if taker is not None else 0)
+        held = self._queue.size + (taker.pending() if taker is not None else 0)
         return max(MIN_READ, BUDGET - held)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
+        self.flow.attach(self.transport)
 
     def data_received(self, data: bytes) -> None:
         if self.idle_since is not None:
@@ -139,7 +156,7 @@ class OriginConnection(asyncio.BufferedProtocol):
             try:
                 self._parse_head()
             except BadMessage as exc:
-                self._fail(UpstreamError(exc.reason))
+                self._fail(upstream_error(exc, "head"))
             return
         self._feed(data)
 
@@ -148,13 +165,14 @@ class OriginConnection(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        self.pool._forget(self)
+        self.pool.forget(self)
         if self._idle_timer is not None:
             self._idle_timer.cancel()
         if self._deadline is not None:
             self._deadline.cancel()
             self._deadline = None
         if self._sink is not None:
+            self.flow.lose(UpstreamBroken("the upstream closed the connection"))
             self._sink.origin_closed()
             return
         body = self._body
@@ -162,23 +180,18 @@ class OriginConnection(asyncio.BufferedProtocol):
         if complete:
             self._eof = True
         if self.head is None or not complete:
-            self._fail(UpstreamBroken(f"the upstream closed the connection ({exc or 'EOF'})"))
+            self._fail(upstream_error(exc, "lost"))
         self._end_splice(None)
         self._wake()
-        drain = self._drain_waiter
-        if drain is not None and not drain.done():
-            drain.set_exception(UpstreamBroken("the upstream closed the connection"))
+        self.flow.lose(UpstreamBroken("the upstream closed the connection"))
 
     def pause_writing(self) -> None:
-        self._write_paused = True
+        self.flow.pause_writing()
 
     def resume_writing(self) -> None:
-        self._write_paused = False
+        self.flow.resume_writing()
         if self._sink is not None:
             self._sink.origin_writable()
-        drain = self._drain_waiter
-        if drain is not None and not drain.done():
-            drain.set_result(None)
 
     # Parsing.
     def _parse_head(self) -> None:
@@ -214,16 +227,15 @@ class OriginConnection(asyncio.BufferedProtocol):
         try:
             pieces, used = body.feed(data)
         except BadMessage as exc:
-            self._fail(UpstreamBroken(exc.reason))
+            self._fail(upstream_error(exc, "body"))
             return
         splice = self._splice
         if splice is not None:
             self._last_data = self.loop.time()
             try:
                 for piece in pieces:
-                    if splice.body_data(piece) and not self._read_paused and self.transport:
-                        self._read_paused = True
-                        self.transport.pause_reading()
+                    if splice.body_data(piece):
+                        self.flow.pause_reading()
             except ConnectionError as exc:
                 self._end_splice(exc)
                 self.close()
@@ -234,14 +246,10 @@ class OriginConnection(asyncio.BufferedProtocol):
                 self._after_end(data[used:])
             return
         for piece in pieces:
-            self._pieces.append(piece)
-            self._queued += len(piece)
+            self._queue.put(piece)  # reading pauses above HIGH_WATER
         if _complete(body):
             self._eof = True
             self._after_end(data[used:])
-        if self._queued > HIGH_WATER and not self._read_paused and self.transport is not None:
-            self._read_paused = True
-            self.transport.pause_reading()
         self._wake()
 
     def _after_end(self, data: bytes) -> None:
@@ -295,12 +303,8 @@ class OriginConnection(asyncio.BufferedProtocol):
         self.transport.writelines(parts)
 
     async def drain(self) -> None:
-        if self._write_paused and not self.closed:
-            self._drain_waiter = self.loop.create_future()
-            try:
-                await self._drain_waiter
-            finally:
-                self._drain_waiter = None
+        if not self.closed:
+            await self.flow.drain()
 
     def begin(self, method: str, deadline: float | None) -> None:
         """Start an exchange on this connection (taken from the pool or new).
@@ -354,25 +358,16 @@ class OriginConnection(asyncio.BufferedProtocol):
 
     def read_nowait(self) -> bytes:
         """Body bytes already received, without waiting (``b""`` when none)."""
-        if not self._pieces:
-            return b""
-        if len(self._pieces) == 1:
-            piece = self._pieces.popleft()
-        else:
-            piece = b"".join(self._pieces)
-            self._pieces.clear()
-        self._queued = 0
-        self._resume()
-        return piece
+        return self._queue.get_all()
+
+    @property
+    def queued(self) -> int:
+        """Body bytes received and held here, not yet taken."""
+        return self._queue.size
 
     @property
     def at_eof(self) -> bool:
-        return self._eof and not self._pieces
-
-    def _resume(self) -> None:
-        if self._read_paused and self._queued < HIGH_WATER and self.transport is not None:
-            self._read_paused = False
-            self.transport.resume_reading()
+        return self._eof and not self._queue
 
     def splice(self, sink: BodySink, silence: float) -> asyncio.Future[None]:
         """Hand the rest of the response body to ``sink`` as it arrives, without a task.
@@ -389,10 +384,8 @@ class OriginConnection(asyncio.BufferedProtocol):
         self._silence = silence
         self._last_data = self.loop.time()
         try:
-            while self._pieces:
-                piece = self._pieces.popleft()
-                self._queued -= len(piece)
-                sink.body_data(piece)
+            while self._queue:
+                sink.body_data(self._queue.get())
         except ConnectionError as exc:
             self._end_splice(exc)
             self.close()
@@ -403,7 +396,7 @@ class OriginConnection(asyncio.BufferedProtocol):
             self._end_splice(UpstreamBroken(str(self._error)))
         else:
             self._watchdog = self.loop.call_later(silence, self._check_silence)
-            self._resume()
+            self.flow.resume_reading()
         return done
 
     def _check_silence(self) -> None:
@@ -411,7 +404,7 @@ class OriginConnection(asyncio.BufferedProtocol):
         if self._spliced is None:
             return
         quiet = self.loop.time() - self._last_data
-        if self._read_paused:  # waiting on the client, not on the upstream
+        if self.flow.reading_paused:  # waiting on the client, not on the upstream
             quiet = 0.0
             self._last_data = self.loop.time()
         if quiet >= self._silence:
@@ -449,7 +442,7 @@ class OriginConnection(asyncio.BufferedProtocol):
             and body is not None
             and body.done
             and self._eof
-            and not self._pieces
+            and not self._queue
             and not self._buf
             and self._error is None
         )
@@ -479,138 +472,43 @@ class OriginConnection(asyncio.BufferedProtocol):
         else:
             self._idle_timer = self.loop.call_later(left, self._idle_check)
 
+    def park(self) -> None:
+        """The exchange is over and the pool keeps this connection: idle from now on."""
+        # A body whose last piece met a full client socket left reading paused: a pooled
+        # connection must read, or the next exchange would never see its response.
+        self.resume_reading()
+        self.head = None
+        self._body = None
+        self.taker = None
+        self.idle_since = self.loop.time()
+        if self._idle_timer is None:  # armed lazily: it looks again when it fires
+            self._idle_timer = self.loop.call_later(IDLE_TIMEOUT, self._idle_check)
+
     def close(self) -> None:
         self.closed = True
-        self.pool._forget(self)
+        self.pool.forget(self)
         if self.transport is not None:
             self.transport.close()
 
     # Tunnels.
-    def switch(self, sink: _RawSink) -> bytes:
+    def switch(self, sink: OriginSink) -> bytes:
         """Hand every further byte to ``sink``; returns those already received."""
         self._sink = sink
         rest, self._buf = self._buf, b""
-        if self._read_paused and self.transport is not None:
-            self._read_paused = False
-            self.transport.resume_reading()
+        self.flow.resume_reading()
         return rest
 
     def pause_reading(self) -> None:
-        if self.transport is not None and not self.closed:
-            self.transport.pause_reading()
+        if not self.closed:
+            self.flow.pause_reading()
 
     def resume_reading(self) -> None:
-        if self.transport is not None and not self.closed:
-            self._read_paused = False
-            self.transport.resume_reading()
+        if not self.closed:
+            self.flow.resume_reading()
 
     def write_paused(self) -> bool:
-        return self._write_paused
+        return self.flow.writing_paused
 
 
 def _complete(body: BodyReader) -> bool:
     return body.done
-
-
-class BodySink(Protocol):
-    """Where a spliced response body goes (see :meth:`OriginConnection.splice`)."""
-
-    def body_data(self, data: bytes) -> bool:
-        """Take body bytes; True when the taker's socket is full (pause the upstream)."""
-        ...
-
-
-class _RawSink(Protocol):
-    """Where an upstream connection's bytes go once it switched protocols."""
-
-    def origin_data(self, data: bytes) -> None: ...
-
-    def origin_closed(self) -> None: ...
-
-    def origin_writable(self) -> None: ...
-
-
-class OriginPool:
-    """Keep-alive connections per upstream (scheme, host, port), most recently used first."""
-
-    def __init__(self, *, connect_timeout: float) -> None:
-        self.loop = asyncio.get_event_loop()
-        self.connect_timeout = connect_timeout
-        self._idle: dict[PoolKey, list[OriginConnection]] = {}
-        self._all: set[OriginConnection] = set()
-        self._tls: ssl.SSLContext | None = None
-        # Every connection reads into this in turn: a read is copied out at once
-        # (buffer_updated), so one buffer serves them all.
-        self.read_buffer = memoryview(bytearray(BUDGET))
-
-    def reconfigure(self, config: Config) -> None:
-        """A reload: connects from now on wait ``timeouts.upstream_connect``."""
-        self.connect_timeout = config.timeouts.upstream_connect
-
-    async def acquire(self, upstream: UpstreamURL, *, fresh: bool = False) -> OriginConnection:
-        """A connection to ``upstream``: an idle pooled one, or a new one."""
-        key = (upstream.scheme, upstream.host, upstream.port)
-        idle = self._idle.get(key)
-        while idle and not fresh:
-            conn = idle.pop()
-            if conn.closed:
-                continue
-            if conn.readable():  # the upstream wrote or closed while it sat idle
-                conn.close()
-                continue
-            conn.idle_since = None
-            conn.reused = True
-            return conn
-        return await self._connect(upstream, key)
-
-    async def _connect(self, upstream: UpstreamURL, key: PoolKey) -> OriginConnection:
-        loop = asyncio.get_running_loop()
-        self.loop = loop
-        tls: ssl.SSLContext | None = None
-        if upstream.scheme == "https":
-            if self._tls is None:
-                self._tls = ssl.create_default_context()
-            tls = self._tls
-        try:
-            async with asyncio.timeout(self.connect_timeout):
-                _, conn = await loop.create_connection(
-                    lambda: OriginConnection(self, key),
-                    upstream.host,
-                    upstream.port,
-                    ssl=tls,
-                    server_hostname=upstream.host if tls is not None else None,
-                )
-        except TimeoutError as exc:
-            raise UpstreamError("connecting to the upstream timed out") from exc
-        except OSError as exc:
-            raise UpstreamError(f"cannot connect to the upstream: {exc}") from exc
-        self._all.add(conn)
-        return conn
-
-    def release(self, conn: OriginConnection) -> None:
-        """Return ``conn`` to the pool if it can carry another exchange, else close it."""
-        if not conn.reusable:
-            conn.close()
-            return
-        # A body whose last piece met a full client socket left reading paused: a pooled
-        # connection must read, or the next exchange would never see its response.
-        conn.resume_reading()
-        conn.head = None
-        conn._body = None
-        conn.taker = None
-        conn.idle_since = self.loop.time()
-        if conn._idle_timer is None:  # armed lazily: it looks again when it fires
-            conn._idle_timer = self.loop.call_later(IDLE_TIMEOUT, conn._idle_check)
-        self._idle.setdefault(conn.key, []).append(conn)
-
-    def _forget(self, conn: OriginConnection) -> None:
-        self._all.discard(conn)
-        idle = self._idle.get(conn.key)
-        if idle and conn in idle:
-            idle.remove(conn)
-
-    async def close(self) -> None:
-        """Close every connection."""
-        for conn in list(self._all):
-            conn.close()
-        self._idle.clear()

@@ -1,11 +1,10 @@
 """One client connection: governor's own HTTP/1.1 server side, on asyncio protocols.
 
-Why not aiohttp's server: a proxy needs the exact bytes of every request on the
-wire, and per request aiohttp's server builds far more than a proxy uses. Here
-one :class:`ClientConnection` per socket parses heads with :mod:`governor.http1.wire`,
+One :class:`ClientConnection` per socket parses heads (:mod:`governor.http1.wire`),
 runs one handler task per request (owned by the connection, cancelled when the
-client leaves), streams the request body to it with backpressure, and frames the
-response.
+client leaves), streams the request body to it with backpressure
+(:mod:`governor.http1.flow`), and moves through the states of
+:mod:`governor.http1.state`. Why governor has its own server: ``docs/http1.md``.
 
 Invariants:
 
@@ -21,11 +20,6 @@ Invariants:
   slow client is bounded: producers pause at :data:`WRITE_HIGH` buffered bytes.
 * A request whose framing cannot be trusted gets a 4xx and the connection closes.
 * One request at a time per connection; pipelined requests wait, unparsed.
-* :meth:`HTTPServer.shutdown` fails no request the kernel took in: it stops taking
-  new handshakes, accepts every connection already queued (:mod:`governor.http1.drain`),
-  closes idle connections, lets requests in flight finish within the timeout, then
-  closes the rest. From :meth:`HTTPServer.begin_drain` on, every response says
-  ``Connection: close``.
 """
 
 from __future__ import annotations
@@ -33,83 +27,111 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
-import struct
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Protocol, cast
-from urllib.parse import unquote
+from typing import Any, Protocol, cast
 
-from governor.errors import BodyRefused
-from governor.http1.request import REASONS, SERVER, Request
-from governor.http1.wire import (
-    BadMessage,
-    Header,
-    encode_head,
-    sniff_head,
+from governor.errors import BadMessage, BodyRefused
+from governor.http1.flow import Flow
+from governor.http1.ports import Settings, TunnelSink
+from governor.http1.request import REASONS, SERVER, Handler, Request
+from governor.http1.sending import SendWatch, accepted, reset
+from governor.http1.state import (
+    BUSY,
+    CLOSED,
+    FLUSHING,
+    HEAD,
+    IDLE,
+    NEW,
+    TUNNEL,
+    WAITING,
+    State,
+    check,
+    deadline,
 )
-from governor.observe.events import Refusal, RequestNote
-
-if TYPE_CHECKING:
-    from governor.http1.server import HTTPServer
-
+from governor.http1.wire import Header, Limits, RequestHead, encode_head
+from governor.observe.events import RequestNote, RequestSink
 
 log = logging.getLogger("governor.listener")
 
 WRITE_HIGH = 2**16  # response bytes a client's transport holds before its producer pauses
 WRITE_LOW = 2**14  # ... and resumes
 LINGER = 10.0  # seconds to read and drop a request body nobody read, after the response
-# On shutdown, a connection that has not sent its first request yet is given this long
-# to send it (a client that just connected is about to); Go's http.Server does the same.
-FIRST_REQUEST_GRACE = 5.0
 
 
-class TunnelSink(Protocol):
-    """Where a connection's bytes go once it switched protocols."""
+class Listener(Settings, Protocol):
+    """What a connection needs of the listener that accepted it
+    (:class:`~governor.http1.server.HTTPServer`): its settings, its count, its handler."""
 
-    def client_data(self, data: bytes) -> None: ...
+    loop: asyncio.AbstractEventLoop
+    handler: Handler
+    sinks: Sequence[RequestSink]
+    limits: Limits
+    connections: set[Any]  # of ClientConnection: every connection it holds
+    draining: bool  # a stop has begun: close after each request
+    stopping: bool  # the listener is closing: idle connections are not kept
+    keepalive: float
+    header_timeout: float
+    body_min_rate: int
+    send_timeout: float
 
-    def client_closed(self) -> None: ...
+    def admit(self, peer: str | None) -> str | None:
+        """Count a new connection from ``peer``; the reason it is refused, if it is."""
+        ...
 
-    def client_writable(self) -> None: ...
+    def release(self, peer: str | None) -> None: ...
+
+    def parse(self, buf: bytes) -> RequestHead | None: ...
+
+    def refused(
+        self, status: int, reason: str, peer: str | None, raw: bytes | None, sent: int
+    ) -> None: ...
+
+    def connection_closed(self) -> None: ...
 
 
 class ClientConnection(asyncio.Protocol):
     """One client connection: heads, bodies, responses, keep-alive and its timers."""
 
-    def __init__(self, server: HTTPServer) -> None:
+    def __init__(self, server: Listener) -> None:
         self.server = server
         self.loop = server.loop
         self.transport: asyncio.Transport | None = None
         self.peer: str | None = None
-        self.closed = False
+        self.state = NEW
+        self._since = self.loop.time()  # when the state was entered (loop time)
         # Close after this request (shutdown, a refusal, the client's EOF).
         self.closing = server.draining
-        self._used = False  # a request head has arrived on this connection
         self.body_error: BadMessage | None = None  # the request body was refused midway
         self._counted = False  # in the server's per-client count
         self._body_timer: asyncio.TimerHandle | None = None
         self.bytes_in = 0
         self.handed = 0  # bytes handed to the transport
         self._sent_at_loss: int | None = None  # what the socket had accepted, once lost
-        self._send_timer: asyncio.TimerHandle | None = None
-        self._send_mark = 0  # bytes accepted at the last look of the send watchdog
-        self._send_since = 0.0  # when that figure was first seen (loop time)
+        self._watch = SendWatch(self)
         self._buf = b""
         self._request: Request | None = None
         self._task: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
-        self._wait_since: float | None = None  # waiting for a head since (loop time)
-        self._head_since: float | None = None  # a head's first byte arrived at
-        self._read_paused = False
-        self._write_paused = False
-        self._drain_waiter: asyncio.Future[None] | None = None
+        self.flow = Flow(self.loop, write_high=WRITE_HIGH, write_low=WRITE_LOW)
         self._sink: TunnelSink | None = None
         self.on_writable: Callable[[], None] | None = None  # once a full socket drains
+
+    @property
+    def closed(self) -> bool:
+        """The connection is lost."""
+        return self.state is CLOSED
+
+    def _enter(self, state: State) -> None:
+        """The one place the state changes."""
+        check(self.state, state)
+        self.state = state
+        if state in WAITING:
+            self._since = self.loop.time()
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
-        self.transport.set_write_buffer_limits(high=WRITE_HIGH, low=WRITE_LOW)
+        self.flow.attach(self.transport)
         peer = transport.get_extra_info("peername")
         self.peer = peer[0] if isinstance(peer, tuple) else None
         refusal = self.server.admit(self.peer)
@@ -132,8 +154,6 @@ class ClientConnection(asyncio.Protocol):
             except BadMessage as exc:
                 self._refuse_body(request, exc)
                 return
-            if request.buffered():
-                self._pause_reading()
             data = data[used:]
             if not data:
                 return
@@ -152,8 +172,8 @@ class ClientConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._sent_at_loss = self._accepted_at_loss()  # the socket is still open here
-        self.closed = True
-        self._cancel_send_timer()
+        self._enter(CLOSED)
+        self._watch.cancel()
         self.server.connections.discard(self)
         if self._counted:
             self._counted = False
@@ -167,45 +187,40 @@ class ClientConnection(asyncio.Protocol):
         request = self._request
         if request is not None:
             request._fail()
-        waiter = self._drain_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_exception(ConnectionResetError("the client closed the connection"))
+        self.flow.lose(ConnectionResetError("the client closed the connection"))
         task = self._task
         if task is not None and not task.done() and self._sink is None:
             task.cancel()
         self.server.connection_closed()
 
     def pause_writing(self) -> None:
-        self._write_paused = True
+        self.flow.pause_writing()
 
     def resume_writing(self) -> None:
-        self._write_paused = False
+        self.flow.resume_writing()
         if self._sink is not None:
             self._sink.client_writable()
         if self.on_writable is not None:
             self.on_writable()
-        waiter = self._drain_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
 
     # Writing.
     def write(self, data: bytes) -> None:
         transport = self.transport
-        if self.closed or transport is None or transport.is_closing():
+        if self.state is CLOSED or transport is None or transport.is_closing():
             raise ConnectionResetError("the client connection is closed")
         transport.write(data)
         self.handed += len(data)
-        if self._send_timer is None and transport.get_write_buffer_size():
-            self._arm_send()
+        if self._watch.timer is None and transport.get_write_buffer_size():
+            self._watch.arm()
 
     def writelines(self, parts: Sequence[bytes]) -> None:
         transport = self.transport
-        if self.closed or transport is None or transport.is_closing():
+        if self.state is CLOSED or transport is None or transport.is_closing():
             raise ConnectionResetError("the client connection is closed")
         transport.writelines(parts)
         self.handed += sum(len(p) for p in parts)
-        if self._send_timer is None and transport.get_write_buffer_size():
-            self._arm_send()
+        if self._watch.timer is None and transport.get_write_buffer_size():
+            self._watch.arm()
 
     def sent(self) -> int:
         """Bytes the socket accepted so far: handed to the transport, less what it holds.
@@ -231,13 +246,7 @@ class ClientConnection(asyncio.Protocol):
         return transport.get_write_buffer_size()
 
     def _accepted_at_loss(self) -> int:
-        transport = self.transport
-        if transport is None:
-            return 0
-        n = socket_sent(transport.get_extra_info("socket"))
-        if n is None:  # no TCP_INFO (not Linux): what the transport says it still holds,
-            n = self.handed - transport.get_write_buffer_size()  # an over-count after a failure
-        return min(max(n, 0), self.handed)
+        return 0 if self.transport is None else accepted(self.transport, self.handed)
 
     async def settle(self) -> None:
         """Wait until the socket accepted every byte handed to it, or the connection is gone.
@@ -247,95 +256,40 @@ class ClientConnection(asyncio.Protocol):
         transport = self.transport
         if transport is None or self.closed or not transport.get_write_buffer_size():
             return
-        if self._send_timer is None:
-            self._arm_send()
-        with contextlib.suppress(RuntimeError):
-            transport.set_write_buffer_limits(high=0, low=0)  # resumed once it is empty
-        try:
-            await self.drain()
-        except ConnectionError:
-            pass
-        finally:
-            if not self.closed:
-                with contextlib.suppress(RuntimeError):
-                    transport.set_write_buffer_limits(high=WRITE_HIGH, low=WRITE_LOW)
+        if self._watch.timer is None:
+            self._watch.arm()
+        with contextlib.suppress(ConnectionError):
+            await self.flow.settle()
 
-    # The send watchdog: one lazily armed timer while the transport holds bytes.
-    def _arm_send(self) -> None:
-        transport = self.transport
-        if transport is None or self.closed:
-            return
-        now = self.loop.time()
-        self._send_mark = self.handed - transport.get_write_buffer_size()
-        self._send_since = now
-        self._send_timer = self.loop.call_at(now + self._send_step(), self._check_send)
-
-    def _send_step(self) -> float:
-        """How often the watchdog looks: a quarter of the timeout, so it closes a client
-        between one and one and a quarter timeouts after the socket last accepted a byte."""
-        return self.server.send_timeout / 4
-
-    def _check_send(self) -> None:
-        self._send_timer = None
-        transport = self.transport
-        if self.closed or transport is None:
-            return
-        pending = transport.get_write_buffer_size()
-        if not pending:
-            return  # all accepted: armed again by the next write that leaves some
-        now = self.loop.time()
-        accepted = self.handed - pending
-        if accepted != self._send_mark:  # the socket took some since the last look
-            self._send_mark, self._send_since = accepted, now
-        elif now - self._send_since >= self.server.send_timeout:
-            log.info(
-                "resetting a connection from %s: it accepted no byte in %g s",
-                self.peer or "?",
-                self.server.send_timeout,
-            )
-            self._reset()
-            return
-        when = min(self._send_since + self.server.send_timeout, now + self._send_step())
-        self._send_timer = self.loop.call_at(when, self._check_send)
-
-    def _reset(self) -> None:
-        """Drop the connection with an RST, as nginx's ``reset_timedout_connection`` does:
-        a plain close would leave the unsent bytes queued in the kernel behind a FIN
-        the client never reads, holding that memory for minutes."""
-        transport = self.transport
-        if transport is None:
-            return
+    def stalled(self) -> None:
+        """The socket accepted no byte for ``timeouts.send`` while governor had some for it."""
+        log.info(
+            "resetting a connection from %s: it accepted no byte in %g s",
+            self.peer or "?",
+            self.server.send_timeout,
+        )
         self.closing = True
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_ZERO)
-        transport.abort()
+        if self.transport is not None:
+            reset(self.transport)
 
-    def _cancel_send_timer(self) -> None:
-        if self._send_timer is not None:
-            self._send_timer.cancel()
-            self._send_timer = None
+    def send_timeout(self) -> float:
+        return self.server.send_timeout
 
     def _shut(self) -> None:
         """Close once what was handed to the transport is sent (within ``timeouts.send``)."""
         transport = self.transport
-        if transport is None:
+        if transport is None or self.state is CLOSED:
             return
+        if self.state is not FLUSHING:
+            self._enter(FLUSHING)
         transport.close()
-        if self._send_timer is None and not self.closed and transport.get_write_buffer_size():
-            self._arm_send()
+        if self._watch.timer is None and transport.get_write_buffer_size():
+            self._watch.arm()
 
     async def drain(self) -> None:
         if self.closed:
             raise ConnectionResetError("the client connection is closed")
-        if not self._write_paused:
-            return
-        self._drain_waiter = self.loop.create_future()
-        try:
-            await self._drain_waiter
-        finally:
-            self._drain_waiter = None
+        await self.flow.drain()
 
     def abort(self) -> None:
         """End the connection without a clean end of body, so the client sees truncation."""
@@ -345,6 +299,7 @@ class ClientConnection(asyncio.Protocol):
     # Tunnels.
     def switch(self, sink: TunnelSink) -> bytes:
         """Hand every further byte to ``sink``; returns those already received."""
+        self._enter(TUNNEL)
         self._sink = sink
         rest, self._buf = self._buf, b""
         self._resume_reading()
@@ -354,7 +309,7 @@ class ClientConnection(asyncio.Protocol):
         self._pause_reading()
 
     def write_paused(self) -> bool:
-        return self._write_paused
+        return self.flow.writing_paused
 
     def resume_reading(self) -> None:
         self._resume_reading()
@@ -375,7 +330,7 @@ class ClientConnection(asyncio.Protocol):
         if head is None:
             self._idle()
             return
-        self._busy()
+        self._enter(BUSY)  # no deadline until the connection waits again
         body_max = self.server.body_max
         if body_max and head.content_length is not None and head.content_length > body_max:
             self._refuse(413, f"the request body is larger than {body_max} bytes", self._buf)
@@ -454,6 +409,7 @@ class ClientConnection(asyncio.Protocol):
         if not request.keep_alive or self.closing or not request.body_done:
             self._shut()
             return
+        self._enter(IDLE)
         self._resume_reading()
         self._next_request()
 
@@ -466,7 +422,7 @@ class ClientConnection(asyncio.Protocol):
         self.body_error = exc
         self.closing = True
         request._fail()
-        self._pause_reading()
+        self.flow.stop_reading()  # never resumed: the connection closes after this request
 
     def _check_body_rate(self) -> None:
         """Whether the request body keeps ``body_min_rate`` after the header grace period."""
@@ -477,7 +433,7 @@ class ClientConnection(asyncio.Protocol):
         if request is None or request.body is None or request.body_done or self.closed:
             return
         now = self.loop.time()
-        if self._read_paused:  # governor is not reading: the client is not to blame
+        if self.flow.reading_paused:  # governor is not reading: the client is not to blame
             request.head_at += 1.0
             self._body_timer = self.loop.call_at(now + 1.0, self._check_body_rate)
             return
@@ -493,9 +449,7 @@ class ClientConnection(asyncio.Protocol):
         """Answer a request that cannot be read, then close.
 
         ``raw`` is every byte of the request received (None when no request was
-        read: a connection refused on arrival). The server charges them and the
-        answer to the tenant the head names, if it names one (see
-        :meth:`HTTPServer.refused`).
+        read: a connection refused on arrival); the listener charges and reports it.
         """
         self.closing = True
         body = f"{status} {REASONS.get(status, 'Bad Request')}: {reason}\n".encode()
@@ -508,23 +462,7 @@ class ClientConnection(asyncio.Protocol):
             sent = len(data) + len(body)
         except ConnectionError:
             pass
-        if raw is None:
-            log.info("refused a connection from %s: %d %s", self.peer or "?", status, reason)
-        else:
-            method, target, host = sniff_head(raw)
-            path = unquote(target.partition("?")[0], "utf-8", "replace")
-            self.server.refused(
-                Refusal(
-                    status=status,
-                    reason=reason,
-                    peer=self.peer,
-                    host=host,
-                    method=method,
-                    path=path,
-                    received=len(raw),
-                    sent=sent,
-                )
-            )
+        self.server.refused(status, reason, self.peer, raw, sent)
         if not sent:
             return
         self._shut()
@@ -533,11 +471,10 @@ class ClientConnection(asyncio.Protocol):
     # busy keep-alive connection move deadlines, not timers.
     def _idle(self) -> None:
         """Waiting for a head: close idle connections, and slow heads with a 408."""
-        now = self.loop.time()
-        if self._wait_since is None:
-            self._wait_since = now
-        if self._buf and self._head_since is None:
-            self._head_since = now  # the head's first byte: its own deadline starts
+        if self.state not in WAITING:
+            return
+        if self._buf and self.state is not HEAD:
+            self._enter(HEAD)  # the head's first byte: its own deadline starts
         when = self._deadline()
         timer = self._timer
         if when is None or (timer is not None and timer.when() <= when):
@@ -547,20 +484,14 @@ class ClientConnection(asyncio.Protocol):
         self._timer = self.loop.call_at(when, self._expire)
 
     def _deadline(self) -> float | None:
-        if self._head_since is not None:
-            return self._head_since + self.server.header_timeout
-        if self._wait_since is not None:
-            wait = self.server.keepalive
-            if self.server.stopping:  # no next request is waited for; a first one briefly
-                wait = min(wait, 0.0 if self._used else FIRST_REQUEST_GRACE)
-            return self._wait_since + wait
-        return None
-
-    def _busy(self) -> None:
-        """A head arrived: no deadline until the connection waits again."""
-        self._wait_since = None
-        self._head_since = None
-        self._used = True
+        server = self.server
+        return deadline(
+            self.state,
+            self._since,
+            keepalive=server.keepalive,
+            header_timeout=server.header_timeout,
+            stopping=server.stopping,
+        )
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:
@@ -569,12 +500,12 @@ class ClientConnection(asyncio.Protocol):
 
     def _expire(self) -> None:
         self._timer = None
-        when = self._deadline()
-        if when is None or self.closed or self._request is not None:
+        when = self._deadline()  # None unless waiting for a head
+        if when is None:
             return
         if self.loop.time() < when:
             self._timer = self.loop.call_at(when, self._expire)
-        elif self._head_since is not None:
+        elif self.state is HEAD:
             self._refuse(408, "the request head did not arrive in time", self._buf)
         else:
             self._shut()
@@ -583,7 +514,7 @@ class ClientConnection(asyncio.Protocol):
         """The server stops: close after the request in flight, or when idle by its deadline.
 
         An idle connection that has served a request closes now; one that has not yet
-        sent its first request gets :data:`FIRST_REQUEST_GRACE`; a head that has begun
+        sent its first request gets ``FIRST_REQUEST_GRACE``; a head that has begun
         to arrive keeps its own deadline (``request_header``).
         """
         self.closing = True
@@ -591,47 +522,12 @@ class ClientConnection(asyncio.Protocol):
             self._idle()
 
     def _pause_reading(self) -> None:
-        if not self._read_paused and self.transport is not None and not self.closed:
-            self._read_paused = True
-            self.transport.pause_reading()
+        if not self.closed:
+            self.flow.pause_reading()
 
     def _resume_reading(self) -> None:
-        if self._read_paused and self.transport is not None and not self.closed:
-            self._read_paused = False
-            self.transport.resume_reading()
-
-    def _resume_body(self) -> None:
-        if self._read_paused and self.body_error is None:
-            self._resume_reading()
-
-
-# struct tcp_info (linux/tcp.h): tcpi_notsent_bytes at 144; tcpi_bytes_sent and
-# tcpi_bytes_retrans at 200 (Linux 4.19 and later).
-_TCP_INFO_SIZE = 216
-_LINGER_ZERO = struct.pack("ii", 1, 0)  # close() sends an RST
-_NOTSENT = struct.Struct("=I")
-_SENT_RETRANS = struct.Struct("=QQ")
-
-
-def socket_sent(sock: Any) -> int | None:
-    """Bytes a TCP socket ever accepted from its writer, from the kernel; None if unknown.
-
-    What the kernel transmitted once (retransmissions aside) plus what it holds not
-    yet transmitted: every byte a send() call returned, read in one getsockopt, so
-    it is consistent even while ACKs arrive, and still right after a reset.
-    """
-    option = getattr(socket, "TCP_INFO", None)
-    if sock is None or option is None:
-        return None
-    try:
-        info = sock.getsockopt(socket.IPPROTO_TCP, option, _TCP_INFO_SIZE)
-    except (OSError, ValueError):
-        return None
-    if len(info) < _TCP_INFO_SIZE:
-        return None
-    (notsent,) = _NOTSENT.unpack_from(info, 144)
-    sent, retransmitted = _SENT_RETRANS.unpack_from(info, 200)
-    return int(sent - retransmitted + notsent)
+        if not self.closed:
+            self.flow.resume_reading()
 
 
 def _plain() -> list[Header]:

@@ -12,23 +12,19 @@ owns the socket, its timers and its flow control.
 
 from __future__ import annotations
 
-import asyncio
-import collections
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
 from governor.core.meter import Meter
-from governor.errors import BodyRefused
+from governor.errors import BadMessage, BodyRefused
+from governor.http1.body import CHUNKED, LENGTH, BodyReader
+from governor.http1.flow import BodyQueue
+from governor.http1.ports import ClientPort
 from governor.http1.wire import (
-    CHUNKED,
     CRLF,
     HEAD_END,
     LAST_CHUNK,
-    LENGTH,
-    BadMessage,
-    BodyReader,
     Header,
     RequestHead,
     chunk_prefix,
@@ -36,12 +32,9 @@ from governor.http1.wire import (
 )
 from governor.observe.events import RequestNote, report
 
-if TYPE_CHECKING:
-    from governor.http1.connection import ClientConnection
-
-
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 HIGH_WATER = 2**18  # request body bytes buffered before reads from the client pause
+LOW_WATER = 2**16  # ... and resume (see docs/http1.md)
 SERVER = "governor"  # on governor's own answers; proxied responses keep the upstream's
 
 REASONS = {
@@ -73,9 +66,7 @@ class Request:
         "_claimed_in",
         "_claimed_out",
         "_eof",
-        "_pieces",
-        "_queued",
-        "_waiter",
+        "_queue",
         "body",
         "body_size",
         "chunked_out",
@@ -94,7 +85,7 @@ class Request:
         "status",
     )
 
-    def __init__(self, conn: ClientConnection, head: RequestHead, note: RequestNote) -> None:
+    def __init__(self, conn: ClientPort, head: RequestHead, note: RequestNote) -> None:
         self.conn = conn
         self.head = head
         self.note = note
@@ -112,10 +103,10 @@ class Request:
             self.body = BodyReader(CHUNKED)
         elif head.content_length:
             self.body = BodyReader(LENGTH, head.content_length)
-        self._pieces: collections.deque[bytes] = collections.deque()
-        self._queued = 0
+        self._queue: BodyQueue | None = None
+        if self.body is not None:
+            self._queue = BodyQueue(conn.flow, high=HIGH_WATER, low=LOW_WATER)
         self._eof = self.body is None
-        self._waiter: asyncio.Future[None] | None = None
         self.body_size = 0  # body bytes received, framing aside
         self.head_at = conn.loop.time()
         self.keep_alive = head.keep_alive
@@ -192,28 +183,25 @@ class Request:
 
     def _feed(self, data: bytes) -> int:
         """Body bytes from the connection; returns how many of them this body used."""
-        body = self.body
+        body, queue = self.body, self._queue
         assert body is not None
+        assert queue is not None
         pieces, used = body.feed(data)
         self.received += used
         for piece in pieces:
-            self._pieces.append(piece)
-            self._queued += len(piece)
+            queue.put(piece)  # reading from the client pauses above HIGH_WATER
             self.body_size += len(piece)
         body_max = self.conn.server.body_max
         if body_max and self.body_size > body_max:
             raise BadMessage(413, f"the request body is larger than {body_max} bytes")
         if body.done:
             self._eof = True
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        queue.wake()
         return used
 
     def _fail(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        if self._queue is not None:
+            self._queue.wake()
 
     async def read(self) -> bytes:
         """The next piece of the request body; ``b""`` at its end.
@@ -221,28 +209,18 @@ class Request:
         Raises :class:`BodyRefused` when governor stopped reading the body (its answer
         is the refusal's status), ConnectionResetError when the client left before the end.
         """
+        queue = self._queue
         while True:
-            if self._pieces:
-                piece = self._pieces.popleft()
-                self._queued -= len(piece)
-                if self._queued < HIGH_WATER:
-                    self.conn._resume_body()
-                return piece
-            if self._eof:
+            if queue:  # reading from the client resumes at LOW_WATER
+                return queue.get()
+            if self._eof or queue is None:
                 return b""
             refused = self.conn.body_error
             if refused is not None:  # first: a client that left after it is still answered so
                 raise BodyRefused(refused.status, refused.reason)
             if self.conn.closed:
                 raise ConnectionResetError("the client closed the connection mid-body")
-            self._waiter = self.conn.loop.create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-
-    def buffered(self) -> bool:
-        return self._queued > HIGH_WATER
+            await queue.wait()
 
     # The response.
     def start_response(

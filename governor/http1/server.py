@@ -1,7 +1,11 @@
 """The listener: accepts client connections, owns them, and drains them on shutdown.
 
-See :mod:`governor.http1.connection` for what one connection keeps, and
-:mod:`governor.http1.request` for one request.
+Invariant: :meth:`HTTPServer.shutdown` fails no request the kernel took in: it stops
+taking new handshakes, accepts every connection already queued
+(:mod:`governor.http1.drain`), closes idle connections, lets requests in flight
+finish within the timeout, then closes the rest. From :meth:`HTTPServer.begin_drain`
+on, every response says ``Connection: close``. See :mod:`governor.http1.connection`
+for what one connection keeps, and :mod:`governor.http1.request` for one request.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import logging
 import os
 import socket
 from collections.abc import Callable, Sequence
+from urllib.parse import unquote
 
 from governor.config import Config, LimitsConfig, Timeouts
 from governor.http1.connection import ClientConnection
@@ -20,6 +25,7 @@ from governor.http1.wire import (
     Limits,
     RequestHead,
     parse_request_head,
+    sniff_head,
 )
 from governor.observe.events import Refusal, RequestSink, report_refusal
 
@@ -92,12 +98,30 @@ class HTTPServer:
     def parse(self, buf: bytes) -> RequestHead | None:
         return parse_request_head(buf, self.limits)
 
-    def refused(self, refusal: Refusal) -> None:
+    def refused(
+        self, status: int, reason: str, peer: str | None, raw: bytes | None, sent: int
+    ) -> None:
         """A request answered by the listener: charged to its tenant, reported to the sinks.
 
-        What crossed the wire for a tenant is the tenant's: the refused request's
-        bytes and the answer count like any other request's (see ``on_refusal``).
+        ``raw`` is every byte of it received (None for a connection refused on
+        arrival: only logged), ``sent`` the answer handed to its socket. What
+        crossed the wire for a tenant is the tenant's: the refused request's bytes
+        and the answer count like any other request's (see ``on_refusal``).
         """
+        if raw is None:
+            log.info("refused a connection from %s: %d %s", peer or "?", status, reason)
+            return
+        method, target, host = sniff_head(raw)
+        refusal = Refusal(
+            status=status,
+            reason=reason,
+            peer=peer,
+            host=host,
+            method=method,
+            path=unquote(target.partition("?")[0], "utf-8", "replace"),
+            received=len(raw),
+            sent=sent,
+        )
         log.info(
             "refused a request from %s: %d %s", refusal.peer or "?", refusal.status, refusal.reason
         )

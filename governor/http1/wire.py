@@ -1,4 +1,4 @@
-"""HTTP/1.1 message framing, pure: heads parsed strictly, bodies framed to the byte.
+"""HTTP/1.1 message heads, pure: parsed strictly, each with its exact size on the wire.
 
 No I/O and no awaits: callers hand bytes in and get back a parsed head with its
 exact size on the wire, or body pieces together with how many raw bytes they
@@ -11,8 +11,8 @@ Content-Length and Transfer-Encoding together, differing or malformed
 Content-Length values, a Transfer-Encoding that is not exactly the one token
 ``chunked`` (or any in HTTP/1.0), obs-fold, a bare CR or LF, a control character
 in a field, a bad field name, a Host that is not one valid ``host[:port]``, a
-request target in no form governor serves, an absolute-form target whose
-authority differs from Host, or a malformed chunk size, extension or end.
+request target in no form governor serves, or an absolute-form target whose
+authority differs from Host. Bodies are framed by :mod:`governor.http1.body`.
 
 Whitespace is SP and HTAB only: values are trimmed with ``_OWS`` and compared as
 bytes, never with ``str.strip()``/``str.lower()``, which would also take NBSP
@@ -23,7 +23,7 @@ Leniency where nothing is ambiguous (what nginx and HAProxy both accept, RFC 911
 allows, and governor rewrites before forwarding anyway): empty lines (CRLF)
 before a request line, runs of SP between the request line's parts, an
 ``HTTP/1.x`` version with a minor above 1 (read and forwarded as HTTP/1.1),
-leading zeros in Content-Length and chunk sizes.
+leading zeros in Content-Length (and chunk sizes, :mod:`governor.http1.body`).
 """
 
 from __future__ import annotations
@@ -32,13 +32,14 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from governor.errors import BadMessage
+
 Header = tuple[str, str]
 
 CRLF = b"\r\n"
 HEAD_END = b"\r\n\r\n"
 
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_CTL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _TARGET_BAD = re.compile(rb"[\x00-\x20\x7f]")
 _DIGITS = re.compile(rb"0*([0-9]{1,18})")  # leading zeros, then at most 18 digits
 _REQUEST_LINE = re.compile(rb"([^ ]+) +([^ ]+) +([^ ]+)")  # runs of SP allowed (RFC 9112 §3)
@@ -53,31 +54,6 @@ _HOST = re.compile(
 _DEFAULT_PORTS = {b"http": 80, b"https": 443}
 _STATUS = re.compile(rb"HTTP/1\.([01]) ([1-9][0-9][0-9])(?: ([^\x00-\x08\x0a-\x1f\x7f]*))?")
 _OWS = b" \t"
-_TOKEN_RE = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
-_QUOTED_RE = rb'"(?:[^"\\\x00-\x08\x0a-\x1f\x7f]|\\.)*"'
-_CHUNK_LINE = re.compile(
-    rb"0*([0-9A-Fa-f]{1,15})"  # leading zeros, then at most 15 hex digits
-    rb"(?:[ \t]*;[ \t]*"
-    + _TOKEN_RE
-    + rb"(?:[ \t]*=[ \t]*(?:"
-    + _TOKEN_RE
-    + rb"|"
-    + _QUOTED_RE
-    + rb"))?)*"
-    rb"[ \t]*"
-)
-
-CHUNK_LINE_MAX = 4096
-TRAILERS_MAX = 16384
-
-
-class BadMessage(Exception):
-    """A message governor refuses to read: answered with ``status``, then the connection closes."""
-
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -486,119 +462,6 @@ def parse_response_head(buf: bytes | bytearray, *, max_size: int = 65536) -> Res
 def response_has_body(method: str, status: int) -> bool:
     """Whether a response to ``method`` with ``status`` carries a body (RFC 9112 §6.3)."""
     return not (method == "HEAD" or status < 200 or status in (204, 304))
-
-
-# Body framings.
-LENGTH, CHUNKED, UNTIL_CLOSE = 0, 1, 2
-_SIZE, _DATA, _DATA_END, _TRAILERS, _DONE = range(5)
-
-
-class BodyReader:
-    """Reads one body's framing: which received bytes are body, and where it ends.
-
-    ``feed(data)`` returns the body pieces found in ``data`` (chunk framing taken
-    off) and how many bytes of ``data`` belong to this body; the rest belongs to
-    whatever follows it on the connection. ``done`` turns True at the body's end.
-    An UNTIL_CLOSE body ends only with :meth:`close`.
-    """
-
-    __slots__ = ("_line", "_remaining", "_state", "_status", "done", "framing", "raw")
-
-    def __init__(self, framing: int, length: int = 0, *, error_status: int = 400) -> None:
-        self.framing = framing
-        self._remaining = length
-        self._state = _DATA if framing == LENGTH else _SIZE
-        self._line = b""
-        self.raw = 0  # bytes of framing and body consumed so far
-        self.done = framing == LENGTH and length == 0
-        self._status = error_status  # 400 for a request body, 502 for a response body
-
-    def feed(self, data: bytes) -> tuple[list[bytes], int]:
-        """Body pieces in ``data`` and the number of bytes of ``data`` this body used."""
-        if self.done or not data:
-            return [], 0
-        if self.framing == LENGTH:
-            n = self._remaining
-            if len(data) <= n:
-                self._remaining = n - len(data)
-                self.done = self._remaining == 0
-                self.raw += len(data)
-                return [data], len(data)
-            self._remaining = 0
-            self.done = True
-            self.raw += n
-            return [data[:n]], n
-        if self.framing == UNTIL_CLOSE:
-            self.raw += len(data)
-            return [data], len(data)
-        pieces, used = self._chunked(data)
-        self.raw += used
-        return pieces, used
-
-    def close(self) -> bool:
-        """The connection ended: the end of an UNTIL_CLOSE body, else a truncated one.
-
-        Returns whether the body is complete.
-        """
-        if self.framing == UNTIL_CLOSE:
-            self.done = True
-        return self.done
-
-    def _chunked(self, data: bytes) -> tuple[list[bytes], int]:
-        pieces: list[bytes] = []
-        pos, size = 0, len(data)
-        while pos < size and self._state != _DONE:
-            state = self._state
-            if state == _DATA:
-                take = min(self._remaining, size - pos)
-                pieces.append(data[pos : pos + take] if take != size else data)
-                pos += take
-                self._remaining -= take
-                if self._remaining == 0:
-                    self._state = _DATA_END
-            elif state in (_SIZE, _TRAILERS):
-                eol = data.find(b"\n", pos)
-                chunk = data[pos:] if eol < 0 else data[pos : eol + 1]
-                self._line += chunk
-                pos += len(chunk)
-                limit = CHUNK_LINE_MAX if state == _SIZE else TRAILERS_MAX
-                if len(self._line) > limit:
-                    raise BadMessage(self._status, "a chunk size line or trailer is too long")
-                if eol < 0:
-                    break
-                line, self._line = self._line, b""
-                if not line.endswith(CRLF) or b"\r" in line[:-2]:
-                    raise BadMessage(self._status, "a bare CR or LF in the chunked framing")
-                if state == _SIZE:
-                    self._size_line(line[:-2])
-                elif line == CRLF:
-                    self._state = _DONE
-                elif line[0] in _OWS or b":" not in line or _CTL.search(line):
-                    raise BadMessage(self._status, "a malformed trailer field")
-            else:  # _DATA_END: exactly CRLF after the chunk's data
-                need = CRLF[len(self._line) :]
-                got = data[pos : pos + len(need)]
-                if need[: len(got)] != got:
-                    raise BadMessage(self._status, "a chunk's data is not followed by CRLF")
-                self._line += got
-                pos += len(got)
-                if len(self._line) == 2:
-                    self._line = b""
-                    self._state = _SIZE
-        if self._state == _DONE:
-            self.done = True
-        return pieces, pos
-
-    def _size_line(self, line: bytes) -> None:
-        m = _CHUNK_LINE.fullmatch(line)
-        if m is None:
-            raise BadMessage(self._status, "a malformed chunk size or extension")
-        n = int(m.group(1), 16)
-        if n == 0:
-            self._state = _TRAILERS
-        else:
-            self._remaining = n
-            self._state = _DATA
 
 
 def encode_head(first_line: str, headers: list[Header]) -> bytes:

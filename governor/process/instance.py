@@ -37,7 +37,7 @@ from governor.admin.api import create_admin_app
 from governor.admin.listener import AdminListener
 from governor.config import Config, load_config
 from governor.errors import ConfigError, StartError, StoreError
-from governor.http1.client import OriginPool
+from governor.http1.pool import OriginPool
 from governor.http1.server import HTTPServer
 from governor.observe.accesslog import AccessLog, open_access_log
 from governor.observe.events import RequestSink

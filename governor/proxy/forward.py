@@ -20,9 +20,10 @@ import time
 from governor.config import Config, TenantConfig, UpstreamURL
 from governor.core.meter import Meter
 from governor.core.policy import Decision
-from governor.errors import BodyRefused, UpstreamError, UpstreamTimeout
-from governor.http1.client import OriginConnection, OriginPool, UpstreamBroken
+from governor.errors import BodyRefused, UpstreamBroken, UpstreamError, UpstreamTimeout
+from governor.http1.client import OriginConnection
 from governor.http1.headers import request_block, response_block
+from governor.http1.pool import OriginPool
 from governor.http1.request import REASONS, Request
 from governor.http1.wire import CRLF, HEAD_END, LAST_CHUNK, chunk_prefix
 from governor.proxy.stream import ResponseStream

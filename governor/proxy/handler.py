@@ -26,8 +26,8 @@ from __future__ import annotations
 from governor.accounts.runtime import Runtime, Tenant
 from governor.core.meter import Meter
 from governor.core.policy import decide
-from governor.http1.client import OriginPool
 from governor.http1.headers import Header, client_address
+from governor.http1.pool import OriginPool
 from governor.http1.request import SERVER, Request
 from governor.observe.events import Refusal
 from governor.proxy import notice

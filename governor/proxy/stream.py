@@ -12,7 +12,8 @@ from __future__ import annotations
 import logging
 
 from governor.core.meter import Meter
-from governor.http1.client import OriginConnection, UpstreamBroken
+from governor.errors import UpstreamBroken
+from governor.http1.client import OriginConnection
 from governor.http1.headers import response_block
 from governor.http1.request import Request
 from governor.http1.wire import response_has_body

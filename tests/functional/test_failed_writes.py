@@ -22,7 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from governor.http1.connection import ClientConnection, socket_sent
+from governor.http1.connection import ClientConnection
+from governor.http1.sending import socket_sent
 from governor.process.instance import Governor
 from tests.functional.conftest import GovernorFactory
 from tests.functional.processes import ServeFactory

@@ -7,7 +7,7 @@ import contextlib
 import socket
 
 from governor.config import UpstreamURL
-from governor.http1.client import OriginPool
+from governor.http1.pool import OriginPool
 
 
 async def test_a_connection_goes_back_to_the_pool_reading() -> None:

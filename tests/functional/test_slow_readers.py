@@ -157,5 +157,5 @@ async def test_what_governor_holds_for_clients_that_stopped_reading_is_bounded(
         await asyncio.sleep(0.3)  # what would still arrive if the upstreams were not paused
         held = [c.transport.get_write_buffer_size() for c in conns if c.transport]
         assert gov.pool is not None
-        queued = [o._queued for o in gov.pool._all]
+        queued = [o.queued for o in gov.pool._all]
     assert max(held) + max(queued) <= HELD_AT_MOST, (held, queued)

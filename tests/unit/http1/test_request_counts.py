@@ -13,9 +13,10 @@ from typing import Any, cast
 import pytest
 
 from governor.core.meter import Meter
-from governor.errors import BodyRefused
+from governor.errors import BadMessage, BodyRefused
+from governor.http1.flow import Flow
 from governor.http1.request import CONTINUE, Request
-from governor.http1.wire import BadMessage, Limits, parse_request_head
+from governor.http1.wire import Limits, parse_request_head
 from governor.observe.events import RequestNote, RequestRecord
 
 
@@ -44,6 +45,13 @@ class FakeConnection:
     closing: bool = False
     body_error: BadMessage | None = None
     wire: bytearray = field(default_factory=bytearray)
+    flow: Flow = field(init=False)
+
+    def __post_init__(self) -> None:
+        # No transport: the body queue's pauses and resumes have nothing to tell.
+        self.flow = Flow(
+            cast(asyncio.AbstractEventLoop, self.loop), write_high=None, write_low=None
+        )
 
     def write(self, data: bytes) -> None:
         self.wire += data
@@ -55,9 +63,6 @@ class FakeConnection:
 
     def sent(self) -> int:
         return self.handed - self.held
-
-    def _resume_body(self) -> None:
-        pass
 
 
 class Charges:

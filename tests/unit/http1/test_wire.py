@@ -9,6 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from governor.errors import BadMessage
+from governor.http1.body import CHUNKED, LENGTH, UNTIL_CLOSE, BodyReader
 from governor.http1.headers import (
     client_response_headers,
     connection_tokens,
@@ -18,11 +20,6 @@ from governor.http1.headers import (
     upstream_request_headers,
 )
 from governor.http1.wire import (
-    CHUNKED,
-    LENGTH,
-    UNTIL_CLOSE,
-    BadMessage,
-    BodyReader,
     Limits,
     RequestHead,
     encode_block,

@@ -1,0 +1,102 @@
+"""The interfaces at the HTTP/1.1 engine's edges, as small Protocols.
+
+They let a module name what it needs of another without importing it, so the
+engine has no import cycle (not even under ``TYPE_CHECKING``): a request sees
+its connection as a :class:`ClientPort`, a tunnel or a spliced body sees only
+the callbacks it implements. Implementations: :class:`~governor.http1.connection.ClientConnection`
+(ClientPort), the proxy's exchange (BodySink) and tunnel (TunnelSink, OriginSink).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from governor.errors import BadMessage
+from governor.http1.flow import Flow
+
+
+class Settings(Protocol):
+    """The listener's settings a request, and the proxy through it, read."""
+
+    body_max: int  # bytes a request body may have (0: no limit)
+    websocket_idle: float  # seconds a tunnel may carry no byte either way (0: no limit)
+
+
+class TunnelSink(Protocol):
+    """Where a client connection's bytes go once it switched protocols."""
+
+    def client_data(self, data: bytes) -> None: ...
+
+    def client_closed(self) -> None: ...
+
+    def client_writable(self) -> None: ...
+
+
+class OriginSink(Protocol):
+    """Where an upstream connection's bytes go once it switched protocols."""
+
+    def origin_data(self, data: bytes) -> None: ...
+
+    def origin_closed(self) -> None: ...
+
+    def origin_writable(self) -> None: ...
+
+
+class BodySink(Protocol):
+    """Where a spliced response body goes (see :meth:`OriginConnection.splice`)."""
+
+    def body_data(self, data: bytes) -> bool:
+        """Take body bytes; True when the taker's socket is full (pause the upstream)."""
+        ...
+
+
+class ClientPort(Protocol):
+    """What a request (and the proxy, through ``request.conn``) needs of its client connection."""
+
+    loop: asyncio.AbstractEventLoop
+    peer: str | None
+    handed: int  # bytes handed to the transport, every response on the connection
+    closing: bool  # no request after this one: the response says Connection: close
+    flow: Flow
+    body_error: BadMessage | None  # the request body was refused midway
+    on_writable: Callable[[], None] | None  # called once a full socket drains
+
+    @property
+    def server(self) -> Settings: ...
+
+    @property
+    def closed(self) -> bool:
+        """The connection is gone."""
+        ...
+
+    def write(self, data: bytes) -> None: ...
+
+    def writelines(self, parts: Sequence[bytes]) -> None: ...
+
+    def sent(self) -> int:
+        """Bytes the socket accepted so far."""
+        ...
+
+    def pending(self) -> int:
+        """Bytes handed to the transport that the socket has not accepted yet."""
+        ...
+
+    async def drain(self) -> None: ...
+
+    async def settle(self) -> None: ...
+
+    def abort(self) -> None:
+        """End the connection without a clean end of body."""
+        ...
+
+    def switch(self, sink: TunnelSink) -> bytes:
+        """Hand every further byte to ``sink``; returns those already received."""
+        ...
+
+    def pause_reading(self) -> None: ...
+
+    def resume_reading(self) -> None: ...
+
+    def write_paused(self) -> bool: ...

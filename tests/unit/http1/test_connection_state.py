@@ -1,0 +1,238 @@
+"""ClientConnection's explicit state, driven with a fake transport and a stub listener."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import pytest
+
+from governor.http1.connection import ClientConnection
+from governor.http1.request import Request
+from governor.http1.state import (
+    BUSY,
+    CLOSED,
+    FIRST_REQUEST_GRACE,
+    FLUSHING,
+    HEAD,
+    IDLE,
+    NEW,
+    TUNNEL,
+    State,
+    check,
+    deadline,
+)
+from governor.http1.wire import Limits, RequestHead, parse_request_head
+from governor.observe.events import RequestSink
+from tests.unit.http1.fakes import FakeTransport
+
+GET = b"GET / HTTP/1.1\r\nHost: site.test\r\n\r\n"
+GET_CLOSE = b"GET / HTTP/1.1\r\nHost: site.test\r\nConnection: close\r\n\r\n"
+
+
+class StubListener:
+    """What a connection needs of its listener, with a handler the test controls."""
+
+    def __init__(self, handler: Callable[[Request], Awaitable[None]]) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.handler = handler
+        self.sinks: Sequence[RequestSink] = ()
+        self.limits = Limits()
+        self.connections: set[Any] = set()
+        self.draining = False
+        self.stopping = False
+        self.keepalive = 60.0
+        self.header_timeout = 10.0
+        self.body_min_rate = 0
+        self.send_timeout = 60.0
+        self.body_max = 0
+        self.websocket_idle = 0.0
+        self.refusals: list[int] = []
+        self.closed = 0
+
+    def admit(self, peer: str | None) -> str | None:
+        return None
+
+    def release(self, peer: str | None) -> None:
+        pass
+
+    def parse(self, buf: bytes) -> RequestHead | None:
+        return parse_request_head(buf, self.limits)
+
+    def refused(
+        self, status: int, reason: str, peer: str | None, raw: bytes | None, sent: int
+    ) -> None:
+        self.refusals.append(status)
+
+    def connection_closed(self) -> None:
+        self.closed += 1
+
+
+async def answer(request: Request) -> None:
+    request.respond(200, [("Content-Type", "text/plain")], b"ok")
+
+
+def connect(
+    handler: Callable[[Request], Awaitable[None]] = answer,
+) -> tuple[ClientConnection, FakeTransport, StubListener]:
+    listener = StubListener(handler)
+    conn = ClientConnection(listener)
+    transport = FakeTransport(conn)
+    conn.connection_made(transport)
+    return conn, transport, listener
+
+
+async def served(conn: ClientConnection) -> None:
+    """Wait until no handler task is in flight (each finished, the connection moved on)."""
+    while (task := conn._task) is not None:
+        await asyncio.wait_for(asyncio.shield(task), timeout=5)
+
+
+async def test_a_new_connection_waits_for_its_first_head() -> None:
+    conn, _, listener = connect()
+    assert conn.state is NEW
+    assert conn in listener.connections
+    assert not conn.closed
+
+
+async def test_a_head_in_pieces_goes_new_head_busy_idle() -> None:
+    conn, transport, _ = connect()
+    conn.data_received(GET[:10])
+    assert conn.state is HEAD
+    conn.data_received(GET[10:])
+    assert conn.state is BUSY
+    await served(conn)
+    assert conn.state is IDLE  # keep-alive: waiting for the next head
+    assert transport.written.startswith(b"HTTP/1.1 200 OK")
+    assert "close" not in transport.calls
+
+
+async def test_pipelined_requests_pass_through_idle_each_time() -> None:
+    seen: list[State] = []
+
+    async def record(request: Request) -> None:
+        seen.append(request.conn.state)  # type: ignore[attr-defined]
+        await answer(request)
+
+    conn, _, _ = connect(record)
+    conn.data_received(GET + GET + GET[:5])
+    await served(conn)
+    assert seen == [BUSY, BUSY]
+    assert conn.state is HEAD  # the third head has begun to arrive
+
+
+async def test_connection_close_ends_flushing_then_closed() -> None:
+    conn, transport, listener = connect()
+    conn.data_received(GET_CLOSE)
+    await served(conn)
+    assert conn.state is FLUSHING
+    assert "close" in transport.calls
+    conn.connection_lost(None)
+    assert conn.state is CLOSED
+    assert conn.closed
+    assert listener.closed == 1
+    assert conn not in listener.connections
+
+
+async def test_a_bad_head_is_refused_and_flushed() -> None:
+    conn, transport, listener = connect()
+    conn.data_received(b"GET / HTTP/1.1\r\nHost: a..b\r\n\r\n")
+    assert conn.state is FLUSHING
+    assert listener.refusals == [400]
+    assert transport.written.startswith(b"HTTP/1.1 400 Bad Request")
+
+
+async def test_a_switch_makes_a_tunnel() -> None:
+    switched = asyncio.Event()
+    done = asyncio.Event()
+
+    class Sink:
+        def client_data(self, data: bytes) -> None:
+            pass
+
+        def client_closed(self) -> None:
+            done.set()
+
+        def client_writable(self) -> None:
+            pass
+
+    async def upgrade(request: Request) -> None:
+        request.conn.switch(Sink())
+        switched.set()
+        await done.wait()
+
+    conn, _, _ = connect(upgrade)
+    conn.data_received(GET)
+    await asyncio.wait_for(switched.wait(), timeout=5)
+    assert conn.state is TUNNEL
+    conn.abort()
+    assert conn.state is FLUSHING
+    conn.connection_lost(None)
+    assert conn.state is CLOSED
+    await served(conn)
+
+
+async def test_a_client_leaving_mid_request_closes_and_cancels_the_handler() -> None:
+    started = asyncio.Event()
+    cancelled: list[bool] = []
+
+    async def forever(request: Request) -> None:
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.append(True)
+            raise
+
+    conn, _, _ = connect(forever)
+    conn.data_received(GET)
+    await asyncio.wait_for(started.wait(), timeout=5)
+    task = conn._task
+    assert task is not None
+    conn.connection_lost(ConnectionResetError())
+    assert conn.state is CLOSED
+    await asyncio.wait([task], timeout=5)
+    assert cancelled == [True]
+
+
+async def test_an_idle_connection_past_keepalive_is_closed() -> None:
+    conn, transport, listener = connect()
+    listener.keepalive = 0.0
+    conn.stop_when_idle()  # looks at the deadline again: due now, its timer fires next
+    async with asyncio.timeout(5):
+        while conn.state is NEW:  # noqa: ASYNC110 - a loop timer, no event to wait on
+            await asyncio.sleep(0)
+    assert conn.state is FLUSHING
+    assert "close" in transport.calls
+
+
+def test_every_change_not_in_the_table_is_refused() -> None:
+    allowed = {
+        NEW: {HEAD, BUSY, FLUSHING, CLOSED},
+        IDLE: {HEAD, BUSY, FLUSHING, CLOSED},
+        HEAD: {BUSY, FLUSHING, CLOSED},
+        BUSY: {IDLE, TUNNEL, FLUSHING, CLOSED},
+        TUNNEL: {FLUSHING, CLOSED},
+        FLUSHING: {CLOSED},
+        CLOSED: set(),
+    }
+    for old in State:
+        for new in State:
+            if new in allowed[old]:
+                check(old, new)
+            else:
+                with pytest.raises(RuntimeError, match=f"{old.name} to {new.name}"):
+                    check(old, new)
+
+
+def test_deadlines_follow_the_state() -> None:
+    kw = {"keepalive": 60.0, "header_timeout": 10.0}
+    assert deadline(HEAD, 100.0, stopping=False, **kw) == 110.0
+    assert deadline(IDLE, 100.0, stopping=False, **kw) == 160.0
+    assert deadline(NEW, 100.0, stopping=False, **kw) == 160.0
+    assert deadline(IDLE, 100.0, stopping=True, **kw) == 100.0  # no next request
+    assert deadline(NEW, 100.0, stopping=True, **kw) == 100.0 + FIRST_REQUEST_GRACE
+    assert deadline(HEAD, 100.0, stopping=True, **kw) == 110.0  # a head keeps its own
+    for busy in (BUSY, TUNNEL, FLUSHING, CLOSED):
+        assert deadline(busy, 100.0, stopping=False, **kw) is None
