@@ -1,0 +1,1 @@
+"""The admin listener: health, readiness, /metrics, the JSON API and the status page."""

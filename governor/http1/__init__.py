@@ -1,0 +1,1 @@
+"""governor's own HTTP/1.1 engine: the wire, flow control, the client side, the upstream side."""

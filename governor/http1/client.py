@@ -1,21 +1,12 @@
 """One HTTP/1.1 connection to a tenant's site (the upstream side), on asyncio protocols.
 
-Bodies pass byte for byte (no decompression, nothing added but the framing and
-the forwarding headers the proxy sets); responses are read with
-:mod:`governor.http1.wire`, their bodies streamed with backpressure. What governor
-holds for one client is bounded by :data:`BUDGET`: each read from the upstream
-is sized to the room its client side has left (the bytes the client's transport
-has not handed to the kernel, plus any queued here), and reads pause while there
-is none, so a slow client pauses its upstream instead of filling memory. Every
-failure met on the upstream's socket becomes governor's error in one place,
-:func:`upstream_error`: an :class:`~governor.errors.UpstreamError` (502) before a
-response head, :class:`~governor.errors.UpstreamBroken` after it; a head that does
-not come in time is :class:`~governor.errors.UpstreamTimeout` (504).
-
-Nothing an upstream sends outside an exchange ever reaches a client: a byte after
-a response's end (after the head of a HEAD, 1xx-final, 204 or 304 answer too)
-makes the connection unusable (:attr:`OriginConnection.reusable`) and it is
-closed at once, as is an idle pooled one that speaks. Pooling: :mod:`governor.http1.pool`.
+Bodies pass byte for byte (nothing added but the framing and the forwarding headers
+the proxy sets). What governor holds for one client is bounded by :data:`BUDGET`: each
+read is sized to the room its client side has left, so a slow client pauses its
+upstream instead of filling memory. Every failure met on the upstream's socket becomes
+governor's error in one place, :func:`upstream_error`. A byte outside an exchange never
+reaches a client: it makes the connection unusable and it is closed at once. Pooling:
+:mod:`governor.http1.pool`; the reasoning: ``docs/http1.md``.
 """
 
 from __future__ import annotations
@@ -27,7 +18,7 @@ from typing import Literal, Protocol, cast
 from governor.errors import BadMessage, UpstreamBroken, UpstreamError, UpstreamTimeout
 from governor.http1.body import CHUNKED, LENGTH, UNTIL_CLOSE, BodyReader
 from governor.http1.flow import BodyQueue, Flow
-from governor.http1.ports import BodySink, OriginSink
+from governor.http1.ports import BodySink, OriginSink, Taker
 from governor.http1.wire import (
     ResponseHead,
     parse_response_head,
@@ -77,14 +68,6 @@ class Pool(Protocol):
 
     def forget(self, conn: OriginConnection) -> None:
         """``conn`` closed: it is no longer the pool's."""
-        ...
-
-
-class Taker(Protocol):
-    """The client side of an exchange, as the upstream's reads see it."""
-
-    def pending(self) -> int:
-        """Bytes handed to the client's transport that its socket has not accepted."""
         ...
 
 

@@ -28,13 +28,14 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol, cast
+from typing import cast
 
 from governor.errors import BadMessage, BodyRefused
 from governor.http1.flow import Flow
-from governor.http1.ports import Settings, TunnelSink
-from governor.http1.request import REASONS, SERVER, Handler, Request
+from governor.http1.ports import TunnelSink
+from governor.http1.request import Request, refusal
 from governor.http1.sending import SendWatch, accepted, reset
+from governor.http1.serving import Listener
 from governor.http1.state import (
     BUSY,
     CLOSED,
@@ -48,45 +49,13 @@ from governor.http1.state import (
     check,
     deadline,
 )
-from governor.http1.wire import Header, Limits, RequestHead, encode_head
-from governor.observe.events import RequestNote, RequestSink
+from governor.observe.events import RequestNote
 
 log = logging.getLogger("governor.listener")
 
 WRITE_HIGH = 2**16  # response bytes a client's transport holds before its producer pauses
 WRITE_LOW = 2**14  # ... and resumes
 LINGER = 10.0  # seconds to read and drop a request body nobody read, after the response
-
-
-class Listener(Settings, Protocol):
-    """What a connection needs of the listener that accepted it
-    (:class:`~governor.http1.server.HTTPServer`): its settings, its count, its handler."""
-
-    loop: asyncio.AbstractEventLoop
-    handler: Handler
-    sinks: Sequence[RequestSink]
-    limits: Limits
-    connections: set[Any]  # of ClientConnection: every connection it holds
-    draining: bool  # a stop has begun: close after each request
-    stopping: bool  # the listener is closing: idle connections are not kept
-    keepalive: float
-    header_timeout: float
-    body_min_rate: int
-    send_timeout: float
-
-    def admit(self, peer: str | None) -> str | None:
-        """Count a new connection from ``peer``; the reason it is refused, if it is."""
-        ...
-
-    def release(self, peer: str | None) -> None: ...
-
-    def parse(self, buf: bytes) -> RequestHead | None: ...
-
-    def refused(
-        self, status: int, reason: str, peer: str | None, raw: bytes | None, sent: int
-    ) -> None: ...
-
-    def connection_closed(self) -> None: ...
 
 
 class ClientConnection(asyncio.Protocol):
@@ -375,7 +344,7 @@ class ClientConnection(asyncio.Protocol):
             log.exception("an unexpected error answering %s %s", request.method, request.path)
             if not request.started_response and not self.closed:
                 with contextlib.suppress(ConnectionError):
-                    request.respond(500, _plain(), b"500 Internal Server Error\n")
+                    request.respond_text(500, "500 Internal Server Error")
             self.abort()
         finally:
             self._finished(request)
@@ -452,14 +421,11 @@ class ClientConnection(asyncio.Protocol):
         read: a connection refused on arrival); the listener charges and reports it.
         """
         self.closing = True
-        body = f"{status} {REASONS.get(status, 'Bad Request')}: {reason}\n".encode()
-        head = [("Content-Type", "text/plain; charset=utf-8"), ("Cache-Control", "no-store")]
-        head += [("Server", SERVER), ("Content-Length", str(len(body))), ("Connection", "close")]
-        data = encode_head(f"HTTP/1.1 {status} {REASONS.get(status, 'Bad Request')}", head)
+        data = refusal(status, reason)
         sent = 0
         try:
-            self.write(data + body)
-            sent = len(data) + len(body)
+            self.write(data)
+            sent = len(data)
         except ConnectionError:
             pass
         self.server.refused(status, reason, self.peer, raw, sent)
@@ -528,11 +494,3 @@ class ClientConnection(asyncio.Protocol):
     def _resume_reading(self) -> None:
         if not self.closed:
             self.flow.resume_reading()
-
-
-def _plain() -> list[Header]:
-    return [
-        ("Content-Type", "text/plain; charset=utf-8"),
-        ("Cache-Control", "no-store"),
-        ("Server", SERVER),
-    ]

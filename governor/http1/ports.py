@@ -100,3 +100,11 @@ class ClientPort(Protocol):
     def resume_reading(self) -> None: ...
 
     def write_paused(self) -> bool: ...
+
+
+class Taker(Protocol):
+    """The client side of an exchange, as the upstream's reads see it."""
+
+    def pending(self) -> int:
+        """Bytes handed to the client's transport that its socket has not accepted."""
+        ...

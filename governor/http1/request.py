@@ -29,6 +29,7 @@ from governor.http1.wire import (
     RequestHead,
     chunk_prefix,
     encode_block,
+    encode_head,
 )
 from governor.observe.events import RequestNote, report
 
@@ -353,3 +354,12 @@ class Request:
 
 
 Handler = Callable[[Request], Awaitable[None]]
+
+
+def refusal(status: int, reason: str) -> bytes:
+    """governor's whole answer to a request it cannot read (the connection closes after it)."""
+    text = REASONS.get(status, "Bad Request")
+    body = f"{status} {text}: {reason}\n".encode()
+    head = [("Content-Type", "text/plain; charset=utf-8"), ("Cache-Control", "no-store")]
+    head += [("Server", SERVER), ("Content-Length", str(len(body))), ("Connection", "close")]
+    return encode_head(f"HTTP/1.1 {status} {text}", head) + body

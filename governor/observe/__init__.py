@@ -1,0 +1,1 @@
+"""What happened, for operators: request events, Prometheus metrics, the access log, webhooks."""

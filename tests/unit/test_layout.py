@@ -30,12 +30,7 @@ ALLOWED_CORE_LEAKS: frozenset[tuple[str, str]] = frozenset({})
 ALLOWED_CYCLES: tuple[frozenset[str], ...] = ()
 
 # Modules over MAX_LINES today.
-ALLOWED_LONG: frozenset[str] = frozenset(
-    {
-        "governor.http1.client",  # issue 12: being split
-        "governor.http1.connection",  # issue 12: being split
-    }
-)
+ALLOWED_LONG: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
