@@ -3,7 +3,7 @@
 Invariants:
 
 * It is the only code that writes counts to the store, and it is owned: started by
-  :meth:`Flusher.run` (a task of the instance's :class:`~governor.process.tasks.TaskGroup`),
+  :meth:`Flusher.run` (a task of the instance's :class:`~governor.tasks.TaskGroup`),
   stopped by :meth:`Flusher.stop`, after which it flushes one last time and spools to
   disk whatever the store would not take. The spool file is this process's alone from
   :meth:`Flusher.claim_spool` (or the start) until :meth:`Flusher.run` returns (see

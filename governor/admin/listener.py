@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from governor.process.tasks import TaskGroup
+from governor.tasks import TaskGroup
 
 log = logging.getLogger("governor")
 

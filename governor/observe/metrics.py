@@ -25,9 +25,9 @@ modes forget a worker once the supervisor has reaped it (``mark_process_dead``).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Sized
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -38,11 +38,16 @@ from prometheus_client.registry import Collector
 
 from governor.accounts.runtime import Runtime
 from governor.config import Config
+from governor.observe import MULTIPROC_ENV
 from governor.observe.events import Outcome, RequestRecord
-from governor.process import MULTIPROC_ENV
 
-if TYPE_CHECKING:
-    from governor.http1.server import HTTPServer
+
+class Connections(Protocol):
+    """What the metrics read of the client listener: the connections it holds."""
+
+    @property
+    def connections(self) -> Sized: ...
+
 
 # Outcomes a request for a tenant can have, and those of a request with no tenant.
 TENANT_OUTCOMES: tuple[Outcome, ...] = ("proxied", "blocked", "exempt", "upstream_error")
@@ -153,7 +158,7 @@ class Metrics:
         # Multiprocess: never served (it holds this process's values only).
         self.registry = CollectorRegistry()
         reg = self.registry
-        self._server: HTTPServer | None = None
+        self._server: Connections | None = None
         self._store_errors_seen = runtime.store_errors
 
         self.transfer = Counter(
@@ -273,7 +278,7 @@ class Metrics:
 
     # --- wiring ---------------------------------------------------------------------
 
-    def bind_server(self, server: HTTPServer) -> None:
+    def bind_server(self, server: Connections) -> None:
         """Count the proxy's open client connections."""
         self._server = server
         self._refresh_live()

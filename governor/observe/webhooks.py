@@ -20,7 +20,7 @@ import aiohttp
 from governor.accounts.runtime import Runtime, TenantUsage
 from governor.core.alerts import Alert, Alerts
 from governor.errors import StoreError
-from governor.process.tasks import TaskGroup
+from governor.tasks import TaskGroup
 
 log = logging.getLogger("governor.warnings")
 

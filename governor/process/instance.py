@@ -3,7 +3,7 @@
 :class:`Governor` builds the parts (store, runtime and flusher, upstream pool, the
 HTTP server and its proxy handler, access log, metrics, warner, admin listener),
 starts them in an order where each failure names its config key, and stops them in
-the reverse. Its :class:`~governor.process.tasks.TaskGroup` owns every background
+the reverse. Its :class:`~governor.tasks.TaskGroup` owns every background
 task (the flusher, the warner's delivery, the admin listener's moves); nothing of
 an instance runs on after :meth:`Governor.stop`. Tests run it in-process on port 0
 with an injected clock; :mod:`governor.process.serve` runs it with signals.
@@ -44,10 +44,10 @@ from governor.observe.events import RequestSink
 from governor.observe.metrics import Metrics
 from governor.observe.webhooks import Warner
 from governor.process.preflight import preflight
-from governor.process.tasks import TaskGroup
 from governor.proxy.handler import Proxy
 from governor.store import open_store
 from governor.store.base import Store
+from governor.tasks import TaskGroup
 
 log = logging.getLogger("governor")
 

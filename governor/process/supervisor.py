@@ -24,7 +24,8 @@ from prometheus_client.multiprocess import mark_process_dead
 
 from governor.config import Config, load_config
 from governor.errors import ConfigError, GovernorError, StartError, StoreError
-from governor.process import MULTIPROC_ENV, sdnotify
+from governor.observe import MULTIPROC_ENV
+from governor.process import sdnotify
 from governor.process.lifeline import READY, greeting
 from governor.store import open_store
 

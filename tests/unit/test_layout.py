@@ -1,5 +1,6 @@
-"""The tree keeps the architecture it shows: the pure core imports no I/O, no module imports
-itself back through others, no module outgrows a reading. Read from governor/ with ``ast``.
+"""The tree keeps the architecture it shows: the pure core imports no I/O, imports point down
+the layers, no module imports itself back through others, no module outgrows a reading.
+Read from governor/ with ``ast``.
 
 Each rule has a named allow-list of today's offenders (issue 12 is splitting them): it passes
 now and fails for any new offender; once an offender is fixed, its entry has to go too
@@ -210,6 +211,52 @@ def test_no_module_over_500_lines() -> None:
 
 
 # -- the allow-lists only shrink --------------------------------------------------------------
+
+
+# The packages from the top down: a module imports only from its own package or from
+# one further down (docs/architecture.md). cli.py and __main__.py sit above them all.
+LAYERS = (
+    ("governor.cli", "governor.__main__"),
+    ("governor.process",),
+    ("governor.admin",),
+    ("governor.proxy",),
+    ("governor.http1",),
+    ("governor.observe",),
+    ("governor.accounts",),
+    ("governor.store",),
+    ("governor.core",),
+    ("governor.config",),
+    ("governor.errors", "governor.sizes", "governor.tasks", "governor"),
+)
+
+
+def layer(name: str) -> int:
+    """The index in :data:`LAYERS` of the package that ``name`` belongs to."""
+    for index, members in enumerate(LAYERS):
+        if any(name == m or name.startswith(m + ".") for m in members if m != "governor"):
+            return index
+    assert name == "governor", f"{name}: in no layer of LAYERS"
+    return len(LAYERS) - 1
+
+
+def upward_imports() -> list[str]:
+    return sorted(
+        f"{name} -> {dep}"
+        for name, deps in GRAPH.items()
+        for dep in deps
+        if layer(dep) < layer(name)
+    )
+
+
+def test_imports_point_down_the_layers() -> None:
+    up = upward_imports()
+    assert not up, "imports that point up the layers (see LAYERS):\n" + "\n".join(up)
+
+
+def test_the_layer_rule_can_fail() -> None:
+    assert layer("governor.proxy.handler") < layer("governor.http1.request")
+    assert layer("governor.core.meter") > layer("governor.accounts.runtime")
+    assert layer("governor.tasks") == len(LAYERS) - 1
 
 
 def test_the_allow_lists_name_only_todays_offenders() -> None:

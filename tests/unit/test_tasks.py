@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from governor.process.tasks import TaskGroup
+from governor.tasks import TaskGroup
 
 
 async def test_close_cancels_and_awaits_what_still_runs() -> None:
