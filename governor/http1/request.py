@@ -204,6 +204,11 @@ class Request:
         if self._queue is not None:
             self._queue.wake()
 
+    def refused(self) -> BodyRefused | None:
+        """Why governor stopped reading this request's body (400, 408, 413), if it did."""
+        error = self.conn.body_error
+        return None if error is None else BodyRefused(error.status, error.reason)
+
     async def read(self) -> bytes:
         """The next piece of the request body; ``b""`` at its end.
 
@@ -216,9 +221,9 @@ class Request:
                 return queue.get()
             if self._eof or queue is None:
                 return b""
-            refused = self.conn.body_error
+            refused = self.refused()
             if refused is not None:  # first: a client that left after it is still answered so
-                raise BodyRefused(refused.status, refused.reason)
+                raise refused
             if self.conn.closed:
                 raise ConnectionResetError("the client closed the connection mid-body")
             await queue.wait()

@@ -117,7 +117,9 @@ class Forward:
             except (UpstreamBroken, UpstreamError) as exc:
                 conn.close()
                 refused = await self._stop_upload()
-                if isinstance(refused, BodyRefused):  # why the upstream went away
+                if not isinstance(refused, BodyRefused):  # the upload may have ended first
+                    refused = request.refused()
+                if refused is not None:  # why the upstream went away: the client's answer
                     raise refused from exc
                 stale = conn.reused and not conn.received_any and not has_body
                 if attempt == 0 and stale and not isinstance(exc, UpstreamTimeout):
