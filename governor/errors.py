@@ -8,6 +8,8 @@ only these::
     GovernorError
     ├── ConfigError            a configuration file is invalid (lists every problem)
     ├── StartError             something the config names cannot be used (names the key)
+    ├── SpoolBusy              another live process holds the spool file (accounts/spool.py)
+    ├── AdminCallError         `governor reset`/`grant` could not do what was asked (cli.py)
     ├── StoreError             503: the usage store failed or is unreachable
     ├── ProtocolError          a message governor will not read (its status per instance)
     │   ├── BadMessage         raised by the wire parser: 4xx for a client's request,
@@ -28,6 +30,10 @@ broken socket (a tunnel forwarding bytes, an upload) stops on it alike, as it di
 before it joined this tree.
 
 Each error knows the HTTP status it maps to when it ends a client request.
+
+One deliberate exception outside the tree: ``proxy.stream.CapReached`` (``at_cap: cut``
+ends a response at the cap) is a ``ConnectionAbortedError``, so the code that stops on
+a client gone stops on it alike.
 """
 
 from __future__ import annotations

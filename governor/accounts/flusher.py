@@ -2,7 +2,8 @@
 
 Invariants:
 
-* It is the only code that writes counts to the store, and it is owned: started by
+* It is the only code that writes request counts to the store (an operator's reset and
+  grant go through :class:`~governor.accounts.runtime.Runtime`), and it is owned: started by
   :meth:`Flusher.run` (a task of the instance's :class:`~governor.tasks.TaskGroup`),
   stopped by :meth:`Flusher.stop`, after which it flushes one last time and spools to
   disk whatever the store would not take. The spool file is this process's alone from
@@ -173,7 +174,7 @@ class Flusher:
         loop = asyncio.get_running_loop()
         while True:
             if not self._stopping:
-                interval = self.runtime.snapshot.config.flush_interval
+                interval = self._interval
                 waited_from = loop.time()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=interval)

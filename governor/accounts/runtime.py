@@ -25,8 +25,6 @@ from governor.store.base import Store
 
 Clock = Callable[[], float]
 
-NEAR_CAP = 0.9  # from this share of its cap on, a tenant's requests nudge the flusher
-
 
 @dataclass(frozen=True, slots=True)
 class TenantUsage:
@@ -79,8 +77,9 @@ class Snapshot:
 class Runtime:
     """The live snapshot, the ledger, what the last flush learned, and the operator's changes.
 
-    ``store_ok``, ``store_errors``, ``grants`` and ``last_flush_seconds`` are written by
-    the flusher only (:class:`~governor.accounts.flusher.Flusher`); everything else reads them.
+    ``store_ok``, ``store_errors`` and ``last_flush_seconds`` are written by the flusher only
+    (:class:`~governor.accounts.flusher.Flusher`); ``grants`` by the flusher and by
+    :meth:`grant`, each swapping in a new mapping; everything else reads them.
     """
 
     def __init__(self, config: Config, *, store: Store, clock: Clock) -> None:

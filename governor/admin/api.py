@@ -33,13 +33,12 @@ from typing import Any
 from aiohttp import hdrs, web
 
 from governor.accounts.runtime import Runtime, TenantUsage
-from governor.admin.listener import AdminListener
 from governor.admin.status_page import STATUS_REFRESH_SECONDS, StatusPage
 from governor.errors import StoreError
 from governor.observe.metrics import Metrics
 from governor.sizes import parse_size
 
-__all__ = ["STATUS_REFRESH_SECONDS", "AdminListener", "create_admin_app"]
+__all__ = ["STATUS_REFRESH_SECONDS", "create_admin_app"]
 
 audit = logging.getLogger("governor.audit")
 

@@ -26,7 +26,7 @@ from governor.http1.wire import (
 )
 
 # Response bytes held for one client, in its transport and here, before the upstream
-# is paused: the client transports' own high-water mark (listener.WRITE_HIGH). Reads
+# is paused: the client transports' own high-water mark (connection.WRITE_HIGH). Reads
 # are never larger, so a client that stops reading pins at most about this much.
 BUDGET = 2**16
 MIN_READ = 2**14  # the smallest read (the client transport's low-water mark)

@@ -73,7 +73,6 @@ class ClientConnection(asyncio.Protocol):
         self.body_error: BadMessage | None = None  # the request body was refused midway
         self._counted = False  # in the server's per-client count
         self._body_timer: asyncio.TimerHandle | None = None
-        self.bytes_in = 0
         self.handed = 0  # bytes handed to the transport
         self._sent_at_loss: int | None = None  # what the socket had accepted, once lost
         self._watch = SendWatch(self)

@@ -187,10 +187,6 @@ class BodyQueue:
         self.flow.resume_reading()
         return data
 
-    def clear(self) -> None:
-        self._pieces.clear()
-        self.size = 0
-
     async def wait(self) -> None:
         """Wait for the next :meth:`wake`."""
         self._waiter = self.flow.loop.create_future()

@@ -4,7 +4,9 @@ They let a module name what it needs of another without importing it, so the
 engine has no import cycle (not even under ``TYPE_CHECKING``): a request sees
 its connection as a :class:`ClientPort`, a tunnel or a spliced body sees only
 the callbacks it implements. Implementations: :class:`~governor.http1.connection.ClientConnection`
-(ClientPort), the proxy's exchange (BodySink) and tunnel (TunnelSink, OriginSink).
+(ClientPort), :class:`~governor.proxy.stream.ResponseStream` (BodySink),
+:class:`~governor.proxy.tunnel.Tunnel` (TunnelSink, OriginSink); ``Settings`` is what a
+request reads of the server, ``Taker`` what an upstream read sees of its client side.
 """
 
 from __future__ import annotations

@@ -114,7 +114,7 @@ class Forward:
                     self.upload = Upload(request, conn, self.meter, cut=self.cut, wait=self.wait)
                 await conn.response_head()
                 return conn
-            except (UpstreamBroken, UpstreamError) as exc:
+            except UpstreamError as exc:  # UpstreamBroken and UpstreamTimeout too
                 conn.close()
                 refused = await self._stop_upload()
                 if not isinstance(refused, BodyRefused):  # the upload may have ended first
@@ -125,9 +125,7 @@ class Forward:
                 if attempt == 0 and stale and not isinstance(exc, UpstreamTimeout):
                     conn = await self.pool.acquire(upstream, fresh=True)
                     continue
-                if isinstance(exc, UpstreamError):
-                    raise
-                raise UpstreamError(f"the upstream failed: {exc}") from exc
+                raise
         raise AssertionError("unreachable")
 
     async def _respond(self, conn: OriginConnection) -> bool:

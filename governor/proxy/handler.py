@@ -9,7 +9,7 @@ Invariants:
   two per direction is held, whatever the body's size.
 * Every byte that crossed the client socket for a tenant's request is charged
   to the tenant (in its ``count`` directions): the request's head and body as
-  received (:mod:`governor.http1.server`) and the response as the socket accepted it
+  received (:meth:`governor.http1.request.Request.claim`) and the response as the socket accepted it
   (a write that failed, or bytes still held when the client left, are not
   charged), governor's own answers included (400, 408, 413, 414, 431, 502, 504
   ...). Two exceptions: a blocked request and its notice (the notice is the

@@ -6,12 +6,12 @@ backend serves it is decided here from the configured URL.
 
 from __future__ import annotations
 
-from governor.config.store_url import mask_password, sqlite_path, store_kind, store_url_problem
+from governor.config.store_url import sqlite_path, store_kind
 from governor.store.base import Store
 from governor.store.redis import RedisStore
 from governor.store.sqlite import SQLiteStore
 
-__all__ = ["Store", "mask_password", "open_store", "store_url_problem"]
+__all__ = ["Store", "open_store"]
 
 
 def open_store(url: str, *, timeout: float = 0.5, history_days: int = 35) -> Store:

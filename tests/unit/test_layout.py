@@ -2,9 +2,9 @@
 the layers, no module imports itself back through others, no module outgrows a reading.
 Read from governor/ with ``ast``.
 
-Each rule has a named allow-list of today's offenders (issue 12 is splitting them): it passes
-now and fails for any new offender; once an offender is fixed, its entry has to go too
-(``test_the_allow_lists_name_only_todays_offenders``), so the lists only shrink.
+Each rule has a named allow-list of accepted offenders, empty since issue 12 split them; an
+entry that no longer offends has to go too (``test_the_allow_lists_name_only_todays_offenders``),
+so the lists only shrink.
 """
 
 from __future__ import annotations

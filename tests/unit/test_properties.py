@@ -22,16 +22,14 @@ from hypothesis import strategies as st
 from governor.config import Config, load_config, parse_config
 from governor.core.periods import period_at
 from governor.errors import ConfigError
-from governor.http1.headers import (
-    HOP_BY_HOP,
-    VIA,
-    client_address,
+from governor.http1.headers import HOP_BY_HOP, VIA, client_address
+from governor.sizes import MAX_SIZE, parse_duration, parse_size
+from tests.unit.http1.header_oracle import (
     client_response_headers,
     connection_tokens,
     strip_hop_by_hop,
     upstream_request_headers,
 )
-from governor.sizes import MAX_SIZE, parse_duration, parse_size
 
 PATH = Path("/nonexistent-governor-dir/governor.yaml")
 

@@ -11,14 +11,7 @@ from hypothesis import strategies as st
 
 from governor.errors import BadMessage
 from governor.http1.body import CHUNKED, LENGTH, UNTIL_CLOSE, BodyReader
-from governor.http1.headers import (
-    client_response_headers,
-    connection_tokens,
-    request_block,
-    response_block,
-    strip_hop_by_hop,
-    upstream_request_headers,
-)
+from governor.http1.headers import request_block, response_block
 from governor.http1.wire import (
     Limits,
     RequestHead,
@@ -26,6 +19,12 @@ from governor.http1.wire import (
     parse_request_head,
     parse_response_head,
     sniff_head,
+)
+from tests.unit.http1.header_oracle import (
+    client_response_headers,
+    connection_tokens,
+    strip_hop_by_hop,
+    upstream_request_headers,
 )
 
 LIMITS = Limits()
