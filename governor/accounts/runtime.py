@@ -95,15 +95,17 @@ class Runtime:
         # Set by the flusher that serves this runtime; nothing to do without one.
         self.on_nudge: Callable[[], None] = _no_flusher
 
-    def reconfigure(self, config: Config) -> None:
+    def reconfigure(self, config: Config, snapshot: Snapshot | None = None) -> None:
         """Serve new requests under ``config``; counts are kept.
+
+        ``snapshot``: ``config`` built already (a reload builds it off the event loop).
 
         The snapshot carries tenants, ``trusted_proxies``, ``flush_interval``,
         ``history_days`` (pruning), ``webhook_url``, ``admin_token`` and
         ``timeouts.upstream_response`` to everything that reads them per request or per
         flush; the store takes ``store_timeout`` and ``history_days`` (key expiry).
         """
-        self.snapshot = Snapshot.build(config)
+        self.snapshot = Snapshot.build(config) if snapshot is None else snapshot
         self.store.retune(timeout=config.store_timeout, history_days=config.history_days)
 
     def nudge(self) -> None:
