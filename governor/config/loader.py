@@ -240,7 +240,7 @@ def _config(root: Node, path: Path, ctx: Ctx) -> Config | None:
         timeouts=timeouts,
         limits=limits,
         tenants=tenants,
-        lines=MappingProxyType(dict(ctx.lines)),
+        lines=MappingProxyType(ctx.lines),  # ctx is not used after the load
     )
 
 

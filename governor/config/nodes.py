@@ -85,10 +85,7 @@ def compose(text: str, ctx: Ctx) -> Node | None:
     """The document's node tree; YAML errors become problems (and None)."""
     try:
         if LOADER is not yaml.SafeLoader:
-            # The characters YAML allows, checked as the pure loader does (one regex
-            # search): libyaml words and places a bad character differently (a byte
-            # offset) and takes UTF-8 only, so it never sees a lone surrogate.
-            Reader(text)
+            _check_characters(text)
         root = yaml.compose(text, Loader=LOADER)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -105,6 +102,22 @@ def compose(text: str, ctx: Ctx) -> Node | None:
             None, "", "the file is empty; expected a mapping with at least listen and tenants"
         )
     return root
+
+
+_SLICE = 1 << 16  # characters; a reload checks in a thread, and each search holds the GIL
+
+
+def _check_characters(text: str) -> None:
+    """The characters YAML allows, checked as the pure loader checks them.
+
+    libyaml words and places a bad character differently (at a byte offset) and takes
+    UTF-8 only (so it never sees a lone surrogate): the pure reader's own check runs
+    first, slice by slice so that no one search holds a reload's thread on the GIL for
+    long, and reports the first bad character exactly as the pure loader does.
+    """
+    for start in range(0, len(text), _SLICE):
+        if Reader.NON_PRINTABLE.search(text, start, start + _SLICE) is not None:
+            Reader(text)  # raises the ReaderError the pure loader raises
 
 
 def mapping(node: Node, key: str, allowed: tuple[str, ...] | None, ctx: Ctx) -> Fields | None:

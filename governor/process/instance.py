@@ -26,6 +26,7 @@ import asyncio
 import dataclasses
 import logging
 import socket
+import sys
 import time
 from pathlib import Path
 from typing import Protocol
@@ -53,6 +54,11 @@ log = logging.getLogger("governor")
 
 RESTART_ONLY = ("listen", "store", "workers", "spool")
 """The keys a reload does not apply: they keep their running values until a restart."""
+
+
+RELOAD_SWITCH_INTERVAL = 0.0005
+"""Seconds the reload's thread may hold the GIL while the loop waits for it (Python's
+default is 0.005): the loop takes its turn ten times sooner while a reload builds."""
 
 
 class Reconfigurable(Protocol):
@@ -174,6 +180,8 @@ class Governor:
         meanwhile, and only the swap runs on the event loop. Callers run one reload at a
         time (:mod:`governor.process.serve` coalesces SIGHUPs).
         """
+        switch = sys.getswitchinterval()
+        sys.setswitchinterval(RELOAD_SWITCH_INTERVAL)
         try:
             config, snapshot = await asyncio.to_thread(self._prepare, path or self.config.path)
             if self.admin is not None:
@@ -182,6 +190,8 @@ class Governor:
             self.metrics.reloaded(False)
             log.error("reload rejected, keeping the running config:\n%s", exc)
             return False
+        finally:
+            sys.setswitchinterval(switch)
         self.reconfigure(config, snapshot)
         self.metrics.reloaded(True)
         log.info("reloaded %s: %d tenants", config.path, len(config.tenants))
