@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
+from zoneinfo import ZoneInfo
 
 from governor.config import Config, TenantConfig
 from governor.core.ledger import Key, Ledger, is_blocked
@@ -42,7 +43,11 @@ class TenantUsage:
 
 @dataclass(frozen=True, slots=True)
 class Tenant:
-    """A tenant at run time: its settings (:class:`TenantConfig`) and its period tracker."""
+    """A tenant at run time: its settings (:class:`TenantConfig`) and its period tracker.
+
+    The tracker is shared by every tenant of the same ``timezone`` and ``reset_at``
+    (their periods are the same), so a tenant costs one small object more than its config.
+    """
 
     config: TenantConfig
     periods: PeriodTracker
@@ -62,11 +67,14 @@ class Snapshot:
 
     @classmethod
     def build(cls, config: Config) -> Snapshot:
-        """Index a validated config for request handling."""
-        tenants = {
-            t.name: Tenant(config=t, periods=PeriodTracker(t.timezone, t.reset_at))
-            for t in config.tenants
-        }
+        """Index a validated config for request handling (a reload does it off the loop)."""
+        trackers: dict[tuple[ZoneInfo, dt.time], PeriodTracker] = {}
+        tenants: dict[str, Tenant] = {}
+        for t in config.tenants:
+            periods = trackers.get((t.timezone, t.reset_at))
+            if periods is None:
+                periods = trackers[t.timezone, t.reset_at] = PeriodTracker(t.timezone, t.reset_at)
+            tenants[t.name] = Tenant(config=t, periods=periods)
         return cls(config=config, index=TenantIndex(tenants.values()), tenants=tenants)
 
     def current_keys(self, now: float) -> list[Key]:
@@ -94,15 +102,17 @@ class Runtime:
         # Set by the flusher that serves this runtime; nothing to do without one.
         self.on_nudge: Callable[[], None] = _no_flusher
 
-    def reconfigure(self, config: Config) -> None:
+    def reconfigure(self, config: Config, snapshot: Snapshot | None = None) -> None:
         """Serve new requests under ``config``; counts are kept.
+
+        ``snapshot``: ``config`` built already (a reload builds it off the event loop).
 
         The snapshot carries tenants, ``trusted_proxies``, ``flush_interval``,
         ``history_days`` (pruning), ``webhook_url``, ``admin_token`` and
         ``timeouts.upstream_response`` to everything that reads them per request or per
         flush; the store takes ``store_timeout`` and ``history_days`` (key expiry).
         """
-        self.snapshot = Snapshot.build(config)
+        self.snapshot = Snapshot.build(config) if snapshot is None else snapshot
         self.store.retune(timeout=config.store_timeout, history_days=config.history_days)
 
     def nudge(self) -> None:

@@ -5,6 +5,7 @@ Each returns the value, or None after reporting why (see :mod:`governor.config.v
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 import re
@@ -22,7 +23,8 @@ from governor.config.nodes import Ctx, Hosts, items_of, scalar
 from governor.config.store_url import mask_password, store_url_problem
 
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://", "redis+sentinel://", "redis+cluster://")
-_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?", re.ASCII)
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_HOSTNAME = re.compile(rf"(?:{_LABEL}\.)*{_LABEL}", re.ASCII)  # one match for all labels
 _PORT = re.compile(r"[0-9]{1,5}", re.ASCII)
 _SCHEMES: dict[str, Literal["http", "https"]] = {"http": "http", "https": "https"}
 
@@ -62,7 +64,14 @@ def read_resolve_store(text: str, base: Path) -> str | None:
 # --- network things -------------------------------------------------------------
 
 
+_IPV4_CHARACTERS = frozenset("0123456789.")
+
+
 def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    # An IPv6 literal has a colon, an IPv4 one only digits and dots: a host name, the
+    # common case by far, skips the parser (and the exception it raises).
+    if ":" not in text and not _IPV4_CHARACTERS.issuperset(text):
+        return None
     try:
         return ipaddress.ip_address(text)
     except ValueError:
@@ -71,11 +80,10 @@ def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
 
 def _is_hostname(name: str) -> bool:
     """Letters-digits-hyphens labels, and a last label that is not all digits."""
-    labels = name.split(".")
     return (
         0 < len(name) <= 253
-        and all(_LABEL.fullmatch(label) for label in labels)
-        and not labels[-1].isdigit()
+        and _HOSTNAME.fullmatch(name) is not None
+        and not name.rpartition(".")[2].isdigit()
     )
 
 
@@ -182,8 +190,12 @@ def read_upstream(node: Node, key: str, ctx: Ctx) -> UpstreamURL | None:
         return None
 
 
+@functools.lru_cache(maxsize=4096)
 def _parse_upstream(text: str) -> UpstreamURL:
-    """``http[s]://host[:port][/base]`` -> UpstreamURL; or ValueError."""
+    """``http[s]://host[:port][/base]`` -> UpstreamURL; or ValueError.
+
+    Cached: many tenants share an upstream, and then share one (frozen) value too.
+    """
     if any(c.isspace() or not c.isprintable() for c in text):
         raise ValueError(f"{text!r}: a URL may not contain spaces or control characters")
     try:

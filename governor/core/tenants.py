@@ -63,7 +63,9 @@ class TenantIndex(Generic[T]):
                 if host.startswith("*."):
                     self._wildcards.setdefault(host[2:], tenant)
                 else:
-                    self._exact.setdefault(normalise_host(host), tenant)
+                    name = normalise_host(host)
+                    # The loader's hosts are normalised already: keep its string, not a copy.
+                    self._exact.setdefault(host if name == host else name, tenant)
 
     def lookup(self, raw_host: str | None) -> T | None:
         """The tenant for a Host header value, or None when no tenant claims it."""

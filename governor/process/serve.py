@@ -14,11 +14,13 @@ import asyncio
 import gc
 import logging
 import signal
+from typing import Protocol
 
 from governor.config import Config
 from governor.process import sdnotify
 from governor.process.instance import Governor
 from governor.process.lifeline import Lifeline
+from governor.tasks import TaskGroup
 
 log = logging.getLogger("governor")
 
@@ -62,9 +64,10 @@ async def serve(
             loop.remove_signal_handler(sig)
         await governor.stop()
         raise
-    loop.add_signal_handler(signal.SIGHUP, _reload, governor, worker is None)
+    reloads = Reloads(governor, notify=worker is None)
+    loop.add_signal_handler(signal.SIGHUP, reloads.ask)
     if reload_asked:
-        _reload(governor, worker is None)
+        reloads.ask()
     _tune_gc()
 
     def supervisor_gone() -> None:
@@ -100,13 +103,56 @@ async def serve(
     log.info("stopped")
 
 
-def _reload(governor: Governor, notify: bool) -> None:
-    """SIGHUP; a process of its own tells systemd (Type=notify) a reload runs, then is done."""
-    if notify:
-        sdnotify.reloading()
-    governor.reload()
-    if notify:
-        sdnotify.ready()
+class Reloadable(Protocol):
+    """What :class:`Reloads` drives: a governor (a fake in the unit tests)."""
+
+    @property
+    def tasks(self) -> TaskGroup: ...
+
+    async def reload(self) -> bool: ...
+
+
+class Reloads:
+    """SIGHUP → a reload, one at a time: SIGHUPs during one make one more after it.
+
+    A reload builds the new config off the event loop and takes a while at many
+    tenants; a SIGHUP meanwhile may follow an edit the running reload read too early,
+    so it is not dropped, and any number of them make a single reload more. The reload
+    is a task of the governor's (:class:`~governor.tasks.TaskGroup`), cancelled at its stop.
+    A process of its own (``notify``) tells systemd (Type=notify) a reload runs, then is done.
+    """
+
+    def __init__(self, governor: Reloadable, *, notify: bool) -> None:
+        self._governor = governor
+        self._notify = notify
+        self._running: asyncio.Task[None] | None = None
+        self._again = False
+
+    @property
+    def running(self) -> asyncio.Task[None] | None:
+        """The reload under way (with any SIGHUPs it has gathered), or None."""
+        return self._running
+
+    def ask(self) -> None:
+        """SIGHUP: reload now, or once more after the reload under way."""
+        if self._running is not None:
+            self._again = True
+            return
+        self._running = self._governor.tasks.spawn(self._run(), name="governor-reload")
+
+    async def _run(self) -> None:
+        try:
+            again = True
+            while again:
+                self._again = False
+                if self._notify:
+                    sdnotify.reloading()
+                await self._governor.reload()
+                if self._notify:
+                    sdnotify.ready()
+                again = self._again
+        finally:
+            self._running = None
 
 
 def _tune_gc() -> None:

@@ -237,11 +237,11 @@ async def test_reload_raises_the_cap_at_once_and_rejects_a_bad_file(
     good = folder / "governor.yaml"
     text = good.read_text().replace("10 KiB", "1 MiB")
     good.write_text(text)
-    assert gov.reload()
+    assert await gov.reload()
     assert (await get(gov, "/bytes/10"))[0] == 200
     assert used(gov) > charged  # counts survive the reload
     good.write_text(text.replace("daily_cap: 1 MiB", "daily_cap: lots"))
-    assert not gov.reload()
+    assert not await gov.reload()
     assert (await get(gov, "/bytes/10"))[0] == 200  # the old config stays
 
 

@@ -209,7 +209,7 @@ async def test_reload_lets_in_flight_requests_finish_under_the_old_config(
     await asyncio.wait_for(seen.hanging.wait(), timeout=5)
     path = Path(str(tmp_path)) / "governor.yaml"
     path.write_text(path.read_text().replace("site.test", "moved.test"))
-    assert gov.reload()
+    assert await gov.reload()
     seen.release.set()
     resp = await client.response()
     await client.close()

@@ -225,9 +225,9 @@ async def test_active_connections_and_reloads(
     doc = yaml.safe_load(text)
     del doc["tenants"]["down"]
     config.write_text(yaml.safe_dump(doc))
-    assert gov.reload()
+    assert await gov.reload()
     config.write_text(text.replace("daily_cap: 1 GiB", "daily_cap: lots"))
-    assert not gov.reload()
+    assert not await gov.reload()
     got = await scrape(admin)
     assert got.get("governor_config_reloads_total", result="ok") == 1
     assert got.get("governor_config_reloads_total", result="error") == 1

@@ -112,7 +112,7 @@ async def test_a_reload_that_drops_the_token_file_opens_the_api(
     assert gov.admin_port is not None
     assert await api_status(gov.admin_port, "wrong-token-0123456789") == 401
     rewrite(gov.config.path, admin_token_file=None)
-    assert gov.reload()
+    assert await gov.reload()
     assert await api_status(gov.admin_port, "wrong-token-0123456789") == 200
 
 
@@ -127,16 +127,16 @@ async def test_a_reload_moves_the_access_log_and_changes_its_format(
     assert await fetch(gov.port, "/bytes/1") == 200
     assert (await lines_of(first, 1))[0].split(" ")[4] == '"/bytes/1"'
     rewrite(gov.config.path, access_log=str(second), log_format="json")
-    assert gov.reload()
+    assert await gov.reload()
     assert await fetch(gov.port, "/bytes/2") == 200
     (line,) = await lines_of(second, 1)
     assert '"path":"/bytes/2"' in line  # JSON, in the new file
     assert len(await lines_of(first, 1)) == 1  # nothing more in the old one
     rewrite(gov.config.path, access_log="off")
-    assert gov.reload()
+    assert await gov.reload()
     assert await fetch(gov.port, "/bytes/3") == 200
     rewrite(gov.config.path, access_log=str(first), log_format="plain")
-    assert gov.reload()
+    assert await gov.reload()
     assert await fetch(gov.port, "/bytes/4") == 200
     got = await lines_of(first, 2)
     assert [line.split(" ")[4] for line in got] == ['"/bytes/1"', '"/bytes/4"']  # off: none
@@ -166,7 +166,7 @@ async def test_a_reload_reopens_the_log_at_the_same_path_and_releases_the_rotate
     rotated = tmp_path / "access.log.1"
     target.rename(rotated)
     assert str(rotated) in open_paths()
-    assert gov.reload()
+    assert await gov.reload()
     await eventually(  # at the writer thread's own pace
         lambda: str(rotated) not in open_paths() and str(target) in open_paths(),
         what="the log reopened at its path (created now, as at start-up)",
@@ -184,7 +184,7 @@ async def test_a_reload_to_an_access_log_that_cannot_be_created_is_rejected(
     path = gov.config.path
     text = path.read_text().replace("daily_cap: 1 GiB", "daily_cap: 2 GiB")
     path.write_text(text)
-    assert not gov.reload()
+    assert not await gov.reload()
     assert gov.access_log.target == str(first)
     assert gov.config.tenants[0].daily_cap == 2**30  # nothing of it was applied
     assert await fetch(gov.port, "/bytes/1") == 200
@@ -212,7 +212,7 @@ async def test_a_reload_changes_the_upstream_connect_timeout(
         upstream=f"http://127.0.0.1:{unanswering_port}", timeouts={"upstream_connect": "30s"}
     )
     rewrite(gov.config.path, timeouts={"upstream_connect": "300ms"})
-    assert gov.reload()
+    assert await gov.reload()
     assert gov.pool is not None
     assert gov.pool.connect_timeout == 0.3
     started = time.monotonic()
@@ -231,7 +231,7 @@ async def test_a_shorter_flush_interval_applies_from_the_reload_not_after_the_ol
     assert await fetch(gov.port) == 200
     assert gov.runtime.ledger.pending_bytes() > 0  # the flusher waits out its hour
     rewrite(gov.config.path, flush_interval="50ms")
-    assert gov.reload()
+    assert await gov.reload()
     await eventually(
         lambda: gov.runtime.ledger.pending_bytes() == 0, what="a flush at the new interval"
     )
@@ -276,18 +276,18 @@ async def test_a_reload_moves_adds_and_removes_the_admin_listener(
     assert gov.admin is not None
     assert await healthz(first) == 200
     rewrite(gov.config.path, admin_listen=f"127.0.0.1:{second}")
-    assert gov.reload()
+    assert await gov.reload()
     await gov.admin.settled()
     assert gov.admin_port == second
     assert await healthz(second) == 200
     assert await healthz(first) is None
     rewrite(gov.config.path, admin_listen=None)
-    assert gov.reload()
+    assert await gov.reload()
     await gov.admin.settled()
     assert gov.admin_port is None
     assert await healthz(second) is None
     rewrite(gov.config.path, admin_listen=f"127.0.0.1:{first}")
-    assert gov.reload()
+    assert await gov.reload()
     await gov.admin.settled()
     assert await healthz(first) == 200
 
@@ -299,7 +299,7 @@ async def test_a_reload_to_an_admin_port_in_use_is_rejected_whole(
     gov = await make_governor(admin_listen=f"127.0.0.1:{first}", cap="1 GiB")
     with held_port() as busy:
         rewrite(gov.config.path, admin_listen=f"127.0.0.1:{busy}", flush_interval="2s")
-        assert not gov.reload()
+        assert not await gov.reload()
     assert gov.config.flush_interval != 2.0  # nothing of it was applied
     failed = {"result": "error"}
     assert gov.metrics.registry.get_sample_value("governor_config_reloads_total", failed) == 1
@@ -325,7 +325,7 @@ async def test_a_reload_changes_the_store_timeout(
             store=f"redis://{faults.address}/0", store_timeout="20s", flush_interval="1h"
         )
         rewrite(gov.config.path, store_timeout="200ms")
-        assert gov.reload()
+        assert await gov.reload()
         faults.stall()
         started = time.monotonic()
         async with asyncio.timeout(5):  # the old 20 s would run past it
@@ -465,7 +465,7 @@ async def test_a_reload_reaches_every_part_that_holds_a_setting(
             **settings(tmp_path, 1, redis_server.url),
         )
         after = load_config(path)
-        assert gov.reload()
+        assert await gov.reload()
         assert gov.admin is not None
         await gov.admin.settled()
         for field, probe in LIVE.items():

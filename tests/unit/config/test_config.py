@@ -503,6 +503,7 @@ def test_problem_rendering(tmp_path: Path) -> None:
         ("listen: 'x\n", 2, "invalid YAML"),
         ("listen: *nope\n", 1, "invalid YAML"),
         ("a: 1\nb: x\x00\n", 2, "invalid YAML"),
+        ("éééééé: 1\nb: x\x07\n", 2, "invalid YAML"),  # libyaml counts bytes, not characters
         ("- listen\n", 1, "the top level must be a mapping"),
         ("just text\n", 1, "the top level must be a mapping (listen, tenants, ...), got a string"),
     ],
@@ -511,6 +512,14 @@ def test_yaml_problems(tmp_path: Path, text: str, line: int, fragment: str) -> N
     problem = only(tmp_path, text)
     assert (problem.line, problem.key) == (line, "")
     assert fragment in problem.message
+
+
+def test_libyaml_composes_where_pyyaml_has_it() -> None:
+    from governor.config import nodes
+
+    if not yaml.__with_libyaml__:
+        pytest.skip("PyYAML was built without libyaml")
+    assert nodes.DEFAULT_LOADER is yaml.CSafeLoader
 
 
 @pytest.mark.parametrize("text", ["", "# only a comment\n"])
