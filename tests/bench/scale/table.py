@@ -31,7 +31,7 @@ ROWS: list[tuple[str, str, str, int]] = [
     ("fleet", "fleet_settle_s", "4 instances: Redis equal to the clients after, s", 2),
     ("fleet", "fleet_flush_mean_ms", "4 instances: flush mean, ms", 0),
     ("fleet", "fleet_within_pct", "4 instances: flushes within flush_interval, %", 0),
-    ("fleet", "fleet_failed_flushes", "4 instances: flushes failed (logs)", 0),
+    ("fleet", "fleet_failed_flushes", "4 instances: flushes failed (store errors)", 0),
     ("governor", "rps_one", "1 KiB req/s, one tenant", 0),
     ("governor", "rps_one_ratio", "1 KiB req/s, one tenant ÷ 1-tenant config", 2),
     ("governor", "rps_spread", "1 KiB req/s, spread over 1,000 tenants", 0),
