@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SITE_PORT ?= 8000
 
-.PHONY: run test lint typecheck unit check install clean bench soak
+.PHONY: run test lint typecheck unit check install clean bench bench-scale soak
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,13 @@ test: lint typecheck check
 # BENCH_SECONDS (per wrk run, 5), BENCH_ROUNDS (3), BENCH_QUICK=1 (1 round of 2 s, no 1 GiB).
 bench: $(STAMP)
 	$(BIN)/python -m tests.bench
+
+# Issue 13's table: governor at 1 / 10,000 / 100,000 configured tenants (check, start-up, RSS,
+# idle CPU, reload and scrape stalls, Redis flushes, four instances on one Redis, req/s) with
+# nginx's `map $host` beside it (see tests/bench/scale/). SCALE_QUICK=1 (1 and 10,000 only),
+# SCALE_TENANTS=1,20000, SCALE_TIMEOUT (300 s per wait), SCALE_PARTS=governor,fleet,nginx.
+bench-scale: $(STAMP)
+	$(BIN)/python -m tests.bench.scale
 
 # A bounded run under mixed load with faults injected (not part of `make test`; see
 # tests/soak/). SOAK_SECONDS (120), SOAK_CLIENTS (12), SOAK_SLOWLORIS (200). Uses
