@@ -173,6 +173,11 @@ class RedisStore:
         if failure is not None:
             raise StoreError(self._message(failure)) from failure
 
+    async def ping(self) -> None:
+        """``PING`` (in a Cluster, to a node of the client's choosing), within ``timeout``."""
+        client = self._require_open()
+        await self._call(lambda: self._pipeline(client, [(None, ("PING",))]))
+
     async def flush(self, batch: Batch | None, read: Iterable[Key]) -> dict[Key, int]:
         """Apply ``batch`` at most once and return the totals of its keys and ``read``."""
         client = self._require_open()

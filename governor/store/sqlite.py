@@ -138,6 +138,10 @@ class SQLiteStore:
             self._executor = None
             executor.shutdown(wait=False)
 
+    async def ping(self) -> None:
+        """One trivial statement in the worker thread."""
+        await self._call(self._ping)
+
     async def flush(self, batch: Batch | None, read: Iterable[Key]) -> dict[Key, int]:
         """Apply ``batch`` at most once and return the totals of its keys and ``read``."""
         keys = _union(batch, read)
@@ -207,6 +211,9 @@ class SQLiteStore:
             conn.close()
             raise
         self._conn = conn
+
+    def _ping(self) -> None:
+        self._db().execute("SELECT 1").fetchone()
 
     def _close(self) -> None:
         conn, self._conn = self._conn, None
