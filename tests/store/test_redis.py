@@ -23,6 +23,7 @@ from governor.store.redis import (
     parse_redis_url,
     usage_key,
 )
+from governor.store.redis_scripts import SLICE_KEYS
 from tests.redis_servers import ClusterSetup, RedisServer, SentinelSetup, have_redis
 from tests.store.history import history
 from tests.support import free_port
@@ -241,8 +242,11 @@ async def test_keys_and_ttls(redis_url: str, redis_server: RedisServer) -> None:
         assert 37 * DAY - 60 <= ttl <= 37 * DAY
         assert c.zrange("governor:{acme}:periods", 0, -1) == ["2024-02-20", "2024-02-21"]
         assert 37 * DAY - 60 <= c.ttl("governor:{acme}:periods") <= 37 * DAY
-        assert c.get(f"governor:{{acme}}:flush:{b.flush_id}") == "1"
-        assert DAY - 60 <= c.ttl(f"governor:{{acme}}:flush:{b.flush_id}") <= DAY
+        # One id key per slice of the batch (one slice here), not one per tenant.
+        assert c.get(f"governor:flush:{b.flush_id}:0") == "1"
+        assert DAY - 60 <= c.ttl(f"governor:flush:{b.flush_id}:0") <= DAY
+        assert c.zrange("governor:flushes", 0, -1) == [f"{b.flush_id}:0"]
+        assert c.exists(f"governor:{{acme}}:flush:{b.flush_id}") == 0
         assert c.exists("governor:{bolt}:2024-02-21") == 0  # reading creates nothing
     finally:
         c.close()
@@ -348,14 +352,18 @@ async def test_history_days_sets_the_ttl(redis_url: str, redis_server: RedisServ
 async def test_retried_flush_id_counts_once_even_when_partly_applied(redis_url: str) -> None:
     store = await opened(redis_url)
     try:
-        full = batch({A: 10, B: 20})
-        # The first attempt landed for acme only (a pipeline cut short), then was retried.
-        assert await store.flush(Batch(full.flush_id, {A: 10}), []) == {A: 10}
-        assert await store.flush(full, []) == {A: 10, B: 20}
+        # Three slices of SLICE_KEYS keys or fewer; the same slices on every send.
+        deltas = {(f"t{i:04d}", "2024-02-21"): i + 1 for i in range(2 * SLICE_KEYS + 7)}
+        full = batch(deltas)
+        first = dict(sorted(deltas.items())[:SLICE_KEYS])
+        # The first attempt landed its first slice only (a pipeline cut short), then was retried.
+        assert await store.flush(Batch(full.flush_id, first), []) == first
+        assert await store.flush(full, []) == deltas
         # Retries racing each other still count once.
-        results = await asyncio.gather(*(store.flush(full, [A]) for _ in range(20)))
-        assert all(r == {A: 10, B: 20} for r in results)
-        assert await store.totals([A, B]) == {A: 10, B: 20}
+        keys = list(deltas)
+        results = await asyncio.gather(*(store.flush(full, keys[:3]) for _ in range(20)))
+        assert all(r == deltas for r in results)
+        assert await store.totals(keys) == deltas
     finally:
         await store.close()
 
