@@ -154,18 +154,19 @@ class Runtime:
         total, one grant) and served from then on, so the answer is the fleet's. A store
         that fails leaves the local view, and the next flush tries again.
         """
-        usage = self.usage(name, learn=True)
-        if usage is None:
+        tenant = self.snapshot.tenants.get(name)
+        if tenant is None:
             return None
-        key = (name, usage.period)
-        if self.ledger.known(key) is not None:
-            return usage
+        key = (name, tenant.periods.current(self.clock()).key)
+        if self.ledger.is_served(key):  # each flush reads it: what is known is fresh
+            return self.usage(name)
+        self.ledger.serve(key)
         try:
             total = (await self.store.totals([key])).get(key, 0)
             grant = (await self.store.grants([key])).get(key, 0)
         except StoreError:
-            return usage
-        if self.ledger.learn(key, total) and key not in self.grants:
+            return self.usage(name)
+        if self.ledger.learn(key, total):
             self.grants[key] = grant
         return self.usage(name)
 

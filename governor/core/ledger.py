@@ -147,20 +147,22 @@ class Ledger:
         self._known.update(totals)
 
     def learn(self, key: Key, total: int) -> bool:
-        """Take ``total`` as ``key``'s store total if nothing of it is known or being sent.
+        """Take ``total``, read from the store outside a flush, as ``key``'s store total.
 
-        For a read outside the flusher (a tenant asked for by name): a batch in flight may
-        or may not be in that total, so then the flusher's commit is waited for instead.
-        Returns whether the total was taken.
+        Not while a batch holding ``key`` is in flight or carried: it may or may not be in
+        that total, so then the flusher's commit is waited for instead. Returns whether
+        the total was taken.
         """
-        if key in self._known:
-            return False
         if self._inflight is not None and key in self._inflight.deltas:
             return False
         if any(key in batch.deltas for batch in self._carried):
             return False
         self._known[key] = total
         return True
+
+    def is_served(self, key: Key) -> bool:
+        """Whether each flush reads ``key`` back (see :meth:`serve`)."""
+        return key in self._served
 
     def known(self, key: Key) -> int | None:
         """The store's last known total of ``key``, or None when no flush has read it."""

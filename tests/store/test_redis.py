@@ -494,6 +494,43 @@ async def test_paused_redis_fails_within_the_timeout_then_counts_the_batch_once(
 
 
 @needs_redis
+async def test_a_flush_too_big_for_the_timeout_is_split_and_counts_once(
+    lone_server: RedisServer,
+) -> None:
+    store = await opened(lone_server.url, seconds=0.5)
+    try:
+        deltas = {(f"t{i:04d}", "2024-02-21"): i + 1 for i in range(3 * SLICE_KEYS)}
+        b = batch(deltas)
+        store.window = 3 * SLICE_KEYS  # all three slices in one round trip
+        with lone_server.paused(), pytest.raises(StoreError, match="no answer within"):
+            await store.flush(b, [])
+        assert store.window < 3 * SLICE_KEYS  # the next send is split
+        window = store.window
+        # Sent again in more round trips of fewer slices; what landed is not added again.
+        assert await store.flush(b, []) == deltas
+        assert await store.totals(list(deltas)) == deltas
+        assert store.window > window  # and a flush that works lets it grow back
+    finally:
+        await store.close()
+
+
+@needs_redis
+async def test_a_small_window_sends_many_round_trips_and_counts_exactly(redis_url: str) -> None:
+    store = await opened(redis_url)
+    try:
+        store.window = SLICE_KEYS // 2  # each slice alone, and reads in pieces too
+        deltas = {(f"t{i:04d}", "2024-02-21"): 1 for i in range(2 * SLICE_KEYS + 1)}
+        read = [(f"r{i:04d}", "2024-02-21") for i in range(SLICE_KEYS + 1)]
+        b = batch(deltas)
+        want = {**deltas, **dict.fromkeys(read, 0)}
+        assert await store.flush(b, read) == want
+        assert await store.flush(b, read) == want
+        assert await store.grants(read) == dict.fromkeys(read, 0)
+    finally:
+        await store.close()
+
+
+@needs_redis
 async def test_survives_a_restart_of_a_durable_redis(lone_server: RedisServer) -> None:
     store = await opened(lone_server.url, seconds=2.0)
     try:
