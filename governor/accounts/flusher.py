@@ -127,9 +127,6 @@ class Flusher:
             read, stale = self._served_now(now)
             ledger.unserve(stale)
             changed.update(name for name, _ in stale)
-            learn_all = self._learn_all
-            if learn_all:  # once: what a restart needs to resume the day
-                read = list(dict.fromkeys([*read, *rt.snapshot.current_keys(now)]))
             try:
                 if batch is None and not read:
                     await rt.store.ping()  # idle: still learn whether the store is there
@@ -154,17 +151,13 @@ class Flusher:
                 rt.last_flush_seconds = time.monotonic() - started
                 self._tell_listeners(changed)
                 return
-            changed.update(k[0] for k, n in totals.items() if ledger.known(k) != n)
+            changed.update(k[0] for k, n in totals.items() if (ledger.known(k) or 0) != n)
             changed.update(k[0] for k, n in grants.items() if rt.grants.get(k, 0) != n)
             if batch is not None:
                 ledger.commit(batch, totals)
             else:
                 ledger.seed(totals)
-            if learn_all:
-                rt.grants = grants
-                self._learn_all = False
-            else:  # in place: proportional to what was read (readers only .get() from it)
-                rt.grants.update(grants)
+            rt.grants.update(grants)  # in place, as much as was read (readers only .get())
             for key in stale:
                 rt.grants.pop(key, None)
             if not rt.store_ok:
@@ -179,9 +172,34 @@ class Flusher:
                 rt.unflushed_since = None
             if batch is not None and batch.flush_id in self._spooled:
                 self._settle(batch.flush_id)
+            if self._learn_all:
+                changed.update(await self._learn_everyone(now, set(read)))
             rt.last_flush_seconds = time.monotonic() - started
         self._tell_listeners(changed)
         await self._maybe_prune()
+
+    async def _learn_everyone(self, now: float, done: set[Key]) -> set[str]:
+        """Once, after the first flush that works: every tenant's current total and grant.
+
+        So a restart resumes the day (a tenant at its cap stays blocked) without serving
+        every tenant from then on. Not served, these are not read again; a failure here
+        is retried with the next flush and does not count as a failed flush.
+        """
+        rt = self.runtime
+        keys = [key for key in rt.snapshot.current_keys(now) if key not in done]
+        try:
+            totals = await rt.store.totals(keys)
+            grants = await rt.store.grants(keys)
+        except StoreError as exc:
+            log.warning("reading every tenant's total failed, tried again next flush: %s", exc)
+            return set()
+        self._learn_all = False
+        changed = {key[0] for key, n in totals.items() if n and rt.ledger.learn(key, n)}
+        for key, n in grants.items():
+            if n:
+                rt.grants[key] = n
+                changed.add(key[0])
+        return changed
 
     def _forget_past_periods(self, now: float) -> None:
         """Drop known totals and grants of periods that are over (hourly: one pass over them)."""

@@ -90,7 +90,7 @@ T = TypeVar("T")
 log = logging.getLogger("governor.store")
 
 DAY = 86400
-WINDOW_KEYS = 64 * SLICE_KEYS  # the most keys one round trip carries, until a timeout halves it
+WINDOW_KEYS = 8 * SLICE_KEYS  # the most keys one round trip carries, until a timeout halves it
 PRUNE_WEIGHT = 20  # a tenant's prune script, counted as this many keys of a window
 
 
@@ -285,6 +285,7 @@ class RedisStore:
         """
         replies: list[Any] = []
         window = self.window
+        slowest = 0.0
         start = 0
         while start < len(commands):
             end, load = start, 0
@@ -292,6 +293,7 @@ class RedisStore:
                 load += weights[end]
                 end += 1
             part = commands[start:end]
+            began = time.monotonic()
             try:
                 replies += await self._call(functools.partial(self._pipeline, client, part))
             except StoreError as exc:
@@ -305,8 +307,9 @@ class RedisStore:
                         self.window,
                     )
                 raise
+            slowest = max(slowest, time.monotonic() - began)
             start = end
-        if len(commands) > 1:
+        if slowest < self.timeout / 4:  # well within: grow back, without swinging to a timeout
             self.window = min(self.window * 2, WINDOW_KEYS)
         return replies
 

@@ -505,11 +505,9 @@ async def test_a_flush_too_big_for_the_timeout_is_split_and_counts_once(
         with lone_server.paused(), pytest.raises(StoreError, match="no answer within"):
             await store.flush(b, [])
         assert store.window < 3 * SLICE_KEYS  # the next send is split
-        window = store.window
         # Sent again in more round trips of fewer slices; what landed is not added again.
         assert await store.flush(b, []) == deltas
         assert await store.totals(list(deltas)) == deltas
-        assert store.window > window  # and a flush that works lets it grow back
     finally:
         await store.close()
 
