@@ -14,6 +14,16 @@ Invariants:
   flush that works, and enforcement continues on the last known totals plus local counts.
 * What a flush learns (totals, grants, whether the store answered) is written into the
   :class:`~governor.accounts.runtime.Runtime` here and nowhere else.
+* A flush costs what traffic costs: it sends the keys with pending bytes and reads back
+  the keys served here in their current period (:meth:`Ledger.served
+  <governor.core.ledger.Ledger.served>`), never every configured tenant; a served key
+  whose period is over is dropped as the flush passes it. Only the first flush that
+  works reads every tenant's current total and grant (once, so a restart resumes the
+  day: a tenant at its cap stays blocked); totals of past periods are forgotten with
+  the hourly prune. Listeners hear which tenants' totals, grants or periods changed.
+* When counts stop reaching the store, it says so once (a log line, and
+  ``Runtime.unflushed_since`` for ``/readyz`` and the metrics), and once more when they
+  reach it again.
 """
 
 from __future__ import annotations
@@ -23,12 +33,13 @@ import contextlib
 import datetime as dt
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
 
 from governor.accounts import spool
 from governor.accounts.runtime import Runtime
 from governor.config import Config
+from governor.core.ledger import Key
 from governor.errors import GovernorError, StoreError
 
 log = logging.getLogger("governor.accounts")
@@ -62,8 +73,10 @@ class Flusher:
         self._interval = runtime.snapshot.config.flush_interval
         self._flush_lock = asyncio.Lock()
         self._last_prune = 0.0
-        # Called after every flush attempt, in the flusher (metrics, warnings); must not block.
-        self.listeners: list[Callable[[], None]] = []
+        self._learn_all = True  # until a flush has read every tenant's current total once
+        # Called after every flush attempt, in the flusher (metrics, warnings), with the
+        # tenants whose total, grant or period changed in it; must not block.
+        self.listeners: list[Callable[[Collection[str]], None]] = []
         runtime.on_nudge = self.nudge
 
     def reconfigure(self, config: Config) -> None:
@@ -104,41 +117,123 @@ class Flusher:
             await self.flush()
 
     async def flush(self) -> None:
-        """Send pending counts to the store and learn every current total back."""
+        """Send pending counts to the store and learn the totals of the keys served here."""
         rt = self.runtime
+        changed: set[str] = set()
         async with self._flush_lock:
             started = time.monotonic()
-            snap = rt.snapshot
             now = rt.clock()
-            read = snap.current_keys(now)
-            batch = rt.ledger.take(now)
+            ledger = rt.ledger
+            batch = ledger.take(now)
+            read, stale = self._served_now(now)
+            ledger.unserve(stale)
+            changed.update(name for name, _ in stale)
             try:
-                totals = await rt.store.flush(batch, read)
-                rt.grants = await rt.store.grants(read)
+                if batch is None and not read:
+                    await rt.store.ping()  # idle: still learn whether the store is there
+                    totals, grants = {}, {}
+                else:
+                    totals = await rt.store.flush(batch, read)
+                    grants = await rt.store.grants(read)
             except StoreError as exc:
                 if batch is not None:
-                    rt.ledger.fail(batch)
+                    ledger.fail(batch)
                 rt.store_errors += 1
                 if rt.store_ok:
                     log.error("store flush failed, counts kept in memory: %s", exc)
                 rt.store_ok = False
+                if rt.unflushed_since is None:
+                    rt.unflushed_since = now
+                    log.error(
+                        "counts are not reaching the store since %s: %d bytes wait in memory",
+                        _when(now),
+                        ledger.pending_bytes(),
+                    )
                 rt.last_flush_seconds = time.monotonic() - started
-                self._tell_listeners()
+                self._tell_listeners(changed)
                 return
+            changed.update(k[0] for k, n in totals.items() if (ledger.known(k) or 0) != n)
+            changed.update(k[0] for k, n in grants.items() if rt.grants.get(k, 0) != n)
             if batch is not None:
-                rt.ledger.commit(batch, totals)
+                ledger.commit(batch, totals)
             else:
-                rt.ledger.seed(totals)
+                ledger.seed(totals)
+            rt.grants.update(grants)  # in place, as much as was read (readers only .get())
+            for key in stale:
+                rt.grants.pop(key, None)
             if not rt.store_ok:
                 log.warning("store flush succeeded again")
             rt.store_ok = True
+            if rt.unflushed_since is not None:
+                log.warning(
+                    "counts reach the store again, after %.1f s (since %s)",
+                    max(now - rt.unflushed_since, 0.0),
+                    _when(rt.unflushed_since),
+                )
+                rt.unflushed_since = None
             if batch is not None and batch.flush_id in self._spooled:
                 self._settle(batch.flush_id)
-            current = set(read)
-            rt.ledger.forget(lambda key: key in current)
+            if self._learn_all:
+                changed.update(await self._learn_everyone(now, set(read)))
             rt.last_flush_seconds = time.monotonic() - started
-        self._tell_listeners()
+        self._tell_listeners(changed)
         await self._maybe_prune()
+
+    async def _learn_everyone(self, now: float, done: set[Key]) -> set[str]:
+        """Once, after the first flush that works: every tenant's current total and grant.
+
+        So a restart resumes the day (a tenant at its cap stays blocked) without serving
+        every tenant from then on. Not served, these are not read again; a failure here
+        is retried with the next flush and does not count as a failed flush.
+        """
+        rt = self.runtime
+        keys = [key for key in rt.snapshot.current_keys(now) if key not in done]
+        try:
+            totals = await rt.store.totals(keys)
+            grants = await rt.store.grants(keys)
+        except StoreError as exc:
+            log.warning("reading every tenant's total failed, tried again next flush: %s", exc)
+            return set()
+        self._learn_all = False
+        changed = {key[0] for key, n in totals.items() if n and rt.ledger.learn(key, n)}
+        for key, n in grants.items():
+            if n:
+                rt.grants[key] = n
+                changed.add(key[0])
+        return changed
+
+    def _forget_past_periods(self, now: float) -> None:
+        """Drop known totals and grants of periods that are over (hourly: one pass over them)."""
+        rt = self.runtime
+        tenants = rt.snapshot.tenants
+        periods: dict[str, str | None] = {}
+
+        def current(key: Key) -> bool:
+            name = key[0]
+            if name not in periods:
+                tenant = tenants.get(name)
+                periods[name] = None if tenant is None else tenant.periods.current(now).key
+            return periods[name] == key[1]
+
+        rt.ledger.forget(current)
+        rt.grants = {key: n for key, n in rt.grants.items() if current(key)}
+
+    def _served_now(self, now: float) -> tuple[list[Key], list[Key]]:
+        """The served keys still in their tenant's current period, and those that are not.
+
+        Costs one period lookup per served key: what traffic touched, not the config.
+        """
+        tenants = self.runtime.snapshot.tenants
+        periods: dict[str, str | None] = {}
+        read: list[Key] = []
+        stale: list[Key] = []
+        for key in self.runtime.ledger.served():
+            name = key[0]
+            if name not in periods:
+                tenant = tenants.get(name)
+                periods[name] = None if tenant is None else tenant.periods.current(now).key
+            (read if periods[name] == key[1] else stale).append(key)
+        return read, stale
 
     def _settle(self, flush_id: str) -> None:
         """A spooled batch is in the store: take it out of the file."""
@@ -150,10 +245,10 @@ class Flusher:
         except OSError as exc:  # it stays in the file; replayed, the store ignores it
             log.error("the spool %s could not be updated: %s", self.spool.path, exc)
 
-    def _tell_listeners(self) -> None:
+    def _tell_listeners(self, changed: Collection[str]) -> None:
         for listener in self.listeners:
             try:
-                listener()
+                listener(changed)
             except Exception:  # a listener's bug must not stop the counting
                 log.exception("a flush listener failed")
 
@@ -162,6 +257,7 @@ class Flusher:
         if now - self._last_prune < PRUNE_EVERY:
             return
         self._last_prune = now
+        self._forget_past_periods(now)
         days = self.runtime.snapshot.config.history_days
         cutoff = dt.datetime.fromtimestamp(now, dt.UTC).date() - dt.timedelta(days=days + 1)
         try:
@@ -242,3 +338,7 @@ class Flusher:
         """Ask :meth:`run` to make its final flush and return."""
         self._stopping = True
         self._wake.set()
+
+
+def _when(unix: float) -> str:
+    return dt.datetime.fromtimestamp(unix, dt.UTC).isoformat(timespec="seconds")

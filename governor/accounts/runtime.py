@@ -22,6 +22,7 @@ from governor.config import Config, TenantConfig
 from governor.core.ledger import Key, Ledger, is_blocked
 from governor.core.periods import PeriodTracker
 from governor.core.tenants import TenantIndex
+from governor.errors import StoreError
 from governor.store.base import Store
 
 Clock = Callable[[], float]
@@ -85,9 +86,14 @@ class Snapshot:
 class Runtime:
     """The live snapshot, the ledger, what the last flush learned, and the operator's changes.
 
-    ``store_ok``, ``store_errors`` and ``last_flush_seconds`` are written by the flusher only
-    (:class:`~governor.accounts.flusher.Flusher`); ``grants`` by the flusher and by
-    :meth:`grant`, each swapping in a new mapping; everything else reads them.
+    ``store_ok``, ``store_errors``, ``last_flush_seconds`` and ``unflushed_since`` are
+    written by the flusher only (:class:`~governor.accounts.flusher.Flusher`); ``grants``
+    by the flusher and by :meth:`grant`; everything else reads them.
+
+    ``grants`` and the ledger's known totals cover the keys served here (see
+    :meth:`~governor.core.ledger.Ledger.serve`): a tenant this process has not served
+    in its current period shows this process's own counts until it is served or
+    asked for by name (:meth:`usage` with ``learn``), and is learned at the next flush.
     """
 
     def __init__(self, config: Config, *, store: Store, clock: Clock) -> None:
@@ -99,6 +105,8 @@ class Runtime:
         self.store_errors = 0
         self.grants: dict[Key, int] = {}  # extra allowance per current period, from the store
         self.last_flush_seconds = 0.0
+        # Unix time of the first failed flush since the last one that worked (None: all well).
+        self.unflushed_since: float | None = None
         # Set by the flusher that serves this runtime; nothing to do without one.
         self.on_nudge: Callable[[], None] = _no_flusher
 
@@ -119,14 +127,20 @@ class Runtime:
         """Ask the flusher to flush soon: a tenant is near its cap (see ``Flusher.nudge``)."""
         self.on_nudge()
 
-    def usage(self, name: str) -> TenantUsage | None:
-        """A tenant's current period as this process knows it, or None for no such tenant."""
+    def usage(self, name: str, *, learn: bool = False) -> TenantUsage | None:
+        """A tenant's current period as this process knows it, or None for no such tenant.
+
+        With ``learn`` (one tenant asked for by name: the admin API) the period counts as
+        served here, so the next flush learns the fleet's total and grant for it.
+        """
         tenant = self.snapshot.tenants.get(name)
         if tenant is None:
             return None
         now = self.clock()
         period = tenant.periods.current(now)
         key = (name, period.key)
+        if learn:
+            self.ledger.serve(key)
         grant = self.grants.get(key, 0)
         used = self.ledger.used(key)
         cap = tenant.config.daily_cap + grant
@@ -141,12 +155,36 @@ class Runtime:
             blocked=is_blocked(used, cap),
         )
 
+    async def lookup(self, name: str) -> TenantUsage | None:
+        """:meth:`usage` for one tenant asked for by name (the admin API): learns it now.
+
+        A tenant not served here in its current period is read from the store at once (one
+        total, one grant) and served from then on, so the answer is the fleet's. A store
+        that fails leaves the local view, and the next flush tries again.
+        """
+        tenant = self.snapshot.tenants.get(name)
+        if tenant is None:
+            return None
+        key = (name, tenant.periods.current(self.clock()).key)
+        if self.ledger.is_served(key):  # each flush reads it: what is known is fresh
+            return self.usage(name)
+        self.ledger.serve(key)
+        try:
+            total = (await self.store.totals([key])).get(key, 0)
+            grant = (await self.store.grants([key])).get(key, 0)
+        except StoreError:
+            return self.usage(name)
+        if self.ledger.learn(key, total):
+            self.grants[key] = grant
+        return self.usage(name)
+
     async def reset(self, name: str) -> TenantUsage | None:
         """Set a tenant's count for its current period back to zero, in the store."""
         usage = self.usage(name)
         if usage is None:
             return None
         key = (name, usage.period)
+        self.ledger.serve(key)
         await self.store.reset(key)
         self.ledger.seed({key: 0})
         return self.usage(name)
@@ -157,7 +195,8 @@ class Runtime:
         if usage is None:
             return None
         key = (name, usage.period)
-        self.grants = {**self.grants, key: await self.store.grant(key, nbytes)}
+        self.ledger.serve(key)
+        self.grants[key] = await self.store.grant(key, nbytes)
         return self.usage(name)
 
 

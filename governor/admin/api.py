@@ -141,6 +141,9 @@ class _Admin:
             "ready": ready,
             "store": "ok" if self.runtime.store_ok else "degraded",
             "tenants": len(self.runtime.snapshot.tenants),
+            # Counts not reaching the store: since when (Unix time, None when they do), how many.
+            "unflushed_since": self.runtime.unflushed_since,
+            "pending_bytes": self.runtime.ledger.pending_bytes(),
         }
         return web.json_response(
             body, status=200 if ready else 503, headers={hdrs.CACHE_CONTROL: "no-store"}
@@ -158,7 +161,7 @@ class _Admin:
 
     async def show_tenant(self, request: web.Request) -> web.StreamResponse:
         name = request.match_info["tenant"]
-        usage = self.runtime.usage(name)
+        usage = await self.runtime.lookup(name)  # asked by name: the fleet's total
         if usage is None:
             return _unknown_tenant(name)
         return _json(self._usage_json(usage))

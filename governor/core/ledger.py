@@ -19,6 +19,10 @@ Invariants:
   with its own ``flush_id``, before pending counts are taken.
 * :meth:`~Ledger.used` is the best local estimate of a key's total:
   last known store total + in-flight + carried + pending, never negative.
+* Work follows traffic: the keys a flush reads back are the *served* keys
+  (:meth:`~Ledger.serve`, and every key of a batch taken), a set bounded by the
+  keys that saw traffic here, never every configured tenant. The flusher drops a
+  served key when its period is over (:meth:`~Ledger.unserve`).
 
 This module is pure: no I/O, no clock, nothing awaits.
 """
@@ -26,7 +30,7 @@ This module is pure: no I/O, no clock, nothing awaits.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 
@@ -56,10 +60,11 @@ class Batch:
 class Ledger:
     """Byte counts not yet in the store, plus the store's last known totals."""
 
-    __slots__ = ("_carried", "_inflight", "_known", "_pending")
+    __slots__ = ("_carried", "_inflight", "_known", "_pending", "_served")
 
     def __init__(self) -> None:
         self._known: dict[Key, int] = {}
+        self._served: set[Key] = set()  # keys whose store totals this process keeps learning
         self._pending: dict[Key, int] = {}
         self._inflight: Batch | None = None
         self._carried: list[Batch] = []  # taken by an earlier process; offered in turn
@@ -72,6 +77,23 @@ class Ledger:
             return
         pending = self._pending
         pending[key] = pending.get(key, 0) + nbytes
+
+    def serve(self, key: Key) -> None:
+        """Mark ``key`` as served here: each flush reads its fleet total back. O(1)."""
+        self._served.add(key)
+
+    def served(self) -> frozenset[Key]:
+        """The keys served here: those marked by :meth:`serve` and those of batches taken."""
+        return frozenset(self._served)
+
+    def unserve(self, keys: Iterable[Key]) -> None:
+        """Stop learning ``keys`` (their period is over) and forget their known totals.
+
+        Pending and in-flight counts are never dropped.
+        """
+        for key in keys:
+            self._served.discard(key)
+            self._known.pop(key, None)
 
     def used(self, key: Key) -> int:
         """Bytes used by ``key``: last known store total + in-flight + pending."""
@@ -94,10 +116,12 @@ class Ledger:
             return self._inflight
         if self._carried:
             self._inflight = self._carried.pop(0)
+            self._served.update(self._inflight.deltas)
             return self._inflight
         if not self._pending:
             return None
         batch = Batch(flush_id=uuid.uuid4().hex, deltas=MappingProxyType(self._pending), at=now)
+        self._served.update(self._pending)
         self._pending = {}
         self._inflight = batch
         return batch
@@ -121,6 +145,28 @@ class Ledger:
     def seed(self, totals: Mapping[Key, int]) -> None:
         """Set known store totals (at startup, on refresh); pending and in-flight are untouched."""
         self._known.update(totals)
+
+    def learn(self, key: Key, total: int) -> bool:
+        """Take ``total``, read from the store outside a flush, as ``key``'s store total.
+
+        Not while a batch holding ``key`` is in flight or carried: it may or may not be in
+        that total, so then the flusher's commit is waited for instead. Returns whether
+        the total was taken.
+        """
+        if self._inflight is not None and key in self._inflight.deltas:
+            return False
+        if any(key in batch.deltas for batch in self._carried):
+            return False
+        self._known[key] = total
+        return True
+
+    def is_served(self, key: Key) -> bool:
+        """Whether each flush reads ``key`` back (see :meth:`serve`)."""
+        return key in self._served
+
+    def known(self, key: Key) -> int | None:
+        """The store's last known total of ``key``, or None when no flush has read it."""
+        return self._known.get(key)
 
     def pending_bytes(self) -> int:
         """Bytes counted here but not yet known to be in the store (pending + in-flight)."""

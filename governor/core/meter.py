@@ -75,8 +75,14 @@ class Meter:
         return self._daily_cap + self._grants.get(self.key(), 0)
 
     def used(self) -> int:
-        """The tenant's total for the current period, as this process knows it."""
-        return self._ledger.used(self.key())
+        """The tenant's total for the current period, as this process knows it.
+
+        Asked by every request, so it also marks the period served here: from the next
+        flush on, this process learns the fleet's total for it (and only for such keys).
+        """
+        key = self.key()
+        self._ledger.serve(key)
+        return self._ledger.used(key)
 
     def remaining(self) -> int:
         """Bytes left before the cap (zero or less once reached)."""

@@ -240,6 +240,12 @@ class Metrics:
             multiprocess_mode="livesum",
             registry=reg,
         )
+        self.unflushed_since = Gauge(
+            "governor_store_unflushed_since_timestamp_seconds",
+            "Unix time since which flushes fail (counts not reaching the store); 0 when they work.",
+            multiprocess_mode="livemax",
+            registry=reg,
+        )
         self.flush_seconds = Histogram(
             "governor_store_flush_seconds",
             "Seconds each flush to the store took (failed ones included).",
@@ -305,7 +311,7 @@ class Metrics:
         for series in self._series.values():
             series.publish(self.requests)
 
-    def flushed(self) -> None:
+    def flushed(self, changed: Collection[str] = ()) -> None:
         """A flush listener: store health and per-tenant usage gauges."""
         runtime = self.runtime
         self.store_up.set(1 if runtime.store_ok else 0)
@@ -384,5 +390,6 @@ class Metrics:
         """The values read at scrape time (and, for the other workers, at each flush)."""
         self._publish()
         self.pending.set(self.runtime.ledger.pending_bytes())
+        self.unflushed_since.set(self.runtime.unflushed_since or 0)
         if self._server is not None:
             self.connections.set(len(self._server.connections))

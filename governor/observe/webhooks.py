@@ -13,6 +13,7 @@ import datetime as dt
 import json
 import logging
 from collections import Counter
+from collections.abc import Collection
 from typing import Any
 
 import aiohttp
@@ -116,7 +117,7 @@ class Warner:
 
     # --- detection (in the flusher; synchronous) ----------------------------------
 
-    def flushed(self) -> None:
+    def flushed(self, changed: Collection[str] = ()) -> None:
         """A flush listener: ask :mod:`governor.core.alerts` what happened; queue it."""
         now = self.runtime.clock()
         tenants = self.runtime.snapshot.tenants

@@ -49,6 +49,14 @@ class Store(Protocol):
         """
         ...
 
+    async def ping(self) -> None:
+        """One round trip that touches no key: raises StoreError if the store is not usable.
+
+        A flush with nothing to send or read pings instead, so an idle process still
+        notices (and reports) a store that is down.
+        """
+        ...
+
     async def flush(self, batch: Batch | None, read: Iterable[Key]) -> dict[Key, int]:
         """Apply ``batch`` atomically and at most once, then read totals.
 

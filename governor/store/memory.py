@@ -44,6 +44,10 @@ class MemoryStore:
         """Make the store unusable; its data stay in the object."""
         self._open = False
 
+    async def ping(self) -> None:
+        """Raise StoreError when closed."""
+        self._check_open()
+
     async def flush(self, batch: Batch | None, read: Iterable[Key]) -> dict[Key, int]:
         """Apply ``batch`` at most once and return the totals of its keys and ``read``."""
         self._check_open()

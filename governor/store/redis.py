@@ -5,18 +5,25 @@ the URL forms are :mod:`governor.config.store_url`.
 
 Invariants:
 
-* A batch is applied at most once per tenant: the flush script sets the flush id
-  key with ``SET NX`` and adds the deltas only if that set succeeded, all in one
-  script (atomic on the node), to the totals and to the history bucket of the
-  batch's ``at`` alike. A flush that timed out after landing and is retried with
-  the same id adds nothing.
+* A batch is applied at most once, slice by slice: it is cut into slices of at most
+  ``SLICE_KEYS`` keys, the same slices on every send (its keys sorted; in a Cluster one
+  slice per tenant, a script reaching one slot only), and each slice's script sets
+  the slice's id key (flush id + slice) with ``SET NX`` and adds its deltas only if
+  that set succeeded, atomically on the node, to the totals and to the history bucket
+  of the batch's ``at`` alike. A flush that timed out after some slices landed and is
+  retried with the same id adds only the others.
 * Every write (flush, grant, reset, mark) is one script, atomic on the node, that
   also sets the TTL of what it wrote and records the period in the index. Each is
   safe to resend (the client retries once on a connection error or timeout): a
   grant carries a token applied once like a flush id, a mark stores its caller's
   token so a resent first mark still answers True, and a reset only sets.
-* One round trip per :meth:`~RedisStore.flush`: a non-transactional pipeline with
-  one script call per tenant with deltas and one ``MGET`` per tenant only read.
+* A bounded number of round trips per :meth:`~RedisStore.flush`, whatever the number
+  of keys: the slices (and one ``MGET`` per slice of keys only read) go in
+  non-transactional pipelines of at most ``window`` keys each, one pipeline when the
+  flush is not huge. A round trip that does not finish within ``timeout`` halves the
+  window for the next try (the flush fails, is retried with its id, and the slices
+  that landed add nothing), so a flush too big for ``timeout`` is split instead of
+  failing for ever; each flush that works lets the window grow back.
   Scripts are sent by SHA (``EVALSHA``); on ``NOSCRIPT`` (a fresh, restarted or
   newly promoted node) they are loaded with ``SCRIPT LOAD`` (on every primary in a
   Cluster) and the pipeline is sent once more, which the flush ids make safe.
@@ -26,12 +33,13 @@ Invariants:
   periods, which expires like the keys it lists.
 * Every Redis error, timeout or connection failure becomes a
   :class:`~governor.errors.StoreError` naming the store (never its password), in
-  one place (:meth:`RedisStore._call`), and no operation outlasts ``timeout``.
+  one place (:meth:`RedisStore._call`), and no round trip outlasts ``timeout``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 import uuid
@@ -53,12 +61,16 @@ from governor.store.redis_scripts import (
     FLUSH,
     GRANT,
     MARK,
+    PREFIX,
     PRUNE,
     RESET,
     SCRIPTS,
+    SLICE_KEYS,
     Command,
     Script,
+    flush_keys,
     grant_key,
+    tenant_flush_keys,
     tenant_prefix,
     usage_key,
 )
@@ -78,6 +90,8 @@ T = TypeVar("T")
 log = logging.getLogger("governor.store")
 
 DAY = 86400
+WINDOW_KEYS = 8 * SLICE_KEYS  # the most keys one round trip carries, until a timeout halves it
+PRUNE_WEIGHT = 20  # a tenant's prune script, counted as this many keys of a window
 
 
 # -------------------------------------------------------------------------- store
@@ -116,6 +130,7 @@ class RedisStore:
         # Clients replaced by retune(); operations that began on them finish there.
         self._retired: list[tuple[_Client, Sentinel | None]] = []
         self._tenants: set[str] = set()  # tenants seen, for prune
+        self.window = WINDOW_KEYS  # keys per round trip: halved by a timeout, regrown by success
 
     def __repr__(self) -> str:
         return f"RedisStore({self.target.display!r})"
@@ -173,48 +188,48 @@ class RedisStore:
         if failure is not None:
             raise StoreError(self._message(failure)) from failure
 
+    async def ping(self) -> None:
+        """``PING`` (in a Cluster, to a node of the client's choosing), within ``timeout``."""
+        client = self._require_open()
+        await self._call(lambda: self._pipeline(client, [(None, ("PING",))]))
+
     async def flush(self, batch: Batch | None, read: Iterable[Key]) -> dict[Key, int]:
         """Apply ``batch`` at most once and return the totals of its keys and ``read``."""
         client = self._require_open()
-        adds: dict[str, dict[str, int]] = {}  # tenant -> period -> delta
-        reads: dict[str, dict[str, None]] = {}  # tenant -> periods only read
-        order: dict[Key, None] = {}
+        added: dict[Key, int] = {}
         if batch is not None:
-            for (tenant, period), n in batch.deltas.items():
-                adds.setdefault(tenant, {})[period] = n
-                order[(tenant, period)] = None
-        for key in read:
-            if key not in order:
-                order[key] = None
-                reads.setdefault(key[0], {})[key[1]] = None
+            added = {key: batch.deltas[key] for key in sorted(batch.deltas) if batch.deltas[key]}
+        order = dict.fromkeys([*(batch.deltas if batch is not None else ()), *read])
         if not order:
             return {}
-        self._tenants.update(adds, reads)
+        only_read = [key for key in order if key not in added]
+        self._tenants.update(key[0] for key in order)
         now = self._clock()
         commands: list[Command] = []
-        layout: list[tuple[str, list[str]]] = []  # per command: tenant, periods of its reply
-        for tenant in dict.fromkeys([*adds, *reads]):
-            prefix = tenant_prefix(tenant)
-            added = adds.get(tenant, {})
-            only_read = list(reads.get(tenant, {}))
-            if added:
-                assert batch is not None
-                periods = [*added, *only_read]
-                keys = [prefix + "flush:" + batch.flush_id, prefix + "periods", prefix + "flushes"]
-                keys += [prefix + p for p in periods]
-                args = [len(added), self.usage_ttl, int(FLUSH_ID_TTL), repr(now), batch.flush_id]
-                args += [*added.values(), *added]
-                args.append(bucket_of(batch.at) if batch.at is not None else "")
-                commands.append((FLUSH, (len(keys), *keys, *args)))
-            else:
-                periods = only_read
-                commands.append((None, ("MGET", *(prefix + p for p in periods))))
-            layout.append((tenant, periods))
-        replies = await self._call(lambda: self._pipeline(client, commands))
+        layout: list[list[Key]] = []  # per command: the keys of its reply, in order
+        if added:
+            assert batch is not None
+            bucket = bucket_of(batch.at) if batch.at is not None else ""
+            for piece, keys in enumerate(self._slices(list(added))):
+                if self._cluster:
+                    id_key, ids, member = tenant_flush_keys(keys[0][0], batch.flush_id)
+                else:
+                    id_key, ids, member = flush_keys(batch.flush_id, piece)
+                script_keys = [id_key, ids]
+                for tenant, period in keys:
+                    script_keys += [usage_key((tenant, period)), tenant_prefix(tenant) + "periods"]
+                args: list[object] = [len(keys), self.usage_ttl, int(FLUSH_ID_TTL), repr(now)]
+                args += [member, bucket, *(added[k] for k in keys), *(p for _, p in keys)]
+                commands.append((FLUSH, (len(script_keys), *script_keys, *args)))
+                layout.append(keys)
+        for keys in self._slices(only_read):
+            commands.append((None, ("MGET", *(usage_key(k) for k in keys))))
+            layout.append(keys)
+        replies = await self._send(client, commands, [len(keys) for keys in layout])
         totals: dict[Key, int] = {}
-        for (tenant, periods), reply in zip(layout, replies, strict=True):
-            for period, value in zip(periods, reply, strict=True):
-                totals[(tenant, period)] = int(value) if value is not None else 0
+        for keys, reply in zip(layout, replies, strict=True):
+            for key, value in zip(keys, reply, strict=True):
+                totals[key] = int(value) if value is not None else 0
         return {key: totals[key] for key in order}
 
     async def totals(self, keys: Iterable[Key]) -> dict[Key, int]:
@@ -224,24 +239,79 @@ class RedisStore:
     async def grants(self, keys: Iterable[Key]) -> dict[Key, int]:
         """Extra allowance granted for each key's period (0 when none)."""
         client = self._require_open()
-        by_tenant: dict[str, dict[str, None]] = {}
-        order = dict.fromkeys(keys)
-        for tenant, period in order:
-            by_tenant.setdefault(tenant, {})[period] = None
-        if not by_tenant:
+        order = list(dict.fromkeys(keys))
+        if not order:
             return {}
-        self._tenants.update(by_tenant)
-        # One MGET per tenant: a Cluster serves a multi-key command only within one slot.
+        self._tenants.update(key[0] for key in order)
+        layout = self._slices(order)
         commands: list[Command] = [
-            (None, ("MGET", *(grant_key((tenant, p)) for p in periods)))
-            for tenant, periods in by_tenant.items()
+            (None, ("MGET", *(grant_key(key) for key in slice_))) for slice_ in layout
         ]
-        replies = await self._call(lambda: self._pipeline(client, commands))
+        replies = await self._send(client, commands, [len(keys) for keys in layout])
         grants: dict[Key, int] = {}
-        for (tenant, periods), reply in zip(by_tenant.items(), replies, strict=True):
-            for period, value in zip(periods, reply, strict=True):
-                grants[(tenant, period)] = int(value) if value is not None else 0
+        for slice_, reply in zip(layout, replies, strict=True):
+            for key, value in zip(slice_, reply, strict=True):
+                grants[key] = int(value) if value is not None else 0
         return {key: grants[key] for key in order}
+
+    def _slices(self, keys: list[Key]) -> list[list[Key]]:
+        """``keys`` cut into slices of at most SLICE_KEYS, in order; one tenant's in a Cluster.
+
+        A multi-key command or script reaches one slot only in a Cluster, and all of a
+        tenant's keys share its hash tag.
+        """
+        if self._cluster:
+            by_tenant: dict[str, list[Key]] = {}
+            for key in keys:
+                by_tenant.setdefault(key[0], []).append(key)
+            return [
+                ks[i : i + SLICE_KEYS]
+                for ks in by_tenant.values()
+                for i in range(0, len(ks), SLICE_KEYS)
+            ]
+        return [keys[i : i + SLICE_KEYS] for i in range(0, len(keys), SLICE_KEYS)]
+
+    @property
+    def _cluster(self) -> bool:
+        return self.target.kind == "cluster"
+
+    async def _send(
+        self, client: _Client, commands: Sequence[Command], weights: Sequence[int]
+    ) -> list[Any]:
+        """Send ``commands`` in pipelines of at most ``window`` keys (``weights``), in order.
+
+        Each pipeline is one round trip within ``timeout``; a timeout halves the window
+        for the next call and fails this one, whose commands are all safe to resend.
+        """
+        replies: list[Any] = []
+        window = self.window
+        slowest = 0.0
+        start = 0
+        while start < len(commands):
+            end, load = start, 0
+            while end < len(commands) and (end == start or load + weights[end] <= window):
+                load += weights[end]
+                end += 1
+            part = commands[start:end]
+            began = time.monotonic()
+            try:
+                replies += await self._call(functools.partial(self._pipeline, client, part))
+            except StoreError as exc:
+                if isinstance(exc.__cause__, TimeoutError) and load > 1:
+                    self.window = max(load // 2, 1)
+                    log.warning(
+                        "%s: %d keys took over %ss: at most %d keys a round trip from now on",
+                        self._name,
+                        load,
+                        self.timeout,
+                        self.window,
+                    )
+                raise
+            slowest = max(slowest, time.monotonic() - began)
+            start = end
+        if slowest < self.timeout / 4:  # well within: grow back, without swinging to a timeout
+            self.window = min(self.window * 2, WINDOW_KEYS)
+        return replies
 
     async def grant(self, key: Key, nbytes: int) -> int:
         """Add ``nbytes`` of extra allowance to ``key``'s period; returns the new grant total."""
@@ -279,18 +349,24 @@ class RedisStore:
         older than a day, for seen tenants.
 
         Returns the number of usage keys deleted. Tenants this store has not seen
-        (since it was created) are left to their keys' expiry.
+        (since it was created) are left to their keys' expiry. Sent in windows of
+        tenants, one round trip each, as a flush is.
         """
         client = self._require_open()
-        cutoff = self._clock() - FLUSH_ID_TTL
+        cutoff = repr(self._clock() - FLUSH_ID_TTL)
+        # The slices' ids (outside a Cluster): an index of no periods, the applied ids.
+        root = PREFIX + ":"
         commands: list[Command] = []
+        if not self._cluster:
+            keys = (root + "periods", root + "flushes")
+            commands.append((PRUNE, (len(keys), *keys, before_period, cutoff, root)))
         for tenant in sorted(self._tenants):
             prefix = tenant_prefix(tenant)
             keys = (prefix + "periods", prefix + "flushes")
-            commands.append((PRUNE, (len(keys), *keys, before_period, repr(cutoff), prefix)))
+            commands.append((PRUNE, (len(keys), *keys, before_period, cutoff, prefix)))
         if not commands:
             return 0
-        replies = await self._call(lambda: self._pipeline(client, commands))
+        replies = await self._send(client, commands, [PRUNE_WEIGHT] * len(commands))
         return sum(int(n) for n in replies)
 
     async def _script(self, tenant: str, script: Script, keys: Sequence[str], *args: object) -> Any:

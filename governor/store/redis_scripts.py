@@ -13,6 +13,15 @@ live in one slot and a tenant's whole update runs as one script on one node)::
     governor:{t}:flush:<flush_id>       "1" once the batch was applied for t; TTL one day
     governor:{t}:flushes                sorted set flush_id -> applied-at (store clock), for prune
     governor:{t}:granted:<token>        "1" once that grant call was applied; TTL one day
+    governor:flush:<flush_id>:<slice>   "1" once that slice of a batch was applied (not in a
+                                        Cluster); TTL one day
+    governor:flushes                    sorted set <flush_id>:<slice> -> applied-at, for prune
+
+A flush is sent in slices of at most :data:`SLICE_KEYS` keys, one :data:`FLUSH` call
+each. In a Cluster a slice is one tenant's keys (a script may touch one slot only), its
+id key ``governor:{t}:flush:<flush_id>``; elsewhere a slice holds many tenants' keys and
+its id key is ``governor:flush:<flush_id>:<slice>``, so a flush writes one id key per
+slice, not one per tenant.
 
 Each script is atomic on its node and touches only one tenant's keys (one hash tag),
 so it runs on one Cluster node; see :mod:`governor.store.redis` for the invariants.
@@ -40,37 +49,41 @@ class Script:
         object.__setattr__(self, "sha", hashlib.sha1(self.text.encode()).hexdigest())
 
 
-# KEYS[1] the flush id key, KEYS[2] the period index, KEYS[3] the applied ids,
-# KEYS[4 .. 3+n] the usage keys to add to, KEYS[4+n ..] usage keys only read.
-# ARGV[1] n, ARGV[2] usage TTL, ARGV[3] flush id TTL, ARGV[4] now, ARGV[5] flush id,
-# ARGV[6 .. 5+n] the deltas, ARGV[6+n .. 5+2n] the periods of the added keys,
-# ARGV[6+2n] the history bucket of the batch ('' for none): each delta is added to
-# field bucket of <usage key>:buckets too (same hash tag, same slot).
-# Returns the totals of KEYS[4 ..] as strings (GET, not the INCRBY reply: Lua
-# numbers are doubles and would round totals above 2^53).
+SLICE_KEYS = 500
+"""The most usage keys one :data:`FLUSH` call (one slice of a batch) adds to or reads."""
+
+# One slice of a batch. KEYS[1] the slice's id key, KEYS[2] the applied ids (sorted
+# set), then per added key i = 1 .. n: KEYS[1 + 2i] its usage key, KEYS[2 + 2i] its
+# tenant's period index. ARGV[1] n, ARGV[2] usage TTL, ARGV[3] id TTL, ARGV[4] now,
+# ARGV[5] the id's member in KEYS[2], ARGV[6] the history bucket of the batch ('' for
+# none): each delta is added to field bucket of <usage key>:buckets too (same hash
+# tag, same slot), ARGV[6 + i] the deltas, ARGV[6 + n + i] the periods of the keys.
+# Adds only if the id key was not set yet. Returns the n totals as strings (GET, not
+# the INCRBY reply: Lua numbers are doubles and would round totals above 2^53).
 FLUSH = Script(
     """
 local n = tonumber(ARGV[1])
 if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[3]) then
-  local bucket = ARGV[6 + 2 * n]
+  local bucket = ARGV[6]
   for i = 1, n do
-    redis.call('INCRBY', KEYS[3 + i], ARGV[5 + i])
-    redis.call('EXPIRE', KEYS[3 + i], ARGV[2])
-    redis.call('ZADD', KEYS[2], 0, ARGV[5 + n + i])
+    local k = KEYS[1 + 2 * i]
+    redis.call('INCRBY', k, ARGV[6 + i])
+    redis.call('EXPIRE', k, ARGV[2])
+    redis.call('ZADD', KEYS[2 + 2 * i], 0, ARGV[6 + n + i])
+    redis.call('EXPIRE', KEYS[2 + 2 * i], ARGV[2])
     if bucket ~= '' then
-      redis.call('HINCRBY', KEYS[3 + i] .. ':buckets', bucket, ARGV[5 + i])
-      redis.call('EXPIRE', KEYS[3 + i] .. ':buckets', ARGV[2])
+      redis.call('HINCRBY', k .. ':buckets', bucket, ARGV[6 + i])
+      redis.call('EXPIRE', k .. ':buckets', ARGV[2])
     end
   end
-  redis.call('EXPIRE', KEYS[2], ARGV[2])
   local now = tonumber(ARGV[4])
-  redis.call('ZADD', KEYS[3], now, ARGV[5])
-  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. (now - tonumber(ARGV[3])))
-  redis.call('EXPIRE', KEYS[3], ARGV[3])
+  redis.call('ZADD', KEYS[2], now, ARGV[5])
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. (now - tonumber(ARGV[3])))
+  redis.call('EXPIRE', KEYS[2], ARGV[3])
 end
 local totals = {}
-for i = 4, #KEYS do
-  totals[#totals + 1] = redis.call('GET', KEYS[i]) or '0'
+for i = 1, n do
+  totals[i] = redis.call('GET', KEYS[1 + 2 * i]) or '0'
 end
 return totals
 """
@@ -152,6 +165,18 @@ SCRIPTS = (FLUSH, GRANT, RESET, MARK, PRUNE)
 
 Command = tuple[Script | None, tuple[Any, ...]]
 """A script and its EVALSHA arguments (numkeys, keys..., args...), or None and a command."""
+
+
+def flush_keys(flush_id: str, piece: int) -> tuple[str, str, str]:
+    """The id key, the applied-ids key and the member of slice ``piece`` of a batch."""
+    member = f"{flush_id}:{piece}"
+    return f"{PREFIX}:flush:{member}", f"{PREFIX}:flushes", member
+
+
+def tenant_flush_keys(tenant: str, flush_id: str) -> tuple[str, str, str]:
+    """The id key, applied-ids key and member of one tenant's slice of a batch (a Cluster)."""
+    prefix = tenant_prefix(tenant)
+    return prefix + "flush:" + flush_id, prefix + "flushes", flush_id
 
 
 def tenant_prefix(tenant: str) -> str:

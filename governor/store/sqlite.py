@@ -7,6 +7,9 @@ Invariants:
 * A batch is applied at most once: its ``flush_id`` is recorded in the same
   ``BEGIN IMMEDIATE`` transaction that adds its deltas (to the totals and to the
   history bucket of its ``at``), and a known id skips the adds.
+* A flush is one transaction of a bounded number of statements whatever the number of
+  keys: the adds are one ``executemany`` each, and totals and grants are read
+  ``READ_ROWS`` keys a statement.
 * A file made by an earlier version works: tables added since are created on
   open (``CREATE TABLE IF NOT EXISTS``); existing tables are never altered.
 * Several processes may share the file: WAL mode, ``synchronous=NORMAL`` and a
@@ -71,7 +74,6 @@ _ADD = (
     "INSERT INTO usage (tenant, period, bytes) VALUES (?, ?, ?) "
     "ON CONFLICT (tenant, period) DO UPDATE SET bytes = bytes + excluded.bytes"
 )
-_TOTAL = "SELECT bytes FROM usage WHERE tenant = ? AND period = ?"
 _ADD_BUCKET = (
     "INSERT INTO buckets (tenant, period, start, bytes) VALUES (?, ?, ?, ?) "
     "ON CONFLICT (tenant, period, start) DO UPDATE SET bytes = bytes + excluded.bytes"
@@ -81,6 +83,7 @@ _ADD_GRANT = (
     "ON CONFLICT (tenant, period) DO UPDATE SET bytes = bytes + excluded.bytes"
 )
 _GRANT = "SELECT bytes FROM grants WHERE tenant = ? AND period = ?"
+READ_ROWS = 400  # keys read by one statement: two variables each, under SQLite's old 999
 _RESET = (
     "INSERT INTO usage (tenant, period, bytes) VALUES (?, ?, 0) "
     "ON CONFLICT (tenant, period) DO UPDATE SET bytes = 0"
@@ -137,6 +140,10 @@ class SQLiteStore:
         finally:
             self._executor = None
             executor.shutdown(wait=False)
+
+    async def ping(self) -> None:
+        """One trivial statement in the worker thread."""
+        await self._call(self._ping)
 
     async def flush(self, batch: Batch | None, read: Iterable[Key]) -> dict[Key, int]:
         """Apply ``batch`` at most once and return the totals of its keys and ``read``."""
@@ -208,6 +215,9 @@ class SQLiteStore:
             raise
         self._conn = conn
 
+    def _ping(self) -> None:
+        self._db().execute("SELECT 1").fetchone()
+
     def _close(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
@@ -244,19 +254,11 @@ class SQLiteStore:
                         db.executemany(
                             _ADD_BUCKET, [(t, p, start, n) for (t, p), n in batch.deltas.items()]
                         )
-            totals: dict[Key, int] = {}
-            for key in keys:
-                row = db.execute(_TOTAL, key).fetchone()
-                totals[key] = row[0] if row is not None else 0
-        return totals
+            return _read(db, "usage", keys)
 
     def _grants(self, keys: list[Key]) -> dict[Key, int]:
         with self._transaction(write=False) as db:
-            grants: dict[Key, int] = {}
-            for key in keys:
-                row = db.execute(_GRANT, key).fetchone()
-                grants[key] = row[0] if row is not None else 0
-        return grants
+            return _read(db, "grants", keys)
 
     def _grant(self, key: Key, nbytes: int) -> int:
         with self._transaction(write=True) as db:
@@ -284,6 +286,25 @@ class SQLiteStore:
                 db.execute(f"DELETE FROM {table} WHERE period < ?", (before_period,))
             db.execute("DELETE FROM flushes WHERE at < ?", (self._clock() - FLUSH_ID_TTL,))
         return deleted
+
+
+def _read(db: sqlite3.Connection, table: str, keys: list[Key]) -> dict[Key, int]:
+    """The bytes of each key in ``table`` (0 when absent), READ_ROWS keys a statement.
+
+    Grouped by period, ``tenant IN (...)``: a lookup on the primary key per tenant.
+    """
+    by_period: dict[str, list[str]] = {}
+    for tenant, period in keys:
+        by_period.setdefault(period, []).append(tenant)
+    found: dict[Key, int] = {}
+    for period, tenants in by_period.items():
+        for i in range(0, len(tenants), READ_ROWS):
+            part = tenants[i : i + READ_ROWS]
+            marks = ", ".join("?" * len(part))
+            query = f"SELECT tenant, bytes FROM {table} WHERE period = ? AND tenant IN ({marks})"
+            for tenant, n in db.execute(query, [period, *part]):
+                found[(tenant, period)] = n
+    return {key: found.get(key, 0) for key in keys}
 
 
 def _union(batch: Batch | None, read: Iterable[Key]) -> list[Key]:

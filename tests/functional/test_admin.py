@@ -399,7 +399,9 @@ async def test_reset_and_grant_reach_a_second_instance_within_a_flush_interval(
     await one.flusher.flush()
 
     async def two_blocked() -> bool:
-        usage = two.runtime.usage("site")
+        # Two has not served the tenant: asked for it by name (GET /api/v1/tenants/site),
+        # it learns the fleet's total (at once, or with its next flush).
+        usage = await two.runtime.lookup("site")
         return usage is not None and usage.blocked
 
     await eventually(two_blocked, timeout=5, what="instance two learning the count")

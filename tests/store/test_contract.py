@@ -146,6 +146,30 @@ async def test_many_keys_in_one_flush(store: Store) -> None:
     assert await store.totals(deltas) == deltas
 
 
+async def test_a_flush_of_many_slices_counts_each_once_however_often_resent(store: Store) -> None:
+    # More keys than several Redis slices (SLICE_KEYS) and SQLite statements (READ_ROWS).
+    deltas = {(f"t{i:04d}", "2024-05-17"): i + 1 for i in range(1234)}
+    read = [(f"r{i:04d}", "2024-05-17") for i in range(1111)]
+    b = batch(deltas)
+    want = {**deltas, **dict.fromkeys(read, 0)}
+    assert await store.flush(b, read) == want
+    assert await store.flush(b, read) == want  # resent: nothing added
+    assert await store.totals([*read, *deltas]) == want
+    await store.grant(read[-1], 9)
+    assert await store.grants([*deltas, *read]) == {**dict.fromkeys(want, 0), read[-1]: 9}
+
+
+async def test_ping_answers_when_open_and_fails_when_closed(
+    backend: Backend, where: Path, clock: Clock
+) -> None:
+    s = backend.make(where, clock)
+    await s.open()
+    await s.ping()
+    await s.close()
+    with pytest.raises(StoreError):
+        await s.ping()
+
+
 async def test_large_counts(store: Store) -> None:
     big = 2**62
     assert await store.flush(batch({A: big}), []) == {A: big}

@@ -23,6 +23,7 @@ from governor.store.redis import (
     parse_redis_url,
     usage_key,
 )
+from governor.store.redis_scripts import SLICE_KEYS
 from tests.redis_servers import ClusterSetup, RedisServer, SentinelSetup, have_redis
 from tests.store.history import history
 from tests.support import free_port
@@ -241,8 +242,11 @@ async def test_keys_and_ttls(redis_url: str, redis_server: RedisServer) -> None:
         assert 37 * DAY - 60 <= ttl <= 37 * DAY
         assert c.zrange("governor:{acme}:periods", 0, -1) == ["2024-02-20", "2024-02-21"]
         assert 37 * DAY - 60 <= c.ttl("governor:{acme}:periods") <= 37 * DAY
-        assert c.get(f"governor:{{acme}}:flush:{b.flush_id}") == "1"
-        assert DAY - 60 <= c.ttl(f"governor:{{acme}}:flush:{b.flush_id}") <= DAY
+        # One id key per slice of the batch (one slice here), not one per tenant.
+        assert c.get(f"governor:flush:{b.flush_id}:0") == "1"
+        assert DAY - 60 <= c.ttl(f"governor:flush:{b.flush_id}:0") <= DAY
+        assert c.zrange("governor:flushes", 0, -1) == [f"{b.flush_id}:0"]
+        assert c.exists(f"governor:{{acme}}:flush:{b.flush_id}") == 0
         assert c.exists("governor:{bolt}:2024-02-21") == 0  # reading creates nothing
     finally:
         c.close()
@@ -348,14 +352,18 @@ async def test_history_days_sets_the_ttl(redis_url: str, redis_server: RedisServ
 async def test_retried_flush_id_counts_once_even_when_partly_applied(redis_url: str) -> None:
     store = await opened(redis_url)
     try:
-        full = batch({A: 10, B: 20})
-        # The first attempt landed for acme only (a pipeline cut short), then was retried.
-        assert await store.flush(Batch(full.flush_id, {A: 10}), []) == {A: 10}
-        assert await store.flush(full, []) == {A: 10, B: 20}
+        # Three slices of SLICE_KEYS keys or fewer; the same slices on every send.
+        deltas = {(f"t{i:04d}", "2024-02-21"): i + 1 for i in range(2 * SLICE_KEYS + 7)}
+        full = batch(deltas)
+        first = dict(sorted(deltas.items())[:SLICE_KEYS])
+        # The first attempt landed its first slice only (a pipeline cut short), then was retried.
+        assert await store.flush(Batch(full.flush_id, first), []) == first
+        assert await store.flush(full, []) == deltas
         # Retries racing each other still count once.
-        results = await asyncio.gather(*(store.flush(full, [A]) for _ in range(20)))
-        assert all(r == {A: 10, B: 20} for r in results)
-        assert await store.totals([A, B]) == {A: 10, B: 20}
+        keys = list(deltas)
+        results = await asyncio.gather(*(store.flush(full, keys[:3]) for _ in range(20)))
+        assert all(r == deltas for r in results)
+        assert await store.totals(keys) == deltas
     finally:
         await store.close()
 
@@ -481,6 +489,41 @@ async def test_paused_redis_fails_within_the_timeout_then_counts_the_batch_once(
         first = 1 if warm else 0
         assert await store.flush(b, []) == {A: first + 10, B: 3}
         assert await store.totals([A, B]) == {A: first + 10, B: 3}
+    finally:
+        await store.close()
+
+
+@needs_redis
+async def test_a_flush_too_big_for_the_timeout_is_split_and_counts_once(
+    lone_server: RedisServer,
+) -> None:
+    store = await opened(lone_server.url, seconds=0.5)
+    try:
+        deltas = {(f"t{i:04d}", "2024-02-21"): i + 1 for i in range(3 * SLICE_KEYS)}
+        b = batch(deltas)
+        store.window = 3 * SLICE_KEYS  # all three slices in one round trip
+        with lone_server.paused(), pytest.raises(StoreError, match="no answer within"):
+            await store.flush(b, [])
+        assert store.window < 3 * SLICE_KEYS  # the next send is split
+        # Sent again in more round trips of fewer slices; what landed is not added again.
+        assert await store.flush(b, []) == deltas
+        assert await store.totals(list(deltas)) == deltas
+    finally:
+        await store.close()
+
+
+@needs_redis
+async def test_a_small_window_sends_many_round_trips_and_counts_exactly(redis_url: str) -> None:
+    store = await opened(redis_url)
+    try:
+        store.window = SLICE_KEYS // 2  # each slice alone, and reads in pieces too
+        deltas = {(f"t{i:04d}", "2024-02-21"): 1 for i in range(2 * SLICE_KEYS + 1)}
+        read = [(f"r{i:04d}", "2024-02-21") for i in range(SLICE_KEYS + 1)]
+        b = batch(deltas)
+        want = {**deltas, **dict.fromkeys(read, 0)}
+        assert await store.flush(b, read) == want
+        assert await store.flush(b, read) == want
+        assert await store.grants(read) == dict.fromkeys(read, 0)
     finally:
         await store.close()
 

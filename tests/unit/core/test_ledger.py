@@ -268,3 +268,30 @@ def test_carry_refuses_a_ledger_that_already_counted() -> None:
     ledger.add(("a", "p"), 1)
     with pytest.raises(ValueError, match="carry"):
         ledger.carry([])
+
+
+def test_served_keys_are_those_asked_and_those_taken_until_unserved() -> None:
+    ledger = Ledger()
+    assert ledger.served() == frozenset()
+    ledger.serve(A)
+    ledger.add(B, 3)  # counted, not yet taken: a flush takes it with the batch anyway
+    assert ledger.served() == {A}
+    batch = ledger.take()
+    assert batch is not None
+    assert ledger.served() == {A, B}
+    ledger.commit(batch, {A: 5, B: 3})
+    ledger.unserve([A])
+    assert ledger.served() == {B}
+    assert ledger.known(A) is None  # its known total is forgotten with it
+    assert ledger.known(B) == 3
+
+
+def test_learn_waits_for_a_batch_in_flight_that_holds_the_key() -> None:
+    ledger = Ledger()
+    ledger.add(A, 10)
+    batch = ledger.take()
+    assert batch is not None
+    assert not ledger.learn(A, 10)  # the store may or may not hold the batch yet
+    assert ledger.learn(B, 7)
+    assert ledger.used(A) == 10
+    assert ledger.used(B) == 7
