@@ -22,7 +22,7 @@ import contextlib
 import datetime as dt
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
 
 from governor.accounts import spool
@@ -61,8 +61,9 @@ class Flusher:
         self._interval = runtime.snapshot.config.flush_interval
         self._flush_lock = asyncio.Lock()
         self._last_prune = 0.0
-        # Called after every flush attempt, in the flusher (metrics, warnings); must not block.
-        self.listeners: list[Callable[[], None]] = []
+        # Called after every flush attempt, in the flusher (metrics, warnings), with the
+        # tenants whose total, grant or period changed; must not block.
+        self.listeners: list[Callable[[Collection[str]], None]] = []
         runtime.on_nudge = self.nudge
 
     def reconfigure(self, config: Config) -> None:
@@ -152,7 +153,7 @@ class Flusher:
     def _tell_listeners(self) -> None:
         for listener in self.listeners:
             try:
-                listener()
+                listener(self.runtime.snapshot.tenants.keys())  # s13-flush: what changed
             except Exception:  # a listener's bug must not stop the counting
                 log.exception("a flush listener failed")
 
