@@ -309,7 +309,7 @@ async def test_many_tenants_a_summary_the_top_by_share_pages_search_and_one_tena
         f"t{i:03d}": {"hosts": [f"t{i:03d}.test"], "upstream": upstream_url, "daily_cap": 1000}
         for i in range(1, 120)
     }
-    config = load_config(write_config(tmp_path, upstream=upstream_url, cap=1000, others=others))
+    config = load_config(write_config(tmp_path, upstream=upstream_url, cap="1000", others=others))
     store = MemoryStore(clock=clock)
     await store.open()
     runtime = Runtime(config, store=store, clock=clock)
