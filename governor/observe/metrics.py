@@ -7,6 +7,16 @@ ever carries a host, a path, a URL or a client address.
 The per-request cost is a dict lookup and a few increments: the labelled children of each
 tenant are made once (``.labels()``) and reused; nothing is done per chunk.
 
+Work follows traffic, not the config. A config of up to :data:`ALL_TENANTS_UP_TO` tenants
+exports every tenant (idle ones at zero); a larger one exports a tenant's series only
+while it is active in its current period (a request here, or a non-zero total or grant
+learned by a flush), and makes no prometheus child for an idle tenant. Each flush
+updates the tenants it changed (the flush listener's argument), period ends are found
+in a heap (:mod:`governor.observe.activity`), and a tenant idle in its new period loses
+its series (one process; with workers its values roll over, the shared files keep it).
+A scrape brings the values up to date on the loop, then renders in a thread that pauses
+every :data:`PAUSE_EVERY` samples, so requests are served while it writes.
+
 One process (no supervisor): the metrics live in a private :class:`CollectorRegistry`
 (never the global one), which ``/metrics`` serves.
 
@@ -27,24 +37,22 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
-import time
-from collections.abc import Callable, Collection, Iterable, Iterator, Sized
+from collections.abc import Collection, Iterable, Sized
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from aiohttp import hdrs, web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import choose_encoder
-from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
-from prometheus_client.samples import Sample
 
 from governor.accounts.runtime import Runtime, Tenant, TenantUsage
 from governor.config import Config
 from governor.observe import MULTIPROC_ENV
 from governor.observe.activity import Activity
 from governor.observe.events import Outcome, RequestRecord
+from governor.observe.exposition import ConfiguredTenantsOnly, Pausing
 
 
 class Connections(Protocol):
@@ -66,20 +74,6 @@ FLUSH_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2
 # Up to this many configured tenants, every one has its series (idle ones at zero); above
 # it, only tenants active in their current period do (see governor.observe.activity).
 ALL_TENANTS_UP_TO = 1000
-
-# Samples rendered between two pauses of the render thread (about 0.5 ms of work).
-PAUSE_EVERY = 200
-
-# The gauges of a tenant's current period: only configured tenants are shown.
-PERIOD_GAUGES = frozenset(
-    {
-        "governor_usage_bytes",
-        "governor_quota_bytes",
-        "governor_quota_reset_timestamp_seconds",
-        "governor_blocked",
-        "governor_warning_level",
-    }
-)
 
 
 def multiprocess_dir(worker: int | None) -> str | None:
@@ -138,51 +132,6 @@ class _PeriodSeries:
     resets: Gauge
     blocked: Gauge
     warning: Gauge
-
-
-class _ConfiguredTenantsOnly:
-    """A collector that drops period-gauge samples of tenants no longer configured.
-
-    In multiprocess mode a label set cannot be removed from the shared files (the library
-    does not implement it), so a tenant removed by a reload is filtered out at collection.
-    """
-
-    def __init__(self, inner: Collector, tenants: Callable[[], Collection[str]]) -> None:
-        self._inner = inner
-        self._tenants = tenants
-
-    def collect(self) -> Iterable[Metric]:
-        tenants = self._tenants()
-        for metric in self._inner.collect():
-            if metric.name in PERIOD_GAUGES:
-                metric.samples = [s for s in metric.samples if s.labels.get("tenant") in tenants]
-            yield metric
-
-
-class _PausingSamples(list[Sample]):
-    """A metric's samples that let the event loop's thread run every few hundred lines.
-
-    The render thread otherwise keeps the interpreter lock for a whole switch interval
-    (5 ms) each time it has it, and a request needs the loop several times.
-    """
-
-    def __iter__(self) -> Iterator[Sample]:
-        for i, sample in enumerate(super().__iter__()):
-            if i % PAUSE_EVERY == PAUSE_EVERY - 1:
-                time.sleep(0)  # releases the lock: the loop's thread takes it if it waits
-            yield sample
-
-
-class _Pausing:
-    """A collector over ``inner`` whose samples pause (:class:`_PausingSamples`)."""
-
-    def __init__(self, inner: Collector) -> None:
-        self._inner = inner
-
-    def collect(self) -> Iterable[Metric]:
-        for metric in self._inner.collect():
-            metric.samples = _PausingSamples(metric.samples)
-            yield metric
 
 
 class Metrics:
@@ -314,7 +263,7 @@ class Metrics:
             self.exposed = CollectorRegistry()
             merged = MultiProcessCollector(None, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
             self.exposed.register(
-                _ConfiguredTenantsOnly(merged, lambda: self.runtime.snapshot.tenants)
+                ConfiguredTenantsOnly(merged, lambda: self.runtime.snapshot.tenants)
             )
 
     # --- wiring ---------------------------------------------------------------------
@@ -398,7 +347,7 @@ class Metrics:
         wanted = request.query.getall("name[]", [])
         if wanted:
             registry = self.exposed.restricted_registry(wanted)
-        body = await asyncio.to_thread(encoder, _Pausing(registry))
+        body = await asyncio.to_thread(encoder, Pausing(registry))
         response = web.Response(body=body, headers={hdrs.CONTENT_TYPE: content_type})
         response.enable_compression()
         return response
