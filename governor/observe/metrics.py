@@ -251,6 +251,7 @@ class Metrics:
         self._series: dict[str, _RequestSeries] = {}
         self._periods: dict[str, _PeriodSeries] = {}
         self._fresh: set[str] = set()  # tenants with requests since the last derive
+        self._unpublished: dict[str, _RequestSeries] = {}  # series with counts to publish
         # The tenants whose period gauges are exported, and when each one's period ends.
         self.activity = Activity()
         self._all = False  # a small config: every configured tenant is exported
@@ -285,6 +286,7 @@ class Metrics:
             series = self._request_series(tenant)
         counted = series.counted
         counted[record.outcome] = counted.get(record.outcome, 0) + 1
+        self._unpublished[tenant] = series
         if not tenant:
             return  # no tenant: not anybody's transfer
         self._fresh.add(tenant)
@@ -294,7 +296,9 @@ class Metrics:
             series.latencies.append(record.upstream_seconds)
 
     def _publish(self) -> None:
-        for series in self._series.values():
+        """Move the counts of the tenants with requests since the last call into prometheus."""
+        unpublished, self._unpublished = self._unpublished, {}
+        for series in unpublished.values():
             series.publish(self.requests)
 
     def flushed(self, changed: Collection[str]) -> None:
