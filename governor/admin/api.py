@@ -8,7 +8,7 @@ Routes (all on ``admin_listen``, loopback by default):
 * ``GET /healthz`` (the process is alive), ``GET /readyz`` (listeners up, config
   loaded; reports the store state), ``GET /metrics`` and ``GET /status`` (an HTML page
   for people) are open.
-* ``GET /api/v1/tenants``, ``GET /api/v1/tenants/{tenant}``,
+* ``GET /api/v1/tenants`` (a page at a time: ``?limit=&after=``), ``GET /api/v1/tenants/{tenant}``,
   ``POST /api/v1/tenants/{tenant}/reset`` and ``POST /api/v1/tenants/{tenant}/grant``
   need ``Authorization: Bearer <token>`` when ``admin_token_file`` is set.
 
@@ -33,7 +33,7 @@ from typing import Any
 from aiohttp import hdrs, web
 
 from governor.accounts.runtime import Runtime, TenantUsage
-from governor.admin.status_page import STATUS_REFRESH_SECONDS, StatusPage
+from governor.admin.status_page import STATUS_REFRESH_SECONDS, Names, StatusPage
 from governor.errors import StoreError
 from governor.observe.metrics import Metrics
 from governor.sizes import parse_size
@@ -45,6 +45,8 @@ audit = logging.getLogger("governor.audit")
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _PLAIN = re.compile(r"[A-Za-z0-9_.:/@+\-]+")
 _GRANT_EXAMPLE = '{"bytes": "500 MB"}'
+LIST_LIMIT = 500
+"""Tenants per page of ``GET /api/v1/tenants`` (the default ``limit``, and its most)."""
 
 
 def create_admin_app(
@@ -63,7 +65,7 @@ def create_admin_app(
     app.router.add_get("/metrics", metrics.handle)
     app.router.add_get("/healthz", admin.healthz)
     app.router.add_get("/readyz", admin.readyz)
-    app.router.add_get("/status", StatusPage(runtime).handle)
+    app.router.add_get("/status", StatusPage(runtime, metrics.activity).handle)
     app.router.add_get("/api/v1/tenants", admin.guard("list", admin.list_tenants))
     app.router.add_get("/api/v1/tenants/{tenant}", admin.guard("show", admin.show_tenant))
     app.router.add_post("/api/v1/tenants/{tenant}/reset", admin.guard("reset", admin.reset))
@@ -86,6 +88,7 @@ class _Admin:
     def __init__(self, runtime: Runtime, *, ready: Callable[[], bool]) -> None:
         self.runtime = runtime
         self.ready = ready
+        self._names = Names()
 
     # -- access ---------------------------------------------------------------------------
 
@@ -152,12 +155,35 @@ class _Admin:
     # -- the API --------------------------------------------------------------------------
 
     async def list_tenants(self, request: web.Request) -> web.StreamResponse:
+        """Tenants in config order, ``?limit=`` (default and most :data:`LIST_LIMIT`) at a
+        time from after the tenant ``?after=``; ``next`` names the cursor of the next page
+        and is absent on the last one. The cost follows the page, not the config."""
+        snap = self.runtime.snapshot
+        try:
+            limit = _limit(request.query.get("limit"))
+        except _BadRequest as exc:
+            return _error(400, exc.message, field=exc.field)
+        names = self._names.names(snap)
+        start = 0
+        after = request.query.get("after")
+        if after is not None:
+            at = self._names.position(snap, after)
+            if at is None:
+                problem = f"after: no tenant {after!r} in the running config"
+                return _error(400, problem, field="after")
+            start = at + 1
         rows = []
-        for name in list(self.runtime.snapshot.tenants):
+        for name in names[start : start + limit]:
             usage = self.runtime.usage(name)
             if usage is not None:
                 rows.append(self._usage_json(usage))
-        return _json({"tenants": rows, "store": "ok" if self.runtime.store_ok else "degraded"})
+        body: dict[str, Any] = {
+            "tenants": rows,
+            "store": "ok" if self.runtime.store_ok else "degraded",
+        }
+        if start + limit < len(names):
+            body["next"] = names[start + limit - 1]
+        return _json(body)
 
     async def show_tenant(self, request: web.Request) -> web.StreamResponse:
         name = request.match_info["tenant"]
@@ -269,6 +295,19 @@ def _error(
 
 def _unknown_tenant(name: str) -> web.Response:
     return _error(404, f"no tenant {name!r} in the running config")
+
+
+def _limit(raw: str | None) -> int:
+    """``?limit=``: 1 to :data:`LIST_LIMIT` tenants per page."""
+    if raw is None:
+        return LIST_LIMIT
+    try:
+        limit = int(raw)
+    except ValueError:
+        limit = 0
+    if not 1 <= limit <= LIST_LIMIT:
+        raise _BadRequest("limit", f"limit: a whole number from 1 to {LIST_LIMIT}, not {raw!r}")
+    return limit
 
 
 def _grant_bytes(raw: bytes) -> int:

@@ -1,4 +1,4 @@
-"""The status page: an HTML page for people, one card per tenant with today's chart.
+"""The status page: an HTML page for people: a summary, then a page of tenant cards with charts.
 
 Everything it shows comes from the runtime (usage) and the store (buckets); the page's
 HTML and CSS are package data under ``governor/admin/static/``, read once at import.
@@ -9,15 +9,19 @@ Every value put into the page is escaped here, and the page loads nothing from a
 from __future__ import annotations
 
 import asyncio
+import bisect
 import datetime as dt
 import html
+import itertools
 import math
+import urllib.parse
 from importlib import resources
 
 from aiohttp import hdrs, web
 
-from governor.accounts.runtime import Runtime, Tenant, TenantUsage
+from governor.accounts.runtime import Runtime, Snapshot, Tenant, TenantUsage
 from governor.errors import StoreError
+from governor.observe.activity import Activity
 from governor.sizes import format_size
 from governor.store.base import BUCKET_SECONDS
 
@@ -30,21 +34,118 @@ _PAGE = (_STATIC / "status.html").read_text(encoding="utf-8")
 _CARD = (_STATIC / "card.html").read_text(encoding="utf-8").removesuffix("\n")
 
 
-class StatusPage:
-    """``GET /status``: the handler, sharing the runtime."""
+PAGE_SIZE = 50
+"""Tenants per page of the status page (the top ``PAGE_SIZE`` by share of cap come first)."""
 
-    def __init__(self, runtime: Runtime) -> None:
+
+class Names:
+    """A config's tenant names, for search and cursors: built once per config, lazily.
+
+    Search scans one lower-cased string of every name in C (``str.find``), so a query
+    over 100,000 names costs a few milliseconds and a Python step per match shown only.
+    """
+
+    def __init__(self) -> None:
+        self._of: tuple[object, ...] | None = None  # the config's tenants this is built for
+        self._names: list[str] = []
+        self._lower = ""
+        self._starts: list[int] = []  # offset of each name in _lower
+        self._position: dict[str, int] | None = None
+
+    def _for(self, snap: Snapshot) -> None:
+        if self._of is snap.config.tenants:
+            return
+        self._of = snap.config.tenants
+        self._names = [t.name for t in snap.config.tenants]
+        self._lower = "\n".join(self._names).lower() + "\n"
+        self._starts = []
+        self._position = None
+
+    def names(self, snap: Snapshot) -> list[str]:
+        """Every tenant's name, in config order."""
+        self._for(snap)
+        return self._names
+
+    def position(self, snap: Snapshot, name: str) -> int | None:
+        """Where ``name`` is in config order, or None."""
+        self._for(snap)
+        if self._position is None:
+            self._position = {n: i for i, n in enumerate(self._names)}
+        return self._position.get(name)
+
+    def search(self, snap: Snapshot, query: str, start: int, stop: int) -> tuple[list[str], int]:
+        """Names ``[start, stop)`` among those containing ``query`` (any case), and about
+        how many there are (occurrences of the text: a name holding it twice counts twice)."""
+        self._for(snap)
+        text, q = self._lower, query.lower()
+        if not q or "\n" in q:
+            return [], 0
+        if not self._starts:
+            self._starts = list(itertools.accumulate((len(n) + 1 for n in self._names), initial=0))
+        found: list[str] = []
+        at, seen = 0, 0
+        while len(found) < stop - start:
+            hit = text.find(q, at)
+            if hit < 0:
+                break
+            i = bisect.bisect_right(self._starts, hit) - 1
+            if seen >= start:
+                found.append(self._names[i])
+            seen += 1
+            at = self._starts[i + 1]  # the next name: one match per name
+        return found, text.count(q)
+
+
+class StatusPage:
+    """``GET /status``: the handler, sharing the runtime and the activity of this process.
+
+    Never one card per configured tenant: a summary (tenants configured, active, blocked,
+    near their cap), then one page of :data:`PAGE_SIZE` cards: by default the tenants with
+    the highest share of their cap (``?page=`` for the next ones; idle tenants follow in
+    config order), or the names containing ``?q=``, or one tenant (``?tenant=NAME``).
+    What a render costs follows what it shows, not the config.
+    """
+
+    def __init__(self, runtime: Runtime, activity: Activity | None = None) -> None:
         self.runtime = runtime
+        self.activity = activity if activity is not None else Activity()
+        self.names = Names()
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        """``GET /status``: every tenant's card, read from this process's accounts."""
+        """``GET /status``: the summary and one page of cards, from this process's accounts."""
         runtime = self.runtime
         snap = runtime.snapshot
         now = runtime.clock()
+        query = request.query
+        page = _page_number(query.get("page"))
+        start, stop = (page - 1) * PAGE_SIZE, page * PAGE_SIZE
+        q = query.get("q", "").strip()
+        more = False
+        status = 200
+        if "tenant" in query:
+            name = query["tenant"]
+            picked = [name] if name in snap.tenants else []
+            view = f"tenant {_esc(name)}" if picked else f"no tenant {_esc(name)!s} is configured"
+            status = 200 if picked else 404
+        elif q:
+            picked, total = self.names.search(snap, q, start, stop + 1)
+            more = len(picked) > PAGE_SIZE
+            picked = picked[:PAGE_SIZE]
+            view = f"tenants whose name holds {_esc(q)!s} (about {total}), page {page}"
+        else:
+            picked = self._ranked(snap, start, stop + 1)
+            more = len(picked) > PAGE_SIZE
+            picked = picked[:PAGE_SIZE]
+            view = (
+                f"the top {PAGE_SIZE} tenants by share of their cap"
+                if page == 1
+                else f"tenants by share of their cap, page {page}"
+            )
         shown: list[tuple[Tenant, TenantUsage]] = []
-        for name, tenant in snap.tenants.items():
+        for name in picked:
             usage = runtime.usage(name)
-            if usage is not None:
+            tenant = snap.tenants.get(name)
+            if usage is not None and tenant is not None:
                 shown.append((tenant, usage))
         charts = await asyncio.gather(
             *(self._buckets(usage.tenant, usage.period) for _, usage in shown)
@@ -53,7 +154,8 @@ class StatusPage:
             _tenant_card(tenant, usage, buckets, now)
             for (tenant, usage), buckets in zip(shown, charts, strict=True)
         ]
-        page = _PAGE.format(
+        activity = self.activity
+        text = _PAGE.format(
             refresh=STATUS_REFRESH_SECONDS,
             css=_CSS,
             store_class="ok" if runtime.store_ok else "degraded",
@@ -65,10 +167,18 @@ class StatusPage:
             generated=_esc(dt.datetime.fromtimestamp(now, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")),
             count=len(cards),
             plural="" if len(cards) == 1 else "s",
+            configured=len(snap.tenants),
+            active=activity.active,
+            blocked=activity.blocked,
+            near=activity.near,
+            q=_esc(q),
+            view=view,
             cards="\n".join(cards),
+            pages=_pages(page, more, q if "tenant" not in query else None),
         )
         return web.Response(
-            text=page,
+            text=text,
+            status=status,
             content_type="text/html",
             charset="utf-8",
             headers={
@@ -79,11 +189,49 @@ class StatusPage:
             },
         )
 
+    def _ranked(self, snap: Snapshot, start: int, stop: int) -> list[str]:
+        """Names ``[start, stop)`` by share of cap: the active first, then the idle in
+        config order (skipping the active ones: the cost follows the page's depth)."""
+        activity = self.activity
+        names = [u.tenant for u in activity.ranked(start, stop) if u.tenant in snap.tenants]
+        if len(names) < stop - start:
+            skip = max(0, start - activity.active)
+
+            def idle(name: str) -> bool:
+                entry = activity.get(name)
+                return entry is None or not entry.active
+
+            rest = filter(idle, self.names.names(snap))
+            names.extend(itertools.islice(rest, skip, skip + stop - start - len(names)))
+        return names
+
     async def _buckets(self, tenant: str, period: str) -> dict[int, int] | None:
         try:
             return await self.runtime.store.buckets(tenant, period)
         except StoreError:
             return None
+
+
+def _page_number(raw: str | None) -> int:
+    try:
+        return max(1, min(int(raw or "1"), 1_000_000))
+    except ValueError:
+        return 1
+
+
+def _pages(page: int, more: bool, q: str | None) -> str:
+    """Links to the previous and next page (and back to the top), keeping the search."""
+    if q is None:
+        return '<a href="/status">all tenants</a>'
+    search = f"q={urllib.parse.quote(q)}&amp;" if q else ""
+    links = []
+    if page > 1:
+        links.append(f'<a rel="prev" href="/status?{search}page={page - 1}">previous</a>')
+    if more:
+        links.append(f'<a rel="next" href="/status?{search}page={page + 1}">next</a>')
+    if page > 1 or q:
+        links.append('<a href="/status">top</a>')
+    return "".join(links)
 
 
 def _esc(value: object) -> str:

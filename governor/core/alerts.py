@@ -79,6 +79,10 @@ class Alerts(Generic[U]):
         for name in [n for n in self._seen if n not in tenants]:
             del self._seen[name]
 
+    def forget(self, name: str) -> None:
+        """Drop what was seen of ``name``: idle in a new period, it has nothing to remember."""
+        self._seen.pop(name, None)
+
     def observe(self, u: U, warn_at: Iterable[float], now: float) -> list[Alert[U]]:
         """The events since the last observation of ``u.tenant``, in the order they happened.
 

@@ -7,6 +7,16 @@ ever carries a host, a path, a URL or a client address.
 The per-request cost is a dict lookup and a few increments: the labelled children of each
 tenant are made once (``.labels()``) and reused; nothing is done per chunk.
 
+Work follows traffic, not the config. A config of up to :data:`ALL_TENANTS_UP_TO` tenants
+exports every tenant (idle ones at zero); a larger one exports a tenant's series only
+while it is active in its current period (a request here, or a non-zero total or grant
+learned by a flush), and makes no prometheus child for an idle tenant. Each flush
+updates the tenants it changed (the flush listener's argument), period ends are found
+in a heap (:mod:`governor.observe.activity`), and a tenant idle in its new period loses
+its series (one process; with workers its values roll over, the shared files keep it).
+A scrape brings the values up to date on the loop, then renders in a thread that pauses
+every :data:`PAUSE_EVERY` samples, so requests are served while it writes.
+
 One process (no supervisor): the metrics live in a private :class:`CollectorRegistry`
 (never the global one), which ``/metrics`` serves.
 
@@ -24,22 +34,25 @@ modes forget a worker once the supervisor has reaped it (``mark_process_dead``).
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import os
-from collections.abc import Callable, Collection, Iterable, Sized
+from collections.abc import Collection, Iterable, Sized
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.aiohttp import make_aiohttp_handler
-from prometheus_client.metrics_core import Metric
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
-from governor.accounts.runtime import Runtime
+from governor.accounts.runtime import Runtime, Tenant, TenantUsage
 from governor.config import Config
 from governor.observe import MULTIPROC_ENV
+from governor.observe.activity import Activity
 from governor.observe.events import Outcome, RequestRecord
+from governor.observe.exposition import ConfiguredTenantsOnly, Pausing
 
 
 class Connections(Protocol):
@@ -58,16 +71,9 @@ UPSTREAM_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.
 # One store round trip (or two); store_timeout is 500 ms by default.
 FLUSH_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
-# The gauges of a tenant's current period: only configured tenants are shown.
-PERIOD_GAUGES = frozenset(
-    {
-        "governor_usage_bytes",
-        "governor_quota_bytes",
-        "governor_quota_reset_timestamp_seconds",
-        "governor_blocked",
-        "governor_warning_level",
-    }
-)
+# Up to this many configured tenants, every one has its series (idle ones at zero); above
+# it, only tenants active in their current period do (see governor.observe.activity).
+ALL_TENANTS_UP_TO = 1000
 
 
 def multiprocess_dir(worker: int | None) -> str | None:
@@ -126,25 +132,6 @@ class _PeriodSeries:
     resets: Gauge
     blocked: Gauge
     warning: Gauge
-
-
-class _ConfiguredTenantsOnly:
-    """A collector that drops period-gauge samples of tenants no longer configured.
-
-    In multiprocess mode a label set cannot be removed from the shared files (the library
-    does not implement it), so a tenant removed by a reload is filtered out at collection.
-    """
-
-    def __init__(self, inner: Collector, tenants: Callable[[], Collection[str]]) -> None:
-        self._inner = inner
-        self._tenants = tenants
-
-    def collect(self) -> Iterable[Metric]:
-        tenants = self._tenants()
-        for metric in self._inner.collect():
-            if metric.name in PERIOD_GAUGES:
-                metric.samples = [s for s in metric.samples if s.labels.get("tenant") in tenants]
-            yield metric
 
 
 class Metrics:
@@ -269,8 +256,13 @@ class Metrics:
 
         self._series: dict[str, _RequestSeries] = {}
         self._periods: dict[str, _PeriodSeries] = {}
+        self._fresh: set[str] = set()  # tenants with requests since the last derive
+        self._unpublished: dict[str, _RequestSeries] = {}  # series with counts to publish
+        # The tenants whose period gauges are exported, and when each one's period ends.
+        self.activity = Activity()
+        self._all = False  # a small config: every configured tenant is exported
         self._request_series("")
-        self._refresh_tenants()
+        self.reconfigure(runtime.snapshot.config)
 
         if self.multiprocess_dir is None:
             self.exposed: CollectorRegistry = self.registry
@@ -278,9 +270,8 @@ class Metrics:
             self.exposed = CollectorRegistry()
             merged = MultiProcessCollector(None, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
             self.exposed.register(
-                _ConfiguredTenantsOnly(merged, lambda: self.runtime.snapshot.tenants)
+                ConfiguredTenantsOnly(merged, lambda: self.runtime.snapshot.tenants)
             )
-        self._handler = make_aiohttp_handler(self.exposed)
 
     # --- wiring ---------------------------------------------------------------------
 
@@ -292,7 +283,8 @@ class Metrics:
     def request_done(self, record: RequestRecord) -> None:
         """A request sink: transfer bytes, requests by outcome, upstream latency.
 
-        Kept as plain numbers until the next scrape or flush (:meth:`_publish`).
+        Kept as plain numbers until the next scrape or flush (:meth:`_publish`). A
+        tenant's first request of a period makes it active: its series appear then.
         """
         tenant = record.tenant or ""
         series = self._series.get(tenant)
@@ -300,19 +292,27 @@ class Metrics:
             series = self._request_series(tenant)
         counted = series.counted
         counted[record.outcome] = counted.get(record.outcome, 0) + 1
+        self._unpublished[tenant] = series
         if not tenant:
             return  # no tenant: not anybody's transfer
+        self._fresh.add(tenant)
         series.bytes_out += record.bytes_out
         series.bytes_in += record.bytes_in
         if record.upstream_seconds is not None:
             series.latencies.append(record.upstream_seconds)
 
     def _publish(self) -> None:
-        for series in self._series.values():
+        """Move the counts of the tenants with requests since the last call into prometheus."""
+        unpublished, self._unpublished = self._unpublished, {}
+        for series in unpublished.values():
             series.publish(self.requests)
 
-    def flushed(self, changed: Collection[str] = ()) -> None:
-        """A flush listener: store health and per-tenant usage gauges."""
+    def flushed(self, changed: Collection[str]) -> None:
+        """A flush listener: store health, and the period gauges of the tenants that changed.
+
+        ``changed`` names the tenants whose total, grant or period the flush changed;
+        nothing is done for the others (see :mod:`governor.observe.activity`).
+        """
         runtime = self.runtime
         self.store_up.set(1 if runtime.store_ok else 0)
         errors = runtime.store_errors - self._store_errors_seen
@@ -320,21 +320,47 @@ class Metrics:
             self.store_errors.inc(errors)
         self._store_errors_seen = runtime.store_errors
         self.flush_seconds.observe(runtime.last_flush_seconds)
-        self._refresh_tenants()
+        self._derive(changed)
         self._refresh_live()
 
     def reconfigure(self, config: Config) -> None:
-        """A reload's fan-out: new tenants appear, removed ones go, caps change."""
-        self._refresh_tenants()  # from the runtime's snapshot, which holds ``config`` now
+        """A reload's fan-out: new tenants appear, removed ones go, caps change.
+
+        Costs the tenants exported (and, for a config of at most
+        :data:`ALL_TENANTS_UP_TO` tenants, every one of them), never a large config's.
+        """
+        tenants = self.runtime.snapshot.tenants  # the runtime holds ``config`` now
+        self._all = len(tenants) <= ALL_TENANTS_UP_TO
+        for name in [n for n in self._periods if n not in tenants]:
+            self._drop_period(name)
+        names: list[str] = list(self._periods)
+        if self._all:
+            names.extend(n for n in tenants if n not in self._periods)
+        self._derive(names)
 
     def reloaded(self, ok: bool) -> None:
         """Count a config reload (its settings came through :meth:`reconfigure`)."""
         (self._reloads_ok if ok else self._reloads_error).inc()
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        """``GET /metrics`` in the Prometheus text format (OpenMetrics when asked for)."""
+        """``GET /metrics`` in the Prometheus text format (OpenMetrics when asked for).
+
+        The values are brought up to date on the event loop (a cost that follows the
+        traffic since the last scrape), then rendered in a thread: prometheus-client
+        reads every value under its own locks, so requests go on being served and
+        counted while a large scrape is written out.
+        """
         self._refresh_live()
-        return await self._handler(request)
+        accept = ",".join(request.headers.getall(hdrs.ACCEPT, []))
+        encoder, content_type = choose_encoder(accept)
+        registry: Collector = self.exposed
+        wanted = request.query.getall("name[]", [])
+        if wanted:
+            registry = self.exposed.restricted_registry(wanted)
+        body = await asyncio.to_thread(encoder, Pausing(registry))
+        response = web.Response(body=body, headers={hdrs.CONTENT_TYPE: content_type})
+        response.enable_compression()
+        return response
 
     # --- internals ------------------------------------------------------------------
 
@@ -351,44 +377,87 @@ class Metrics:
         self._series[tenant] = series
         return series
 
-    def _refresh_tenants(self) -> None:
-        """Set every configured tenant's period gauges; drop those of removed tenants."""
+    def _derive(self, names: Iterable[str]) -> None:
+        """Set the period gauges of ``names`` (and of tenants with requests since the last
+        call) that are active or exported; an idle tenant of a large config costs nothing."""
         runtime = self.runtime
         tenants = runtime.snapshot.tenants
-        for name in tenants:
+        fresh, self._fresh = self._fresh, set()
+        for name in dict.fromkeys(itertools.chain(names, fresh)):
+            tenant = tenants.get(name)
             usage = runtime.usage(name)
-            if usage is None:
+            if tenant is None or usage is None:
                 continue
-            if name not in self._series:
-                self._request_series(name)
-            period = self._periods.get(name)
-            if period is None:
-                period = self._periods[name] = _PeriodSeries(
-                    usage=self.usage.labels(name),
-                    quota=self.quota.labels(name),
-                    resets=self.resets.labels(name),
-                    blocked=self.blocked.labels(name),
-                    warning=self.warning.labels(name),
-                )
-            period.usage.set(usage.used_bytes)
-            period.quota.set(usage.cap_bytes)
-            period.resets.set(usage.resets_at.timestamp())
-            period.blocked.set(1 if usage.blocked else 0)
-            crossed = [
-                share
-                for share in tenants[name].config.warn_at
-                if usage.used_bytes >= share * usage.cap_bytes
-            ]
-            period.warning.set(max(crossed, default=0.0))
-        for name in [n for n in self._periods if n not in tenants]:
-            del self._periods[name]
-            if self.multiprocess_dir is None:  # shared files: filtered at collection instead
-                for gauge in (self.usage, self.quota, self.resets, self.blocked, self.warning):
-                    gauge.remove(name)
+            active = name in fresh or usage.used_bytes > 0 or usage.granted_bytes > 0
+            if active or self._all or name in self.activity:
+                self._show(tenant, usage, active=active or usage.blocked)
+
+    def _show(self, tenant: Tenant, usage: TenantUsage, *, active: bool) -> None:
+        name = usage.tenant
+        if name not in self._series:
+            self._request_series(name)
+        period = self._periods.get(name)
+        if period is None:
+            period = self._periods[name] = _PeriodSeries(
+                usage=self.usage.labels(name),
+                quota=self.quota.labels(name),
+                resets=self.resets.labels(name),
+                blocked=self.blocked.labels(name),
+                warning=self.warning.labels(name),
+            )
+        period.usage.set(usage.used_bytes)
+        period.quota.set(usage.cap_bytes)
+        period.resets.set(usage.resets_at.timestamp())
+        period.blocked.set(1 if usage.blocked else 0)
+        crossed = [
+            share for share in tenant.config.warn_at if usage.used_bytes >= share * usage.cap_bytes
+        ]
+        period.warning.set(max(crossed, default=0.0))
+        self.activity.note(usage, active=active)
+
+    def _sweep(self) -> None:
+        """Period ends: a tenant still active (or exported) rolls over; an idle one goes."""
+        runtime = self.runtime
+        tenants = runtime.snapshot.tenants
+        for name in self.activity.due(runtime.clock()):
+            tenant = tenants.get(name)
+            usage = runtime.usage(name)
+            if tenant is None or usage is None:
+                self._drop_period(name)
+                continue
+            active = usage.used_bytes > 0 or usage.granted_bytes > 0 or usage.blocked
+            if active or self._all or self.multiprocess_dir is not None:
+                # Shared files cannot forget a series: its values roll over instead.
+                self._show(tenant, usage, active=active)
+            else:
+                self._drop_period(name)
+                self._drop_series(name)
+
+    def _drop_period(self, name: str) -> None:
+        """Forget a tenant's period gauges (removed by a reload, or idle in a new period)."""
+        self.activity.drop(name)
+        if self._periods.pop(name, None) is None:
+            return
+        if self.multiprocess_dir is None:  # shared files: filtered at collection instead
+            for gauge in (self.usage, self.quota, self.resets, self.blocked, self.warning):
+                gauge.remove(name)
+
+    def _drop_series(self, name: str) -> None:
+        """Forget an idle tenant's request series (one process only: published already)."""
+        series = self._series.pop(name, None)
+        if series is None:
+            return
+        for outcome in series.requests:
+            self.requests.remove(name, outcome)
+        for direction in ("egress", "ingress"):
+            self.transfer.remove(name, direction)
+        self.upstream_seconds.remove(name)
 
     def _refresh_live(self) -> None:
         """The values read at scrape time (and, for the other workers, at each flush)."""
         self._publish()
+        self._derive(())
+        self._sweep()
         self.pending.set(self.runtime.ledger.pending_bytes())
         self.unflushed_since.set(self.runtime.unflushed_since or 0)
         if self._server is not None:

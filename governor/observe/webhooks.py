@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import heapq
+import itertools
 import json
 import logging
 from collections import Counter
@@ -18,7 +20,7 @@ from typing import Any
 
 import aiohttp
 
-from governor.accounts.runtime import Runtime, TenantUsage
+from governor.accounts.runtime import Runtime, Snapshot, TenantUsage
 from governor.core.alerts import Alert, Alerts
 from governor.errors import StoreError
 from governor.tasks import TaskGroup
@@ -110,6 +112,10 @@ class Warner:
         self.failed = 0
         self.dropped = 0
         self._alerts: Alerts[TenantUsage] = Alerts()
+        self._snapshot: Snapshot | None = None  # the config whose tenants _alerts follows
+        # When each observed tenant's period ends: (Unix time, period, name), a heap.
+        self._ends: list[tuple[float, str, str]] = []
+        self._ends_of: dict[str, str] = {}  # name -> the period its heap item is for
         self._queue: asyncio.Queue[WarningEvent] = asyncio.Queue(QUEUE_SIZE)
         self._task: asyncio.Task[None] | None = None
         self._current: WarningEvent | None = None  # the event being delivered
@@ -117,16 +123,44 @@ class Warner:
 
     # --- detection (in the flusher; synchronous) ----------------------------------
 
-    def flushed(self, changed: Collection[str] = ()) -> None:
-        """A flush listener: ask :mod:`governor.core.alerts` what happened; queue it."""
-        now = self.runtime.clock()
-        tenants = self.runtime.snapshot.tenants
-        self._alerts.forget_all_but(tenants)
-        for name, tenant in tenants.items():
-            usage = self.runtime.usage(name)
-            if usage is not None:
-                for event in self._alerts.observe(usage, tenant.config.warn_at, now):
-                    self._enqueue(event)
+    def flushed(self, changed: Collection[str]) -> None:
+        """A flush listener: ask :mod:`governor.core.alerts` what happened; queue it.
+
+        Only the tenants the flush changed are looked at, plus those whose period ended
+        since (a blocked tenant reopens then); an idle tenant costs nothing. What was
+        seen of tenants a reload removed is dropped once per reload.
+        """
+        runtime = self.runtime
+        now = runtime.clock()
+        snap = runtime.snapshot
+        tenants = snap.tenants
+        if snap is not self._snapshot:
+            self._snapshot = snap
+            self._alerts.forget_all_but(tenants)
+        rolled = self._due(now)
+        for name in dict.fromkeys(itertools.chain(changed, rolled)):
+            tenant = tenants.get(name)
+            usage = runtime.usage(name)
+            if tenant is None or usage is None:
+                continue
+            for event in self._alerts.observe(usage, tenant.config.warn_at, now):
+                self._enqueue(event)
+            if name in rolled and not usage.blocked and usage.used_bytes == 0:
+                self._alerts.forget(name)  # idle in its new period: nothing to remember
+            elif self._ends_of.get(name) != usage.period:
+                self._ends_of[name] = usage.period
+                heapq.heappush(self._ends, (usage.resets_at.timestamp(), usage.period, name))
+
+    def _due(self, now: float) -> set[str]:
+        """The tenants whose period, as last observed, has ended by ``now``."""
+        due: set[str] = set()
+        ends = self._ends
+        while ends and ends[0][0] <= now:
+            _, period, name = heapq.heappop(ends)
+            if self._ends_of.get(name) == period:  # else a stale heap item
+                del self._ends_of[name]
+                due.add(name)
+        return due
 
     def _enqueue(self, event: WarningEvent) -> None:
         try:

@@ -297,3 +297,93 @@ async def test_in_chromium_the_bars_are_proportional_and_the_page_refreshes_itse
         tenants = {t["tenant"]: t for t in await page.evaluate(CDP_PROBE)}
         assert tenants["site"]["badge"] == "open"
         assert tenants["site"]["fill"] / tenants["site"]["meter"] < 0.2
+
+
+# -- many tenants: a summary and a page at a time ----------------------------------------------
+
+
+async def test_many_tenants_a_summary_the_top_by_share_pages_search_and_one_tenant(
+    tmp_path: Path, upstream_url: str, clock: FakeClock, aiohttp_client: Any
+) -> None:
+    others = {
+        f"t{i:03d}": {"hosts": [f"t{i:03d}.test"], "upstream": upstream_url, "daily_cap": 1000}
+        for i in range(1, 120)
+    }
+    config = load_config(write_config(tmp_path, upstream=upstream_url, cap="1000", others=others))
+    store = MemoryStore(clock=clock)
+    await store.open()
+    runtime = Runtime(config, store=store, clock=clock)
+    # Three busy tenants (counted here): t050 blocked, t007 at 85%, t100 at 10%; the rest idle.
+    for name, nbytes in {"t050": 1000, "t007": 850, "t100": 100}.items():
+        runtime.ledger.add((name, "2024-02-21"), nbytes)
+    metrics = Metrics(runtime)
+    flusher = Flusher(runtime)
+    flusher.listeners.append(metrics.flushed)
+    await flusher.flush()
+    client = await aiohttp_client(create_admin_app(runtime, metrics=metrics, ready=lambda: True))
+
+    async def page(query: str) -> tuple[int, list[str], str]:
+        resp = await client.get(f"/status{query}")
+        text = await resp.text()
+        reader = _DomReader()
+        reader.feed(text)
+        return resp.status, list(reader.tenants), text
+
+    status, shown, text = await page("")
+    assert status == 200
+    assert len(shown) == 50  # never one card per configured tenant
+    assert shown[:3] == ["t050", "t007", "t100"]  # the top by share of cap first
+    assert shown[3:6] == ["site", "t001", "t002"]  # then the idle ones, in config order
+    assert '<span data-count="configured">120</span>' in text
+    assert '<span data-count="active">3</span>' in text
+    assert '<span data-count="blocked">1</span>' in text
+    assert '<span data-count="near">1</span>' in text
+    assert 'href="/status?page=2"' in text
+
+    _, second, text = await page("?page=2")
+    assert len(second) == 50
+    assert not set(second) & set(shown)
+    _, third, text = await page("?page=3")
+    assert len(third) == 20  # 120 in all, each once
+    assert set(shown) | set(second) | set(third) == {"site", *others}
+    assert 'rel="next"' not in text
+
+    _, found, text = await page("?q=T11")  # any case
+    assert found == [f"t11{i}" for i in range(10)]
+    _, one, _ = await page("?tenant=t007")
+    assert one == ["t007"]
+    status, none, text = await page("?tenant=nope")
+    assert (status, none) == (404, [])
+    assert "no tenant nope" in text
+
+
+async def test_the_tenants_api_pages_with_limit_and_after(
+    tmp_path: Path, upstream_url: str, clock: FakeClock, aiohttp_client: Any
+) -> None:
+    others = {
+        f"t{i}": {"hosts": [f"t{i}.test"], "upstream": upstream_url, "daily_cap": 1000}
+        for i in range(1, 5)
+    }
+    config = load_config(write_config(tmp_path, upstream=upstream_url, others=others))
+    store = MemoryStore(clock=clock)
+    await store.open()
+    runtime = Runtime(config, store=store, clock=clock)
+    client = await aiohttp_client(
+        create_admin_app(runtime, metrics=Metrics(runtime), ready=lambda: True)
+    )
+    whole = await (await client.get("/api/v1/tenants")).json()
+    assert [row["tenant"] for row in whole["tenants"]] == ["site", "t1", "t2", "t3", "t4"]
+    assert "next" not in whole
+    names: list[str] = []
+    query = "?limit=2"
+    while True:
+        doc = await (await client.get(f"/api/v1/tenants{query}")).json()
+        names += [row["tenant"] for row in doc["tenants"]]
+        if "next" not in doc:
+            break
+        query = f"?limit=2&after={doc['next']}"
+    assert names == ["site", "t1", "t2", "t3", "t4"]
+    for bad in ("?limit=0", "?limit=many", "?limit=501", "?after=nope"):
+        resp = await client.get(f"/api/v1/tenants{bad}")
+        assert resp.status == 400, bad
+        assert (await resp.json())["field"] in {"limit", "after"}
