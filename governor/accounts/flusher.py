@@ -128,6 +128,8 @@ class Flusher:
             read, stale = self._served_now(now)
             ledger.unserve(stale)
             changed.update(name for name, _ in stale)
+            changed.update(rt.touched)  # reset or granted by an operator since the last flush
+            rt.touched.clear()
             try:
                 if batch is None and not read:
                     await rt.store.ping()  # idle: still learn whether the store is there

@@ -103,6 +103,9 @@ class Runtime:
         self.clock = clock
         self.store_ok = True
         self.store_errors = 0
+        # Tenants an operator reset or granted since the last flush: the flusher tells its
+        # listeners they changed (the grant is already applied here, so a flush sees none).
+        self.touched: set[str] = set()
         self.grants: dict[Key, int] = {}  # extra allowance per current period, from the store
         self.last_flush_seconds = 0.0
         # Unix time of the first failed flush since the last one that worked (None: all well).
@@ -187,6 +190,7 @@ class Runtime:
         self.ledger.serve(key)
         await self.store.reset(key)
         self.ledger.seed({key: 0})
+        self.touched.add(name)
         return self.usage(name)
 
     async def grant(self, name: str, nbytes: int) -> TenantUsage | None:
@@ -197,6 +201,7 @@ class Runtime:
         key = (name, usage.period)
         self.ledger.serve(key)
         self.grants[key] = await self.store.grant(key, nbytes)
+        self.touched.add(name)
         return self.usage(name)
 
 
