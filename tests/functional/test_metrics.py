@@ -155,6 +155,7 @@ async def test_metrics_count_every_outcome_to_the_byte(
             and s.get("governor_requests_total", tenant="site", outcome="exempt") == 1
             and s.get("governor_usage_bytes", tenant="site") == charged
             and s.get("governor_usage_bytes", tenant="down") == error.received
+            and s.get("governor_store_flush_seconds_count") >= 2
         ),
     )
     assert got.content_type.startswith("text/plain")
