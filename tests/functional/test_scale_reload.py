@@ -54,10 +54,10 @@ async def longest_wait(
 
 
 @pytest.mark.xfail(
-    strict=True,
-    reason="issue 13, open: the reload's work is off the loop, yet one request waits ~100 ms "
-    "(about 60x the stream's own longest wait): gen-2 collections of 50-120 ms each (seen with "
-    "gc.callbacks) during and after it, walking a heap the new config has grown",
+    strict=False,  # it holds on a quiet machine (CI, alone) and not on a busy one: not yet kept
+    reason="issue 13, open: the reload's work is off the loop, yet on a busy machine one request "
+    "waits ~100 ms (25-60x the stream's own longest wait): gen-2 collections of 50-120 ms each "
+    "(seen with gc.callbacks) during and after it, walking a heap the new config has grown",
 )
 async def test_a_reload_of_20000_tenants_holds_no_request_up(
     tmp_path: Path, upstream_url: str
