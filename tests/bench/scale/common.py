@@ -68,6 +68,25 @@ class Recorder:
         extra = f"  {note}" if note else ""
         print(f"  {tenants:>7,} {system:<8} {metric:<22} {shown:>12}{extra}", flush=True)
 
+    def reloads(
+        self,
+        tenants: int,
+        system: str,
+        reloads: list[tuple[float | None, dict[str, Any]]],
+        timeout: float,
+    ) -> None:
+        """The rows of a few reloads: the longest, and the stream's worst waits during them.
+
+        Each reload is (its seconds, or None after a timeout; the stream's summary).
+        """
+        times = [t for t, _ in reloads if t is not None]
+        note = "" if len(times) == len(reloads) else timeout_note(timeout)
+        self.add(tenants, system, "reload_s", max(times) if times else None, note, all=times)
+        summaries = [s for _, s in reloads]
+        worst = max(s["max_ms"] for s in summaries)
+        self.add(tenants, system, "reload_max_ms", worst, runs=summaries)
+        self.add(tenants, system, "reload_p99_ms", max(s["p99_ms"] for s in summaries))
+
 
 @dataclass
 class Lab:

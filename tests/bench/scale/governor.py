@@ -225,14 +225,7 @@ def measure_governor(lab: Lab, tenants: int, baseline: Governor) -> None:
             reloads.append(_reload(lab, server, tenants))
             if reloads[-1][0] is None:
                 break
-        times = [t for t, _ in reloads if t is not None]
-        note = "" if len(times) == len(reloads) else timeout_note(timeout)
-        rec.add(tenants, SYSTEM, "reload_s", max(times) if times else None, note, all=times)
-        summaries = [s for _, s in reloads]
-        rec.add(
-            tenants, SYSTEM, "reload_max_ms", max(s["max_ms"] for s in summaries), runs=summaries
-        )
-        rec.add(tenants, SYSTEM, "reload_p99_ms", max(s["p99_ms"] for s in summaries))
+        rec.reloads(tenants, SYSTEM, reloads, timeout)
         rec.add(tenants, SYSTEM, "rss_reloads_mib", rss_bytes(server.pids()) / MiB)
         metrics = _scrape(lab, server, tenants, "metrics", "/metrics")
         _scrape(lab, server, tenants, "status", "/status")

@@ -86,13 +86,6 @@ def measure_nginx(lab: Lab, tenants: int) -> None:
             time.sleep(2)
         rec.add(tenants, SYSTEM, "quiet_max_ms", quiet.summary()["max_ms"], **quiet.summary())
         reloads = [_reload(lab, server) for _ in range(3)]
-        times = [t for t, _ in reloads if t is not None]
-        note = "" if len(times) == len(reloads) else timeout_note(timeout)
-        rec.add(tenants, SYSTEM, "reload_s", max(times) if times else None, note, all=times)
-        summaries = [s for _, s in reloads]
-        rec.add(
-            tenants, SYSTEM, "reload_max_ms", max(s["max_ms"] for s in summaries), runs=summaries
-        )
-        rec.add(tenants, SYSTEM, "reload_p99_ms", max(s["p99_ms"] for s in summaries))
+        rec.reloads(tenants, SYSTEM, reloads, timeout)
         time.sleep(1)  # the old workers finish and go
         rec.add(tenants, SYSTEM, "rss_reloads_mib", rss_bytes(server.pids()) / MiB)
