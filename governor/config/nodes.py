@@ -52,6 +52,9 @@ class Ctx:
     base: Path  # the config file's folder, absolute
     problems: list[Problem] = field(default_factory=list)
     lines: dict[str, int] = field(default_factory=dict)  # key path -> line, of keys read
+    # Tables as large as the config, kept to the end of the load and freed with the node
+    # tree (see parse_config), not at once when the function that built them returns.
+    scratch: list[object] = field(default_factory=list)
 
     def error(self, at: Node | int | None, key: str, message: str) -> None:
         line = at if at is None or isinstance(at, int) else line_of(at)

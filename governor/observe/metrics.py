@@ -14,8 +14,9 @@ learned by a flush), and makes no prometheus child for an idle tenant. Each flus
 updates the tenants it changed (the flush listener's argument), period ends are found
 in a heap (:mod:`governor.observe.activity`), and a tenant idle in its new period loses
 its series (one process; with workers its values roll over, the shared files keep it).
-A scrape brings the values up to date on the loop, then renders in a thread that pauses
-every :data:`PAUSE_EVERY` samples, so requests are served while it writes.
+A scrape brings the values up to date on the loop, then renders in a thread, so requests
+are served while it writes (the serving process gives the loop the interpreter lock
+back within half a millisecond: :mod:`governor.process.serve`).
 
 One process (no supervisor): the metrics live in a private :class:`CollectorRegistry`
 (never the global one), which ``/metrics`` serves.
@@ -52,7 +53,7 @@ from governor.config import Config
 from governor.observe import MULTIPROC_ENV
 from governor.observe.activity import Activity
 from governor.observe.events import Outcome, RequestRecord
-from governor.observe.exposition import ConfiguredTenantsOnly, Pausing
+from governor.observe.exposition import ConfiguredTenantsOnly
 
 
 class Connections(Protocol):
@@ -357,7 +358,7 @@ class Metrics:
         wanted = request.query.getall("name[]", [])
         if wanted:
             registry = self.exposed.restricted_registry(wanted)
-        body = await asyncio.to_thread(encoder, Pausing(registry))
+        body = await asyncio.to_thread(encoder, registry)
         response = web.Response(body=body, headers={hdrs.CONTENT_TYPE: content_type})
         response.enable_compression()
         return response

@@ -14,6 +14,7 @@ import asyncio
 import gc
 import logging
 import signal
+import sys
 from typing import Protocol
 
 from governor.config import Config
@@ -25,6 +26,9 @@ from governor.tasks import TaskGroup
 log = logging.getLogger("governor")
 
 GC_GEN0_THRESHOLD = 10_000  # CPython's default is 700
+# Seconds another thread may hold the interpreter lock while the event loop waits for
+# it (CPython's default is 0.005). See _tune_interpreter.
+SWITCH_INTERVAL = 0.0005
 
 
 async def serve(
@@ -68,7 +72,7 @@ async def serve(
     loop.add_signal_handler(signal.SIGHUP, reloads.ask)
     if reload_asked:
         reloads.ask()
-    _tune_gc()
+    _tune_interpreter()
 
     def supervisor_gone() -> None:
         log.warning("the supervisor is gone: stopping")
@@ -155,14 +159,21 @@ class Reloads:
             self._running = None
 
 
-def _tune_gc() -> None:
-    """Keep the start-up heap out of the collector's way, and collect young objects less often.
+def _tune_interpreter() -> None:
+    """Give the event loop's thread the lock sooner; keep the start-up heap out of collections.
+
+    Threads do background work here (a reload's build, a scrape's render): a thread
+    holding the lock keeps it for a whole switch interval while the loop waits, and a
+    request needs the loop several times, so at the default 5 ms a 50 ms render made
+    requests wait 10 to 12 ms; at 0.5 ms, 2 to 3 ms. With no other thread running, the
+    interval costs nothing.
 
     Everything alive after start-up (modules, config, the app) lives as long as the
     process: freezing it spares every collection from walking it. Requests make many
     short-lived objects that reference counting frees; a higher first-generation
     threshold runs the cycle collector less often over them.
     """
+    sys.setswitchinterval(SWITCH_INTERVAL)
     gc.collect()
     gc.freeze()
     _, gen1, gen2 = gc.get_threshold()

@@ -1,90 +1,87 @@
 """A reload at 20,000 tenants never stalls the requests being served meanwhile.
 
-The new config is loaded, checked and indexed in a worker thread; only the swap runs
-on the event loop. Held as a ratio measured in the same run, never a fixed time: the
-longest wait of a steady stream of requests while the reload runs, against the
-longest wait of the same stream with no reload. Built on the loop, the reload would
-hold one request for the whole build (seconds here), hundreds of times the baseline.
+``governor serve`` runs as its own process with a 20,000-tenant config. One keep-alive
+client sends a steady stream of requests and times each one; the config is rewritten
+(every cap doubled) and the process gets SIGHUP, and the stream goes on until governor
+logs the reload. The new config is loaded, checked and indexed in a worker thread; only
+the swap runs on the event loop. Held as a ratio measured in the same run, never a fixed
+time: the longest wait of the stream while the reload runs, against the longest wait
+of as many requests of the same stream right after it, with no reload.
+
+Built on the loop, a reload held one request for the whole build (2 s at 10,000
+tenants). Built in a thread, with the cycle collector walking the new config mid-build
+and after it, one request waited 50 to 120 ms; see :meth:`Governor.reload`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
+import json
+import signal
+import statistics
 from pathlib import Path
 
-import aiohttp
-import pytest
-
-from governor.config import load_config
-from governor.process.instance import Governor
-from tests.support import free_port, write_config
+from tests.functional.fleet import serve_fleet, stream, with_cap, write_fleet
+from tests.support import RawClient, free_port, request
 
 TENANTS = 20_000
-STREAM = 150  # requests in the baseline; the reload's stream runs until it is done
-FACTOR = 25  # generous: the 2-core machine is shared, and threads take turns at the GIL
+ROUNDS = 3  # reloads; each one's longest wait compares with a window without one
+FACTOR = 10.0  # a reload may make the longest wait this many times the baseline's, no more
+HOSTS = ["site.test", "t1.test", "t19999.test"]
 
 
-def write_fleet(folder: Path, upstream: str, cap: str, listen: str) -> Path:
-    """``site`` (served) and 19,999 others, written as text (tenants is the last key)."""
-    path = write_config(folder, upstream=upstream, cap=cap, listen=listen)
-    others = "".join(
-        f"  t{i}:\n    hosts: [t{i}.example, www.t{i}.example]\n"
-        f"    upstream: {upstream}\n    daily_cap: {cap}\n"
-        for i in range(1, TENANTS)
-    )
-    with path.open("a") as f:
-        f.write(others)
-    return path
+async def tenant_cap(port: int) -> int:
+    """The daily cap the running config gives ``t19999``, from the admin API on ``port``."""
+    client = await RawClient.connect(port)
+    try:
+        await client.send(request("GET", "/api/v1/tenants/t19999", f"127.0.0.1:{port}"))
+        resp = await client.response()
+        assert resp.status == 200, resp.body
+        cap = json.loads(resp.body)["daily_cap_bytes"]
+        assert isinstance(cap, int)
+        return cap
+    finally:
+        await client.close()
 
 
-async def longest_wait(
-    session: aiohttp.ClientSession, url: str, *, count: int, until: asyncio.Future[bool] | None
-) -> tuple[float, int]:
-    """Sequential requests: ``count`` of them, or (with ``until``) until it is done."""
-    longest, sent = 0.0, 0
-    while sent < count if until is None else not until.done() or sent < 5:
-        start = time.perf_counter()
-        async with session.get(url, headers={"Host": "site.test"}) as response:
-            await response.read()
-            assert response.status == 200
-        longest = max(longest, time.perf_counter() - start)
-        sent += 1
-    return longest, sent
-
-
-@pytest.mark.xfail(
-    strict=False,  # it holds on a quiet machine (CI, alone) and not on a busy one: not yet kept
-    reason="issue 13, open: the reload's work is off the loop, yet on a busy machine one request "
-    "waits ~100 ms (25-60x the stream's own longest wait): gen-2 collections of 50-120 ms each "
-    "(seen with gc.callbacks) during and after it, walking a heap the new config has grown",
-)
 async def test_a_reload_of_20000_tenants_holds_no_request_up(
     tmp_path: Path, upstream_url: str
 ) -> None:
-    listen = f"127.0.0.1:{free_port()}"
-    path = write_fleet(tmp_path, upstream_url, "1 GiB", listen)
-    gov = Governor(load_config(path))
-    await gov.start()
-    try:
-        assert len(gov.config.tenants) == TENANTS
-        url = f"http://127.0.0.1:{gov.port}/"
-        async with aiohttp.ClientSession() as session:
-            await longest_wait(session, url, count=20, until=None)  # warm: pools, caches
-            baseline, _ = await longest_wait(session, url, count=STREAM, until=None)
-            write_fleet(tmp_path, upstream_url, "2 GiB", listen)
-            started = time.perf_counter()
-            reload = asyncio.ensure_future(gov.reload())
-            during, sent = await longest_wait(session, url, count=0, until=reload)
-            assert await reload
-            took = time.perf_counter() - started
-        # The new config serves: every tenant's cap was raised.
-        assert gov.runtime.snapshot.tenants["t19999"].config.daily_cap == 2 * 2**30
-        assert sent >= 5
-        assert during <= FACTOR * baseline, (
-            f"a request waited {during * 1000:.1f} ms during the reload ({took:.2f} s, "
-            f"{sent} requests), {during / baseline:.0f}x the {baseline * 1000:.1f} ms "
-            "of the same stream without one"
-        )
-    finally:
-        await gov.stop()
+    admin = free_port()
+    path = write_fleet(
+        tmp_path,
+        upstream=upstream_url,
+        tenants=TENANTS,
+        cap="1 GiB",
+        flush_interval="60s",  # no flush inside the windows: the reload is what is measured
+        admin_listen=f"127.0.0.1:{admin}",
+    )
+    async with serve_fleet(path, admin=True) as served:
+        assert await tenant_cap(admin) == 2**30
+        await stream(served.port, HOSTS, count=20)  # warm: pools, caches
+        quiet: list[float] = []
+        busy: list[float] = []
+        for reload in range(1, ROUNDS + 1):
+            with_cap(path, f"{reload + 1} GiB")
+            done = asyncio.Event()
+
+            async def reloaded(done: asyncio.Event = done) -> None:
+                await served.wait_for("reloaded")
+                done.set()
+
+            async with asyncio.timeout(120), asyncio.TaskGroup() as group:
+                group.create_task(reloaded())
+                served.proc.send_signal(signal.SIGHUP)
+                during = await stream(served.port, HOSTS, count=5, until=done)
+            # The new config serves: the last tenant's cap was raised.
+            assert await tenant_cap(admin) == (reload + 1) * 2**30
+            busy.append(max(during))
+            # As many requests again without a reload: the longest of as many waits.
+            quiet.append(max(await stream(served.port, HOSTS, count=len(during))))
+    baseline, reloading = statistics.median(quiet), statistics.median(busy)
+    print(  # shown with -s: the figures behind the ratio
+        f"\nlongest wait, median of {ROUNDS} windows: {baseline * 1000:.1f} ms without a "
+        f"reload, {reloading * 1000:.1f} ms while {TENANTS} tenants reload: "
+        f"{reloading / baseline:.2f}x"
+    )
+    assert reloading <= FACTOR * baseline, (quiet, busy)
