@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from yaml.nodes import Node
-
+from governor.config.composer import Node
 from governor.config.model import (
     Network,
     UpstreamURL,

@@ -18,8 +18,6 @@ from pathlib import Path
 from types import MappingProxyType
 from zoneinfo import ZoneInfo
 
-from yaml.nodes import MappingNode, Node
-
 from governor.config.addresses import (
     read_exempt_paths,
     read_hosts,
@@ -30,6 +28,7 @@ from governor.config.addresses import (
     read_upstream,
     read_webhook,
 )
+from governor.config.composer import MappingNode, Node
 from governor.config.model import (
     AtCap,
     Config,

@@ -21,21 +21,20 @@ from pathlib import Path
 from typing import TypeVar
 
 import yaml
-from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from yaml.reader import Reader
 
+from governor.config import composer
+from governor.config.composer import MappingNode, Node, ScalarNode, SequenceNode
 from governor.errors import Problem
 
 _NULL_TAG = "tag:yaml.org,2002:null"
 
-DEFAULT_LOADER: type[yaml.SafeLoader] | type[yaml.CSafeLoader] = getattr(
-    yaml, "CSafeLoader", yaml.SafeLoader
-)
-LOADER = DEFAULT_LOADER
-"""The composer: libyaml's (about ten times faster) where PyYAML was built with it.
+PARSER = composer.DEFAULT_PARSER
+"""The YAML parser under the composer: libyaml's (about ten times faster) where PyYAML
+was built with it, else PyYAML's own ("pure").
 
-Both give every node its line (``start_mark``) and every syntax error its line alike;
-tests run the loader's cases under both.
+Both give every node its line and every syntax error its line alike; tests run the
+loader's cases under both.
 """
 
 T = TypeVar("T")
@@ -51,7 +50,8 @@ class Ctx:
     file: str
     base: Path  # the config file's folder, absolute
     problems: list[Problem] = field(default_factory=list)
-    lines: dict[str, int] = field(default_factory=dict)  # key path -> line, of keys read
+    # key path -> line, of the keys read but a tenant's (Config.problem's messages)
+    lines: dict[str, int] = field(default_factory=dict)
     # Tables as large as the config, kept to the end of the load and freed with the node
     # tree (see parse_config), not at once when the function that built them returns.
     scratch: list[object] = field(default_factory=list)
@@ -62,7 +62,7 @@ class Ctx:
 
 
 def line_of(node: Node) -> int:
-    return int(node.start_mark.line) + 1
+    return node.line
 
 
 def join_key(parent: str, name: str) -> str:
@@ -87,9 +87,9 @@ def kind_of(node: Node) -> str:
 def compose(text: str, ctx: Ctx) -> Node | None:
     """The document's node tree; YAML errors become problems (and None)."""
     try:
-        if LOADER is not yaml.SafeLoader:
+        if PARSER != "pure":
             _check_characters(text)
-        root = yaml.compose(text, Loader=LOADER)
+        root = composer.compose(text, PARSER)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         what = ": ".join(p for p in (exc.context, exc.problem) if p) or "syntax error"
@@ -160,7 +160,8 @@ def get_field(fields: Fields, name: str, parent: str, parse: Parser[T], ctx: Ctx
     if entry is None:
         return None
     key = join_key(parent, name)
-    ctx.lines[key] = line_of(entry[0])
+    if not parent.startswith("tenants."):  # a line per tenant key: 200 bytes a tenant
+        ctx.lines[key] = line_of(entry[0])
     return parse(entry[1], key, ctx)
 
 

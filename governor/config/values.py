@@ -13,8 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from yaml.nodes import Node
-
+from governor.config.composer import Node
 from governor.config.model import (
     NOTICE_STATUSES,
     AtCap,

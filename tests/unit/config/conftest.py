@@ -11,22 +11,21 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-import yaml
 
 from governor.config import nodes
+from governor.config.composer import PARSERS
 
-COMPOSERS = {"libyaml": getattr(yaml, "CSafeLoader", None), "pure": yaml.SafeLoader}
+COMPOSERS = ("libyaml", "pure")
 
 
 @pytest.fixture(scope="module", params=sorted(COMPOSERS), autouse=True)
 def composer(request: pytest.FixtureRequest) -> Iterator[str]:
     """Compose with the composer named by the parameter, then put the default back."""
-    loader = COMPOSERS[request.param]
-    if loader is None:
+    if request.param not in PARSERS:
         pytest.skip("PyYAML was built without libyaml")
-    default = nodes.LOADER
-    nodes.LOADER = loader
+    default = nodes.PARSER
+    nodes.PARSER = request.param
     try:
         yield request.param
     finally:
-        nodes.LOADER = default
+        nodes.PARSER = default
