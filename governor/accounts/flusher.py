@@ -17,10 +17,11 @@ Invariants:
 * A flush costs what traffic costs: it sends the keys with pending bytes and reads back
   the keys served here in their current period (:meth:`Ledger.served
   <governor.core.ledger.Ledger.served>`), never every configured tenant; a served key
-  whose period is over is dropped as the flush passes it. Only the first flush that
-  works reads every tenant's current total and grant (once, so a restart resumes the
-  day: a tenant at its cap stays blocked); totals of past periods are forgotten with
-  the hourly prune. Listeners hear which tenants' totals, grants or periods changed.
+  whose period is over is dropped as the flush passes it. Once, after the first flush
+  that works, every tenant's current total and grant are read, in slices of
+  :data:`LEARN_SLICE` (so a restart resumes the day: a tenant at its cap stays
+  blocked); totals of past periods are forgotten with the hourly prune. Listeners hear
+  which tenants' totals, grants or periods changed.
 * When counts stop reaching the store, it says so once (a log line, and
   ``Runtime.unflushed_since`` for ``/readyz`` and the metrics), and once more when they
   reach it again.
@@ -45,6 +46,7 @@ from governor.errors import GovernorError, StoreError
 log = logging.getLogger("governor.accounts")
 
 PRUNE_EVERY = 3600.0
+LEARN_SLICE = 10_000  # keys per read while learning every tenant's total after the start
 NUDGE_GAP = 0.1  # nudged flushes are at least this share of flush_interval apart
 
 
@@ -73,7 +75,9 @@ class Flusher:
         self._interval = runtime.snapshot.config.flush_interval
         self._flush_lock = asyncio.Lock()
         self._last_prune = 0.0
-        self._learn_all = True  # until a flush has read every tenant's current total once
+        # Every tenant's current key, until its total and grant were read once (a slice at
+        # a time); None until the first flush that works.
+        self._unlearned: list[Key] | None = None
         # Called after every flush attempt, in the flusher (metrics, warnings), with the
         # tenants whose total, grant or period changed in it; must not block.
         self.listeners: list[Callable[[Collection[str]], None]] = []
@@ -115,6 +119,11 @@ class Flusher:
             if not self._spooled or not self.runtime.store_ok:
                 break
             await self.flush()
+        if self.runtime.store_ok:
+            # The whole day before serving (a tenant at its cap stays blocked), in slices.
+            # Bounded: each round learns a slice or fails, and a failure stops the loop.
+            while self._unlearned and await self._learn_slice(set()):
+                pass
 
     async def flush(self) -> None:
         """Send pending counts to the store and learn the totals of the keys served here."""
@@ -175,34 +184,43 @@ class Flusher:
                 rt.unflushed_since = None
             if batch is not None and batch.flush_id in self._spooled:
                 self._settle(batch.flush_id)
-            if self._learn_all:
-                changed.update(await self._learn_everyone(now, set(read)))
             rt.last_flush_seconds = time.monotonic() - started
+            if self._unlearned is None:
+                self._unlearned = rt.snapshot.current_keys(now)  # once
+            if self._unlearned:  # left by a failure at the start: a slice per flush
+                await self._learn_slice(set(read), changed)
         self._tell_listeners(changed)
         await self._maybe_prune()
 
-    async def _learn_everyone(self, now: float, done: set[Key]) -> set[str]:
-        """Once, after the first flush that works: every tenant's current total and grant.
+    async def _learn_slice(self, done: set[Key], changed: set[str] | None = None) -> bool:
+        """Read the current total and grant of :data:`LEARN_SLICE` more tenants; False on failure.
 
-        So a restart resumes the day (a tenant at its cap stays blocked) without serving
-        every tenant from then on. Not served, these are not read again; a failure here
-        is retried with the next flush and does not count as a failed flush.
+        After the start, every tenant's total is read once, so a restart resumes the day
+        (a tenant at its cap stays blocked) without serving every tenant from then on.
+        Not served, these are not read again. In slices, so that no one read is as large
+        as the config; not part of a flush's time. ``changed`` gets the tenants whose
+        total or grant this taught.
         """
         rt = self.runtime
-        keys = [key for key in rt.snapshot.current_keys(now) if key not in done]
+        unlearned = self._unlearned or []
+        keys = [key for key in unlearned[-LEARN_SLICE:] if key not in done]
         try:
             totals = await rt.store.totals(keys)
             grants = await rt.store.grants(keys)
         except StoreError as exc:
             log.warning("reading every tenant's total failed, tried again next flush: %s", exc)
-            return set()
-        self._learn_all = False
-        changed = {key[0] for key, n in totals.items() if n and rt.ledger.learn(key, n)}
+            return False
+        del unlearned[-LEARN_SLICE:]
+        learned = {key[0] for key, n in totals.items() if n and rt.ledger.learn(key, n)}
         for key, n in grants.items():
             if n:
                 rt.grants[key] = n
-                changed.add(key[0])
-        return changed
+                learned.add(key[0])
+        if changed is not None:
+            changed.update(learned)
+        else:
+            self._tell_listeners(learned)
+        return True
 
     def _forget_past_periods(self, now: float) -> None:
         """Drop known totals and grants of periods that are over (hourly: one pass over them)."""

@@ -98,6 +98,52 @@ async def test_after_the_first_flush_only_served_keys_are_read(tmp_path: Path) -
     assert store.flushed[-1] == {("t1", DAY), ("t2", DAY)}
 
 
+async def test_a_start_learns_every_tenant_in_slices(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("governor.accounts.flusher.LEARN_SLICE", 300)
+    store, clock = Recording(), Clock()
+    for i in range(0, 1000, 7):  # another instance's counts, and a grant
+        await store.flush(Batch(flush_id=f"b{i}", deltas={(f"t{i}", DAY): i + 1}), ())
+    await store.grant(("t500", DAY), 5)
+    store.flushed.clear()
+    flusher = accounts(tmp_path, store, 1000, clock)
+    await flusher.start()
+    reads = store.flushed  # the first flush had nothing to send or read: it pinged
+    assert [len(r) for r in reads] == [300, 300, 300, 100]
+    assert set().union(*reads) == {(f"t{i}", DAY) for i in range(1000)}
+    ledger = flusher.runtime.ledger
+    assert all(ledger.known((f"t{i}", DAY)) == i + 1 for i in range(0, 1000, 7))
+    assert flusher.runtime.grants[("t500", DAY)] == 5
+    flushes = len(store.flushed)
+    await flusher.flush()  # learned: an idle flush reads nothing
+    assert len(store.flushed) == flushes
+
+
+async def test_what_a_start_could_not_learn_is_learned_a_slice_per_flush(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("governor.accounts.flusher.LEARN_SLICE", 400)
+    store, clock = Recording(), Clock()
+    await store.flush(Batch(flush_id="b", deltas={("t999", DAY): 77}), ())
+    store.flushed.clear()
+    flusher = accounts(tmp_path, store, 1000, clock)
+    store.down = True
+    await flusher.start()
+    assert flusher.runtime.ledger.known(("t999", DAY)) is None
+    store.down = False
+    sizes: list[int] = []
+    for _ in range(3):
+        before = len(store.flushed)
+        await flusher.flush()
+        sizes.extend(len(r) for r in store.flushed[before:])
+    assert max(sizes) <= 400
+    assert flusher.runtime.ledger.known(("t999", DAY)) == 77
+    before = len(store.flushed)
+    await flusher.flush()
+    assert len(store.flushed) == before  # all learned: nothing more to read
+
+
 async def test_an_idle_flush_pings_the_store_and_notices_it_down(tmp_path: Path) -> None:
     store, clock = Recording(), Clock()
     flusher = accounts(tmp_path, store, 3, clock)
