@@ -60,12 +60,13 @@ def create_admin_app(
     The token is the live config's (``runtime.snapshot``), read per request: a reload
     that rotates ``admin_token_file`` refuses the old token from the next request on.
     """
-    admin = _Admin(runtime, ready=ready)
+    names = Names()  # one index of the tenant names, for the API's cursors and /status
+    admin = _Admin(runtime, ready=ready, names=names)
     app = web.Application()
     app.router.add_get("/metrics", metrics.handle)
     app.router.add_get("/healthz", admin.healthz)
     app.router.add_get("/readyz", admin.readyz)
-    app.router.add_get("/status", StatusPage(runtime, metrics.activity).handle)
+    app.router.add_get("/status", StatusPage(runtime, metrics.activity, names).handle)
     app.router.add_get("/api/v1/tenants", admin.guard("list", admin.list_tenants))
     app.router.add_get("/api/v1/tenants/{tenant}", admin.guard("show", admin.show_tenant))
     app.router.add_post("/api/v1/tenants/{tenant}/reset", admin.guard("reset", admin.reset))
@@ -85,10 +86,10 @@ class _BadRequest(Exception):
 class _Admin:
     """The handlers, sharing the runtime (the live config, the token) and the readiness probe."""
 
-    def __init__(self, runtime: Runtime, *, ready: Callable[[], bool]) -> None:
+    def __init__(self, runtime: Runtime, *, ready: Callable[[], bool], names: Names) -> None:
         self.runtime = runtime
         self.ready = ready
-        self._names = Names()
+        self._names = names
 
     # -- access ---------------------------------------------------------------------------
 
@@ -163,6 +164,7 @@ class _Admin:
             limit = _limit(request.query.get("limit"))
         except _BadRequest as exc:
             return _error(400, exc.message, field=exc.field)
+        await self._names.ready(snap)
         names = self._names.names(snap)
         start = 0
         after = request.query.get("after")
