@@ -129,7 +129,9 @@ class RedisStore:
         self._sentinel: Sentinel | None = None
         # Clients replaced by retune(); operations that began on them finish there.
         self._retired: list[tuple[_Client, Sentinel | None]] = []
-        self._tenants: set[str] = set()  # tenants seen, for prune
+        # Tenants this store wrote to (counts, grants, marks), for prune: what is only
+        # read (every tenant's total after a start) costs the hourly prune nothing.
+        self._tenants: set[str] = set()
         self.window = WINDOW_KEYS  # keys per round trip: halved by a timeout, regrown by success
 
     def __repr__(self) -> str:
@@ -203,7 +205,7 @@ class RedisStore:
         if not order:
             return {}
         only_read = [key for key in order if key not in added]
-        self._tenants.update(key[0] for key in order)
+        self._tenants.update(key[0] for key in added)  # written: pruned later; read: not
         now = self._clock()
         commands: list[Command] = []
         layout: list[list[Key]] = []  # per command: the keys of its reply, in order
@@ -242,7 +244,6 @@ class RedisStore:
         order = list(dict.fromkeys(keys))
         if not order:
             return {}
-        self._tenants.update(key[0] for key in order)
         layout = self._slices(order)
         commands: list[Command] = [
             (None, ("MGET", *(grant_key(key) for key in slice_))) for slice_ in layout
@@ -346,10 +347,11 @@ class RedisStore:
 
     async def prune(self, before_period: str) -> int:
         """Delete periods ``< before_period`` (usage, grants, buckets, marks) and flush ids
-        older than a day, for seen tenants.
+        older than a day, for the tenants this store wrote to.
 
-        Returns the number of usage keys deleted. Tenants this store has not seen
-        (since it was created) are left to their keys' expiry. Sent in windows of
+        Returns the number of usage keys deleted. Tenants this store has not written to
+        (since it was created) are left to their keys' expiry, or to the instance that
+        wrote them: an hourly prune costs the traffic, not the config. Sent in windows of
         tenants, one round trip each, as a flush is.
         """
         client = self._require_open()

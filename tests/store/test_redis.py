@@ -623,3 +623,33 @@ async def test_cluster_reloads_scripts_on_every_node(
         assert await store.flush(batch(deltas), []) == {k: 2 for k in deltas}
     finally:
         await store.close()
+
+
+@needs_redis
+async def test_a_prune_costs_the_tenants_written_not_those_only_read(
+    redis_url: str, redis_server: RedisServer
+) -> None:
+    """After a start reads every tenant's total, the hourly prune still runs one script
+    per tenant this instance wrote to (here 2), not one per tenant it read (1,000)."""
+    store = await opened(redis_url)
+    c = redis_server.client()
+    try:
+        read = [(f"t{i}", "2024-02-21") for i in range(1000)]
+        assert await store.totals(read) == dict.fromkeys(read, 0)
+        assert await store.grants(read) == dict.fromkeys(read, 0)
+        await store.flush(batch({("t1", "2024-02-21"): 5}), [])
+        await store.grant(("t2", "2024-02-21"), 7)
+
+        def script_calls() -> int:
+            stats = c.info("commandstats")
+            return sum(
+                int(stats.get(f"cmdstat_{name}", {}).get("calls", 0))
+                for name in ("evalsha", "eval")
+            )
+
+        before = script_calls()
+        await store.prune("2024-02-20")
+        assert script_calls() - before == 3  # the shared index, t1 and t2
+    finally:
+        c.close()
+        await store.close()
