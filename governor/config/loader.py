@@ -76,6 +76,7 @@ from governor.config.values import (
     read_size_or_zero,
     read_spool,
     read_status,
+    read_switch,
     read_template,
     read_timezone,
     read_warn_at,
@@ -200,6 +201,7 @@ class _Shared:
     exempt_clients: tuple[Network, ...] | None = None
     on_store_failure: OnStoreFailure | None = None
     warn_at: tuple[float, ...] | None = None
+    admission: bool | None = None
 
 
 def _config(root: Node, path: Path, ctx: Ctx) -> Config | None:
@@ -345,6 +347,7 @@ def _shared(fields: Fields, parent: str, ctx: Ctx) -> _Shared:
         exempt_clients=get_field(fields, "exempt_clients", parent, read_networks, ctx),
         on_store_failure=get_field(fields, "on_store_failure", parent, read_on_store_failure, ctx),
         warn_at=get_field(fields, "warn_at", parent, read_warn_at, ctx),
+        admission=get_field(fields, "admission", parent, read_switch, ctx),
     )
 
 
@@ -439,6 +442,7 @@ def _tenant(
         exempt_clients=_first(own.exempt_clients, defaults.exempt_clients) or (),
         on_store_failure=_first(own.on_store_failure, defaults.on_store_failure) or "open",
         warn_at=_first(own.warn_at, defaults.warn_at) or (),
+        admission=_first(own.admission, defaults.admission) is not False,  # on unless off
     )
 
 

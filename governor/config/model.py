@@ -63,6 +63,9 @@ class TenantConfig:
     exempt_clients: tuple[Network, ...] = ()
     on_store_failure: OnStoreFailure = "open"  # closed: the notice while the store is down
     warn_at: tuple[float, ...] = ()  # shares of the cap (0 < x < 1) that raise a warning, ascending
+    # A response declaring more bytes than are left of the cap is refused before its first
+    # byte (the notice), rather than started and then finished or cut at the cap.
+    admission: bool = True
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -50,10 +50,12 @@ SHARED_KEYS = (
     "exempt_clients",
     "on_store_failure",
     "warn_at",
+    "admission",
 )
 _COUNT_MODES: dict[str, CountMode] = {"egress": "egress", "ingress": "ingress", "both": "both"}
 _AT_CAP_MODES: dict[str, AtCap] = {"finish": "finish", "cut": "cut"}
 _STORE_FAILURE_MODES: dict[str, OnStoreFailure] = {"open": "open", "closed": "closed"}
+_SWITCH: dict[str, bool] = {"on": True, "off": False, "true": True, "false": False}
 DEFAULT_SPOOL = "state/spool.json"
 
 _WHOLE = re.compile(r"\+?[0-9]{1,18}", re.ASCII)
@@ -188,6 +190,11 @@ def _choice(node: Node, key: str, choices: dict[str, T], ctx: Ctx) -> T | None:
 
 def read_on_store_failure(node: Node, key: str, ctx: Ctx) -> OnStoreFailure | None:
     return _choice(node, key, _STORE_FAILURE_MODES, ctx)
+
+
+def read_switch(node: Node, key: str, ctx: Ctx) -> bool | None:
+    """``on`` or ``off`` (``true`` and ``false`` too)."""
+    return _choice(node, key, _SWITCH, ctx)
 
 
 def read_warn_at(node: Node, key: str, ctx: Ctx) -> tuple[float, ...] | None:

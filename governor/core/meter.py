@@ -49,6 +49,10 @@ class Meter:
         self._daily_cap = tenant.daily_cap
         self._grants = grants or {}
 
+    def now(self) -> float:
+        """The time on the meter's clock (Unix seconds)."""
+        return self._clock()
+
     def period(self) -> Period:
         """The tenant's period now."""
         return self._periods.current(self._clock())

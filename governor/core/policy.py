@@ -67,6 +67,20 @@ def decide(
     return _ALLOW[used >= cap * NEAR_CAP][tenant.at_cap == "cut"]
 
 
+def admits(tenant: TenantConfig, *, declared: int | None, used: int, cap: int) -> bool:
+    """Whether a response of an allowed request may start (``admission``, on by default).
+
+    ``declared`` is the body size its head declares (None: chunked or until close, not
+    known in advance). A response declaring more than is left of ``cap`` would be cut
+    at the cap (``at_cap: cut``) or finished far past it (``finish``): it is refused
+    before its first byte instead. A tenant counting ingress only is not charged for
+    responses at all, so any is admitted.
+    """
+    if declared is None or not tenant.admission or tenant.count == "ingress":
+        return True
+    return declared <= cap - used
+
+
 # Every decision there is, made once: decide() runs on every request and allocates nothing.
 _EXEMPT = (Decision("exempt"), Decision("exempt", nudge=True))
 _ALLOW = (

@@ -18,7 +18,9 @@ from typing import Literal, Protocol
 
 log = logging.getLogger("governor.events")
 
-Outcome = Literal["proxied", "blocked", "exempt", "upstream_error", "unknown_host", "bad_request"]
+Outcome = Literal[
+    "proxied", "blocked", "admission", "exempt", "upstream_error", "unknown_host", "bad_request"
+]
 
 
 @dataclass(slots=True)

@@ -64,7 +64,13 @@ class Connections(Protocol):
 
 
 # Outcomes a request for a tenant can have, and those of a request with no tenant.
-TENANT_OUTCOMES: tuple[Outcome, ...] = ("proxied", "blocked", "exempt", "upstream_error")
+TENANT_OUTCOMES: tuple[Outcome, ...] = (
+    "proxied",
+    "blocked",
+    "admission",
+    "exempt",
+    "upstream_error",
+)
 NO_TENANT_OUTCOMES: tuple[Outcome, ...] = ("unknown_host", "bad_request")
 
 # Time to the upstream's response headers; the default upstream_response timeout is 60 s.

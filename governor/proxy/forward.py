@@ -19,13 +19,14 @@ import time
 
 from governor.config import Config, TenantConfig, UpstreamURL
 from governor.core.meter import Meter
-from governor.core.policy import Decision
+from governor.core.policy import Decision, admits
 from governor.errors import BodyRefused, UpstreamBroken, UpstreamError, UpstreamTimeout
 from governor.http1.client import OriginConnection
 from governor.http1.headers import request_block, response_block
 from governor.http1.pool import OriginPool
 from governor.http1.request import REASONS, Request
-from governor.http1.wire import CRLF, HEAD_END, LAST_CHUNK, chunk_prefix
+from governor.http1.wire import CRLF, HEAD_END, LAST_CHUNK, chunk_prefix, response_has_body
+from governor.proxy.answers import send_notice
 from governor.proxy.stream import ResponseStream
 from governor.proxy.tunnel import Tunnel, upgrade_token
 
@@ -41,7 +42,18 @@ PUBLIC_ERRORS = {
 class Forward:
     """One request to the upstream and its response back, metered."""
 
-    __slots__ = ("config", "cut", "meter", "pool", "request", "stream", "tenant", "upload", "wait")
+    __slots__ = (
+        "admission",
+        "config",
+        "cut",
+        "meter",
+        "pool",
+        "request",
+        "stream",
+        "tenant",
+        "upload",
+        "wait",
+    )
 
     def __init__(
         self,
@@ -58,6 +70,7 @@ class Forward:
         self.tenant = tenant
         self.meter = meter
         self.cut = decision.cut
+        self.admission = decision.verdict == "allow"  # exempt requests are never refused
         self.wait = config.timeouts.upstream_response  # for the head, and for silence mid-body
         self.upload: Upload | None = None
         self.stream = ResponseStream(request, meter, cut=decision.cut, silence=self.wait)
@@ -80,6 +93,8 @@ class Forward:
             if upgrade and conn.head.status == 101:
                 await self._tunnel(conn)
                 conn = None  # the tunnel closed it
+            elif not self._admitted(conn):
+                pass  # refused with the notice; the connection is closed below, unread
             elif await self._respond(conn) and self._upload_complete():
                 self.pool.release(conn)
                 conn = None
@@ -127,6 +142,27 @@ class Forward:
                     continue
                 raise
         raise AssertionError("unreachable")
+
+    def _admitted(self, conn: OriginConnection) -> bool:
+        """Whether the response may start; if not, the client has the notice instead.
+
+        See :func:`governor.core.policy.admits`: a response declaring more bytes than
+        are left of the cap is refused before its first byte.
+        """
+        head = conn.head
+        assert head is not None
+        if not self.admission or not response_has_body(self.request.method, head.status):
+            return True
+        meter = self.meter
+        declared = None if head.chunked else head.content_length
+        if admits(self.tenant, declared=declared, used=meter.used(), cap=meter.cap):
+            return True
+        request = self.request
+        request.note.outcome = "admission"
+        request.charge()  # the request reached the upstream: charged as received so far
+        request.meter = None  # the notice is not charged, as a blocked request's is not
+        send_notice(request, self.tenant, meter)
+        return False
 
     async def _respond(self, conn: OriginConnection) -> bool:
         """Stream the upstream's response; False when it could not be completed."""

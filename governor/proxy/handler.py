@@ -14,8 +14,10 @@ Invariants:
   charged), governor's own answers included (400, 408, 413, 414, 431, 502, 504
   ...). Two exceptions: a blocked request and its notice (the notice is the
   operator's message, and a blocked tenant's count stops where its served
-  traffic left it), and a request whose head names no tenant (421, or a head too
-  broken to name its Host), which is nobody's.
+  traffic left it; a notice for a response refused by admission is not charged
+  either, though the request that reached the upstream is), and a request whose
+  head names no tenant (421, or a head too broken to name its Host), which is
+  nobody's.
 
 The forward itself (:mod:`governor.proxy.forward`) and the response's way back
 (:mod:`governor.proxy.stream`) live apart; this module only resolves and decides.
@@ -26,11 +28,11 @@ from __future__ import annotations
 from governor.accounts.runtime import Runtime, Tenant
 from governor.core.meter import Meter
 from governor.core.policy import decide
-from governor.http1.headers import Header, client_address
+from governor.http1.headers import client_address
 from governor.http1.pool import OriginPool
-from governor.http1.request import SERVER, Request
+from governor.http1.request import Request
 from governor.observe.events import Refusal
-from governor.proxy import notice
+from governor.proxy.answers import send_notice
 from governor.proxy.forward import Forward
 from governor.proxy.tunnel import upgrade_token
 
@@ -81,7 +83,7 @@ class Proxy:
         )
         if decision.verdict == "block":
             note.outcome = "blocked"
-            self._notice(request, tenant, meter)
+            send_notice(request, settings, meter)
             return
         note.outcome = "exempt" if decision.verdict == "exempt" else "proxied"
         request.meter = meter
@@ -109,31 +111,3 @@ class Proxy:
             return None
         self._meter(tenant).charge(refusal.received, refusal.sent)
         return tenant.config.name
-
-    def _notice(self, request: Request, tenant: Tenant, meter: Meter) -> None:
-        period = meter.period()
-        facts = notice.NoticeFacts(
-            tenant=tenant.config.name,
-            host=request.head.host or "",
-            used_bytes=meter.used(),
-            cap_bytes=meter.cap,
-            resets_at=period.resets_at(tenant.config.timezone),
-            now=self.runtime.clock(),
-        )
-        rendered = notice.render_notice(
-            facts,
-            status=tenant.config.notice.status,
-            template=tenant.config.notice.template,
-            accept=_header(request.headers, "accept"),
-            accept_language=_header(request.headers, "accept-language"),
-            method=request.method,
-        )
-        headers = [*rendered.headers, ("Server", SERVER)]
-        request.respond(rendered.status, headers, rendered.body, send_body=request.method != "HEAD")
-
-
-def _header(headers: list[Header], low: str) -> str | None:
-    for name, value in headers:
-        if name.lower() == low:
-            return value
-    return None

@@ -31,7 +31,7 @@ from tests.support import RawClient, free_port, held_port, request
 REPO = Path(__file__).resolve().parents[2]
 SERVE = REPO / "deploy" / "demo-site" / "serve.py"
 PAGE = REPO / "deploy" / "demo-site" / "www" / "index.html"
-DEMO_RELOADS = 15  # the reload that shows the notice, as the demo page and the README say
+DEMO_RELOADS = 14  # the reload that shows the notice, as the demo page and the README say
 START_TIMEOUT = 20.0
 
 

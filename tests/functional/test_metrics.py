@@ -26,7 +26,15 @@ from tests.support import RawClient, eventually, free_port, request, seoul, writ
 Labels = frozenset[tuple[str, str]]
 Samples = dict[tuple[str, Labels], float]
 
-OUTCOMES = {"proxied", "blocked", "exempt", "upstream_error", "unknown_host", "bad_request"}
+OUTCOMES = {
+    "proxied",
+    "blocked",
+    "admission",
+    "exempt",
+    "upstream_error",
+    "unknown_host",
+    "bad_request",
+}
 
 
 def labels(**kv: str) -> Labels:

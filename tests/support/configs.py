@@ -33,7 +33,15 @@ def write_config(
         "listen": listen or f"127.0.0.1:{free_port()}",
         "store": "sqlite:///state/usage.db",
         "flush_interval": "50ms",
-        "defaults": {"timezone": "Asia/Seoul", "reset_at": "00:00", **(defaults or {})},
+        # admission off: these configs drive tenants to their cap with downloads that
+        # cross it, the behaviour admission (on by default) exists to stop; the tests of
+        # admission turn it on (tests/functional/test_admission.py).
+        "defaults": {
+            "timezone": "Asia/Seoul",
+            "reset_at": "00:00",
+            "admission": "off",
+            **(defaults or {}),
+        },
         "tenants": {"site": site, **(others or {})},
     }
     doc.update(top)

@@ -1181,3 +1181,34 @@ def test_a_config_places_its_keys_for_later_messages(tmp_path: Path) -> None:
     # tenant key would cost a large config about 200 bytes a tenant.
     assert "tenants.demo.upstream" not in config.lines
     assert str(config.problem("spool", "z")) == f"{path}: spool: z"  # the default: no line
+
+
+# --- admission (on unless turned off, in defaults or per tenant) ----------------------------
+
+
+@pytest.mark.parametrize(
+    ("tail", "admission"),
+    [
+        ("", True),
+        ("defaults:\n  admission: off\n", False),
+        ("defaults:\n  admission: false\n", False),
+        ("defaults:\n  admission: on\n", True),
+        ("defaults:\n  admission: true\n", True),
+        ('defaults:\n  admission: "off"\n', False),
+    ],
+)
+def test_admission_is_on_unless_turned_off(tmp_path: Path, tail: str, admission: bool) -> None:
+    assert load(tmp_path, cfg(tail=tail)).tenants[0].admission is admission
+
+
+def test_a_tenants_admission_overrides_the_defaults(tmp_path: Path) -> None:
+    text = cfg(tail="    admission: on\ndefaults:\n  admission: off\n")
+    assert load(tmp_path, text).tenants[0].admission is True
+    text = cfg(tail="    admission: off\n")
+    assert load(tmp_path, text).tenants[0].admission is False
+
+
+def test_admission_takes_on_or_off_only(tmp_path: Path) -> None:
+    problem = only(tmp_path, cfg(tail="defaults:\n  admission: maybe\n"))
+    assert (problem.line, problem.key) == (8, "defaults.admission")
+    assert "'maybe' is not allowed; expected one of on, off, true, false" in problem.message

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from governor.config import TenantConfig, UpstreamURL
-from governor.core.policy import NEAR_CAP, Decision, decide
+from governor.core.policy import NEAR_CAP, Decision, admits, decide
 
 CAP = 1000
 
@@ -120,3 +120,37 @@ def test_a_decision_is_a_frozen_value_made_once() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         d.cut = True  # type: ignore[misc]
     assert decide(PLAIN, used=1, cap=CAP) is d  # nothing allocated per request
+
+
+# -- admission: a response that declares more than is left never starts -------------------
+
+
+@pytest.mark.parametrize(
+    ("declared", "used", "admitted"),
+    [
+        (None, 999, True),  # no declared length (chunked, until close): cannot know
+        (0, CAP, True),
+        (400, 600, True),  # exactly what is left
+        (401, 600, False),
+        (1, CAP, False),
+        (10**12, 0, False),
+        (CAP, 0, True),
+    ],
+)
+def test_admits_what_fits_in_what_is_left(declared: int | None, used: int, admitted: bool) -> None:
+    assert admits(PLAIN, declared=declared, used=used, cap=CAP) is admitted
+
+
+def test_admits_counts_the_grant_through_the_cap_it_is_given() -> None:
+    assert not admits(PLAIN, declared=1500, used=0, cap=CAP)
+    assert admits(PLAIN, declared=1500, used=0, cap=CAP + 500)
+
+
+@pytest.mark.parametrize("count", ["egress", "both"])
+def test_admits_applies_when_responses_are_charged(count: str) -> None:
+    assert not admits(tenant(count=count), declared=CAP + 1, used=0, cap=CAP)
+
+
+def test_admits_anything_when_off_or_when_only_ingress_is_charged() -> None:
+    assert admits(tenant(admission=False), declared=CAP * 10, used=CAP - 1, cap=CAP)
+    assert admits(tenant(count="ingress"), declared=CAP * 10, used=CAP - 1, cap=CAP)

@@ -1,0 +1,49 @@
+"""The notice as a response: the facts gathered from a request and its meter, then sent.
+
+The notice goes out from here whether a request is blocked (its tenant is at its cap)
+or its response declares more bytes than are left (:func:`governor.core.policy.admits`:
+from the visitor's side both mean that the site's allowance cannot serve it today). It
+is never charged to the tenant (see :mod:`governor.proxy.handler`).
+"""
+
+from __future__ import annotations
+
+from governor.config import TenantConfig
+from governor.core.meter import Meter
+from governor.http1.headers import Header
+from governor.http1.request import SERVER, Request
+from governor.proxy import notice
+
+
+def send_notice(
+    request: Request,
+    tenant: TenantConfig,
+    meter: Meter,
+) -> None:
+    """Answer ``request`` with ``tenant``'s notice."""
+    facts = notice.NoticeFacts(
+        tenant=tenant.name,
+        host=request.head.host or "",
+        used_bytes=meter.used(),
+        cap_bytes=meter.cap,
+        resets_at=meter.period().resets_at(tenant.timezone),
+        now=meter.now(),
+    )
+    rendered = notice.render_notice(
+        facts,
+        status=tenant.notice.status,
+        template=tenant.notice.template,
+        accept=header(request.headers, "accept"),
+        accept_language=header(request.headers, "accept-language"),
+        method=request.method,
+    )
+    headers = [*rendered.headers, ("Server", SERVER)]
+    request.respond(rendered.status, headers, rendered.body, send_body=request.method != "HEAD")
+
+
+def header(headers: list[Header], low: str) -> str | None:
+    """The first value of the header named ``low`` (lower case), or None."""
+    for name, value in headers:
+        if name.lower() == low:
+            return value
+    return None
