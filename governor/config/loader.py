@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import gc
 import os
 import re
@@ -33,6 +34,7 @@ from governor.config.model import (
     AtCap,
     Config,
     CountMode,
+    LargeConfig,
     LimitsConfig,
     LogFormat,
     Network,
@@ -72,6 +74,7 @@ from governor.config.values import (
     read_on_store_failure,
     read_rate,
     read_reset_at,
+    read_share,
     read_size,
     read_size_or_zero,
     read_spool,
@@ -120,6 +123,8 @@ _LIMIT_KEYS = (
 )
 _TENANT_KEYS = ("hosts", "upstream", *SHARED_KEYS)
 _NOTICE_KEYS = ("status", "template")
+_LARGE_KEYS = ("size", "from")
+DEFAULT_LARGE_FROM = 0.9
 TENANT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*", re.ASCII)
 
 
@@ -202,6 +207,8 @@ class _Shared:
     on_store_failure: OnStoreFailure | None = None
     warn_at: tuple[float, ...] | None = None
     admission: bool | None = None
+    large_size: int | None = None
+    large_from: float | None = None
 
 
 def _config(root: Node, path: Path, ctx: Ctx) -> Config | None:
@@ -334,6 +341,10 @@ def _shared(fields: Fields, parent: str, ctx: Ctx) -> _Shared:
     if "notice" in fields:
         notice = mapping(fields["notice"][1], join_key(parent, "notice"), _NOTICE_KEYS, ctx) or {}
     notice_key = join_key(parent, "notice")
+    large: Fields = {}
+    large_key = join_key(parent, "large")
+    if "large" in fields:
+        large = mapping(fields["large"][1], large_key, _LARGE_KEYS, ctx) or {}
     return _Shared(
         present=frozenset(fields),
         daily_cap=get_field(fields, "daily_cap", parent, read_size, ctx),
@@ -348,6 +359,8 @@ def _shared(fields: Fields, parent: str, ctx: Ctx) -> _Shared:
         on_store_failure=get_field(fields, "on_store_failure", parent, read_on_store_failure, ctx),
         warn_at=get_field(fields, "warn_at", parent, read_warn_at, ctx),
         admission=get_field(fields, "admission", parent, read_switch, ctx),
+        large_size=get_field(large, "size", large_key, read_size, ctx),
+        large_from=get_field(large, "from", large_key, read_share, ctx),
     )
 
 
@@ -443,7 +456,25 @@ def _tenant(
         on_store_failure=_first(own.on_store_failure, defaults.on_store_failure) or "open",
         warn_at=_first(own.warn_at, defaults.warn_at) or (),
         admission=_first(own.admission, defaults.admission) is not False,  # on unless off
+        large=_large(own, defaults, line, path, ctx),
     )
+
+
+def _large(own: _Shared, defaults: _Shared, line: int, path: str, ctx: Ctx) -> LargeConfig | None:
+    """The tenant's ``large`` (its own keys over the defaults'), or None: off."""
+    size = _first(own.large_size, defaults.large_size)
+    share = _first(own.large_from, defaults.large_from)
+    if size is None:
+        if share is not None:
+            ctx.error(line, f"{path}.large.size", "required key missing (here or in defaults)")
+        return None
+    return _shared_large(size, DEFAULT_LARGE_FROM if share is None else share)
+
+
+@functools.lru_cache(maxsize=256)
+def _shared_large(size: int, share: float) -> LargeConfig:
+    """One object per distinct setting, shared by the tenants that have it."""
+    return LargeConfig(size, share)
 
 
 def _first(value: T | None, fallback: T | None) -> T | None:

@@ -66,6 +66,20 @@ class TenantConfig:
     # A response declaring more bytes than are left of the cap is refused before its first
     # byte (the notice), rather than started and then finished or cut at the cap.
     admission: bool = True
+    large: LargeConfig | None = None  # large responses go first (off when None)
+
+
+@dataclass(frozen=True, slots=True)
+class LargeConfig:
+    """``large``: from ``share`` of the cap on, responses above ``size`` bytes are refused.
+
+    A response declaring more than ``size`` gets the "large" notice (503, Retry-After)
+    before its first byte; one without a declared length is cut once it passes ``size``.
+    Pages and small files go on until the cap.
+    """
+
+    size: int  # bytes
+    share: float  # of the cap plus today's grant, 0 <= share < 1
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -51,6 +51,7 @@ SHARED_KEYS = (
     "on_store_failure",
     "warn_at",
     "admission",
+    "large",
 )
 _COUNT_MODES: dict[str, CountMode] = {"egress": "egress", "ingress": "ingress", "both": "both"}
 _AT_CAP_MODES: dict[str, AtCap] = {"finish": "finish", "cut": "cut"}
@@ -195,6 +196,22 @@ def read_on_store_failure(node: Node, key: str, ctx: Ctx) -> OnStoreFailure | No
 def read_switch(node: Node, key: str, ctx: Ctx) -> bool | None:
     """``on`` or ``off`` (``true`` and ``false`` too)."""
     return _choice(node, key, _SWITCH, ctx)
+
+
+def read_share(node: Node, key: str, ctx: Ctx) -> float | None:
+    """A share of the cap from 0 up to (not including) 1: ``90%`` or ``0.9``."""
+    text = scalar(node, key, "a share of the cap like 90% or 0.9", ctx)
+    if text is None:
+        return None
+    raw = text.strip()
+    try:
+        share = float(raw[:-1]) / 100 if raw.endswith("%") else float(raw)
+    except ValueError:
+        share = -1.0
+    if not 0 <= share < 1:
+        ctx.error(node, key, f"{text!r}: expected a share of the cap like 90% or 0.9 (below 100%)")
+        return None
+    return share
 
 
 def read_warn_at(node: Node, key: str, ctx: Ctx) -> tuple[float, ...] | None:

@@ -67,18 +67,46 @@ def decide(
     return _ALLOW[used >= cap * NEAR_CAP][tenant.at_cap == "cut"]
 
 
-def admits(tenant: TenantConfig, *, declared: int | None, used: int, cap: int) -> bool:
-    """Whether a response of an allowed request may start (``admission``, on by default).
+# Why a response of an allowed request is refused before its first byte (see refusal()).
+ResponseRefusal = Literal["large", "admission"]
+
+
+def refusal(
+    tenant: TenantConfig, *, declared: int | None, used: int, cap: int
+) -> ResponseRefusal | None:
+    """Whether a response of an allowed request may start: None, or why it may not.
 
     ``declared`` is the body size its head declares (None: chunked or until close, not
-    known in advance). A response declaring more than is left of ``cap`` would be cut
-    at the cap (``at_cap: cut``) or finished far past it (``finish``): it is refused
-    before its first byte instead. A tenant counting ingress only is not charged for
-    responses at all, so any is admitted.
+    known in advance). Two rules, the first that applies:
+
+    * ``large`` (off unless set): from ``large.from`` of ``cap`` on, a response larger
+      than ``large.size`` is refused, so that pages and small files last to the cap.
+    * ``admission`` (on by default): a response declaring more than is left of ``cap``
+      would be cut at the cap (``at_cap: cut``) or finished far past it (``finish``);
+      it is refused instead.
+
+    A tenant counting ingress only is not charged for responses at all: none is refused.
     """
-    if declared is None or not tenant.admission or tenant.count == "ingress":
-        return True
-    return declared <= cap - used
+    if declared is None or tenant.count == "ingress":
+        return None
+    large = tenant.large
+    if large is not None and declared > large.size and used >= cap * large.share:
+        return "large"
+    if tenant.admission and declared > cap - used:
+        return "admission"
+    return None
+
+
+def large_limit(tenant: TenantConfig, *, used: int, cap: int) -> int | None:
+    """The most body bytes a response of undeclared length may pass on, or None: no limit.
+
+    From ``large.from`` on, a response that did not declare its length is cut once it
+    passes ``large.size`` (it is large, found out late).
+    """
+    large = tenant.large
+    if large is None or tenant.count == "ingress" or used < cap * large.share:
+        return None
+    return large.size
 
 
 # Every decision there is, made once: decide() runs on every request and allocates nothing.

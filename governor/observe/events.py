@@ -19,7 +19,14 @@ from typing import Literal, Protocol
 log = logging.getLogger("governor.events")
 
 Outcome = Literal[
-    "proxied", "blocked", "admission", "exempt", "upstream_error", "unknown_host", "bad_request"
+    "proxied",
+    "blocked",
+    "admission",
+    "large",
+    "exempt",
+    "upstream_error",
+    "unknown_host",
+    "bad_request",
 ]
 
 

@@ -68,6 +68,7 @@ TENANT_OUTCOMES: tuple[Outcome, ...] = (
     "proxied",
     "blocked",
     "admission",
+    "large",
     "exempt",
     "upstream_error",
 )

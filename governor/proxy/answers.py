@@ -19,8 +19,10 @@ def send_notice(
     request: Request,
     tenant: TenantConfig,
     meter: Meter,
+    *,
+    variant: notice.Variant = "cap",
 ) -> None:
-    """Answer ``request`` with ``tenant``'s notice."""
+    """Answer ``request`` with ``tenant``'s notice (or its ``variant``)."""
     facts = notice.NoticeFacts(
         tenant=tenant.name,
         host=request.head.host or "",
@@ -36,6 +38,7 @@ def send_notice(
         accept=header(request.headers, "accept"),
         accept_language=header(request.headers, "accept-language"),
         method=request.method,
+        variant=variant,
     )
     headers = [*rendered.headers, ("Server", SERVER)]
     request.respond(rendered.status, headers, rendered.body, send_body=request.method != "HEAD")

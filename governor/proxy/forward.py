@@ -19,7 +19,7 @@ import time
 
 from governor.config import Config, TenantConfig, UpstreamURL
 from governor.core.meter import Meter
-from governor.core.policy import Decision, admits
+from governor.core.policy import Decision, large_limit, refusal
 from governor.errors import BodyRefused, UpstreamBroken, UpstreamError, UpstreamTimeout
 from governor.http1.client import OriginConnection
 from governor.http1.headers import request_block, response_block
@@ -146,22 +146,28 @@ class Forward:
     def _admitted(self, conn: OriginConnection) -> bool:
         """Whether the response may start; if not, the client has the notice instead.
 
-        See :func:`governor.core.policy.admits`: a response declaring more bytes than
-        are left of the cap is refused before its first byte.
+        See :func:`governor.core.policy.refusal`: a response declaring more bytes than
+        are left of the cap, or a large one once the tenant is past ``large.from``, is
+        refused before its first byte. One of undeclared length may be limited instead
+        (:func:`governor.core.policy.large_limit`).
         """
         head = conn.head
         assert head is not None
         if not self.admission or not response_has_body(self.request.method, head.status):
             return True
         meter = self.meter
+        used, cap = meter.used(), meter.cap
         declared = None if head.chunked else head.content_length
-        if admits(self.tenant, declared=declared, used=meter.used(), cap=meter.cap):
+        why = refusal(self.tenant, declared=declared, used=used, cap=cap)
+        if why is None:
+            if declared is None:
+                self.stream.limit = large_limit(self.tenant, used=used, cap=cap)
             return True
         request = self.request
-        request.note.outcome = "admission"
+        request.note.outcome = why
         request.charge()  # the request reached the upstream: charged as received so far
         request.meter = None  # the notice is not charged, as a blocked request's is not
-        send_notice(request, self.tenant, meter)
+        send_notice(request, self.tenant, meter, variant="large" if why == "large" else "cap")
         return False
 
     async def _respond(self, conn: OriginConnection) -> bool:

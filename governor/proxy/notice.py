@@ -5,13 +5,7 @@ This module is pure: no aiohttp, no I/O, no clock. The proxy gathers the facts
 request's ``Accept`` / ``Accept-Language`` / method, and writes the
 :class:`RenderedNotice` as is.
 
-Content negotiation:
-
-* :func:`wants_json` picks JSON when ``application/json`` is preferred over
-  ``text/html`` by q-value (ties go to JSON only when the client named JSON more
-  specifically than HTML, e.g. ``application/json, */*``; otherwise HTML).
-* :func:`choose_language` picks ``"ko"`` or ``"en"`` from ``Accept-Language``
-  (q-values, ``q=0`` excludes, English by default).
+JSON or HTML, Korean or English: :mod:`governor.proxy.negotiation`.
 
 An operator template (``string.Template`` text with ``$``-placeholders, see
 :data:`PLACEHOLDERS`) replaces the built-in HTML; every substituted value is
@@ -27,14 +21,14 @@ import datetime as dt
 import html
 import json
 import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from string import Template
-from typing import Final
+from typing import Final, Literal
 
 from governor.config import NOTICE_STATUSES
 from governor.config.notice_template import PLACEHOLDERS, operator_template, validate_template
+from governor.proxy.negotiation import choose_language, wants_json
 from governor.sizes import format_size
 
 __all__ = [
@@ -49,8 +43,9 @@ __all__ = [
 
 _STATUSES: Final = frozenset(NOTICE_STATUSES)  # the statuses a notice may be served with
 
-_LANGUAGES: Final = ("en", "ko")  # supported; the first is the default
-_DEFAULT_LANGUAGE: Final = "en"
+# "cap": the tenant's notice (at the cap, or a response larger than what is left);
+# "large": large files are paused from large.from on, pages go on (always 503).
+Variant = Literal["cap", "large"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -76,121 +71,6 @@ class RenderedNotice:
     status: int
     headers: tuple[tuple[str, str], ...]
     body: bytes
-
-
-# --------------------------------------------------------------------------- negotiation
-
-_QVALUE = re.compile(r"(?:0(?:\.[0-9]{0,3})?|1(?:\.0{0,3})?)\Z")
-_LANGUAGE_RANGE = re.compile(r"(?:\*|[a-z]{1,8}(?:-[a-z0-9]{1,8})*)\Z")
-_TOKEN = r"[!#$%&'*+.^_`|~0-9a-z-]+"
-_MEDIA_RANGE = re.compile(rf"({_TOKEN})/({_TOKEN})\Z")
-
-
-def _parse_weighted(header: str) -> list[tuple[str, float]]:
-    """Split an ``Accept``-style list into (lower-cased value, q), in order.
-
-    Elements whose q-value is malformed are dropped, as are empty elements.
-    Parameters other than ``q`` are discarded (they do not affect the choice here).
-    """
-    out: list[tuple[str, float]] = []
-    for element in header.split(","):
-        value, *params = (part.strip() for part in element.split(";"))
-        if not value:
-            continue
-        q = 1.0
-        for param in params:
-            name, sep, raw = param.partition("=")
-            if name.strip().lower() != "q":
-                continue
-            raw = raw.strip()
-            if not sep or not _QVALUE.match(raw):
-                break
-            q = float(raw)
-        else:
-            out.append((value.lower(), q))
-    return out
-
-
-def choose_language(accept_language: str | None) -> str:
-    """``"ko"`` or ``"en"``, whichever the visitor prefers (RFC 9110 section 12.5.4).
-
-    For each supported language the most specific matching range decides its
-    weight: ``ko`` itself, else the best of ``ko-*`` ranges (``ko-KR``), else
-    ``*``. ``q=0`` excludes. Equal weights go to the one listed first; with
-    nothing acceptable (missing, ``*``, unsupported only) the answer is English.
-    """
-    if not accept_language:
-        return _DEFAULT_LANGUAGE
-    exact: dict[str, tuple[float, int]] = {}
-    sub: dict[str, tuple[float, int]] = {}
-    star: tuple[float, int] | None = None
-    for position, (tag, q) in enumerate(_parse_weighted(accept_language)):
-        if not _LANGUAGE_RANGE.match(tag):
-            continue
-        if tag == "*":
-            star = star or (q, position)
-            continue
-        primary, _, rest = tag.partition("-")
-        if primary not in _LANGUAGES:
-            continue
-        if not rest:
-            exact.setdefault(primary, (q, position))
-        elif primary not in sub or q > sub[primary][0]:
-            sub[primary] = (q, position)
-
-    best = _DEFAULT_LANGUAGE
-    best_key = (0.0, 0, 0)
-    for lang in _LANGUAGES:
-        weight = exact.get(lang) or sub.get(lang) or star
-        if weight is None or weight[0] <= 0:
-            continue
-        q, position = weight
-        key = (q, -position, int(lang == _DEFAULT_LANGUAGE))
-        if key > best_key:
-            best, best_key = lang, key
-    return best
-
-
-def _media_weight(
-    ranges: list[tuple[str, str, float]], type_: str, subtype: str
-) -> tuple[float, int]:
-    """(q, specificity) of the most specific range matching ``type_/subtype``."""
-    found: tuple[float, int] = (0.0, -1)
-    for rtype, rsub, q in ranges:
-        if rtype == type_ and rsub == subtype:
-            specificity = 2
-        elif rtype == type_ and rsub == "*":
-            specificity = 1
-        elif rtype == "*" and rsub == "*":
-            specificity = 0
-        else:
-            continue
-        if specificity > found[1] or (specificity == found[1] and q > found[0]):
-            found = (q, specificity)
-    return found
-
-
-def wants_json(accept: str | None) -> bool:
-    """True when ``application/json`` is preferred over ``text/html`` (RFC 9110 section 12.5.1).
-
-    Each type's q comes from its most specific matching range. JSON wins on a
-    higher q, or on an equal q when it was named more specifically than HTML
-    (``application/json, */*``). ``*/*``, a missing header, and exact ties
-    serve HTML.
-    """
-    if not accept:
-        return False
-    ranges: list[tuple[str, str, float]] = []
-    for value, q in _parse_weighted(accept):
-        m = _MEDIA_RANGE.match(value)
-        if m is None or (m[1] == "*" and m[2] != "*"):
-            continue
-        ranges.append((m[1], m[2], q))
-    json_q, json_spec = _media_weight(ranges, "application", "json")
-    html_q, html_spec = _media_weight(ranges, "text", "html")
-    if json_q <= 0:
-        return False
-    return (json_q, json_spec) > (html_q, html_spec)
 
 
 # --------------------------------------------------------------------------- formatting
@@ -337,6 +217,41 @@ $style
 )
 
 
+def _large_strings(lang: str, facts: NoticeFacts, d: _Derived) -> dict[str, str]:
+    """The "large" notice's wording in ``lang`` (raw text; escaped later)."""
+    if lang == "ko":
+        return {
+            "title": f"큰 파일 전송 일시 중지 — {facts.host}",
+            "heading": "큰 파일은 잠시 내려받을 수 없습니다",
+            "exhausted": (
+                "이 사이트의 오늘 데이터 전송 허용량이 얼마 남지 않아, 큰 파일은 허용량이 "
+                "초기화될 때까지 멈춰 두었습니다. 사이트의 페이지는 계속 이용하실 수 있습니다."
+            ),
+            "reopen": (
+                f"큰 파일은 {d.date} {d.time} ({d.zone})부터 다시 받을 수 있습니다. "
+                f"지금부터 {_duration_ko(d.retry_after)}입니다."
+            ),
+            "site_label": "사이트",
+            "used_label": "오늘 사용량",
+            "cap_label": "일일 허용량",
+            "hint": "이 파일은 위 시각 이후에 다시 요청해 주세요.",
+        }
+    return {
+        "title": f"Large files paused — {facts.host}",
+        "heading": "Large files are paused until the reset",
+        "exhausted": (
+            "This site has little of its daily data-transfer allowance left, so large files "
+            "are paused until it resets. The site's pages remain available."
+        ),
+        "reopen": f"Large files are available again at {d.time} ({d.zone}) on {d.date}, "
+        f"{_duration_en(d.retry_after)}.",
+        "site_label": "Site",
+        "used_label": "Used today",
+        "cap_label": "Daily allowance",
+        "hint": "Please ask for this file again after the time above.",
+    }
+
+
 def _builtin_strings(lang: str, facts: NoticeFacts, d: _Derived) -> dict[str, str]:
     """The built-in template's wording in ``lang`` (raw text; escaped later)."""
     if lang == "ko":
@@ -397,21 +312,25 @@ def render_notice(
     accept: str | None,
     accept_language: str | None,
     method: str = "GET",
+    variant: Variant = "cap",
 ) -> RenderedNotice:
     """The complete notice response for one request.
 
-    ``template`` is the operator's template text (None: the built-in one).
+    ``template`` is the operator's template text (None: the built-in one); it words the
+    "cap" notice. The "large" notice always has the built-in wording and status 503.
     For ``HEAD`` the body is empty and ``Content-Length`` is the GET body's length.
     """
     if status not in _STATUSES:
         raise ValueError(f"notice status must be one of {sorted(_STATUSES)}, not {status}")
     d = _derive(facts)
     lang = choose_language(accept_language)
+    if variant == "large":
+        status, template = 503, None
 
     headers: list[tuple[str, str]]
     as_json = wants_json(accept)
     if as_json:
-        document = {
+        document: dict[str, object] = {
             "error": "daily_transfer_limit_exceeded",
             "tenant": facts.tenant,
             "host": facts.host,
@@ -421,12 +340,17 @@ def render_notice(
             "retry_after": d.retry_after,
             "message": _message_en(d),
         }
+        if variant == "large":
+            strings = _large_strings("en", facts, d)
+            document["error"] = "large_files_paused"
+            document["message"] = f"{strings['exhausted']} {strings['reopen']}"
         body = json.dumps(document, ensure_ascii=False).encode("utf-8")
         headers = [("Content-Type", "application/json")]
     else:
         values = _placeholder_values(facts, d, lang)
         if template is None:
-            values |= _builtin_strings(lang, facts, d)
+            wording = _large_strings if variant == "large" else _builtin_strings
+            values |= wording(lang, facts, d)
             text = _BUILTIN.substitute(_escaped(values), style=_STYLE)
         else:
             text = operator_template(template).safe_substitute(_escaped(values))

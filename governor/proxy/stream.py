@@ -22,19 +22,26 @@ log = logging.getLogger("governor.proxy")
 
 
 class CapReached(ConnectionAbortedError):
-    """``at_cap: cut``: the tenant reached its cap mid-response; the client is cut off."""
+    """``at_cap: cut``: the tenant reached its cap mid-response; the client is cut off.
+
+    Also a response of undeclared length that passed ``large.size`` (see ``limit``).
+    """
 
 
 class ResponseStream:
     """One upstream response on its way to the client (the sink of the splice)."""
 
-    __slots__ = ("cut", "meter", "request", "silence")
+    __slots__ = ("cut", "limit", "meter", "passed", "request", "silence")
 
     def __init__(self, request: Request, meter: Meter, *, cut: bool, silence: float) -> None:
         self.request = request
         self.meter = meter
         self.cut = cut
         self.silence = silence  # seconds the upstream may send nothing mid-body
+        # The most body bytes to pass on (``large``, for a response of undeclared length),
+        # or None; ``passed`` counts them.
+        self.limit: int | None = None
+        self.passed = 0
 
     async def relay(self, conn: OriginConnection) -> bool:
         """Pass on the response whose head ``conn`` holds; False when it was not completed."""
@@ -45,7 +52,8 @@ class ResponseStream:
             block = response_block(up.block, up.connection, body=False)
             request.start_response(up.status, up.reason, block, length=None, body=False)
             return self._end()
-        first = b"" if self.cut else conn.read_nowait()  # cut: each piece meets the cap
+        # Under a cut or a limit, each piece meets the cap or the limit in body_data().
+        first = b"" if self.cut or self.limit is not None else conn.read_nowait()
         try:
             block = response_block(up.block, up.connection, body=True)
             request.start_response(
@@ -88,8 +96,9 @@ class ResponseStream:
     def body_data(self, data: bytes) -> bool:
         """A piece of the spliced response body: pass it on; True while the client is full.
 
-        Under a cut, only what fits under the cap goes on; then the client's
-        connection is closed and :class:`CapReached` ends the splice.
+        Under a cut, only what fits under the cap goes on (under a limit, what fits
+        under it); then the client's connection is closed and :class:`CapReached` ends
+        the splice.
         """
         request = self.request
         over = False
@@ -100,6 +109,12 @@ class ResponseStream:
                 raise CapReached
             if len(data) > room:
                 data, over = data[:room], True
+        if self.limit is not None:
+            room = self.limit - self.passed
+            if len(data) > room:
+                data, over = data[: max(room, 0)], True
+                request.note.outcome = "large"
+            self.passed += len(data)
         request.write(data)
         request.charge()
         if over:

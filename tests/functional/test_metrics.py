@@ -30,6 +30,7 @@ OUTCOMES = {
     "proxied",
     "blocked",
     "admission",
+    "large",
     "exempt",
     "upstream_error",
     "unknown_host",

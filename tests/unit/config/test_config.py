@@ -1212,3 +1212,37 @@ def test_admission_takes_on_or_off_only(tmp_path: Path) -> None:
     problem = only(tmp_path, cfg(tail="defaults:\n  admission: maybe\n"))
     assert (problem.line, problem.key) == (8, "defaults.admission")
     assert "'maybe' is not allowed; expected one of on, off, true, false" in problem.message
+
+
+# --- large (off unless set; size required, from 90% by default) ----------------------------
+
+
+def test_large_is_off_unless_set(tmp_path: Path) -> None:
+    assert load(tmp_path, cfg()).tenants[0].large is None
+
+
+def test_large_takes_a_size_and_a_share_per_key_over_the_defaults(tmp_path: Path) -> None:
+    tail = "    large: {from: 50%}\ndefaults:\n  large:\n    size: 1 MiB\n"
+    large = load(tmp_path, cfg(tail=tail)).tenants[0].large
+    assert large is not None
+    assert (large.size, large.share) == (2**20, 0.5)
+    large = load(tmp_path, cfg(tail="defaults:\n  large: {size: 5 MB}\n")).tenants[0].large
+    assert large is not None
+    assert (large.size, large.share) == (5_000_000, 0.9)  # from: 90% by default
+
+
+@pytest.mark.parametrize(
+    ("tail", "line", "key", "fragment"),
+    [
+        ("defaults:\n  large: {size: 1 MiB, from: 100%}\n", 8, "defaults.large.from", "below 100%"),
+        ("defaults:\n  large: {size: big}\n", 8, "defaults.large.size", "size"),
+        ("defaults:\n  large: {sise: 1 MiB}\n", 8, "defaults.large.sise", "did you mean size"),
+        ("    large: {from: 50%}\n", 3, "tenants.demo.large.size", "required key missing"),
+    ],
+)
+def test_large_problems_name_the_key_and_line(
+    tmp_path: Path, tail: str, line: int, key: str, fragment: str
+) -> None:
+    problem = only(tmp_path, cfg(tail=tail))
+    assert (problem.line, problem.key) == (line, key)
+    assert fragment in problem.message

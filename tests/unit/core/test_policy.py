@@ -9,8 +9,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from governor.config import TenantConfig, UpstreamURL
-from governor.core.policy import NEAR_CAP, Decision, admits, decide
+from governor.config import LargeConfig, TenantConfig, UpstreamURL
+from governor.core.policy import NEAR_CAP, Decision, decide, large_limit, refusal
 
 CAP = 1000
 
@@ -122,7 +122,11 @@ def test_a_decision_is_a_frozen_value_made_once() -> None:
     assert decide(PLAIN, used=1, cap=CAP) is d  # nothing allocated per request
 
 
-# -- admission: a response that declares more than is left never starts -------------------
+# -- refusal: a response that declares more than is left, or a large one late, never starts
+
+
+def admits(t: TenantConfig, *, declared: int | None, used: int, cap: int) -> bool:
+    return refusal(t, declared=declared, used=used, cap=cap) is None
 
 
 @pytest.mark.parametrize(
@@ -139,6 +143,8 @@ def test_a_decision_is_a_frozen_value_made_once() -> None:
 )
 def test_admits_what_fits_in_what_is_left(declared: int | None, used: int, admitted: bool) -> None:
     assert admits(PLAIN, declared=declared, used=used, cap=CAP) is admitted
+    if not admitted:
+        assert refusal(PLAIN, declared=declared, used=used, cap=CAP) == "admission"
 
 
 def test_admits_counts_the_grant_through_the_cap_it_is_given() -> None:
@@ -154,3 +160,37 @@ def test_admits_applies_when_responses_are_charged(count: str) -> None:
 def test_admits_anything_when_off_or_when_only_ingress_is_charged() -> None:
     assert admits(tenant(admission=False), declared=CAP * 10, used=CAP - 1, cap=CAP)
     assert admits(tenant(count="ingress"), declared=CAP * 10, used=CAP - 1, cap=CAP)
+
+
+LARGE = tenant(large=LargeConfig(size=100, share=0.5))
+
+
+@pytest.mark.parametrize(
+    ("declared", "used", "why"),
+    [
+        (101, 499, None),  # before large.from: a large response goes on
+        (101, 500, "large"),  # from large.from on: refused
+        (100, 500, None),  # not above large.size: a page, it goes on
+        (50, 950, None),  # small, and it fits in what is left
+        (51, 950, "admission"),  # small, but more than what is left
+        (150, 950, "large"),  # large and more than what is left: large says why
+        (None, 900, None),  # undeclared: limited while it streams, not refused
+    ],
+)
+def test_large_responses_go_first_from_large_from(
+    declared: int | None, used: int, why: str | None
+) -> None:
+    assert refusal(LARGE, declared=declared, used=used, cap=CAP) == why
+
+
+def test_large_counts_the_share_of_the_cap_with_its_grant() -> None:
+    assert refusal(LARGE, declared=101, used=500, cap=2 * CAP) is None  # a grant: 25%
+    assert refusal(LARGE, declared=101, used=1000, cap=2 * CAP) == "large"
+
+
+def test_large_limit_applies_to_undeclared_responses_from_large_from() -> None:
+    assert large_limit(PLAIN, used=CAP, cap=CAP) is None  # large is off
+    assert large_limit(LARGE, used=499, cap=CAP) is None
+    assert large_limit(LARGE, used=500, cap=CAP) == 100
+    large_ingress = tenant(large=LargeConfig(size=100, share=0.5), count="ingress")
+    assert large_limit(large_ingress, used=900, cap=CAP) is None

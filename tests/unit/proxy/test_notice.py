@@ -493,3 +493,48 @@ def test_the_reset_is_shown_as_a_time_not_as_seconds(which: str, lang: str) -> N
     assert re.search(r"\b11520\s*s\b", page) is None
     assert "00:00" in visible
     assert "2024-02-22" in visible
+
+
+# --- the "large" variant: large files paused, pages go on ---------------------------------
+
+
+@pytest.mark.parametrize(
+    ("accept_language", "heading", "pages"),
+    [
+        (None, "Large files are paused until the reset", "pages remain available."),
+        ("ko-KR,ko;q=0.9", "큰 파일은 잠시 내려받을 수 없습니다", "사이트의 페이지는 계속"),
+    ],
+)
+def test_the_large_notice_says_pages_go_on_in_the_visitors_language(
+    accept_language: str | None, heading: str, pages: str
+) -> None:
+    n = render_notice(
+        facts(used=GIB),
+        status=429,  # the operator's status and template word the cap notice only
+        template="<p>$used of $cap</p>",
+        accept="text/html",
+        accept_language=accept_language,
+        variant="large",
+    )
+    text = n.body.decode()
+    assert n.status == 503
+    assert heading in text
+    assert pages in text
+    assert "<p>1.0 GiB of 2.0 GiB</p>" not in text
+    assert dict(n.headers)["Retry-After"] == str(3 * 3600 + 12 * 60)
+
+
+def test_the_large_notice_in_json() -> None:
+    n = render_notice(
+        facts(used=GIB),
+        status=503,
+        template=None,
+        accept="application/json",
+        accept_language=None,
+        variant="large",
+    )
+    document = json.loads(n.body)
+    assert document["error"] == "large_files_paused"
+    assert "pages remain available" in document["message"]
+    assert document["retry_after"] == 3 * 3600 + 12 * 60
+    assert (document["used_bytes"], document["cap_bytes"]) == (GIB, 2 * GIB)
