@@ -1,9 +1,10 @@
 """The blocked notice as a visitor's browser shows it: the example template and the built-in one.
 
 Two tenants at their cap, one on ``config/notice.html`` and one on the built-in page,
-are opened in headless Chromium at a phone's width with Korean and with English as the
-browser's language. The page must carry the visitor's language, hold no comment, wrap
-Korean between words only, and never paint a full usage bar green.
+and the "large files paused" notice of a third, are opened in headless Chromium at a
+phone's width with Korean and with English as the browser's language. The page must
+carry the visitor's language, hold no comment, wrap Korean between words only, and never
+paint a full usage bar green.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 
 from tests.functional.chromium import browser, needs_chromium, png_pixel
 from tests.functional.conftest import GovernorFactory
-from tests.support import RawClient, request
+from tests.support import RawClient, request, write_config
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -70,9 +71,18 @@ async def test_chromium_shows_each_notice_in_the_visitors_language_and_script(
     )
     await exhaust(gov.port, "127.0.0.1")
     await exhaust(gov.port, "localhost")
+    (tmp_path / "large").mkdir()
+    large = await make_governor(  # large files paused from the start: any file over 1 KiB
+        write_config(
+            tmp_path / "large",
+            upstream=upstream_url,
+            tenant={"hosts": ["localhost"], "large": {"size": "1 KiB", "from": "0%"}},
+        )
+    )
     pages = {
         "example": f"http://127.0.0.1:{gov.port}/",
         "builtin": f"http://localhost:{gov.port}/",
+        "large": f"http://localhost:{large.port}/bytes/5000",
     }
     seen: dict[tuple[str, str], Any] = {}
     async with browser("about:blank", tmp_path / "profile") as page:
@@ -105,7 +115,7 @@ async def test_chromium_shows_each_notice_in_the_visitors_language_and_script(
         assert probe["lang"] == lang, where
         assert not probe["comment"], f"{where}: an HTML comment reached the visitor"
         korean = probe["words"]
-        assert korean or (which == "builtin" and lang == "en"), where
+        assert korean or (which in ("builtin", "large") and lang == "en"), where
         broken = [w["word"] for w in korean if w["lines"] != 1]
         assert not broken, f"{where}: Korean words broken across lines: {broken}"
         for bar in probe["bars"]:
@@ -113,3 +123,4 @@ async def test_chromium_shows_each_notice_in_the_visitors_language_and_script(
             r, g, b = bar["rgb"]
             assert not (g > r + 40 and g > b + 40), f"{where}: a green {bar['tag']} at the cap"
     assert seen["example", "ko"]["bars"], "the example shows its usage bar"
+    assert {"큰", "파일은"} <= {w["word"] for w in seen["large", "ko"]["words"]}
