@@ -97,6 +97,18 @@ def refusal(
     return None
 
 
+AS_GOOD_AS_OUT = 0.9
+"""From this share of the cap on, a response refused by admission gets the tenant's own
+notice ("daily limit reached"): the site is as good as out (a page or two are left). Below
+it, the visitor is told that this file is larger than what is left, and that smaller
+pages and files still load."""
+
+
+def as_good_as_out(used: int, cap: int) -> bool:
+    """Whether a response refused by admission gets the tenant's own notice."""
+    return used >= cap * AS_GOOD_AS_OUT
+
+
 def large_limit(tenant: TenantConfig, *, used: int, cap: int) -> int | None:
     """The most body bytes a response of undeclared length may pass on, or None: no limit.
 

@@ -1,9 +1,9 @@
 """The notice as a response: the facts gathered from a request and its meter, then sent.
 
 The notice goes out from here whether a request is blocked (its tenant is at its cap)
-or its response declares more bytes than are left (:func:`governor.core.policy.admits`:
-from the visitor's side both mean that the site's allowance cannot serve it today). It
-is never charged to the tenant (see :mod:`governor.proxy.handler`).
+or its response is refused before its first byte (:func:`governor.core.policy.refusal`:
+a large file late in the period, or one larger than what is left). It is never charged
+to the tenant (see :mod:`governor.proxy.handler`).
 """
 
 from __future__ import annotations
@@ -21,8 +21,10 @@ def send_notice(
     meter: Meter,
     *,
     variant: notice.Variant = "cap",
+    response_bytes: int | None = None,
 ) -> None:
-    """Answer ``request`` with ``tenant``'s notice (or its ``variant``)."""
+    """Answer ``request`` with ``tenant``'s notice (or its ``variant``; "admission" names
+    the refused response's ``response_bytes``)."""
     facts = notice.NoticeFacts(
         tenant=tenant.name,
         host=request.head.host or "",
@@ -30,6 +32,7 @@ def send_notice(
         cap_bytes=meter.cap,
         resets_at=meter.period().resets_at(tenant.timezone),
         now=meter.now(),
+        response_bytes=response_bytes,
     )
     rendered = notice.render_notice(
         facts,

@@ -19,7 +19,7 @@ import time
 
 from governor.config import Config, TenantConfig, UpstreamURL
 from governor.core.meter import Meter
-from governor.core.policy import Decision, large_limit, refusal
+from governor.core.policy import Decision, as_good_as_out, large_limit, refusal
 from governor.errors import BodyRefused, UpstreamBroken, UpstreamError, UpstreamTimeout
 from governor.http1.client import OriginConnection
 from governor.http1.headers import request_block, response_block
@@ -167,7 +167,12 @@ class Forward:
         request.note.outcome = why
         request.charge()  # the request reached the upstream: charged as received so far
         request.meter = None  # the notice is not charged, as a blocked request's is not
-        send_notice(request, self.tenant, meter, variant="large" if why == "large" else "cap")
+        if why == "large":
+            send_notice(request, self.tenant, meter, variant="large")
+        elif as_good_as_out(used, cap):
+            send_notice(request, self.tenant, meter)  # the tenant's own: a page or two are left
+        else:
+            send_notice(request, self.tenant, meter, variant="admission", response_bytes=declared)
         return False
 
     async def _respond(self, conn: OriginConnection) -> bool:

@@ -43,9 +43,10 @@ __all__ = [
 
 _STATUSES: Final = frozenset(NOTICE_STATUSES)  # the statuses a notice may be served with
 
-# "cap": the tenant's notice (at the cap, or a response larger than what is left);
-# "large": large files are paused from large.from on, pages go on (always 503).
-Variant = Literal["cap", "large"]
+# "cap": the tenant's notice (at its cap, or nearly, see core.policy.as_good_as_out);
+# "large": large files are paused from large.from on, pages go on; "admission": this
+# response is larger than what is left (both built-in wording, always 503).
+Variant = Literal["cap", "large", "admission"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -58,6 +59,7 @@ class NoticeFacts:
     cap_bytes: int
     resets_at: dt.datetime  # aware, in the tenant's time zone
     now: float  # Unix time, to compute Retry-After
+    response_bytes: int | None = None  # the "admission" notice's: the refused Content-Length
 
     def __post_init__(self) -> None:
         if self.resets_at.utcoffset() is None:
@@ -252,6 +254,44 @@ def _large_strings(lang: str, facts: NoticeFacts, d: _Derived) -> dict[str, str]
     }
 
 
+def _admission_strings(lang: str, facts: NoticeFacts, d: _Derived) -> dict[str, str]:
+    """The "admission" notice's wording in ``lang`` (raw text; escaped later)."""
+    size = format_size(facts.response_bytes or 0)
+    left = format_size(max(facts.cap_bytes - facts.used_bytes, 0))
+    if lang == "ko":
+        return {
+            "title": f"남은 전송 허용량보다 큰 파일 — {facts.host}",
+            "heading": "오늘 남은 전송 허용량보다 큰 파일입니다",
+            "exhausted": (
+                f"이 파일({size})은 이 사이트의 오늘 남은 데이터 전송 허용량({left})보다 "
+                "커서 보내 드리지 않았습니다. 더 작은 페이지와 파일은 계속 이용하실 수 있습니다."
+            ),
+            "reopen": (
+                f"허용량은 {d.date} {d.time} ({d.zone})에 초기화됩니다. "
+                f"지금부터 {_duration_ko(d.retry_after)}입니다."
+            ),
+            "site_label": "사이트",
+            "used_label": "오늘 사용량",
+            "cap_label": "일일 허용량",
+            "hint": "위 시각 이후에 이 파일을 다시 요청해 주세요.",
+        }
+    return {
+        "title": f"Larger than what is left today — {facts.host}",
+        "heading": "This file is larger than what is left today",
+        "exhausted": (
+            f"This file ({size}) is larger than what is left of the site's daily "
+            f"data-transfer allowance ({left}), so it was not started. "
+            "Smaller pages and files still load."
+        ),
+        "reopen": f"The allowance resets at {d.time} ({d.zone}) on {d.date}, "
+        f"{_duration_en(d.retry_after)}.",
+        "site_label": "Site",
+        "used_label": "Used today",
+        "cap_label": "Daily allowance",
+        "hint": "Please ask for this file again after the time above.",
+    }
+
+
 def _builtin_strings(lang: str, facts: NoticeFacts, d: _Derived) -> dict[str, str]:
     """The built-in template's wording in ``lang`` (raw text; escaped later)."""
     if lang == "ko":
@@ -279,6 +319,9 @@ def _builtin_strings(lang: str, facts: NoticeFacts, d: _Derived) -> dict[str, st
         "hint": "There is nothing you need to do: please come back after the time above.",
     }
 
+
+_WORDING = {"cap": _builtin_strings, "large": _large_strings, "admission": _admission_strings}
+_JSON_ERRORS = {"large": "large_files_paused", "admission": "response_exceeds_remaining_allowance"}
 
 # --------------------------------------------------------------------------- rendering
 
@@ -317,15 +360,17 @@ def render_notice(
     """The complete notice response for one request.
 
     ``template`` is the operator's template text (None: the built-in one); it words the
-    "cap" notice. The "large" notice always has the built-in wording and status 503.
+    "cap" notice. The "large" and "admission" notices always have the built-in wording
+    and status 503.
     For ``HEAD`` the body is empty and ``Content-Length`` is the GET body's length.
     """
     if status not in _STATUSES:
         raise ValueError(f"notice status must be one of {sorted(_STATUSES)}, not {status}")
     d = _derive(facts)
     lang = choose_language(accept_language)
-    if variant == "large":
+    if variant != "cap":
         status, template = 503, None
+    wording = _WORDING[variant]
 
     headers: list[tuple[str, str]]
     as_json = wants_json(accept)
@@ -340,16 +385,18 @@ def render_notice(
             "retry_after": d.retry_after,
             "message": _message_en(d),
         }
-        if variant == "large":
-            strings = _large_strings("en", facts, d)
-            document["error"] = "large_files_paused"
+        if variant != "cap":
+            strings = wording("en", facts, d)
+            document["error"] = _JSON_ERRORS[variant]
             document["message"] = f"{strings['exhausted']} {strings['reopen']}"
+        if variant == "admission":
+            document["response_bytes"] = facts.response_bytes
+            document["remaining_bytes"] = max(facts.cap_bytes - facts.used_bytes, 0)
         body = json.dumps(document, ensure_ascii=False).encode("utf-8")
         headers = [("Content-Type", "application/json")]
     else:
         values = _placeholder_values(facts, d, lang)
         if template is None:
-            wording = _large_strings if variant == "large" else _builtin_strings
             values |= wording(lang, facts, d)
             text = _BUILTIN.substitute(_escaped(values), style=_STYLE)
         else:

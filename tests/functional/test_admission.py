@@ -37,7 +37,9 @@ async def test_a_download_larger_than_what_is_left_is_refused_before_its_first_b
     hits = seen.hits
     status, body, _, _ = await fetch(gov, "GET", f"/bytes/{16 * MiB}")
     assert status == 503
-    assert b"Daily data limit reached" in body  # the notice, not a byte of the file
+    # A notice for this file, not a byte of it; the site itself is not at its cap.
+    assert b"This file is larger than what is left today" in body
+    assert b"16.0 MiB" in body
     assert seen.hits == hits + 1  # it was asked for: the refusal is of the response
     assert used(gov) == received  # the notice is not charged, and nothing of the file
     # The site stays up: what fits is served, on a fresh upstream connection.
@@ -89,3 +91,18 @@ async def test_a_tenant_counting_ingress_only_is_admitted_any_response(
     gov = await make_governor(cap="10 KiB", defaults=ON, tenant={"count": "ingress"})
     status, body, _, _ = await fetch(gov, "GET", "/bytes/50000")
     assert (status, body) == (200, pattern(50000))
+
+
+async def test_when_the_site_is_as_good_as_out_the_refusal_is_its_own_notice(
+    make_governor: GovernorFactory,
+) -> None:
+    """From 90% of the cap on, a page that no longer fits gets the tenant's notice (the
+    demo's 15th view): a page or two are left, the site is as good as at its cap."""
+    gov = await make_governor(cap="100 KiB", defaults=ON)
+    status, _, received, _ = await fetch(gov, "GET", "/bytes/95000")
+    assert status == 200
+    assert received > 0.9 * 100 * 1024
+    status, body, _, _ = await fetch(gov, "GET", "/bytes/20000")
+    assert status == 503
+    assert b"Daily data limit reached" in body
+    assert used(gov) == received

@@ -10,7 +10,14 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from governor.config import LargeConfig, TenantConfig, UpstreamURL
-from governor.core.policy import NEAR_CAP, Decision, decide, large_limit, refusal
+from governor.core.policy import (
+    NEAR_CAP,
+    Decision,
+    as_good_as_out,
+    decide,
+    large_limit,
+    refusal,
+)
 
 CAP = 1000
 
@@ -194,3 +201,9 @@ def test_large_limit_applies_to_undeclared_responses_from_large_from() -> None:
     assert large_limit(LARGE, used=500, cap=CAP) == 100
     large_ingress = tenant(large=LargeConfig(size=100, share=0.5), count="ingress")
     assert large_limit(large_ingress, used=900, cap=CAP) is None
+
+
+def test_a_site_is_as_good_as_out_from_90_percent() -> None:
+    assert not as_good_as_out(899, CAP)
+    assert as_good_as_out(900, CAP)
+    assert as_good_as_out(CAP + 5, CAP)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import re
@@ -538,3 +539,40 @@ def test_the_large_notice_in_json() -> None:
     assert "pages remain available" in document["message"]
     assert document["retry_after"] == 3 * 3600 + 12 * 60
     assert (document["used_bytes"], document["cap_bytes"]) == (GIB, 2 * GIB)
+
+
+@pytest.mark.parametrize(
+    ("accept_language", "words"),
+    [
+        (None, ["This file is larger than what is left today", "16.0 MiB", "1.0 GiB"]),
+        ("ko", ["오늘 남은 전송 허용량보다 큰 파일입니다", "16.0 MiB"]),
+    ],
+)
+def test_the_admission_notice_names_the_file_and_what_is_left(
+    accept_language: str | None, words: list[str]
+) -> None:
+    f = dataclasses.replace(facts(used=GIB), response_bytes=16 * 2**20)
+    n = render_notice(
+        f,
+        status=429,
+        template="$used",
+        accept=None,
+        accept_language=accept_language,
+        variant="admission",
+    )
+    assert n.status == 503
+    text = n.body.decode()
+    for word in words:
+        assert word in text
+    document = json.loads(
+        render_notice(
+            f,
+            status=503,
+            template=None,
+            accept="application/json",
+            accept_language=None,
+            variant="admission",
+        ).body
+    )
+    assert document["error"] == "response_exceeds_remaining_allowance"
+    assert (document["response_bytes"], document["remaining_bytes"]) == (16 * 2**20, GIB)
