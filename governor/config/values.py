@@ -198,16 +198,21 @@ def read_switch(node: Node, key: str, ctx: Ctx) -> bool | None:
     return _choice(node, key, _SWITCH, ctx)
 
 
+def _share(text: str) -> float:
+    """``80%`` or ``0.8`` as a number; -1.0 when it is neither."""
+    raw = text.strip()
+    try:
+        return float(raw[:-1]) / 100 if raw.endswith("%") else float(raw)
+    except ValueError:
+        return -1.0
+
+
 def read_share(node: Node, key: str, ctx: Ctx) -> float | None:
     """A share of the cap from 0 up to (not including) 1: ``90%`` or ``0.9``."""
     text = scalar(node, key, "a share of the cap like 90% or 0.9", ctx)
     if text is None:
         return None
-    raw = text.strip()
-    try:
-        share = float(raw[:-1]) / 100 if raw.endswith("%") else float(raw)
-    except ValueError:
-        share = -1.0
+    share = _share(text)
     if not 0 <= share < 1:
         ctx.error(node, key, f"{text!r}: expected a share of the cap like 90% or 0.9 (below 100%)")
         return None
@@ -220,11 +225,7 @@ def read_warn_at(node: Node, key: str, ctx: Ctx) -> tuple[float, ...] | None:
         return None
     shares: list[float] = []
     for item, item_key, text in items:
-        raw = text.strip()
-        try:
-            share = float(raw[:-1]) / 100 if raw.endswith("%") else float(raw)
-        except ValueError:
-            share = -1.0
+        share = _share(text)
         if not 0 < share < 1:
             ctx.error(item, item_key, f"{text!r}: expected a share of the cap like 80% or 0.8")
             continue

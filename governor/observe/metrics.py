@@ -40,7 +40,7 @@ import itertools
 import os
 from collections.abc import Collection, Iterable, Sized
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, get_args
 
 from aiohttp import hdrs, web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -63,16 +63,11 @@ class Connections(Protocol):
     def connections(self) -> Sized: ...
 
 
-# Outcomes a request for a tenant can have, and those of a request with no tenant.
-TENANT_OUTCOMES: tuple[Outcome, ...] = (
-    "proxied",
-    "blocked",
-    "admission",
-    "large",
-    "exempt",
-    "upstream_error",
-)
+# Outcomes a request with no tenant can have, and (every other) those of a tenant's.
 NO_TENANT_OUTCOMES: tuple[Outcome, ...] = ("unknown_host", "bad_request")
+TENANT_OUTCOMES: tuple[Outcome, ...] = tuple(
+    o for o in get_args(Outcome) if o not in NO_TENANT_OUTCOMES
+)
 
 # Time to the upstream's response headers; the default upstream_response timeout is 60 s.
 UPSTREAM_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)

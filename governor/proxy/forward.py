@@ -153,15 +153,18 @@ class Forward:
         """
         head = conn.head
         assert head is not None
+        tenant = self.tenant
+        declared = None if head.chunked else head.content_length
+        if tenant.large is None and (declared is None or not tenant.admission):
+            return True  # no rule applies: the meter need not be read
         if not self.admission or not response_has_body(self.request.method, head.status):
             return True
         meter = self.meter
         used, cap = meter.used(), meter.cap
-        declared = None if head.chunked else head.content_length
-        why = refusal(self.tenant, declared=declared, used=used, cap=cap)
+        why = refusal(tenant, declared=declared, used=used, cap=cap)
         if why is None:
             if declared is None:
-                self.stream.limit = large_limit(self.tenant, used=used, cap=cap)
+                self.stream.limit = large_limit(tenant, used=used, cap=cap)
             return True
         request = self.request
         request.note.outcome = why
