@@ -41,6 +41,7 @@ from governor.accounts import spool
 from governor.accounts.runtime import Runtime
 from governor.config import Config
 from governor.core.ledger import Key
+from governor.core.shares import period_of
 from governor.errors import GovernorError, StoreError
 
 log = logging.getLogger("governor.accounts")
@@ -145,7 +146,7 @@ class Flusher:
                     totals, grants = {}, {}
                 else:
                     totals = await rt.store.flush(batch, read)
-                    grants = await rt.store.grants(read)
+                    grants = await rt.store.grants([k for k in read if "#" not in k[1]])
             except StoreError as exc:
                 if batch is not None:
                     ledger.fail(batch)
@@ -163,7 +164,9 @@ class Flusher:
                 rt.last_flush_seconds = time.monotonic() - started
                 self._tell_listeners(changed)
                 return
-            changed.update(k[0] for k, n in totals.items() if (ledger.known(k) or 0) != n)
+            changed.update(
+                k[0] for k, n in totals.items() if (ledger.known(k) or 0) != n and "#" not in k[1]
+            )
             changed.update(k[0] for k, n in grants.items() if rt.grants.get(k, 0) != n)
             if batch is not None:
                 ledger.commit(batch, totals)
@@ -233,9 +236,14 @@ class Flusher:
             if name not in periods:
                 tenant = tenants.get(name)
                 periods[name] = None if tenant is None else tenant.periods.current(now).key
-            return periods[name] == key[1]
+            return periods[name] == period_of(key[1])
+
+        def period(name: str) -> str | None:
+            tenant = tenants.get(name)
+            return None if tenant is None else tenant.periods.current(now).key
 
         rt.ledger.forget(current)
+        rt.shares.forget(period)
         rt.grants = {key: n for key, n in rt.grants.items() if current(key)}
 
     def _served_now(self, now: float) -> tuple[list[Key], list[Key]]:
@@ -252,7 +260,7 @@ class Flusher:
             if name not in periods:
                 tenant = tenants.get(name)
                 periods[name] = None if tenant is None else tenant.periods.current(now).key
-            (read if periods[name] == key[1] else stale).append(key)
+            (read if periods[name] == period_of(key[1]) else stale).append(key)
         return read, stale
 
     def _settle(self, flush_id: str) -> None:

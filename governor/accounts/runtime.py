@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo
 from governor.config import Config, TenantConfig
 from governor.core.ledger import Key, Ledger, is_blocked
 from governor.core.periods import PeriodTracker
+from governor.core.shares import ShareBook
 from governor.core.tenants import TenantIndex
 from governor.errors import StoreError
 from governor.store.base import Store
@@ -99,6 +100,7 @@ class Runtime:
     def __init__(self, config: Config, *, store: Store, clock: Clock) -> None:
         self.snapshot = Snapshot.build(config)
         self.ledger = Ledger()
+        self.shares = ShareBook(self.ledger)  # visitors and crawlers (client_share, crawlers)
         self.store = store
         self.clock = clock
         self.store_ok = True

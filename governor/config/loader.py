@@ -9,18 +9,15 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import functools
 import gc
 import os
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from zoneinfo import ZoneInfo
 
 from governor.config.addresses import (
-    read_exempt_paths,
     read_hosts,
     read_listen,
     read_networks,
@@ -31,15 +28,10 @@ from governor.config.addresses import (
 )
 from governor.config.composer import MappingNode, Node
 from governor.config.model import (
-    AtCap,
     Config,
-    CountMode,
-    LargeConfig,
     LimitsConfig,
     LogFormat,
-    Network,
     NoticeConfig,
-    OnStoreFailure,
     TenantConfig,
     Timeouts,
 )
@@ -47,13 +39,20 @@ from governor.config.nodes import (
     Ctx,
     Fields,
     Hosts,
-    T,
     compose,
     get_field,
     join_key,
     kind_of,
     line_of,
     mapping,
+)
+from governor.config.shared import (
+    Shared,
+    crawlers_of,
+    first,
+    large_of,
+    pacing_of,
+    read_shared,
 )
 from governor.config.values import (
     DEFAULT_SPOOL,
@@ -63,26 +62,15 @@ from governor.config.values import (
     SHARED_KEYS,
     read_access_log,
     read_admin_token,
-    read_at_cap,
-    read_count,
     read_count_of,
     read_duration,
     read_duration_or_zero,
     read_head_size,
     read_history_days,
     read_log_format,
-    read_on_store_failure,
     read_rate,
-    read_reset_at,
-    read_share,
-    read_size,
     read_size_or_zero,
     read_spool,
-    read_status,
-    read_switch,
-    read_template,
-    read_timezone,
-    read_warn_at,
     read_workers,
 )
 from governor.errors import ConfigError, Problem
@@ -122,9 +110,6 @@ _LIMIT_KEYS = (
     "connections_per_client",
 )
 _TENANT_KEYS = ("hosts", "upstream", *SHARED_KEYS)
-_NOTICE_KEYS = ("status", "template")
-_LARGE_KEYS = ("size", "from")
-DEFAULT_LARGE_FROM = 0.9
 TENANT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*", re.ASCII)
 
 
@@ -188,27 +173,6 @@ def _cycle_collector_paused() -> Iterator[None]:
 
 
 # --- YAML plumbing ----------------------------------------------------------
-
-
-@dataclass(slots=True)
-class _Shared:
-    """The keys a tenant may take from ``defaults``; None means not set (or invalid)."""
-
-    present: frozenset[str] = frozenset()
-    daily_cap: int | None = None
-    timezone: ZoneInfo | None = None
-    reset_at: dt.time | None = None
-    count: CountMode | None = None
-    at_cap: AtCap | None = None
-    status: int | None = None
-    template: tuple[Path, str] | None = None
-    exempt_paths: tuple[str, ...] | None = None
-    exempt_clients: tuple[Network, ...] | None = None
-    on_store_failure: OnStoreFailure | None = None
-    warn_at: tuple[float, ...] | None = None
-    admission: bool | None = None
-    large_size: int | None = None
-    large_from: float | None = None
 
 
 def _config(root: Node, path: Path, ctx: Ctx) -> Config | None:
@@ -322,50 +286,18 @@ def _limits(fields: Fields, ctx: Ctx) -> LimitsConfig:
     return limits
 
 
-def _defaults(fields: Fields, ctx: Ctx) -> _Shared:
+def _defaults(fields: Fields, ctx: Ctx) -> Shared:
     entry = fields.get("defaults")
     own = mapping(entry[1], "defaults", SHARED_KEYS, ctx) if entry else None
-    return _shared(own or {}, "defaults", ctx)
+    return read_shared(own or {}, "defaults", ctx)
 
 
-_NOTHING_SHARED = _Shared()
 _UTC = ZoneInfo("UTC")
 _MIDNIGHT = dt.time(0, 0)
 
 
-def _shared(fields: Fields, parent: str, ctx: Ctx) -> _Shared:
-    """The keys a tenant may inherit, as written at ``parent`` (defaults or a tenant)."""
-    if fields.keys().isdisjoint(SHARED_KEYS):  # most tenants: all from defaults
-        return _NOTHING_SHARED
-    notice: Fields = {}
-    if "notice" in fields:
-        notice = mapping(fields["notice"][1], join_key(parent, "notice"), _NOTICE_KEYS, ctx) or {}
-    notice_key = join_key(parent, "notice")
-    large: Fields = {}
-    large_key = join_key(parent, "large")
-    if "large" in fields:
-        large = mapping(fields["large"][1], large_key, _LARGE_KEYS, ctx) or {}
-    return _Shared(
-        present=frozenset(fields),
-        daily_cap=get_field(fields, "daily_cap", parent, read_size, ctx),
-        timezone=get_field(fields, "timezone", parent, read_timezone, ctx),
-        reset_at=get_field(fields, "reset_at", parent, read_reset_at, ctx),
-        count=get_field(fields, "count", parent, read_count, ctx),
-        at_cap=get_field(fields, "at_cap", parent, read_at_cap, ctx),
-        status=get_field(notice, "status", notice_key, read_status, ctx),
-        template=get_field(notice, "template", notice_key, read_template, ctx),
-        exempt_paths=get_field(fields, "exempt_paths", parent, read_exempt_paths, ctx),
-        exempt_clients=get_field(fields, "exempt_clients", parent, read_networks, ctx),
-        on_store_failure=get_field(fields, "on_store_failure", parent, read_on_store_failure, ctx),
-        warn_at=get_field(fields, "warn_at", parent, read_warn_at, ctx),
-        admission=get_field(fields, "admission", parent, read_switch, ctx),
-        large_size=get_field(large, "size", large_key, read_size, ctx),
-        large_from=get_field(large, "from", large_key, read_share, ctx),
-    )
-
-
 def _tenants(
-    fields: Fields, defaults: _Shared, root_line: int, ctx: Ctx
+    fields: Fields, defaults: Shared, root_line: int, ctx: Ctx
 ) -> tuple[TenantConfig, ...] | None:
     entry = fields.get("tenants")
     if entry is None:
@@ -406,7 +338,7 @@ def _tenant(
     name: str,
     name_node: Node,
     node: Node,
-    defaults: _Shared,
+    defaults: Shared,
     claimed: dict[str, tuple[str, int]],
     notices: dict[NoticeConfig, NoticeConfig],
     ctx: Ctx,
@@ -431,13 +363,13 @@ def _tenant(
     hosts = get_field(fields, "hosts", path, read_hosts, ctx)
     _claim(name, hosts or [], claimed, ctx)
     upstream = get_field(fields, "upstream", path, read_upstream, ctx)
-    own = _shared(fields, path, ctx)
-    daily_cap = _first(own.daily_cap, defaults.daily_cap)
+    own = read_shared(fields, path, ctx)
+    daily_cap = first(own.daily_cap, defaults.daily_cap)
     if not hosts or upstream is None or daily_cap is None:
         return None
-    template = _first(own.template, defaults.template)
+    template = first(own.template, defaults.template)
     notice = NoticeConfig(
-        status=_first(own.status, defaults.status) or 503,
+        status=first(own.status, defaults.status) or 503,
         template_path=template[0] if template else None,
         template=template[1] if template else None,
     )
@@ -446,37 +378,18 @@ def _tenant(
         hosts=tuple(dict.fromkeys(host for _, _, host in hosts)),
         upstream=upstream,
         daily_cap=daily_cap,
-        timezone=_first(own.timezone, defaults.timezone) or _UTC,
-        reset_at=_first(own.reset_at, defaults.reset_at) or _MIDNIGHT,
-        count=_first(own.count, defaults.count) or "egress",
-        at_cap=_first(own.at_cap, defaults.at_cap) or "finish",
+        timezone=first(own.timezone, defaults.timezone) or _UTC,
+        reset_at=first(own.reset_at, defaults.reset_at) or _MIDNIGHT,
+        count=first(own.count, defaults.count) or "egress",
+        at_cap=first(own.at_cap, defaults.at_cap) or "finish",
         notice=notices.setdefault(notice, notice),
-        exempt_paths=_first(own.exempt_paths, defaults.exempt_paths) or (),
-        exempt_clients=_first(own.exempt_clients, defaults.exempt_clients) or (),
-        on_store_failure=_first(own.on_store_failure, defaults.on_store_failure) or "open",
-        warn_at=_first(own.warn_at, defaults.warn_at) or (),
-        admission=_first(own.admission, defaults.admission) is not False,  # on unless off
-        large=_large(own, defaults, line, path, ctx),
+        exempt_paths=first(own.exempt_paths, defaults.exempt_paths) or (),
+        exempt_clients=first(own.exempt_clients, defaults.exempt_clients) or (),
+        on_store_failure=first(own.on_store_failure, defaults.on_store_failure) or "open",
+        warn_at=first(own.warn_at, defaults.warn_at) or (),
+        admission=first(own.admission, defaults.admission) is not False,  # on unless off
+        large=large_of(own, defaults, line, path, ctx),
+        pacing=pacing_of(own, defaults),
+        client_share=first(own.client_share, defaults.client_share),
+        crawlers=crawlers_of(own, defaults),
     )
-
-
-def _large(own: _Shared, defaults: _Shared, line: int, path: str, ctx: Ctx) -> LargeConfig | None:
-    """The tenant's ``large`` (its own keys over the defaults'), or None: off."""
-    size = _first(own.large_size, defaults.large_size)
-    share = _first(own.large_from, defaults.large_from)
-    if size is None:
-        if share is not None:
-            ctx.error(line, f"{path}.large.size", "required key missing (here or in defaults)")
-        return None
-    return _shared_large(size, DEFAULT_LARGE_FROM if share is None else share)
-
-
-@functools.lru_cache(maxsize=256)
-def _shared_large(size: int, share: float) -> LargeConfig:
-    """One object per distinct setting, shared by the tenants that have it."""
-    return LargeConfig(size, share)
-
-
-def _first(value: T | None, fallback: T | None) -> T | None:
-    """``value`` unless it is None, else ``fallback``."""
-    return fallback if value is None else value

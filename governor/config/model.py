@@ -67,6 +67,10 @@ class TenantConfig:
     # byte (the notice), rather than started and then finished or cut at the cap.
     admission: bool = True
     large: LargeConfig | None = None  # large responses go first (off when None)
+    pacing: PacingConfig | None = None  # large responses paced to last until the reset
+    # One visitor (an IPv4 address, an IPv6 /64) gets at most this share of the cap a period.
+    client_share: float | None = None
+    crawlers: CrawlerConfig | None = None  # crawler traffic: recognised, budgeted
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +84,65 @@ class LargeConfig:
 
     size: int  # bytes
     share: float  # of the cap plus today's grant, 0 <= share < 1
+
+
+@dataclass(frozen=True, slots=True)
+class PacingConfig:
+    """``pacing``: from ``share`` of the cap on, large responses share a send rate.
+
+    The rate is what is left, spread over the time to the reset, less what the
+    tenant's other responses use now; each paced response gets at least ``floor``.
+    """
+
+    share: float  # of the cap plus today's grant, 0 <= share < 1
+    floor: int  # bytes per second, per response (> 0)
+
+
+# User-Agent substrings (lower case) that mark a crawler when ``crawlers.agents`` is absent:
+# search engines, social-network previews, AI crawlers, SEO crawlers.
+DEFAULT_CRAWLER_AGENTS: tuple[str, ...] = (
+    "googlebot",
+    "bingbot",
+    "yeti",
+    "daum",
+    "facebookexternalhit",
+    "meta-externalagent",
+    "gptbot",
+    "chatgpt-user",
+    "oai-searchbot",
+    "claudebot",
+    "anthropic-ai",
+    "perplexitybot",
+    "bytespider",
+    "amazonbot",
+    "applebot",
+    "ccbot",
+    "ahrefsbot",
+    "semrushbot",
+    "mj12bot",
+    "dotbot",
+    "petalbot",
+    "yandexbot",
+    "baiduspider",
+    "duckduckbot",
+    "twitterbot",
+    "slurp",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class CrawlerConfig:
+    """``crawlers``: which requests are crawler traffic, and their budget.
+
+    A request is a crawler's when its User-Agent contains one of ``agents`` (compared
+    in lower case) or its client lies in ``clients``. All crawlers of a tenant together
+    get at most ``share`` of the cap (None: no budget of their own); from ``large.from``
+    on, they are refused before people are.
+    """
+
+    share: float | None
+    agents: tuple[str, ...] = DEFAULT_CRAWLER_AGENTS  # lower case
+    clients: tuple[Network, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -52,6 +52,9 @@ SHARED_KEYS = (
     "warn_at",
     "admission",
     "large",
+    "pacing",
+    "client_share",
+    "crawlers",
 )
 _COUNT_MODES: dict[str, CountMode] = {"egress": "egress", "ingress": "ingress", "both": "both"}
 _AT_CAP_MODES: dict[str, AtCap] = {"finish": "finish", "cut": "cut"}
@@ -217,6 +220,40 @@ def read_share(node: Node, key: str, ctx: Ctx) -> float | None:
         ctx.error(node, key, f"{text!r}: expected a share of the cap like 90% or 0.9 (below 100%)")
         return None
     return share
+
+
+def read_part(node: Node, key: str, ctx: Ctx) -> float | None:
+    """A share of the cap above 0 and up to (not including) 1: ``10%`` or ``0.1``."""
+    text = scalar(node, key, "a share of the cap like 10% or 0.1", ctx)
+    if text is None:
+        return None
+    share = _share(text)
+    if not 0 < share < 1:
+        ctx.error(node, key, f"{text!r}: expected a share of the cap above 0 and below 100%")
+        return None
+    return share
+
+
+def read_floor(node: Node, key: str, ctx: Ctx) -> int | None:
+    """A rate above zero: ``64 KiB/s``."""
+    rate = read_rate(node, key, ctx)
+    if rate == 0:
+        ctx.error(node, key, "a floor must be above zero, e.g. 64 KiB/s")
+        return None
+    return rate
+
+
+def read_agents(node: Node, key: str, ctx: Ctx) -> tuple[str, ...] | None:
+    """User-Agent substrings, kept in lower case; an empty one would match every request."""
+    items = items_of(node, key, ("a User-Agent substring", "User-Agent substrings"), ctx)
+    if items is None:
+        return None
+    ok = True
+    for item, item_key, text in items:
+        if not text.strip():
+            ctx.error(item, item_key, "an empty User-Agent substring would match every request")
+            ok = False
+    return tuple(dict.fromkeys(text.strip().lower() for _, _, text in items)) if ok else None
 
 
 def read_warn_at(node: Node, key: str, ctx: Ctx) -> tuple[float, ...] | None:

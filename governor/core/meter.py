@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from governor.config import TenantConfig
 from governor.core.ledger import Key, Ledger, is_blocked
 from governor.core.periods import Period, PeriodTracker
+from governor.core.shares import Visit
 
 
 class Meter:
@@ -29,6 +30,7 @@ class Meter:
         "_ledger",
         "_periods",
         "tenant",
+        "visit",
     )
 
     def __init__(
@@ -48,6 +50,8 @@ class Meter:
         self.tenant = tenant.name
         self._daily_cap = tenant.daily_cap
         self._grants = grants or {}
+        # The request's visitor and crawler accounts (client_share, crawlers), if counted.
+        self.visit: Visit | None = None
 
     def now(self) -> float:
         """The time on the meter's clock (Unix seconds)."""
@@ -69,7 +73,10 @@ class Meter:
         if egress > 0 and self._count_out:
             n += egress
         if n:
-            self._ledger.add(self.key(), n)
+            key = self.key()
+            self._ledger.add(key, n)
+            if self.visit is not None:
+                self.visit.charge(key[1], n)
 
     @property
     def cap(self) -> int:

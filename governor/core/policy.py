@@ -26,7 +26,10 @@ NEAR_CAP = 0.9  # from this share of its cap on, a tenant's requests nudge the f
 # on every request, and an Enum member lookup costs more than the rest of decide().
 Verdict = Literal["allow", "exempt", "block"]
 
-BlockReason = Literal["cap", "store"]
+# "cap": the tenant is at its cap; "store": its store is down under on_store_failure: closed;
+# "client_share": this visitor used its share (429); "crawler": crawlers used theirs, or
+# the tenant is past large.from, where crawlers go before people (503).
+BlockReason = Literal["cap", "store", "client_share", "crawler"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,12 +54,20 @@ def decide(
     target: str = "/",
     client: str = "",
     upgrade: bool = False,
+    visitor_used: int = 0,
+    crawler: bool = False,
+    crawlers_used: int = 0,
 ) -> Decision:
     """Decide one request of ``tenant``'s, which has used ``used`` bytes of ``cap``.
 
     ``store_ok`` is the usage store's health, ``target`` the request target (for
     exempt paths), ``client`` the visitor's address (for exempt clients; after
-    trusted proxies), ``upgrade`` whether it asks for a tunnel.
+    trusted proxies), ``upgrade`` whether it asks for a tunnel. ``visitor_used`` is
+    what this visitor used this period (``client_share``), ``crawler`` whether the
+    request is a crawler's and ``crawlers_used`` what all crawlers used (``crawlers``).
+
+    The rules, the first that applies: exempt; the cap; the store; the visitor's share;
+    the crawlers' share, and crawlers from ``large.from`` on.
     """
     if is_exempt(tenant, target, client, upgrade=upgrade):
         return _EXEMPT[used >= cap * NEAR_CAP]
@@ -64,7 +75,35 @@ def decide(
         return _BLOCKED_CAP
     if tenant.on_store_failure == "closed" and not store_ok:
         return _BLOCKED_STORE
+    share = tenant.client_share
+    if share is not None and visitor_used >= cap * share:
+        return _BLOCKED_CLIENT
+    if crawler:
+        budget = None if tenant.crawlers is None else tenant.crawlers.share
+        if budget is not None and crawlers_used >= cap * budget:
+            return _BLOCKED_CRAWLER
+        if tenant.large is not None and used >= cap * tenant.large.share:
+            return _BLOCKED_CRAWLER
     return _ALLOW[used >= cap * NEAR_CAP][tenant.at_cap == "cut"]
+
+
+def left_for(
+    tenant: TenantConfig,
+    *,
+    used: int,
+    cap: int,
+    visitor_used: int | None = None,
+    crawlers_used: int | None = None,
+) -> int:
+    """What a response may still take: what is left of the cap, or of the visitor's or the
+    crawlers' share when that is smaller (None: not counted for this request)."""
+    left = cap - used
+    if visitor_used is not None and tenant.client_share is not None:
+        left = min(left, int(cap * tenant.client_share) - visitor_used)
+    crawlers = tenant.crawlers
+    if crawlers_used is not None and crawlers is not None and crawlers.share is not None:
+        left = min(left, int(cap * crawlers.share) - crawlers_used)
+    return left
 
 
 # Why a response of an allowed request is refused before its first byte (see refusal()).
@@ -72,7 +111,7 @@ ResponseRefusal = Literal["large", "admission"]
 
 
 def refusal(
-    tenant: TenantConfig, *, declared: int | None, used: int, cap: int
+    tenant: TenantConfig, *, declared: int | None, used: int, cap: int, left: int | None = None
 ) -> ResponseRefusal | None:
     """Whether a response of an allowed request may start: None, or why it may not.
 
@@ -83,7 +122,8 @@ def refusal(
       than ``large.size`` is refused, so that pages and small files last to the cap.
     * ``admission`` (on by default): a response declaring more than is left of ``cap``
       would be cut at the cap (``at_cap: cut``) or finished far past it (``finish``);
-      it is refused instead.
+      it is refused instead. ``left`` (see :func:`left_for`) is what it may take, when
+      the visitor's or the crawlers' share leaves less than the cap does.
 
     A tenant counting ingress only is not charged for responses at all: none is refused.
     """
@@ -92,7 +132,7 @@ def refusal(
     large = tenant.large
     if large is not None and declared > large.size and used >= cap * large.share:
         return "large"
-    if tenant.admission and declared > cap - used:
+    if tenant.admission and declared > (cap - used if left is None else left):
         return "admission"
     return None
 
@@ -129,3 +169,5 @@ _ALLOW = (
 )
 _BLOCKED_CAP = Decision("block", reason="cap")
 _BLOCKED_STORE = Decision("block", reason="store")
+_BLOCKED_CLIENT = Decision("block", reason="client_share")
+_BLOCKED_CRAWLER = Decision("block", reason="crawler")

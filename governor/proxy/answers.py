@@ -22,6 +22,7 @@ def send_notice(
     *,
     variant: notice.Variant = "cap",
     response_bytes: int | None = None,
+    left_bytes: int | None = None,
 ) -> None:
     """Answer ``request`` with ``tenant``'s notice (or its ``variant``; "admission" names
     the refused response's ``response_bytes``)."""
@@ -33,6 +34,7 @@ def send_notice(
         resets_at=meter.period().resets_at(tenant.timezone),
         now=meter.now(),
         response_bytes=response_bytes,
+        left_bytes=left_bytes,
     )
     rendered = notice.render_notice(
         facts,

@@ -19,7 +19,7 @@ import time
 
 from governor.config import Config, TenantConfig, UpstreamURL
 from governor.core.meter import Meter
-from governor.core.policy import Decision, as_good_as_out, large_limit, refusal
+from governor.core.policy import Decision, as_good_as_out, large_limit, left_for, refusal
 from governor.errors import BodyRefused, UpstreamBroken, UpstreamError, UpstreamTimeout
 from governor.http1.client import OriginConnection
 from governor.http1.headers import request_block, response_block
@@ -161,7 +161,17 @@ class Forward:
             return True
         meter = self.meter
         used, cap = meter.used(), meter.cap
-        why = refusal(tenant, declared=declared, used=used, cap=cap)
+        visit = meter.visit
+        left = None
+        if visit is not None:  # the visitor's or the crawlers' share may leave less
+            left = left_for(
+                tenant,
+                used=used,
+                cap=cap,
+                visitor_used=visit.visitor_used(),
+                crawlers_used=visit.crawlers_used(),
+            )
+        why = refusal(tenant, declared=declared, used=used, cap=cap, left=left)
         if why is None:
             if declared is None:
                 self.stream.limit = large_limit(tenant, used=used, cap=cap)
@@ -175,7 +185,14 @@ class Forward:
         elif as_good_as_out(used, cap):
             send_notice(request, self.tenant, meter)  # the tenant's own: a page or two are left
         else:
-            send_notice(request, self.tenant, meter, variant="admission", response_bytes=declared)
+            send_notice(
+                request,
+                self.tenant,
+                meter,
+                variant="admission",
+                response_bytes=declared,
+                left_bytes=left,
+            )
         return False
 
     async def _respond(self, conn: OriginConnection) -> bool:

@@ -26,13 +26,15 @@ The forward itself (:mod:`governor.proxy.forward`) and the response's way back
 from __future__ import annotations
 
 from governor.accounts.runtime import Runtime, Tenant
+from governor.config import TenantConfig
 from governor.core.meter import Meter
 from governor.core.policy import decide
+from governor.core.shares import Visit, is_crawler, visitor_of
 from governor.http1.headers import client_address
 from governor.http1.pool import OriginPool
 from governor.http1.request import Request
 from governor.observe.events import Refusal
-from governor.proxy.answers import send_notice
+from governor.proxy.answers import header, send_notice
 from governor.proxy.forward import Forward
 from governor.proxy.tunnel import upgrade_token
 
@@ -72,24 +74,53 @@ class Proxy:
         note.tenant = settings.name
         note.client = client
         meter = self._meter(tenant)
+        used, cap = meter.used(), meter.cap
+        visitor_used = crawlers_used = 0
+        crawler = False
+        if settings.client_share is not None or settings.crawlers is not None:
+            visit = self._visit(settings, meter, request, client, cap)
+            if visit.visitor is not None or visit.crawler:
+                meter.visit = visit  # its charges count to the visitor, the crawlers too
+            crawler = visit.crawler
+            visitor_used = visit.visitor_used() or 0
+            crawlers_used = visit.crawlers_used() or 0
         decision = decide(
             settings,
-            used=meter.used(),
-            cap=meter.cap,
+            used=used,
+            cap=cap,
             store_ok=runtime.store_ok,
             target=head.target,
             client=client,
             upgrade=upgrade_token(head.upgrade) is not None,
+            visitor_used=visitor_used,
+            crawler=crawler,
+            crawlers_used=crawlers_used,
         )
         if decision.verdict == "block":
-            note.outcome = "blocked"
-            send_notice(request, settings, meter)
+            reason = decision.reason
+            if reason == "client_share" or reason == "crawler":
+                note.outcome = reason
+                send_notice(request, settings, meter, variant=reason)
+            else:
+                note.outcome = "blocked"
+                send_notice(request, settings, meter)
             return
         note.outcome = "exempt" if decision.verdict == "exempt" else "proxied"
         request.meter = meter
         if decision.nudge:
             runtime.nudge()
         await Forward(self.pool, snap.config, request, settings, meter, decision).run()
+
+    def _visit(
+        self, settings: TenantConfig, meter: Meter, request: Request, client: str, cap: int
+    ) -> Visit:
+        """The request's visitor and crawler accounts, for a tenant that counts them."""
+        crawlers = settings.crawlers
+        crawler = crawlers is not None and is_crawler(
+            crawlers, header(request.headers, "user-agent"), client
+        )
+        visitor = visitor_of(client) if settings.client_share is not None and client else None
+        return Visit(self.runtime.shares, settings, visitor, crawler, cap, meter.key()[1])
 
     def _meter(self, tenant: Tenant) -> Meter:
         runtime = self.runtime

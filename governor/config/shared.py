@@ -1,0 +1,185 @@
+"""The keys a tenant may take from ``defaults``: read where written, merged per tenant.
+
+A tenant's own key wins over the defaults' one; a nested key (``large.size``) is merged
+key by key, so ``defaults: {large: {size: 1 MiB}}`` and a tenant's ``large: {from: 80%}``
+make one setting. Each distinct nested setting is one shared object however many
+tenants have it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from governor.config.addresses import read_exempt_paths, read_networks
+from governor.config.model import (
+    DEFAULT_CRAWLER_AGENTS,
+    AtCap,
+    CountMode,
+    CrawlerConfig,
+    LargeConfig,
+    Network,
+    OnStoreFailure,
+    PacingConfig,
+)
+from governor.config.nodes import Ctx, Fields, T, get_field, join_key, mapping
+from governor.config.values import (
+    SHARED_KEYS,
+    read_agents,
+    read_at_cap,
+    read_count,
+    read_floor,
+    read_on_store_failure,
+    read_part,
+    read_reset_at,
+    read_share,
+    read_size,
+    read_status,
+    read_switch,
+    read_template,
+    read_timezone,
+    read_warn_at,
+)
+
+_NOTICE_KEYS = ("status", "template")
+_LARGE_KEYS = ("size", "from")
+_PACING_KEYS = ("from", "floor")
+_CRAWLER_KEYS = ("share", "agents", "clients")
+DEFAULT_PACING_FROM = 0.5
+DEFAULT_PACING_FLOOR = 64 * 1024
+DEFAULT_LARGE_FROM = 0.9
+
+
+@dataclass(slots=True)
+class Shared:
+    """The keys a tenant may take from ``defaults``; None means not set (or invalid)."""
+
+    present: frozenset[str] = frozenset()
+    daily_cap: int | None = None
+    timezone: ZoneInfo | None = None
+    reset_at: dt.time | None = None
+    count: CountMode | None = None
+    at_cap: AtCap | None = None
+    status: int | None = None
+    template: tuple[Path, str] | None = None
+    exempt_paths: tuple[str, ...] | None = None
+    exempt_clients: tuple[Network, ...] | None = None
+    on_store_failure: OnStoreFailure | None = None
+    warn_at: tuple[float, ...] | None = None
+    admission: bool | None = None
+    large_size: int | None = None
+    large_from: float | None = None
+    pacing_from: float | None = None
+    pacing_floor: int | None = None
+    client_share: float | None = None
+    crawler_share: float | None = None
+    crawler_agents: tuple[str, ...] | None = None
+    crawler_clients: tuple[Network, ...] | None = None
+
+
+NOTHING_SHARED = Shared()
+
+
+def read_shared(fields: Fields, parent: str, ctx: Ctx) -> Shared:
+    """The keys a tenant may inherit, as written at ``parent`` (defaults or a tenant)."""
+    if fields.keys().isdisjoint(SHARED_KEYS):  # most tenants: all from defaults
+        return NOTHING_SHARED
+    notice: Fields = {}
+    if "notice" in fields:
+        notice = mapping(fields["notice"][1], join_key(parent, "notice"), _NOTICE_KEYS, ctx) or {}
+    notice_key = join_key(parent, "notice")
+    large: Fields = {}
+    large_key = join_key(parent, "large")
+    if "large" in fields:
+        large = mapping(fields["large"][1], large_key, _LARGE_KEYS, ctx) or {}
+    pacing: Fields = {}
+    pacing_key = join_key(parent, "pacing")
+    if "pacing" in fields:
+        pacing = mapping(fields["pacing"][1], pacing_key, _PACING_KEYS, ctx) or {}
+    crawlers: Fields = {}
+    crawlers_key = join_key(parent, "crawlers")
+    if "crawlers" in fields:
+        crawlers = mapping(fields["crawlers"][1], crawlers_key, _CRAWLER_KEYS, ctx) or {}
+    return Shared(
+        present=frozenset(fields),
+        daily_cap=get_field(fields, "daily_cap", parent, read_size, ctx),
+        timezone=get_field(fields, "timezone", parent, read_timezone, ctx),
+        reset_at=get_field(fields, "reset_at", parent, read_reset_at, ctx),
+        count=get_field(fields, "count", parent, read_count, ctx),
+        at_cap=get_field(fields, "at_cap", parent, read_at_cap, ctx),
+        status=get_field(notice, "status", notice_key, read_status, ctx),
+        template=get_field(notice, "template", notice_key, read_template, ctx),
+        exempt_paths=get_field(fields, "exempt_paths", parent, read_exempt_paths, ctx),
+        exempt_clients=get_field(fields, "exempt_clients", parent, read_networks, ctx),
+        on_store_failure=get_field(fields, "on_store_failure", parent, read_on_store_failure, ctx),
+        warn_at=get_field(fields, "warn_at", parent, read_warn_at, ctx),
+        admission=get_field(fields, "admission", parent, read_switch, ctx),
+        large_size=get_field(large, "size", large_key, read_size, ctx),
+        large_from=get_field(large, "from", large_key, read_share, ctx),
+        pacing_from=get_field(pacing, "from", pacing_key, read_share, ctx),
+        pacing_floor=get_field(pacing, "floor", pacing_key, read_floor, ctx),
+        client_share=get_field(fields, "client_share", parent, read_part, ctx),
+        crawler_share=get_field(crawlers, "share", crawlers_key, read_share, ctx),
+        crawler_agents=get_field(crawlers, "agents", crawlers_key, read_agents, ctx),
+        crawler_clients=get_field(crawlers, "clients", crawlers_key, read_networks, ctx),
+    )
+
+
+def large_of(own: Shared, defaults: Shared, line: int, path: str, ctx: Ctx) -> LargeConfig | None:
+    """The tenant's ``large`` (its own keys over the defaults'), or None: off."""
+    size = first(own.large_size, defaults.large_size)
+    share = first(own.large_from, defaults.large_from)
+    if size is None:
+        if share is not None:
+            ctx.error(line, f"{path}.large.size", "required key missing (here or in defaults)")
+        return None
+    return _shared_large(size, DEFAULT_LARGE_FROM if share is None else share)
+
+
+@functools.lru_cache(maxsize=256)
+def _shared_large(size: int, share: float) -> LargeConfig:
+    """One object per distinct setting, shared by the tenants that have it."""
+    return LargeConfig(size, share)
+
+
+def pacing_of(own: Shared, defaults: Shared) -> PacingConfig | None:
+    """The tenant's ``pacing`` (its own keys over the defaults'), or None: off."""
+    if "pacing" not in own.present and "pacing" not in defaults.present:
+        return None
+    share = first(own.pacing_from, defaults.pacing_from)
+    floor = first(own.pacing_floor, defaults.pacing_floor)
+    return _shared_pacing(
+        DEFAULT_PACING_FROM if share is None else share, floor or DEFAULT_PACING_FLOOR
+    )
+
+
+@functools.lru_cache(maxsize=256)
+def _shared_pacing(share: float, floor: int) -> PacingConfig:
+    return PacingConfig(share, floor)
+
+
+def crawlers_of(own: Shared, defaults: Shared) -> CrawlerConfig | None:
+    """The tenant's ``crawlers`` (its own keys over the defaults'), or None: off."""
+    if "crawlers" not in own.present and "crawlers" not in defaults.present:
+        return None
+    agents = first(own.crawler_agents, defaults.crawler_agents)
+    return _shared_crawlers(
+        first(own.crawler_share, defaults.crawler_share),
+        DEFAULT_CRAWLER_AGENTS if agents is None else agents,
+        first(own.crawler_clients, defaults.crawler_clients) or (),
+    )
+
+
+@functools.lru_cache(maxsize=256)
+def _shared_crawlers(
+    share: float | None, agents: tuple[str, ...], clients: tuple[Network, ...]
+) -> CrawlerConfig:
+    return CrawlerConfig(share, agents, clients)
+
+
+def first(value: T | None, fallback: T | None) -> T | None:
+    """``value`` unless it is None, else ``fallback``."""
+    return fallback if value is None else value
