@@ -38,8 +38,12 @@ class RawClient:
     _buf: bytearray = field(default_factory=bytearray)
 
     @classmethod
-    async def connect(cls, port: int, host: str = "127.0.0.1") -> RawClient:
-        reader, writer = await asyncio.open_connection(host, port)
+    async def connect(
+        cls, port: int, host: str = "127.0.0.1", *, source: str | None = None
+    ) -> RawClient:
+        """Connect to ``host:port``, from the address ``source`` when given (127.0.0.0/8)."""
+        local = None if source is None else (source, 0)
+        reader, writer = await asyncio.open_connection(host, port, local_addr=local)
         return cls(reader, writer)
 
     async def send(self, data: bytes) -> None:

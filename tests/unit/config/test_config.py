@@ -1246,3 +1246,61 @@ def test_large_problems_name_the_key_and_line(
     problem = only(tmp_path, cfg(tail=tail))
     assert (problem.line, problem.key) == (line, key)
     assert fragment in problem.message
+
+
+# --- pacing, client_share, crawlers (off unless set) -----------------------------------------
+
+
+def test_pacing_client_share_and_crawlers_are_off_unless_set(tmp_path: Path) -> None:
+    t = load(tmp_path, cfg()).tenants[0]
+    assert (t.pacing, t.client_share, t.crawlers) == (None, None, None)
+
+
+def test_pacing_client_share_and_crawlers_merge_over_the_defaults(tmp_path: Path) -> None:
+    tail = (
+        "    pacing: {floor: 32 KiB/s}\n"
+        "    crawlers: {agents: [MyBot]}\n"
+        "defaults:\n"
+        "  pacing: {from: 40%}\n"
+        "  client_share: 5%\n"
+        "  crawlers: {share: 20%, clients: [10.0.0.0/8]}\n"
+    )
+    t = load(tmp_path, cfg(tail=tail)).tenants[0]
+    assert t.pacing is not None
+    assert (t.pacing.share, t.pacing.floor) == (0.4, 32 * 1024)
+    assert t.client_share == 0.05
+    assert t.crawlers is not None
+    assert (t.crawlers.share, t.crawlers.agents) == (0.2, ("mybot",))
+    assert [str(n) for n in t.crawlers.clients] == ["10.0.0.0/8"]
+    plain = load(tmp_path, cfg(tail="    pacing: {}\n    crawlers: {}\n")).tenants[0]
+    assert plain.pacing is not None
+    assert (plain.pacing.share, plain.pacing.floor) == (0.5, 64 * 1024)
+    assert plain.crawlers is not None
+    assert plain.crawlers.share is None
+    assert "googlebot" in plain.crawlers.agents
+    assert "gptbot" in plain.crawlers.agents
+
+
+@pytest.mark.parametrize(
+    ("tail", "line", "key", "fragment"),
+    [
+        ("    client_share: 0%\n", 7, "tenants.demo.client_share", "above 0"),
+        ("    client_share: lots\n", 7, "tenants.demo.client_share", "share of the cap"),
+        ("    pacing: {floor: 0}\n", 7, "tenants.demo.pacing.floor", "above zero"),
+        (
+            "    pacing: {rate: 1 MiB}\n",
+            7,
+            "tenants.demo.pacing.rate",
+            "allowed keys here: from, floor",
+        ),
+        ("    crawlers: {share: 150%}\n", 7, "tenants.demo.crawlers.share", "below 100%"),
+        ("    crawlers: {agents: ['']}\n", 7, "tenants.demo.crawlers.agents[0]", "every request"),
+        ("    crawlers: {clients: [10.0.0.300/8]}\n", 7, "tenants.demo.crawlers.clients[0]", ""),
+    ],
+)
+def test_share_problems_name_the_key_and_line(
+    tmp_path: Path, tail: str, line: int, key: str, fragment: str
+) -> None:
+    problem = only(tmp_path, cfg(tail=tail))
+    assert (problem.line, problem.key) == (line, key)
+    assert fragment in problem.message
