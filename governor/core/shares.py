@@ -32,6 +32,7 @@ from collections.abc import Callable
 from governor.config import CrawlerConfig, TenantConfig
 from governor.core.clients import is_trusted
 from governor.core.ledger import Key, Ledger
+from governor.core.pacing import Pacer
 
 CRAWLERS = "crawlers"
 CLIENT = "client:"
@@ -174,9 +175,10 @@ class Shares:
 
 
 class Visit:
-    """One request's visitor and crawler accounting, fed by its meter's charges."""
+    """One request's visitor and crawler accounting (and its tenant's pacer's count), fed by
+    its meter's charges."""
 
-    __slots__ = ("book", "cap", "crawler", "period", "tenant", "visitor")
+    __slots__ = ("book", "cap", "crawler", "pacer", "period", "tenant", "visitor")
 
     def __init__(
         self,
@@ -193,6 +195,7 @@ class Visit:
         self.crawler = crawler
         self.cap = cap
         self.period = period  # the request's period when it began
+        self.pacer = None if tenant.pacing is None else book.pacer(tenant.name)
 
     def visitor_used(self) -> int | None:
         """The visitor's bytes in the request's period (None: visitors are not counted)."""
@@ -208,7 +211,10 @@ class Visit:
 
     def charge(self, period: str, n: int) -> None:
         """Count ``n`` bytes charged to the tenant in ``period`` to this visitor, crawler."""
-        self.book.get(self.tenant, period, self.cap).charge(self.visitor, self.crawler, n)
+        if self.visitor is not None or self.crawler:
+            self.book.get(self.tenant, period, self.cap).charge(self.visitor, self.crawler, n)
+        if self.pacer is not None:
+            self.pacer.count(n)
 
 
 class ShareBook:
@@ -218,11 +224,19 @@ class ShareBook:
     :meth:`forget` drops those of past periods (the flusher's hourly pass).
     """
 
-    __slots__ = ("book", "ledger")
+    __slots__ = ("book", "ledger", "pacers")
 
     def __init__(self, ledger: Ledger) -> None:
         self.ledger = ledger
         self.book: dict[str, Shares] = {}
+        self.pacers: dict[str, Pacer] = {}  # per tenant with ``pacing`` that saw traffic
+
+    def pacer(self, name: str) -> Pacer:
+        """The tenant's pacer, made on first use (it outlives periods and reloads)."""
+        pacer = self.pacers.get(name)
+        if pacer is None:
+            pacer = self.pacers[name] = Pacer()
+        return pacer
 
     def get(self, tenant: TenantConfig, period: str, cap: int) -> Shares:
         shares = self.book.get(tenant.name)
@@ -234,5 +248,7 @@ class ShareBook:
         return self.book.get(name)
 
     def forget(self, current: Callable[[str], str | None]) -> None:
-        """Drop the shares whose period is not their tenant's current one (``current``)."""
+        """Drop the shares whose period is not their tenant's current one (``current``), and
+        the pacers of tenants no longer configured (None)."""
         self.book = {n: s for n, s in self.book.items() if current(n) == s.period}
+        self.pacers = {n: p for n, p in self.pacers.items() if p.active or current(n) is not None}

@@ -19,6 +19,7 @@ import time
 
 from governor.config import Config, TenantConfig, UpstreamURL
 from governor.core.meter import Meter
+from governor.core.pacing import large_size
 from governor.core.policy import Decision, as_good_as_out, large_limit, left_for, refusal
 from governor.errors import BodyRefused, UpstreamBroken, UpstreamError, UpstreamTimeout
 from governor.http1.client import OriginConnection
@@ -155,6 +156,8 @@ class Forward:
         assert head is not None
         tenant = self.tenant
         declared = None if head.chunked else head.content_length
+        if tenant.pacing is not None:
+            self._pace(declared)
         if tenant.large is None and (declared is None or not tenant.admission):
             return True  # no rule applies: the meter need not be read
         if not self.admission or not response_has_body(self.request.method, head.status):
@@ -194,6 +197,19 @@ class Forward:
                 left_bytes=left,
             )
         return False
+
+    def _pace(self, declared: int | None) -> None:
+        """A large response of a tenant with ``pacing`` is paced (from ``pacing.from`` on,
+        see :mod:`governor.core.pacing`); exempt requests are not."""
+        visit = self.meter.visit
+        pacing = self.tenant.pacing
+        if not self.admission or visit is None or visit.pacer is None or pacing is None:
+            return
+        size = large_size(self.tenant)
+        if declared is None:
+            self.stream.pace(visit.pacer, pacing, after=size)  # large once past the size
+        elif declared > size:
+            self.stream.pace(visit.pacer, pacing, after=0)
 
     async def _respond(self, conn: OriginConnection) -> bool:
         """Stream the upstream's response; False when it could not be completed."""

@@ -77,9 +77,9 @@ class Proxy:
         used, cap = meter.used(), meter.cap
         visitor_used = crawlers_used = 0
         crawler = False
-        if settings.client_share is not None or settings.crawlers is not None:
+        if settings.client_share is not None or settings.crawlers or settings.pacing:
             visit = self._visit(settings, meter, request, client, cap)
-            if visit.visitor is not None or visit.crawler:
+            if visit.visitor is not None or visit.crawler or visit.pacer is not None:
                 meter.visit = visit  # its charges count to the visitor, the crawlers too
             crawler = visit.crawler
             visitor_used = visit.visitor_used() or 0

@@ -9,9 +9,12 @@ accepted, and the chunk framing a piece needs; then the client is cut off.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
+from governor.config import PacingConfig
 from governor.core.meter import Meter
+from governor.core.pacing import BURST, Pacer
 from governor.errors import UpstreamBroken
 from governor.http1.client import OriginConnection
 from governor.http1.headers import response_block
@@ -31,7 +34,21 @@ class CapReached(ConnectionAbortedError):
 class ResponseStream:
     """One upstream response on its way to the client (the sink of the splice)."""
 
-    __slots__ = ("cut", "limit", "meter", "passed", "request", "silence")
+    __slots__ = (
+        "_conn",
+        "_debt",
+        "_last",
+        "_pacing",
+        "_waiting",
+        "cut",
+        "limit",
+        "meter",
+        "pace_after",
+        "pacer",
+        "passed",
+        "request",
+        "silence",
+    )
 
     def __init__(self, request: Request, meter: Meter, *, cut: bool, silence: float) -> None:
         self.request = request
@@ -42,6 +59,21 @@ class ResponseStream:
         # or None; ``passed`` counts them.
         self.limit: int | None = None
         self.passed = 0
+        # Pacing (see :meth:`pace`): the tenant's pacer, once ``pace_after`` bytes passed.
+        self.pacer: Pacer | None = None
+        self.pace_after = 0
+        self._pacing: PacingConfig | None = None
+        self._conn: OriginConnection | None = None
+        self._debt = 0.0  # bytes sent ahead of the paced rate
+        self._last = 0.0  # when the debt was last paid down (loop time)
+        self._waiting: asyncio.TimerHandle | None = None  # a pause until the rate allows more
+
+    def pace(self, pacer: Pacer, pacing: PacingConfig, *, after: int) -> None:
+        """Pace this response with ``pacer`` once ``after`` body bytes have passed (a large
+        response: 0 when its length is declared, ``large.size`` when it is not)."""
+        self.pacer = pacer
+        self._pacing = pacing
+        self.pace_after = after
 
     async def relay(self, conn: OriginConnection) -> bool:
         """Pass on the response whose head ``conn`` holds; False when it was not completed."""
@@ -53,7 +85,8 @@ class ResponseStream:
             request.start_response(up.status, up.reason, block, length=None, body=False)
             return self._end()
         # Under a cut or a limit, each piece meets the cap or the limit in body_data().
-        first = b"" if self.cut or self.limit is not None else conn.read_nowait()
+        held = self.cut or self.limit is not None or self.pacer is not None
+        first = b"" if held else conn.read_nowait()
         try:
             block = response_block(up.block, up.connection, body=True)
             request.start_response(
@@ -70,7 +103,13 @@ class ResponseStream:
         """The rest of the body, passed on from the upstream's protocol callbacks."""
         request = self.request
         client = request.conn
-        client.on_writable = conn.resume_reading
+        pacer = self.pacer
+        if pacer is None:
+            client.on_writable = conn.resume_reading
+        else:
+            self._conn = conn
+            client.on_writable = self._writable
+            pacer.active += 1
         try:
             await conn.splice(self, self.silence)
         except UpstreamBroken as exc:
@@ -82,6 +121,11 @@ class ResponseStream:
         finally:
             client.on_writable = None
             request.charge()
+            if pacer is not None:
+                pacer.active -= 1
+                if self._waiting is not None:
+                    self._waiting.cancel()
+                    self._waiting = None
         return self._end()
 
     def _end(self) -> bool:
@@ -114,13 +158,53 @@ class ResponseStream:
             if len(data) > room:
                 data, over = data[: max(room, 0)], True
                 request.note.outcome = "large"
-            self.passed += len(data)
+        self.passed += len(data)
         request.write(data)
         request.charge()
         if over:
             request.conn.abort()
             raise CapReached
+        if self.pacer is not None and self.passed > self.pace_after:
+            return self._pace(len(data)) or request.conn.write_paused()
         return request.conn.write_paused()
+
+    def _pace(self, n: int) -> bool:
+        """Count ``n`` bytes against the paced rate; True when reading must wait for it
+        (a timer resumes it: :meth:`_paced`)."""
+        pacer, pacing, meter = self.pacer, self._pacing, self.meter
+        assert pacer is not None
+        assert pacing is not None
+        pacer.paced += n
+        rate = pacer.rate(
+            pacing, now=meter.now(), used=meter.used(), cap=meter.cap, end=meter.period().end
+        )
+        if rate is None:  # before pacing.from
+            return False
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if self._debt > 0.0:
+            self._debt = max(0.0, self._debt - (now - self._last) * rate)
+        self._last = now
+        self._debt += n
+        ahead = self._debt - rate * BURST
+        if ahead <= 0.0:
+            return False
+        self.request.note.outcome = "paced"
+        self._waiting = loop.call_later(ahead / rate, self._paced)
+        return True
+
+    def _paced(self) -> None:
+        """The paced rate allows more: read on, unless the client is still full."""
+        self._waiting = None
+        conn = self._conn
+        if conn is not None and not self.request.conn.write_paused():
+            conn.resume_reading()
+
+    def _writable(self) -> None:
+        """The client took what it held: read on, unless a pause for the rate runs."""
+        conn = self._conn
+        if conn is not None and self._waiting is None:
+            conn.resume_reading()
 
     def _room(self) -> int:
         """Body bytes that still fit under the cap, after the chunk framing they need
