@@ -79,6 +79,19 @@ def _parser() -> argparse.ArgumentParser:
     grant.add_argument("tenant", metavar="TENANT", help="the tenant's name in the config")
     grant.add_argument("size", metavar="SIZE", help='how much more, e.g. "500 MB" or 1GiB')
     grant.add_argument("--json", action="store_true", help="print the new usage as JSON")
+    simulate = with_config(
+        "simulate",
+        "replay a day of traffic through the decision code, with and without the features "
+        "that keep a site up, and report who was refused what (no sockets, no store)",
+    )
+    simulate.add_argument(
+        "--traffic",
+        metavar="FILE",
+        help="governor's access log (plain or JSON), or a traffic profile (.yaml); "
+        "default: the built-in profile of the seed story",
+    )
+    simulate.add_argument("--tenant", metavar="TENANT", help="the tenant to replay")
+    simulate.add_argument("--json", action="store_true", help="print JSON instead of a table")
     return parser
 
 
@@ -115,6 +128,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "usage":
             rows = asyncio.run(usage_rows(config, now=time.time()))
             print(json.dumps(rows, indent=2) if args.json else _usage_table(rows))
+            return 0
+        if args.command == "simulate":
+            from governor.simulation.command import simulate_command
+
+            print(simulate_command(config, args.traffic, args.tenant, as_json=args.json))
             return 0
         if args.command in ("reset", "grant"):
             size = getattr(args, "size", None)

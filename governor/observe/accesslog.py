@@ -12,13 +12,14 @@ A file target is reopened when it is moved or deleted (as logrotate does), like
 
 The plain format, one space-separated line per request::
 
-    TIME TENANT CLIENT METHOD "PATH" STATUS BYTES_OUT BYTES_IN DURATION OUTCOME UPSTREAM
+    TIME TENANT CLIENT METHOD "PATH" STATUS BYTES_OUT BYTES_IN DURATION OUTCOME UPSTREAM "AGENT"
 
 ``TIME`` is the start of the request, ISO 8601 in UTC with milliseconds; ``TENANT`` is
 ``-`` for a host no tenant claims; ``BYTES_OUT``/``BYTES_IN`` are the bytes written to
 and received from the client for this request (status line and headers included);
 ``DURATION`` and ``UPSTREAM`` (until the upstream's response headers; ``-`` when there
-was no upstream response) are seconds with three decimals. The JSON format has the
+was no upstream response) are seconds with three decimals; ``AGENT`` is the User-Agent
+(``"-"`` when there was none, or no tenant). The JSON format has the
 same fields under the names of :class:`~governor.observe.events.RequestRecord`.
 
 No log injection: in the plain format, backslash, the double quote, control and other
@@ -87,7 +88,7 @@ def format_plain(r: RequestRecord) -> str:
         f"{_time(r.time)} {_escape(r.tenant or '-', quoted=False)} "
         f"{_escape(r.client or '-', quoted=False)} {_escape(r.method, quoted=False)} "
         f'"{_escape(r.path, quoted=True)}" {r.status} {r.bytes_out} {r.bytes_in} '
-        f"{r.duration:.3f} {r.outcome} {upstream}"
+        f'{r.duration:.3f} {r.outcome} {upstream} "{_escape(r.agent or "-", quoted=True)}"'
     )
 
 
@@ -105,6 +106,7 @@ def format_json(r: RequestRecord) -> str:
         "duration": round(r.duration, 6),
         "outcome": r.outcome,
         "upstream_seconds": None if r.upstream_seconds is None else round(r.upstream_seconds, 6),
+        "agent": r.agent,
     }
     return json.dumps(doc, ensure_ascii=True, separators=(",", ":"))
 

@@ -48,6 +48,7 @@ class RequestRecord:
     duration: float  # seconds, until the response was written
     outcome: Outcome
     upstream_seconds: float | None  # until the upstream's response headers, when proxied
+    agent: str | None = None  # the request's User-Agent (a tenant's requests)
 
 
 class RequestSink(Protocol):
@@ -66,6 +67,7 @@ class RequestNote:
     client: str = ""
     outcome: Outcome = "bad_request"
     upstream_seconds: float | None = None
+    agent: str | None = None
 
 
 @dataclass(slots=True, frozen=True)
@@ -139,6 +141,7 @@ def report(
         bytes_in=bytes_in,
         duration=duration,
         outcome=note.outcome,
+        agent=note.agent,
         upstream_seconds=note.upstream_seconds,
     )
     _tell(note.sinks, record)

@@ -73,12 +73,13 @@ class Proxy:
         client = client_address(peer, head.headers, trusted) if trusted else peer
         note.tenant = settings.name
         note.client = client
+        agent = note.agent = header(request.headers, "user-agent")
         meter = self._meter(tenant)
         used, cap = meter.used(), meter.cap
         visitor_used = crawlers_used = 0
         crawler = False
         if settings.client_share is not None or settings.crawlers or settings.pacing:
-            visit = self._visit(settings, meter, request, client, cap)
+            visit = self._visit(settings, meter, agent, client, cap)
             if visit.visitor is not None or visit.crawler or visit.pacer is not None:
                 meter.visit = visit  # its charges count to the visitor, the crawlers too
             crawler = visit.crawler
@@ -112,13 +113,11 @@ class Proxy:
         await Forward(self.pool, snap.config, request, settings, meter, decision).run()
 
     def _visit(
-        self, settings: TenantConfig, meter: Meter, request: Request, client: str, cap: int
+        self, settings: TenantConfig, meter: Meter, agent: str | None, client: str, cap: int
     ) -> Visit:
         """The request's visitor and crawler accounts, for a tenant that counts them."""
         crawlers = settings.crawlers
-        crawler = crawlers is not None and is_crawler(
-            crawlers, header(request.headers, "user-agent"), client
-        )
+        crawler = crawlers is not None and is_crawler(crawlers, agent, client)
         visitor = visitor_of(client) if settings.client_share is not None and client else None
         return Visit(self.runtime.shares, settings, visitor, crawler, cap, meter.key()[1])
 

@@ -22,7 +22,7 @@ PLAIN = re.compile(
     r"(?P<time>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z) (?P<tenant>\S+) (?P<client>\S+) "
     r'(?P<method>\S+) "(?P<path>(?:[^"\\]|\\.)*)" (?P<status>\d{3}) (?P<bytes_out>\d+) '
     r"(?P<bytes_in>\d+) (?P<duration>\d+\.\d{3}) (?P<outcome>[a-z_]+) "
-    r"(?P<upstream>\d+\.\d{3}|-)"
+    r'(?P<upstream>\d+\.\d{3}|-) "(?P<agent>(?:[^"\\]|\\.)*)"'
 )
 
 
@@ -62,7 +62,7 @@ class Reported:
 async def three_requests(gov: Governor) -> list[tuple[int, int, int]]:
     """A proxied request that reaches the cap, a blocked one, and one for an unknown host."""
     return [
-        await exchange(gov, request("GET", "/bytes/3000", "site.test", "X-Pad: abc")),
+        await exchange(gov, request("GET", "/bytes/3000", "site.test", "User-Agent: curl/8.11")),
         await exchange(gov, request("GET", "/bytes/10", "site.test")),
         await exchange(gov, request("GET", "/x", "other.test")),
     ]
@@ -119,6 +119,7 @@ async def test_json_lines_for_proxied_blocked_and_unknown_host(
         "duration",
         "outcome",
         "upstream_seconds",
+        "agent",
     }
     for doc, (status, sent, received) in zip(docs, answers, strict=True):
         assert set(doc) == keys
@@ -130,6 +131,7 @@ async def test_json_lines_for_proxied_blocked_and_unknown_host(
         assert isinstance(doc["duration"], float)
     proxied, blocked, unknown = docs
     assert (proxied["tenant"], proxied["outcome"]) == ("site", "proxied")
+    assert (proxied["agent"], blocked["agent"], unknown["agent"]) == ("curl/8.11", None, None)
     assert proxied["upstream_seconds"] >= 0
     assert (blocked["tenant"], blocked["outcome"], blocked["upstream_seconds"]) == (
         "site",
