@@ -143,6 +143,16 @@ DIURNAL = (
 BROWSER = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/131.0 Safari/537.36"
 
 
+class _Loader(yaml.SafeLoader):
+    """Safe YAML that leaves dates as text: they are checked here, with the key named."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [r for r in resolvers if r[0] != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
 @dataclass(frozen=True, slots=True)
 class Profile:
     """A day of synthetic traffic for one tenant."""
@@ -156,7 +166,7 @@ class Profile:
 def read_profile(path: Path) -> Profile:
     """A traffic profile, checked; problems raise ConfigError naming file and key."""
     try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        doc = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)
     except OSError as exc:
         raise ConfigError([Problem(str(path), None, "", f"cannot read: {exc.strerror}")]) from exc
     except yaml.YAMLError as exc:
