@@ -66,7 +66,9 @@ def create_admin_app(
     app.router.add_get("/metrics", metrics.handle)
     app.router.add_get("/healthz", admin.healthz)
     app.router.add_get("/readyz", admin.readyz)
-    app.router.add_get("/status", StatusPage(runtime, metrics.activity, names).handle)
+    app.router.add_get(
+        "/status", StatusPage(runtime, metrics.activity, names, metrics.refusals).handle
+    )
     app.router.add_get("/api/v1/tenants", admin.guard("list", admin.list_tenants))
     app.router.add_get("/api/v1/tenants/{tenant}", admin.guard("show", admin.show_tenant))
     app.router.add_post("/api/v1/tenants/{tenant}/reset", admin.guard("reset", admin.reset))

@@ -15,6 +15,7 @@ import html
 import itertools
 import math
 import urllib.parse
+from collections.abc import Mapping
 from importlib import resources
 
 from aiohttp import hdrs, web
@@ -23,6 +24,7 @@ from governor.accounts.runtime import Runtime, Snapshot, Tenant, TenantUsage
 from governor.config import TenantConfig
 from governor.errors import StoreError
 from governor.observe.activity import Activity
+from governor.observe.refusals import REFUSED, Refusals
 from governor.sizes import format_size
 from governor.store.base import BUCKET_SECONDS
 
@@ -116,11 +118,16 @@ class StatusPage:
     """
 
     def __init__(
-        self, runtime: Runtime, activity: Activity | None = None, names: Names | None = None
+        self,
+        runtime: Runtime,
+        activity: Activity | None = None,
+        names: Names | None = None,
+        refusals: Refusals | None = None,
     ) -> None:
         self.runtime = runtime
         self.activity = activity if activity is not None else Activity()
         self.names = names if names is not None else Names()
+        self.refusals = refusals
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """``GET /status``: the summary and one page of cards, from this process's accounts."""
@@ -164,7 +171,7 @@ class StatusPage:
             *(self._buckets(usage.tenant, usage.period) for _, usage in shown)
         )
         cards = [
-            _tenant_card(tenant, usage, buckets, now)
+            _tenant_card(tenant, usage, buckets, now, self.refusals)
             for (tenant, usage), buckets in zip(shown, charts, strict=True)
         ]
         activity = self.activity
@@ -269,8 +276,20 @@ def _duration(seconds: float) -> str:
     return f"{hours} h {minutes:02d} min"
 
 
+def _refused(counts: Mapping[str, int]) -> str:
+    """``<p class="refused">This period: 12 large files paused, ...</p>``, or nothing."""
+    if not counts:
+        return ""
+    parts = [f"{counts[o]:,} {REFUSED[o]}" for o in REFUSED if counts.get(o)]
+    return f'<p class="refused">This period (this process): {_esc(", ".join(parts))}</p>'
+
+
 def _tenant_card(
-    tenant: Tenant, usage: TenantUsage, buckets: dict[int, int] | None, now: float
+    tenant: Tenant,
+    usage: TenantUsage,
+    buckets: dict[int, int] | None,
+    now: float,
+    refusals: Refusals | None = None,
 ) -> str:
     tz = tenant.config.timezone
     pct = _pct(usage.used_bytes, usage.cap_bytes)
@@ -286,6 +305,7 @@ def _tenant_card(
     )
     hosts = ", ".join(tenant.config.hosts)
     period = tenant.periods.current(now)
+    refused = "" if refusals is None else _refused(refusals.of(usage.tenant, period.key))
     return _CARD.format(
         name=_esc(usage.tenant),
         state=state,
@@ -299,6 +319,7 @@ def _tenant_card(
         cap=_esc(format_size(usage.cap_bytes)),
         pct=f"{pct:.1f}",
         grant=grant,
+        refused=refused,
         reset_in=_esc(_duration(usage.resets_at.timestamp() - now)),
         reset_iso=_esc(usage.resets_at.isoformat()),
         reset_local=_esc(resets.strftime("%Y-%m-%d %H:%M ") + (resets.tzname() or "")),

@@ -54,6 +54,7 @@ from governor.observe import MULTIPROC_ENV
 from governor.observe.activity import Activity
 from governor.observe.events import Outcome, RequestRecord
 from governor.observe.exposition import ConfiguredTenantsOnly
+from governor.observe.refusals import Refusals
 
 
 class Connections(Protocol):
@@ -263,6 +264,7 @@ class Metrics:
         self._unpublished: dict[str, _RequestSeries] = {}  # series with counts to publish
         # The tenants whose period gauges are exported, and when each one's period ends.
         self.activity = Activity()
+        self.refusals = Refusals(self._period_of)  # this period's refusals, for /status
         self._all = False  # a small config: every configured tenant is exported
         self._request_series("")
         self.reconfigure(runtime.snapshot.config)
@@ -298,11 +300,16 @@ class Metrics:
         self._unpublished[tenant] = series
         if not tenant:
             return  # no tenant: not anybody's transfer
+        self.refusals.note(record)
         self._fresh.add(tenant)
         series.bytes_out += record.bytes_out
         series.bytes_in += record.bytes_in
         if record.upstream_seconds is not None:
             series.latencies.append(record.upstream_seconds)
+
+    def _period_of(self, name: str) -> str | None:
+        tenant = self.runtime.snapshot.tenants.get(name)
+        return None if tenant is None else tenant.periods.current(self.runtime.clock()).key
 
     def _publish(self) -> None:
         """Move the counts of the tenants with requests since the last call into prometheus."""

@@ -387,3 +387,25 @@ async def test_the_tenants_api_pages_with_limit_and_after(
         resp = await client.get(f"/api/v1/tenants{bad}")
         assert resp.status == 400, bad
         assert (await resp.json())["field"] in {"limit", "after"}
+
+
+async def test_a_card_says_what_its_tenant_refused_this_period(
+    make_governor: GovernorFactory,
+) -> None:
+    tenant = {"large": {"size": "10 KiB", "from": "0%"}, "crawlers": {"share": "1%"}}
+    gov = await make_governor(cap="1 MiB", tenant=tenant, admin_listen=f"127.0.0.1:{free_port()}")
+    for _ in range(2):
+        assert await fetch(gov.port, "/bytes/20000", "site.test") == 503  # large: paused
+    assert await fetch(gov.port, "/bytes/100", "site.test") == 200
+    url = f"http://127.0.0.1:{gov.admin_port}/status"
+    async with aiohttp.ClientSession() as session:
+        async with session.get(url) as resp:
+            page = await resp.text()
+        assert "This period (this process): 2 large files paused</p>" in page
+        client = await RawClient.connect(gov.port)
+        await client.send(request("GET", "/bytes/20000", "site.test", "User-Agent: GPTBot/1.2"))
+        assert (await client.response()).status == 503  # a crawler: from large.from, none
+        await client.close()
+        async with session.get(url) as resp:
+            page = await resp.text()
+    assert "2 large files paused, 1 crawlers paused</p>" in page
