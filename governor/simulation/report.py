@@ -18,7 +18,7 @@ _REASONS = {
     "cap": "the cap",
     "store": "the store",
     "client_share": "its share (client_share)",
-    "crawler": "the crawler budget",
+    "crawler": "crawlers paused",
     "large": "large files first",
     "admission": "admission",
 }

@@ -1,7 +1,8 @@
 """The blocked notice as a visitor's browser shows it: the example template and the built-in one.
 
 Two tenants at their cap, one on ``config/notice.html`` and one on the built-in page,
-and the "large files paused" notice of a third, are opened in headless Chromium at a
+and the "large files paused", "your share is used" (429) and "crawlers paused" notices
+of three more, are opened in headless Chromium at a
 phone's width with Korean and with English as the browser's language. The page must
 carry the visitor's language, hold no comment, wrap Korean between words only, and never
 paint a full usage bar green.
@@ -49,9 +50,9 @@ NOTICE_PROBE = r"""
 """
 
 
-async def exhaust(port: int, host: str) -> None:
+async def exhaust(port: int, host: str, refused: int = 503) -> None:
     client = await RawClient.connect(port)
-    for status in (200, 503):
+    for status in (200, refused):
         await client.send(request("GET", "/bytes/2000", host))
         assert (await client.response()).status == status
     await client.close()
@@ -79,10 +80,30 @@ async def test_chromium_shows_each_notice_in_the_visitors_language_and_script(
             tenant={"hosts": ["localhost"], "large": {"size": "1 KiB", "from": "0%"}},
         )
     )
+    (tmp_path / "visitor").mkdir()
+    visitor = await make_governor(  # a visitor's share of 0.1% (about 1 KiB): one page uses it
+        write_config(
+            tmp_path / "visitor",
+            upstream=upstream_url,
+            cap="1 MiB",
+            tenant={"hosts": ["localhost"], "client_share": "0.1%"},
+        )
+    )
+    await exhaust(visitor.port, "localhost", refused=429)
+    (tmp_path / "crawler").mkdir()
+    crawler = await make_governor(  # headless Chromium is a crawler here, with no budget
+        write_config(
+            tmp_path / "crawler",
+            upstream=upstream_url,
+            tenant={"hosts": ["localhost"], "crawlers": {"share": "0%", "agents": ["Headless"]}},
+        )
+    )
     pages = {
         "example": f"http://127.0.0.1:{gov.port}/",
         "builtin": f"http://localhost:{gov.port}/",
         "large": f"http://localhost:{large.port}/bytes/5000",
+        "visitor": f"http://localhost:{visitor.port}/bytes/100",
+        "crawler": f"http://localhost:{crawler.port}/bytes/100",
     }
     seen: dict[tuple[str, str], Any] = {}
     async with browser("about:blank", tmp_path / "profile") as page:
@@ -115,7 +136,7 @@ async def test_chromium_shows_each_notice_in_the_visitors_language_and_script(
         assert probe["lang"] == lang, where
         assert not probe["comment"], f"{where}: an HTML comment reached the visitor"
         korean = probe["words"]
-        assert korean or (which in ("builtin", "large") and lang == "en"), where
+        assert korean or (which != "example" and lang == "en"), where
         broken = [w["word"] for w in korean if w["lines"] != 1]
         assert not broken, f"{where}: Korean words broken across lines: {broken}"
         for bar in probe["bars"]:
@@ -124,3 +145,5 @@ async def test_chromium_shows_each_notice_in_the_visitors_language_and_script(
             assert not (g > r + 40 and g > b + 40), f"{where}: a green {bar['tag']} at the cap"
     assert seen["example", "ko"]["bars"], "the example shows its usage bar"
     assert {"큰", "파일은"} <= {w["word"] for w in seen["large", "ko"]["words"]}
+    assert {"전송량을", "사용하셨습니다"} <= {w["word"] for w in seen["visitor", "ko"]["words"]}
+    assert "크롤러와" in {w["word"] for w in seen["crawler", "ko"]["words"]}
