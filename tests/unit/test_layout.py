@@ -224,7 +224,7 @@ def test_no_module_over_500_lines() -> None:
 LAYERS = (
     ("governor.cli", "governor.__main__"),
     ("governor.process",),
-    ("governor.admin",),
+    ("governor.admin", "governor.simulation"),
     ("governor.proxy",),
     ("governor.http1",),
     ("governor.observe",),
