@@ -34,7 +34,7 @@ from governor.http1.headers import client_address
 from governor.http1.pool import OriginPool
 from governor.http1.request import Request
 from governor.observe.events import Refusal
-from governor.proxy.answers import header, send_notice
+from governor.proxy.answers import send_notice
 from governor.proxy.forward import Forward
 from governor.proxy.tunnel import upgrade_token
 
@@ -73,7 +73,7 @@ class Proxy:
         client = client_address(peer, head.headers, trusted) if trusted else peer
         note.tenant = settings.name
         note.client = client
-        agent = note.agent = header(request.headers, "user-agent")
+        agent = note.agent = head.user_agent
         meter = self._meter(tenant)
         used, cap = meter.used(), meter.cap
         visitor_used = crawlers_used = 0

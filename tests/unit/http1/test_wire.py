@@ -419,3 +419,17 @@ def test_only_sp_and_htab_are_whitespace_in_lists() -> None:
     assert head_.keep_alive  # "\xa0close" is not "close"
     assert head_.connection == ("\xa0close", "\x85host")
     assert connection_tokens([("Connection", "\xa0close,\tx ")]) == {"\xa0close", "x"}
+
+
+def test_the_user_agent_is_read_from_the_raw_block_without_splitting_it() -> None:
+    head = parse_request_head(
+        b"GET / HTTP/1.1\r\nHost: a\r\nX-User-Agent: no\r\nuSer-AGENT:  curl/8 x \t\r\n"
+        b"User-Agent: second\r\n\r\n",
+        Limits(),
+    )
+    assert head is not None
+    assert head.user_agent == "curl/8 x"  # the first, trimmed; not X-User-Agent
+    assert head.parsed is None  # the fields were not split into pairs for it
+    bare = parse_request_head(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", Limits())
+    assert bare is not None
+    assert bare.user_agent is None
