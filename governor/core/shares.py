@@ -239,8 +239,10 @@ class ShareBook:
         return pacer
 
     def get(self, tenant: TenantConfig, period: str, cap: int) -> Shares:
+        """The tenant's shares for ``period``; a request that began in the period before
+        gets the current one's (never the old one's again: its counts would be lost)."""
         shares = self.book.get(tenant.name)
-        if shares is None or shares.period != period:
+        if shares is None or shares.period < period:
             shares = self.book[tenant.name] = Shares(self.ledger, tenant, period, cap)
         return shares
 

@@ -104,6 +104,8 @@ def test_the_book_starts_over_in_a_new_period_and_forgets_old_ones() -> None:
     Visit(book, t, "v", False, CAP, DAY).charge(DAY, 100)
     assert book.get(t, DAY, CAP).visitor_used("v") == 100
     assert book.get(t, "2024-02-22", CAP).visitor_used("v") == 0
+    Visit(book, t, "v", False, CAP, DAY).charge("2024-02-22", 7)  # began before midnight
+    assert book.get(t, DAY, CAP).visitor_used("v") == 7  # the new period's, not a fresh old one
     book.forget(lambda name: "2024-02-23")
     assert book.peek("t") is None
 

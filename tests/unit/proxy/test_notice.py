@@ -7,6 +7,7 @@ import datetime as dt
 import json
 import re
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -576,3 +577,62 @@ def test_the_admission_notice_names_the_file_and_what_is_left(
     )
     assert document["error"] == "response_exceeds_remaining_allowance"
     assert (document["response_bytes"], document["remaining_bytes"]) == (16 * 2**20, GIB)
+
+
+# --- the "client_share" (429) and "crawler" (503) variants -----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("variant", "status", "error", "en", "ko"),
+    [
+        (
+            "client_share",
+            429,
+            "client_share_exceeded",
+            "You have used your share of today's allowance",
+            "오늘 이용하실 수 있는 전송량을 모두 사용하셨습니다",
+        ),
+        (
+            "crawler",
+            503,
+            "crawlers_paused",
+            "Automated crawling is paused until the reset",
+            "자동 수집(크롤러)은 초기화 시각까지 멈춰 두었습니다",
+        ),
+    ],
+)
+def test_the_visitor_and_crawler_notices_in_both_languages_and_json(
+    variant: Any, status: int, error: str, en: str, ko: str
+) -> None:
+    for language, heading in ((None, en), ("ko-KR,ko;q=0.9", ko)):
+        n = render_notice(
+            facts(used=GIB),
+            status=402,  # the operator's status words the cap notice only
+            template="$used",
+            accept="text/html",
+            accept_language=language,
+            variant=variant,
+        )
+        assert n.status == status
+        assert heading in n.body.decode()
+        assert dict(n.headers)["Retry-After"] == str(3 * 3600 + 12 * 60)
+    document = json.loads(
+        render_notice(
+            facts(used=GIB),
+            status=503,
+            template=None,
+            accept="application/json",
+            accept_language=None,
+            variant=variant,
+        ).body
+    )
+    assert document["error"] == error
+    assert document["retry_after"] == 3 * 3600 + 12 * 60
+
+
+def test_the_admission_notice_names_the_visitors_share_when_it_leaves_less() -> None:
+    f = dataclasses.replace(facts(used=GIB), response_bytes=16 * 2**20, left_bytes=3 * 2**20)
+    n = render_notice(
+        f, status=503, template=None, accept=None, accept_language=None, variant="admission"
+    )
+    assert "allowance for you (3.0 MiB)" in n.body.decode()
