@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import html
 import json
 import re
 from pathlib import Path
@@ -614,7 +615,7 @@ def test_the_visitor_and_crawler_notices_in_both_languages_and_json(
             variant=variant,
         )
         assert n.status == status
-        assert heading in n.body.decode()
+        assert heading in html.unescape(n.body.decode())
         assert dict(n.headers)["Retry-After"] == str(3 * 3600 + 12 * 60)
     document = json.loads(
         render_notice(
