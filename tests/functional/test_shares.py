@@ -177,3 +177,26 @@ async def test_a_heavy_visitor_is_counted_across_the_fleet(
     assert status == 429
     status, _, _, _ = await fetch(one, "/bytes/100", source="127.0.0.8")
     assert status == 200
+
+
+async def test_behind_a_trusted_proxy_each_forwarded_visitor_has_its_own_share(
+    make_governor: GovernorFactory,
+) -> None:
+    gov = await make_governor(
+        cap="1 MiB", tenant={"client_share": "10%"}, trusted_proxies=["127.0.0.0/8"]
+    )
+    one, two = "X-Forwarded-For: 203.0.113.7", "X-Forwarded-For: 2001:db8:1:2::9"
+    for _ in range(2):
+        status, _, _, _ = await fetch(gov, "/bytes/60000", one)
+        assert status == 200
+    status, _, _, _ = await fetch(gov, "/bytes/100", one)
+    assert status == 429
+    status, _, _, _ = await fetch(gov, "/bytes/60000", two)  # another visitor: served
+    assert status == 200
+    status, _, _, _ = await fetch(gov, "/bytes/60000", "X-Forwarded-For: 2001:db8:1:2:ffff::1")
+    assert status == 200  # the same /64 as the one before: 120 KB together
+    status, _, _, _ = await fetch(gov, "/bytes/100", "X-Forwarded-For: 2001:db8:1:2:aaaa::5")
+    assert status == 429  # one visitor: the /64
+    book = gov.runtime.shares.peek("site")
+    assert book is not None
+    assert book.visitor_used("2001:db8:1:2::/64") > SHARE
