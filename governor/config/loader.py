@@ -28,6 +28,7 @@ from governor.config.addresses import (
 )
 from governor.config.composer import MappingNode, Node
 from governor.config.model import (
+    ClientForm,
     Config,
     LimitsConfig,
     LogFormat,
@@ -71,6 +72,7 @@ from governor.config.values import (
     read_rate,
     read_size_or_zero,
     read_spool,
+    read_top_clients,
     read_workers,
 )
 from governor.errors import ConfigError, Problem
@@ -96,6 +98,7 @@ _ROOT_KEYS = (
     "flush_interval",
     "history_days",
     "trusted_proxies",
+    "top_clients",
     "timeouts",
     "limits",
     "defaults",
@@ -205,6 +208,7 @@ def _config(root: Node, path: Path, ctx: Ctx) -> Config | None:
     webhook_url = get_field(fields, "webhook_url", "", read_webhook, ctx)
     log_format: LogFormat | None = get_field(fields, "log_format", "", read_log_format, ctx)
     access_log = get_field(fields, "access_log", "", read_access_log, ctx)
+    top_clients: ClientForm | None = get_field(fields, "top_clients", "", read_top_clients, ctx)
     spool = get_field(fields, "spool", "", read_spool, ctx) or Path(
         os.path.normpath(ctx.base / DEFAULT_SPOOL)
     )
@@ -226,6 +230,7 @@ def _config(root: Node, path: Path, ctx: Ctx) -> Config | None:
         flush_interval=flush_interval or 1.0,
         history_days=history_days or 35,
         trusted_proxies=trusted_proxies or (),
+        top_clients=top_clients or "truncated",
         timeouts=timeouts,
         limits=limits,
         tenants=tenants,

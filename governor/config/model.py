@@ -22,6 +22,8 @@ CountMode = Literal["egress", "ingress", "both"]
 AtCap = Literal["finish", "cut"]
 OnStoreFailure = Literal["open", "closed"]
 LogFormat = Literal["plain", "json"]
+# How the top consumers store a visitor: an IPv4 /24 or IPv6 /48, a keyed digest, or as is.
+ClientForm = Literal["truncated", "hashed", "full"]
 
 NOTICE_STATUSES = (503, 509, 429, 402)
 
@@ -208,6 +210,7 @@ class Config:
     flush_interval: float = 1.0
     history_days: int = 35  # how many past periods the store keeps
     trusted_proxies: tuple[Network, ...] = ()
+    top_clients: ClientForm = "truncated"  # how the top consumers store visitors
     timeouts: Timeouts = field(default_factory=Timeouts)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     tenants: tuple[TenantConfig, ...] = ()

@@ -17,6 +17,7 @@ from governor.config.composer import Node
 from governor.config.model import (
     NOTICE_STATUSES,
     AtCap,
+    ClientForm,
     CountMode,
     LogFormat,
     OnStoreFailure,
@@ -59,6 +60,11 @@ SHARED_KEYS = (
 _COUNT_MODES: dict[str, CountMode] = {"egress": "egress", "ingress": "ingress", "both": "both"}
 _AT_CAP_MODES: dict[str, AtCap] = {"finish": "finish", "cut": "cut"}
 _STORE_FAILURE_MODES: dict[str, OnStoreFailure] = {"open": "open", "closed": "closed"}
+_CLIENT_FORMS: dict[str, ClientForm] = {
+    "truncated": "truncated",
+    "hashed": "hashed",
+    "full": "full",
+}
 _SWITCH: dict[str, bool] = {"on": True, "off": False, "true": True, "false": False}
 DEFAULT_SPOOL = "state/spool.json"
 
@@ -292,6 +298,10 @@ _LOG_FORMATS: dict[str, LogFormat] = {"plain": "plain", "json": "json"}
 
 def read_log_format(node: Node, key: str, ctx: Ctx) -> LogFormat | None:
     return _choice(node, key, _LOG_FORMATS, ctx)
+
+
+def read_top_clients(node: Node, key: str, ctx: Ctx) -> ClientForm | None:
+    return _choice(node, key, _CLIENT_FORMS, ctx)
 
 
 def read_access_log(node: Node, key: str, ctx: Ctx) -> str | None:

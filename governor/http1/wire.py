@@ -105,8 +105,18 @@ class RequestHead:
     @property
     def user_agent(self) -> str | None:
         """The first User-Agent field's value, found in the raw block (nothing is split)."""
-        m = _USER_AGENT.search(self.block)
-        return None if m is None else m.group(1).rstrip(_OWS).decode("latin-1")
+        return self.who()[0]
+
+    def who(self) -> tuple[str | None, str | None]:
+        """The first User-Agent and Referer values, in one pass over the raw block."""
+        agent = referer = None
+        for name, value in _WHO.findall(self.block):
+            text = value.rstrip(_OWS).decode("latin-1")
+            if len(name) == 10:  # user-agent
+                agent = text if agent is None else agent
+            elif referer is None:
+                referer = text
+        return agent, referer
 
     @property
     def has_body(self) -> bool:
@@ -143,7 +153,7 @@ _TOKEN_CHARS = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijkl
 _NOT_CTL = bytes(c for c in range(256) if c in (9, 10, 13) or 32 <= c < 127 or c > 127)
 # A whole header section of well-formed field lines (CR and LF are checked apart).
 _BLOCK = re.compile(rb"(?:\r\n[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[^\r\n]*)*")
-_USER_AGENT = re.compile(rb"\r\nuser-agent:[ \t]*([^\r]*)", re.IGNORECASE)
+_WHO = re.compile(rb"\r\n(user-agent|referer):[ \t]*([^\r]*)", re.IGNORECASE)
 _REQUEST_FRAMING = re.compile(
     rb"\r\n(host|content-length|transfer-encoding|connection|expect|upgrade):[ \t]*([^\r]*)",
     re.IGNORECASE,

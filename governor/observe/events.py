@@ -49,6 +49,7 @@ class RequestRecord:
     outcome: Outcome
     upstream_seconds: float | None  # until the upstream's response headers, when proxied
     agent: str | None = None  # the request's User-Agent (a tenant's requests)
+    referer: str | None = None  # its Referer (a tenant's requests; not in the access log)
 
 
 class RequestSink(Protocol):
@@ -68,6 +69,7 @@ class RequestNote:
     outcome: Outcome = "bad_request"
     upstream_seconds: float | None = None
     agent: str | None = None
+    referer: str | None = None
 
 
 @dataclass(slots=True, frozen=True)
@@ -142,6 +144,7 @@ def report(
         duration=duration,
         outcome=note.outcome,
         agent=note.agent,
+        referer=note.referer,
         upstream_seconds=note.upstream_seconds,
     )
     _tell(note.sinks, record)

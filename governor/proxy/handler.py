@@ -73,7 +73,8 @@ class Proxy:
         client = client_address(peer, head.headers, trusted) if trusted else peer
         note.tenant = settings.name
         note.client = client
-        agent = note.agent = head.user_agent
+        agent, note.referer = head.who()
+        note.agent = agent
         meter = self._meter(tenant)
         used, cap = meter.used(), meter.cap
         visitor_used = crawlers_used = 0

@@ -9,12 +9,21 @@ translated inside the backend.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import ClassVar, Protocol
 
 from governor.core.ledger import Batch, Key
 
-__all__ = ["BUCKET_SECONDS", "FLUSH_ID_TTL", "Store", "bucket_of"]
+__all__ = ["BUCKET_SECONDS", "FLUSH_ID_TTL", "TOP_KEEP", "Store", "TopEntry", "TopRow", "bucket_of"]
+
+TopEntry = tuple[str, str, str, str, int, int]
+"""(tenant, period, dimension, item, bytes, requests): what an instance adds to a top list."""
+
+TopRow = tuple[str, int, int]
+"""(item, bytes, requests) of a top list, heaviest first."""
+
+TOP_KEEP = 200
+"""Items a store keeps per top list (tenant, period, dimension): the heaviest by bytes."""
 
 FLUSH_ID_TTL = 86400.0
 """Seconds an applied flush id is remembered; :meth:`Store.prune` forgets older ones."""
@@ -96,6 +105,16 @@ class Store(Protocol):
         Later calls (from any instance) get False: a warning is sent once per
         threshold per period however many instances see the threshold crossed.
         """
+        ...
+
+    async def add_top(self, entries: Sequence[TopEntry]) -> None:
+        """Add bytes and requests to items of top lists; each list keeps its
+        :data:`TOP_KEEP` heaviest items (by bytes). Not idempotent: a retried call after an
+        uncertain failure may count its entries twice (they are statistics, not the cap)."""
+        ...
+
+    async def top(self, tenant: str, period: str, dimension: str, n: int) -> list[TopRow]:
+        """The ``n`` heaviest items of a top list, heaviest first."""
         ...
 
     async def prune(self, before_period: str) -> int:

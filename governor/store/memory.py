@@ -9,12 +9,12 @@ instances.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import ClassVar
 
 from governor.core.ledger import Batch, Key
 from governor.errors import StoreError
-from governor.store.base import FLUSH_ID_TTL, bucket_of
+from governor.store.base import FLUSH_ID_TTL, TOP_KEEP, TopEntry, TopRow, bucket_of
 
 __all__ = ["MemoryStore"]
 
@@ -31,6 +31,7 @@ class MemoryStore:
         self._buckets: dict[tuple[str, str, int], int] = {}
         self._marks: set[tuple[str, str, str]] = set()
         self._flushes: dict[str, float] = {}
+        self._top: dict[tuple[str, str, str], dict[str, list[int]]] = {}
         self._open = False
 
     async def open(self) -> None:
@@ -101,6 +102,27 @@ class MemoryStore:
         self._marks.add(mark)
         return True
 
+    async def add_top(self, entries: Sequence[TopEntry]) -> None:
+        self._check_open()
+        touched = set()
+        for tenant, period, dimension, item, nbytes, requests in entries:
+            table = self._top.setdefault((tenant, period, dimension), {})
+            counts = table.setdefault(item, [0, 0])
+            counts[0] += nbytes
+            counts[1] += requests
+            touched.add((tenant, period, dimension))
+        for key in touched:
+            table = self._top[key]
+            if len(table) > TOP_KEEP:
+                kept = sorted(table.items(), key=lambda kv: -kv[1][0])[:TOP_KEEP]
+                self._top[key] = dict(kept)
+
+    async def top(self, tenant: str, period: str, dimension: str, n: int) -> list[TopRow]:
+        self._check_open()
+        table = self._top.get((tenant, period, dimension), {})
+        rows = sorted(table.items(), key=lambda kv: (-kv[1][0], kv[0]))[:n]
+        return [(item, c[0], c[1]) for item, c in rows]
+
     async def prune(self, before_period: str) -> int:
         """Delete usage before ``before_period`` and old flush ids; return usage rows deleted."""
         self._check_open()
@@ -110,6 +132,7 @@ class MemoryStore:
         self._grants = {k: v for k, v in self._grants.items() if k[1] >= before_period}
         self._buckets = {k: v for k, v in self._buckets.items() if k[1] >= before_period}
         self._marks = {m for m in self._marks if m[1] >= before_period}
+        self._top = {k: v for k, v in self._top.items() if k[1] >= before_period}
         cutoff = self._clock() - FLUSH_ID_TTL
         self._flushes = {i: at for i, at in self._flushes.items() if at >= cutoff}
         return len(old)

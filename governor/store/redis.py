@@ -56,7 +56,7 @@ from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 from governor.config.store_url import SCHEMES, RedisTarget, mask_password, parse_redis_url
 from governor.core.ledger import Batch, Key
 from governor.errors import StoreError
-from governor.store.base import FLUSH_ID_TTL, bucket_of
+from governor.store.base import FLUSH_ID_TTL, TOP_KEEP, TopEntry, TopRow, bucket_of
 from governor.store.redis_scripts import (
     FLUSH,
     GRANT,
@@ -66,12 +66,14 @@ from governor.store.redis_scripts import (
     RESET,
     SCRIPTS,
     SLICE_KEYS,
+    TOP,
     Command,
     Script,
     flush_keys,
     grant_key,
     tenant_flush_keys,
     tenant_prefix,
+    top_keys,
     usage_key,
 )
 
@@ -345,6 +347,37 @@ class RedisStore:
         args = (self.usage_ttl, event, period, uuid.uuid4().hex)
         return bool(await self._script(tenant, MARK, keys, *args))
 
+    async def add_top(self, entries: Sequence[TopEntry]) -> None:
+        """Add to top lists (a script per list); each keeps its TOP_KEEP heaviest items."""
+        client = self._require_open()
+        lists: dict[tuple[str, str, str], list[object]] = {}
+        for tenant, period, dimension, item, nbytes, requests in entries:
+            lists.setdefault((tenant, period, dimension), []).extend((item, nbytes, requests))
+        commands: list[Command] = [
+            (TOP, (2, *top_keys(*key), TOP_KEEP, self.usage_ttl, *args))
+            for key, args in lists.items()
+        ]
+        if commands:
+            await self._call(lambda: self._pipeline(client, commands))
+
+    async def top(self, tenant: str, period: str, dimension: str, n: int) -> list[TopRow]:
+        """The ``n`` heaviest items of a top list (two commands, one round trip)."""
+        client = self._require_open()
+        by_bytes, by_requests = top_keys(tenant, period, dimension)
+        command: Command = (None, ("ZREVRANGE", by_bytes, 0, n - 1, "WITHSCORES"))
+        (ranked,) = await self._call(lambda: self._pipeline(client, [command]))
+        if ranked and not isinstance(ranked[0], list | tuple):  # flat, not parsed into pairs
+            ranked = list(zip(ranked[0::2], ranked[1::2], strict=True))
+        items = [_text(item) for item, _ in ranked]
+        if not items:
+            return []
+        counts: Command = (None, ("HMGET", by_requests, *items))
+        (requests,) = await self._call(lambda: self._pipeline(client, [counts]))
+        return [
+            (item, int(float(score)), int(r or 0))
+            for item, (_, score), r in zip(items, ranked, requests, strict=True)
+        ]
+
     async def prune(self, before_period: str) -> int:
         """Delete periods ``< before_period`` (usage, grants, buckets, marks) and flush ids
         older than a day, for the tenants this store wrote to.
@@ -460,3 +493,8 @@ class RedisStore:
             return sentinel.master_for(t.service, db=t.db, **common), sentinel
         nodes = [ClusterNode(host, port) for host, port in t.hosts]
         return RedisCluster(startup_nodes=nodes, **common), None
+
+
+def _text(value: object) -> str:
+    """A reply's string (the client answers bytes)."""
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)

@@ -149,6 +149,9 @@ for _, p in ipairs(old) do
     redis.call('DEL', k .. ':mark:' .. event)
   end
   redis.call('DEL', k .. ':marks')
+  for _, d in ipairs({'client', 'path', 'agent', 'referrer'}) do
+    redis.call('DEL', k .. ':top:' .. d, k .. ':top:' .. d .. ':requests')
+  end
 end
 if #old > 0 then
   redis.call('ZREMRANGEBYLEX', KEYS[1], '-', '(' .. ARGV[1])
@@ -161,7 +164,29 @@ return deleted
 """
 )
 
-SCRIPTS = (FLUSH, GRANT, RESET, MARK, PRUNE)
+# One top list (a tenant's period and dimension): add to items, keep the heaviest ARGV[1].
+# KEYS: the list's sorted set (bytes) and hash (requests); ARGV: keep, ttl, then
+# (item, bytes, requests) triples.
+TOP = Script(
+    """
+for i = 3, #ARGV, 3 do
+  redis.call('ZINCRBY', KEYS[1], ARGV[i + 1], ARGV[i])
+  redis.call('HINCRBY', KEYS[2], ARGV[i], ARGV[i + 2])
+end
+local keep = tonumber(ARGV[1])
+local n = redis.call('ZCARD', KEYS[1])
+if n > keep then
+  local gone = redis.call('ZRANGE', KEYS[1], 0, n - keep - 1)
+  redis.call('ZREMRANGEBYRANK', KEYS[1], 0, n - keep - 1)
+  redis.call('HDEL', KEYS[2], unpack(gone))
+end
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+return n
+"""
+)
+
+SCRIPTS = (FLUSH, GRANT, RESET, MARK, PRUNE, TOP)
 
 Command = tuple[Script | None, tuple[Any, ...]]
 """A script and its EVALSHA arguments (numkeys, keys..., args...), or None and a command."""
@@ -193,6 +218,12 @@ def usage_key(key: Key) -> str:
     """The Redis key holding the usage of ``(tenant, period)``."""
     tenant, period = key
     return tenant_prefix(tenant) + period
+
+
+def top_keys(tenant: str, period: str, dimension: str) -> tuple[str, str]:
+    """The sorted set (bytes) and hash (requests) of one top list."""
+    base = usage_key((tenant, period)) + ":top:" + dimension
+    return base, base + ":requests"
 
 
 def grant_key(key: Key) -> str:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,7 +31,7 @@ from typing import ClassVar, TypeVar
 
 from governor.core.ledger import Batch, Key
 from governor.errors import StoreError
-from governor.store.base import FLUSH_ID_TTL, bucket_of
+from governor.store.base import FLUSH_ID_TTL, TOP_KEEP, TopEntry, TopRow, bucket_of
 
 __all__ = ["SQLiteStore"]
 
@@ -62,6 +62,16 @@ CREATE TABLE IF NOT EXISTS buckets (
     bytes INTEGER NOT NULL,
     PRIMARY KEY (tenant, period, start)
 );
+CREATE TABLE IF NOT EXISTS top (
+    tenant TEXT NOT NULL,
+    period TEXT NOT NULL,
+    dimension TEXT NOT NULL,
+    item TEXT NOT NULL,
+    bytes INTEGER NOT NULL,
+    requests INTEGER NOT NULL,
+    PRIMARY KEY (tenant, period, dimension, item)
+);
+CREATE INDEX IF NOT EXISTS top_bytes ON top (tenant, period, dimension, bytes);
 CREATE TABLE IF NOT EXISTS marks (
     tenant TEXT NOT NULL,
     period TEXT NOT NULL,
@@ -87,6 +97,21 @@ READ_ROWS = 400  # keys read by one statement: two variables each, under SQLite'
 _RESET = (
     "INSERT INTO usage (tenant, period, bytes) VALUES (?, ?, 0) "
     "ON CONFLICT (tenant, period) DO UPDATE SET bytes = 0"
+)
+_TOP_ADD = (
+    "INSERT INTO top (tenant, period, dimension, item, bytes, requests) VALUES (?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (tenant, period, dimension, item) DO UPDATE SET "
+    "bytes = bytes + excluded.bytes, requests = requests + excluded.requests"
+)
+_TOP_TRIM = (
+    "DELETE FROM top WHERE tenant = ? AND period = ? AND dimension = ? AND item NOT IN "
+    "(SELECT item FROM top WHERE tenant = ? AND period = ? AND dimension = ? "
+    "ORDER BY bytes DESC LIMIT ?)"
+)
+_TOP_COUNT = "SELECT COUNT(*) FROM top WHERE tenant = ? AND period = ? AND dimension = ?"
+_TOP = (
+    "SELECT item, bytes, requests FROM top WHERE tenant = ? AND period = ? AND dimension = ? "
+    "ORDER BY bytes DESC, item LIMIT ?"
 )
 _MARK = "INSERT INTO marks (tenant, period, event) VALUES (?, ?, ?) ON CONFLICT DO NOTHING"
 
@@ -173,6 +198,15 @@ class SQLiteStore:
     async def mark_once(self, key: Key, event: str) -> bool:
         """True for the first caller (of any process on the file) to mark ``event`` for ``key``."""
         return await self._call(self._mark_once, key, event)
+
+    async def add_top(self, entries: Sequence[TopEntry]) -> None:
+        """Add to top lists; each keeps its TOP_KEEP heaviest items."""
+        if entries:
+            await self._call(self._add_top, list(entries))
+
+    async def top(self, tenant: str, period: str, dimension: str, n: int) -> list[TopRow]:
+        """The ``n`` heaviest items of a top list."""
+        return await self._call(self._top, tenant, period, dimension, n)
 
     async def prune(self, before_period: str) -> int:
         """Delete usage, grants, buckets and marks before ``before_period`` and old flush ids;
@@ -279,10 +313,22 @@ class SQLiteStore:
     def _mark_once(self, key: Key, event: str) -> bool:
         return self._db().execute(_MARK, (*key, event)).rowcount == 1
 
+    def _add_top(self, entries: list[TopEntry]) -> None:
+        with self._transaction(write=True) as db:
+            db.executemany(_TOP_ADD, entries)
+            for list_key in {(t, p, d) for t, p, d, *_ in entries}:
+                (count,) = db.execute(_TOP_COUNT, list_key).fetchone()
+                if count > TOP_KEEP:
+                    db.execute(_TOP_TRIM, (*list_key, *list_key, TOP_KEEP))
+
+    def _top(self, tenant: str, period: str, dimension: str, n: int) -> list[TopRow]:
+        rows = self._db().execute(_TOP, (tenant, period, dimension, n))
+        return [(item, nbytes, requests) for item, nbytes, requests in rows]
+
     def _prune(self, before_period: str) -> int:
         with self._transaction(write=True) as db:
             deleted = db.execute("DELETE FROM usage WHERE period < ?", (before_period,)).rowcount
-            for table in ("grants", "buckets", "marks"):
+            for table in ("grants", "buckets", "marks", "top"):
                 db.execute(f"DELETE FROM {table} WHERE period < ?", (before_period,))
             db.execute("DELETE FROM flushes WHERE at < ?", (self._clock() - FLUSH_ID_TTL,))
         return deleted

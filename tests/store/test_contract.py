@@ -19,7 +19,7 @@ import pytest
 from governor.core.ledger import Batch, Key
 from governor.errors import StoreError
 from governor.store import Store
-from governor.store.base import BUCKET_SECONDS, bucket_of
+from governor.store.base import BUCKET_SECONDS, TOP_KEEP, bucket_of
 from governor.store.memory import MemoryStore
 from governor.store.redis import RedisStore
 from governor.store.sqlite import SQLiteStore
@@ -431,3 +431,37 @@ async def test_new_methods_on_a_closed_store_raise_store_error(
         await s.buckets("acme", A[1])
     with pytest.raises(StoreError):
         await s.mark_once(A, "warn:80")
+
+
+async def test_top_lists_add_up_across_calls_and_keep_the_heaviest(store: Store) -> None:
+    day = "2024-05-15"
+    await store.flush(batch({("acme", day): 1}), [])  # a period with usage, as in service
+    await store.add_top(
+        [
+            ("acme", day, "path", "/big", 5000, 1),
+            ("acme", day, "path", "/small", 10, 2),
+            ("acme", day, "agent", "curl/8", 5010, 3),
+            ("bolt", day, "path", "/big", 1, 1),
+        ]
+    )
+    await store.add_top([("acme", day, "path", "/big", 1000, 4)])  # another instance, or flush
+    assert await store.top("acme", day, "path", 10) == [("/big", 6000, 5), ("/small", 10, 2)]
+    assert await store.top("acme", day, "path", 1) == [("/big", 6000, 5)]
+    assert await store.top("acme", day, "agent", 10) == [("curl/8", 5010, 3)]
+    assert await store.top("acme", day, "client", 10) == []
+    many = [
+        ("acme", day, "client", f"10.{i // 256}.{i % 256}.0/24", i + 1, 1)
+        for i in range(TOP_KEEP + 50)
+    ]
+    await store.add_top(many)
+    kept = await store.top("acme", day, "client", TOP_KEEP + 50)
+    assert len(kept) == TOP_KEEP
+    assert kept[0] == (
+        f"10.{(TOP_KEEP + 49) // 256}.{(TOP_KEEP + 49) % 256}.0/24",
+        TOP_KEEP + 50,
+        1,
+    )
+    assert kept[-1][1] == 51  # the 50 lightest went
+    await store.flush(batch({("acme", "2024-05-16"): 1}), [])
+    await store.prune("2024-05-16")
+    assert await store.top("acme", day, "path", 10) == []

@@ -1,0 +1,110 @@
+"""Top consumers: which visitors, paths, User-Agents and referrers used a tenant's allowance.
+
+Per tenant and period, four *dimensions* (:data:`DIMENSIONS`), each a space-saving table
+of :data:`COUNTERS` items by bytes, with their requests. Each instance counts between two
+flushes only (its tables start empty after each), then adds what it counted to the
+store, which keeps the :data:`KEEP` heaviest items per dimension, merged across
+instances and flushes.
+
+The error, for an item of a tenant that transferred ``N`` bytes in the period:
+
+* over: at most ``N / COUNTERS`` (1% of the tenant's bytes): a space-saving table
+  overstates an item by at most its total over its counters, and the flushes' totals sum
+  to ``N``;
+* under: an item dropped from the store's ``KEEP`` (when ``KEEP`` heavier ones are
+  there) loses what it had then, at most ``N / KEEP`` (0.5%) each time, and is counted
+  again from its next bytes.
+
+Visitors are stored as ``top_clients`` says: ``truncated`` (the default: an IPv4 /24,
+an IPv6 /48: enough to name a network that burns the allowance, not a person), ``hashed``
+(a per-tenant, per-period digest: the same visitor adds up within the period, and no
+address is stored; an IPv4 digest can be reversed by trying all 2^32 addresses, so this
+is pseudonymous, not anonymous), or ``full``. Paths lose their query string; referrers
+are their host only.
+
+This module is pure.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import ipaddress
+from typing import Literal
+
+from governor.config.model import ClientForm
+
+Dimension = Literal["client", "path", "agent", "referrer"]
+DIMENSIONS: tuple[Dimension, ...] = ("client", "path", "agent", "referrer")
+COUNTERS = 100  # items per dimension an instance counts between two flushes
+KEEP = 200  # items per dimension the store keeps
+MAX_ITEM = 200  # characters of an item kept (a path or User-Agent is cut there)
+
+
+class TopTable:
+    """Space-saving by bytes over ``capacity`` counters; each item's requests alongside."""
+
+    __slots__ = ("capacity", "counts")
+
+    def __init__(self, capacity: int = COUNTERS) -> None:
+        self.capacity = capacity
+        self.counts: dict[str, list[int]] = {}  # item -> [bytes, requests]
+
+    def add(self, item: str, nbytes: int, requests: int = 1) -> None:
+        counts = self.counts
+        entry = counts.get(item)
+        if entry is not None:
+            entry[0] += nbytes
+            entry[1] += requests
+            return
+        if len(counts) < self.capacity:
+            counts[item] = [nbytes, requests]
+            return
+        lightest = min(counts, key=lambda k: counts[k][0])
+        old = counts.pop(lightest)
+        counts[item] = [old[0] + nbytes, old[1] + requests]
+
+    def items(self) -> list[tuple[str, int, int]]:
+        """(item, bytes, requests), heaviest first."""
+        return sorted(((k, v[0], v[1]) for k, v in self.counts.items()), key=lambda t: -t[1])
+
+    def __len__(self) -> int:
+        return len(self.counts)
+
+
+@functools.lru_cache(maxsize=4096)
+def client_item(address: str, form: ClientForm, salt: str) -> str:
+    """A visitor as stored: truncated (IPv4 /24, IPv6 /48), hashed, or as it is."""
+    if form == "full" or not address:
+        return address
+    if form == "hashed":
+        digest = hashlib.blake2b(address.encode(), key=salt.encode()[:64], digest_size=8)
+        return "h:" + digest.hexdigest()
+    try:
+        ip = ipaddress.ip_address(address.partition("%")[0])
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    prefix = 24 if ip.version == 4 else 48
+    return str(ipaddress.ip_network((ip, prefix), strict=False))
+
+
+def path_item(target: str) -> str:
+    """A request target without its query string, cut at :data:`MAX_ITEM` characters."""
+    return target.partition("?")[0][:MAX_ITEM] or "/"
+
+
+def agent_item(agent: str | None) -> str:
+    return (agent or "-")[:MAX_ITEM]
+
+
+def referrer_item(referer: str | None) -> str:
+    """The referring host (``-`` for none, ``?`` for what is not a URL)."""
+    if not referer:
+        return "-"
+    scheme, sep, rest = referer.partition("://")
+    if not sep or not scheme.isalpha():
+        return "?"
+    host = rest.split("/", 1)[0].split("?", 1)[0].split("#", 1)[0].rpartition("@")[2]
+    return host.lower()[:MAX_ITEM] or "?"
