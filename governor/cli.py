@@ -27,9 +27,11 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from governor.accounts import spool
+from governor.accounts.top import MAX_LIMIT, top_document
 from governor.config import Config, load_config
 from governor.core.ledger import is_blocked
 from governor.core.periods import period_at
+from governor.core.top import DIMENSIONS
 from governor.errors import ConfigError, GovernorError, StartError
 from governor.process.preflight import preflight
 from governor.sizes import format_size, parse_size
@@ -79,6 +81,17 @@ def _parser() -> argparse.ArgumentParser:
     grant.add_argument("tenant", metavar="TENANT", help="the tenant's name in the config")
     grant.add_argument("size", metavar="SIZE", help='how much more, e.g. "500 MB" or 1GiB')
     grant.add_argument("--json", action="store_true", help="print the new usage as JSON")
+    top = with_config("top", "show what used a tenant's allowance, read from the store")
+    top.add_argument("tenant", metavar="TENANT", help="the tenant's name in the config")
+    top.add_argument(
+        "--by",
+        choices=("client", "path", "agent", "referrer"),
+        action="append",
+        help="one dimension (repeat for more; default: all four)",
+    )
+    top.add_argument("--period", metavar="YYYY-MM-DD", help="a past period (default: the current)")
+    top.add_argument("--limit", type=int, default=10, metavar="N", help="items per list (1-100)")
+    top.add_argument("--json", action="store_true", help="print JSON instead of tables")
     simulate = with_config(
         "simulate",
         "replay a day of traffic through the decision code, with and without the features "
@@ -128,6 +141,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "usage":
             rows = asyncio.run(usage_rows(config, now=time.time()))
             print(json.dumps(rows, indent=2) if args.json else _usage_table(rows))
+            return 0
+        if args.command == "top":
+            docs = asyncio.run(top_lists(config, args, now=time.time()))
+            print(json.dumps(docs, indent=2) if args.json else _top_tables(docs))
             return 0
         if args.command == "simulate":
             from governor.simulation.command import simulate_command
@@ -202,6 +219,51 @@ async def usage_rows(config: Config, *, now: float) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+async def top_lists(
+    config: Config, args: argparse.Namespace, *, now: float
+) -> list[dict[str, Any]]:
+    """The tenant's top lists for a period, straight from the store."""
+    tenant = config.tenant(args.tenant)
+    if tenant is None:
+        raise AdminCallError(f"no tenant {args.tenant!r} in {config.path}")
+    if not 1 <= args.limit <= MAX_LIMIT:
+        raise AdminCallError(f"--limit: a whole number from 1 to {MAX_LIMIT}, not {args.limit}")
+    period = args.period or period_at(now, tenant.timezone, tenant.reset_at).key
+    try:
+        dt.date.fromisoformat(period)
+    except ValueError:
+        raise AdminCallError(f"--period: a date like 2026-03-10, not {period!r}") from None
+    store = open_store(config.store, timeout=config.store_timeout, history_days=config.history_days)
+    await store.open()
+    try:
+        total = (await store.totals([(tenant.name, period)]))[(tenant.name, period)]
+        return [
+            await top_document(store, tenant.name, period, by, args.limit, total)
+            for by in args.by or DIMENSIONS
+        ]
+    finally:
+        await store.close()
+
+
+def _top_tables(docs: list[dict[str, Any]]) -> str:
+    out: list[str] = []
+    for doc in docs:
+        total = doc["total_bytes"]
+        out.append(
+            f"{doc['tenant']} {doc['period']}: top by {doc['by']} of {format_size(total)} "
+            f"(each within {format_size(doc['error_bytes'])})"
+        )
+        if not doc["items"]:
+            out.append("  (nothing recorded)")
+        for row in doc["items"]:
+            out.append(
+                f"  {100 * row['share']:5.1f}%  {format_size(row['bytes']):>10}  "
+                f"{row['requests']:>8,} req  {row['item']}"
+            )
+        out.append("")
+    return "\n".join(out).rstrip()
 
 
 def _usage_table(rows: list[dict[str, Any]]) -> str:

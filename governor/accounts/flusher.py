@@ -34,7 +34,7 @@ import contextlib
 import datetime as dt
 import logging
 import time
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable
 from pathlib import Path
 
 from governor.accounts import spool
@@ -43,6 +43,7 @@ from governor.config import Config
 from governor.core.ledger import Key
 from governor.core.shares import period_of
 from governor.errors import GovernorError, StoreError
+from governor.store.base import Store
 
 log = logging.getLogger("governor.accounts")
 
@@ -82,6 +83,8 @@ class Flusher:
         # Called after every flush attempt, in the flusher (metrics, warnings), with the
         # tenants whose total, grant or period changed in it; must not block.
         self.listeners: list[Callable[[Collection[str]], None]] = []
+        # Called with the store after each flush that reached it (the top consumers).
+        self.writers: list[Callable[[Store], Awaitable[None]]] = []
         runtime.on_nudge = self.nudge
 
     def reconfigure(self, config: Config) -> None:
@@ -192,6 +195,12 @@ class Flusher:
                 self._unlearned = rt.snapshot.current_keys(now)  # once
             if self._unlearned:  # left by a failure at the start: a slice per flush
                 await self._learn_slice(set(read), changed)
+        # After the counts and before the listeners (a warning event reads the top lists).
+        for write in self.writers:
+            try:
+                await write(rt.store)
+            except Exception:  # a writer's bug must not stop the counting
+                log.exception("a flush writer failed")
         self._tell_listeners(changed)
         await self._maybe_prune()
 

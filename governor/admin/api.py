@@ -27,13 +27,15 @@ import json
 import logging
 import math
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from aiohttp import hdrs, web
 
 from governor.accounts.runtime import Runtime, TenantUsage
+from governor.accounts.top import MAX_LIMIT, top_document
 from governor.admin.status_page import STATUS_REFRESH_SECONDS, Names, StatusPage
+from governor.core.top import DIMENSIONS, Dimension
 from governor.errors import StoreError
 from governor.observe.metrics import Metrics
 from governor.sizes import parse_size
@@ -71,6 +73,7 @@ def create_admin_app(
     )
     app.router.add_get("/api/v1/tenants", admin.guard("list", admin.list_tenants))
     app.router.add_get("/api/v1/tenants/{tenant}", admin.guard("show", admin.show_tenant))
+    app.router.add_get("/api/v1/tenants/{tenant}/top", admin.guard("top", admin.top))
     app.router.add_post("/api/v1/tenants/{tenant}/reset", admin.guard("reset", admin.reset))
     app.router.add_post("/api/v1/tenants/{tenant}/grant", admin.guard("grant", admin.grant))
     return app
@@ -196,6 +199,27 @@ class _Admin:
             return _unknown_tenant(name)
         return _json(self._usage_json(usage))
 
+    async def top(self, request: web.Request) -> web.StreamResponse:
+        """``GET /api/v1/tenants/T/top?by=client|path|agent|referrer&period=&limit=``."""
+        name = request.match_info["tenant"]
+        usage = await self.runtime.lookup(name)
+        if usage is None:
+            return _unknown_tenant(name)
+        try:
+            by, period, limit = _top_query(request.query, usage.period)
+        except _BadRequest as exc:
+            return _error(400, exc.message, field=exc.field)
+        store = self.runtime.store
+        try:
+            if period == usage.period:
+                total = usage.used_bytes
+            else:
+                total = (await store.totals([(name, period)]))[(name, period)]
+            doc = await top_document(store, name, period, by, limit, total)
+        except StoreError as exc:
+            return _error(503, f"the store did not answer: {exc}")
+        return _json(doc)
+
     async def reset(self, request: web.Request) -> web.StreamResponse:
         async def act(name: str) -> tuple[TenantUsage | None, dict[str, object]]:
             usage = await self.runtime.reset(name)
@@ -312,6 +336,23 @@ def _limit(raw: str | None) -> int:
     if not 1 <= limit <= LIST_LIMIT:
         raise _BadRequest("limit", f"limit: a whole number from 1 to {LIST_LIMIT}, not {raw!r}")
     return limit
+
+
+def _top_query(query: Mapping[str, str], current: str) -> tuple[Dimension, str, int]:
+    """``by`` (default client), ``period`` (default the current one), ``limit`` (10)."""
+    by = query.get("by", "client")
+    if by not in DIMENSIONS:
+        raise _BadRequest("by", f"by: one of {', '.join(DIMENSIONS)}, not {by!r}")
+    period = query.get("period", current)
+    try:
+        dt.date.fromisoformat(period)
+    except ValueError:
+        raise _BadRequest("period", f"period: a date like 2026-03-10, not {period!r}") from None
+    raw = query.get("limit", "10")
+    limit = int(raw) if raw.isdigit() else 0
+    if not 1 <= limit <= MAX_LIMIT:
+        raise _BadRequest("limit", f"limit: a whole number from 1 to {MAX_LIMIT}, not {raw!r}")
+    return by, period, limit
 
 
 def _grant_bytes(raw: bytes) -> int:

@@ -15,18 +15,19 @@ import html
 import itertools
 import math
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from importlib import resources
 
 from aiohttp import hdrs, web
 
 from governor.accounts.runtime import Runtime, Snapshot, Tenant, TenantUsage
 from governor.config import TenantConfig
+from governor.core.top import DIMENSIONS
 from governor.errors import StoreError
 from governor.observe.activity import Activity
 from governor.observe.refusals import REFUSED, Refusals
 from governor.sizes import format_size
-from governor.store.base import BUCKET_SECONDS
+from governor.store.base import BUCKET_SECONDS, TopRow
 
 STATUS_REFRESH_SECONDS = 5
 """How often the status page reloads itself."""
@@ -36,6 +37,8 @@ _CSS = (_STATIC / "status.css").read_text(encoding="utf-8")
 _PAGE = (_STATIC / "status.html").read_text(encoding="utf-8")
 _CARD = (_STATIC / "card.html").read_text(encoding="utf-8").removesuffix("\n")
 
+
+TOP_SHOWN = 5  # items per top list on a tenant's own page
 
 PAGE_SIZE = 50
 """Tenants per page of the status page (the top ``PAGE_SIZE`` by share of cap come first)."""
@@ -174,6 +177,8 @@ class StatusPage:
             _tenant_card(tenant, usage, buckets, now, self.refusals)
             for (tenant, usage), buckets in zip(shown, charts, strict=True)
         ]
+        if "tenant" in query and shown:  # one tenant: what used its allowance, too
+            cards.append(await self._top(shown[0][1]))
         activity = self.activity
         text = _PAGE.format(
             refresh=STATUS_REFRESH_SECONDS,
@@ -225,6 +230,17 @@ class StatusPage:
             names.extend(itertools.islice(rest, skip, skip + stop - start - len(names)))
         return names
 
+    async def _top(self, usage: TenantUsage) -> str:
+        """The tenant's top five by visitor, path, User-Agent and referrer, this period."""
+        try:
+            lists = [
+                (d, await self.runtime.store.top(usage.tenant, usage.period, d, TOP_SHOWN))
+                for d in DIMENSIONS
+            ]
+        except StoreError:
+            return '<section class="top"><p>Top consumers: the store did not answer.</p></section>'
+        return _top_section(lists, usage.used_bytes)
+
     async def _buckets(self, tenant: str, period: str) -> dict[int, int] | None:
         try:
             return await self.runtime.store.buckets(tenant, period)
@@ -274,6 +290,31 @@ def _duration(seconds: float) -> str:
     if hours == 0:
         return f"{minutes} min"
     return f"{hours} h {minutes:02d} min"
+
+
+_TOP_TITLES = {
+    "client": "Visitors",
+    "path": "Paths",
+    "agent": "User-Agents",
+    "referrer": "Referrers",
+}
+
+
+def _top_section(lists: Sequence[tuple[str, list[TopRow]]], total: int) -> str:
+    """What used the allowance this period, a short table per dimension."""
+    parts = ['<section class="top"><h3>What used the allowance this period</h3>']
+    for dimension, rows in lists:
+        parts.append(f'<table data-by="{dimension}"><caption>{_TOP_TITLES[dimension]}</caption>')
+        if not rows:
+            parts.append('<tr><td colspan="3">nothing recorded yet</td></tr>')
+        for item, nbytes, requests in rows:
+            parts.append(
+                f"<tr><td>{_esc(item)}</td><td>{_esc(format_size(nbytes))} "
+                f"({_pct(nbytes, total):.1f}%)</td><td>{requests:,} req</td></tr>"
+            )
+        parts.append("</table>")
+    parts.append("</section>")
+    return "".join(parts)
 
 
 def _refused(counts: Mapping[str, int]) -> str:

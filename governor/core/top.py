@@ -30,6 +30,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import ipaddress
+import re
 from typing import Literal
 
 from governor.config.model import ClientForm
@@ -39,6 +40,7 @@ DIMENSIONS: tuple[Dimension, ...] = ("client", "path", "agent", "referrer")
 COUNTERS = 100  # items per dimension an instance counts between two flushes
 KEEP = 200  # items per dimension the store keeps
 MAX_ITEM = 200  # characters of an item kept (a path or User-Agent is cut there)
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
 
 
 class TopTable:
@@ -104,7 +106,7 @@ def referrer_item(referer: str | None) -> str:
     if not referer:
         return "-"
     scheme, sep, rest = referer.partition("://")
-    if not sep or not scheme.isalpha():
+    if not sep or _SCHEME.fullmatch(scheme) is None:
         return "?"
     host = rest.split("/", 1)[0].split("?", 1)[0].split("#", 1)[0].rpartition("@")[2]
     return host.lower()[:MAX_ITEM] or "?"

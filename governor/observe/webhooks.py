@@ -21,6 +21,7 @@ from typing import Any
 import aiohttp
 
 from governor.accounts.runtime import Runtime, Snapshot, TenantUsage
+from governor.accounts.top import top_line
 from governor.core.alerts import Alert, Alerts
 from governor.errors import StoreError
 from governor.tasks import TaskGroup
@@ -40,9 +41,12 @@ _RETRY_STATUSES = frozenset({408, 425, 429})
 WarningEvent = Alert[TenantUsage]
 """One event for one tenant's period, as :class:`~governor.core.alerts.Alerts` found it."""
 
+Top = tuple[str, dict[str, Any]]
+"""What used a tenant's allowance: a line ("facebookexternalhit 41%, ...") and the lists."""
 
-def payload(event: WarningEvent) -> dict[str, Any]:
-    """The webhook's JSON body."""
+
+def payload(event: WarningEvent, top: Top | None = None) -> dict[str, Any]:
+    """The webhook's JSON body (with what used the allowance, for a warning or a block)."""
     u = event.usage
     body: dict[str, Any] = {
         "event": event.kind,
@@ -60,16 +64,21 @@ def payload(event: WarningEvent) -> dict[str, Any]:
         period=u.period,
         time=dt.datetime.fromtimestamp(event.time, dt.UTC).isoformat(timespec="milliseconds"),
     )
+    if top is not None:
+        body["summary"] = top[0]
+        body["top"] = top[1]
     return body
 
 
-def describe(event: WarningEvent) -> str:
+def describe(event: WarningEvent, top: Top | None = None) -> str:
     """The log line."""
     u = event.usage
     facts = (
         f"{u.used_bytes} of {u.cap_bytes} bytes used in period {u.period}, "
         f"resets at {u.resets_at.isoformat()}"
     )
+    if top is not None and top[0]:
+        facts += f"; top: {top[0]}"
     if event.kind == "threshold":
         share = f"{(event.threshold or 0) * 100:g}%"
         return f"tenant {u.tenant} reached {share} of its daily cap: {facts}"
@@ -235,12 +244,22 @@ class Warner:
             log.debug("%s event for %s already sent by another instance", event.mark, tenant)
             return
         level = logging.INFO if event.kind == "reopened" else logging.WARNING
-        log.log(level, "%s", describe(event))
+        top = await self._top(event) if event.kind != "reopened" else None
+        log.log(level, "%s", describe(event, top))
         session, url = self._session, self.webhook_url
-        if session is None or url is None or await self._post(session, url, event):
+        if session is None or url is None or await self._post(session, url, event, top):
             self.sent[event.kind] += 1
         else:
             self.failed += 1
+
+    async def _top(self, event: WarningEvent) -> Top | None:
+        """What used the allowance, from the store's top lists (None: the store failed)."""
+        u = event.usage
+        try:
+            return await top_line(self.runtime.store, u.tenant, u.period, u.used_bytes)
+        except StoreError as exc:
+            log.warning("top consumers of %s not read for its event: %s", u.tenant, exc)
+            return None
 
     async def _claim(self, event: WarningEvent) -> bool | None:
         """mark_once with retries; None when the store never answered."""
@@ -262,9 +281,11 @@ class Warner:
             await asyncio.sleep(self._delay(attempt))
         return None  # pragma: no cover - the loop returns
 
-    async def _post(self, session: aiohttp.ClientSession, url: str, event: WarningEvent) -> bool:
+    async def _post(
+        self, session: aiohttp.ClientSession, url: str, event: WarningEvent, top: Top | None
+    ) -> bool:
         """POST the event to the webhook with retries; whether it was accepted."""
-        body = json.dumps(payload(event)).encode()
+        body = json.dumps(payload(event, top)).encode()
         timeout = aiohttp.ClientTimeout(
             total=self.post_timeout, connect=min(CONNECT_TIMEOUT, self.post_timeout)
         )

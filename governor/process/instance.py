@@ -43,6 +43,7 @@ from governor.http1.server import HTTPServer
 from governor.observe.accesslog import AccessLog, open_access_log
 from governor.observe.events import RequestSink
 from governor.observe.metrics import Metrics
+from governor.observe.top import TopTally
 from governor.observe.webhooks import Warner
 from governor.process.preflight import preflight
 from governor.proxy.handler import Proxy
@@ -93,7 +94,9 @@ class Governor:
         self.flusher.listeners.append(self.metrics.flushed)
         self.access_log = _open_access_log(config)
         # Told about every answered request.
-        self.sinks: list[RequestSink] = [self.metrics, self.access_log]
+        self.top = TopTally(self.runtime)  # the top consumers, written after each flush
+        self.flusher.writers.append(self.top.write)
+        self.sinks: list[RequestSink] = [self.metrics, self.access_log, self.top]
         self.warner = Warner(self.runtime)
         self.flusher.listeners.append(self.warner.flushed)
         self._server: HTTPServer | None = None

@@ -352,6 +352,7 @@ LIVE: dict[str, Callable[[Governor], object]] = {
     "flush_interval": lambda g: g.runtime.snapshot.config.flush_interval,
     "history_days": lambda g: getattr(g.store, "usage_ttl", 0) // 86400 - 2,
     "trusted_proxies": lambda g: g.runtime.snapshot.config.trusted_proxies,
+    "top_clients": lambda g: g.runtime.snapshot.config.top_clients,
     "timeouts.upstream_connect": lambda g: g.pool.connect_timeout if g.pool else None,
     "timeouts.upstream_response": lambda g: g.runtime.snapshot.config.timeouts.upstream_response,
     "timeouts.keepalive": lambda g: server(g).keepalive,
@@ -427,6 +428,7 @@ def settings(tmp_path: Path, n: int, redis_url: str) -> dict[str, Any]:
         "flush_interval": ["50ms", "60ms"][n],
         "history_days": 35 + n,
         "trusted_proxies": [f"10.{n}.0.0/16"],
+        "top_clients": ["truncated", "hashed"][n],
         "timeouts": {
             "upstream_connect": f"{5 + n}s",
             "upstream_response": f"{60 + n}s",

@@ -311,3 +311,22 @@ async def test_without_a_webhook_each_event_is_still_logged_once(
     messages = [r.getMessage() for r in caplog.records if r.name == "governor.warnings"]
     assert len(messages) == 3
     assert messages[0].startswith("tenant site reached 50% of its daily cap: ")
+
+
+async def test_the_blocked_event_says_what_used_the_allowance(
+    make_governor: GovernorFactory, receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="governor.warnings")
+    gov = await make_governor(cap="10 KiB", webhook_url=receiver.url)
+    client = await RawClient.connect(gov.port)
+    for _ in range(4):  # 4 x 3 KB by one crawler on one connection: blocked
+        await client.send(request("GET", "/bytes/3000?x=1", "site.test", "User-Agent: GPTBot/1.2"))
+        assert (await client.response()).status == 200
+    await client.close()
+    await settled(gov)
+    (blocked,) = receiver.events
+    assert blocked["event"] == "blocked"
+    assert blocked["summary"] == "GPTBot/1.2 100%, 127.0.0.0/24 100%, /bytes/3000 100%"
+    assert blocked["top"]["agent"][0]["item"] == "GPTBot/1.2"
+    assert blocked["top"]["path"][0]["requests"] == 4
+    assert "top: GPTBot/1.2 100%, 127.0.0.0/24 100%" in caplog.text

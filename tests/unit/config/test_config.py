@@ -596,7 +596,7 @@ CASES: list[tuple[dict[str, Any], int, str, str]] = [
         "unknown key (did you mean listen?); allowed keys here: "
         "listen, store, store_timeout, spool, workers, admin_listen, admin_token_file, "
         "webhook_url, log_format, access_log, flush_interval, history_days, "
-        "trusted_proxies, timeouts, limits, defaults, tenants",
+        "trusted_proxies, top_clients, timeouts, limits, defaults, tenants",
     ),
     ({"tail": "listen: 127.0.0.1:9\n"}, 7, "listen", "duplicate key (first at line 1)"),
     ({"tail": "[a]: 1\n"}, 7, "", "keys must be strings, got a list"),
