@@ -68,9 +68,12 @@ def create_admin_app(
     app.router.add_get("/metrics", metrics.handle)
     app.router.add_get("/healthz", admin.healthz)
     app.router.add_get("/readyz", admin.readyz)
-    app.router.add_get(
-        "/status", StatusPage(runtime, metrics.activity, names, metrics.refusals).handle
-    )
+
+    def forecast(name: str, period: str) -> float | None:
+        return None if metrics.forecasts is None else metrics.forecasts.of(name, period)
+
+    status = StatusPage(runtime, metrics.activity, names, metrics.refusals, forecast)
+    app.router.add_get("/status", status.handle)
     app.router.add_get("/api/v1/tenants", admin.guard("list", admin.list_tenants))
     app.router.add_get("/api/v1/tenants/{tenant}", admin.guard("show", admin.show_tenant))
     app.router.add_get("/api/v1/tenants/{tenant}/top", admin.guard("top", admin.top))

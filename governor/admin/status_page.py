@@ -15,7 +15,7 @@ import html
 import itertools
 import math
 import urllib.parse
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from importlib import resources
 
 from aiohttp import hdrs, web
@@ -25,6 +25,7 @@ from governor.config import TenantConfig
 from governor.core.top import DIMENSIONS
 from governor.errors import StoreError
 from governor.observe.activity import Activity
+from governor.observe.forecast import forecast_line
 from governor.observe.refusals import REFUSED, Refusals
 from governor.sizes import format_size
 from governor.store.base import BUCKET_SECONDS, TopRow
@@ -126,11 +127,13 @@ class StatusPage:
         activity: Activity | None = None,
         names: Names | None = None,
         refusals: Refusals | None = None,
+        forecast: Callable[[str, str], float | None] | None = None,
     ) -> None:
         self.runtime = runtime
         self.activity = activity if activity is not None else Activity()
         self.names = names if names is not None else Names()
         self.refusals = refusals
+        self.forecast = forecast  # (tenant, period) -> when its allowance runs out, or None
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """``GET /status``: the summary and one page of cards, from this process's accounts."""
@@ -174,7 +177,7 @@ class StatusPage:
             *(self._buckets(usage.tenant, usage.period) for _, usage in shown)
         )
         cards = [
-            _tenant_card(tenant, usage, buckets, now, self.refusals)
+            _tenant_card(tenant, usage, buckets, now, self.refusals, self._forecast(usage))
             for (tenant, usage), buckets in zip(shown, charts, strict=True)
         ]
         if "tenant" in query and shown:  # one tenant: what used its allowance, too
@@ -229,6 +232,14 @@ class StatusPage:
             rest = filter(idle, self.names.names(snap))
             names.extend(itertools.islice(rest, skip, skip + stop - start - len(names)))
         return names
+
+    def _forecast(self, usage: TenantUsage) -> str:
+        """``<p class="forecast">At this rate it runs out at 17:04 KST, ...</p>``, or nothing."""
+        at = None if self.forecast is None else self.forecast(usage.tenant, usage.period)
+        if at is None or usage.blocked:
+            return ""
+        line = forecast_line(at, usage.resets_at)
+        return f'<p class="forecast">{_esc(line[0].upper() + line[1:])}.</p>'
 
     async def _top(self, usage: TenantUsage) -> str:
         """The tenant's top five by visitor, path, User-Agent and referrer, this period."""
@@ -331,6 +342,7 @@ def _tenant_card(
     buckets: dict[int, int] | None,
     now: float,
     refusals: Refusals | None = None,
+    forecast: str = "",
 ) -> str:
     tz = tenant.config.timezone
     pct = _pct(usage.used_bytes, usage.cap_bytes)
@@ -361,6 +373,7 @@ def _tenant_card(
         pct=f"{pct:.1f}",
         grant=grant,
         refused=refused,
+        forecast=forecast,
         reset_in=_esc(_duration(usage.resets_at.timestamp() - now)),
         reset_iso=_esc(usage.resets_at.isoformat()),
         reset_local=_esc(resets.strftime("%Y-%m-%d %H:%M ") + (resets.tzname() or "")),

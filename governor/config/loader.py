@@ -392,6 +392,7 @@ def _tenant(
         exempt_clients=first(own.exempt_clients, defaults.exempt_clients) or (),
         on_store_failure=first(own.on_store_failure, defaults.on_store_failure) or "open",
         warn_at=first(own.warn_at, defaults.warn_at) or (),
+        forecast_window=first(own.forecast_window, defaults.forecast_window) or 900.0,
         admission=first(own.admission, defaults.admission) is not False,  # on unless off
         large=large_of(own, defaults, line, path, ctx),
         pacing=pacing_of(own, defaults),

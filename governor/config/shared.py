@@ -31,6 +31,7 @@ from governor.config.values import (
     read_agents,
     read_at_cap,
     read_count,
+    read_duration,
     read_floor,
     read_on_store_failure,
     read_part,
@@ -69,6 +70,7 @@ class Shared:
     exempt_clients: tuple[Network, ...] | None = None
     on_store_failure: OnStoreFailure | None = None
     warn_at: tuple[float, ...] | None = None
+    forecast_window: float | None = None
     admission: bool | None = None
     large_size: int | None = None
     large_from: float | None = None
@@ -116,6 +118,7 @@ def read_shared(fields: Fields, parent: str, ctx: Ctx) -> Shared:
         exempt_clients=get_field(fields, "exempt_clients", parent, read_networks, ctx),
         on_store_failure=get_field(fields, "on_store_failure", parent, read_on_store_failure, ctx),
         warn_at=get_field(fields, "warn_at", parent, read_warn_at, ctx),
+        forecast_window=get_field(fields, "forecast_window", parent, read_duration, ctx),
         admission=get_field(fields, "admission", parent, read_switch, ctx),
         large_size=get_field(large, "size", large_key, read_size, ctx),
         large_from=get_field(large, "from", large_key, read_share, ctx),

@@ -51,6 +51,7 @@ SHARED_KEYS = (
     "exempt_clients",
     "on_store_failure",
     "warn_at",
+    "forecast_window",
     "admission",
     "large",
     "pacing",

@@ -14,7 +14,9 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Generic, Literal, Protocol, TypeVar
 
-AlertKind = Literal["threshold", "blocked", "reopened"]
+# "forecast": at the current rate the allowance runs out before the reset (raised by the
+# forecasts, governor.observe.forecast, once per period; not by Alerts.observe).
+AlertKind = Literal["threshold", "blocked", "reopened", "forecast"]
 ReopenReason = Literal["period", "cap", "reset"]
 
 
@@ -45,6 +47,7 @@ class Alert(Generic[U]):
     time: float  # Unix time the event was seen
     threshold: float | None = None  # the share of the cap, for threshold events
     reason: ReopenReason | None = None  # for reopened events
+    at: float | None = None  # for forecast events: when the allowance runs out (Unix time)
 
     @property
     def mark(self) -> str:
@@ -53,6 +56,8 @@ class Alert(Generic[U]):
             return f"warn:{self.threshold:g}"
         if self.kind == "blocked":
             return f"blocked:{self.usage.cap_bytes}"
+        if self.kind == "forecast":
+            return "forecast"
         if self.reason == "period":
             return "reopened:period"
         return f"reopened:{self.reason}:{self.usage.cap_bytes}"

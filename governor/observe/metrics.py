@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import os
 from collections.abc import Collection, Iterable, Sized
 from dataclasses import dataclass, field
@@ -54,6 +55,7 @@ from governor.observe import MULTIPROC_ENV
 from governor.observe.activity import Activity
 from governor.observe.events import Outcome, RequestRecord
 from governor.observe.exposition import ConfiguredTenantsOnly
+from governor.observe.forecast import Forecasts
 from governor.observe.refusals import Refusals
 
 
@@ -136,6 +138,7 @@ class _PeriodSeries:
     resets: Gauge
     blocked: Gauge
     warning: Gauge
+    forecast: Gauge
 
 
 class Metrics:
@@ -213,6 +216,16 @@ class Metrics:
             registry=reg,
         )
         # 0 as soon as any live worker's last flush failed: its counts are at risk.
+        self.forecast = Gauge(
+            "governor_quota_exhaustion_forecast_timestamp_seconds",
+            "Unix time the tenant's allowance runs out at the current rate; +Inf when not "
+            "before its reset.",
+            ["tenant"],
+            multiprocess_mode="livemostrecent",
+            registry=reg,
+        )
+        # The exhaustion forecasts (set by the instance; None: every forecast is +Inf).
+        self.forecasts: Forecasts | None = None
         self.store_up = Gauge(
             "governor_store_up",
             "1 if the last flush to the store succeeded (in every worker), else 0.",
@@ -330,7 +343,8 @@ class Metrics:
             self.store_errors.inc(errors)
         self._store_errors_seen = runtime.store_errors
         self.flush_seconds.observe(runtime.last_flush_seconds)
-        self._derive(changed)
+        forecast = [] if self.forecasts is None else self.forecasts.observed
+        self._derive(itertools.chain(changed, forecast))
         self._refresh_live()
 
     def reconfigure(self, config: Config) -> None:
@@ -414,6 +428,7 @@ class Metrics:
                 resets=self.resets.labels(name),
                 blocked=self.blocked.labels(name),
                 warning=self.warning.labels(name),
+                forecast=self.forecast.labels(name),
             )
         period.usage.set(usage.used_bytes)
         period.quota.set(usage.cap_bytes)
@@ -423,6 +438,8 @@ class Metrics:
             share for share in tenant.config.warn_at if usage.used_bytes >= share * usage.cap_bytes
         ]
         period.warning.set(max(crossed, default=0.0))
+        at = None if self.forecasts is None else self.forecasts.of(name, usage.period)
+        period.forecast.set(math.inf if at is None else at)
         self.activity.note(usage, active=active)
 
     def _sweep(self) -> None:
@@ -449,7 +466,15 @@ class Metrics:
         if self._periods.pop(name, None) is None:
             return
         if self.multiprocess_dir is None:  # shared files: filtered at collection instead
-            for gauge in (self.usage, self.quota, self.resets, self.blocked, self.warning):
+            gauges = (
+                self.usage,
+                self.quota,
+                self.resets,
+                self.blocked,
+                self.warning,
+                self.forecast,
+            )
+            for gauge in gauges:
                 gauge.remove(name)
 
     def _drop_series(self, name: str) -> None:

@@ -24,6 +24,7 @@ from governor.accounts.runtime import Runtime, Snapshot, TenantUsage
 from governor.accounts.top import top_line
 from governor.core.alerts import Alert, Alerts
 from governor.errors import StoreError
+from governor.observe.forecast import forecast_line
 from governor.tasks import TaskGroup
 
 log = logging.getLogger("governor.warnings")
@@ -57,6 +58,11 @@ def payload(event: WarningEvent, top: Top | None = None) -> dict[str, Any]:
         body["threshold"] = event.threshold
     if event.reason is not None:
         body["reason"] = event.reason
+    if event.at is not None:
+        body["runs_out_at"] = dt.datetime.fromtimestamp(event.at, u.resets_at.tzinfo).isoformat(
+            timespec="seconds"
+        )
+        body["before_reset_seconds"] = max(0, round(u.resets_at.timestamp() - event.at))
     body.update(
         used_bytes=u.used_bytes,
         cap_bytes=u.cap_bytes,
@@ -84,6 +90,8 @@ def describe(event: WarningEvent, top: Top | None = None) -> str:
         return f"tenant {u.tenant} reached {share} of its daily cap: {facts}"
     if event.kind == "blocked":
         return f"tenant {u.tenant} reached its daily cap and is blocked: {facts}"
+    if event.kind == "forecast":
+        return f"tenant {u.tenant}: {forecast_line(event.at or 0.0, u.resets_at)}: {facts}"
     why = {
         "period": "a new period began",
         "cap": "its cap was raised",
@@ -170,6 +178,10 @@ class Warner:
                 del self._ends_of[name]
                 due.add(name)
         return due
+
+    def forecast(self, usage: TenantUsage, at: float) -> None:
+        """A forecasts listener: ``usage``'s allowance runs out at ``at``, before its reset."""
+        self._enqueue(Alert("forecast", usage, self.runtime.clock(), at=at))
 
     def _enqueue(self, event: WarningEvent) -> None:
         try:

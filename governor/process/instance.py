@@ -42,6 +42,7 @@ from governor.http1.pool import OriginPool
 from governor.http1.server import HTTPServer
 from governor.observe.accesslog import AccessLog, open_access_log
 from governor.observe.events import RequestSink
+from governor.observe.forecast import Forecasts
 from governor.observe.metrics import Metrics
 from governor.observe.top import TopTally
 from governor.observe.webhooks import Warner
@@ -99,6 +100,11 @@ class Governor:
         self.sinks: list[RequestSink] = [self.metrics, self.access_log, self.top]
         self.warner = Warner(self.runtime)
         self.flusher.listeners.append(self.warner.flushed)
+        # Forecasts first: the metrics and the status page read what each flush projected.
+        self.forecasts = Forecasts(self.runtime)
+        self.flusher.listeners.insert(0, self.forecasts.flushed)
+        self.forecasts.on_forecast = self.warner.forecast
+        self.metrics.forecasts = self.forecasts
         self._server: HTTPServer | None = None
         self.pool: OriginPool | None = None
         self.admin: AdminListener | None = None
@@ -154,6 +160,7 @@ class Governor:
         await server.start(sock)
         self._server = server
         self.warner.start(self.tasks)
+        self.forecasts.start(self.tasks)
         self._flushing = self.tasks.spawn(self.flusher.run(), name="governor-flusher")
         await self._start_admin()
         if self._stopping:  # asked to stop while starting: never report ready
@@ -331,6 +338,7 @@ class Governor:
             await self._flushing
             self._flushing = None
         await self.warner.stop()
+        await self.forecasts.stop()
         await self.tasks.close()  # nothing of this instance runs on past here
         self.access_log.close()
         if self.pool is not None:
