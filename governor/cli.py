@@ -27,6 +27,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from governor.accounts import spool
+from governor.accounts.runtime import cap_reached_at
 from governor.accounts.top import MAX_LIMIT, top_document
 from governor.config import Config, load_config
 from governor.core.ledger import is_blocked
@@ -197,6 +198,13 @@ async def usage_rows(config: Config, *, now: float) -> list[dict[str, Any]]:
         keys = [(name, p.key) for name, p in periods.items()]
         totals = await store.totals(keys)
         grants = await store.grants(keys)
+        since: dict[str, str | None] = {}
+        for tenant in config.tenants:  # shadow mode at the cap: since when (buckets)
+            key = (tenant.name, periods[tenant.name].key)
+            cap = tenant.daily_cap + grants.get(key, 0)
+            if not tenant.enforce and is_blocked(totals.get(key, 0), cap):
+                when = await cap_reached_at(store, key[0], key[1], cap, tenant.timezone)
+                since[tenant.name] = None if when is None else when.isoformat()
     finally:
         await store.close()
     rows = []
@@ -205,6 +213,10 @@ async def usage_rows(config: Config, *, now: float) -> list[dict[str, Any]]:
         used = totals.get((tenant.name, period.key), 0)
         granted = grants.get((tenant.name, period.key), 0)
         cap = tenant.daily_cap + granted
+        at_cap = is_blocked(used, cap)
+        shadow: dict[str, object] = {} if tenant.enforce else {"would_block": at_cap}
+        if tenant.name in since:
+            shadow["would_block_since"] = since[tenant.name]
         rows.append(
             {
                 "tenant": tenant.name,
@@ -215,7 +227,9 @@ async def usage_rows(config: Config, *, now: float) -> list[dict[str, Any]]:
                 "granted_bytes": granted,
                 "resets_at": period.resets_at(tenant.timezone).isoformat(),
                 "timezone": tenant.timezone.key,
-                "blocked": is_blocked(used, cap),
+                "blocked": at_cap and tenant.enforce,
+                "enforced": tenant.enforce,
+                **shadow,
             }
         )
     return rows
@@ -281,7 +295,7 @@ def _usage_table(rows: list[dict[str, Any]]) -> str:
                 format_size(r["cap_bytes"]),
                 f"{pct:.1f}%",
                 resets,
-                "BLOCKED" if r["blocked"] else "open",
+                "BLOCKED" if r["blocked"] else "would block" if r.get("would_block") else "open",
             )
         )
     widths = [max(len(line[i]) for line in lines) for i in range(len(head))]

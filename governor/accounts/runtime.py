@@ -40,7 +40,10 @@ class TenantUsage:
     daily_cap_bytes: int
     granted_bytes: int
     resets_at: dt.datetime
-    blocked: bool
+    blocked: bool  # at its cap, its visitors get the notice
+    # At its cap in shadow mode (enforce: false): reported, never refused.
+    would_block: bool = False
+    enforced: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +152,7 @@ class Runtime:
         grant = self.grants.get(key, 0)
         used = self.ledger.used(key)
         cap = tenant.config.daily_cap + grant
+        at_cap, enforce = is_blocked(used, cap), tenant.config.enforce
         return TenantUsage(
             tenant=name,
             period=period.key,
@@ -157,7 +161,18 @@ class Runtime:
             daily_cap_bytes=tenant.config.daily_cap,
             granted_bytes=grant,
             resets_at=period.resets_at(tenant.config.timezone),
-            blocked=is_blocked(used, cap),
+            blocked=at_cap and enforce,
+            would_block=at_cap and not enforce,
+            enforced=enforce,
+        )
+
+    async def would_block_since(self, usage: TenantUsage) -> dt.datetime | None:
+        """When a tenant in shadow mode reached its cap this period, from the store's history
+        buckets (to their 5 minutes), or None: not at its cap, or not known."""
+        if not usage.would_block:
+            return None
+        return await cap_reached_at(
+            self.store, usage.tenant, usage.period, usage.cap_bytes, usage.resets_at.tzinfo
         )
 
     async def lookup(self, name: str) -> TenantUsage | None:
@@ -205,6 +220,23 @@ class Runtime:
         self.grants[key] = await self.store.grant(key, nbytes)
         self.touched.add(name)
         return self.usage(name)
+
+
+async def cap_reached_at(
+    store: Store, tenant: str, period: str, cap: int, zone: dt.tzinfo | None
+) -> dt.datetime | None:
+    """The start of the history bucket in which ``tenant``'s period reached ``cap`` (or None:
+    not in the buckets, or the store failed)."""
+    try:
+        buckets = await store.buckets(tenant, period)
+    except StoreError:
+        return None
+    total = 0
+    for start in sorted(buckets):
+        total += buckets[start]
+        if total >= cap:
+            return dt.datetime.fromtimestamp(start, zone)
+    return None
 
 
 def _no_flusher() -> None:

@@ -200,7 +200,11 @@ class _Admin:
         usage = await self.runtime.lookup(name)  # asked by name: the fleet's total
         if usage is None:
             return _unknown_tenant(name)
-        return _json(self._usage_json(usage))
+        doc = self._usage_json(usage)
+        if usage.would_block:
+            since = await self.runtime.would_block_since(usage)
+            doc["would_block_since"] = None if since is None else since.isoformat()
+        return _json(doc)
 
     async def top(self, request: web.Request) -> web.StreamResponse:
         """``GET /api/v1/tenants/T/top?by=client|path|agent|referrer&period=&limit=``."""
@@ -299,6 +303,8 @@ class _Admin:
             "resets_in": max(0, math.ceil(usage.resets_at.timestamp() - now)),
             "timezone": tenant.config.timezone.key if tenant is not None else None,
             "blocked": usage.blocked,
+            "enforced": usage.enforced,
+            "would_block": usage.would_block,
         }
 
 

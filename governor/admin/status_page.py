@@ -182,6 +182,10 @@ class StatusPage:
         ]
         if "tenant" in query and shown:  # one tenant: what used its allowance, too
             cards.append(await self._top(shown[0][1]))
+        for i, (_, usage) in enumerate(shown):  # shadow mode at the cap: since when
+            if usage.would_block:
+                since = await runtime.would_block_since(usage)
+                cards[i] = cards[i].replace("{since}", _esc(_since(since)))
         activity = self.activity
         text = _PAGE.format(
             refresh=STATUS_REFRESH_SECONDS,
@@ -328,6 +332,13 @@ def _top_section(lists: Sequence[tuple[str, list[TopRow]]], total: int) -> str:
     return "".join(parts)
 
 
+def _since(when: dt.datetime | None) -> str:
+    """``since 17:05 KST`` (to the 5-minute bucket), or ``now`` when it is not known."""
+    if when is None:
+        return "now"
+    return f"since {when:%H:%M} {when.tzname() or ''}".rstrip()
+
+
 def _refused(counts: Mapping[str, int]) -> str:
     """``<p class="refused">This period: 12 large files paused, ...</p>``, or nothing."""
     if not counts:
@@ -348,7 +359,16 @@ def _tenant_card(
     pct = _pct(usage.used_bytes, usage.cap_bytes)
     width = min(100.0, pct)
     level = "blocked" if usage.blocked else "high" if pct >= 80 else "ok"
-    state = "blocked" if usage.blocked else "open"
+    state = "blocked" if usage.blocked else "shadow" if usage.would_block else "open"
+    shadow = ""
+    if not usage.enforced:
+        shadow = (
+            '<p class="shadow">Shadow mode (enforce: false): would be blocked {since}; '
+            "nothing is refused.</p>"
+            if usage.would_block
+            else '<p class="shadow">Shadow mode (enforce: false): counted and reported, '
+            "never refused.</p>"
+        )
     resets = usage.resets_at.astimezone(tz)
     grant = (
         f'<p class="grant">includes {_esc(format_size(usage.granted_bytes))} granted for today '
@@ -362,7 +382,7 @@ def _tenant_card(
     return _CARD.format(
         name=_esc(usage.tenant),
         state=state,
-        state_label="BLOCKED" if usage.blocked else "open",
+        state_label="BLOCKED" if usage.blocked else "WOULD BLOCK" if usage.would_block else "open",
         hosts=_esc(hosts),
         used_bytes=usage.used_bytes,
         cap_bytes=usage.cap_bytes,
@@ -374,6 +394,7 @@ def _tenant_card(
         grant=grant,
         refused=refused,
         forecast=forecast,
+        shadow=shadow,
         reset_in=_esc(_duration(usage.resets_at.timestamp() - now)),
         reset_iso=_esc(usage.resets_at.isoformat()),
         reset_local=_esc(resets.strftime("%Y-%m-%d %H:%M ") + (resets.tzname() or "")),

@@ -393,6 +393,7 @@ def _tenant(
         on_store_failure=first(own.on_store_failure, defaults.on_store_failure) or "open",
         warn_at=first(own.warn_at, defaults.warn_at) or (),
         forecast_window=first(own.forecast_window, defaults.forecast_window) or 900.0,
+        enforce=first(own.enforce, defaults.enforce) is not False,  # on unless off
         admission=first(own.admission, defaults.admission) is not False,  # on unless off
         large=large_of(own, defaults, line, path, ctx),
         pacing=pacing_of(own, defaults),

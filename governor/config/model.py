@@ -66,6 +66,9 @@ class TenantConfig:
     on_store_failure: OnStoreFailure = "open"  # closed: the notice while the store is down
     warn_at: tuple[float, ...] = ()  # shares of the cap (0 < x < 1) that raise a warning, ascending
     forecast_window: float = 900.0  # seconds: the exhaustion forecast's moving average
+    # False: shadow mode. Counted, reported and warned about as ever, but never refused:
+    # where the tenant would be blocked, it is reported as would_block instead.
+    enforce: bool = True
     # A response declaring more bytes than are left of the cap is refused before its first
     # byte (the notice), rather than started and then finished or cut at the cap.
     admission: bool = True

@@ -71,6 +71,7 @@ class Shared:
     on_store_failure: OnStoreFailure | None = None
     warn_at: tuple[float, ...] | None = None
     forecast_window: float | None = None
+    enforce: bool | None = None
     admission: bool | None = None
     large_size: int | None = None
     large_from: float | None = None
@@ -119,6 +120,7 @@ def read_shared(fields: Fields, parent: str, ctx: Ctx) -> Shared:
         on_store_failure=get_field(fields, "on_store_failure", parent, read_on_store_failure, ctx),
         warn_at=get_field(fields, "warn_at", parent, read_warn_at, ctx),
         forecast_window=get_field(fields, "forecast_window", parent, read_duration, ctx),
+        enforce=get_field(fields, "enforce", parent, read_switch, ctx),
         admission=get_field(fields, "admission", parent, read_switch, ctx),
         large_size=get_field(large, "size", large_key, read_size, ctx),
         large_from=get_field(large, "from", large_key, read_share, ctx),

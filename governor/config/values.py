@@ -52,6 +52,7 @@ SHARED_KEYS = (
     "on_store_failure",
     "warn_at",
     "forecast_window",
+    "enforce",
     "admission",
     "large",
     "pacing",

@@ -33,6 +33,8 @@ class Usage(Protocol):
     def cap_bytes(self) -> int: ...
     @property
     def blocked(self) -> bool: ...
+    @property
+    def would_block(self) -> bool: ...  # at its cap in shadow mode (enforce: false)
 
 
 U = TypeVar("U", bound=Usage)
@@ -95,20 +97,21 @@ class Alerts(Generic[U]):
         order of ``warn_at`` (ascending, as the config loader keeps it).
         """
         prev = self._seen.get(u.tenant)
-        seen = _Seen(period=u.period, cap=u.cap_bytes, blocked=u.blocked)
+        out = u.blocked or u.would_block  # in shadow mode, events fire as they would
+        seen = _Seen(period=u.period, cap=u.cap_bytes, blocked=out)
         events: list[Alert[U]] = []
         if prev is not None and prev.period == u.period:
             seen.warned = prev.warned
-            if prev.blocked and not u.blocked:
+            if prev.blocked and not out:
                 reason: ReopenReason = "cap" if u.cap_bytes > prev.cap else "reset"
                 events.append(Alert("reopened", u, now, reason=reason))
-        elif prev is not None and prev.blocked and not u.blocked:
+        elif prev is not None and prev.blocked and not out:
             events.append(Alert("reopened", u, now, reason="period"))
         for share in warn_at:
             if share not in seen.warned and u.used_bytes >= share * u.cap_bytes:
                 seen.warned.add(share)
                 events.append(Alert("threshold", u, now, threshold=share))
-        if u.blocked and (prev is None or prev.period != u.period or not prev.blocked):
+        if out and (prev is None or prev.period != u.period or not prev.blocked):
             events.append(Alert("blocked", u, now))
         self._seen[u.tenant] = seen
         return events

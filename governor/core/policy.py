@@ -43,6 +43,9 @@ class Decision:
     # The response (and an upload) stops where the cap is reached (``at_cap: cut``);
     # otherwise a response that began under the cap is finished.
     cut: bool = False
+    # Shadow mode (``enforce: false``): the request is allowed, but would have been blocked
+    # for this reason; nothing refuses it, nothing cuts or paces it.
+    would_block: BlockReason | None = None
 
 
 def decide(
@@ -71,20 +74,28 @@ def decide(
     """
     if is_exempt(tenant, target, client, upgrade=upgrade):
         return _EXEMPT[used >= cap * NEAR_CAP]
+    blocked: Decision | None = None
     if is_blocked(used, cap):
-        return _BLOCKED_CAP
-    if tenant.on_store_failure == "closed" and not store_ok:
-        return _BLOCKED_STORE
-    share = tenant.client_share
-    if share is not None and visitor_used >= cap * share:
-        return _BLOCKED_CLIENT
-    if crawler:
-        budget = None if tenant.crawlers is None else tenant.crawlers.share
-        if budget is not None and crawlers_used >= cap * budget:
-            return _BLOCKED_CRAWLER
-        if tenant.large is not None and used >= cap * tenant.large.share:
-            return _BLOCKED_CRAWLER
-    return _ALLOW[used >= cap * NEAR_CAP][tenant.at_cap == "cut"]
+        blocked = _BLOCKED_CAP
+    elif tenant.on_store_failure == "closed" and not store_ok:
+        blocked = _BLOCKED_STORE
+    elif tenant.client_share is not None and visitor_used >= cap * tenant.client_share:
+        blocked = _BLOCKED_CLIENT
+    elif crawler and _crawlers_out(tenant, used, cap, crawlers_used):
+        blocked = _BLOCKED_CRAWLER
+    if blocked is None:
+        return _ALLOW[used >= cap * NEAR_CAP][tenant.at_cap == "cut" and tenant.enforce]
+    if not tenant.enforce:  # shadow mode: reported, never refused
+        return _SHADOW[blocked.reason or "cap"]
+    return blocked
+
+
+def _crawlers_out(tenant: TenantConfig, used: int, cap: int, crawlers_used: int) -> bool:
+    """Whether crawlers are refused: their share is used, or the tenant is past large.from."""
+    budget = None if tenant.crawlers is None else tenant.crawlers.share
+    if budget is not None and crawlers_used >= cap * budget:
+        return True
+    return tenant.large is not None and used >= cap * tenant.large.share
 
 
 def left_for(
@@ -171,3 +182,7 @@ _BLOCKED_CAP = Decision("block", reason="cap")
 _BLOCKED_STORE = Decision("block", reason="store")
 _BLOCKED_CLIENT = Decision("block", reason="client_share")
 _BLOCKED_CRAWLER = Decision("block", reason="crawler")
+_SHADOW: dict[BlockReason, Decision] = {
+    reason: Decision("allow", nudge=True, would_block=reason)
+    for reason in ("cap", "store", "client_share", "crawler")
+}

@@ -26,6 +26,7 @@ Outcome = Literal[
     "client_share",
     "crawler",
     "paced",
+    "would_block",
     "exempt",
     "upstream_error",
     "unknown_host",

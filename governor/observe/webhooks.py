@@ -70,6 +70,11 @@ def payload(event: WarningEvent, top: Top | None = None) -> dict[str, Any]:
         period=u.period,
         time=dt.datetime.fromtimestamp(event.time, dt.UTC).isoformat(timespec="milliseconds"),
     )
+    if not u.enforced:  # shadow mode: what would have happened
+        body["enforced"] = False
+        body["would_block"] = u.would_block
+        if event.kind == "blocked":
+            body["would_block_since"] = body["time"]
     if top is not None:
         body["summary"] = top[0]
         body["top"] = top[1]
@@ -88,6 +93,11 @@ def describe(event: WarningEvent, top: Top | None = None) -> str:
     if event.kind == "threshold":
         share = f"{(event.threshold or 0) * 100:g}%"
         return f"tenant {u.tenant} reached {share} of its daily cap: {facts}"
+    if event.kind == "blocked" and not u.enforced:
+        return (
+            f"tenant {u.tenant} reached its daily cap and would be blocked now "
+            f"(shadow mode, enforce: false; nothing is refused): {facts}"
+        )
     if event.kind == "blocked":
         return f"tenant {u.tenant} reached its daily cap and is blocked: {facts}"
     if event.kind == "forecast":

@@ -71,7 +71,8 @@ class Forward:
         self.tenant = tenant
         self.meter = meter
         self.cut = decision.cut
-        self.admission = decision.verdict == "allow"  # exempt requests are never refused
+        # Exempt requests are never refused, nor any of a tenant in shadow mode.
+        self.admission = decision.verdict == "allow" and tenant.enforce
         self.wait = config.timeouts.upstream_response  # for the head, and for silence mid-body
         self.upload: Upload | None = None
         self.stream = ResponseStream(request, meter, cut=decision.cut, silence=self.wait)
@@ -234,7 +235,7 @@ class Forward:
         ).encode("latin-1")
         request.start_response(101, up.reason, block, length=None, body=False)
         request.charge()
-        tunnel = Tunnel(request, conn, self.meter)
+        tunnel = Tunnel(request, conn, self.meter, enforce=self.tenant.enforce)
         tunnel.start()
         await tunnel.wait()
 

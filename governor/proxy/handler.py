@@ -107,7 +107,10 @@ class Proxy:
                 note.outcome = "blocked"
                 send_notice(request, settings, meter)
             return
-        note.outcome = "exempt" if decision.verdict == "exempt" else "proxied"
+        if decision.would_block is not None:
+            note.outcome = "would_block"  # shadow mode: proxied, would have been refused
+        else:
+            note.outcome = "exempt" if decision.verdict == "exempt" else "proxied"
         request.meter = meter
         if decision.nudge:
             runtime.nudge()

@@ -38,8 +38,11 @@ class Tunnel:
         request: Request,
         origin: OriginConnection,
         meter: Meter,
+        *,
+        enforce: bool = True,
     ) -> None:
         self.request = request
+        self.enforce = enforce  # False: shadow mode, never closed at the cap
         self.client = request.conn
         self.origin = origin
         self.meter = meter
@@ -64,8 +67,11 @@ class Tunnel:
         await self.done
 
     def _over_cap(self) -> bool:
-        """A tunnel is never exempt: it closes at the cap, bytes not yet accepted counted."""
-        return is_blocked(self.meter.used() + self.request.in_flight(), self.meter.cap)
+        """A tunnel is never exempt: it closes at the cap, bytes not yet accepted counted
+        (unless its tenant is in shadow mode)."""
+        return self.enforce and is_blocked(
+            self.meter.used() + self.request.in_flight(), self.meter.cap
+        )
 
     # From the client.
     def _check_idle(self) -> None:

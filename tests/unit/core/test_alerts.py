@@ -23,6 +23,10 @@ class Seen:
     def blocked(self) -> bool:
         return self.used_bytes >= self.cap_bytes
 
+    @property
+    def would_block(self) -> bool:
+        return False
+
 
 def names(events: list[Alert[Seen]]) -> list[str]:
     return [e.mark for e in events]

@@ -207,3 +207,15 @@ def test_a_site_is_as_good_as_out_from_90_percent() -> None:
     assert not as_good_as_out(899, CAP)
     assert as_good_as_out(900, CAP)
     assert as_good_as_out(CAP + 5, CAP)
+
+
+def test_shadow_mode_allows_what_would_be_blocked_and_says_why() -> None:
+    shadow = tenant(enforce=False, at_cap="cut", client_share=0.1)
+    at_cap = decide(shadow, used=CAP, cap=CAP)
+    assert (at_cap.verdict, at_cap.would_block, at_cap.cut) == ("allow", "cap", False)
+    over_share = decide(shadow, used=0, cap=CAP, visitor_used=CAP)
+    assert (over_share.verdict, over_share.would_block) == ("allow", "client_share")
+    under = decide(shadow, used=0, cap=CAP)
+    assert (under.verdict, under.would_block, under.cut) == ("allow", None, False)
+    enforced = decide(tenant(at_cap="cut"), used=CAP, cap=CAP)
+    assert (enforced.verdict, enforced.would_block) == ("block", None)
