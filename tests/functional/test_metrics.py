@@ -34,6 +34,7 @@ OUTCOMES = {
     "client_share",
     "crawler",
     "paced",
+    "would_block",
     "exempt",
     "upstream_error",
     "unknown_host",
