@@ -377,6 +377,8 @@ def _tenant(
         status=first(own.status, defaults.status) or 503,
         template_path=template[0] if template else None,
         template=template[1] if template else None,
+        topup_url=first(own.topup_url, defaults.topup_url),
+        topup_text=first(own.topup_text, defaults.topup_text),
     )
     return TenantConfig(
         name=name,

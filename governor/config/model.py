@@ -35,6 +35,9 @@ class NoticeConfig:
     status: int = 503
     template_path: Path | None = None  # absolute; None means the built-in template
     template: str | None = None  # the template's text, read at load time
+    # A link for visitors and the site's owner: where more allowance can be bought.
+    topup_url: str | None = None
+    topup_text: str | None = None  # the link's text (else a built-in one per language)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

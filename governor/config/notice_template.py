@@ -25,6 +25,7 @@ PLACEHOLDERS: Final = frozenset(
         "timezone",
         "retry_after",
         "lang",
+        "topup_url",
     }
 )
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from governor.config.addresses import read_exempt_paths, read_networks
+from governor.config.addresses import read_exempt_paths, read_link, read_networks
 from governor.config.model import (
     DEFAULT_CRAWLER_AGENTS,
     AtCap,
@@ -41,11 +41,12 @@ from governor.config.values import (
     read_status,
     read_switch,
     read_template,
+    read_text,
     read_timezone,
     read_warn_at,
 )
 
-_NOTICE_KEYS = ("status", "template")
+_NOTICE_KEYS = ("status", "template", "topup_url", "topup_text")
 _LARGE_KEYS = ("size", "from")
 _PACING_KEYS = ("from", "floor")
 _CRAWLER_KEYS = ("share", "agents", "clients")
@@ -71,6 +72,8 @@ class Shared:
     on_store_failure: OnStoreFailure | None = None
     warn_at: tuple[float, ...] | None = None
     forecast_window: float | None = None
+    topup_url: str | None = None
+    topup_text: str | None = None
     enforce: bool | None = None
     admission: bool | None = None
     large_size: int | None = None
@@ -115,6 +118,8 @@ def read_shared(fields: Fields, parent: str, ctx: Ctx) -> Shared:
         at_cap=get_field(fields, "at_cap", parent, read_at_cap, ctx),
         status=get_field(notice, "status", notice_key, read_status, ctx),
         template=get_field(notice, "template", notice_key, read_template, ctx),
+        topup_url=get_field(notice, "topup_url", notice_key, read_link, ctx),
+        topup_text=get_field(notice, "topup_text", notice_key, read_text, ctx),
         exempt_paths=get_field(fields, "exempt_paths", parent, read_exempt_paths, ctx),
         exempt_clients=get_field(fields, "exempt_clients", parent, read_networks, ctx),
         on_store_failure=get_field(fields, "on_store_failure", parent, read_on_store_failure, ctx),

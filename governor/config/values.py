@@ -302,6 +302,17 @@ def read_log_format(node: Node, key: str, ctx: Ctx) -> LogFormat | None:
     return _choice(node, key, _LOG_FORMATS, ctx)
 
 
+def read_text(node: Node, key: str, ctx: Ctx) -> str | None:
+    """A short line of text (1 to 200 characters, one line)."""
+    text = scalar(node, key, "a line of text", ctx)
+    if text is None:
+        return None
+    if not text.strip() or len(text) > 200 or "\n" in text:
+        ctx.error(node, key, "expected one line of 1 to 200 characters")
+        return None
+    return text.strip()
+
+
 def read_top_clients(node: Node, key: str, ctx: Ctx) -> ClientForm | None:
     return _choice(node, key, _CLIENT_FORMS, ctx)
 

@@ -35,6 +35,8 @@ def send_notice(
         now=meter.now(),
         response_bytes=response_bytes,
         left_bytes=left_bytes,
+        topup_url=tenant.notice.topup_url,
+        topup_text=tenant.notice.topup_text,
     )
     rendered = notice.render_notice(
         facts,

@@ -110,7 +110,7 @@ $style
 <dt>$cap_label</dt><dd>$cap</dd>
 </dl>
 <p class="hint">$hint</p>
-</main>
+$topup</main>
 </body>
 </html>
 """
@@ -134,7 +134,23 @@ def _placeholder_values(facts: NoticeFacts, d: Derived, lang: str) -> dict[str, 
         "timezone": d.timezone,
         "retry_after": str(d.retry_after),
         "lang": lang,
+        "topup_url": facts.topup_url or "",
     }
+
+
+TOPUP_TEXT = {
+    "en": "The site's owner can add allowance here",
+    "ko": "사이트 운영자는 여기에서 전송 허용량을 추가할 수 있습니다",
+}
+
+
+def _topup(facts: NoticeFacts, lang: str) -> str:
+    """The top-up link's paragraph (escaped), or nothing."""
+    if facts.topup_url is None:
+        return ""
+    text = facts.topup_text or TOPUP_TEXT.get(lang, TOPUP_TEXT["en"])
+    url = html.escape(facts.topup_url, quote=True)
+    return f'<p class="topup"><a href="{url}">{html.escape(text)}</a></p>\n'
 
 
 def _escaped(values: Mapping[str, str]) -> dict[str, str]:
@@ -186,13 +202,20 @@ def render_notice(
         if variant == "admission":
             document["response_bytes"] = facts.response_bytes
             document["remaining_bytes"] = left_of(facts)
+        if facts.topup_url is not None and variant != "crawler":
+            document["topup_url"] = facts.topup_url
+            document["topup_text"] = facts.topup_text or TOPUP_TEXT["en"]
         body = json.dumps(document, ensure_ascii=False).encode("utf-8")
         headers = [("Content-Type", "application/json")]
     else:
         values = _placeholder_values(facts, d, lang)
         if template is None:
             values |= wording(lang, facts, d)
-            text = _BUILTIN.substitute(_escaped(values), style=_STYLE)
+            text = _BUILTIN.substitute(
+                _escaped(values),
+                style=_STYLE,
+                topup="" if variant == "crawler" else _topup(facts, lang),
+            )
         else:
             text = operator_template(template).safe_substitute(_escaped(values))
         body = text.encode("utf-8")

@@ -34,6 +34,8 @@ class NoticeFacts:
     response_bytes: int | None = None  # the "admission" notice's: the refused Content-Length
     # The "admission" notice's: what may still be sent (None: what is left of the cap).
     left_bytes: int | None = None
+    topup_url: str | None = None  # where more allowance can be bought (notice.topup_url)
+    topup_text: str | None = None  # its link text (None: the built-in one)
 
     def __post_init__(self) -> None:
         if self.resets_at.utcoffset() is None:

@@ -384,6 +384,7 @@ def test_operator_template_substitution() -> None:
             "retry_after=11520",
             "tenant=blog",
             "timezone=Asia/Seoul",
+            "topup_url=",  # none configured
             "used=2.0 GiB",
             f"used_bytes={2 * GIB}",
         ]
@@ -637,3 +638,39 @@ def test_the_admission_notice_names_the_visitors_share_when_it_leaves_less() -> 
         f, status=503, template=None, accept=None, accept_language=None, variant="admission"
     )
     assert "allowance for you (3.0 MiB)" in n.body.decode()
+
+
+def test_the_topup_link_in_both_languages_and_json() -> None:
+    f = dataclasses.replace(facts(), topup_url="https://host.example/topup?site=blog&x=<1>")
+    pages = {
+        lang: render_notice(
+            f, status=503, template=None, accept=None, accept_language=lang
+        ).body.decode()
+        for lang in ("en", "ko")
+    }
+    href = 'href="https://host.example/topup?site=blog&amp;x=&lt;1&gt;"'
+    assert href in pages["en"]
+    assert "The site&#x27;s owner can add allowance here" in pages["en"]
+    assert href in pages["ko"]
+    assert "사이트 운영자는 여기에서 전송 허용량을 추가할 수 있습니다" in pages["ko"]
+    document = json.loads(
+        render_notice(
+            dataclasses.replace(f, topup_text="Buy more"),
+            status=503,
+            template=None,
+            accept="application/json",
+            accept_language=None,
+        ).body
+    )
+    assert document["topup_url"] == "https://host.example/topup?site=blog&x=<1>"
+    assert document["topup_text"] == "Buy more"
+    plain = render_notice(facts(), status=503, template=None, accept=None, accept_language=None)
+    assert b"topup" not in plain.body
+
+
+def test_an_operator_template_may_place_the_topup_url() -> None:
+    f = dataclasses.replace(facts(), topup_url="https://host.example/t")
+    n = render_notice(
+        f, status=503, template='<a href="$topup_url">more</a>', accept=None, accept_language=None
+    )
+    assert n.body == b'<a href="https://host.example/t">more</a>'
