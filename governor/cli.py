@@ -194,7 +194,10 @@ async def usage_rows(config: Config, *, now: float) -> list[dict[str, Any]]:
     store = open_store(config.store, timeout=config.store_timeout, history_days=config.history_days)
     await store.open()
     try:
-        periods = {t.name: period_at(now, t.timezone, t.reset_at) for t in config.tenants}
+        periods = {
+            t.name: period_at(now, t.timezone, t.reset_at, t.period, t.week_starts)
+            for t in config.tenants
+        }
         keys = [(name, p.key) for name, p in periods.items()]
         totals = await store.totals(keys)
         grants = await store.grants(keys)
@@ -227,6 +230,7 @@ async def usage_rows(config: Config, *, now: float) -> list[dict[str, Any]]:
                 "granted_bytes": granted,
                 "resets_at": period.resets_at(tenant.timezone).isoformat(),
                 "timezone": tenant.timezone.key,
+                "period_kind": tenant.period,
                 "blocked": at_cap and tenant.enforce,
                 "enforced": tenant.enforce,
                 **shadow,
@@ -244,7 +248,10 @@ async def top_lists(
         raise AdminCallError(f"no tenant {args.tenant!r} in {config.path}")
     if not 1 <= args.limit <= MAX_LIMIT:
         raise AdminCallError(f"--limit: a whole number from 1 to {MAX_LIMIT}, not {args.limit}")
-    period = args.period or period_at(now, tenant.timezone, tenant.reset_at).key
+    period = (
+        args.period
+        or period_at(now, tenant.timezone, tenant.reset_at, tenant.period, tenant.week_starts).key
+    )
     try:
         dt.date.fromisoformat(period)
     except ValueError:

@@ -56,6 +56,7 @@ class Tenant:
 
     config: TenantConfig
     periods: PeriodTracker
+    days: PeriodTracker | None = None  # a weekly or monthly tenant's days (its day_guard)
 
     @property
     def hosts(self) -> tuple[str, ...]:
@@ -73,13 +74,20 @@ class Snapshot:
     @classmethod
     def build(cls, config: Config) -> Snapshot:
         """Index a validated config for request handling (a reload does it off the loop)."""
-        trackers: dict[tuple[ZoneInfo, dt.time], PeriodTracker] = {}
+        trackers: dict[tuple[ZoneInfo, dt.time, str, int], PeriodTracker] = {}
         tenants: dict[str, Tenant] = {}
         for t in config.tenants:
-            periods = trackers.get((t.timezone, t.reset_at))
+            how = (t.timezone, t.reset_at, t.period, t.week_starts)
+            periods = trackers.get(how)
             if periods is None:
-                periods = trackers[t.timezone, t.reset_at] = PeriodTracker(t.timezone, t.reset_at)
-            tenants[t.name] = Tenant(config=t, periods=periods)
+                periods = trackers[how] = PeriodTracker(*how)
+            days = None
+            if t.day_guard is not None:
+                day = (t.timezone, t.reset_at, "day", 0)
+                days = trackers.get(day)
+                if days is None:
+                    days = trackers[day] = PeriodTracker(t.timezone, t.reset_at)
+            tenants[t.name] = Tenant(config=t, periods=periods, days=days)
         return cls(config=config, index=TenantIndex(tenants.values()), tenants=tenants)
 
     def current_keys(self, now: float) -> list[Key]:

@@ -302,6 +302,7 @@ class _Admin:
             "resets_at": usage.resets_at.isoformat(),
             "resets_in": max(0, math.ceil(usage.resets_at.timestamp() - now)),
             "timezone": tenant.config.timezone.key if tenant is not None else None,
+            "period_kind": tenant.config.period if tenant is not None else None,
             "blocked": usage.blocked,
             "enforced": usage.enforced,
             "would_block": usage.would_block,

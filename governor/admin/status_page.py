@@ -402,6 +402,12 @@ def _tenant_card(
     )
 
 
+# A chart's bar per this many seconds, and what a bar's time looks like, by period.
+_STEPS = {"day": (BUCKET_SECONDS, "%H:%M", "5 minutes"), "week": (3600, "%a %H:%M", "hour"),
+          "month": (86400, "%m-%d", "day")}  # fmt: skip
+_WHEN = {"day": "today", "week": "this week", "month": "this month"}
+
+
 def _chart(
     name: str,
     start: float,
@@ -410,47 +416,56 @@ def _chart(
     now: float,
     tenant: Tenant,
 ) -> str:
-    """Today's transfer in 5-minute buckets: an inline SVG bar per non-empty bucket."""
+    """The period's transfer as an inline SVG bar per non-empty step: 5 minutes of a day,
+    an hour of a week, a day of a month (the store keeps 5-minute buckets; they add up)."""
     if buckets is None:
         return '<p class="nochart">chart unavailable: the store did not answer</p>'
     tz = tenant.config.timezone
-    slots = max(1, math.ceil((end - start) / BUCKET_SECONDS))
+    kind = tenant.config.period
+    step, fmt, per = _STEPS[kind]
+    slots = max(1, math.ceil((end - start) / step))
     height = 100
-    in_period = {b: n for b, n in buckets.items() if start - BUCKET_SECONDS < b < end and n > 0}
+    in_period: dict[int, int] = {}
+    for b, n in buckets.items():
+        if start - BUCKET_SECONDS < b < end and n > 0:
+            slot = max(0, int((b - start) // step))
+            in_period[slot] = in_period.get(slot, 0) + n
     peak = max(in_period.values(), default=0)
     total = sum(in_period.values())
     rects = []
-    for bucket, n in sorted(in_period.items()):
-        x = max(0.0, (bucket - start) / BUCKET_SECONDS)
+    for slot, n in sorted(in_period.items()):
+        first = start + slot * step
         h = max(1.0, height * n / peak)
-        t0 = dt.datetime.fromtimestamp(bucket, tz).strftime("%H:%M")
-        t1 = dt.datetime.fromtimestamp(bucket + BUCKET_SECONDS, tz).strftime("%H:%M")
+        t0 = dt.datetime.fromtimestamp(first, tz).strftime(fmt)
+        t1 = dt.datetime.fromtimestamp(first + step, tz).strftime(fmt)
         rects.append(
-            f'<rect class="bucket" data-start="{bucket}" data-bytes="{n}" '
-            f'x="{x:.3f}" y="{height - h:.3f}" width="0.85" height="{h:.3f}">'
+            f'<rect class="bucket" data-start="{int(first)}" data-bytes="{n}" '
+            f'x="{slot}" y="{height - h:.3f}" width="0.85" height="{h:.3f}">'
             f"<title>{_esc(t0)}&#8211;{_esc(t1)}: {_esc(format_size(n))}</title></rect>"
         )
-    now_x = min(slots, max(0.0, (now - start) / BUCKET_SECONDS))
+    now_x = min(slots, max(0.0, (now - start) / step))
     ticks = []
     for i in range(5):
         at = start + (end - start) * i / 4
-        label = dt.datetime.fromtimestamp(at, tz).strftime("%H:%M")
+        label = dt.datetime.fromtimestamp(at, tz).strftime(fmt)
         ticks.append(f"<span>{_esc(label)}</span>")
+    when = _WHEN[kind]
+    noun = {"5 minutes": "five-minute bucket", "hour": "hour", "day": "day"}[per]
     summary = (
-        f"{len(in_period)} five-minute bucket{'' if len(in_period) == 1 else 's'}, "
+        f"{len(in_period)} {noun}{'' if len(in_period) == 1 else 's'}, "
         f"peak {format_size(peak)}, "
         f"{format_size(total)} in all"
         if in_period
-        else "no transfer recorded yet today"
+        else f"no transfer recorded yet {when}"
     )
     return (
         f'<figure class="chart" data-tenant="{_esc(name)}" data-buckets="{len(in_period)}">'
         f'<svg viewBox="0 0 {slots} {height}" preserveAspectRatio="none" role="img" '
-        f'aria-label="transfer per 5 minutes today for {_esc(name)}">'
+        f'aria-label="transfer per {per} {when} for {_esc(name)}">'
         f'<rect class="plot" x="0" y="0" width="{slots}" height="{height}"/>'
         f'<line class="now" x1="{now_x:.3f}" x2="{now_x:.3f}" y1="0" y2="{height}"/>'
         f"{''.join(rects)}</svg>"
         f'<div class="ticks">{"".join(ticks)}</div>'
-        f"<figcaption>today, per 5 minutes ({_esc(tenant.config.timezone.key)}): "
+        f"<figcaption>{when}, per {per} ({_esc(tenant.config.timezone.key)}): "
         f"{_esc(summary)}</figcaption></figure>"
     )

@@ -53,6 +53,7 @@ from governor.config.shared import (
     first,
     large_of,
     pacing_of,
+    period_caps,
     read_shared,
 )
 from governor.config.values import (
@@ -363,15 +364,14 @@ def _tenant(
     for required in ("hosts", "upstream"):
         if required not in fields:
             ctx.error(line, join_key(path, required), "required key missing")
-    if "daily_cap" not in fields and "daily_cap" not in defaults.present:
-        ctx.error(line, join_key(path, "daily_cap"), "required key missing (here or in defaults)")
     hosts = get_field(fields, "hosts", path, read_hosts, ctx)
     _claim(name, hosts or [], claimed, ctx)
     upstream = get_field(fields, "upstream", path, read_upstream, ctx)
     own = read_shared(fields, path, ctx)
-    daily_cap = first(own.daily_cap, defaults.daily_cap)
-    if not hosts or upstream is None or daily_cap is None:
+    caps = period_caps(own, defaults, fields, line, path, ctx)
+    if not hosts or upstream is None or caps is None:
         return None
+    period, daily_cap, day_guard = caps
     template = first(own.template, defaults.template)
     notice = NoticeConfig(
         status=first(own.status, defaults.status) or 503,
@@ -385,6 +385,9 @@ def _tenant(
         hosts=tuple(dict.fromkeys(host for _, _, host in hosts)),
         upstream=upstream,
         daily_cap=daily_cap,
+        period=period,
+        week_starts=first(own.week_starts, defaults.week_starts) or 0,
+        day_guard=day_guard,
         timezone=first(own.timezone, defaults.timezone) or _UTC,
         reset_at=first(own.reset_at, defaults.reset_at) or _MIDNIGHT,
         count=first(own.count, defaults.count) or "egress",

@@ -22,6 +22,7 @@ CountMode = Literal["egress", "ingress", "both"]
 AtCap = Literal["finish", "cut"]
 OnStoreFailure = Literal["open", "closed"]
 LogFormat = Literal["plain", "json"]
+PeriodKind = Literal["day", "week", "month"]
 # How the top consumers store a visitor: an IPv4 /24 or IPv6 /48, a keyed digest, or as is.
 ClientForm = Literal["truncated", "hashed", "full"]
 
@@ -58,7 +59,7 @@ class TenantConfig:
     name: str
     hosts: tuple[str, ...]  # lower-case; exact names or "*.suffix" wildcards
     upstream: UpstreamURL
-    daily_cap: int  # bytes
+    daily_cap: int  # bytes: the cap of each period (named for the day, the default period)
     timezone: ZoneInfo
     reset_at: dt.time
     count: CountMode = "egress"
@@ -72,6 +73,9 @@ class TenantConfig:
     # False: shadow mode. Counted, reported and warned about as ever, but never refused:
     # where the tenant would be blocked, it is reported as would_block instead.
     enforce: bool = True
+    period: PeriodKind = "day"  # day | week | month, calendar periods in the tenant's zone
+    week_starts: int = 0  # the weekday a week starts on (0: Monday)
+    day_guard: int | None = None  # a weekly or monthly tenant's cap on each day (daily_cap)
     # A response declaring more bytes than are left of the cap is refused before its first
     # byte (the notice), rather than started and then finished or cut at the cap.
     admission: bool = True

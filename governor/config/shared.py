@@ -24,6 +24,7 @@ from governor.config.model import (
     Network,
     OnStoreFailure,
     PacingConfig,
+    PeriodKind,
 )
 from governor.config.nodes import Ctx, Fields, T, get_field, join_key, mapping
 from governor.config.values import (
@@ -35,6 +36,7 @@ from governor.config.values import (
     read_floor,
     read_on_store_failure,
     read_part,
+    read_period,
     read_reset_at,
     read_share,
     read_size,
@@ -44,6 +46,7 @@ from governor.config.values import (
     read_text,
     read_timezone,
     read_warn_at,
+    read_weekday,
 )
 
 _NOTICE_KEYS = ("status", "template", "topup_url", "topup_text")
@@ -61,6 +64,9 @@ class Shared:
 
     present: frozenset[str] = frozenset()
     daily_cap: int | None = None
+    cap: int | None = None
+    period: PeriodKind | None = None
+    week_starts: int | None = None
     timezone: ZoneInfo | None = None
     reset_at: dt.time | None = None
     count: CountMode | None = None
@@ -112,6 +118,9 @@ def read_shared(fields: Fields, parent: str, ctx: Ctx) -> Shared:
     return Shared(
         present=frozenset(fields),
         daily_cap=get_field(fields, "daily_cap", parent, read_size, ctx),
+        cap=get_field(fields, "cap", parent, read_size, ctx),
+        period=get_field(fields, "period", parent, read_period, ctx),
+        week_starts=get_field(fields, "week_starts", parent, read_weekday, ctx),
         timezone=get_field(fields, "timezone", parent, read_timezone, ctx),
         reset_at=get_field(fields, "reset_at", parent, read_reset_at, ctx),
         count=get_field(fields, "count", parent, read_count, ctx),
@@ -188,6 +197,43 @@ def _shared_crawlers(
     share: float | None, agents: tuple[str, ...], clients: tuple[Network, ...]
 ) -> CrawlerConfig:
     return CrawlerConfig(share, agents, clients)
+
+
+def period_caps(
+    own: Shared, defaults: Shared, fields: Fields, line: int, path: str, ctx: Ctx
+) -> tuple[PeriodKind, int, int | None] | None:
+    """The tenant's period, its cap, and a daily guard within a week or a month.
+
+    ``cap`` is the period's cap (``daily_cap`` is its spelling for a day; both at once, in
+    one place, is an error). A weekly or monthly tenant needs ``cap``, and its
+    ``daily_cap``, if any, is a cap on each day within the period.
+    """
+    for where, shared in ((path, own), ("defaults", defaults)):
+        if {"cap", "daily_cap"} <= shared.present and (shared.period or "day") == "day":
+            ctx.error(
+                line if where == path else None,
+                join_key(where, "cap"),
+                "cap and daily_cap both set: daily_cap is the day's spelling of cap, keep one",
+            )
+    period: PeriodKind = first(own.period, defaults.period) or "day"
+    if period == "day":
+        cap = first(first(own.cap, own.daily_cap), first(defaults.cap, defaults.daily_cap))
+        if cap is None and not {"cap", "daily_cap"} & (set(fields) | defaults.present):
+            ctx.error(
+                line, join_key(path, "daily_cap"), "required key missing (here or in defaults)"
+            )
+        return None if cap is None else (period, cap, None)
+    cap = first(own.cap, defaults.cap)
+    if cap is None:
+        if "cap" not in fields and "cap" not in defaults.present:
+            ctx.error(
+                line,
+                join_key(path, "cap"),
+                f"required for a {period}ly period (here or in defaults)",
+            )
+        return None
+    guard = first(own.daily_cap, defaults.daily_cap)
+    return period, cap, guard
 
 
 def first(value: T | None, fallback: T | None) -> T | None:

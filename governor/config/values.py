@@ -21,6 +21,7 @@ from governor.config.model import (
     CountMode,
     LogFormat,
     OnStoreFailure,
+    PeriodKind,
 )
 from governor.config.nodes import Ctx, T, items_of, scalar
 from governor.config.notice_template import PLACEHOLDERS, validate_template
@@ -42,6 +43,9 @@ HEAD_SIZE_MAX = 2**20  # a request head larger than 1 MiB is no sane limit
 COUNT_MAX = 10_000_000
 SHARED_KEYS = (
     "daily_cap",
+    "cap",
+    "period",
+    "week_starts",
     "timezone",
     "reset_at",
     "count",
@@ -198,6 +202,23 @@ def _choice(node: Node, key: str, choices: dict[str, T], ctx: Ctx) -> T | None:
         ctx.error(node, key, f"{text!r} is not allowed; expected one of {', '.join(choices)}")
         return None
     return choices[text]
+
+
+_PERIODS: dict[str, PeriodKind] = {"day": "day", "week": "week", "month": "month"}
+_WEEKDAYS = {
+    name: i
+    for i, name in enumerate(
+        ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+    )
+}
+
+
+def read_period(node: Node, key: str, ctx: Ctx) -> PeriodKind | None:
+    return _choice(node, key, _PERIODS, ctx)
+
+
+def read_weekday(node: Node, key: str, ctx: Ctx) -> int | None:
+    return _choice(node, key, _WEEKDAYS, ctx)
 
 
 def read_on_store_failure(node: Node, key: str, ctx: Ctx) -> OnStoreFailure | None:

@@ -26,6 +26,7 @@ class Meter:
         "_count_in",
         "_count_out",
         "_daily_cap",
+        "_days",
         "_grants",
         "_ledger",
         "_periods",
@@ -41,6 +42,7 @@ class Meter:
         periods: PeriodTracker,
         clock: Callable[[], float],
         grants: Mapping[Key, int] | None = None,
+        days: PeriodTracker | None = None,
     ) -> None:
         self._ledger = ledger
         self._periods = periods
@@ -50,6 +52,8 @@ class Meter:
         self.tenant = tenant.name
         self._daily_cap = tenant.daily_cap
         self._grants = grants or {}
+        # A weekly or monthly tenant's days, for its day_guard (a cap on each day in it).
+        self._days = days
         # The request's visitor and crawler accounts (client_share, crawlers), if counted.
         self.visit: Visit | None = None
 
@@ -65,6 +69,25 @@ class Meter:
         """The ledger key for the tenant's period now."""
         return (self.tenant, self._periods.current(self._clock()).key)
 
+    def day_key(self) -> Key:
+        """The account of today within a week or month (``day_guard``): ``PERIOD#day:DATE``."""
+        assert self._days is not None
+        now = self._clock()
+        period = self._periods.current(now).key
+        return (self.tenant, f"{period}#day:{self._days.current(now).key}")
+
+    def day_used(self) -> int:
+        """Today's bytes within a weekly or monthly period (0 without a day_guard)."""
+        if self._days is None:
+            return 0
+        key = self.day_key()
+        self._ledger.serve(key)
+        return self._ledger.used(key)
+
+    def day_period(self) -> Period:
+        """Today (for a day_guard's notice), or the period itself when there is none."""
+        return self.period() if self._days is None else self._days.current(self._clock())
+
     def charge(self, ingress: int, egress: int) -> None:
         """Charge bytes received from the client and sent to it, in the counted directions."""
         n = 0
@@ -75,6 +98,8 @@ class Meter:
         if n:
             key = self.key()
             self._ledger.add(key, n)
+            if self._days is not None:
+                self._ledger.add(self.day_key(), n)
             if self.visit is not None:
                 self.visit.charge(key[1], n)
 

@@ -20,6 +20,12 @@ later:
 So periods last 23, 24 or 25 hours (23.5 or 24.5 in zones with 30-minute
 shifts), or in between when ``reset_at`` lies in a gap.
 
+A *week* (``period: week``) runs from the reset on its first local day (``week_starts``,
+Monday by default) to the reset seven local days later; a *month* (``period: month``)
+from the reset on the 1st to the reset on the 1st of the next month. Both are named by
+their first local date, as a day is, and are built of the same reset instants, so the
+rules above hold for them too.
+
 This module is pure: no I/O, no clock reads; callers pass ``now``.
 """
 
@@ -29,6 +35,8 @@ import datetime as dt
 import math
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
+
+from governor.config.model import PeriodKind
 
 __all__ = ["Period", "PeriodTracker", "period_at"]
 
@@ -79,11 +87,34 @@ def _reset_instant(day: dt.date, tz: ZoneInfo, reset_at: dt.time) -> float:
     return float(hi)
 
 
-def period_at(now: float, tz: ZoneInfo, reset_at: dt.time) -> Period:
-    """The period containing Unix time ``now`` for daily resets at local ``reset_at`` in ``tz``.
+def period_at(
+    now: float,
+    tz: ZoneInfo,
+    reset_at: dt.time,
+    kind: PeriodKind = "day",
+    week_starts: int = 0,
+) -> Period:
+    """The period containing Unix time ``now`` for resets at local ``reset_at`` in ``tz``:
+    a day, a week starting on weekday ``week_starts`` (0: Monday), or a calendar month.
 
     ``reset_at`` is a naive wall-clock time; any tzinfo or fold on it is ignored.
     """
+    day = _day_at(now, tz, reset_at)
+    if kind == "day":
+        return day
+    first = dt.date.fromisoformat(day.key)
+    if kind == "week":
+        first -= dt.timedelta(days=(first.weekday() - week_starts) % 7)
+        after = first + dt.timedelta(days=7)
+    else:
+        first = first.replace(day=1)
+        after = (first + dt.timedelta(days=32)).replace(day=1)
+    start = day.start if first.isoformat() == day.key else _reset_instant(first, tz, reset_at)
+    return Period(key=first.isoformat(), start=start, end=_reset_instant(after, tz, reset_at))
+
+
+def _day_at(now: float, tz: ZoneInfo, reset_at: dt.time) -> Period:
+    """The day period containing ``now``."""
     day = dt.datetime.fromtimestamp(now, tz).date()
     start = _reset_instant(day, tz, reset_at)
     while start > now:
@@ -104,12 +135,21 @@ class PeriodTracker:
     also if the clock steps backwards).
     """
 
-    __slots__ = ("_period", "_reset_at", "_tz")
+    __slots__ = ("_kind", "_period", "_reset_at", "_tz", "_week_starts")
 
-    def __init__(self, tz: ZoneInfo, reset_at: dt.time) -> None:
+    def __init__(
+        self, tz: ZoneInfo, reset_at: dt.time, kind: PeriodKind = "day", week_starts: int = 0
+    ) -> None:
         self._tz = tz
         self._reset_at = reset_at
+        self._kind: PeriodKind = kind
+        self._week_starts = week_starts
         self._period: Period | None = None
+
+    @property
+    def kind(self) -> PeriodKind:
+        """``day``, ``week`` or ``month``."""
+        return self._kind
 
     @property
     def tz(self) -> ZoneInfo:
@@ -125,5 +165,7 @@ class PeriodTracker:
         """The period containing Unix time ``now``."""
         p = self._period
         if p is None or not p.start <= now < p.end:
-            p = self._period = period_at(now, self._tz, self._reset_at)
+            p = self._period = period_at(
+                now, self._tz, self._reset_at, self._kind, self._week_starts
+            )
         return p

@@ -29,7 +29,8 @@ Verdict = Literal["allow", "exempt", "block"]
 # "cap": the tenant is at its cap; "store": its store is down under on_store_failure: closed;
 # "client_share": this visitor used its share (429); "crawler": crawlers used theirs, or
 # the tenant is past large.from, where crawlers go before people (503).
-BlockReason = Literal["cap", "store", "client_share", "crawler"]
+# "day": a weekly or monthly tenant used its day_guard (daily_cap) today.
+BlockReason = Literal["cap", "store", "client_share", "crawler", "day"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +61,7 @@ def decide(
     visitor_used: int = 0,
     crawler: bool = False,
     crawlers_used: int = 0,
+    day_used: int = 0,
 ) -> Decision:
     """Decide one request of ``tenant``'s, which has used ``used`` bytes of ``cap``.
 
@@ -77,6 +79,8 @@ def decide(
     blocked: Decision | None = None
     if is_blocked(used, cap):
         blocked = _BLOCKED_CAP
+    elif tenant.day_guard is not None and day_used >= tenant.day_guard:
+        blocked = _BLOCKED_DAY
     elif tenant.on_store_failure == "closed" and not store_ok:
         blocked = _BLOCKED_STORE
     elif tenant.client_share is not None and visitor_used >= cap * tenant.client_share:
@@ -105,10 +109,13 @@ def left_for(
     cap: int,
     visitor_used: int | None = None,
     crawlers_used: int | None = None,
+    day_used: int | None = None,
 ) -> int:
     """What a response may still take: what is left of the cap, or of the visitor's or the
     crawlers' share when that is smaller (None: not counted for this request)."""
     left = cap - used
+    if day_used is not None and tenant.day_guard is not None:
+        left = min(left, tenant.day_guard - day_used)
     if visitor_used is not None and tenant.client_share is not None:
         left = min(left, int(cap * tenant.client_share) - visitor_used)
     crawlers = tenant.crawlers
@@ -181,8 +188,9 @@ _ALLOW = (
 _BLOCKED_CAP = Decision("block", reason="cap")
 _BLOCKED_STORE = Decision("block", reason="store")
 _BLOCKED_CLIENT = Decision("block", reason="client_share")
+_BLOCKED_DAY = Decision("block", reason="day")
 _BLOCKED_CRAWLER = Decision("block", reason="crawler")
 _SHADOW: dict[BlockReason, Decision] = {
     reason: Decision("allow", nudge=True, would_block=reason)
-    for reason in ("cap", "store", "client_share", "crawler")
+    for reason in ("cap", "store", "client_share", "crawler", "day")
 }

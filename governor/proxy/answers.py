@@ -31,7 +31,10 @@ def send_notice(
         host=request.head.host or "",
         used_bytes=meter.used(),
         cap_bytes=meter.cap,
-        resets_at=meter.period().resets_at(tenant.timezone),
+        resets_at=(meter.day_period() if variant == "day" else meter.period()).resets_at(
+            tenant.timezone
+        ),
+        period=tenant.period,
         now=meter.now(),
         response_bytes=response_bytes,
         left_bytes=left_bytes,

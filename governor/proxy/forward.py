@@ -167,13 +167,14 @@ class Forward:
         used, cap = meter.used(), meter.cap
         visit = meter.visit
         left = None
-        if visit is not None:  # the visitor's or the crawlers' share may leave less
+        if visit is not None or tenant.day_guard is not None:  # a share or a day leaves less
             left = left_for(
                 tenant,
                 used=used,
                 cap=cap,
-                visitor_used=visit.visitor_used(),
-                crawlers_used=visit.crawlers_used(),
+                visitor_used=None if visit is None else visit.visitor_used(),
+                crawlers_used=None if visit is None else visit.crawlers_used(),
+                day_used=meter.day_used() if tenant.day_guard is not None else None,
             )
         why = refusal(tenant, declared=declared, used=used, cap=cap, left=left)
         if why is None:

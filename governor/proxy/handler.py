@@ -97,12 +97,16 @@ class Proxy:
             visitor_used=visitor_used,
             crawler=crawler,
             crawlers_used=crawlers_used,
+            day_used=meter.day_used() if settings.day_guard is not None else 0,
         )
         if decision.verdict == "block":
             reason = decision.reason
             if reason == "client_share" or reason == "crawler":
                 note.outcome = reason
                 send_notice(request, settings, meter, variant=reason)
+            elif reason == "day":  # a weekly or monthly tenant's day_guard: blocked today
+                note.outcome = "blocked"
+                send_notice(request, settings, meter, variant="day")
             else:
                 note.outcome = "blocked"
                 send_notice(request, settings, meter)
@@ -133,6 +137,7 @@ class Proxy:
             periods=tenant.periods,
             clock=runtime.clock,
             grants=runtime.grants,
+            days=tenant.days,
         )
 
     def charge_refusal(self, refusal: Refusal) -> str | None:

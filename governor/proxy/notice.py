@@ -29,6 +29,7 @@ from governor.config.notice_template import PLACEHOLDERS, operator_template, val
 from governor.proxy.negotiation import choose_language, wants_json
 from governor.proxy.wording import (
     JSON_ERRORS,
+    PERIOD_WORD,
     VARIANT_STATUS,
     WORDING,
     Derived,
@@ -186,14 +187,15 @@ def render_notice(
     as_json = wants_json(accept)
     if as_json:
         document: dict[str, object] = {
-            "error": "daily_transfer_limit_exceeded",
+            "error": f"{PERIOD_WORD[facts.period]}_transfer_limit_exceeded",
+            "period": facts.period,
             "tenant": facts.tenant,
             "host": facts.host,
             "used_bytes": facts.used_bytes,
             "cap_bytes": facts.cap_bytes,
             "resets_at": d.resets_at_iso,
             "retry_after": d.retry_after,
-            "message": message_en(d),
+            "message": message_en(d, facts.period),
         }
         if variant != "cap":
             strings = wording("en", facts, d)

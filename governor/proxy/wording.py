@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
+from governor.config.model import PeriodKind
 from governor.sizes import format_size
 
 # "cap": the tenant's notice (at its cap, or nearly, see core.policy.as_good_as_out);
@@ -18,7 +19,7 @@ from governor.sizes import format_size
 # response is larger than what is left; "client_share": this visitor used its share
 # (429), the site goes on for others; "crawler": crawlers are paused (the crawlers'
 # share is used, or the tenant is past large.from). All but "cap" have built-in wording.
-Variant = Literal["cap", "large", "admission", "client_share", "crawler"]
+Variant = Literal["cap", "large", "admission", "client_share", "crawler", "day"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -34,6 +35,7 @@ class NoticeFacts:
     response_bytes: int | None = None  # the "admission" notice's: the refused Content-Length
     # The "admission" notice's: what may still be sent (None: what is left of the cap).
     left_bytes: int | None = None
+    period: PeriodKind = "day"  # the tenant's period: the words ("this month's allowance")
     topup_url: str | None = None  # where more allowance can be bought (notice.topup_url)
     topup_text: str | None = None  # its link text (None: the built-in one)
 
@@ -127,8 +129,62 @@ def _reopen_en(d: Derived) -> str:
     return f"It will reopen at {d.time} ({d.zone}) on {d.date}, {_duration_en(d.retry_after)}."
 
 
-def message_en(d: Derived) -> str:
-    return f"This site has used its daily data-transfer allowance. {_reopen_en(d)}"
+def message_en(d: Derived, period: PeriodKind = "day") -> str:
+    what = _ADJ_EN[period].lower()
+    return f"This site has used its {what} data-transfer allowance. {_reopen_en(d)}"
+
+
+# The words of each period, in English and Korean.
+_ADJ_EN: dict[PeriodKind, str] = {"day": "Daily", "week": "Weekly", "month": "Monthly"}
+_USED_EN: dict[PeriodKind, str] = {
+    "day": "Used today",
+    "week": "Used this week",
+    "month": "Used this month",
+}
+_CAP_EN = {k: f"{v} allowance" for k, v in _ADJ_EN.items()}
+PERIOD_WORD = {k: v.lower() for k, v in _ADJ_EN.items()}  # "daily", "weekly", "monthly"
+_ADJ_KO: dict[PeriodKind, str] = {"day": "일일", "week": "주간", "month": "월간"}
+_OF_KO: dict[PeriodKind, str] = {"day": "오늘의", "week": "이번 주의", "month": "이번 달의"}
+_USED_KO: dict[PeriodKind, str] = {
+    "day": "오늘 사용량",
+    "week": "이번 주 사용량",
+    "month": "이번 달 사용량",
+}
+_CAP_KO = {k: f"{v} 허용량" for k, v in _ADJ_KO.items()}
+
+
+def _day_strings(lang: str, facts: NoticeFacts, d: Derived) -> dict[str, str]:
+    """The "day" notice: a weekly or monthly tenant used today's part (its daily_cap)."""
+    if lang == "ko":
+        return {
+            "title": f"오늘의 전송 한도 도달 — {facts.host}",
+            "heading": "오늘 사용할 수 있는 전송량을 모두 사용했습니다",
+            "exhausted": (
+                f"이 사이트의 {_ADJ_KO[facts.period]} 허용량에는 하루 한도가 있으며, "
+                "오늘의 한도를 모두 사용했습니다."
+            ),
+            "reopen": (
+                f"{d.date} {d.time} ({d.zone})에 다시 열립니다. "
+                f"지금부터 {_duration_ko(d.retry_after)}입니다."
+            ),
+            "site_label": "사이트",
+            "used_label": _USED_KO[facts.period],
+            "cap_label": _CAP_KO[facts.period],
+            "hint": "따로 하실 일은 없습니다. 위 시각 이후에 다시 방문해 주세요.",
+        }
+    return {
+        "title": f"Today's data limit reached — {facts.host}",
+        "heading": "Today's data limit reached",
+        "exhausted": (
+            f"This site's {_ADJ_EN[facts.period].lower()} data-transfer allowance has a daily "
+            "limit, and today's is used."
+        ),
+        "reopen": _reopen_en(d),
+        "site_label": "Site",
+        "used_label": _USED_EN[facts.period],
+        "cap_label": _CAP_EN[facts.period],
+        "hint": "There is nothing you need to do: please come back after the time above.",
+    }
 
 
 def _large_strings(lang: str, facts: NoticeFacts, d: Derived) -> dict[str, str]:
@@ -146,8 +202,8 @@ def _large_strings(lang: str, facts: NoticeFacts, d: Derived) -> dict[str, str]:
                 f"지금부터 {_duration_ko(d.retry_after)}입니다."
             ),
             "site_label": "사이트",
-            "used_label": "오늘 사용량",
-            "cap_label": "일일 허용량",
+            "used_label": _USED_KO[facts.period],
+            "cap_label": _CAP_KO[facts.period],
             "hint": "이 파일은 위 시각 이후에 다시 요청해 주세요.",
         }
     return {
@@ -160,8 +216,8 @@ def _large_strings(lang: str, facts: NoticeFacts, d: Derived) -> dict[str, str]:
         "reopen": f"Large files are available again at {d.time} ({d.zone}) on {d.date}, "
         f"{_duration_en(d.retry_after)}.",
         "site_label": "Site",
-        "used_label": "Used today",
-        "cap_label": "Daily allowance",
+        "used_label": _USED_EN[facts.period],
+        "cap_label": _CAP_EN[facts.period],
         "hint": "Please ask for this file again after the time above.",
     }
 
@@ -183,8 +239,8 @@ def _admission_strings(lang: str, facts: NoticeFacts, d: Derived) -> dict[str, s
                 f"지금부터 {_duration_ko(d.retry_after)}입니다."
             ),
             "site_label": "사이트",
-            "used_label": "오늘 사용량",
-            "cap_label": "일일 허용량",
+            "used_label": _USED_KO[facts.period],
+            "cap_label": _CAP_KO[facts.period],
             "hint": "위 시각 이후에 이 파일을 다시 요청해 주세요.",
         }
     return {
@@ -198,8 +254,8 @@ def _admission_strings(lang: str, facts: NoticeFacts, d: Derived) -> dict[str, s
         "reopen": f"The allowance resets at {d.time} ({d.zone}) on {d.date}, "
         f"{_duration_en(d.retry_after)}.",
         "site_label": "Site",
-        "used_label": "Used today",
-        "cap_label": "Daily allowance",
+        "used_label": _USED_EN[facts.period],
+        "cap_label": _CAP_EN[facts.period],
         "hint": "Please ask for this file again after the time above.",
     }
 
@@ -261,8 +317,8 @@ def _crawler_strings(lang: str, facts: NoticeFacts, d: Derived) -> dict[str, str
                 f"지금부터 {_duration_ko(d.retry_after)}입니다."
             ),
             "site_label": "사이트",
-            "used_label": "오늘 사용량",
-            "cap_label": "일일 허용량",
+            "used_label": _USED_KO[facts.period],
+            "cap_label": _CAP_KO[facts.period],
             "hint": "Retry-After 헤더가 기다릴 시간(초)을 알려 줍니다. 브라우저 이용자에게는 "
             "해당되지 않습니다.",
         }
@@ -276,8 +332,8 @@ def _crawler_strings(lang: str, facts: NoticeFacts, d: Derived) -> dict[str, str
         "reopen": f"Crawling may resume at {d.time} ({d.zone}) on {d.date}, "
         f"{_duration_en(d.retry_after)}.",
         "site_label": "Site",
-        "used_label": "Used today",
-        "cap_label": "Daily allowance",
+        "used_label": _USED_EN[facts.period],
+        "cap_label": _CAP_EN[facts.period],
         "hint": "Retry-After gives the seconds to wait. People using a browser are not affected.",
     }
 
@@ -286,26 +342,29 @@ def _builtin_strings(lang: str, facts: NoticeFacts, d: Derived) -> dict[str, str
     """The built-in template's wording in ``lang`` (raw text; escaped later)."""
     if lang == "ko":
         return {
-            "title": f"일일 데이터 전송 한도 도달 — {facts.host}",
-            "heading": "일일 데이터 전송 한도에 도달했습니다",
-            "exhausted": "이 사이트는 오늘의 데이터 전송 허용량을 모두 사용했습니다.",
+            "title": f"{_ADJ_KO[facts.period]} 데이터 전송 한도 도달 — {facts.host}",
+            "heading": f"{_ADJ_KO[facts.period]} 데이터 전송 한도에 도달했습니다",
+            "exhausted": (
+                f"이 사이트는 {_OF_KO[facts.period]} 데이터 전송 허용량을 모두 사용했습니다."
+            ),
             "reopen": (
                 f"{d.date} {d.time} ({d.zone})에 다시 열립니다. "
                 f"지금부터 {_duration_ko(d.retry_after)}입니다."
             ),
             "site_label": "사이트",
-            "used_label": "오늘 사용량",
-            "cap_label": "일일 허용량",
+            "used_label": _USED_KO[facts.period],
+            "cap_label": _CAP_KO[facts.period],
             "hint": "따로 하실 일은 없습니다. 위 시각 이후에 다시 방문해 주세요.",
         }
     return {
-        "title": f"Daily data limit reached — {facts.host}",
-        "heading": "Daily data limit reached",
-        "exhausted": "This site has used its daily data-transfer allowance.",
+        "title": f"{_ADJ_EN[facts.period]} data limit reached — {facts.host}",
+        "heading": f"{_ADJ_EN[facts.period]} data limit reached",
+        "exhausted": f"This site has used its {_ADJ_EN[facts.period].lower()} data-transfer "
+        "allowance.",
         "reopen": _reopen_en(d),
         "site_label": "Site",
-        "used_label": "Used today",
-        "cap_label": "Daily allowance",
+        "used_label": _USED_EN[facts.period],
+        "cap_label": _CAP_EN[facts.period],
         "hint": "There is nothing you need to do: please come back after the time above.",
     }
 
@@ -315,6 +374,7 @@ WORDING = {
     "large": _large_strings,
     "admission": _admission_strings,
     "client_share": _client_share_strings,
+    "day": _day_strings,
     "crawler": _crawler_strings,
 }
 JSON_ERRORS = {
@@ -322,6 +382,13 @@ JSON_ERRORS = {
     "admission": "response_exceeds_remaining_allowance",
     "client_share": "client_share_exceeded",
     "crawler": "crawlers_paused",
+    "day": "daily_limit_within_period_exceeded",
 }
 # Every variant but the tenant's own has its status: 429 is the visitor's own limit.
-VARIANT_STATUS = {"large": 503, "admission": 503, "client_share": 429, "crawler": 503}
+VARIANT_STATUS = {
+    "large": 503,
+    "admission": 503,
+    "client_share": 429,
+    "crawler": 503,
+    "day": 503,
+}

@@ -92,7 +92,9 @@ class _Replay:
         self.kinds = kinds
         self.ledger = Ledger()
         self.book = ShareBook(self.ledger)
-        self.periods = PeriodTracker(tenant.timezone, tenant.reset_at)
+        self.periods = PeriodTracker(
+            tenant.timezone, tenant.reset_at, tenant.period, tenant.week_starts
+        )
         self.now = 0.0
         self.transfers: list[_Transfer] = []
         self.large = large_size(tenant)

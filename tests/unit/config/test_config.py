@@ -645,7 +645,8 @@ CASES: list[tuple[dict[str, Any], int, str, str]] = [
         7,
         "tenants.demo.dayly_cap",
         "unknown key (did you mean daily_cap?); allowed keys here: hosts, upstream, daily_cap, "
-        "timezone, reset_at, count, at_cap, notice, exempt_paths, exempt_clients",
+        "cap, period, week_starts, timezone, reset_at, count, at_cap, notice, exempt_paths, "
+        "exempt_clients",
     ),
     (
         {"tail": "  -bad:\n    hosts: [b.example]\n    upstream: http://b\n    daily_cap: 1 B\n"},
@@ -814,8 +815,8 @@ CASES: list[tuple[dict[str, Any], int, str, str]] = [
         {"tail": "defaults:\n  hosts: [x]\n"},
         8,
         "defaults.hosts",
-        "unknown key; allowed keys here: daily_cap, timezone, reset_at, count, at_cap, notice, "
-        "exempt_paths, exempt_clients",
+        "unknown key; allowed keys here: daily_cap, cap, period, week_starts, timezone, "
+        "reset_at, count, at_cap, notice, exempt_paths, exempt_clients",
     ),
     ({"tail": "defaults:\n  timezone: Mars/Base\n"}, 8, "defaults.timezone", "unknown time zone"),
     ({"tail": "defaults:\n  reset_at: 7pm\n"}, 8, "defaults.reset_at", "is not a time of day"),
@@ -1303,4 +1304,34 @@ def test_share_problems_name_the_key_and_line(
 ) -> None:
     problem = only(tmp_path, cfg(tail=tail))
     assert (problem.line, problem.key) == (line, key)
+    assert fragment in problem.message
+
+
+# --- periods: day (daily_cap or cap), week and month (cap; daily_cap a guard) ------------------
+
+
+def test_a_monthly_tenant_takes_cap_and_a_daily_guard(tmp_path: Path) -> None:
+    tail = "    period: month\n    cap: 30 GiB\n    week_starts: sunday\n"
+    t = load(tmp_path, cfg(tail=tail)).tenants[0]
+    assert (t.period, t.daily_cap, t.day_guard, t.week_starts) == ("month", 30 * 2**30, 2**20, 6)
+    plain = load(tmp_path, cfg(daily_cap=None, tail="    cap: 2 GiB\n")).tenants[0]
+    assert (plain.period, plain.daily_cap, plain.day_guard) == ("day", 2 * 2**30, None)
+
+
+@pytest.mark.parametrize(
+    ("tail", "key", "fragment"),
+    [
+        ("    cap: 2 GiB\n", "tenants.demo.cap", "daily_cap is the day's spelling"),
+        ("    period: month\n", "tenants.demo.cap", "required for a monthly period"),
+        ("    period: fortnight\n", "tenants.demo.period", "day, week, month"),
+        (
+            "    period: week\n    cap: 1 GiB\n    week_starts: someday\n",
+            "tenants.demo.week_starts",
+            "monday",
+        ),
+    ],
+)
+def test_period_problems_name_the_key(tmp_path: Path, tail: str, key: str, fragment: str) -> None:
+    problem = only(tmp_path, cfg(tail=tail))
+    assert problem.key == key
     assert fragment in problem.message

@@ -235,3 +235,31 @@ def test_tracker_agrees_with_period_at(
     for step in steps:
         now += step
         assert tracker.current(now) == period_at(now, tz, reset)
+
+
+def test_weeks_and_months_are_named_by_their_first_day_and_tile_time() -> None:
+    import datetime as dt
+    from zoneinfo import ZoneInfo
+
+    from governor.core.periods import period_at
+
+    tz = ZoneInfo("America/New_York")
+    at = dt.datetime(2024, 3, 20, 12, tzinfo=tz).timestamp()
+    week = period_at(at, tz, dt.time(0), "week")
+    assert week.key == "2024-03-18"  # a Monday
+    assert (week.end - week.start) / 3600 == 168
+    sunday = period_at(at, tz, dt.time(0), "week", week_starts=6)
+    assert sunday.key == "2024-03-17"
+    month = period_at(at, tz, dt.time(0), "month")
+    assert month.key == "2024-03-01"
+    assert (month.end - month.start) / 3600 == 31 * 24 - 1  # DST began on the 10th
+    after = period_at(month.end, tz, dt.time(0), "month")
+    assert (after.key, after.start) == ("2024-04-01", month.end)
+    before = period_at(month.start - 1, tz, dt.time(0), "month")
+    assert (before.key, before.end) == ("2024-02-01", month.start)
+    december = period_at(
+        dt.datetime(2024, 12, 31, 23, 59, tzinfo=tz).timestamp(), tz, dt.time(0), "month"
+    )
+    assert dt.datetime.fromtimestamp(december.end, tz) == dt.datetime(2025, 1, 1, tzinfo=tz)
+    late = period_at(dt.datetime(2024, 3, 1, 3, tzinfo=tz).timestamp(), tz, dt.time(6), "month")
+    assert late.key == "2024-02-01"  # before the 1st's 06:00 reset: still February's

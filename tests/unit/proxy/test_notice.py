@@ -347,6 +347,7 @@ def test_json_body() -> None:
     assert header(n, "Content-Length") == str(len(n.body))
     assert json.loads(n.body.decode("utf-8")) == {
         "error": "daily_transfer_limit_exceeded",
+        "period": "day",
         "tenant": "블로그",
         "host": "blog.example.com",
         "used_bytes": 2 * GIB + 7,
