@@ -25,6 +25,7 @@ from governor.tasks import TaskGroup
 log = logging.getLogger("governor.forecast")
 
 QUEUE_SIZE = 1000  # tenants waiting for their history; beyond it, asked again next flush
+STOP_WAIT = 5.0  # seconds stop() waits for a history read in progress
 
 
 def forecast_line(at: float, resets_at: dt.datetime) -> str:
@@ -51,6 +52,7 @@ class Forecasts:
         self.on_forecast: Callable[[TenantUsage, float], None] | None = None
         self._task: asyncio.Task[None] | None = None
         self.observed: list[str] = []  # the tenants the last flush observed
+        self._stopping = False
 
     def of(self, name: str, period: str) -> float | None:
         """The tenant's forecast in ``period`` (Unix time), or None: not before the reset."""
@@ -118,14 +120,29 @@ class Forecasts:
             self._task = tasks.spawn(self._run(), name="governor-forecast-history")
 
     async def stop(self) -> None:
+        """Stop the task: at once when it waits, after the read in progress otherwise.
+
+        Not by cancelling it alone: a store client that swallows a cancellation mid-read
+        (redis-py has) would leave it waiting on the queue for good; an empty name wakes
+        it, and it checks :attr:`_stopping` after every read.
+        """
         task, self._task = self._task, None
-        if task is not None:
+        if task is None:
+            return
+        self._stopping = True
+        while not self._queue.empty():
+            self._queue.get_nowait()
+        self._queue.put_nowait("")
+        done, _ = await asyncio.wait([task], timeout=STOP_WAIT)
+        if not done:
             task.cancel()
-            await asyncio.wait([task])
+            await asyncio.wait([task], timeout=STOP_WAIT)
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             name = await self._queue.get()
+            if not name:
+                return
             self._queued.discard(name)
             try:
                 await self._read_history(name)
