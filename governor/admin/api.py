@@ -70,7 +70,12 @@ def create_admin_app(
     app.router.add_get("/readyz", admin.readyz)
 
     def forecast(name: str, period: str) -> float | None:
-        return None if metrics.forecasts is None else metrics.forecasts.of(name, period)
+        """When the tenant runs out; +inf when forecast to last; None when not forecast."""
+        forecasts = metrics.forecasts
+        if forecasts is None or not forecasts.forecast_known(name, period):
+            return None
+        at = forecasts.of(name, period)
+        return math.inf if at is None else at
 
     status = StatusPage(runtime, metrics.activity, names, metrics.refusals, forecast)
     app.router.add_get("/status", status.handle)

@@ -242,6 +242,8 @@ class StatusPage:
         at = None if self.forecast is None else self.forecast(usage.tenant, usage.period)
         if at is None or usage.blocked:
             return ""
+        if math.isinf(at):
+            return '<p class="forecast">At this rate it lasts until the reset.</p>'
         line = forecast_line(at, usage.resets_at)
         return f'<p class="forecast">{_esc(line[0].upper() + line[1:])}.</p>'
 

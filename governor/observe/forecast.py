@@ -59,6 +59,11 @@ class Forecasts:
         found = self._at.get(name)
         return found[1] if found is not None and found[0] == period else None
 
+    def forecast_known(self, name: str, period: str) -> bool:
+        """Whether ``name`` was forecast in ``period`` (a None forecast then means: it lasts)."""
+        found = self._at.get(name)
+        return found is not None and found[0] == period
+
     def running_out(self) -> list[str]:
         """The tenants forecast to run out before their reset (re-observed at each flush)."""
         return [name for name, (_, at) in self._at.items() if at is not None]

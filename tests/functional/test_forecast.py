@@ -84,3 +84,8 @@ async def test_a_slow_tenant_is_not_forecast_to_run_out(
     got = await scrape(gov.admin_port)
     gauge = got.get("governor_quota_exhaustion_forecast_timestamp_seconds", tenant="site")
     assert math.isinf(gauge)
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://127.0.0.1:{gov.admin_port}/status") as resp,
+    ):
+        assert "At this rate it lasts until the reset." in await resp.text()
