@@ -228,7 +228,15 @@ def _parse_upstream(text: str) -> UpstreamURL:
 
 
 def read_webhook(node: Node, key: str, ctx: Ctx) -> str | None:
-    return _read_url(node, key, ctx, "webhook URL")
+    text = scalar(node, key, "an http:// or https:// URL", ctx)
+    if text is None:
+        return None
+    try:
+        _parse_upstream(text)
+    except ValueError as exc:
+        ctx.error(node, key, str(exc).replace("upstream", "webhook URL"))
+        return None
+    return text
 
 
 def read_link(node: Node, key: str, ctx: Ctx) -> str | None:
@@ -241,17 +249,5 @@ def read_link(node: Node, key: str, ctx: Ctx) -> str | None:
     bad = any(c.isspace() or not c.isprintable() for c in text)
     if parts.scheme not in ("http", "https") or not parts.hostname or bad or len(text) > 2000:
         ctx.error(node, key, f"{text!r}: expected an http:// or https:// URL with a host")
-        return None
-    return text
-
-
-def _read_url(node: Node, key: str, ctx: Ctx, what: str) -> str | None:
-    text = scalar(node, key, "an http:// or https:// URL", ctx)
-    if text is None:
-        return None
-    try:
-        _parse_upstream(text)
-    except ValueError as exc:
-        ctx.error(node, key, str(exc).replace("upstream", what))
         return None
     return text

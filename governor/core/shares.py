@@ -217,6 +217,32 @@ class Visit:
             self.pacer.count(n)
 
 
+def counts_visits(tenant: TenantConfig) -> bool:
+    """Whether the tenant counts visitors, crawlers or paced bytes (a :class:`Visit` each)."""
+    return (
+        tenant.client_share is not None or tenant.crawlers is not None or tenant.pacing is not None
+    )
+
+
+def visit_of(
+    book: ShareBook,
+    tenant: TenantConfig,
+    *,
+    agent: str | None,
+    client: str,
+    cap: int,
+    period: str,
+) -> Visit | None:
+    """One request's accounting below its tenant's, or None when there is nothing to count:
+    its visitor (``client_share``), whether it is a crawler's (``crawlers``), the pacer."""
+    crawlers = tenant.crawlers
+    crawler = crawlers is not None and is_crawler(crawlers, agent, client)
+    visitor = visitor_of(client) if tenant.client_share is not None and client else None
+    if visitor is None and not crawler and tenant.pacing is None:
+        return None
+    return Visit(book, tenant, visitor, crawler, cap, period)
+
+
 class ShareBook:
     """Every tenant's :class:`Shares` for its current period, made on first use.
 

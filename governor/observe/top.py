@@ -58,9 +58,7 @@ class TopTally:
         if count != "ingress" and record.outcome not in _NOTICE_ONLY:
             n += record.bytes_out
         period = tenant.periods.current(self.runtime.clock()).key
-        tables = self._tables.get((name, period))
-        if tables is None:
-            tables = self._tables[name, period] = {d: TopTable() for d in DIMENSIONS}
+        tables = self._tables_of(name, period)
         client = client_item(record.client, snap.config.top_clients, name + "/" + period)
         tables["client"].add(client, n)
         tables["path"].add(path_item(record.path), n)
@@ -80,12 +78,16 @@ class TopTally:
     def give_back(self, entries: list[TopEntry]) -> None:
         """Tally again what a failed write took (bounded: the tables keep their size)."""
         for name, period, dimension, item, nbytes, requests in entries:
-            tables = self._tables.get((name, period))
-            if tables is None:
-                tables = self._tables[name, period] = {d: TopTable() for d in DIMENSIONS}
-            table = tables.get(dimension)  # type: ignore[call-overload]
+            table = self._tables_of(name, period).get(dimension)  # type: ignore[call-overload]
             if table is not None:
                 table.add(item, nbytes, requests)
+
+    def _tables_of(self, name: str, period: str) -> dict[Dimension, TopTable]:
+        """The tenant's tables for ``period``, made on first use."""
+        tables = self._tables.get((name, period))
+        if tables is None:
+            tables = self._tables[name, period] = {d: TopTable() for d in DIMENSIONS}
+        return tables
 
     async def write(self, store: Store) -> None:
         """Add what was tallied to the store's top lists (after a flush)."""

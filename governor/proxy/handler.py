@@ -26,10 +26,9 @@ The forward itself (:mod:`governor.proxy.forward`) and the response's way back
 from __future__ import annotations
 
 from governor.accounts.runtime import Runtime, Tenant
-from governor.config import TenantConfig
 from governor.core.meter import Meter
 from governor.core.policy import decide
-from governor.core.shares import Visit, is_crawler, visitor_of
+from governor.core.shares import counts_visits, visit_of
 from governor.http1.headers import client_address
 from governor.http1.pool import OriginPool
 from governor.http1.request import Request
@@ -79,13 +78,16 @@ class Proxy:
         used, cap = meter.used(), meter.cap
         visitor_used = crawlers_used = 0
         crawler = False
-        if settings.client_share is not None or settings.crawlers or settings.pacing:
-            visit = self._visit(settings, meter, agent, client, cap)
-            if visit.visitor is not None or visit.crawler or visit.pacer is not None:
+        if counts_visits(settings):
+            period = meter.key()[1]
+            visit = visit_of(
+                runtime.shares, settings, agent=agent, client=client, cap=cap, period=period
+            )
+            if visit is not None:
                 meter.visit = visit  # its charges count to the visitor, the crawlers too
-            crawler = visit.crawler
-            visitor_used = visit.visitor_used() or 0
-            crawlers_used = visit.crawlers_used() or 0
+                crawler = visit.crawler
+                visitor_used = visit.visitor_used() or 0
+                crawlers_used = visit.crawlers_used() or 0
         decision = decide(
             settings,
             used=used,
@@ -119,15 +121,6 @@ class Proxy:
         if decision.nudge:
             runtime.nudge()
         await Forward(self.pool, snap.config, request, settings, meter, decision).run()
-
-    def _visit(
-        self, settings: TenantConfig, meter: Meter, agent: str | None, client: str, cap: int
-    ) -> Visit:
-        """The request's visitor and crawler accounts, for a tenant that counts them."""
-        crawlers = settings.crawlers
-        crawler = crawlers is not None and is_crawler(crawlers, agent, client)
-        visitor = visitor_of(client) if settings.client_share is not None and client else None
-        return Visit(self.runtime.shares, settings, visitor, crawler, cap, meter.key()[1])
 
     def _meter(self, tenant: Tenant) -> Meter:
         runtime = self.runtime

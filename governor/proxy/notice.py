@@ -30,6 +30,7 @@ from governor.proxy.negotiation import choose_language, wants_json
 from governor.proxy.wording import (
     JSON_ERRORS,
     PERIOD_WORD,
+    TOPUP_TEXT,
     VARIANT_STATUS,
     WORDING,
     Derived,
@@ -137,12 +138,6 @@ def _placeholder_values(facts: NoticeFacts, d: Derived, lang: str) -> dict[str, 
         "lang": lang,
         "topup_url": facts.topup_url or "",
     }
-
-
-TOPUP_TEXT = {
-    "en": "The site's owner can add allowance here",
-    "ko": "사이트 운영자는 여기에서 전송 허용량을 추가할 수 있습니다",
-}
 
 
 def _topup(facts: NoticeFacts, lang: str) -> str:

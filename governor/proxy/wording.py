@@ -129,6 +129,33 @@ def _reopen_en(d: Derived) -> str:
     return f"It will reopen at {d.time} ({d.zone}) on {d.date}, {_duration_en(d.retry_after)}."
 
 
+# The top-up link's text (notice.topup_url) when the operator gives none.
+TOPUP_TEXT = {
+    "en": "The site's owner can add allowance here",
+    "ko": "사이트 운영자는 여기에서 전송 허용량을 추가할 수 있습니다",
+}
+
+
+def _reopen_ko(d: Derived) -> str:
+    left = _duration_ko(d.retry_after)
+    return f"{d.date} {d.time} ({d.zone})에 다시 열립니다. 지금부터 {left}입니다."
+
+
+def _labels(lang: str, facts: NoticeFacts) -> dict[str, str]:
+    """The notice's labels of the site, the period's use and its allowance."""
+    if lang == "ko":
+        return {
+            "site_label": "사이트",
+            "used_label": _USED_KO[facts.period],
+            "cap_label": _CAP_KO[facts.period],
+        }
+    return {
+        "site_label": "Site",
+        "used_label": _USED_EN[facts.period],
+        "cap_label": _CAP_EN[facts.period],
+    }
+
+
 def message_en(d: Derived, period: PeriodKind = "day") -> str:
     what = _ADJ_EN[period].lower()
     return f"This site has used its {what} data-transfer allowance. {_reopen_en(d)}"
@@ -163,13 +190,8 @@ def _day_strings(lang: str, facts: NoticeFacts, d: Derived) -> dict[str, str]:
                 f"이 사이트의 {_ADJ_KO[facts.period]} 허용량에는 하루 한도가 있으며, "
                 "오늘의 한도를 모두 사용했습니다."
             ),
-            "reopen": (
-                f"{d.date} {d.time} ({d.zone})에 다시 열립니다. "
-                f"지금부터 {_duration_ko(d.retry_after)}입니다."
-            ),
-            "site_label": "사이트",
-            "used_label": _USED_KO[facts.period],
-            "cap_label": _CAP_KO[facts.period],
+            "reopen": _reopen_ko(d),
+            **_labels("ko", facts),
             "hint": "따로 하실 일은 없습니다. 위 시각 이후에 다시 방문해 주세요.",
         }
     return {
@@ -180,9 +202,7 @@ def _day_strings(lang: str, facts: NoticeFacts, d: Derived) -> dict[str, str]:
             "limit, and today's is used."
         ),
         "reopen": _reopen_en(d),
-        "site_label": "Site",
-        "used_label": _USED_EN[facts.period],
-        "cap_label": _CAP_EN[facts.period],
+        **_labels("en", facts),
         "hint": "There is nothing you need to do: please come back after the time above.",
     }
 
@@ -201,9 +221,7 @@ def _large_strings(lang: str, facts: NoticeFacts, d: Derived) -> dict[str, str]:
                 f"큰 파일은 {d.date} {d.time} ({d.zone})부터 다시 받을 수 있습니다. "
                 f"지금부터 {_duration_ko(d.retry_after)}입니다."
             ),
-            "site_label": "사이트",
-            "used_label": _USED_KO[facts.period],
-            "cap_label": _CAP_KO[facts.period],
+            **_labels("ko", facts),
             "hint": "이 파일은 위 시각 이후에 다시 요청해 주세요.",
         }
     return {
@@ -215,9 +233,7 @@ def _large_strings(lang: str, facts: NoticeFacts, d: Derived) -> dict[str, str]:
         ),
         "reopen": f"Large files are available again at {d.time} ({d.zone}) on {d.date}, "
         f"{_duration_en(d.retry_after)}.",
-        "site_label": "Site",
-        "used_label": _USED_EN[facts.period],
-        "cap_label": _CAP_EN[facts.period],
+        **_labels("en", facts),
         "hint": "Please ask for this file again after the time above.",
     }
 
@@ -238,9 +254,7 @@ def _admission_strings(lang: str, facts: NoticeFacts, d: Derived) -> dict[str, s
                 f"허용량은 {d.date} {d.time} ({d.zone})에 초기화됩니다. "
                 f"지금부터 {_duration_ko(d.retry_after)}입니다."
             ),
-            "site_label": "사이트",
-            "used_label": _USED_KO[facts.period],
-            "cap_label": _CAP_KO[facts.period],
+            **_labels("ko", facts),
             "hint": "위 시각 이후에 이 파일을 다시 요청해 주세요.",
         }
     return {
@@ -253,9 +267,7 @@ def _admission_strings(lang: str, facts: NoticeFacts, d: Derived) -> dict[str, s
         ),
         "reopen": f"The allowance resets at {d.time} ({d.zone}) on {d.date}, "
         f"{_duration_en(d.retry_after)}.",
-        "site_label": "Site",
-        "used_label": _USED_EN[facts.period],
-        "cap_label": _CAP_EN[facts.period],
+        **_labels("en", facts),
         "hint": "Please ask for this file again after the time above.",
     }
 
@@ -316,9 +328,7 @@ def _crawler_strings(lang: str, facts: NoticeFacts, d: Derived) -> dict[str, str
                 f"{d.date} {d.time} ({d.zone})부터 다시 수집할 수 있습니다. "
                 f"지금부터 {_duration_ko(d.retry_after)}입니다."
             ),
-            "site_label": "사이트",
-            "used_label": _USED_KO[facts.period],
-            "cap_label": _CAP_KO[facts.period],
+            **_labels("ko", facts),
             "hint": "Retry-After 헤더가 기다릴 시간(초)을 알려 줍니다. 브라우저 이용자에게는 "
             "해당되지 않습니다.",
         }
@@ -331,9 +341,7 @@ def _crawler_strings(lang: str, facts: NoticeFacts, d: Derived) -> dict[str, str
         ),
         "reopen": f"Crawling may resume at {d.time} ({d.zone}) on {d.date}, "
         f"{_duration_en(d.retry_after)}.",
-        "site_label": "Site",
-        "used_label": _USED_EN[facts.period],
-        "cap_label": _CAP_EN[facts.period],
+        **_labels("en", facts),
         "hint": "Retry-After gives the seconds to wait. People using a browser are not affected.",
     }
 
@@ -347,13 +355,8 @@ def _builtin_strings(lang: str, facts: NoticeFacts, d: Derived) -> dict[str, str
             "exhausted": (
                 f"이 사이트는 {_OF_KO[facts.period]} 데이터 전송 허용량을 모두 사용했습니다."
             ),
-            "reopen": (
-                f"{d.date} {d.time} ({d.zone})에 다시 열립니다. "
-                f"지금부터 {_duration_ko(d.retry_after)}입니다."
-            ),
-            "site_label": "사이트",
-            "used_label": _USED_KO[facts.period],
-            "cap_label": _CAP_KO[facts.period],
+            "reopen": _reopen_ko(d),
+            **_labels("ko", facts),
             "hint": "따로 하실 일은 없습니다. 위 시각 이후에 다시 방문해 주세요.",
         }
     return {
@@ -362,9 +365,7 @@ def _builtin_strings(lang: str, facts: NoticeFacts, d: Derived) -> dict[str, str
         "exhausted": f"This site has used its {_ADJ_EN[facts.period].lower()} data-transfer "
         "allowance.",
         "reopen": _reopen_en(d),
-        "site_label": "Site",
-        "used_label": _USED_EN[facts.period],
-        "cap_label": _CAP_EN[facts.period],
+        **_labels("en", facts),
         "hint": "There is nothing you need to do: please come back after the time above.",
     }
 

@@ -26,7 +26,7 @@ from governor.core.meter import Meter
 from governor.core.pacing import large_size
 from governor.core.periods import PeriodTracker
 from governor.core.policy import decide, left_for, refusal
-from governor.core.shares import ShareBook, Visit, is_crawler, visitor_of
+from governor.core.shares import ShareBook, is_crawler, visit_of, visitor_of
 from governor.simulation.traffic import Hit
 
 TICK = 10.0  # seconds between the steps of paced responses
@@ -126,12 +126,11 @@ class _Replay:
         meter = self.meter()
         used, cap = meter.used(), meter.cap
         self.run.cap = max(self.run.cap, cap)
-        crawler = tenant.crawlers is not None and is_crawler(tenant.crawlers, hit.agent, hit.client)
-        visitor = visitor_of(hit.client) if tenant.client_share is not None else None
-        visit = None
-        if visitor is not None or crawler or tenant.pacing is not None:
-            visit = Visit(self.book, tenant, visitor, crawler, cap, meter.key()[1])
-            meter.visit = visit
+        visit = visit_of(
+            self.book, tenant, agent=hit.agent, client=hit.client, cap=cap, period=meter.key()[1]
+        )
+        meter.visit = visit
+        crawler = visit is not None and visit.crawler
         visitor_used = None if visit is None else visit.visitor_used()
         crawlers_used = None if visit is None else visit.crawlers_used()
         decision = decide(
