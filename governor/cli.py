@@ -127,11 +127,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     # A worker's supervisor ran it already, before any worker started.
     if args.command in ("check", "serve") and worker is None:
-        problems = preflight(config)
+        warnings: list[str] = []
+        problems = preflight(config, warnings=warnings)
         for problem in problems:
             print(problem, file=sys.stderr)
         if problems:
             return 1
+        if args.command == "check":
+            for warning in warnings:
+                print(f"warning: {warning}", file=sys.stderr)
     try:
         if args.command == "check":
             n = len(config.tenants)

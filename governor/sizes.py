@@ -30,6 +30,7 @@ _DURATION_UNITS: dict[str, Fraction] = {
     "s": Fraction(1),
     "m": Fraction(60),
     "h": Fraction(3600),
+    "d": Fraction(86400),
 }
 _SIZE_HELP = "expected a number with an optional unit B, KB, MB, GB, TB, KiB, MiB, GiB, TiB"
 _DURATION_HELP = "expected a number with an optional unit ms, s, m or h"

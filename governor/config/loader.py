@@ -27,10 +27,12 @@ from governor.config.addresses import (
     read_webhook,
 )
 from governor.config.composer import MappingNode, Node
+from governor.config.listeners import read_cert_pair, read_listeners
 from governor.config.model import (
     ClientForm,
     Config,
     LimitsConfig,
+    ListenConfig,
     LogFormat,
     NoticeConfig,
     TenantConfig,
@@ -113,7 +115,7 @@ _LIMIT_KEYS = (
     "connections",
     "connections_per_client",
 )
-_TENANT_KEYS = ("hosts", "upstream", *SHARED_KEYS)
+_TENANT_KEYS = ("hosts", "upstream", "tls", *SHARED_KEYS)
 TENANT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*", re.ASCII)
 
 
@@ -189,7 +191,7 @@ def _config(root: Node, path: Path, ctx: Ctx) -> Config | None:
     if fields is None:
         return None
     line = line_of(root)
-    listen = get_field(fields, "listen", "", read_listen, ctx)
+    listeners = get_field(fields, "listen", "", read_listeners, ctx)
     if "listen" not in fields:
         ctx.error(line, "listen", "required key missing; e.g. listen: 127.0.0.1:8080")
     store = get_field(fields, "store", "", read_store, ctx) or read_resolve_store(
@@ -213,12 +215,12 @@ def _config(root: Node, path: Path, ctx: Ctx) -> Config | None:
     spool = get_field(fields, "spool", "", read_spool, ctx) or Path(
         os.path.normpath(ctx.base / DEFAULT_SPOOL)
     )
-    if listen is None or store is None or tenants is None:
+    if listeners is None or store is None or tenants is None:
         return None
+    _check_tls(listeners, tenants, ctx)
     return Config(
         path=path,
-        listen_host=listen[0],
-        listen_port=listen[1],
+        listeners=listeners,
         store=store,
         store_timeout=store_timeout or 0.5,
         spool=spool,
@@ -237,6 +239,28 @@ def _config(root: Node, path: Path, ctx: Ctx) -> Config | None:
         tenants=tenants,
         lines=MappingProxyType(ctx.lines),  # ctx is not used after the load
     )
+
+
+def _check_tls(
+    listeners: tuple[ListenConfig, ...], tenants: tuple[TenantConfig, ...], ctx: Ctx
+) -> None:
+    """A tenant's ``tls`` or ``https_redirect`` needs a TLS listener to mean anything."""
+    if any(listener.tls is not None for listener in listeners):
+        return
+    for tenant in tenants:
+        for name, on in (
+            ("tls", tenant.tls is not None),
+            ("https_redirect", tenant.https_redirect),
+        ):
+            if on:
+                key = f"tenants.{tenant.name}.{name}"
+                ctx.error(
+                    ctx.lines.get(key),
+                    key,
+                    "no listener serves TLS; add one to listen, e.g. "
+                    "{address: 0.0.0.0:443, tls: {certificates: [{cert: ..., key: ...}]}}",
+                )
+                return
 
 
 def _timeouts(fields: Fields, ctx: Ctx) -> Timeouts:
@@ -292,9 +316,18 @@ def _limits(fields: Fields, ctx: Ctx) -> LimitsConfig:
     return limits
 
 
+_TENANT_ONLY = ("hosts", "upstream", "tls")
+
+
 def _defaults(fields: Fields, ctx: Ctx) -> Shared:
     entry = fields.get("defaults")
-    own = mapping(entry[1], "defaults", SHARED_KEYS, ctx) if entry else None
+    own = mapping(entry[1], "defaults", (*SHARED_KEYS, *_TENANT_ONLY), ctx) if entry else None
+    for name in _TENANT_ONLY:
+        if own and name in own:
+            key_node, _ = own.pop(name)
+            ctx.error(
+                key_node, f"defaults.{name}", f"{name} belongs in each tenant, not in defaults"
+            )
     return read_shared(own or {}, "defaults", ctx)
 
 
@@ -404,4 +437,7 @@ def _tenant(
         pacing=pacing_of(own, defaults),
         client_share=first(own.client_share, defaults.client_share),
         crawlers=crawlers_of(own, defaults),
+        tls=get_field(fields, "tls", path, read_cert_pair, ctx),
+        https_redirect=first(own.https_redirect, defaults.https_redirect) is True,
+        hsts=first(own.hsts, defaults.hsts) or None,
     )

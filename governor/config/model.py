@@ -25,6 +25,24 @@ LogFormat = Literal["plain", "json"]
 PeriodKind = Literal["day", "week", "month"]
 # How the top consumers store a visitor: an IPv4 /24 or IPv6 /48, a keyed digest, or as is.
 ClientForm = Literal["truncated", "hashed", "full"]
+TLSVersion = Literal["TLSv1.2", "TLSv1.3"]
+
+# Mozilla's "intermediate" TLS 1.2 ciphers (https://ssl-config.mozilla.org/, guideline
+# 5.7); TLS 1.3 suites are OpenSSL's defaults, which are the same list.
+INTERMEDIATE_CIPHERS = ":".join(
+    (
+        "ECDHE-ECDSA-AES128-GCM-SHA256",
+        "ECDHE-RSA-AES128-GCM-SHA256",
+        "ECDHE-ECDSA-AES256-GCM-SHA384",
+        "ECDHE-RSA-AES256-GCM-SHA384",
+        "ECDHE-ECDSA-CHACHA20-POLY1305",
+        "ECDHE-RSA-CHACHA20-POLY1305",
+        "DHE-RSA-AES128-GCM-SHA256",
+        "DHE-RSA-AES256-GCM-SHA384",
+        "DHE-RSA-CHACHA20-POLY1305",
+    )
+)
+HSTS_DEFAULT = 63_072_000  # seconds: two years, Mozilla's recommendation for "hsts: on"
 
 NOTICE_STATUSES = (503, 509, 429, 402)
 
@@ -84,6 +102,52 @@ class TenantConfig:
     # One visitor (an IPv4 address, an IPv6 /64) gets at most this share of the cap a period.
     client_share: float | None = None
     crawlers: CrawlerConfig | None = None  # crawler traffic: recognised, budgeted
+    tls: CertPair | None = None  # the certificate served for its hosts (chosen by SNI)
+    # Plain-HTTP requests get a 308 to https:// (ACME challenges excepted).
+    https_redirect: bool = False
+    hsts: int | None = None  # Strict-Transport-Security max-age on HTTPS responses
+
+
+@dataclass(frozen=True, slots=True)
+class CertPair:
+    """A certificate chain and its private key, PEM files (absolute paths).
+
+    ``key`` is the config key that named them (``tenants.site.tls``,
+    ``listen[1].tls.certificates[0]``), for messages about the files.
+    """
+
+    cert: Path
+    key: Path
+    where: str = field(default="", compare=False)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ListenerTLS:
+    """A TLS listener's settings: its own certificates (the first is the default when
+    no tenant's certificate matches the SNI name), versions and TLS 1.2 ciphers."""
+
+    certificates: tuple[CertPair, ...]
+    min_version: TLSVersion = "TLSv1.2"
+    max_version: TLSVersion = "TLSv1.3"
+    ciphers: str = INTERMEDIATE_CIPHERS
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ListenConfig:
+    """One listener: an address, plain HTTP or TLS."""
+
+    host: str
+    port: int
+    tls: ListenerTLS | None = None
+
+    @property
+    def address(self) -> str:
+        """``host:port``, IPv6 in brackets: how logs, metrics and messages name it."""
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    @property
+    def scheme(self) -> str:
+        return "http" if self.tls is None else "https"
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +247,7 @@ class Timeouts:
     body_min_rate: int = 1024  # bytes/s a request body must keep up (see above); 0: none
     websocket_idle: float = 600.0  # a tunnel with no byte either way this long is closed
     send: float = 60.0  # a client whose socket accepts no byte this long, with data due: closed
+    tls_handshake: float = 10.0  # from a TLS connection's accept to its handshake's end
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -207,8 +272,7 @@ class Config:
     """The whole, validated configuration."""
 
     path: Path  # the file it was loaded from (absolute)
-    listen_host: str
-    listen_port: int
+    listeners: tuple[ListenConfig, ...]  # ``listen``: at least one
     store: str  # e.g. "sqlite:////abs/path/usage.db"; relative paths already resolved
     store_timeout: float = 0.5  # one store round trip; beyond it the flush fails and is retried
     spool: Path | None = None  # absolute; counts the store could not take at shutdown
@@ -230,6 +294,16 @@ class Config:
     lines: Mapping[str, int] = field(
         default_factory=lambda: MappingProxyType({}), compare=False, repr=False
     )
+
+    @property
+    def listen_host(self) -> str:
+        """The first listener's host."""
+        return self.listeners[0].host
+
+    @property
+    def listen_port(self) -> int:
+        """The first listener's port."""
+        return self.listeners[0].port
 
     def problem(self, key: str, message: str) -> Problem:
         """A problem with ``key``, placed as the loader places its own: ``FILE:LINE: key: ...``."""

@@ -15,6 +15,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from governor.config.addresses import read_exempt_paths, read_link, read_networks
+from governor.config.listeners import read_hsts
 from governor.config.model import (
     DEFAULT_CRAWLER_AGENTS,
     AtCap,
@@ -90,6 +91,8 @@ class Shared:
     crawler_share: float | None = None
     crawler_agents: tuple[str, ...] | None = None
     crawler_clients: tuple[Network, ...] | None = None
+    https_redirect: bool | None = None
+    hsts: int | None = None
 
 
 NOTHING_SHARED = Shared()
@@ -144,6 +147,8 @@ def read_shared(fields: Fields, parent: str, ctx: Ctx) -> Shared:
         crawler_share=get_field(crawlers, "share", crawlers_key, read_share, ctx),
         crawler_agents=get_field(crawlers, "agents", crawlers_key, read_agents, ctx),
         crawler_clients=get_field(crawlers, "clients", crawlers_key, read_networks, ctx),
+        https_redirect=get_field(fields, "https_redirect", parent, read_switch, ctx),
+        hsts=get_field(fields, "hsts", parent, read_hsts, ctx),
     )
 
 

@@ -37,6 +37,7 @@ DURATION_KEYS = (
     "request_header",
     "websocket_idle",
     "send",
+    "tls_handshake",
 )
 HEAD_SIZE_KEYS = ("request_line", "header_field", "header_total")
 HEAD_SIZE_MAX = 2**20  # a request head larger than 1 MiB is no sane limit
@@ -62,6 +63,8 @@ SHARED_KEYS = (
     "pacing",
     "client_share",
     "crawlers",
+    "https_redirect",
+    "hsts",
 )
 _COUNT_MODES: dict[str, CountMode] = {"egress": "egress", "ingress": "ingress", "both": "both"}
 _AT_CAP_MODES: dict[str, AtCap] = {"finish": "finish", "cut": "cut"}

@@ -28,14 +28,14 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Sequence
-from typing import cast
+from typing import Any, cast
 
-from governor.errors import BadMessage, BodyRefused
+from governor.errors import BadMessage
 from governor.http1.flow import Flow
 from governor.http1.ports import TunnelSink
 from governor.http1.request import Request, refusal
-from governor.http1.sending import SendWatch, accepted, reset
-from governor.http1.serving import Listener
+from governor.http1.sending import SendWatch, accepted, reset, socket_unsent
+from governor.http1.serving import Listener, Place
 from governor.http1.state import (
     BUSY,
     CLOSED,
@@ -46,10 +46,12 @@ from governor.http1.state import (
     TUNNEL,
     WAITING,
     State,
+    body_due,
     check,
     deadline,
 )
 from governor.observe.events import RequestNote
+from governor.tls.channel import TLSChannel
 
 log = logging.getLogger("governor.listener")
 
@@ -61,11 +63,16 @@ LINGER = 10.0  # seconds to read and drop a request body nobody read, after the 
 class ClientConnection(asyncio.Protocol):
     """One client connection: heads, bodies, responses, keep-alive and its timers."""
 
-    def __init__(self, server: Listener) -> None:
+    def __init__(self, server: Listener, place: Place) -> None:
         self.server = server
         self.loop = server.loop
         self.transport: asyncio.Transport | None = None
         self.peer: str | None = None
+        self.listener = place.address
+        self.scheme = place.scheme
+        self._label = place.label  # scheme://address, for the access log and metrics
+        self._tls: TLSChannel | None = None  # TLS: the channel under it, counting its bytes
+        self._socket: Any = None
         self.state = NEW
         self._since = self.loop.time()  # when the state was entered (loop time)
         # Close after this request (shutdown, a refusal, the client's EOF).
@@ -75,6 +82,7 @@ class ClientConnection(asyncio.Protocol):
         self._body_timer: asyncio.TimerHandle | None = None
         self.handed = 0  # bytes handed to the transport
         self._sent_at_loss: int | None = None  # what the socket had accepted, once lost
+        self._reset = False  # governor reset it (a client that accepted nothing)
         self._watch = SendWatch(self)
         self._buf = b""
         self._request: Request | None = None
@@ -99,6 +107,8 @@ class ClientConnection(asyncio.Protocol):
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
+        self._socket = transport.get_extra_info("socket")
+        self._tls = transport if isinstance(transport, TLSChannel) else None
         self.flow.attach(self.transport)
         peer = transport.get_extra_info("peername")
         self.peer = peer[0] if isinstance(peer, tuple) else None
@@ -129,7 +139,7 @@ class ClientConnection(asyncio.Protocol):
         if request is None:
             self._next_request()
         elif len(self._buf) > self.server.limits.head:
-            self._pause_reading()  # pipelined requests wait until this one is answered
+            self.pause_reading()  # pipelined requests wait until this one is answered
 
     def eof_received(self) -> bool | None:
         request = self._request
@@ -138,8 +148,21 @@ class ClientConnection(asyncio.Protocol):
             return True  # half-close: the request in flight still gets its response
         return None  # close: no request, or one whose body can never be completed
 
+    def handshaken(self, channel: TLSChannel) -> None:
+        self.handed = channel.handed  # the handshake: charged by the listener, apart
+
+    def overhead(self) -> int:
+        """Bytes received beyond the plaintext (TLS records) not claimed yet; 0 on plain HTTP."""
+        tls = self._tls
+        return 0 if tls is None else tls.overhead()
+
     def connection_lost(self, exc: Exception | None) -> None:
-        self._sent_at_loss = self._accepted_at_loss()  # the socket is still open here
+        # The socket is still open here. A reset (the client's, or governor's of a client
+        # that read nothing) dropped what the kernel had not transmitted yet.
+        if self._tls is not None:
+            self.handed = self._tls.handed  # its close_notify, an alert: written by TLS itself
+        reset = isinstance(exc, ConnectionError) or self._reset
+        self._sent_at_loss = self._accepted_at_loss(reset=reset)
         self._enter(CLOSED)
         self._watch.cancel()
         self.server.connections.discard(self)
@@ -147,9 +170,7 @@ class ClientConnection(asyncio.Protocol):
             self._counted = False
             self.server.release(self.peer)
         self._cancel_timer()
-        if self._body_timer is not None:
-            self._body_timer.cancel()
-            self._body_timer = None
+        self._stop_body_timer()
         if self._sink is not None:
             self._sink.client_closed()
         request = self._request
@@ -159,6 +180,8 @@ class ClientConnection(asyncio.Protocol):
         task = self._task
         if task is not None and not task.done() and self._sink is None:
             task.cancel()
+        if request is None and self._tls is not None:
+            self._tls.leftovers(self.sent())  # else once the request made its last claim
         self.server.connection_closed()
 
     def pause_writing(self) -> None:
@@ -173,30 +196,25 @@ class ClientConnection(asyncio.Protocol):
 
     # Writing.
     def write(self, data: bytes) -> None:
-        transport = self.transport
-        if self.state is CLOSED or transport is None or transport.is_closing():
-            raise ConnectionResetError("the client connection is closed")
-        transport.write(data)
-        self.handed += len(data)
-        if self._watch.timer is None and transport.get_write_buffer_size():
-            self._watch.arm()
+        self.writelines((data,))
 
     def writelines(self, parts: Sequence[bytes]) -> None:
         transport = self.transport
         if self.state is CLOSED or transport is None or transport.is_closing():
             raise ConnectionResetError("the client connection is closed")
-        transport.writelines(parts)
-        self.handed += sum(len(p) for p in parts)
+        if len(parts) == 1:
+            transport.write(parts[0])
+        else:
+            transport.writelines(parts)
+        tls = self._tls
+        self.handed = self.handed + sum(map(len, parts)) if tls is None else tls.handed
         if self._watch.timer is None and transport.get_write_buffer_size():
             self._watch.arm()
 
     def sent(self) -> int:
-        """Bytes the socket accepted so far: handed to the transport, less what it holds.
-
-        While the transport is open its buffer is exactly what the socket has not
-        taken. Once it is closing it may have dropped that buffer (a failed write:
-        EPIPE, a reset), so the kernel is asked; after the loss, the figure taken then.
-        """
+        """Bytes the socket accepted so far: handed to the transport, less what it holds
+        (which is exactly what the socket has not taken while it is open). Once it is
+        closing it may have dropped that buffer (EPIPE, a reset): the kernel is asked."""
         if self._sent_at_loss is not None:
             return self._sent_at_loss
         transport = self.transport
@@ -206,15 +224,21 @@ class ClientConnection(asyncio.Protocol):
             return self.handed - transport.get_write_buffer_size()
         return self._accepted_at_loss()
 
+    def transmitted(self) -> int:
+        """:meth:`sent`, less what the kernel holds unsent (which a reset would drop)."""
+        n = self.sent()
+        if n and self._sent_at_loss is None:
+            n -= socket_unsent(self._socket)
+        return n
+
     def pending(self) -> int:
         """Bytes handed to the transport that the socket has not accepted yet."""
         transport = self.transport
-        if self.closed or transport is None:
-            return 0
-        return transport.get_write_buffer_size()
+        return 0 if self.closed or transport is None else transport.get_write_buffer_size()
 
-    def _accepted_at_loss(self) -> int:
-        return 0 if self.transport is None else accepted(self.transport, self.handed)
+    def _accepted_at_loss(self, *, reset: bool = False) -> int:
+        transport = self.transport
+        return 0 if transport is None else accepted(transport, self.handed, reset=reset)
 
     async def settle(self) -> None:
         """Wait until the socket accepted every byte handed to it, or the connection is gone.
@@ -231,12 +255,10 @@ class ClientConnection(asyncio.Protocol):
 
     def stalled(self) -> None:
         """The socket accepted no byte for ``timeouts.send`` while governor had some for it."""
-        log.info(
-            "resetting a connection from %s: it accepted no byte in %g s",
-            self.peer or "?",
-            self.server.send_timeout,
-        )
+        timeout = self.server.send_timeout
+        log.info("resetting a connection from %s: it accepted no byte in %g s", self.peer, timeout)
         self.closing = True
+        self._reset = True
         if self.transport is not None:
             reset(self.transport)
 
@@ -270,17 +292,19 @@ class ClientConnection(asyncio.Protocol):
         self._enter(TUNNEL)
         self._sink = sink
         rest, self._buf = self._buf, b""
-        self._resume_reading()
+        self.resume_reading()
         return rest
 
     def pause_reading(self) -> None:
-        self._pause_reading()
+        if not self.closed:
+            self.flow.pause_reading()
 
     def write_paused(self) -> bool:
         return self.flow.writing_paused
 
     def resume_reading(self) -> None:
-        self._resume_reading()
+        if not self.closed:
+            self.flow.resume_reading()
 
     # Requests.
     def _next_request(self) -> None:
@@ -305,7 +329,7 @@ class ClientConnection(asyncio.Protocol):
             return
         raw = self._buf
         self._buf = raw[head.size :]
-        note = RequestNote(sinks=self.server.sinks, client=self.peer or "")
+        note = RequestNote(sinks=self.server.sinks, client=self.peer or "", listener=self._label)
         request = Request(self, head, note)
         self._request = request
         if request.body is not None and self.server.body_min_rate:
@@ -330,8 +354,8 @@ class ClientConnection(asyncio.Protocol):
                 return
             if not request.ended:
                 self.abort()
-            elif not request.body_done and not self.closed:
-                await self._linger(request)
+            elif not request.body_done and not self.closed and not await request.linger(LINGER):
+                self.abort()  # still sending after LINGER seconds
             if self.pending():
                 await self.settle()  # a response is done once the socket accepted all of it
         except asyncio.CancelledError:
@@ -348,37 +372,21 @@ class ClientConnection(asyncio.Protocol):
         finally:
             self._finished(request)
 
-    async def _linger(self, request: Request) -> None:
-        """Read and drop the rest of a body nobody read, so the connection stays in step.
-
-        Its bytes are charged like the rest of the request's (to its meter, if it has
-        one); a client still sending after :data:`LINGER` seconds is disconnected.
-        """
-        try:
-            async with asyncio.timeout(LINGER):
-                while await request.read():
-                    request.charge()
-        except TimeoutError:
-            self.abort()
-        except (ConnectionError, BodyRefused):
-            pass  # the connection closes after this request either way
-        request.charge()
-
     def _finished(self, request: Request) -> None:
         self._task = None
         self._request = None
-        if self._body_timer is not None:
-            self._body_timer.cancel()
-            self._body_timer = None
-        request.charge()  # what arrived, or was accepted, after the handler's last claim
+        self._stop_body_timer()
+        request.charge(final=True)  # what arrived, or was accepted, since the last claim
         request.report()
+        if self._tls is not None:
+            self._tls.finished(request.meter, request.out_start + request.sent(), lost=self.closed)
         if self.closed or self._sink is not None:
             return
         if not request.keep_alive or self.closing or not request.body_done:
             self._shut()
             return
         self._enter(IDLE)
-        self._resume_reading()
+        self.resume_reading()
         self._next_request()
 
     def _refuse_body(self, request: Request, exc: BadMessage) -> None:
@@ -405,13 +413,11 @@ class ClientConnection(asyncio.Protocol):
             request.head_at += 1.0
             self._body_timer = self.loop.call_at(now + 1.0, self._check_body_rate)
             return
-        got = request.body.raw
-        due = (now - request.head_at - server.header_timeout) * rate
-        if got < due:
+        when = body_due(now, request.head_at + server.header_timeout, rate, request.body.raw)
+        if when is None:
             self._refuse_body(request, BadMessage(408, "the request body arrived too slowly"))
             return
-        next_at = request.head_at + server.header_timeout + got / rate
-        self._body_timer = self.loop.call_at(max(next_at, now + 0.1), self._check_body_rate)
+        self._body_timer = self.loop.call_at(when, self._check_body_rate)
 
     def _refuse(self, status: int, reason: str, raw: bytes | None) -> None:
         """Answer a request that cannot be read, then close.
@@ -423,10 +429,13 @@ class ClientConnection(asyncio.Protocol):
         data = refusal(status, reason)
         sent = 0
         try:
+            before = self.handed
             self.write(data)
-            sent = len(data)
+            sent = self.handed - before or len(data)  # wire bytes (before a handshake: queued)
         except ConnectionError:
             pass
+        if self._tls is not None:
+            self._tls.out_mark = self.handed  # charged with the refusal, not as leftovers
         self.server.refused(status, reason, self.peer, raw, sent)
         if not sent:
             return
@@ -458,6 +467,11 @@ class ClientConnection(asyncio.Protocol):
             stopping=server.stopping,
         )
 
+    def _stop_body_timer(self) -> None:
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+
     def _cancel_timer(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
@@ -476,20 +490,8 @@ class ClientConnection(asyncio.Protocol):
             self._shut()
 
     def stop_when_idle(self) -> None:
-        """The server stops: close after the request in flight, or when idle by its deadline.
-
-        An idle connection that has served a request closes now; one that has not yet
-        sent its first request gets ``FIRST_REQUEST_GRACE``; a head that has begun
-        to arrive keeps its own deadline (``request_header``).
-        """
+        """The server stops: close after the request in flight, or when idle by its deadline
+        (now if it served a request; ``FIRST_REQUEST_GRACE`` if not; a head: its own)."""
         self.closing = True
         if self._request is None and self._sink is None and not self.closed:
             self._idle()
-
-    def _pause_reading(self) -> None:
-        if not self.closed:
-            self.flow.pause_reading()
-
-    def _resume_reading(self) -> None:
-        if not self.closed:
-            self.flow.resume_reading()

@@ -24,6 +24,7 @@ class Settings(Protocol):
 
     body_max: int  # bytes a request body may have (0: no limit)
     websocket_idle: float  # seconds a tunnel may carry no byte either way (0: no limit)
+    https_port: int | None  # the first TLS listener's port (an https_redirect's target)
 
 
 class TunnelSink(Protocol):
@@ -59,7 +60,9 @@ class ClientPort(Protocol):
 
     loop: asyncio.AbstractEventLoop
     peer: str | None
-    handed: int  # bytes handed to the transport, every response on the connection
+    listener: str  # the listening address it came in on (host:port)
+    scheme: str  # http | https
+    handed: int  # bytes handed to the transport, every response on the connection (wire)
     closing: bool  # no request after this one: the response says Connection: close
     flow: Flow
     body_error: BadMessage | None  # the request body was refused midway
@@ -79,6 +82,14 @@ class ClientPort(Protocol):
 
     def sent(self) -> int:
         """Bytes the socket accepted so far."""
+        ...
+
+    def transmitted(self) -> int:
+        """Bytes the kernel transmitted so far (accepted, less what it holds unsent)."""
+        ...
+
+    def overhead(self) -> int:
+        """Bytes received beyond the plaintext (TLS records' framing) not claimed yet."""
         ...
 
     def pending(self) -> int:

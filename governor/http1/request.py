@@ -12,6 +12,7 @@ owns the socket, its timers and its flow control.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from urllib.parse import unquote
@@ -42,6 +43,7 @@ REASONS = {
     100: "Continue",
     101: "Switching Protocols",
     200: "OK",
+    308: "Permanent Redirect",
     400: "Bad Request",
     405: "Method Not Allowed",
     408: "Request Timeout",
@@ -76,10 +78,12 @@ class Request:
         "handed",
         "head",
         "head_at",
+        "hsts",
         "keep_alive",
         "meter",
         "note",
         "out_start",
+        "overhead",
         "path",
         "received",
         "started",
@@ -94,6 +98,7 @@ class Request:
         # For logs: the target is in origin-form already (http1 rewrites absolute-form).
         self.path = unquote(head.target.partition("?")[0], "utf-8", "replace")
         self.received = head.size  # bytes of this request received so far
+        self.overhead = 0  # TLS: bytes of records' framing claimed with it (see claim)
         self._claimed_in = 0
         self._claimed_out = 0
         # Whom this request's bytes are charged to: set by the handler once it serves the
@@ -113,9 +118,11 @@ class Request:
         self.keep_alive = head.keep_alive
         self.status = 0  # of the response, once started
         self.out_start = conn.handed  # the connection's output before this response
-        self.handed = 0  # response bytes handed to the transport (framing included)
+        # Response bytes handed to the transport (framing included; on TLS, the records).
+        self.handed = 0
         self.chunked_out = False
         self.ended = False  # the response was completed cleanly
+        self.hsts = b""  # a Strict-Transport-Security field for every response (HTTPS only)
 
     @property
     def method(self) -> str:
@@ -138,24 +145,40 @@ class Request:
         n = self.conn.sent() - self.out_start
         return 0 if n < 0 else min(n, self.handed)
 
-    def claim(self) -> tuple[int, int]:
-        """Bytes received, and response bytes the socket accepted, since the last claim."""
-        got = self.received - self._claimed_in
+    def transmitted(self) -> int:
+        """Bytes of this response the kernel transmitted so far."""
+        n = self.conn.transmitted() - self.out_start
+        return 0 if n < 0 else min(n, self.handed)
+
+    def claim(self, *, final: bool = False) -> tuple[int, int]:
+        """Bytes received, and response bytes that crossed the wire, since the last claim.
+
+        Sent bytes are what the kernel transmitted while the response runs, so a reset
+        (which drops what it held unsent) never leaves a byte charged that did not cross;
+        the ``final`` claim of a response that ended well takes what the socket accepted
+        (the kernel sends the rest). On TLS, what is received includes the records'
+        framing (the connection's :meth:`~governor.http1.ports.ClientPort.overhead`),
+        and what is sent is in ciphertext bytes already.
+        """
+        extra = self.conn.overhead()
+        if extra:
+            self.overhead += extra
+        got = self.received - self._claimed_in + extra
         self._claimed_in = self.received
         if self.handed == self._claimed_out:
             return got, 0  # the common case: nothing handed since, nothing to ask the socket
-        sent = self.sent()
+        sent = self.sent() if final else self.transmitted()
         if sent <= self._claimed_out:
             return got, 0
         out = sent - self._claimed_out
         self._claimed_out = sent
         return got, out
 
-    def charge(self) -> None:
+    def charge(self, *, final: bool = False) -> None:
         """Charge what is new since the last claim to the request's meter, if it has one."""
         meter = self.meter
         if meter is not None:
-            received, sent = self.claim()
+            received, sent = self.claim(final=final)
             meter.charge(received, sent)
 
     def in_flight(self) -> int:
@@ -169,8 +192,10 @@ class Request:
 
     def write_raw(self, data: bytes) -> None:
         """Hand bytes to the client as they are (a tunnel's), counted as the response's."""
-        self.conn.write(data)
-        self.handed += len(data)
+        conn = self.conn
+        before = conn.handed
+        conn.write(data)
+        self.handed += conn.handed - before
 
     def send_continue(self) -> None:
         """An interim ``100 Continue``: the client may send the body it holds back."""
@@ -228,6 +253,24 @@ class Request:
                 raise ConnectionResetError("the client closed the connection mid-body")
             await queue.wait()
 
+    async def linger(self, seconds: float) -> bool:
+        """Read and drop the rest of a body nobody read, so the connection stays in step;
+        False when the client still sends after ``seconds`` (then it is disconnected).
+
+        Its bytes are charged like the rest of the request's (to its meter, if it has one).
+        """
+        try:
+            async with asyncio.timeout(seconds):
+                while await self.read():
+                    self.charge()
+        except TimeoutError:
+            return False
+        except (ConnectionError, BodyRefused):
+            pass  # the connection closes after this request either way
+        finally:
+            self.charge()
+        return True
+
     # The response.
     def start_response(
         self,
@@ -250,17 +293,17 @@ class Request:
         conn = self.conn
         self.status = status
         line = f"HTTP/1.1 {status} {reason or REASONS.get(status, 'Unknown')}"
+        before = conn.handed  # wire bytes: on TLS, the records' framing is the response's too
         if status == 101:
-            data = line.encode("latin-1") + block + HEAD_END
-            conn.write(data)
-            self.handed += len(data)
+            conn.write(line.encode("latin-1") + block + HEAD_END)
+            self.handed += conn.handed - before
             return
-        framing = b""
+        framing = self.hsts if self.hsts and b"strict-transport" not in block.lower() else b""
         if body:
             if length is not None:
-                framing = b"\r\nContent-Length: %d" % length
+                framing += b"\r\nContent-Length: %d" % length
             elif self.head.version >= (1, 1):
-                framing = b"\r\nTransfer-Encoding: chunked"
+                framing += b"\r\nTransfer-Encoding: chunked"
                 self.chunked_out = True
             else:
                 self.keep_alive = False
@@ -273,25 +316,24 @@ class Request:
         data = b"".join((line.encode("latin-1"), block, framing, HEAD_END))
         if first:
             if self.chunked_out:
-                prefix = chunk_prefix(len(first))
-                conn.writelines((data, prefix, first, CRLF))
-                self.handed += len(data) + len(prefix) + len(first) + 2
+                conn.writelines((data, chunk_prefix(len(first)), first, CRLF))
+                self.handed += conn.handed - before
                 return
             data += first
         conn.write(data)
-        self.handed += len(data)
+        self.handed += conn.handed - before
 
     def write(self, data: bytes) -> int:
         """Send body bytes; returns the bytes handed to the socket (framing included)."""
         if not data:
             return 0
+        conn = self.conn
+        before = conn.handed
         if self.chunked_out:
-            prefix = chunk_prefix(len(data))
-            self.conn.writelines((prefix, data, CRLF))
-            n = len(prefix) + len(data) + 2
+            conn.writelines((chunk_prefix(len(data)), data, CRLF))
         else:
-            self.conn.write(data)
-            n = len(data)
+            conn.write(data)
+        n = conn.handed - before
         self.handed += n
         return n
 
@@ -299,8 +341,10 @@ class Request:
         """Complete the response; returns the bytes that took."""
         n = 0
         if self.chunked_out:
-            self.conn.write(LAST_CHUNK)
-            n = len(LAST_CHUNK)
+            conn = self.conn
+            before = conn.handed
+            conn.write(LAST_CHUNK)
+            n = conn.handed - before
             self.handed += n
         self.ended = True
         return n
@@ -353,7 +397,7 @@ class Request:
             path=self.path,
             status=self.status or (499 if self.conn.closed else 500),
             bytes_out=self.sent(),
-            bytes_in=self.received,
+            bytes_in=self.received + self.overhead,
             duration=time.monotonic() - self.started,
         )
 

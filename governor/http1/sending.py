@@ -87,10 +87,12 @@ class SendWatch:
         self.timer = conn.loop.call_at(when, self._check)
 
 
-def accepted(transport: asyncio.Transport, handed: int) -> int:
+def accepted(transport: asyncio.Transport, handed: int, *, reset: bool = False) -> int:
     """Bytes of the ``handed`` the socket accepted, asking the kernel (a failed write may
-    have dropped the transport's buffer: EPIPE, a reset)."""
-    n = socket_sent(transport.get_extra_info("socket"))
+    have dropped the transport's buffer: EPIPE, a reset). After a reset (``reset``), what
+    the kernel held untransmitted is dropped with the connection: only what it transmitted
+    crossed the wire, so only that counts."""
+    n = socket_sent(transport.get_extra_info("socket"), reset=reset)
     if n is None:  # no TCP_INFO (not Linux): what the transport says it still holds,
         n = handed - transport.get_write_buffer_size()  # an over-count after a failure
     return min(max(n, 0), handed)
@@ -114,12 +116,13 @@ _NOTSENT = struct.Struct("=I")
 _SENT_RETRANS = struct.Struct("=QQ")
 
 
-def socket_sent(sock: Any) -> int | None:
+def socket_sent(sock: Any, *, reset: bool = False) -> int | None:
     """Bytes a TCP socket ever accepted from its writer, from the kernel; None if unknown.
 
     What the kernel transmitted once (retransmissions aside) plus what it holds not
     yet transmitted: every byte a send() call returned, read in one getsockopt, so
-    it is consistent even while ACKs arrive, and still right after a reset.
+    it is consistent even while ACKs arrive. With ``reset`` (the connection was reset,
+    its unsent bytes dropped), what it transmitted only.
     """
     option = getattr(socket, "TCP_INFO", None)
     if sock is None or option is None:
@@ -132,4 +135,19 @@ def socket_sent(sock: Any) -> int | None:
         return None
     (notsent,) = _NOTSENT.unpack_from(info, 144)
     sent, retransmitted = _SENT_RETRANS.unpack_from(info, 200)
-    return int(sent - retransmitted + notsent)
+    return int(sent - retransmitted + (0 if reset else notsent))
+
+
+_NOTSENT_END = 148  # tcp_info up to tcpi_notsent_bytes: a shorter copy than the whole
+
+
+def socket_unsent(sock: Any) -> int:
+    """Bytes the kernel accepted on ``sock`` and holds not yet transmitted (0 if unknown)."""
+    option = getattr(socket, "TCP_INFO", None)
+    if sock is None or option is None:
+        return 0
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, option, _NOTSENT_END)
+    except (OSError, ValueError):
+        return 0
+    return int(_NOTSENT.unpack_from(info, 144)[0]) if len(info) >= _NOTSENT_END else 0

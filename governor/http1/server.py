@@ -14,10 +14,13 @@ import asyncio
 import logging
 import os
 import socket
-from collections.abc import Callable, Sequence
+import ssl
+from collections.abc import Awaitable, Callable, Sequence
 from urllib.parse import unquote
 
 from governor.config import Config, LimitsConfig, Timeouts
+from governor.config.model import ListenConfig
+from governor.core.meter import Meter
 from governor.http1.connection import ClientConnection
 from governor.http1.drain import accept_backlog
 from governor.http1.request import Handler
@@ -28,8 +31,52 @@ from governor.http1.wire import (
     sniff_head,
 )
 from governor.observe.events import Refusal, RequestSink, report_refusal
+from governor.tls.certificates import Certificates
+from governor.tls.channel import TLSChannel
 
 log = logging.getLogger("governor.listener")
+tls_log = logging.getLogger("governor.tls")
+
+
+class Listening:
+    """One listening address of the server: plain HTTP, or TLS with its certificates."""
+
+    def __init__(self, server: HTTPServer, config: ListenConfig) -> None:
+        self.server = server
+        self.address = config.address
+        self.scheme = config.scheme
+        self.label = f"{config.scheme}://{config.address}"
+        self.tls = config.tls is not None
+
+    @property
+    def handshake_timeout(self) -> float:
+        return self.server.handshake_timeout
+
+    def protocol(self) -> asyncio.Protocol:
+        """A new connection's protocol: the HTTP connection, under TLS when this is TLS."""
+        conn = ClientConnection(self.server, self)
+        return TLSChannel(conn, self) if self.tls else conn
+
+    def tls_context(self) -> ssl.SSLContext:
+        certificates = self.server.certificates
+        assert certificates is not None
+        return certificates.context(self.address)
+
+    def handshake_done(self, channel: TLSChannel) -> None:
+        server = self.server
+        if server.on_tls is not None:
+            server.on_tls(self.address, True)
+        hook = server.on_handshake
+        if hook is not None:
+            channel.meter = hook(channel.server_name, channel.handshake_in, channel.handshake_out)
+
+    def handshake_failed(self, channel: TLSChannel, reason: str) -> None:
+        server = self.server
+        if server.on_tls is not None:
+            server.on_tls(self.address, False)
+        raw = channel.raw
+        peer = raw.get_extra_info("peername") if raw is not None else None
+        tls_log.debug("%s on %s: %s", peer[0] if peer else "?", self.address, reason)
 
 
 class HTTPServer:
@@ -47,11 +94,16 @@ class HTTPServer:
         self.sinks = sinks
         # Charges a refused request to the tenant its head names; returns that tenant.
         self.on_refusal: Callable[[Refusal], str | None] | None = None
+        # Charges a TLS handshake (SNI name, bytes in, out) to the tenant the name is of;
+        # returns its meter, which also takes the connection's last bytes (close_notify).
+        self.on_handshake: Callable[[str | None, int, int], Meter | None] | None = None
+        self.certificates: Certificates | None = None
+        self.on_tls: Callable[[str, bool], None] | None = None  # a handshake: listener, ok
+        self.https_port: int | None = None  # the first TLS listener's port
         self.connections: set[ClientConnection] = set()
         self.per_client: dict[str | None, int] = {}
         self.loop = asyncio.get_event_loop()
-        self._server: asyncio.Server | None = None
-        self._listener: socket.socket | None = None  # ours; the asyncio server has a copy
+        self._servers: list[tuple[asyncio.Server, socket.socket, Listening]] = []
         self._drained: asyncio.Event | None = None
         self.draining = False  # a stop has begun: every response says Connection: close
         self.stopping = False  # the listener is closing: idle connections are not kept
@@ -77,6 +129,7 @@ class HTTPServer:
         self.body_min_rate = timeouts.body_min_rate
         self.websocket_idle = timeouts.websocket_idle
         self.send_timeout = timeouts.send
+        self.handshake_timeout = timeouts.tls_handshake
 
     def admit(self, peer: str | None) -> str | None:
         """Count a new connection from ``peer``; the reason it is refused, if it is."""
@@ -128,23 +181,24 @@ class HTTPServer:
         tenant = self.on_refusal(refusal) if self.on_refusal is not None else None
         report_refusal(self.sinks, refusal, tenant)
 
-    async def start(self, sock: socket.socket) -> None:
-        """Accept connections on the listening socket ``sock``.
+    async def start(self, sock: socket.socket, config: ListenConfig) -> None:
+        """Accept connections on the listening socket ``sock``, the listener ``config``.
 
         asyncio's server accepts on a duplicate of it: closing that server stops the
         accepting while ``sock`` stays open, so :meth:`shutdown` can take what the
         kernel has queued before closing it.
         """
         self.loop = asyncio.get_running_loop()
+        listening = Listening(self, config)
         copy = socket.socket(fileno=os.dup(sock.fileno()))
         try:
-            self._server = await self.loop.create_server(
-                lambda: ClientConnection(self), sock=copy, backlog=1024
-            )
+            server = await self.loop.create_server(listening.protocol, sock=copy, backlog=1024)
         except BaseException:
             copy.close()
             raise
-        self._listener = sock
+        self._servers.append((server, sock, listening))
+        if listening.tls and self.https_port is None:
+            self.https_port = int(sock.getsockname()[1])
 
     def connection_closed(self) -> None:
         if self._drained is not None and not self.connections:
@@ -168,19 +222,20 @@ class HTTPServer:
         close``); idle ones close; requests in flight get until ``grace`` seconds from
         now, then what is left is closed.
         """
-        if self._server is None:
+        if not self._servers:
             return
         deadline = self.loop.time() + grace
         self.begin_drain()
         self.stopping = True
-        self._server.close()  # its copy of the listener; ours still queues connections
+        servers, self._servers = self._servers, []
+        for server, _, _ in servers:
+            server.close()  # its copy of the listener; ours still queues connections
         for conn in list(self.connections):
             conn.stop_when_idle()
-        if self._listener is not None:
-            listener, self._listener = self._listener, None
-            taken = await accept_backlog(listener, self._adopt, deadline)
+        for _, listener, listening in servers:
+            taken = await accept_backlog(listener, self._adopter(listening), deadline)
             if taken:
-                log.info("shutdown: served %d connections that were queued", taken)
+                log.info("shutdown: served %d connections queued on %s", taken, listening.address)
         self._drained = asyncio.Event()
         if self.connections:
             try:
@@ -195,7 +250,9 @@ class HTTPServer:
             if task is not None and not task.done():
                 task.cancel()
                 await asyncio.wait([task])
-        self._server = None
 
-    async def _adopt(self, sock: socket.socket) -> None:
-        await self.loop.connect_accepted_socket(lambda: ClientConnection(self), sock)
+    def _adopter(self, listening: Listening) -> Callable[[socket.socket], Awaitable[None]]:
+        async def adopt(sock: socket.socket) -> None:
+            await self.loop.connect_accepted_socket(listening.protocol, sock)
+
+        return adopt

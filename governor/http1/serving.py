@@ -16,6 +16,14 @@ from governor.http1.wire import Limits, RequestHead
 from governor.observe.events import RequestSink
 
 
+class Place(Protocol):
+    """The listening address a connection came in on."""
+
+    address: str  # host:port, as logs and metrics name it
+    scheme: str  # http | https
+    label: str  # scheme://address
+
+
 class Listener(Settings, Protocol):
     """What a connection needs of the listener that accepted it
     (:class:`~governor.http1.server.HTTPServer`): its settings, its count, its handler."""

@@ -73,3 +73,11 @@ def check(old: State, new: State) -> None:
     """Raise RuntimeError unless a connection may go from ``old`` to ``new``."""
     if new not in _NEXT[old]:
         raise RuntimeError(f"a client connection cannot go from {old.name} to {new.name}")
+
+
+def body_due(now: float, grace_end: float, rate: int, got: int) -> float | None:
+    """When a request body that delivered ``got`` bytes by ``now`` is looked at again, or
+    None when it is behind ``rate`` bytes a second since ``grace_end`` (see Timeouts)."""
+    if got < (now - grace_end) * rate:
+        return None
+    return max(grace_end + got / rate, now + 0.1)

@@ -13,13 +13,18 @@ A file target is reopened when it is moved or deleted (as logrotate does), like
 The plain format, one space-separated line per request::
 
     TIME TENANT CLIENT METHOD "PATH" STATUS BYTES_OUT BYTES_IN DURATION OUTCOME UPSTREAM "AGENT"
+    LISTENER
 
+(all on one line).
 ``TIME`` is the start of the request, ISO 8601 in UTC with milliseconds; ``TENANT`` is
 ``-`` for a host no tenant claims; ``BYTES_OUT``/``BYTES_IN`` are the bytes written to
 and received from the client for this request (status line and headers included);
 ``DURATION`` and ``UPSTREAM`` (until the upstream's response headers; ``-`` when there
 was no upstream response) are seconds with three decimals; ``AGENT`` is the User-Agent
-(``"-"`` when there was none, or no tenant). The JSON format has the
+(``"-"`` when there was none, or no tenant); ``LISTENER`` is the listener the request
+came in on, ``scheme://address`` (``https://0.0.0.0:443``; ``-`` for a request refused
+before it was read). On TLS, both byte counts are of the TLS records: what crossed the
+wire (the handshake is charged apart, to the tenant its SNI names). The JSON format has the
 same fields under the names of :class:`~governor.observe.events.RequestRecord`.
 
 No log injection: in the plain format, backslash, the double quote, control and other
@@ -88,7 +93,8 @@ def format_plain(r: RequestRecord) -> str:
         f"{_time(r.time)} {_escape(r.tenant or '-', quoted=False)} "
         f"{_escape(r.client or '-', quoted=False)} {_escape(r.method, quoted=False)} "
         f'"{_escape(r.path, quoted=True)}" {r.status} {r.bytes_out} {r.bytes_in} '
-        f'{r.duration:.3f} {r.outcome} {upstream} "{_escape(r.agent or "-", quoted=True)}"'
+        f'{r.duration:.3f} {r.outcome} {upstream} "{_escape(r.agent or "-", quoted=True)}" '
+        f"{r.listener or '-'}"
     )
 
 
@@ -107,6 +113,7 @@ def format_json(r: RequestRecord) -> str:
         "outcome": r.outcome,
         "upstream_seconds": None if r.upstream_seconds is None else round(r.upstream_seconds, 6),
         "agent": r.agent,
+        "listener": r.listener or None,
     }
     return json.dumps(doc, ensure_ascii=True, separators=(",", ":"))
 

@@ -27,6 +27,7 @@ Outcome = Literal[
     "crawler",
     "paced",
     "would_block",
+    "redirect",
     "exempt",
     "upstream_error",
     "unknown_host",
@@ -51,6 +52,7 @@ class RequestRecord:
     upstream_seconds: float | None  # until the upstream's response headers, when proxied
     agent: str | None = None  # the request's User-Agent (a tenant's requests)
     referer: str | None = None  # its Referer (a tenant's requests; not in the access log)
+    listener: str = ""  # scheme://address of the listener ("" for a connection refused)
 
 
 class RequestSink(Protocol):
@@ -71,6 +73,7 @@ class RequestNote:
     upstream_seconds: float | None = None
     agent: str | None = None
     referer: str | None = None
+    listener: str = ""  # scheme://address of the listener it came in on
 
 
 @dataclass(slots=True, frozen=True)
@@ -147,5 +150,6 @@ def report(
         agent=note.agent,
         referer=note.referer,
         upstream_seconds=note.upstream_seconds,
+        listener=note.listener,
     )
     _tell(note.sinks, record)

@@ -37,6 +37,7 @@ from governor.accounts.runtime import Clock, Runtime, Snapshot
 from governor.admin.api import create_admin_app
 from governor.admin.listener import AdminListener
 from governor.config import Config, load_config
+from governor.config.listeners import pin_listeners
 from governor.errors import ConfigError, StartError, StoreError
 from governor.http1.pool import OriginPool
 from governor.http1.server import HTTPServer
@@ -44,6 +45,7 @@ from governor.observe.accesslog import AccessLog, open_access_log
 from governor.observe.events import RequestSink
 from governor.observe.forecast import Forecasts
 from governor.observe.metrics import Metrics
+from governor.observe.tls_metrics import ListenerMetrics
 from governor.observe.top import TopTally
 from governor.observe.webhooks import Warner
 from governor.process.preflight import preflight
@@ -52,6 +54,7 @@ from governor.release import release
 from governor.store import open_store
 from governor.store.base import Store
 from governor.tasks import TaskGroup
+from governor.tls.certificates import Certificates, load_certificates
 
 log = logging.getLogger("governor")
 
@@ -97,7 +100,13 @@ class Governor:
         # Told about every answered request.
         self.top = TopTally(self.runtime)  # the top consumers, written after each flush
         self.flusher.writers.append(self.top.write)
-        self.sinks: list[RequestSink] = [self.metrics, self.access_log, self.top]
+        self.listener_metrics = ListenerMetrics(self.metrics.registry)
+        self.sinks: list[RequestSink] = [
+            self.metrics,
+            self.access_log,
+            self.top,
+            self.listener_metrics,
+        ]
         self.warner = Warner(self.runtime)
         self.flusher.listeners.append(self.warner.flushed)
         # Forecasts first: the metrics and the status page read what each flush projected.
@@ -117,8 +126,13 @@ class Governor:
 
     @property
     def port(self) -> int:
-        """The port the proxy listens on (useful with ``listen: ...:0``)."""
+        """The port the proxy listens on (useful with ``listen: ...:0``): the first listener's."""
         return int(self._sockets[0].getsockname()[1])
+
+    @property
+    def ports(self) -> list[int]:
+        """The port of each listener, in the order of ``listen``."""
+        return [int(sock.getsockname()[1]) for sock in self._sockets]
 
     @property
     def admin_port(self) -> int | None:
@@ -134,16 +148,22 @@ class Governor:
     async def start(self) -> None:
         """Bind the listener, open the store, resume today's totals, then accept."""
         # Bind first: a port in use fails before anything else is opened.
-        sock = self._bind("listen", self.config.listen_host, self.config.listen_port)
-        self._sockets.append(sock)
+        for i, listener in enumerate(self.config.listeners):
+            key = "listen" if len(self.config.listeners) == 1 else f"listen[{i}]"
+            try:
+                self._sockets.append(self._bind(key, listener.host, listener.port))
+            except StartError:
+                self._close_sockets()
+                raise
         try:
+            certificates = self._certificates(self.config)
             # The spool next: a second process with the same file stops here, before
             # touching the store, and never gets to overwrite the first one's counts.
             self.flusher.claim_spool()
             await self._open_store()
             await self._resume()
         except BaseException:
-            sock.close()
+            self._close_sockets()
             self.flusher.release_spool()
             await self.store.close()
             raise
@@ -156,8 +176,13 @@ class Governor:
             timeouts=self.config.timeouts,
         )
         server.on_refusal = proxy.charge_refusal
+        server.on_handshake = proxy.charge_handshake
+        server.certificates = certificates
+        server.on_tls = self.listener_metrics.handshake
+        self.listener_metrics.certificates(certificates)
         self.metrics.bind_server(server)
-        await server.start(sock)
+        for sock, listener in zip(self._sockets, self.config.listeners, strict=True):
+            await server.start(sock, listener)
         self._server = server
         self.warner.start(self.tasks)
         self.forecasts.start(self.tasks)
@@ -167,7 +192,26 @@ class Governor:
             self.begin_stop()
         else:
             self._ready = True
-        log.info("governor listening on http://%s", self.address)
+        for sock, listener in zip(self._sockets, self.config.listeners, strict=True):
+            port = int(sock.getsockname()[1])
+            host = f"[{listener.host}]" if ":" in listener.host else listener.host
+            log.info("governor listening on %s://%s:%d", listener.scheme, host, port)
+
+    def _close_sockets(self) -> None:
+        for sock in self._sockets:
+            sock.close()
+        self._sockets.clear()
+
+    def _certificates(self, config: Config) -> Certificates | None:
+        """The certificates ``config`` names, loaded (None without a TLS listener); each
+        one that expires within 14 days is warned about. Raises ConfigError."""
+        if all(listener.tls is None for listener in config.listeners):
+            return None
+        # Certificates expire in real time, whatever clock the accounts run on.
+        certificates, warnings = load_certificates(config, now=time.time())
+        for warning in warnings:
+            log.warning("certificate: %s", warning)
+        return certificates
 
     async def _start_admin(self) -> None:
         """The admin listener, on ``admin_listen`` when set (a reload may add it later)."""
@@ -202,7 +246,9 @@ class Governor:
         gc.disable()
         try:
             try:
-                config, snapshot = await asyncio.to_thread(self._prepare, path or self.config.path)
+                config, snapshot, certificates = await asyncio.to_thread(
+                    self._prepare, path or self.config.path
+                )
                 if self.admin is not None:
                     self.admin.move(config.admin_listen)  # binds now; serves there soon
             except (ConfigError, StartError) as exc:
@@ -210,6 +256,9 @@ class Governor:
                 log.error("reload rejected, keeping the running config:\n%s", exc)
                 return False
             old: list[object] = [self.config, self.runtime.snapshot]
+            if self._server is not None:
+                self._server.certificates = certificates  # new handshakes use them
+            self.listener_metrics.certificates(certificates)
             self.reconfigure(config, snapshot)
             await asyncio.to_thread(release, old, levels=OLD_CONFIG_LEVELS)
             gc.freeze()
@@ -220,13 +269,14 @@ class Governor:
         log.info("reloaded %s: %d tenants", config.path, len(config.tenants))
         return True
 
-    def _prepare(self, path: Path) -> tuple[Config, Snapshot]:
-        """A reload's work off the loop: the file loaded and checked, its snapshot built."""
+    def _prepare(self, path: Path) -> tuple[Config, Snapshot, Certificates | None]:
+        """A reload's work off the loop: the file loaded and checked, its snapshot built,
+        its certificates read again (a renewed certificate is served from now on)."""
         config = self._pinned(load_config(path, beside_loop=True))
-        problems = preflight(config, skip=(*RESTART_ONLY, "admin_listen"))
+        problems = preflight(config, skip=(*RESTART_ONLY, "admin_listen", "tls"))
         if problems:
             raise ConfigError(problems)
-        return config, Snapshot.build(config)
+        return config, Snapshot.build(config), self._certificates(config)
 
     def begin_stop(self) -> None:
         """A stop was asked for (SIGTERM): /readyz fails from now, responses say close.
@@ -274,8 +324,10 @@ class Governor:
     def _pinned(self, config: Config) -> Config:
         """``config`` with :data:`RESTART_ONLY` as running; a change to them is warned about."""
         running = self.config
-        if (config.listen_host, config.listen_port) != (running.listen_host, running.listen_port):
-            log.warning("reload: a new listen address takes a restart; keeping %s", self.address)
+        listeners = pin_listeners(config.listeners, running.listeners)
+        if listeners is None:
+            log.warning("reload: new listen addresses take a restart; keeping %s", self.address)
+            listeners = running.listeners
         if config.store != running.store:
             log.warning("reload: a new store takes a restart; keeping %s", running.store)
         if config.workers != running.workers and self.worker is None:
@@ -284,8 +336,7 @@ class Governor:
             log.warning("reload: a new spool takes a restart; keeping %s", running.spool)
         return dataclasses.replace(
             config,
-            listen_host=running.listen_host,
-            listen_port=running.listen_port,
+            listeners=listeners,
             store=running.store,
             workers=running.workers,
             spool=running.spool,

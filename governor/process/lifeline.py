@@ -24,8 +24,7 @@ READY = b"R"
 def greeting(config: Config) -> bytes:
     """The supervisor's one line to a new worker: the ``listen`` and ``store`` it must use."""
     hello = {
-        "listen_host": config.listen_host,
-        "listen_port": config.listen_port,
+        "listen": [[listener.host, listener.port] for listener in config.listeners],
         "store": config.store,
     }
     return json.dumps(hello).encode() + b"\n"
@@ -89,14 +88,15 @@ def join(fd: int, config: Config) -> tuple[Config, Lifeline]:
             data += chunk
         try:
             hello = json.loads(data)
-            pinned = dataclasses.replace(
-                config,
-                listen_host=str(hello["listen_host"]),
-                listen_port=int(hello["listen_port"]),
-                store=str(hello["store"]),
-            )
+            addresses = [(str(host), int(port)) for host, port in hello["listen"]]
+            store = str(hello["store"])
         except (ValueError, KeyError, TypeError) as exc:
             raise GovernorError(f"the supervisor's greeting is malformed: {exc}") from exc
+        if addresses != [(listener.host, listener.port) for listener in config.listeners]:
+            raise GovernorError(
+                "listen changed since the supervisor started; restart governor to apply it"
+            )
+        pinned = dataclasses.replace(config, store=store)
     except BaseException:
         sock.close()
         raise

@@ -25,14 +25,17 @@ as well (see :class:`~governor.errors.StartError`).
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import socket
 import tempfile
+import time
 from collections.abc import Callable, Collection
 from pathlib import Path
 
 from governor.config import Config
-from governor.errors import Problem
+from governor.errors import ConfigError, Problem
+from governor.tls.certificates import load_certificates
 
 __all__ = ["preflight"]
 
@@ -41,10 +44,23 @@ _STREAMS = ("off", "stderr", "stdout")
 _SQLITE = "sqlite:///"
 
 
-def preflight(config: Config, *, skip: Collection[str] = ()) -> list[Problem]:
-    """Every problem ``serve`` would meet with ``config`` on this machine (none: [])."""
+def preflight(
+    config: Config, *, skip: Collection[str] = (), warnings: list[str] | None = None
+) -> list[Problem]:
+    """Every problem ``serve`` would meet with ``config`` on this machine (none: []).
+
+    ``warnings`` collects what serve would only warn about (a certificate that expires
+    within 14 days).
+    """
+    several = len(config.listeners) > 1
     checks: list[tuple[str, Callable[[], str | None]]] = [
-        ("listen", lambda: _bindable(config.listen_host, config.listen_port)),
+        (
+            f"listen[{i}]" if several else "listen",
+            functools.partial(_bindable, listener.host, listener.port),
+        )
+        for i, listener in enumerate(config.listeners)
+    ]
+    checks += [
         ("store", lambda: _store(config.store)),
         ("spool", lambda: None if config.spool is None else _spool(config.spool)),
         ("access_log", lambda: _access_log(config.access_log)),
@@ -55,8 +71,16 @@ def preflight(config: Config, *, skip: Collection[str] = ()) -> list[Problem]:
         checks.append(("admin_listen", lambda: _bindable(host, port)))
     problems = []
     for key, check in checks:
-        if key not in skip and (found := check()) is not None:
+        if key.partition("[")[0] not in skip and (found := check()) is not None:
             problems.append(config.problem(key, found))
+    if "tls" not in skip and any(listener.tls is not None for listener in config.listeners):
+        try:
+            _, soon = load_certificates(config, now=time.time())
+        except ConfigError as exc:
+            problems += exc.problems
+        else:
+            if warnings is not None:
+                warnings += soon
     return problems
 
 

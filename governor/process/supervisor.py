@@ -70,22 +70,22 @@ class Supervisor:
         # The workers' shared prometheus-client multiprocess directory, one per run.
         self.metrics_dir: str | None = None
         self.grace = _grace(config)
-        host = config.listen_host
-        self.address = (
-            f"[{host}]:{config.listen_port}" if ":" in host else f"{host}:{config.listen_port}"
-        )
+        self.address = ", ".join(listener.address for listener in config.listeners)
 
     async def run(self) -> int:
         """Supervise until SIGTERM/SIGINT (or a failed start); returns the exit status."""
-        if self.config.listen_port == 0:
-            raise GovernorError(
-                "listen: port 0 would give each worker a different port; "
-                "give a fixed port with workers > 1"
-            )
-        try:
-            _probe(self.config.listen_host, self.config.listen_port, self.address)
-        except OSError as exc:
-            raise StartError(self.config.problem("listen", exc.strerror or str(exc))) from None
+        listeners = self.config.listeners
+        for i, listener in enumerate(listeners):
+            key = "listen" if len(listeners) == 1 else f"listen[{i}]"
+            if listener.port == 0:
+                raise GovernorError(
+                    f"{key}: port 0 would give each worker a different port; "
+                    "give a fixed port with workers > 1"
+                )
+            try:
+                _probe(listener.host, listener.port, listener.address)
+            except OSError as exc:
+                raise StartError(self.config.problem(key, exc.strerror or str(exc))) from None
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_stop_signal, sig)
@@ -94,7 +94,7 @@ class Supervisor:
             self.metrics_dir = _metrics_dir(self.config)
             await _prepare_store(self.config)
             log.info(
-                "supervising %d workers on http://%s (pid %d)",
+                "supervising %d workers on %s (pid %d)",
                 len(self._workers),
                 self.address,
                 os.getpid(),

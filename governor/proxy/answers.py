@@ -60,3 +60,27 @@ def header(headers: list[Header], low: str) -> str | None:
         if name.lower() == low:
             return value
     return None
+
+
+ACME = "/.well-known/acme-challenge/"  # an ACME client's HTTP-01 challenges stay on HTTP
+
+
+def redirect(request: Request) -> None:
+    """308 to the same URL on HTTPS: the first TLS listener's port (left out when 443)."""
+    host = request.head.host or ""
+    if host.startswith("["):
+        host = host[: host.find("]") + 1]
+    elif host.count(":") == 1:
+        host = host.partition(":")[0]
+    port = request.conn.server.https_port
+    authority = host if port in (None, 443) else f"{host}:{port}"
+    location = f"https://{authority}{request.head.target}"
+    body = f"308 Permanent Redirect: this site is served at {location}\n".encode()
+    headers = [
+        ("Location", location),
+        ("Content-Type", "text/plain; charset=utf-8"),
+        ("Server", SERVER),
+    ]
+    if request.method == "HEAD":
+        headers.append(("Content-Length", str(len(body))))
+    request.respond(308, headers, body, send_body=request.method != "HEAD")

@@ -329,6 +329,7 @@ def upstream_head(
         host=head.host,
         peer=request.peer,
         trusted=config.trusted_proxies,
+        scheme=request.conn.scheme,
         upgrade=upgrade,
     )
     target = "*" if head.target == "*" else upstream.base_path + head.target

@@ -33,7 +33,7 @@ from governor.http1.headers import client_address
 from governor.http1.pool import OriginPool
 from governor.http1.request import Request
 from governor.observe.events import Refusal
-from governor.proxy.answers import send_notice
+from governor.proxy.answers import ACME, redirect, send_notice
 from governor.proxy.forward import Forward
 from governor.proxy.tunnel import upgrade_token
 
@@ -67,6 +67,16 @@ class Proxy:
             )
             return
         settings = tenant.config
+        if settings.https_redirect or settings.hsts:
+            if request.conn.scheme == "http":
+                if settings.https_redirect and not head.target.startswith(ACME):
+                    note.tenant = settings.name
+                    note.outcome = "redirect"
+                    request.meter = self._meter(tenant)
+                    redirect(request)
+                    return
+            elif settings.hsts:
+                request.hsts = b"\r\nStrict-Transport-Security: max-age=%d" % settings.hsts
         trusted = snap.config.trusted_proxies
         peer = request.peer or ""
         client = client_address(peer, head.headers, trusted) if trusted else peer
@@ -132,6 +142,23 @@ class Proxy:
             grants=runtime.grants,
             days=tenant.days,
         )
+
+    def charge_handshake(self, name: str | None, received: int, sent: int) -> Meter | None:
+        """Charge a TLS handshake to the tenant its SNI ``name`` is a host of, and return
+        the meter that takes the connection's last bytes (its close_notify).
+
+        Nobody's when the name is no tenant's (or absent: a client that connects by
+        address), and not charged while the tenant is blocked: a blocked tenant's count
+        stops where its served traffic left it, as for the notice.
+        """
+        tenant = self.runtime.snapshot.index.lookup(name)
+        if tenant is None:
+            return None
+        meter = self._meter(tenant)
+        if tenant.config.enforce and meter.blocked():
+            return None
+        meter.charge(received, sent)
+        return meter
 
     def charge_refusal(self, refusal: Refusal) -> str | None:
         """Charge a request the listener refused to the tenant its head names.

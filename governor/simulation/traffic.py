@@ -50,7 +50,7 @@ class Hit:
 _PLAIN = re.compile(
     r"(?P<time>\S+) (?P<tenant>\S+) (?P<client>\S+) \S+ "
     r'"(?P<path>(?:[^"\\]|\\.)*)" \d{3} (?P<out>\d+) (?P<in>\d+) \S+ \S+ \S+'
-    r'(?: "(?P<agent>(?:[^"\\]|\\.)*)")?\s*$'
+    r'(?: "(?P<agent>(?:[^"\\]|\\.)*)"(?: \S+)?)?\s*$'
 )
 
 

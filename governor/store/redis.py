@@ -482,7 +482,7 @@ class RedisStore:
             return Redis(unix_socket_path=t.path, db=t.db, **common), None
         if t.kind == "sentinel":
             assert t.service is not None
-            sentinel = Sentinel(  # type: ignore[no-untyped-call]  # untyped in redis-py
+            sentinel = Sentinel(  # type: ignore[no-untyped-call, unused-ignore]  # redis-py < 8
                 list(t.hosts),
                 sentinel_kwargs={
                     "socket_timeout": self.timeout,

@@ -40,9 +40,12 @@ def run(*args: str | Path, cwd: Path = REPO) -> subprocess.CompletedProcess[str]
 
 
 def exposed_metrics() -> set[str]:
-    """Every series name governor serves at /metrics, read from governor/observe/metrics.py."""
+    """Every series name governor serves at /metrics, read from the modules that define them
+    (governor/observe/metrics.py and tls_metrics.py)."""
     names: set[str] = set()
-    for kind, name in _METRIC.findall((REPO / "governor" / "observe" / "metrics.py").read_text()):
+    observe = REPO / "governor" / "observe"
+    source = "".join((observe / name).read_text() for name in ("metrics.py", "tls_metrics.py"))
+    for kind, name in _METRIC.findall(source):
         if kind == "Counter":
             names.add(f"{name}_total")
         elif kind == "Histogram":

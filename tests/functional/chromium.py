@@ -54,11 +54,12 @@ async def stop(proc: asyncio.subprocess.Process) -> None:
             await proc.wait()
 
 
-async def dump_dom(url: str, profile: Path) -> str:
+async def dump_dom(url: str, profile: Path, extra: list[str] | None = None) -> str:
     assert CHROMIUM is not None
     proc = await asyncio.create_subprocess_exec(
         CHROMIUM,
         *CHROMIUM_FLAGS,
+        *(extra or []),
         f"--window-size={WINDOW[0]},{WINDOW[1]}",
         f"--user-data-dir={profile}",
         "--dump-dom",

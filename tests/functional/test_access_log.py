@@ -17,12 +17,13 @@ from governor.process.instance import Governor
 from tests.functional.conftest import GovernorFactory
 from tests.support import FakeClock, RawClient, eventually, request, write_config
 
-# TIME TENANT CLIENT METHOD "PATH" STATUS BYTES_OUT BYTES_IN DURATION OUTCOME UPSTREAM
+# TIME TENANT CLIENT METHOD "PATH" STATUS BYTES_OUT BYTES_IN DURATION OUTCOME UPSTREAM "AGENT"
+# LISTENER
 PLAIN = re.compile(
     r"(?P<time>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z) (?P<tenant>\S+) (?P<client>\S+) "
     r'(?P<method>\S+) "(?P<path>(?:[^"\\]|\\.)*)" (?P<status>\d{3}) (?P<bytes_out>\d+) '
     r"(?P<bytes_in>\d+) (?P<duration>\d+\.\d{3}) (?P<outcome>[a-z_]+) "
-    r'(?P<upstream>\d+\.\d{3}|-) "(?P<agent>(?:[^"\\]|\\.)*)"'
+    r'(?P<upstream>\d+\.\d{3}|-) "(?P<agent>(?:[^"\\]|\\.)*)" (?P<listener>http://\S+|-)$'
 )
 
 
@@ -120,6 +121,7 @@ async def test_json_lines_for_proxied_blocked_and_unknown_host(
         "outcome",
         "upstream_seconds",
         "agent",
+        "listener",
     }
     for doc, (status, sent, received) in zip(docs, answers, strict=True):
         assert set(doc) == keys
@@ -129,6 +131,7 @@ async def test_json_lines_for_proxied_blocked_and_unknown_host(
         assert doc["bytes_out"] == received
         assert doc["bytes_in"] == sent
         assert isinstance(doc["duration"], float)
+        assert doc["listener"] == f"http://127.0.0.1:{gov.port}"
     proxied, blocked, unknown = docs
     assert (proxied["tenant"], proxied["outcome"]) == ("site", "proxied")
     assert (proxied["agent"], blocked["agent"], unknown["agent"]) == ("curl/8.11", None, None)

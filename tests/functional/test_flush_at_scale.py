@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from governor.config.loader import load_config
+from governor.config.model import ListenConfig
 from governor.core.ledger import Batch, Key
 from governor.process.instance import Governor
 from governor.store.base import Store
@@ -86,7 +87,12 @@ async def test_two_instances_of_20000_tenants_flush_only_what_they_served(
     # A flush interval far beyond the test: every flush but the first is the test's.
     config = dataclasses.replace(base, tenants=tenants, flush_interval=3600.0)
     govs = [
-        Governor(dataclasses.replace(config, listen_port=free_port()), clock=clock)
+        Governor(
+            dataclasses.replace(
+                config, listeners=(ListenConfig(host="127.0.0.1", port=free_port()),)
+            ),
+            clock=clock,
+        )
         for _ in range(2)
     ]
     for gov in govs:

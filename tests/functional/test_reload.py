@@ -362,6 +362,7 @@ LIVE: dict[str, Callable[[Governor], object]] = {
     "timeouts.request_header": lambda g: server(g).header_timeout,
     "timeouts.body_min_rate": lambda g: server(g).body_min_rate,
     "timeouts.websocket_idle": lambda g: server(g).websocket_idle,
+    "timeouts.tls_handshake": lambda g: server(g).handshake_timeout,
     "limits.request_line": lambda g: server(g).limits.request_line,
     "limits.header_field": lambda g: server(g).limits.field,
     "limits.header_total": lambda g: server(g).limits.head,
@@ -372,8 +373,9 @@ LIVE: dict[str, Callable[[Governor], object]] = {
     "tenants": lambda g: tuple(site.config for site in g.runtime.snapshot.tenants.values()),
 }
 RESTART = {
-    "listen_host": "listen",
-    "listen_port": "listen",
+    # The addresses take a restart; a TLS listener's certificates, versions and ciphers are
+    # read again on every reload (tests/functional/test_tls.py).
+    "listeners": "listen",
     "store": "store",
     "workers": "workers",
     "spool": "spool",  # locked by the process from its start (see governor.accounts.spool)
@@ -439,6 +441,7 @@ def settings(tmp_path: Path, n: int, redis_url: str) -> dict[str, Any]:
             "request_header": f"{60 + n}s",
             "body_min_rate": f"{1 + n} KiB/s",
             "websocket_idle": f"{600 + n}s",
+            "tls_handshake": f"{10 + n}s",
         },
         "limits": {
             "request_line": f"{8 + n} KiB",

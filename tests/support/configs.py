@@ -16,7 +16,7 @@ def write_config(
     *,
     upstream: str,
     cap: str = "1 GiB",
-    listen: str | None = None,
+    listen: str | list[Any] | None = None,
     tenant: dict[str, Any] | None = None,
     defaults: dict[str, Any] | None = None,
     others: dict[str, dict[str, Any]] | None = None,

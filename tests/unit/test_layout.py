@@ -228,6 +228,7 @@ LAYERS = (
     ("governor.proxy",),
     ("governor.http1",),
     ("governor.observe",),
+    ("governor.tls",),
     ("governor.accounts",),
     ("governor.store",),
     ("governor.core",),

@@ -11,6 +11,7 @@ import pytest
 from governor.accounts.flusher import Flusher
 from governor.accounts.runtime import Runtime
 from governor.config import Config, TenantConfig, UpstreamURL
+from governor.config.model import ListenConfig
 from governor.core.ledger import Batch, Key
 from governor.errors import StoreError
 from governor.store.memory import MemoryStore
@@ -57,8 +58,7 @@ def config(tmp_path: Path) -> Config:
     )
     return Config(
         path=tmp_path / "governor.yaml",
-        listen_host="127.0.0.1",
-        listen_port=8080,
+        listeners=(ListenConfig(host="127.0.0.1", port=8080),),
         store="memory:",
         tenants=(tenant,),
     )

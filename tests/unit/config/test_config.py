@@ -542,7 +542,9 @@ CASES: list[tuple[dict[str, Any], int, str, str]] = [
     ({"listen": "::1:8080"}, 1, "listen", "an IPv6 address must be in brackets, e.g. [::1]:8080"),
     ({"listen": "'[127.0.0.1]:80'"}, 1, "listen", "is not an IPv6 address"),
     ({"listen": "bad_host:80"}, 1, "listen", "is not a valid host name or IP address"),
-    ({"listen": "[a, b]"}, 1, "listen", "expected host:port, got a list"),
+    ({"listen": "[a, '127.0.0.1:80']"}, 1, "listen[0]", "'a' is not host:port"),
+    ({"listen": "[]"}, 1, "listen", "the list is empty"),
+    ({"listen": "[{tls: {}}]"}, 1, "listen[0].address", "required key missing"),
     ({"listen": "~"}, 1, "listen", "expected host:port, got nothing (null)"),
     # root keys
     ({"tail": "store: postgres://db/x\n"}, 7, "store", "is not a supported store"),
@@ -602,14 +604,14 @@ CASES: list[tuple[dict[str, Any], int, str, str]] = [
     ({"tail": "[a]: 1\n"}, 7, "", "keys must be strings, got a list"),
     # timeouts
     ({"tail": "timeouts:\n  shutdown: 0s\n"}, 8, "timeouts.shutdown", "must be greater than zero"),
-    ({"tail": "timeouts:\n  keepalive: 1d\n"}, 8, "timeouts.keepalive", "is not a duration"),
+    ({"tail": "timeouts:\n  keepalive: 1y\n"}, 8, "timeouts.keepalive", "is not a duration"),
     (
         {"tail": "timeouts:\n  connect: 1s\n"},
         8,
         "timeouts.connect",
         "unknown key (did you mean upstream_connect?); allowed keys here: upstream_connect, "
         "upstream_response, keepalive, shutdown, request_header, websocket_idle, send, "
-        "shutdown_delay, body_min_rate",
+        "tls_handshake, shutdown_delay, body_min_rate",
     ),
     (
         {"tail": "timeouts:\n  shutdown_delay: -1s\n"},
@@ -644,9 +646,9 @@ CASES: list[tuple[dict[str, Any], int, str, str]] = [
         {"tail": "    dayly_cap: 1 KB\n"},
         7,
         "tenants.demo.dayly_cap",
-        "unknown key (did you mean daily_cap?); allowed keys here: hosts, upstream, daily_cap, "
-        "cap, period, week_starts, timezone, reset_at, count, at_cap, notice, exempt_paths, "
-        "exempt_clients",
+        "unknown key (did you mean daily_cap?); allowed keys here: hosts, upstream, tls, "
+        "daily_cap, cap, period, week_starts, timezone, reset_at, count, at_cap, notice, "
+        "exempt_paths, exempt_clients",
     ),
     (
         {"tail": "  -bad:\n    hosts: [b.example]\n    upstream: http://b\n    daily_cap: 1 B\n"},
@@ -815,8 +817,7 @@ CASES: list[tuple[dict[str, Any], int, str, str]] = [
         {"tail": "defaults:\n  hosts: [x]\n"},
         8,
         "defaults.hosts",
-        "unknown key; allowed keys here: daily_cap, cap, period, week_starts, timezone, "
-        "reset_at, count, at_cap, notice, exempt_paths, exempt_clients",
+        "hosts belongs in each tenant, not in defaults",
     ),
     ({"tail": "defaults:\n  timezone: Mars/Base\n"}, 8, "defaults.timezone", "unknown time zone"),
     ({"tail": "defaults:\n  reset_at: 7pm\n"}, 8, "defaults.reset_at", "is not a time of day"),
@@ -1000,7 +1001,7 @@ def test_template_problems(tmp_path: Path) -> None:
 
 def test_alias_cycles_do_not_hang(tmp_path: Path) -> None:
     found = problems(tmp_path, "listen: &a [*a]\ntenants: &t {x: *t}\n")
-    assert (1, "listen") in [(p.line, p.key) for p in found]
+    assert (1, "listen[0]") in [(p.line, p.key) for p in found]
 
 
 # --- fuzz ----------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -48,6 +49,7 @@ class StubListener:
         self.send_timeout = 60.0
         self.body_max = 0
         self.websocket_idle = 0.0
+        self.https_port: int | None = None
         self.refusals: list[int] = []
         self.closed = 0
 
@@ -73,11 +75,21 @@ async def answer(request: Request) -> None:
     request.respond(200, [("Content-Type", "text/plain")], b"ok")
 
 
+@dataclass
+class Place:
+    address: str = "127.0.0.1:8080"
+    scheme: str = "http"
+    label: str = "http://127.0.0.1:8080"
+
+
+PLAIN = Place()
+
+
 def connect(
     handler: Callable[[Request], Awaitable[None]] = answer,
 ) -> tuple[ClientConnection, FakeTransport, StubListener]:
     listener = StubListener(handler)
-    conn = ClientConnection(listener)
+    conn = ClientConnection(listener, PLAIN)
     transport = FakeTransport(conn)
     conn.connection_made(transport)
     return conn, transport, listener

@@ -27,6 +27,7 @@ def record(path: str = "/index.html", **changes: object) -> RequestRecord:
         outcome="proxied",
         upstream_seconds=0.0091,
         agent="curl/8.11 (x86_64)",
+        listener="https://0.0.0.0:443",
     )
     for name, value in changes.items():
         setattr(r, name, value)
@@ -36,12 +37,14 @@ def record(path: str = "/index.html", **changes: object) -> RequestRecord:
 def test_plain_format() -> None:
     assert format_plain(record()) == (
         '2024-02-21T03:00:00.250Z site 203.0.113.7 GET "/index.html" 200 5120 87 0.012 '
-        'proxied 0.009 "curl/8.11 (x86_64)"'
+        'proxied 0.009 "curl/8.11 (x86_64)" https://0.0.0.0:443'
     )
-    unknown = record(tenant=None, outcome="unknown_host", upstream_seconds=None, status=421)
+    unknown = record(
+        tenant=None, outcome="unknown_host", upstream_seconds=None, status=421, listener=""
+    )
     assert format_plain(unknown) == (
         '2024-02-21T03:00:00.250Z - 203.0.113.7 GET "/index.html" 421 5120 87 0.012 unknown_host - '
-        '"curl/8.11 (x86_64)"'
+        '"curl/8.11 (x86_64)" -'
     )
 
 
@@ -67,6 +70,7 @@ def test_json_format() -> None:
         "outcome": "proxied",
         "upstream_seconds": 0.0091,
         "agent": "curl/8.11 (x86_64)",
+        "listener": "https://0.0.0.0:443",
     }
     assert format_json(record("/\u2028")).isascii()
 

@@ -1,0 +1,66 @@
+"""The metrics of the listeners and their certificates, registered with the others.
+
+* ``governor_listener_requests_total{listener, scheme}``: answered requests per listener;
+* ``governor_tls_handshakes_total{listener, result}``: TLS handshakes, ``ok`` or ``failed``
+  (no handshake in time, no TLS at all, no common version or cipher);
+* ``governor_certificate_expiry_timestamp_seconds{tenant, listener, cert}``: when each
+  certificate in use expires (``tenant`` is "" for a listener's own, ``listener`` "" for a
+  tenant's), set at start-up and on every reload from the files then read.
+
+Labels are bounded by the config: listeners and certificates are configured.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from governor.observe.events import RequestRecord
+from governor.tls.certificates import Certificates
+
+
+class ListenerMetrics:
+    """Requests per listener, TLS handshakes, certificate expiry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter(
+            "governor_listener_requests",
+            "Requests answered, by the listener (address) they came in on.",
+            ["listener", "scheme"],
+            registry=registry,
+        )
+        self.handshakes = Counter(
+            "governor_tls_handshakes",
+            "TLS handshakes on each TLS listener, by result (ok, failed).",
+            ["listener", "result"],
+            registry=registry,
+        )
+        self.expiry = Gauge(
+            "governor_certificate_expiry_timestamp_seconds",
+            "When each certificate in use expires (Unix time), as read at start or reload.",
+            ["tenant", "listener", "cert"],
+            multiprocess_mode="livemax",
+            registry=registry,
+        )
+        self._requests: dict[str, Counter] = {}
+
+    def request_done(self, record: RequestRecord) -> None:
+        """A request sink: count it against its listener."""
+        if not record.listener:
+            return  # refused on arrival, before any listener was noted
+        child = self._requests.get(record.listener)
+        if child is None:
+            scheme, _, address = record.listener.partition("://")
+            child = self.requests.labels(listener=address, scheme=scheme)
+            self._requests[record.listener] = child
+        child.inc()
+
+    def handshake(self, listener: str, ok: bool) -> None:
+        self.handshakes.labels(listener=listener, result="ok" if ok else "failed").inc()
+
+    def certificates(self, certificates: Certificates | None) -> None:
+        """The certificates in use now (a reload's): their expiry, the old ones' series gone."""
+        self.expiry.clear()
+        for cert in [] if certificates is None else certificates.all:
+            self.expiry.labels(
+                tenant=cert.tenant, listener=cert.listener, cert=str(cert.pair.cert)
+            ).set(cert.not_after)
