@@ -86,8 +86,11 @@ def read_listener_tls(node: Node, key: str, ctx: Ctx) -> ListenerTLS | None:
         return None
     ctx.lines[certs_key] = line_of(entry[0])
     items = entry[1]
-    if not isinstance(items, SequenceNode) or not items.value:
+    if not isinstance(items, SequenceNode):
         ctx.error(items, certs_key, f"expected a list of {{cert, key}} pairs, got {kind_of(items)}")
+        return None
+    if not items.value:
+        ctx.error(items, certs_key, "the list is empty; give at least one {cert, key} pair")
         return None
     pairs = [read_cert_pair(item, f"{certs_key}[{i}]", ctx) for i, item in enumerate(items.value)]
     low: TLSVersion = get_field(fields, "min_version", key, _read_version, ctx) or "TLSv1.2"

@@ -27,7 +27,7 @@ from governor.config.model import (
     PacingConfig,
     PeriodKind,
 )
-from governor.config.nodes import Ctx, Fields, T, get_field, join_key, mapping
+from governor.config.nodes import Ctx, Fields, T, get_field, join_key, line_of, mapping
 from governor.config.values import (
     SHARED_KEYS,
     read_agents,
@@ -118,6 +118,8 @@ def read_shared(fields: Fields, parent: str, ctx: Ctx) -> Shared:
     crawlers_key = join_key(parent, "crawlers")
     if "crawlers" in fields:
         crawlers = mapping(fields["crawlers"][1], crawlers_key, _CRAWLER_KEYS, ctx) or {}
+    if "https_redirect" in fields:  # its line, for the loader's check of a TLS listener
+        ctx.lines[join_key(parent, "https_redirect")] = line_of(fields["https_redirect"][0])
     return Shared(
         present=frozenset(fields),
         daily_cap=get_field(fields, "daily_cap", parent, read_size, ctx),

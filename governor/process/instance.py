@@ -207,8 +207,10 @@ class Governor:
         one that expires within 14 days is warned about. Raises ConfigError."""
         if all(listener.tls is None for listener in config.listeners):
             return None
-        # Certificates expire in real time, whatever clock the accounts run on.
-        certificates, warnings = load_certificates(config, now=time.time())
+        # Certificates expire in real time, whatever clock the accounts run on. Files that
+        # did not change since the running ones were read are not read again.
+        running = self._server.certificates if self._server is not None else None
+        certificates, warnings = load_certificates(config, now=time.time(), previous=running)
         for warning in warnings:
             log.warning("certificate: %s", warning)
         return certificates

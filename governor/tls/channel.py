@@ -107,10 +107,7 @@ class TLSChannel(asyncio.Transport, asyncio.Protocol):
         self._incoming = ssl.MemoryBIO()
         self._outgoing = ssl.MemoryBIO()
         self._ssl: ssl.SSLObject | None = None
-        self._wire_in = 0  # every byte received
-        self._complete = 0  # ... of them, those in complete records
-        self._left = 0  # bytes of the record being received still to come
-        self._header = b""  # the start of a record header split across reads
+        self._records = Records()  # every byte received, and those in complete records
         self._claimed = 0  # overhead claimed so far
         self._early: list[bytes] = []  # written before the handshake's end
         self._closing = False
@@ -131,15 +128,14 @@ class TLSChannel(asyncio.Transport, asyncio.Protocol):
         self.upper.connection_made(self)
 
     def data_received(self, data: bytes) -> None:
+        records = self._records
         if self._lingering is not None:  # closed by governor: its close_notify, counted
-            self._wire_in += len(data)
-            self._count_records(data)
+            records.feed(data)
             return
-        if self._wire_in == 0 and data and data[0] != HANDSHAKE:
+        if records.total == 0 and data and data[0] != HANDSHAKE:
             self._not_tls(data)
             return
-        self._wire_in += len(data)
-        self._count_records(data)
+        records.feed(data)
         self._incoming.write(data)
         if not self.ready:
             self._handshake()
@@ -193,7 +189,7 @@ class TLSChannel(asyncio.Transport, asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self.handshake_in = self._wire_in - self._incoming.pending
+        self.handshake_in = self._records.total - self._incoming.pending
         self.handshake_out = self.out_mark = self.handed
         self._claimed = self.handshake_in  # the handshake is charged apart
         self.listener.handshake_done(self)
@@ -219,7 +215,7 @@ class TLSChannel(asyncio.Transport, asyncio.Protocol):
         """The first bytes are no TLS record: answer a plain-HTTP request, close either way."""
         raw = self.raw
         assert raw is not None
-        self._wire_in += len(data)
+        self._records.total += len(data)
         first = data.split(b" ", 1)[0]
         if first.isalpha() and first.isupper() and len(first) <= 16:
             raw.write(PLAIN_HTTP)
@@ -231,34 +227,9 @@ class TLSChannel(asyncio.Transport, asyncio.Protocol):
 
     # --- counting -------------------------------------------------------------------
 
-    def _count_records(self, data: bytes) -> None:
-        """Move :attr:`_complete` to the end of the last complete record in ``data``."""
-        n = len(data)
-        start = self._wire_in - n
-        pos = 0
-        left = self._left
-        while pos < n:
-            if left:
-                take = min(left, n - pos)
-                left -= take
-                pos += take
-                if not left:
-                    self._complete = start + pos
-                continue
-            header = self._header + data[pos : pos + 5 - len(self._header)]
-            pos += len(header) - len(self._header)
-            if len(header) < 5:
-                self._header = header
-                break
-            self._header = b""
-            left = int.from_bytes(header[3:5], "big")
-            if not left:
-                self._complete = start + pos
-        self._left = left
-
     def overhead(self) -> int:
         """Bytes received after the handshake beyond the plaintext, not claimed yet."""
-        n = self._complete - self._claimed - self.plain_in
+        n = self._records.complete - self._claimed - self.plain_in
         if n <= 0:
             return 0
         self._claimed += n
@@ -406,3 +377,41 @@ class TLSChannel(asyncio.Transport, asyncio.Protocol):
 
     def alpn(self) -> str | None:
         return None if self._ssl is None else self._ssl.selected_alpn_protocol()
+
+
+class Records:
+    """Counts received bytes, and of them those in complete TLS records (5-byte header,
+    then as many bytes as it says): a record's plaintext exists only once it is whole."""
+
+    __slots__ = ("_header", "_left", "complete", "total")
+
+    def __init__(self) -> None:
+        self.total = 0  # every byte fed
+        self.complete = 0  # ... up to the end of the last complete record
+        self._left = 0  # bytes of the record being received still to come
+        self._header = b""  # the start of a record header split across reads
+
+    def feed(self, data: bytes) -> None:
+        start = self.total
+        n = len(data)
+        self.total += n
+        pos = 0
+        left = self._left
+        while pos < n:
+            if left:
+                take = min(left, n - pos)
+                left -= take
+                pos += take
+                if not left:
+                    self.complete = start + pos
+                continue
+            header = self._header + data[pos : pos + 5 - len(self._header)]
+            pos += len(header) - len(self._header)
+            if len(header) < 5:
+                self._header = header
+                break
+            self._header = b""
+            left = int.from_bytes(header[3:5], "big")
+            if not left:
+                self.complete = start + pos
+        self._left = left

@@ -7,6 +7,8 @@ import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import yaml
+
 from tests.support import RawClient, request
 
 REPO = Path(__file__).resolve().parents[2]
@@ -42,8 +44,11 @@ async def spawn_serve(config: Path) -> asyncio.subprocess.Process:
 
 
 def listen_port(config: Path) -> int:
-    """The proxy port a config written by ``write_config`` listens on."""
-    return int(config.read_text().split("listen: 127.0.0.1:")[1].split()[0])
+    """The proxy port a config written by ``write_config`` listens on (its first listener's)."""
+    listen = yaml.safe_load(config.read_text())["listen"]
+    first = listen[0] if isinstance(listen, list) else listen
+    address = first["address"] if isinstance(first, dict) else first
+    return int(str(address).rsplit(":", 1)[1])
 
 
 class Served:

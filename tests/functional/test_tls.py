@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import socket
 import ssl
 from pathlib import Path
@@ -17,7 +18,7 @@ from cryptography import x509
 
 from governor.process.instance import Governor
 from tests.functional.conftest import GovernorFactory
-from tests.functional.processes import governor
+from tests.functional.processes import Served, governor, listen_port, spawn_serve
 from tests.functional.tls_site import TLSSite, start_tls_site
 from tests.support import RawClient, eventually, free_port, request, write_config
 from tests.support.certs import make_ca, make_cert
@@ -370,6 +371,9 @@ async def test_a_tenant_tls_without_a_tls_listener_is_refused(tmp_path: Path) ->
     assert "tenants.site.https_redirect: no listener serves TLS" in err
 
 
+DEFAULT_PAIR = {"cert": "certs/default.pem", "key": "certs/default.key"}
+
+
 def expired_pair(folder: Path) -> tuple[Path, Path]:
     ca = make_ca(folder)
     pair = make_cert(ca, folder, ["old.test"], stem="old", days=-1)
@@ -391,3 +395,53 @@ async def test_serve_starts_with_an_expired_certificate_and_says_so(
     )
     assert len(gov.ports) == 2
     assert any(f"{cert} expired" in r.getMessage() for r in caplog.records)
+
+
+async def test_workers_serve_tls_and_reload_certificates_on_sighup(
+    tmp_path: Path, upstream_url: str
+) -> None:
+    """Two worker processes share the TLS port; SIGHUP to the supervisor reaches both, and
+    each serves the renewed certificate from then on."""
+    certs = tmp_path / "certs"
+    ca = make_ca(certs)
+    make_cert(ca, certs, ["default.test"], stem="default")
+    make_cert(ca, certs, ["site.test"], stem="site")
+    tls_port = free_port()
+    path = write_config(
+        tmp_path,
+        upstream=upstream_url,
+        workers=2,
+        listen=[
+            f"127.0.0.1:{free_port()}",
+            {
+                "address": f"127.0.0.1:{tls_port}",
+                "tls": {
+                    "certificates": [{"cert": "certs/default.pem", "key": "certs/default.key"}]
+                },
+            },
+        ],
+        tenant={"tls": {"cert": "certs/site.pem", "key": "certs/site.key"}},
+    )
+    proc = await spawn_serve(path)
+    served = Served(proc, listen_port(path))
+    try:
+        await served.wait_for("supervising 2 workers")
+        for _ in range(2):
+            await served.wait_for(" ready (pid ")
+        first = await asyncio.to_thread(serial_served, tls_port, ca.path)
+        renewed = make_cert(ca, certs, ["site.test"], stem="site")
+        serial = x509.load_pem_x509_certificates(renewed.cert.read_bytes())[0].serial_number
+        proc.send_signal(signal.SIGHUP)
+        for _ in range(2):
+            await served.wait_for("reloaded")
+
+        async def every_worker_serves_the_new_one() -> bool:
+            serials = [await asyncio.to_thread(serial_served, tls_port, ca.path) for _ in range(8)]
+            return set(serials) == {serial}
+
+        await eventually(every_worker_serves_the_new_one, what="the renewed certificate")
+        assert first != serial
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(20):
+            await proc.wait()

@@ -546,6 +546,57 @@ CASES: list[tuple[dict[str, Any], int, str, str]] = [
     ({"listen": "[]"}, 1, "listen", "the list is empty"),
     ({"listen": "[{tls: {}}]"}, 1, "listen[0].address", "required key missing"),
     ({"listen": "~"}, 1, "listen", "expected host:port, got nothing (null)"),
+    (
+        {"listen": "[{address: '127.0.0.1:443', tls: {}}]"},
+        1,
+        "listen[0].tls.certificates",
+        "required key missing",
+    ),
+    (
+        {"listen": "[{address: '127.0.0.1:443', tls: {certificates: [{cert: a.pem}]}}]"},
+        1,
+        "listen[0].tls.certificates[0].key",
+        "required key missing (a PEM file)",
+    ),
+    (
+        {"listen": "[{address: '127.0.0.1:443', tls: {certificates: [{cert: a, key: b}], x: 1}}]"},
+        1,
+        "listen[0].tls.x",
+        "unknown key",
+    ),
+    (
+        {"listen": "[{address: '127.0.0.1:443', tls: {certificates: []}}]"},
+        1,
+        "listen[0].tls.certificates",
+        "the list is empty",
+    ),
+    (
+        {
+            "listen": "[{address: '127.0.0.1:443', tls: {certificates: [{cert: a, key: b}], "
+            "min_version: TLSv1.0}}]"
+        },
+        1,
+        "listen[0].tls.min_version",
+        "'TLSv1.0': expected TLSv1.2 or TLSv1.3",
+    ),
+    (
+        {
+            "listen": "[{address: '127.0.0.1:443', tls: {certificates: [{cert: a, key: b}], "
+            "min_version: TLSv1.3, max_version: TLSv1.2}}]"
+        },
+        1,
+        "listen[0].tls.min_version",
+        "TLSv1.3 is above max_version TLSv1.2",
+    ),
+    ({"listen": "['127.0.0.1:80', '127.0.0.1:80']"}, 1, "listen[1]", "is listed twice"),
+    ({"tail": "defaults:\n  tls: {cert: a, key: b}\n"}, 8, "defaults.tls", "belongs in each"),
+    ({"tail": "    hsts: sometimes\n"}, 7, "tenants.demo.hsts", "expected on, off or a max-age"),
+    (
+        {"tail": "    https_redirect: on\n"},
+        7,
+        "tenants.demo.https_redirect",
+        "no listener serves TLS",
+    ),
     # root keys
     ({"tail": "store: postgres://db/x\n"}, 7, "store", "is not a supported store"),
     ({"tail": "store: sqlite://rel.db\n"}, 7, "store", "is not a supported store"),
