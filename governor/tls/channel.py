@@ -149,10 +149,10 @@ class TLSChannel(asyncio.Transport, asyncio.Protocol):
         if not self.ready:
             self._fail("the client closed the connection during the handshake")
             return None
-        self._incoming.write_eof()
-        self._read()
         if self._eof:
             return True  # the close_notify's EOF was passed up already
+        # A FIN without close_notify. OpenSSL is not told: it would call it a truncation
+        # and refuse to write the response a half-closed request is still owed.
         self._eof = True
         return self.upper.eof_received()
 
@@ -269,8 +269,8 @@ class TLSChannel(asyncio.Transport, asyncio.Protocol):
                 chunk = sslobj.read(READ_SIZE)
             except ssl.SSLWantReadError:
                 break
-            except ssl.SSLZeroReturnError:
-                closed = True
+            except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                closed = True  # a close_notify, or a FIN without one: an EOF either way
                 break
             except ssl.SSLError as exc:
                 log.info("closing a TLS connection: %s", getattr(exc, "reason", None) or exc)

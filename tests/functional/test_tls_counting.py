@@ -223,3 +223,18 @@ async def test_chromium_over_tls(tls: TLSSite, relay: Relay, tmp_path: Path) -> 
     )
     assert "/page.html" in html  # the upstream's JSON echo, rendered
     await charged_as_relayed(tls.gov, relay)
+
+
+async def test_a_request_half_closed_without_close_notify_is_answered(
+    tls: TLSSite, relay: Relay
+) -> None:
+    """A client that sends its request, then a FIN without close_notify, gets its response."""
+    client = await relayed(tls, relay)
+    await client.send(request("GET", "/bytes/5000", "site.test"))
+    sock = client.writer.transport.get_extra_info("socket")
+    sock.shutdown(socket.SHUT_WR)
+    resp = await client.response()
+    assert resp.status == 200
+    assert resp.body == pattern(5000)
+    await client.close()
+    await charged_as_relayed(tls.gov, relay)
