@@ -43,7 +43,7 @@ test: lint typecheck check
 	$(BIN)/pytest
 
 # governor against nginx and HAProxy on loopback (not part of `make test`; see tests/bench/).
-# Installs nginx, haproxy, wrk, redis-server and curl with apt-get if missing (as root).
+# Installs nginx, haproxy, wrk, redis-server, curl and openssl with apt-get if missing (as root).
 # BENCH_SECONDS (per wrk run, 5), BENCH_ROUNDS (3), BENCH_QUICK=1 (1 round of 2 s, no 1 GiB).
 bench: $(STAMP)
 	$(BIN)/python -m tests.bench

@@ -6,11 +6,14 @@
 
 Starts, each on free loopback ports and in a temporary folder, an origin nginx serving
 static files, nginx as a reverse proxy, HAProxy with a per-Host byte-counting stick
-table, and governor three ways (SQLite, Redis, ``workers: 2``). It measures them, and
-the origin without a proxy (the load generators' ceiling), in interleaved rounds,
-verifies every count, prints a table of medians and writes the raw rows to
-tests/bench/results/<time>.jsonl. Every process it starts is stopped on the way
-out, on an error or Ctrl-C too. See measure.py for what is checked.
+table, and governor three ways (SQLite, Redis, ``workers: 2``). Each listens on plain
+HTTP and terminates TLS (1.3, as the clients negotiate it) with the same ECDSA P-256
+certificate, made for the run by a test CA in the temporary folder; the origin stays
+plain HTTP behind them. It measures them, and the origin without a proxy (the load
+generators' ceiling), in interleaved rounds, verifies every count, prints a table of
+medians and the TLS targets, and writes the raw rows to tests/bench/results/<time>.jsonl.
+Every process it starts is stopped on the way out, on an error or Ctrl-C too. See
+measure.py for what is checked.
 """
 
 from __future__ import annotations
@@ -28,10 +31,11 @@ from pathlib import Path
 from types import FrameType
 from typing import TextIO
 
+from tests.bench.configs import make_certificate
 from tests.bench.lab import Setup, governor_count, plan_cores, start_setups
 from tests.bench.load import write_lua
 from tests.bench.measure import Bench, Settings, tests, warm_up
-from tests.bench.report import Row, table
+from tests.bench.report import Row, table, tls_summary
 from tests.bench.tools import ensure_tools, machine
 
 RESULTS = Path(__file__).parent / "results"
@@ -59,6 +63,10 @@ def _summary(row: Row) -> str:
         text = f"{m['mib_s']:>9,.0f} MiB/s"
         if "cpu_s_gib" in m:
             text += f"  {m['cpu_s_gib']:.2f} CPU s/GiB  RSS peak {m['rss_peak_mib']:.1f} MiB"
+    elif row.test.startswith("handshakes"):
+        text = f"{m['conns_s']:>9,.0f} conn/s"
+        text += f"  {m['cpu_us']:5.0f} µs/handshake" if "cpu_us" in m else ""
+        text += f"  limit: {row.info['limit']}"
     else:
         text = f"{row.info['received']:>9,} B read"
     if "governor_counted" in row.info:
@@ -70,11 +78,11 @@ def _record(out: TextIO, rows: list[Row], row: Row) -> None:
     rows.append(row)
     out.write(json.dumps({"type": "row", **asdict(row)}) + "\n")
     out.flush()
-    print(f"  r{row.round} {row.test:<9} {row.setup:<11} {_summary(row)}", flush=True)
+    print(f"  r{row.round} {row.test:<14} {row.setup:<11} {_summary(row)}", flush=True)
 
 
 def _rounds(bench: Bench, setups: list[Setup], out: TextIO, rows: list[Row]) -> None:
-    print("warm-up (round 0: exact counts, then a 1 s wrk run)", flush=True)
+    print("warm-up (round 0: exact counts, then 1 s wrk runs over HTTP and HTTPS)", flush=True)
     for setup in setups:
         _record(out, rows, warm_up(bench, setup))
     for rnd in range(1, bench.settings.rounds + 1):
@@ -109,6 +117,9 @@ def _header(settings: Settings, info: dict[str, str], note: str) -> str:
         f"cores: {note}",
         f"{settings.rounds} round(s); wrk -t1 -c{settings.connections} -d{settings.seconds:g}s "
         f"--latency; curl {big} x1 and x{settings.streams}",
+        f"TLS: {info['openssl']}; ECDSA P-256 certificate; the 1 KiB wrk and {big} x1 rows "
+        f"over HTTPS; openssl s_time -new x{settings.handshake_clients} "
+        f"(-time {max(1, round(settings.seconds))})",
     ]
     return "\n".join(lines)
 
@@ -124,13 +135,15 @@ def run(settings: Settings, tmp: Path, out: TextIO) -> list[Row]:
     rows: list[Row] = []
     with ExitStack() as stack:
         print("starting the origin, nginx, HAProxy, Redis and three governors", flush=True)
-        setups = start_setups(stack, tools, tmp, cores)
-        bench = Bench(settings, tools, cores, write_lua(tmp))
+        files = make_certificate(tmp / "tls")
+        setups = start_setups(stack, tools, tmp, cores, files)
+        bench = Bench(settings, tools, cores, write_lua(tmp), files)
         _rounds(bench, setups, out, rows)
         _final_counts(setups, out, rows)
     labels = {s.key: s.label for s in setups}
     big = "10 MiB" if settings.quick else "1 GiB"
     print("\n" + table(rows, labels, big) + "\n")
+    print(tls_summary(rows, labels, big) + "\n")
     return rows
 
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 import grp
 import os
 import pwd
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tests.support import write_config
+from tests.support.certs import make_ca, make_cert
 
 HOST = "site.test"  # the Host every client sends; governor's tenant "site" claims it
 TENANT = "site"
@@ -33,6 +35,38 @@ def make_files(www: Path) -> None:
                 f.truncate(size)
         else:
             path.write_bytes(os.urandom(size))
+
+
+@dataclass(frozen=True)
+class TLSFiles:
+    """The run's one certificate, which every server terminating TLS presents."""
+
+    ca: Path  # the test CA's certificate: what curl trusts
+    cert: Path  # the leaf (ECDSA P-256, for HOST and 127.0.0.1), PEM
+    key: Path  # its key, PEM (PKCS #8)
+    combined: Path  # cert then key in one PEM file: HAProxy's ``crt``
+
+
+def make_certificate(folder: Path) -> TLSFiles:
+    """A test CA and a leaf certificate signed by it, made afresh for this run in ``folder``."""
+    ca = make_ca(folder, "governor bench CA")
+    pair = make_cert(ca, folder, [HOST, "127.0.0.1"], stem="site", chain=False)
+    combined = folder / "combined.pem"
+    combined.write_bytes(pair.cert.read_bytes() + pair.key.read_bytes())
+    return TLSFiles(ca=ca.path, cert=pair.cert, key=pair.key, combined=combined)
+
+
+def _nginx_tls(port: int, files: TLSFiles | None) -> str:
+    """A server block's TLS listener, if ``files``; nginx's defaults otherwise (ciphers,
+    session cache)."""
+    if files is None:
+        return ""
+    return f"""\
+    listen 127.0.0.1:{port} ssl backlog=4096;
+    ssl_certificate {files.cert};
+    ssl_certificate_key {files.key};
+    ssl_protocols TLSv1.2 TLSv1.3;
+"""
 
 
 def _nginx_main(folder: Path) -> str:
@@ -61,8 +95,11 @@ http {{
 """
 
 
-def nginx_upstream(folder: Path, port: int, www: Path) -> Path:
-    """The origin: static files with sendfile."""
+def nginx_upstream(
+    folder: Path, port: int, www: Path, *, tls_port: int = 0, files: TLSFiles | None = None
+) -> Path:
+    """The origin: static files with sendfile. The proxies reach it over plain HTTP on
+    ``port``; ``tls_port`` (with ``files``) is only for the TLS rows' "no proxy" ceiling."""
     folder.mkdir(parents=True, exist_ok=True)
     conf = (
         _nginx_main(folder)
@@ -71,6 +108,7 @@ def nginx_upstream(folder: Path, port: int, www: Path) -> Path:
   tcp_nopush on;
   server {{
     listen 127.0.0.1:{port} default_server backlog=4096;
+{_nginx_tls(tls_port, files)}\
     root {www};
   }}
 }}
@@ -81,8 +119,12 @@ def nginx_upstream(folder: Path, port: int, www: Path) -> Path:
     return path
 
 
-def nginx_proxy(folder: Path, port: int, upstream: int) -> Path:
-    """nginx as a streaming reverse proxy with a keep-alive upstream pool.
+def nginx_proxy(
+    folder: Path, port: int, upstream: int, *, tls_port: int = 0, files: TLSFiles | None = None
+) -> Path:
+    """nginx as a streaming reverse proxy with a keep-alive upstream pool, on plain HTTP
+    (``port``) and, with ``files``, terminating TLS (``tls_port``); to the origin over
+    plain HTTP.
 
     ``proxy_buffering off``: like governor, it passes each read from the upstream on
     at once instead of buffering the response (or spooling it to temp files).
@@ -98,6 +140,7 @@ def nginx_proxy(folder: Path, port: int, upstream: int) -> Path:
   }}
   server {{
     listen 127.0.0.1:{port} default_server backlog=4096;
+{_nginx_tls(tls_port, files)}\
     location / {{
       proxy_pass http://origin;
       proxy_http_version 1.1;
@@ -116,9 +159,16 @@ def nginx_proxy(folder: Path, port: int, upstream: int) -> Path:
     return path
 
 
-def haproxy(folder: Path, port: int, upstream: int) -> Path:
-    """HAProxy metering bytes per Host in a stick table, denying above a (huge) cap."""
+def haproxy(
+    folder: Path, port: int, upstream: int, *, tls_port: int = 0, files: TLSFiles | None = None
+) -> Path:
+    """HAProxy metering bytes per Host in a stick table, denying above a (huge) cap; on
+    plain HTTP (``port``) and, with ``files``, terminating TLS (``tls_port``) in the same
+    frontend (HAProxy takes the certificate and its key in one file)."""
     folder.mkdir(parents=True, exist_ok=True)
+    binds = f"  bind 127.0.0.1:{port}\n"
+    if files is not None:
+        binds += f"  bind 127.0.0.1:{tls_port} ssl crt {files.combined} ssl-min-ver TLSv1.2\n"
     conf = f"""\
 global
   nbthread 1
@@ -134,7 +184,7 @@ defaults
   timeout http-keep-alive 75s
 
 frontend bench
-  bind 127.0.0.1:{port}
+{binds}\
   stick-table type string len 128 size 1k store bytes_out_cnt
   http-request track-sc0 req.hdr(host)
   http-request deny deny_status 503 if {{ sc_kbytes_out(0) gt {HUGE_CAP_KIB} }}
@@ -149,14 +199,29 @@ backend origin
     return path
 
 
-def governor(folder: Path, port: int, upstream: int, **top: Any) -> Path:
-    """A governor config: tenant ``site`` on ``HOST`` with a 1 PiB cap, no access log."""
+def governor(
+    folder: Path,
+    port: int,
+    upstream: int,
+    *,
+    tls_port: int = 0,
+    files: TLSFiles | None = None,
+    **top: Any,
+) -> Path:
+    """A governor config: tenant ``site`` on ``HOST`` with a 1 PiB cap, no access log; a
+    plain listener on ``port`` and, with ``files``, a TLS one on ``tls_port`` with the
+    listener certificate (TLS 1.2 to 1.3, governor's default ciphers)."""
     folder.mkdir(parents=True, exist_ok=True)
+    listen: str | list[Any] = f"127.0.0.1:{port}"  # one address, as any governor takes it
+    if files is not None:
+        pair = {"cert": str(files.cert), "key": str(files.key)}
+        tls = {"address": f"127.0.0.1:{tls_port}", "tls": {"certificates": [pair]}}
+        listen = [listen, tls]
     return write_config(
         folder,
         upstream=f"http://127.0.0.1:{upstream}",
         cap=f"{HUGE_CAP_KIB} KiB",
-        listen=f"127.0.0.1:{port}",
+        listen=listen,
         defaults={"timezone": "UTC"},
         flush_interval=f"{int(FLUSH_INTERVAL * 1000)}ms",
         access_log="off",

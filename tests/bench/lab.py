@@ -1,4 +1,9 @@
-"""Starting the setups under test: the origin, nginx, HAProxy and three governors."""
+"""Starting the setups under test: the origin, nginx, HAProxy and three governors.
+
+Each listens twice: plain HTTP on ``port``, and TLS on ``tls_port`` with the run's one
+certificate (:func:`tests.bench.configs.make_certificate`); behind every proxy the
+origin is reached over plain HTTP.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import json
 import os
 import re
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -15,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.bench import configs
-from tests.bench.configs import FLUSH_INTERVAL, HOST, TENANT
-from tests.bench.procs import Server
+from tests.bench.configs import FLUSH_INTERVAL, HOST, TENANT, TLSFiles
+from tests.bench.procs import Server, listeners
 from tests.bench.tools import Tools
 from tests.redis_servers import RedisServer
 from tests.support import free_port
@@ -101,6 +107,7 @@ class Setup:
     haproxy_socket: Path | None = None
     proxy: bool = True  # False: the origin itself, for the load generators' ceiling
     count: Count | None = None  # the last settled count
+    tls_port: int = 0  # where it terminates TLS
 
     @property
     def port(self) -> int:
@@ -109,22 +116,49 @@ class Setup:
     def url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.port}/{name}"
 
+    def tls_url(self, name: str, host: str = "127.0.0.1") -> str:
+        """``https://host:tls_port/name``; with ``HOST``, the client must resolve it itself."""
+        return f"https://{host}:{self.tls_port}/{name}"
 
-def _answers(port: int) -> bool:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+
+def client_context(files: TLSFiles) -> ssl.SSLContext:
+    """A client context that trusts the run's CA (and checks the name: HOST, 127.0.0.1)."""
+    return ssl.create_default_context(cafile=str(files.ca))
+
+
+def _answers(port: int, tls: ssl.SSLContext | None = None) -> bool:
+    conn = (
+        http.client.HTTPSConnection("127.0.0.1", port, timeout=5, context=tls)
+        if tls is not None
+        else http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    )
     try:
         conn.request("GET", "/1k.bin", headers={"Host": HOST})
         return conn.getresponse().status == 200
-    except OSError:
+    except OSError:  # ssl.SSLError too
         return False
     finally:
         conn.close()
 
 
-def _start(stack: ExitStack, server: Server) -> Server:
+def _start(
+    stack: ExitStack, server: Server, tls_port: int = 0, files: TLSFiles | None = None
+) -> Server:
+    """Start ``server``: ready once it answers plain HTTP on its port and, with ``files``,
+    every one of its listening sockets up on ``tls_port`` too, HTTPS there."""
     stack.callback(server.stop)
     server.start()
-    server.wait_ready(lambda: _answers(server.port))
+    if files is None:
+        server.wait_ready(lambda: _answers(server.port))
+        return server
+    context = client_context(files)
+    server.wait_ready(
+        lambda: (
+            _answers(server.port)
+            and listeners(tls_port) >= server.listeners
+            and _answers(tls_port, context)
+        )
+    )
     return server
 
 
@@ -132,16 +166,20 @@ def _nginx(tools: Tools, folder: Path, conf: Path) -> list[str]:
     return [tools.nginx, "-p", str(folder), "-c", str(conf), "-e", str(folder / "error.log")]
 
 
-def start_origin(stack: ExitStack, tools: Tools, tmp: Path, cores: Cores) -> Setup:
+def start_origin(
+    stack: ExitStack, tools: Tools, tmp: Path, cores: Cores, files: TLSFiles | None = None
+) -> Setup:
     """The upstream every proxy forwards to: nginx serving the files with sendfile,
-    on the load core. Measured directly it shows what wrk and curl reach without a proxy."""
+    on the load core. Measured directly it shows what wrk, curl and openssl s_time
+    reach without a proxy (with ``files``, over TLS too, on a port of its own)."""
     www, folder, port = tmp / "www", tmp / "origin", free_port()
+    tls_port = free_port() if files is not None else 0
     configs.make_files(www)
-    conf = configs.nginx_upstream(folder, port, www)
+    conf = configs.nginx_upstream(folder, port, www, tls_port=tls_port, files=files)
     server = Server("origin", _nginx(tools, folder, conf), folder / "out.log", cores.load)
     server.port = port
-    _start(stack, server)
-    return Setup("direct", "no proxy (origin)", server, proxy=False)
+    _start(stack, server, tls_port, files)
+    return Setup("direct", "no proxy (origin)", server, proxy=False, tls_port=tls_port)
 
 
 def _server(name: str, argv: list[str], log: Path, cpus: frozenset[int] | None) -> Server:
@@ -150,69 +188,77 @@ def _server(name: str, argv: list[str], log: Path, cpus: frozenset[int] | None) 
     return server
 
 
-def _nginx_setup(stack: ExitStack, tools: Tools, tmp: Path, cores: Cores, up: int) -> Setup:
-    folder = tmp / "nginx"
-    server = _server("nginx", [], folder / "out.log", cores.proxy)
-    conf = configs.nginx_proxy(folder, server.port, up)
-    server.argv = _nginx(tools, folder, conf)
-    return Setup("nginx", "nginx", _start(stack, server))
+@dataclass(frozen=True)
+class _Shared:
+    """What every proxy's setup shares: the tools, the cores, the origin's port, the
+    certificate, and the stack that stops them all."""
+
+    stack: ExitStack
+    tools: Tools
+    cores: Cores
+    upstream: int
+    files: TLSFiles
 
 
-def _haproxy_setup(stack: ExitStack, tools: Tools, tmp: Path, cores: Cores, up: int) -> Setup:
-    folder = tmp / "haproxy"
-    server = _server("haproxy", [], folder / "out.log", cores.proxy)
-    conf = configs.haproxy(folder, server.port, up)
-    server.argv = [tools.haproxy, "-f", str(conf), "-db"]
-    _start(stack, server)
-    return Setup("haproxy", "HAProxy", server, haproxy_socket=folder / "admin.sock")
+def _nginx_setup(shared: _Shared, tmp: Path) -> Setup:
+    folder, tls_port = tmp / "nginx", free_port()
+    server = _server("nginx", [], folder / "out.log", shared.cores.proxy)
+    conf = configs.nginx_proxy(
+        folder, server.port, shared.upstream, tls_port=tls_port, files=shared.files
+    )
+    server.argv = _nginx(shared.tools, folder, conf)
+    _start(shared.stack, server, tls_port, shared.files)
+    return Setup("nginx", "nginx", server, tls_port=tls_port)
+
+
+def _haproxy_setup(shared: _Shared, tmp: Path) -> Setup:
+    folder, tls_port = tmp / "haproxy", free_port()
+    server = _server("haproxy", [], folder / "out.log", shared.cores.proxy)
+    conf = configs.haproxy(
+        folder, server.port, shared.upstream, tls_port=tls_port, files=shared.files
+    )
+    server.argv = [shared.tools.haproxy, "-f", str(conf), "-db"]
+    _start(shared.stack, server, tls_port, shared.files)
+    socket_path = folder / "admin.sock"
+    return Setup("haproxy", "HAProxy", server, haproxy_socket=socket_path, tls_port=tls_port)
 
 
 def _governor_setup(
-    stack: ExitStack,
+    shared: _Shared,
     key: str,
     label: str,
     folder: Path,
     cpus: frozenset[int] | None,
-    up: int,
     **top: object,
 ) -> Setup:
-    server = _server(key, [], folder / "out.log", cpus)
-    conf = configs.governor(folder, server.port, up, **top)
+    server, tls_port = _server(key, [], folder / "out.log", cpus), free_port()
+    conf = configs.governor(
+        folder, server.port, shared.upstream, tls_port=tls_port, files=shared.files, **top
+    )
     server.argv = [sys.executable, "-m", "governor", "serve", "-c", str(conf)]
     server.listeners = int(str(top.get("workers", 1)))
-    setup = Setup(key, label, _start(stack, server), config=conf)
+    _start(shared.stack, server, tls_port, shared.files)
+    setup = Setup(key, label, server, config=conf, tls_port=tls_port)
     setup.count = settled_count(conf)
     return setup
 
 
-def start_setups(stack: ExitStack, tools: Tools, tmp: Path, cores: Cores) -> list[Setup]:
+def start_setups(
+    stack: ExitStack, tools: Tools, tmp: Path, cores: Cores, files: TLSFiles
+) -> list[Setup]:
     """Every setup, started and answering, each stopped when ``stack`` closes."""
-    origin = start_origin(stack, tools, tmp, cores)
-    up = origin.port
+    origin = start_origin(stack, tools, tmp, cores, files)
+    shared = _Shared(stack, tools, cores, origin.port, files)
     redis = stack.enter_context(RedisServer(tmp / "redis"))
     return [
         origin,
-        _nginx_setup(stack, tools, tmp, cores, up),
-        _haproxy_setup(stack, tools, tmp, cores, up),
+        _nginx_setup(shared, tmp),
+        _haproxy_setup(shared, tmp),
+        _governor_setup(shared, "gov-sqlite", "governor (SQLite)", tmp / "gov-sqlite", cores.proxy),
         _governor_setup(
-            stack, "gov-sqlite", "governor (SQLite)", tmp / "gov-sqlite", cores.proxy, up
+            shared, "gov-redis", "governor (Redis)", tmp / "gov-redis", cores.proxy, store=redis.url
         ),
         _governor_setup(
-            stack,
-            "gov-redis",
-            "governor (Redis)",
-            tmp / "gov-redis",
-            cores.proxy,
-            up,
-            store=redis.url,
-        ),
-        _governor_setup(
-            stack,
-            "gov-w2",
-            "governor (workers: 2)",
-            tmp / "gov-w2",
-            cores.workers,
-            up,
-            workers=2,
+            shared, "gov-w2", "governor (workers: 2)", tmp / "gov-w2", cores.workers, workers=2
         ),
     ]

@@ -1,9 +1,16 @@
-"""The load generators: wrk for small files, curl for the big one, and an exact raw client.
+"""The load generators: wrk for small files, curl for the big one, an exact raw client,
+and ``openssl s_time`` for new TLS connections.
 
 wrk is run with ``--latency`` and a Lua script whose only hook is ``done()`` (it runs
 once, after the test, so it costs nothing per request): it prints wrk's exact totals,
 the requests completed and every byte read from the sockets, which the rounded
-"Transfer/sec" line is not.
+"Transfer/sec" line is not. Over TLS those bytes are wrk's plaintext (``SSL_read``'s).
+
+wrk cannot measure full TLS handshakes: with ``Connection: close`` it resumes the
+session on every reconnection (nginx's ``$ssl_session_reused`` is "r" for all but the
+first few). ``openssl s_time -new`` makes each connection a new session, a full
+handshake, and closes it as soon as the handshake is done (it sends no request, and
+no SNI). One s_time runs one connection at a time, so several run side by side.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ import re
 import statistics
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +42,7 @@ _RPS = re.compile(r"^Requests/sec:\s+([\d.]+)", re.MULTILINE)
 _NON_2XX = re.compile(r"Non-2xx or 3xx responses:\s+(\d+)")
 _SOCKET_ERRORS = re.compile(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)")
 _TOTALS = re.compile(r"^BENCH (.*)$", re.MULTILINE)
+_S_TIME = re.compile(r"^(\d+) connections in [\d.]+s;", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -124,7 +133,7 @@ class StreamResult:
         return body / max(d.seconds for d in self.downloads) / 2**20
 
 
-def _curl_argv(curl: str, url: str, host: str) -> list[str]:
+def _curl_argv(curl: str, url: str, host: str, extra: Sequence[str]) -> list[str]:
     return [
         curl,
         "-sS",
@@ -134,8 +143,15 @@ def _curl_argv(curl: str, url: str, host: str) -> list[str]:
         f"Host: {host}",
         "-w",
         "%{http_code} %{size_header} %{size_download} %{time_total}",
+        *extra,
         url,
     ]
+
+
+def curl_tls(ca: Path, host: str, port: int) -> list[str]:
+    """curl's options for ``https://host:port/``: ``host`` is 127.0.0.1 (and the SNI name),
+    the certificate is checked against ``ca``."""
+    return ["--cacert", str(ca), "--resolve", f"{host}:{port}:127.0.0.1"]
 
 
 def _download(proc: subprocess.Popen[str]) -> Download:
@@ -152,10 +168,18 @@ def _steady(samples: list[int]) -> int:
 
 
 def run_streams(
-    curl: str, url: str, host: str, *, streams: int, pids: list[int], interval: float = 0.05
+    curl: str,
+    url: str,
+    host: str,
+    *,
+    streams: int,
+    pids: list[int],
+    extra: Sequence[str] = (),
+    interval: float = 0.05,
 ) -> StreamResult:
-    """``streams`` parallel curl downloads, sampling the proxy's RSS every ``interval``."""
-    argv = _curl_argv(curl, url, host)
+    """``streams`` parallel curl downloads (``extra``: more options, e.g. :func:`curl_tls`),
+    sampling the proxy's RSS every ``interval``."""
+    argv = _curl_argv(curl, url, host, extra)
     procs = [
         subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for _ in range(streams)
@@ -172,6 +196,47 @@ def run_streams(
     downloads = [_download(p) for p in procs]
     samples = samples or [rss_bytes(pids)]
     return StreamResult(downloads, max(samples), _steady(samples), len(samples))
+
+
+@dataclass(frozen=True)
+class HandshakeResult:
+    connections: int  # completed, over every client
+    seconds: float  # from the first client's start to the last one's exit
+    clients: int
+
+    @property
+    def per_second(self) -> float:
+        return self.connections / self.seconds
+
+
+def _s_time_connections(proc: subprocess.Popen[str], timeout: float) -> int:
+    out, err = proc.communicate(timeout=timeout)
+    found = _S_TIME.search(out)
+    if proc.returncode != 0 or found is None:
+        raise RuntimeError(f"openssl s_time failed ({proc.returncode}):\n{out[-2000:]}{err}")
+    return int(found.group(1))
+
+
+def run_s_time(openssl: str, port: int, *, seconds: float, clients: int) -> HandshakeResult:
+    """``clients`` ``openssl s_time -new`` side by side against 127.0.0.1:``port``, each
+    making full TLS handshakes one after the other for ``seconds``. s_time's own clock
+    is ``time()``'s whole seconds (it runs ``-time N`` for N to N+1 s), so the rate is
+    taken over the wall-clock time of the whole run instead."""
+    whole = max(1, round(seconds))
+    argv = [openssl, "s_time", "-connect", f"127.0.0.1:{port}", "-new", "-time", str(whole)]
+    started = time.monotonic()
+    procs = [
+        subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(clients)
+    ]
+    try:
+        total = sum(_s_time_connections(p, whole + 60) for p in procs)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    return HandshakeResult(total, time.monotonic() - started, clients)
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ PACKAGES: dict[str, str] = {
     "wrk": "wrk",
     "redis-server": "redis-server",
     "curl": "curl",
+    "openssl": "openssl",  # s_time: new TLS connections per second
 }
 _SEARCH_PATH = os.pathsep.join(
     [os.environ.get("PATH", ""), "/usr/local/sbin", "/usr/sbin", "/sbin", "/usr/bin"]
@@ -30,6 +31,7 @@ class Tools:
     wrk: str
     redis_server: str
     curl: str
+    openssl: str
 
 
 def _which(name: str) -> str | None:
@@ -69,6 +71,7 @@ def ensure_tools() -> Tools:
         wrk=found["wrk"],
         redis_server=found["redis-server"],
         curl=found["curl"],
+        openssl=found["openssl"],
     )
 
 
@@ -115,4 +118,5 @@ def machine(tools: Tools) -> dict[str, str]:
         "wrk": _first_line([tools.wrk, "-v"]),
         "redis": _first_line([tools.redis_server, "--version"]),
         "curl": _first_line([tools.curl, "--version"]),
+        "openssl": _first_line([tools.openssl, "version"]),
     }
