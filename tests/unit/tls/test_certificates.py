@@ -122,3 +122,25 @@ def test_expiring_and_expired_certificates_are_warnings(tmp_path: Path) -> None:
     assert f"{soon.cert} expires " in soon_warning
     assert "tenants.gone.tls: " in gone_warning
     assert f"{gone.cert} expired " in gone_warning
+
+
+def test_certbots_live_links_moved_to_a_renewal_are_read_again(tmp_path: Path) -> None:
+    """certbot keeps archive/certN.pem and points live/cert.pem at the newest: a reload
+    must see the new target, although the path in the config did not change."""
+    ca = make_ca(tmp_path / "ca")
+    archive, live = tmp_path / "archive", tmp_path / "live"
+    live.mkdir()
+    first = make_cert(ca, archive, ["site.test"], stem="cert1", days=30)
+    (live / "cert.pem").symlink_to(first.cert)
+    (live / "key.pem").symlink_to(first.key)
+    pair = Pair(live / "cert.pem", live / "key.pem")
+    config = config_with(tmp_path, {"site": (["site.test"], pair)})
+    before, _ = load_certificates(config, now=time.time())
+    second = make_cert(ca, archive, ["site.test"], stem="cert2", days=90)
+    for name, target in (("cert.pem", second.cert), ("key.pem", second.key)):
+        (live / f"{name}.new").symlink_to(target)
+        (live / f"{name}.new").replace(live / name)  # as certbot swaps them: atomically
+    after, _ = load_certificates(config, now=time.time(), previous=before)
+    key = config.tenants[0].tls
+    assert key is not None
+    assert after.by_pair[key].not_after > before.by_pair[key].not_after + 50 * 86400
