@@ -27,16 +27,15 @@ import os
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
-
-from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
-from cryptography.x509.oid import NameOID
+from typing import TYPE_CHECKING
 
 from governor.config import Config
 from governor.config.model import CertPair, ListenerTLS
 from governor.core.tenants import TenantIndex
 from governor.errors import ConfigError, Problem
+
+if TYPE_CHECKING:
+    from cryptography import x509
 
 log = logging.getLogger("governor.tls")
 
@@ -94,6 +93,11 @@ def stamp_of(pair: CertPair) -> Stamp:
 
 def read_certificate(pair: CertPair, settings: ListenerTLS | None = None) -> Certificate:
     """Parse ``pair`` and check that the key is the certificate's key."""
+    # Imported here: 8 MiB of RSS that a config without TLS never needs.
+    from cryptography import x509
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+
     stamp = stamp_of(pair)
     try:
         data = pair.cert.read_bytes()
@@ -134,6 +138,9 @@ def _no_password() -> str:
 
 
 def _names(cert: x509.Certificate) -> tuple[str, ...]:
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
         names = san.value.get_values_for_type(x509.DNSName)
