@@ -35,6 +35,7 @@ from governor.http1.wire import (
 from governor.observe.events import RequestNote, report
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+CLAIM_STEP = 2**16  # response bytes a running claim leaves to a later one (no syscall)
 HIGH_WATER = 2**18  # request body bytes buffered before reads from the client pause
 LOW_WATER = 2**16  # ... and resume (see docs/http1.md)
 SERVER = "governor"  # on governor's own answers; proxied responses keep the upstream's
@@ -70,6 +71,7 @@ class Request:
         "_claimed_out",
         "_eof",
         "_queue",
+        "_tls",
         "body",
         "body_size",
         "chunked_out",
@@ -99,6 +101,7 @@ class Request:
         self.path = unquote(head.target.partition("?")[0], "utf-8", "replace")
         self.received = head.size  # bytes of this request received so far
         self.overhead = 0  # TLS: bytes of records' framing claimed with it (see claim)
+        self._tls = conn.scheme == "https"
         self._claimed_in = 0
         self._claimed_out = 0
         # Whom this request's bytes are charged to: set by the handler once it serves the
@@ -156,19 +159,29 @@ class Request:
         Sent bytes are what the kernel transmitted while the response runs, so a reset
         (which drops what it held unsent) never leaves a byte charged that did not cross;
         the ``final`` claim of a response that ended well takes what the socket accepted
-        (the kernel sends the rest). On TLS, what is received includes the records'
+        (the kernel sends the rest). Asking the kernel is a system call: a running claim
+        leaves less than :data:`CLAIM_STEP` new bytes to a later one (a small response's
+        bytes all go with its final claim). On TLS, what is received includes the records'
         framing (the connection's :meth:`~governor.http1.ports.ClientPort.overhead`),
         and what is sent is in ciphertext bytes already.
         """
-        extra = self.conn.overhead()
-        if extra:
+        if self._tls:
+            extra = self.conn.overhead()
             self.overhead += extra
+        else:
+            extra = 0
         got = self.received - self._claimed_in + extra
         self._claimed_in = self.received
-        if self.handed == self._claimed_out:
+        claimed = self._claimed_out
+        if self.handed == claimed:
             return got, 0  # the common case: nothing handed since, nothing to ask the socket
-        sent = self.sent() if final else self.transmitted()
-        if sent <= self._claimed_out:
+        if final:
+            sent = self.sent()
+        elif self.handed - claimed < CLAIM_STEP:
+            return got, 0  # left to a later claim, the final one at the latest
+        else:
+            sent = self.transmitted()
+        if sent <= claimed:
             return got, 0
         out = sent - self._claimed_out
         self._claimed_out = sent

@@ -1,6 +1,7 @@
 """The metrics of the listeners and their certificates, registered with the others.
 
-* ``governor_listener_requests_total{listener, scheme}``: answered requests per listener;
+* ``governor_listener_requests_total{listener, scheme}``: answered requests per listener
+  (kept as plain numbers, published at each flush: a request costs a dict update);
 * ``governor_tls_handshakes_total{listener, result}``: TLS handshakes, ``ok`` or ``failed``
   (no handshake in time, no TLS at all, no common version or cipher);
 * ``governor_certificate_expiry_timestamp_seconds{tenant, listener, cert}``: when each
@@ -11,6 +12,8 @@ Labels are bounded by the config: listeners and certificates are configured.
 """
 
 from __future__ import annotations
+
+from collections.abc import Collection
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
@@ -41,19 +44,21 @@ class ListenerMetrics:
             multiprocess_mode="livemax",
             registry=registry,
         )
-        self._requests: dict[str, Counter] = {}
+        self._requests: dict[str, int] = {}  # listener -> requests not published yet
         self._expiry: dict[tuple[str, str, str], float] = {}  # the series set now
 
     def request_done(self, record: RequestRecord) -> None:
-        """A request sink: count it against its listener."""
-        if not record.listener:
-            return  # refused on arrival, before any listener was noted
-        child = self._requests.get(record.listener)
-        if child is None:
-            scheme, _, address = record.listener.partition("://")
-            child = self.requests.labels(listener=address, scheme=scheme)
-            self._requests[record.listener] = child
-        child.inc()
+        """A request sink: count it against its listener (published at the next flush)."""
+        listener = record.listener
+        if listener:  # "": refused on arrival, before any listener was noted
+            self._requests[listener] = self._requests.get(listener, 0) + 1
+
+    def flushed(self, changed: Collection[str]) -> None:
+        """A flush listener: publish the requests counted since the last flush."""
+        counted, self._requests = self._requests, {}
+        for listener, n in counted.items():
+            scheme, _, address = listener.partition("://")
+            self.requests.labels(listener=address, scheme=scheme).inc(n)
 
     def handshake(self, listener: str, ok: bool) -> None:
         self.handshakes.labels(listener=listener, result="ok" if ok else "failed").inc()

@@ -101,6 +101,7 @@ class Governor:
         self.top = TopTally(self.runtime)  # the top consumers, written after each flush
         self.flusher.writers.append(self.top.write)
         self.listener_metrics = ListenerMetrics(self.metrics.registry)
+        self.flusher.listeners.append(self.listener_metrics.flushed)
         self.sinks: list[RequestSink] = [
             self.metrics,
             self.access_log,

@@ -191,7 +191,12 @@ async def test_metrics_name_listeners_handshakes_and_certificates(tls: TLSSite) 
         )
     )
     assert sample("governor_tls_handshakes_total", {"listener": address, "result": "ok"}) == 1
-    assert sample("governor_listener_requests_total", {"listener": address, "scheme": "https"})
+    await eventually(  # published at each flush
+        lambda: (
+            sample("governor_listener_requests_total", {"listener": address, "scheme": "https"})
+            == 1
+        )
+    )
     leaf = x509.load_pem_x509_certificates(tls.default.cert.read_bytes())[0]
     assert (
         sample(

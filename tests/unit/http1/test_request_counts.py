@@ -15,7 +15,7 @@ import pytest
 from governor.core.meter import Meter
 from governor.errors import BadMessage, BodyRefused
 from governor.http1.flow import Flow
-from governor.http1.request import CONTINUE, Request
+from governor.http1.request import CLAIM_STEP, CONTINUE, Request
 from governor.http1.wire import Limits, parse_request_head
 from governor.observe.events import RequestNote, RequestRecord
 
@@ -39,6 +39,7 @@ class FakeConnection:
     loop: Any
     server: FakeServer = field(default_factory=FakeServer)
     peer: str | None = "192.0.2.1"
+    scheme: str = "http"
     handed: int = 0
     held: int = 0
     closed: bool = False
@@ -55,8 +56,10 @@ class FakeConnection:
 
     extra: int = 0  # TLS records' framing received, not claimed yet
 
+    unsent: int = 0  # accepted by the kernel, not transmitted yet
+
     def transmitted(self) -> int:
-        return self.sent()
+        return self.sent() - self.unsent
 
     def overhead(self) -> int:
         n, self.extra = self.extra, 0
@@ -94,10 +97,12 @@ class Sink:
         self.records.append(record)
 
 
-def make(raw: bytes, sink: Sink | None = None, loop: Any = None) -> tuple[Request, FakeConnection]:
+def make(
+    raw: bytes, sink: Sink | None = None, loop: Any = None, scheme: str = "http"
+) -> tuple[Request, FakeConnection]:
     head = parse_request_head(raw, Limits())
     assert head is not None
-    conn = FakeConnection(loop if loop is not None else FakeLoop())
+    conn = FakeConnection(loop if loop is not None else FakeLoop(), scheme=scheme)
     note = RequestNote(sinks=[sink] if sink is not None else [])
     request = Request(cast(Any, conn), head, note)
     return request, conn
@@ -120,11 +125,29 @@ def test_the_response_is_claimed_as_the_socket_accepts_it() -> None:
     request.respond_text(200, "hello")
     handed = len(conn.wire)
     assert request.in_flight() == handed
-    assert request.claim() == (0, handed - 5)
+    assert request.claim(final=True) == (0, handed - 5)
     assert request.in_flight() == 5
     conn.held = 0
-    assert request.claim() == (0, 5)
-    assert request.claim() == (0, 0)
+    assert request.claim(final=True) == (0, 5)
+    assert request.claim(final=True) == (0, 0)
+    assert request.in_flight() == 0
+
+
+def test_a_running_claim_takes_only_what_the_kernel_transmitted() -> None:
+    """A reset drops what the kernel holds unsent: a running claim never includes it, and
+    leaves a small remainder (a system call saved) to the final claim."""
+    request, conn = make(GET)
+    request.claim()
+    request.start_response(200, None, b"", length=CLAIM_STEP * 3)
+    request.write(b"a" * 100)
+    assert request.claim()[1] == 0  # under CLAIM_STEP: left to a later claim
+    request.write(b"b" * CLAIM_STEP * 2)
+    conn.unsent = 1000
+    head_and_body = len(conn.wire)
+    assert request.claim()[1] == head_and_body - 1000
+    conn.unsent = 0
+    assert request.claim()[1] == 0  # 1000 new: under CLAIM_STEP
+    assert request.claim(final=True)[1] == 1000
     assert request.in_flight() == 0
 
 
@@ -143,11 +166,11 @@ def test_charge_hands_the_claim_to_the_meter_and_nobody_without_one() -> None:
     request.meter = cast(Meter, charges)
     request._feed(b"0123456789")
     request.send_continue()
-    request.charge()
+    request.charge(final=True)
     assert (charges.ingress, charges.egress) == (len(POST) + 10, len(CONTINUE))
     request.received_raw(7)  # a tunnel's bytes
     request.write_raw(b"12345")
-    request.charge()
+    request.charge(final=True)
     assert (charges.ingress, charges.egress) == (len(POST) + 17, len(CONTINUE) + 5)
 
 
@@ -188,3 +211,11 @@ def test_the_report_carries_the_requests_own_counts() -> None:
     assert record.status == 404
     assert record.bytes_out == len(conn.wire) - 3
     assert (record.tenant, record.method, record.path) == ("t", "GET", "/a")
+
+
+def test_on_tls_a_claim_takes_the_records_framing_received_too() -> None:
+    request, conn = make(GET, scheme="https")
+    conn.extra = 29  # the framing of the record the head came in
+    assert request.claim() == (len(GET) + 29, 0)
+    assert request.overhead == 29
+    assert request.claim() == (0, 0)  # claimed once
