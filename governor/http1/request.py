@@ -35,7 +35,7 @@ from governor.http1.wire import (
 from governor.observe.events import RequestNote, report
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-CLAIM_STEP = 2**16  # response bytes a running claim leaves to a later one (no syscall)
+CLAIM_STEP = 2**18  # response bytes a running claim leaves to a later one (no syscall)
 HIGH_WATER = 2**18  # request body bytes buffered before reads from the client pause
 LOW_WATER = 2**16  # ... and resume (see docs/http1.md)
 SERVER = "governor"  # on governor's own answers; proxied responses keep the upstream's
