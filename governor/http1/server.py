@@ -71,10 +71,15 @@ class Listening:
             channel.meter = hook(channel.server_name, channel.handshake_in, channel.handshake_out)
 
     def handshake_failed(self, channel: TLSChannel, reason: str) -> None:
+        """Count it; a handshake that named a tenant is that tenant's traffic all the same
+        (what the socket took of it: the alert it may still hold is dropped by the abort)."""
         server = self.server
         if server.on_tls is not None:
             server.on_tls(self.address, False)
         raw = channel.raw
+        if channel.server_name and server.on_handshake is not None and raw is not None:
+            sent = channel.handed - raw.get_write_buffer_size()
+            server.on_handshake(channel.server_name, channel.received, sent)
         peer = raw.get_extra_info("peername") if raw is not None else None
         tls_log.debug("%s on %s: %s", peer[0] if peer else "?", self.address, reason)
 

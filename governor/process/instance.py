@@ -329,7 +329,10 @@ class Governor:
         running = self.config
         listeners = pin_listeners(config.listeners, running.listeners)
         if listeners is None:
-            log.warning("reload: new listen addresses take a restart; keeping %s", self.address)
+            kept = ", ".join(
+                listener.scheme + "://" + listener.address for listener in running.listeners
+            )
+            log.warning("reload: a change to listen takes a restart; keeping %s", kept)
             listeners = running.listeners
         if config.store != running.store:
             log.warning("reload: a new store takes a restart; keeping %s", running.store)

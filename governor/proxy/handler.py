@@ -67,16 +67,6 @@ class Proxy:
             )
             return
         settings = tenant.config
-        if settings.https_redirect or settings.hsts:
-            if request.conn.scheme == "http":
-                if settings.https_redirect and not head.target.startswith(ACME):
-                    note.tenant = settings.name
-                    note.outcome = "redirect"
-                    request.meter = self._meter(tenant)
-                    redirect(request)
-                    return
-            elif settings.hsts:
-                request.hsts = b"\r\nStrict-Transport-Security: max-age=%d" % settings.hsts
         trusted = snap.config.trusted_proxies
         peer = request.peer or ""
         client = client_address(peer, head.headers, trusted) if trusted else peer
@@ -84,6 +74,15 @@ class Proxy:
         note.client = client
         agent, note.referer = head.who()
         note.agent = agent
+        if settings.https_redirect or settings.hsts:
+            if request.conn.scheme == "http":
+                if settings.https_redirect and not head.target.startswith(ACME):
+                    note.outcome = "redirect"
+                    request.meter = self._meter(tenant)
+                    redirect(request)
+                    return
+            elif settings.hsts:
+                request.hsts = b"\r\nStrict-Transport-Security: max-age=%d" % settings.hsts
         meter = self._meter(tenant)
         used, cap = meter.used(), meter.cap
         visitor_used = crawlers_used = 0

@@ -53,6 +53,7 @@ class Certificate:
     hosts: tuple[str, ...]  # DNS names (subjectAltName, else the CN), lower case
     not_after: float  # Unix seconds
     stamp: Stamp
+    not_before: float = 0.0  # Unix seconds
     settings: ListenerTLS | None = None  # a listener's (None: the defaults)
     _context: ssl.SSLContext | None = field(default=None, repr=False)
 
@@ -124,6 +125,7 @@ def read_certificate(pair: CertPair, settings: ListenerTLS | None = None) -> Cer
         pair=pair,
         hosts=_names(leaf),
         not_after=leaf.not_valid_after_utc.timestamp(),
+        not_before=leaf.not_valid_before_utc.timestamp(),
         stamp=stamp,
         settings=settings,
     )
@@ -178,17 +180,18 @@ class Certificates:
         self.by_pair = {u.cert.pair: u.cert for u in in_use}
         tenants = [_Named(t.hosts, self.by_pair[t.tls]) for t in config.tenants if t.tls]
         self._tenants = TenantIndex(tenants)
-        self._listeners: dict[str, tuple[ssl.SSLContext, TenantIndex[_Named]]] = {}
+        self._listeners: dict[str, tuple[ssl.SSLContext, dict[str, Certificate]]] = {}
         for listener in config.listeners:
             if listener.tls is None:
                 continue
             own = [self.by_pair[p] for p in listener.tls.certificates]
             default = own[0].context()  # made now: every connection starts with it
             default.sni_callback = self._sni(listener.address)
-            self._listeners[listener.address] = (
-                default,
-                TenantIndex(_Named(c.hosts, c) for c in own),
-            )
+            names: dict[str, Certificate] = {}
+            for cert in own:
+                for name in cert.hosts:
+                    names.setdefault(name, cert)
+            self._listeners[listener.address] = (default, names)
 
     def context(self, listener: str) -> ssl.SSLContext:
         """The context a new connection on ``listener`` starts with."""
@@ -199,11 +202,12 @@ class Certificates:
         default, names = self._listeners[listener]
         if not server_name:
             return default
-        found = self._tenants.lookup(server_name) or names.lookup(server_name)
-        if found is None:
+        tenant = self._tenants.lookup(server_name)
+        cert = tenant.cert if tenant is not None else covering(names, server_name)
+        if cert is None:
             return default
         try:
-            return found.cert.context()
+            return cert.context()
         except CertificateError as exc:
             log.error("cannot serve %s's certificate: %s", server_name, exc)
             return default
@@ -222,6 +226,26 @@ class Certificates:
         return pick
 
 
+def covering(names: dict[str, Certificate], server_name: str) -> Certificate | None:
+    """The certificate whose names cover ``server_name`` as TLS clients check it: the name
+    itself, or a wildcard for exactly its first label (``*.example.org`` covers
+    ``www.example.org``, not ``a.www.example.org`` nor ``example.org``)."""
+    name = server_name.lower().removesuffix(".")
+    found = names.get(name)
+    if found is None and "." in name:
+        found = names.get("*." + name.split(".", 1)[1])
+    return found
+
+
+def uncovered(cert: Certificate, hosts: tuple[str, ...]) -> list[str]:
+    """The hosts a tenant's certificate does not cover (a client would refuse it there);
+    a wildcard host needs the same wildcard name."""
+    names = {name: cert for name in cert.hosts}
+    return [
+        h for h in hosts if (h not in names if h.startswith("*.") else covering(names, h) is None)
+    ]
+
+
 def load_certificates(
     config: Config, *, now: float, previous: Certificates | None = None
 ) -> tuple[Certificates, list[str]]:
@@ -235,13 +259,13 @@ def load_certificates(
     loaded: dict[CertPair, Certificate] = {}
     problems: list[Problem] = []
     warnings: list[str] = []
-    wanted: list[tuple[CertPair, ListenerTLS | None, str, str]] = []
+    wanted: list[tuple[CertPair, ListenerTLS | None, str, str, tuple[str, ...]]] = []
     for place in config.listeners:
         if place.tls is not None:
-            wanted += [(p, place.tls, "", place.address) for p in place.tls.certificates]
-    wanted += [(t.tls, None, t.name, "") for t in config.tenants if t.tls is not None]
+            wanted += [(p, place.tls, "", place.address, ()) for p in place.tls.certificates]
+    wanted += [(t.tls, None, t.name, "", t.hosts) for t in config.tenants if t.tls is not None]
     in_use: list[InUse] = []
-    for pair, settings, tenant, listener in wanted:
+    for pair, settings, tenant, listener, hosts in wanted:
         cert = loaded.get(pair)
         if cert is None:
             try:
@@ -250,12 +274,22 @@ def load_certificates(
                 problems.append(config.problem(pair.where, str(exc)))
                 continue
             loaded[pair] = cert
+            if cert.not_before > now:
+                when = dt.datetime.fromtimestamp(cert.not_before, dt.UTC).strftime("%Y-%m-%d %H:%M")
+                early = f"{pair.cert} is not valid before {when} UTC"
+                warnings.append(str(config.problem(pair.where, early)))
             left = cert.not_after - now
             if left < EXPIRY_WARNING:
                 when = dt.datetime.fromtimestamp(cert.not_after, dt.UTC).strftime("%Y-%m-%d %H:%M")
                 state = "expired" if left <= 0 else "expires"
                 warnings.append(f"{config.problem(pair.where, f'{pair.cert} {state} {when} UTC')}")
         in_use.append(InUse(cert, tenant, listener))
+        if hosts:
+            missed = uncovered(cert, hosts)
+            if missed:
+                shown = ", ".join(missed[:5]) + (" ..." if len(missed) > 5 else "")
+                message = f"{pair.cert} does not cover {shown}: browsers will refuse it there"
+                warnings.append(str(config.problem(pair.where, message)))
     if problems:
         raise ConfigError(problems)
     return Certificates(in_use, config), warnings

@@ -227,6 +227,11 @@ class TLSChannel(asyncio.Transport, asyncio.Protocol):
 
     # --- counting -------------------------------------------------------------------
 
+    @property
+    def received(self) -> int:
+        """Every byte received so far."""
+        return self._records.total
+
     def overhead(self) -> int:
         """Bytes received after the handshake beyond the plaintext, not claimed yet."""
         n = self._records.complete - self._claimed - self.plain_in

@@ -307,7 +307,7 @@ async def test_check_names_file_and_key_of_every_certificate_problem(tmp_path: P
     ca = make_ca(certs)
     good = make_cert(ca, certs, ["default.test"], stem="default")
     other = make_cert(ca, certs, ["other.test"], stem="other")
-    soon = make_cert(ca, certs, ["soon.test"], stem="soon", days=5)
+    soon = make_cert(ca, certs, ["site.test", "*.site.test"], stem="soon", days=5)
     (certs / "notpem.pem").write_text("hello\n")
     path = write_config(
         tmp_path,

@@ -13,6 +13,7 @@ import base64
 import hashlib
 import shutil
 import socket
+import ssl
 import struct
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -238,3 +239,17 @@ async def test_a_request_half_closed_without_close_notify_is_answered(
     assert resp.body == pattern(5000)
     await client.close()
     await charged_as_relayed(tls.gov, relay)
+
+
+async def test_a_failed_handshake_that_names_a_tenant_is_charged_to_it(
+    tls: TLSSite, relay: Relay
+) -> None:
+    """A client that does not trust the certificate gives up mid-handshake: what crossed
+    was the site's traffic all the same."""
+    untrusting = ssl.create_default_context()  # the system's CAs: not the test CA
+    with pytest.raises(ssl.SSLCertVerificationError):
+        await asyncio.open_connection(
+            "127.0.0.1", relay.port, ssl=untrusting, server_hostname="site.test"
+        )
+    await charged_as_relayed(tls.gov, relay)
+    assert relay.up + relay.down > 500

@@ -144,3 +144,31 @@ def test_certbots_live_links_moved_to_a_renewal_are_read_again(tmp_path: Path) -
     key = config.tenants[0].tls
     assert key is not None
     assert after.by_pair[key].not_after > before.by_pair[key].not_after + 50 * 86400
+
+
+def test_a_listener_wildcard_covers_one_label_as_clients_check_it(tmp_path: Path) -> None:
+    ca = make_ca(tmp_path / "ca")
+    wild = make_cert(ca, tmp_path / "w", ["*.wild.test"], stem="wild")
+    config = config_with(tmp_path, {"site": (["site.test"], wild)})
+    doc = yaml.safe_load(config.path.read_text())
+    doc["listen"][1]["tls"]["certificates"].append(wild.config())
+    doc["tenants"]["site"].pop("tls")
+    config.path.write_text(yaml.safe_dump(doc))
+    certs, _ = load_certificates(load_config(config.path), now=time.time())
+    listener = "127.0.0.1:18443"
+    default = certs.context(listener)
+    assert certs.pick("www.wild.test", listener) is not default
+    assert certs.pick("a.www.wild.test", listener) is default  # two labels: not covered
+    assert certs.pick("wild.test", listener) is default
+
+
+def test_a_certificate_that_does_not_cover_its_tenants_hosts_is_a_warning(
+    tmp_path: Path,
+) -> None:
+    ca = make_ca(tmp_path / "ca")
+    narrow = make_cert(ca, tmp_path / "n", ["site.test"], stem="narrow")
+    config = config_with(tmp_path, {"site": (["site.test", "*.site.test", "b.test"], narrow)})
+    _, warnings = load_certificates(config, now=time.time())
+    (warning,) = warnings
+    assert "tenants.site.tls: " in warning
+    assert f"{narrow.cert} does not cover *.site.test, b.test" in warning
