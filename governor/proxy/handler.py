@@ -78,7 +78,9 @@ class Proxy:
             if request.conn.scheme == "http":
                 if settings.https_redirect and not head.target.startswith(ACME):
                     note.outcome = "redirect"
-                    request.meter = self._meter(tenant)
+                    meter = self._meter(tenant)
+                    if not (settings.enforce and meter.blocked()):  # as a notice is not
+                        request.meter = meter
                     redirect(request)
                     return
             elif settings.hsts:

@@ -450,3 +450,34 @@ async def test_workers_serve_tls_and_reload_certificates_on_sighup(
         proc.send_signal(signal.SIGTERM)
         async with asyncio.timeout(20):
             await proc.wait()
+
+
+async def test_a_redirect_is_charged_like_an_answer_and_not_once_the_site_is_blocked(
+    make_governor: GovernorFactory, tmp_path: Path
+) -> None:
+    tls = await start_tls_site(
+        make_governor, tmp_path, cap="2 KiB", tenant={"https_redirect": "on"}
+    )
+    gov = tls.gov
+    plain = await RawClient.connect(tls.plain_port)
+    await plain.send(request("GET", "/a", "site.test"))
+    assert (await plain.response()).status == 308
+    charged = used(gov)
+    assert charged == plain.received  # egress: the 308, as governor's own answers are
+    client, _ = await tls.connect()
+    await client.send(request("GET", "/bytes/4000", "site.test"))  # over the cap
+    assert (await client.response()).status == 200
+    await client.close()
+    server = gov._server
+    assert server is not None
+    await eventually(lambda: len(server.connections) == 1, what="the TLS connection gone")
+    at_cap = used(gov)  # its close_notify included
+    await plain.send(request("GET", "/b", "site.test"))
+    assert (await plain.response()).status == 308
+    await plain.close()
+    assert used(gov) == at_cap  # blocked: the redirect is nobody's, as the notice is
+
+
+def used(gov: Governor) -> int:
+    site = gov.runtime.snapshot.tenants["site"]
+    return gov.runtime.ledger.used(("site", site.periods.current(gov.runtime.clock()).key))
