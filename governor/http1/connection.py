@@ -256,7 +256,8 @@ class ClientConnection(asyncio.Protocol):
     def stalled(self) -> None:
         """The socket accepted no byte for ``timeouts.send`` while governor had some for it."""
         timeout = self.server.send_timeout
-        log.info("resetting a connection from %s: it accepted no byte in %g s", self.peer, timeout)
+        message = "resetting a connection from %s: it accepted no byte in %g s"
+        log.info(message, self.peer or "?", timeout)
         self.closing = True
         self._reset = True
         if self.transport is not None:

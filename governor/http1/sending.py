@@ -116,6 +116,18 @@ _NOTSENT = struct.Struct("=I")
 _SENT_RETRANS = struct.Struct("=QQ")
 
 
+def _tcp_info(sock: Any, size: int) -> bytes | None:
+    """The first ``size`` bytes of the socket's ``struct tcp_info``; None if unknown."""
+    option = getattr(socket, "TCP_INFO", None)
+    if sock is None or option is None:
+        return None
+    try:
+        info: bytes = sock.getsockopt(socket.IPPROTO_TCP, option, size)
+    except (OSError, ValueError):
+        return None
+    return info if len(info) >= size else None
+
+
 def socket_sent(sock: Any, *, reset: bool = False) -> int | None:
     """Bytes a TCP socket ever accepted from its writer, from the kernel; None if unknown.
 
@@ -124,14 +136,8 @@ def socket_sent(sock: Any, *, reset: bool = False) -> int | None:
     it is consistent even while ACKs arrive. With ``reset`` (the connection was reset,
     its unsent bytes dropped), what it transmitted only.
     """
-    option = getattr(socket, "TCP_INFO", None)
-    if sock is None or option is None:
-        return None
-    try:
-        info = sock.getsockopt(socket.IPPROTO_TCP, option, _TCP_INFO_SIZE)
-    except (OSError, ValueError):
-        return None
-    if len(info) < _TCP_INFO_SIZE:
+    info = _tcp_info(sock, _TCP_INFO_SIZE)
+    if info is None:
         return None
     (notsent,) = _NOTSENT.unpack_from(info, 144)
     sent, retransmitted = _SENT_RETRANS.unpack_from(info, 200)
@@ -143,11 +149,5 @@ _NOTSENT_END = 148  # tcp_info up to tcpi_notsent_bytes: a shorter copy than the
 
 def socket_unsent(sock: Any) -> int:
     """Bytes the kernel accepted on ``sock`` and holds not yet transmitted (0 if unknown)."""
-    option = getattr(socket, "TCP_INFO", None)
-    if sock is None or option is None:
-        return 0
-    try:
-        info = sock.getsockopt(socket.IPPROTO_TCP, option, _NOTSENT_END)
-    except (OSError, ValueError):
-        return 0
-    return int(_NOTSENT.unpack_from(info, 144)[0]) if len(info) >= _NOTSENT_END else 0
+    info = _tcp_info(sock, _NOTSENT_END)
+    return 0 if info is None else int(_NOTSENT.unpack_from(info, 144)[0])

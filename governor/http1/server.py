@@ -23,7 +23,7 @@ from governor.config.model import ListenConfig
 from governor.core.meter import Meter
 from governor.http1.connection import ClientConnection
 from governor.http1.drain import accept_backlog
-from governor.http1.request import Handler
+from governor.http1.request import Handler, refusal
 from governor.http1.wire import (
     Limits,
     RequestHead,
@@ -36,6 +36,7 @@ from governor.tls.channel import TLSChannel
 
 log = logging.getLogger("governor.listener")
 tls_log = logging.getLogger("governor.tls")
+PLAIN_HTTP_ANSWER = refusal(400, "a plain HTTP request on an HTTPS port")  # as nginx's
 
 
 class Listening:
@@ -51,6 +52,10 @@ class Listening:
     @property
     def handshake_timeout(self) -> float:
         return self.server.handshake_timeout
+
+    @property
+    def plain_http_answer(self) -> bytes:
+        return PLAIN_HTTP_ANSWER
 
     def protocol(self) -> asyncio.Protocol:
         """A new connection's protocol: the HTTP connection, under TLS when this is TLS."""

@@ -39,12 +39,6 @@ log = logging.getLogger("governor.tls")
 LINGER = 2.0  # seconds a closed connection waits for the client's close_notify and EOF
 READ_SIZE = 2**18  # plaintext asked of OpenSSL at once (it returns at most a record's)
 HANDSHAKE = 0x16  # the content type of a TLS handshake record (a ClientHello's)
-_PLAIN_HTTP_BODY = b"400 Bad Request: a plain HTTP request on an HTTPS port\n"
-PLAIN_HTTP = (
-    b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n"
-    b"Content-Length: %d\r\nConnection: close\r\nServer: governor\r\n\r\n%s"
-    % (len(_PLAIN_HTTP_BODY), _PLAIN_HTTP_BODY)
-)
 
 
 class Upper(Protocol):
@@ -84,6 +78,11 @@ class Handshakes(Protocol):
         ...
 
     def handshake_failed(self, channel: TLSChannel, reason: str) -> None: ...
+
+    @property
+    def plain_http_answer(self) -> bytes:
+        """What a plain-HTTP request on the TLS port gets, before the connection closes."""
+        ...
 
 
 class TLSChannel(asyncio.Transport, asyncio.Protocol):
@@ -218,8 +217,9 @@ class TLSChannel(asyncio.Transport, asyncio.Protocol):
         self._records.total += len(data)
         first = data.split(b" ", 1)[0]
         if first.isalpha() and first.isupper() and len(first) <= 16:
-            raw.write(PLAIN_HTTP)
-            self.handed += len(PLAIN_HTTP)
+            answer = self.listener.plain_http_answer
+            raw.write(answer)
+            self.handed += len(answer)
             self.listener.handshake_failed(self, "a plain HTTP request on the TLS port")
             raw.close()
             return
