@@ -3,17 +3,29 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The hot modules, compiled in place with mypyc (governor/build.py, governor/backend.py);
+# compiled again whenever one of governor's sources changes.
+NATIVE := $(VENV)/.compiled
+SOURCES := $(shell find governor -name '*.py')
 SITE_PORT ?= 8000
 
-.PHONY: run test lint typecheck unit check install clean bench bench-scale soak
+.PHONY: run test test-compiled test-pure lint typecheck unit check install clean bench \
+	bench-scale soak
 
+# GOVERNOR_COMPILE=0 here: the venv's own mypy (a dev tool) compiles below, in place.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	GOVERNOR_COMPILE=0 $(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-install: $(STAMP)
+# Without a C compiler this says so and governor runs as pure Python.
+$(NATIVE): $(STAMP) $(SOURCES)
+	$(BIN)/python -m governor.backend
+	@$(BIN)/governor --version
+	touch $(NATIVE)
+
+install: $(NATIVE)
 
 # Runs governor on the embedded SQLite store in front of a real local site: the demo site
 # (deploy/demo-site/serve.py: deploy/demo-site/www, sent with Cache-Control: no-store) on
@@ -21,7 +33,7 @@ install: $(STAMP)
 # "http://127.0.0.1:${SITE_PORT-8000}", so `make run SITE_PORT=8001` moves both.
 # A port already in use stops it with one line saying which; Ctrl-C stops both.
 # Open http://localhost:8080/ and reload it: the 15th reload shows the notice (cap 200 KiB).
-run: $(STAMP)
+run: $(NATIVE)
 	@SITE_PORT=$(SITE_PORT) $(BIN)/governor check --config config/governor.yaml
 	@echo "make run: the demo site on 127.0.0.1:$(SITE_PORT), governor in front of it on" \
 	  "http://localhost:8080/ (status page http://127.0.0.1:9090/status); Ctrl-C stops both"
@@ -39,13 +51,22 @@ typecheck: $(STAMP)
 check: $(STAMP)
 	$(BIN)/governor check --config config/governor.yaml
 
-test: lint typecheck check
+# The whole suite twice: against the compiled build, then the same modules as pure Python.
+test: lint typecheck check test-compiled test-pure
+
+test-compiled: $(NATIVE)
+	@$(BIN)/governor --version
 	$(BIN)/pytest
+
+test-pure: $(NATIVE)
+	@if $(BIN)/governor --version | grep -q mypyc; then \
+	  GOVERNOR_PURE=1 $(BIN)/governor --version && GOVERNOR_PURE=1 $(BIN)/pytest; \
+	else echo "test-pure: nothing compiled, so the run above was the pure-Python one"; fi
 
 # governor against nginx and HAProxy on loopback (not part of `make test`; see tests/bench/).
 # Installs nginx, haproxy, wrk, redis-server, curl and openssl with apt-get if missing (as root).
 # BENCH_SECONDS (per wrk run, 5), BENCH_ROUNDS (3), BENCH_QUICK=1 (1 round of 2 s, no 1 GiB).
-bench: $(STAMP)
+bench: $(NATIVE)
 	$(BIN)/python -m tests.bench
 
 # Issue 13's table: governor at 1 / 10,000 / 100,000 configured tenants (check, start-up, RSS,
@@ -62,4 +83,5 @@ soak: $(STAMP)
 	$(BIN)/python -m tests.soak
 
 clean:
-	rm -rf $(VENV) state .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) state build .pytest_cache .mypy_cache .ruff_cache
+	find governor -name '*.so' -delete

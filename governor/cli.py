@@ -22,7 +22,6 @@ import sys
 import time
 import urllib.parse
 from collections.abc import Sequence
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -43,11 +42,16 @@ class AdminCallError(GovernorError):
     """``governor reset`` / ``grant`` could not do what was asked; the message says why."""
 
 
-def _version() -> str:
-    try:
-        return version("governor")
-    except PackageNotFoundError:  # pragma: no cover - running from a source tree
-        return "0+unknown"
+class _Version(argparse.Action):
+    """``--version``: the version and the build (compiled or not), and exits. An action of
+    its own: telling the build imports the hot modules, which no other command needs first."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
+        from governor.build import running
+        from governor.observe.build_info import governor_version
+
+        print(f"governor {governor_version()} ({running().describe()})")
+        parser.exit()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -56,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
         description="A reverse proxy that meters each site's daily data transfer "
         "and serves a notice once its cap is reached.",
     )
-    parser.add_argument("--version", action="version", version=f"governor {_version()}")
+    parser.add_argument("--version", action=_Version, nargs=0, help="say which governor this is")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def with_config(name: str, help_text: str) -> argparse.ArgumentParser:

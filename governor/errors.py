@@ -31,9 +31,12 @@ before it joined this tree.
 
 Each error knows the HTTP status it maps to when it ends a client request.
 
-One deliberate exception outside the tree: ``proxy.stream.CapReached`` (``at_cap: cut``
-ends a response at the cap) is a ``ConnectionAbortedError``, so the code that stops on
-a client gone stops on it alike.
+One deliberate exception outside the tree: :class:`CapReached` (``at_cap: cut`` ends a
+response at the cap) is a ``ConnectionAbortedError``, so the code that stops on a client
+gone stops on it alike.
+
+This module is never compiled (governor.build): mypyc makes native classes of what it
+compiles, and a native class cannot inherit from ``ConnectionError`` and its kin.
 """
 
 from __future__ import annotations
@@ -123,3 +126,11 @@ class BodyRefused(ProtocolError):
 
 class UpstreamBroken(UpstreamError, ConnectionError):
     """The upstream broke off a response mid-body, or sent one governor cannot read."""
+
+
+class CapReached(ConnectionAbortedError):
+    """``at_cap: cut``: the tenant reached its cap mid-response; the client is cut off.
+
+    Also a response of undeclared length that passed ``large.size`` (see
+    :class:`governor.proxy.stream.ResponseStream`'s ``limit``).
+    """

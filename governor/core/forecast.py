@@ -65,7 +65,7 @@ def exhaustion(
     hour of the previous day) weighs each coming hour; ``hour_of`` is the local hour
     ``now`` falls in. At or over the cap, it is now.
     """
-    left: float = cap - used
+    left = float(cap - used)
     if left <= 0:
         return now
     t = now

@@ -107,6 +107,7 @@ class OriginConnection(asyncio.BufferedProtocol):
         self._watchdog: asyncio.TimerHandle | None = None
         self._silence = 0.0
         self._last_data = 0.0
+        self._poller: select.poll | None = None  # see readable()
 
     # asyncio.BufferedProtocol
     def get_buffer(self, sizehint: int) -> memoryview:
@@ -436,12 +437,14 @@ class OriginConnection(asyncio.BufferedProtocol):
         The event loop delivers what arrives on an idle connection a loop iteration
         later; this closes that window before the connection carries a request.
         """
-        transport = self.transport
-        sock = transport.get_extra_info("socket") if transport is not None else None
-        if sock is None:
-            return False
-        poller = select.poll()
-        poller.register(sock.fileno(), _READABLE)
+        poller = self._poller
+        if poller is None:  # one per connection: its socket (and descriptor) never changes
+            transport = self.transport
+            sock = transport.get_extra_info("socket") if transport is not None else None
+            if sock is None:
+                return False
+            poller = self._poller = select.poll()
+            poller.register(sock.fileno(), _READABLE)
         return bool(poller.poll(0))  # POLLHUP and POLLERR are reported whatever the mask
 
     def _idle_check(self) -> None:

@@ -44,6 +44,7 @@ import queue
 import sys
 import threading
 from collections import deque
+from collections.abc import Callable
 from typing import IO, Any
 
 from governor.config import Config, LogFormat
@@ -155,7 +156,9 @@ class AccessLog:
         self._file_id: tuple[int, int] | None = None
         self._closed = False
         self._failing = False
-        self._thread: threading.Thread | None = None
+        self._writer: threading.Thread | None = None
+        # Where the writer thread puts each batch of lines (tests hold it to fill the queue).
+        self.write_out: Callable[[str, int], None] = self._write
         if target not in _STREAMS:
             self._open_file()  # fail at start-up, not at the first request
         if target != "off":
@@ -192,7 +195,7 @@ class AccessLog:
         self.log_format = config.log_format
         self._format = _FORMATS[config.log_format]
         self.target = config.access_log
-        if self._thread is None and self.target == "off":
+        if self._writer is None and self.target == "off":
             return  # it never wrote: nothing to release
         self._retargets.append((self._queued, self.target))
         self._start_writer()
@@ -206,15 +209,15 @@ class AccessLog:
         if self._closed:
             return
         self._closed = True
-        if self._thread is None:
+        if self._writer is None:
             self._close_file()
             return
         try:
             self._queue.put(_STOP, timeout=CLOSE_TIMEOUT)
         except queue.Full:
             log.error("the access log writer is stuck; %d line(s) lost", self._queue.qsize())
-        self._thread.join(CLOSE_TIMEOUT)
-        if self._thread.is_alive():
+        self._writer.join(CLOSE_TIMEOUT)
+        if self._writer.is_alive():
             log.error("the access log writer did not finish within %gs", CLOSE_TIMEOUT)
             return  # it still owns the file; the daemon thread dies with the process
         self._close_file()
@@ -222,11 +225,11 @@ class AccessLog:
             log.warning("the access log dropped %d line(s)", self.dropped)
 
     def _start_writer(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(
+        if self._writer is None:
+            self._writer = threading.Thread(
                 target=self._write_loop, name="governor-access-log", daemon=True
             )
-            self._thread.start()
+            self._writer.start()
 
     # --- the writer thread ------------------------------------------------------------
 
@@ -261,7 +264,7 @@ class AccessLog:
             if self._retargets:
                 end = min(end, self._retargets[0][0] - first)
             if end > start and self._writing != "off":
-                self._write("".join(line + "\n" for line in lines[start:end]), end - start)
+                self.write_out("".join(line + "\n" for line in lines[start:end]), end - start)
             if end >= len(lines):
                 return
             start = end

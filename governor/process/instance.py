@@ -42,6 +42,7 @@ from governor.errors import ConfigError, StartError, StoreError
 from governor.http1.pool import OriginPool
 from governor.http1.server import HTTPServer
 from governor.observe.accesslog import AccessLog, open_access_log
+from governor.observe.build_info import register_build_info
 from governor.observe.events import RequestSink
 from governor.observe.forecast import Forecasts
 from governor.observe.metrics import Metrics
@@ -101,6 +102,7 @@ class Governor:
         self.top = TopTally(self.runtime)  # the top consumers, written after each flush
         self.flusher.writers.append(self.top.write)
         self.listener_metrics = ListenerMetrics(self.metrics.registry)
+        register_build_info(self.metrics.registry)
         self.flusher.listeners.append(self.listener_metrics.flushed)
         self.sinks: list[RequestSink] = [
             self.metrics,

@@ -15,20 +15,13 @@ import logging
 from governor.config import PacingConfig
 from governor.core.meter import Meter
 from governor.core.pacing import BURST, Pacer
-from governor.errors import UpstreamBroken
+from governor.errors import CapReached, UpstreamBroken
 from governor.http1.client import OriginConnection
 from governor.http1.headers import response_block
 from governor.http1.request import Request
 from governor.http1.wire import response_has_body
 
 log = logging.getLogger("governor.proxy")
-
-
-class CapReached(ConnectionAbortedError):
-    """``at_cap: cut``: the tenant reached its cap mid-response; the client is cut off.
-
-    Also a response of undeclared length that passed ``large.size`` (see ``limit``).
-    """
 
 
 class ResponseStream:

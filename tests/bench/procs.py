@@ -121,6 +121,7 @@ class Server:
     listeners: int = 1  # sockets that must listen on ``port`` before it counts as ready
     port: int = 0
     proc: subprocess.Popen[bytes] | None = None
+    env: dict[str, str] = field(default_factory=dict)  # added to this process's environment
     _seen: dict[int, int] = field(default_factory=dict)  # pid -> start time
 
     def start(self) -> None:
@@ -132,6 +133,7 @@ class Server:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
                 preexec_fn=_child_setup(self.cpus),
+                env={**os.environ, **self.env},
             )
 
     def pids(self) -> list[int]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import platform
 import shutil
 import signal
 import sys
@@ -17,6 +18,8 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from governor.build import pure_requested, running
+from governor.observe.build_info import governor_version
 from tests.functional.conftest import GovernorFactory
 from tests.functional.processes import listen_port, spawn_serve
 from tests.functional.test_workers import Supervised, accepted_connections, alive
@@ -128,6 +131,8 @@ def bounded_labels(got: Scrape) -> None:
                 assert value in {"http", "https"}
             elif key == "listener":  # a configured listen address, not a client's
                 assert value.startswith("127.0.0.1:"), (name, value)
+            elif name == "governor_build_info":  # one series: this governor's build
+                assert key in {"version", "build", "python"}, key
             else:
                 assert key == "le", (name, key)
                 float(value)
@@ -267,6 +272,18 @@ async def test_content_negotiation(make_governor: GovernorFactory, seen: Seen) -
     plain = await scrape(gov.admin_port)
     assert plain.content_type.startswith("text/plain")
     assert "# EOF" not in plain.text
+
+
+async def test_build_info_says_which_build_serves(make_governor: GovernorFactory) -> None:
+    gov = await make_governor(admin_listen=f"127.0.0.1:{free_port()}")
+    assert gov.admin_port is not None
+    got = await scrape(gov.admin_port)
+    kind = running().kind  # the governor serves in this process: the same build
+    if pure_requested():
+        assert kind == "python"
+    key = labels(version=governor_version(), build=kind, python=platform.python_version())
+    assert got.samples[("governor_build_info", key)] == 1
+    assert [k[1] for k in got.samples if k[0] == "governor_build_info"] == [key]
 
 
 async def test_promtool_accepts_the_live_output(make_governor: GovernorFactory, seen: Seen) -> None:

@@ -233,7 +233,15 @@ LAYERS = (
     ("governor.store",),
     ("governor.core",),
     ("governor.config",),
-    ("governor.errors", "governor.release", "governor.sizes", "governor.tasks", "governor"),
+    (
+        "governor.errors",
+        "governor.release",
+        "governor.sizes",
+        "governor.tasks",
+        "governor.build",
+        "governor.backend",
+        "governor",
+    ),
 )
 
 

@@ -12,12 +12,15 @@ from typing import Any, cast
 
 import pytest
 
-from governor.core.meter import Meter
+from governor.core.ledger import Ledger
 from governor.errors import BadMessage, BodyRefused
 from governor.http1.flow import Flow
 from governor.http1.request import CLAIM_STEP, CONTINUE, Request
 from governor.http1.wire import Limits, parse_request_head
 from governor.observe.events import RequestNote, RequestRecord
+from tests.unit.core.test_meter import BEFORE_RESET, DAY, meter
+from tests.unit.core.test_meter import Clock as MeterClock
+from tests.unit.core.test_meter import tenant as meter_tenant
 
 
 class FakeLoop:
@@ -75,18 +78,6 @@ class FakeConnection:
 
     def sent(self) -> int:
         return self.handed - self.held
-
-
-class Charges:
-    """A meter stand-in: what was charged, in each direction."""
-
-    def __init__(self) -> None:
-        self.ingress = 0
-        self.egress = 0
-
-    def charge(self, ingress: int, egress: int) -> None:
-        self.ingress += ingress
-        self.egress += egress
 
 
 class Sink:
@@ -159,19 +150,30 @@ def test_a_request_is_never_counted_more_than_it_handed() -> None:
     assert request.sent() == 3
 
 
-def test_charge_hands_the_claim_to_the_meter_and_nobody_without_one() -> None:
+@pytest.mark.parametrize(
+    ("count", "first", "then"),
+    [
+        ("ingress", len(POST) + 10, len(POST) + 17),
+        ("egress", len(CONTINUE), len(CONTINUE) + 5),
+        ("both", len(POST) + 10 + len(CONTINUE), len(POST) + 17 + len(CONTINUE) + 5),
+    ],
+)
+def test_charge_hands_the_claim_to_the_meter_and_nobody_without_one(
+    count: str, first: int, then: int
+) -> None:
     request, _ = make(POST)
     request.charge()  # no meter: nobody's, and nothing claimed
-    charges = Charges()
-    request.meter = cast(Meter, charges)
+    # A real meter (the compiled build takes nothing else) counting ``count``'s directions.
+    ledger = Ledger()
+    request.meter = meter(meter_tenant(count, cap=10**9), MeterClock(BEFORE_RESET), ledger)
     request._feed(b"0123456789")
     request.send_continue()
     request.charge(final=True)
-    assert (charges.ingress, charges.egress) == (len(POST) + 10, len(CONTINUE))
+    assert ledger.used(("t", DAY)) == first
     request.received_raw(7)  # a tunnel's bytes
     request.write_raw(b"12345")
     request.charge(final=True)
-    assert (charges.ingress, charges.egress) == (len(POST) + 17, len(CONTINUE) + 5)
+    assert ledger.used(("t", DAY)) == then
 
 
 async def test_a_refused_body_is_raised_as_body_refused() -> None:

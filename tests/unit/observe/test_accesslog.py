@@ -80,14 +80,14 @@ def test_a_slow_writer_drops_lines_instead_of_blocking(tmp_path: Path) -> None:
     log = AccessLog(str(target), queue_size=5)
     gate = threading.Event()
     writing = threading.Event()
-    real_write = log._write
+    real_write = log.write_out
 
     def slow_write(text: str, count: int) -> None:
         writing.set()
         gate.wait(5)
         real_write(text, count)
 
-    log._write = slow_write  # type: ignore[method-assign]
+    log.write_out = slow_write
     log.request_done(record("/0"))
     assert writing.wait(5)  # the writer holds one line and is stuck
     started = time.monotonic()
@@ -123,14 +123,14 @@ def test_a_reload_switches_target_and_format_exactly_at_its_line(tmp_path: Path)
     log = AccessLog(str(old))
     gate = threading.Event()
     writing = threading.Event()
-    real_write = log._write
+    real_write = log.write_out
 
     def held_write(text: str, count: int) -> None:
         writing.set()
         gate.wait(5)
         real_write(text, count)
 
-    log._write = held_write  # type: ignore[method-assign]
+    log.write_out = held_write
     log.request_done(record("/0"))
     assert writing.wait(5)  # the writer holds /0; /1 and /2 wait in the queue
     log.request_done(record("/1"))
