@@ -24,6 +24,7 @@ from governor.core.periods import PeriodTracker
 from governor.core.shares import ShareBook
 from governor.core.tenants import TenantIndex
 from governor.errors import StoreError
+from governor.release import BREATHE_EVERY, let_others_run
 from governor.store.base import Store
 
 Clock = Callable[[], float]
@@ -76,7 +77,9 @@ class Snapshot:
         """Index a validated config for request handling (a reload does it off the loop)."""
         trackers: dict[tuple[ZoneInfo, dt.time, str, int], PeriodTracker] = {}
         tenants: dict[str, Tenant] = {}
-        for t in config.tenants:
+        for i, t in enumerate(config.tenants):
+            if i % BREATHE_EVERY == BREATHE_EVERY - 1:
+                let_others_run()  # built off the loop on a reload: never hold it long
             how = (t.timezone, t.reset_at, t.period, t.week_starts)
             periods = trackers.get(how)
             if periods is None:

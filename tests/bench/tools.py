@@ -7,6 +7,7 @@ import os
 import platform
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,6 +112,8 @@ def machine(tools: Tools) -> dict[str, str]:
         "kernel": platform.release(),
         "python": platform.python_version(),
         "governor": _package_version("governor"),
+        # The build the governors under test run (they inherit this environment).
+        "build": _first_line([sys.executable, "-m", "governor", "--version"]),
         "aiohttp": _package_version("aiohttp"),
         "uvloop": _package_version("uvloop"),
         "nginx": _first_line([tools.nginx, "-v"]),
