@@ -11,8 +11,6 @@ import ipaddress
 from collections.abc import Iterable
 from typing import Generic, Protocol, TypeVar
 
-from governor.release import BREATHE_EVERY, let_others_run
-
 
 class _HasHosts(Protocol):
     @property
@@ -60,9 +58,7 @@ class TenantIndex(Generic[T]):
     def __init__(self, tenants: Iterable[T]) -> None:
         self._exact: dict[str, T] = {}
         self._wildcards: dict[str, T] = {}  # suffix without "*." → tenant
-        for i, tenant in enumerate(tenants):
-            if i % BREATHE_EVERY == BREATHE_EVERY - 1:
-                let_others_run()  # built off the loop on a reload: never hold it long
+        for tenant in tenants:
             for host in tenant.hosts:
                 if host.startswith("*."):
                     self._wildcards.setdefault(host[2:], tenant)
