@@ -12,13 +12,13 @@ from hypothesis import strategies as st
 from governor.errors import BadMessage
 from governor.http1.body import CHUNKED, LENGTH, UNTIL_CLOSE, BodyReader
 from governor.http1.headers import request_block, response_block
+from governor.http1.sniff import sniff_head
 from governor.http1.wire import (
     Limits,
     RequestHead,
     encode_block,
     parse_request_head,
     parse_response_head,
-    sniff_head,
 )
 from tests.unit.http1.header_oracle import (
     client_response_headers,
