@@ -3,6 +3,7 @@
     .venv/bin/python -m tests.bench.ab --base ../other-checkout     # A = that, B = this one
     AB_ROUNDS=7 AB_SECONDS=3 .venv/bin/python -m tests.bench.ab --base ../other-checkout
     .venv/bin/python -m tests.bench.ab --base . --base-env GOVERNOR_PURE=1   # pure vs compiled
+    .venv/bin/python -m tests.bench.ab --base . --head-workers 2   # workers: 2, same core
 
 Each checkout runs its own ``governor serve`` (with the Python of its own ``.venv`` and
 ``PYTHONPATH`` set to the checkout, so each imports its own code, compiled or not) in front
@@ -23,6 +24,7 @@ import statistics
 import tempfile
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 from tests.bench import configs
 from tests.bench.lab import Setup, _nginx, _server, _start, plan_cores, start_origin
@@ -44,19 +46,30 @@ def _env(pairs: list[str]) -> dict[str, str]:
 
 
 def _governor(
-    stack: ExitStack, key: str, checkout: Path, folder: Path, up: int, env: dict[str, str]
+    stack: ExitStack,
+    key: str,
+    checkout: Path,
+    folder: Path,
+    up: int,
+    env: dict[str, str],
+    workers: int,
 ) -> Setup:
     python = checkout / ".venv" / "bin" / "python"
     if not python.exists():
         raise SystemExit(f"ab: {python} does not exist: run `make install` in {checkout}")
     cores = plan_cores()
     server = _server(key, [], folder / "out.log", cores.proxy)
-    conf = configs.governor(folder, server.port, up)
+    # Both sides on the proxy core, whatever ``workers`` (make bench gives workers: 2 both
+    # cores): several workers on one core show what splitting the connections costs.
+    top: dict[str, Any] = {"workers": workers} if workers > 1 else {}
+    conf = configs.governor(folder, server.port, up, **top)
+    server.listeners = workers
     # -P and PYTHONPATH: the checkout's own package (compiled or not), never the one in the
     # current folder, nor the one an editable install of the venv points at.
     server.argv = [str(python), "-P", "-m", "governor", "serve", "-c", str(conf)]
     server.env = {"PYTHONPATH": str(checkout), **env}
-    return Setup(key, f"{key}: {checkout} {env or ''}", _start(stack, server), config=conf)
+    label = f"{key}: {checkout} {env or ''}{f' workers: {workers}' if workers > 1 else ''}"
+    return Setup(key, label, _start(stack, server), config=conf)
 
 
 def _nginx_proxy(stack: ExitStack, tools: Tools, folder: Path, up: int) -> Setup:
@@ -72,6 +85,8 @@ def main() -> None:
     parser.add_argument("--head", type=Path, default=Path.cwd(), help="checkout B (this one)")
     parser.add_argument("--base-env", action="append", default=[], help="NAME=VALUE for A")
     parser.add_argument("--head-env", action="append", default=[], help="NAME=VALUE for B")
+    parser.add_argument("--base-workers", type=int, default=1, help="workers: for A")
+    parser.add_argument("--head-workers", type=int, default=1, help="workers: for B")
     parser.add_argument("--no-nginx", action="store_true", help="leave nginx out")
     args = parser.parse_args()
     rounds = int(os.environ.get("AB_ROUNDS", "5"))
@@ -84,8 +99,24 @@ def main() -> None:
         lua = write_lua(folder)
         up = origin.port
         setups = {
-            "A": _governor(stack, "A", args.base.resolve(), folder / "a", up, _env(args.base_env)),
-            "B": _governor(stack, "B", args.head.resolve(), folder / "b", up, _env(args.head_env)),
+            "A": _governor(
+                stack,
+                "A",
+                args.base.resolve(),
+                folder / "a",
+                up,
+                _env(args.base_env),
+                args.base_workers,
+            ),
+            "B": _governor(
+                stack,
+                "B",
+                args.head.resolve(),
+                folder / "b",
+                up,
+                _env(args.head_env),
+                args.head_workers,
+            ),
         }
         if not args.no_nginx:
             setups["nginx"] = _nginx_proxy(stack, tools, folder / "nginx", up)
