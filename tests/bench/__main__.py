@@ -113,6 +113,7 @@ def _header(settings: Settings, info: dict[str, str], note: str) -> str:
         f"machine: {info['nproc']} x {info['cpu']}, {info['memory']}, Linux {info['kernel']}",
         f"python {info['python']}, aiohttp {info['aiohttp']}, uvloop {info['uvloop']}, "
         f"governor {info['governor']}",
+        f"build: {info['build']}",
         f"{info['nginx']}; {info['haproxy'].split(' - ')[0]}; {info['wrk']}",
         f"cores: {note}",
         f"{settings.rounds} round(s); wrk -t1 -c{settings.connections} -d{settings.seconds:g}s "
