@@ -47,7 +47,7 @@ class Build:
     """What is running: ``kind`` is ``"mypyc"`` or ``"python"``."""
 
     kind: str
-    modules: int  # compiled modules loaded
+    modules: int  # modules compiled (each with its extension module beside its source)
     why: str  # for a pure build: why not compiled
 
     def describe(self) -> str:
