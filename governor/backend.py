@@ -39,7 +39,8 @@ VARIABLE = "GOVERNOR_COMPILE"
 
 def cannot_compile() -> str:
     """Why mypyc cannot build here ("" when it can)."""
-    compiler = (sysconfig.get_config_var("CC") or "cc").split()[0]
+    # As setuptools chooses it: $CC, or the compiler Python was built with.
+    compiler = (os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc").split()[0]
     if shutil.which(compiler) is None:
         return f"no C compiler ({compiler} not found)"
     include = sysconfig.get_paths()["include"]
