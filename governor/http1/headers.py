@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
+from typing import Final
 
 from governor.config import Network
 from governor.core.clients import is_trusted
 
 Header = tuple[str, str]
 
-HOP_BY_HOP = frozenset(
+HOP_BY_HOP: Final = frozenset(
     {
         "connection",
         "keep-alive",
@@ -34,16 +35,16 @@ HOP_BY_HOP = frozenset(
     }
 )
 
-_OWS = " \t"
+_OWS: Final = " \t"
 
 # Never dropped for being named in Connection: the upstream must get the Host the
 # tenant was chosen by.
-NOT_NOMINABLE = frozenset({"host"})
+NOT_NOMINABLE: Final = frozenset({"host"})
 
 # Set by governor itself on the way to the upstream; a client's copy is replaced.
-_FORWARDED = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "via"})
+_FORWARDED: Final = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "via"})
 
-VIA = "1.1 governor"
+VIA: Final = "1.1 governor"
 
 
 def client_address(peer: str | None, headers: Sequence[Header], trusted: Sequence[Network]) -> str:
@@ -76,11 +77,11 @@ def client_address(peer: str | None, headers: Sequence[Header], trusted: Sequenc
 # of the pair-based oracle in tests/unit/http1/header_oracle.py, which the tests hold the
 # block versions to.
 
-_HOP_BY_HOP_B = tuple(sorted(n.encode() for n in HOP_BY_HOP))
-_FORWARDED_B = (b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"via")
+_HOP_BY_HOP_B: Final = tuple(sorted(n.encode() for n in HOP_BY_HOP))
+_FORWARDED_B: Final = (b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"via")
 # Connection tokens that are hop-by-hop options, not names of other fields, and
 # names governor keeps whatever Connection says.
-_OPTIONS = frozenset({"close", "keep-alive", "upgrade"}) | NOT_NOMINABLE
+_OPTIONS: Final = frozenset({"close", "keep-alive", "upgrade"}) | NOT_NOMINABLE
 
 
 def _line_dropper(names: Iterable[bytes], *, underscored: bool = False) -> re.Pattern[bytes]:
@@ -94,16 +95,16 @@ def _line_dropper(names: Iterable[bytes], *, underscored: bool = False) -> re.Pa
     return re.compile(rb"\r\n(?:" + alternatives + rb"):[^\r]*", re.IGNORECASE)
 
 
-_DROP_RESPONSE_BODY = _line_dropper((*_HOP_BY_HOP_B, b"content-length"))
-_DROP_RESPONSE = _line_dropper(_HOP_BY_HOP_B)
-_DROP_REQUEST = _line_dropper(
+_DROP_RESPONSE_BODY: Final = _line_dropper((*_HOP_BY_HOP_B, b"content-length"))
+_DROP_RESPONSE: Final = _line_dropper(_HOP_BY_HOP_B)
+_DROP_REQUEST: Final = _line_dropper(
     (*_HOP_BY_HOP_B, b"content-length", b"expect", *_FORWARDED_B), underscored=True
 )
-_DROP_REQUEST_UPGRADE = _line_dropper(
+_DROP_REQUEST_UPGRADE: Final = _line_dropper(
     (*(n for n in _HOP_BY_HOP_B if n != b"upgrade"), b"content-length", b"expect", *_FORWARDED_B),
     underscored=True,
 )
-_FORWARDED_VALUES = re.compile(
+_FORWARDED_VALUES: Final = re.compile(
     rb"\r\n(x-forwarded-for|x-forwarded-proto|x-forwarded-host|via):[ \t]*([^\r]*)",
     re.IGNORECASE,
 )

@@ -31,29 +31,30 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Final
 
 from governor.errors import BadMessage
 
 Header = tuple[str, str]
 
-CRLF = b"\r\n"
-HEAD_END = b"\r\n\r\n"
+CRLF: Final = b"\r\n"
+HEAD_END: Final = b"\r\n\r\n"
 
-_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_TARGET_BAD = re.compile(rb"[\x00-\x20\x7f]")
-_DIGITS = re.compile(rb"0*([0-9]{1,18})")  # leading zeros, then at most 18 digits
-_REQUEST_LINE = re.compile(rb"([^ ]+) +([^ ]+) +([^ ]+)")  # runs of SP allowed (RFC 9112 §3)
-_HIGHER_MINOR = re.compile(rb"HTTP/1\.[2-9]")
-_ANY_VERSION = re.compile(rb"HTTP/[0-9]\.[0-9]")
+_TOKEN: Final = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_TARGET_BAD: Final = re.compile(rb"[\x00-\x20\x7f]")
+_DIGITS: Final = re.compile(rb"0*([0-9]{1,18})")  # leading zeros, then at most 18 digits
+_REQUEST_LINE: Final = re.compile(rb"([^ ]+) +([^ ]+) +([^ ]+)")  # runs of SP allowed (RFC 9112 §3)
+_HIGHER_MINOR: Final = re.compile(rb"HTTP/1\.[2-9]")
+_ANY_VERSION: Final = re.compile(rb"HTTP/[0-9]\.[0-9]")
 # An absolute-form target: scheme (any case), authority, then a path or query (or nothing).
-_ABSOLUTE = re.compile(rb"([A-Za-z][A-Za-z0-9+.\-]*)://([^/?#]*)([/?].*)?", re.DOTALL)
+_ABSOLUTE: Final = re.compile(rb"([A-Za-z][A-Za-z0-9+.\-]*)://([^/?#]*)([/?].*)?", re.DOTALL)
 # host [ ":" port ] (RFC 9110 §7.2, RFC 3986 §3.2.2): an IP literal or a reg-name, ASCII only.
-_HOST = re.compile(
+_HOST: Final = re.compile(
     rb"(\[[0-9A-Fa-f:.]+\]|(?:[A-Za-z0-9\-._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})+)(?::([0-9]*))?"
 )
-_DEFAULT_PORTS = {b"http": 80, b"https": 443}
-_STATUS = re.compile(rb"HTTP/1\.([01]) ([1-9][0-9][0-9])(?: ([^\x00-\x08\x0a-\x1f\x7f]*))?")
-_OWS = b" \t"
+_DEFAULT_PORTS: Final = {b"http": 80, b"https": 443}
+_STATUS: Final = re.compile(rb"HTTP/1\.([01]) ([1-9][0-9][0-9])(?: ([^\x00-\x08\x0a-\x1f\x7f]*))?")
+_OWS: Final = b" \t"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -147,24 +148,30 @@ class ResponseHead:
         return self.parsed
 
 
-_TOKEN_CHARS = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_TOKEN_CHARS: Final = (
+    b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+)
 # Every byte but the control characters other than HTAB, CR and LF: what translate()
 # deletes to find a control character (faster than a regular expression here).
-_NOT_CTL = bytes(c for c in range(256) if c in (9, 10, 13) or 32 <= c < 127 or c > 127)
+_NOT_CTL: Final = bytes(c for c in range(256) if c in (9, 10, 13) or 32 <= c < 127 or c > 127)
 # A whole header section of well-formed field lines (CR and LF are checked apart).
-_BLOCK = re.compile(rb"(?:\r\n[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[^\r\n]*)*")
+_BLOCK: Final = re.compile(rb"(?:\r\n[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[^\r\n]*)*")
 # No control character (HTAB aside) in a value either: with a first line free of them
 # (_CLEAN_LINE), a head passes _check_chars and _BLOCK alike, in one pass.
-_STRICT_BLOCK = re.compile(rb"(?:\r\n[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[^\x00-\x08\x0a-\x1f\x7f]*)*")
-_CLEAN_LINE = re.compile(rb"[^\x00-\x08\x0a-\x1f\x7f]*")
-_WHO = re.compile(rb"\r\n(user-agent|referer):[ \t]*([^\r]*)", re.IGNORECASE)
-_REQUEST_FRAMING = re.compile(
+_STRICT_BLOCK: Final = re.compile(
+    rb"(?:\r\n[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[^\x00-\x08\x0a-\x1f\x7f]*)*"
+)
+_CLEAN_LINE: Final = re.compile(rb"[^\x00-\x08\x0a-\x1f\x7f]*")
+_WHO: Final = re.compile(rb"\r\n(user-agent|referer):[ \t]*([^\r]*)", re.IGNORECASE)
+_REQUEST_FRAMING: Final = re.compile(
     rb"\r\n(host|content-length|transfer-encoding|connection|expect|upgrade):[ \t]*([^\r]*)",
     re.IGNORECASE,
 )
 # On the lower-cased block: a literal the engine searches for, twice as quick as ignoring
 # case. (A response's three values mean the same lower-cased.)
-_RESPONSE_FRAMING = re.compile(rb"\r\n(content-length|transfer-encoding|connection):[ \t]*([^\r]*)")
+_RESPONSE_FRAMING: Final = re.compile(
+    rb"\r\n(content-length|transfer-encoding|connection):[ \t]*([^\r]*)"
+)
 
 
 def _check_chars(head: bytes) -> None:
@@ -482,4 +489,4 @@ def chunk_prefix(size: int) -> bytes:
     return b"%x\r\n" % size
 
 
-LAST_CHUNK = b"0\r\n\r\n"
+LAST_CHUNK: Final = b"0\r\n\r\n"
