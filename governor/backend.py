@@ -121,15 +121,21 @@ build_editable = _BACKEND.build_editable
 def main() -> None:
     """``python -m governor.backend``: compile in place, as ``make install`` and ``make test``
     do in a checkout (with the mypy of the dev tools, no build environment)."""
-    if not wanted():
-        return
-    from setuptools import setup
+    package = Path("governor").resolve()
+    extensions = _extensions()
+    if extensions:
+        from setuptools import setup
 
-    setup(ext_modules=_extensions(), script_args=["build_ext", "--inplace", "--quiet"])
-    # Built from the sources as they are now, even where nothing had to be compiled again
-    # (governor.build.stale compares these times with the sources').
-    for path in Path("governor").rglob("*.so"):
-        path.touch()
+        setup(ext_modules=extensions, script_args=["build_ext", "--inplace", "--quiet"])
+    compiled = {path.with_suffix("") for path in sources(package)} if extensions else set()
+    for path in package.rglob("*.so"):
+        module = path.with_name(path.name.split(".", 1)[0])
+        if (module.name == "native__mypyc" and compiled) or module in compiled:
+            # Built from the sources as they are now, even where nothing had to be compiled
+            # again (governor.build.stale compares these times with the sources').
+            path.touch()
+        else:
+            path.unlink()  # compiled once, no longer: the .py beside it is what runs now
 
 
 if __name__ == "__main__":

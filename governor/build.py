@@ -14,6 +14,7 @@ import os
 import sys
 from dataclasses import dataclass
 from importlib.machinery import EXTENSION_SUFFIXES, ExtensionFileLoader
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 # What mypyc compiles, as paths under the package: the request path, from the bytes on
@@ -56,6 +57,13 @@ class Build:
         if self.kind == "mypyc":
             return f"compiled with mypyc: {self.modules} modules"
         return f"pure Python: {self.why}"
+
+
+def governor_version() -> str:
+    try:
+        return version("governor")
+    except PackageNotFoundError:  # a source tree that was never installed
+        return "0+unknown"
 
 
 def pure_requested() -> bool:

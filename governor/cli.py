@@ -47,8 +47,7 @@ class _Version(argparse.Action):
     its own: telling the build imports the hot modules, which no other command needs first."""
 
     def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
-        from governor.build import running
-        from governor.observe.build_info import governor_version
+        from governor.build import governor_version, running
 
         print(f"governor {governor_version()} ({running().describe()})")
         parser.exit()

@@ -7,18 +7,10 @@ pure Python (see :mod:`governor.build`), so a dashboard can tell a fleet's build
 from __future__ import annotations
 
 import platform
-from importlib.metadata import PackageNotFoundError, version
 
 from prometheus_client import CollectorRegistry, Gauge
 
-from governor.build import running
-
-
-def governor_version() -> str:
-    try:
-        return version("governor")
-    except PackageNotFoundError:  # a source tree that was never installed
-        return "0+unknown"
+from governor.build import governor_version, running
 
 
 def register_build_info(registry: CollectorRegistry) -> None:

@@ -18,8 +18,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from governor.build import pure_requested, running
-from governor.observe.build_info import governor_version
+from governor.build import governor_version, pure_requested, running
 from tests.functional.conftest import GovernorFactory
 from tests.functional.processes import listen_port, spawn_serve
 from tests.functional.test_workers import Supervised, accepted_connections, alive
