@@ -15,11 +15,7 @@ thread; it costs time proportional to the objects it holds.
 from __future__ import annotations
 
 import gc
-import os
 import types
-
-# How many items a long loop of compiled code handles between two let_others_run().
-BREATHE_EVERY = 512
 
 # Never descended into: shared by everything, and alive whatever is released.
 _OPAQUE = (type, types.ModuleType, types.FunctionType, types.BuiltinFunctionType)
@@ -41,15 +37,3 @@ def release(box: list[object], *, levels: int) -> None:
     for level in held:
         while level:
             level.pop()
-
-
-def let_others_run() -> None:
-    """Let a waiting thread take the interpreter lock now.
-
-    Compiled code (mypyc, see :mod:`governor.build`) runs no bytecode, so it never meets the
-    interpreter's switch interval: a long loop of it in a worker thread holds the event
-    loop's thread for all of it (a reload's snapshot of 20,000 tenants: 26 ms). A system
-    call made without the lock lets the thread waiting for it in. Call it every
-    :data:`BREATHE_EVERY` items of such a loop; it costs a microsecond.
-    """
-    os.sched_yield()

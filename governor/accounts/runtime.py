@@ -14,9 +14,8 @@ Invariants:
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
 from zoneinfo import ZoneInfo
 
 from governor.config import Config, TenantConfig
@@ -25,7 +24,6 @@ from governor.core.periods import PeriodTracker
 from governor.core.shares import ShareBook
 from governor.core.tenants import TenantIndex
 from governor.errors import StoreError
-from governor.release import BREATHE_EVERY, let_others_run
 from governor.store.base import Store
 
 Clock = Callable[[], float]
@@ -65,18 +63,6 @@ class Tenant:
         return self.config.hosts
 
 
-T = TypeVar("T")
-
-
-def _breathing(items: Iterable[T]) -> Iterator[T]:
-    """``items``, letting the event loop's thread in every so often (a reload builds off
-    the loop; see :func:`governor.release.let_others_run`)."""
-    for i, item in enumerate(items):
-        if i % BREATHE_EVERY == BREATHE_EVERY - 1:
-            let_others_run()
-        yield item
-
-
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     """One loaded configuration, ready to serve requests."""
@@ -90,7 +76,7 @@ class Snapshot:
         """Index a validated config for request handling (a reload does it off the loop)."""
         trackers: dict[tuple[ZoneInfo, dt.time, str, int], PeriodTracker] = {}
         tenants: dict[str, Tenant] = {}
-        for t in _breathing(config.tenants):
+        for t in config.tenants:
             how = (t.timezone, t.reset_at, t.period, t.week_starts)
             periods = trackers.get(how)
             if periods is None:
@@ -102,8 +88,7 @@ class Snapshot:
                 if days is None:
                     days = trackers[day] = PeriodTracker(t.timezone, t.reset_at)
             tenants[t.name] = Tenant(config=t, periods=periods, days=days)
-        index = TenantIndex(_breathing(tenants.values()))
-        return cls(config=config, index=index, tenants=tenants)
+        return cls(config=config, index=TenantIndex(tenants.values()), tenants=tenants)
 
     def current_keys(self, now: float) -> list[Key]:
         """The ledger key of every tenant's current period."""
