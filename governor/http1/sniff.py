@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 
-from governor.http1.wire import HEAD_END, split_host
+from governor.http1.target import split_host
+from governor.http1.wire import HEAD_END
 
 _SNIFF_LINE = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]{1,32}) ([\x21-\x7e]{1,2048})")
 _SNIFF_HOST = re.compile(rb"\r\nhost:[ \t]*([^\r\n]*?)[ \t]*(?=\r\n)", re.IGNORECASE)

@@ -54,6 +54,38 @@ class RequestRecord:
     referer: str | None = None  # its Referer (a tenant's requests; not in the access log)
     listener: str = ""  # scheme://address of the listener ("" for a connection refused)
 
+    def __init__(  # written out: compiled, where the one @dataclass makes is interpreted
+        self,
+        time: float,
+        tenant: str | None,
+        client: str,
+        method: str,
+        path: str,
+        status: int,
+        bytes_out: int,
+        bytes_in: int,
+        duration: float,
+        outcome: Outcome,
+        upstream_seconds: float | None,
+        agent: str | None = None,
+        referer: str | None = None,
+        listener: str = "",
+    ) -> None:
+        self.time = time
+        self.tenant = tenant
+        self.client = client
+        self.method = method
+        self.path = path
+        self.status = status
+        self.bytes_out = bytes_out
+        self.bytes_in = bytes_in
+        self.duration = duration
+        self.outcome = outcome
+        self.upstream_seconds = upstream_seconds
+        self.agent = agent
+        self.referer = referer
+        self.listener = listener
+
 
 class RequestSink(Protocol):
     """Something told about every answered request."""
@@ -74,6 +106,28 @@ class RequestNote:
     agent: str | None = None
     referer: str | None = None
     listener: str = ""  # scheme://address of the listener it came in on
+
+    def __init__(  # written out, as RequestRecord's
+        self,
+        sinks: Sequence[RequestSink],
+        started: float | None = None,  # now, when not given
+        tenant: str | None = None,
+        client: str = "",
+        outcome: Outcome = "bad_request",
+        upstream_seconds: float | None = None,
+        agent: str | None = None,
+        referer: str | None = None,
+        listener: str = "",
+    ) -> None:
+        self.sinks = sinks
+        self.started = time.time() if started is None else started
+        self.tenant = tenant
+        self.client = client
+        self.outcome = outcome
+        self.upstream_seconds = upstream_seconds
+        self.agent = agent
+        self.referer = referer
+        self.listener = listener
 
 
 @dataclass(slots=True, frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import itertools
+import re
 
 import pytest
 from hypothesis import given
@@ -16,6 +17,7 @@ from governor.http1.sniff import sniff_head
 from governor.http1.wire import (
     Limits,
     RequestHead,
+    ResponseHead,
     encode_block,
     parse_request_head,
     parse_response_head,
@@ -223,6 +225,57 @@ def test_the_response_block_rewrite_equals_the_reference(fields: list[tuple[str,
     assert response_block(parsed.block, parsed.connection, body=False) == encode_block(reference)
     no_length = [(n, v) for n, v in reference if n.lower() != "content-length"]
     assert response_block(parsed.block, parsed.connection, body=True) == encode_block(no_length)
+
+
+_FRAMING_NAMES = st.sampled_from(
+    ["Host", "host", "HOST", "Content-Length", "content-length", "Transfer-Encoding",
+     "Connection", "connection", "Expect", "Upgrade", "Hostname", "X-Host", "Content-Lengthy"]
+)  # fmt: skip
+_FRAMING_VALUES = st.sampled_from(
+    ["a.test", " a.test ", "\ta.test:80", "5", " 5\t", "chunked", "Chunked", "close", "Keep-Alive",
+     "100-continue", "websocket", "", " ", "x-custom, host"]
+)  # fmt: skip
+
+
+@given(st.lists(st.tuples(_FRAMING_NAMES, _FRAMING_VALUES), max_size=8), st.booleans())
+def test_the_framing_fields_are_read_as_the_fields_say(
+    fields: list[tuple[str, str]], response: bool
+) -> None:
+    """What a head's framing says equals what its fields, taken one by one, say (the
+    fields found by a search for each name in the lower-cased block)."""
+    first = b"HTTP/1.1 200 OK" if response else b"POST / HTTP/1.1"
+    raw = first + encode_block(fields) + b"\r\n\r\n"
+
+    def values(name: str) -> list[str]:
+        return [v.strip(" \t") for n, v in fields if n.lower() == name]
+
+    try:
+        head = parse_response_head(raw) if response else parse_request_head(raw, Limits())
+    except BadMessage as exc:  # refused: then what the fields say is a reason to refuse
+        lengths, codings = values("content-length"), values("transfer-encoding")
+        hosts = values("host")
+        assert (
+            (lengths and codings)
+            or len(set(lengths)) > 1
+            or not all(length.isdigit() for length in lengths)
+            or (codings and [c.lower() for c in codings] != ["chunked"])
+            or (not response and (len(hosts) != 1 or not re.fullmatch(r"[\w.:-]+", hosts[0])))
+        ), exc
+        return
+    assert head is not None
+    lengths = values("content-length")
+    if isinstance(head, ResponseHead) and head.chunked:
+        assert head.content_length is None
+    else:
+        assert head.content_length == (int(lengths[0]) if lengths else None)
+    assert head.chunked == bool(values("transfer-encoding"))
+    tokens = tuple(t.strip(" \t").lower() for v in values("connection") for t in v.split(","))
+    assert head.connection == tuple(t for t in tokens if t)
+    if isinstance(head, RequestHead):
+        assert head.host == values("host")[0]
+        assert head.expect_continue == ([v.lower() for v in values("expect")] == ["100-continue"])
+        upgrading = bool(values("upgrade")) and "upgrade" in head.connection
+        assert head.upgrade == (values("upgrade")[0] if upgrading else None)
 
 
 @pytest.mark.parametrize(
