@@ -32,10 +32,8 @@ COMPILED = (
     "tasks.py",
 )
 # Left out of those: off the request path (once per flush), and written in ways mypyc does
-# not compile (a break inside try/finally; a generic frozen dataclass). And the drain of the
-# listen backlog at a stop, which runs once: compiled, it lost a queued connection to a
-# reset under a hammer of new connections (1 to 5 runs in 30), as Python it did not (0 in 35).
-NOT_COMPILED = ("observe/webhooks.py", "core/alerts.py", "http1/drain.py")
+# not compile (a break inside try/finally; a generic frozen dataclass).
+NOT_COMPILED = ("observe/webhooks.py", "core/alerts.py")
 
 # The variable that makes governor import its Python source even when compiled.
 PURE_VARIABLE = "GOVERNOR_PURE"
