@@ -86,6 +86,20 @@ class BodyReader:
         self.done = framing == LENGTH and length == 0
         self._status = error_status  # 400 for a request body, 502 for a response body
 
+    @property
+    def left(self) -> int:
+        """Body bytes still to come, by a declared length (0 for other framings)."""
+        return self._remaining if self.framing == LENGTH and not self.done else 0
+
+    def skip(self, n: int) -> None:
+        """``n`` bytes of a body of declared length went by without being fed (the kernel
+        moved them: :mod:`governor.http1.zerocopy`)."""
+        assert self.framing == LENGTH
+        assert n <= self._remaining
+        self._remaining -= n
+        self.raw += n
+        self.done = self._remaining == 0
+
     def feed(self, data: bytes) -> tuple[list[bytes], int]:
         """Body pieces in ``data`` and the number of bytes of ``data`` this body used."""
         if self.done or not data:

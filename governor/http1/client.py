@@ -19,23 +19,17 @@ from governor.errors import BadMessage, UpstreamBroken, UpstreamError, UpstreamT
 from governor.http1.body import CHUNKED, LENGTH, UNTIL_CLOSE, BodyReader
 from governor.http1.flow import BodyQueue, Flow
 from governor.http1.ports import BodySink, OriginSink, Taker
-from governor.http1.wire import (
-    ResponseHead,
-    parse_response_head,
-    response_has_body,
-)
+from governor.http1.wire import ResponseHead, parse_response_head, response_has_body
 
-# Response bytes held for one client, in its transport and here, before the upstream
-# is paused: the client transports' own high-water mark (connection.WRITE_HIGH). Reads
-# are never larger, so a client that stops reading pins at most about this much.
+# Response bytes held for one client (its transport's and here) before the upstream is paused:
+# connection.WRITE_HIGH. No read is larger: a client that stops reading pins about this much.
 BUDGET = 2**16
 MIN_READ = 2**14  # the smallest read (the client transport's low-water mark)
 HIGH_WATER = BUDGET  # body bytes queued here (not spliced) before reads pause
 IDLE_TIMEOUT = 30.0  # seconds a pooled connection may sit idle
 
 PoolKey = tuple[str, str, int]
-# What makes an idle connection unusable: data, or the peer's FIN (POLLRDHUP on Linux).
-_READABLE = select.POLLIN | select.POLLPRI | getattr(select, "POLLRDHUP", 0)
+_READABLE = select.POLLIN | select.POLLPRI | getattr(select, "POLLRDHUP", 0)  # data, or a FIN
 
 
 Stage = Literal["connect", "head", "body", "lost"]
@@ -66,9 +60,7 @@ class Pool(Protocol):
     loop: asyncio.AbstractEventLoop
     read_buffer: memoryview
 
-    def forget(self, conn: OriginConnection) -> None:
-        """``conn`` closed: it is no longer the pool's."""
-        ...
+    def forget(self, conn: OriginConnection) -> None: ...  # conn closed: no longer the pool's
 
 
 class OriginConnection(asyncio.BufferedProtocol):
@@ -363,9 +355,7 @@ class OriginConnection(asyncio.BufferedProtocol):
         ``silence`` seconds) or the sink's ConnectionError.
         """
         done: asyncio.Future[None] = self.loop.create_future()
-        self._spliced = done
-        self._splice = sink
-        self._silence = silence
+        self._spliced, self._splice, self._silence = done, sink, silence
         self._last_data = self.loop.time()
         try:
             while self._queue:
@@ -415,8 +405,7 @@ class OriginConnection(asyncio.BufferedProtocol):
     @property
     def reusable(self) -> bool:
         """Whether the response was read to its exact end and nothing else came."""
-        head = self.head
-        body = self._body
+        head, body = self.head, self._body
         return (
             not self.closed
             and not self.stray
@@ -476,6 +465,16 @@ class OriginConnection(asyncio.BufferedProtocol):
         if self.transport is not None:
             self.transport.close()
 
+    def to_kernel(self) -> int:  # reading stops, the body's rest left to zerocopy: its bytes
+        self.pause_reading()
+        return self._body.left if self._body is not None and not self._queue else 0
+
+    def moved_by_kernel(self, n: int) -> None:  # n more body bytes went by: read on
+        if self._body is not None:
+            self._body.skip(n)
+            self._eof = self._body.done
+            self.resume_reading()
+
     # Tunnels.
     def switch(self, sink: OriginSink) -> bytes:
         """Hand every further byte to ``sink``; returns those already received."""
@@ -496,5 +495,5 @@ class OriginConnection(asyncio.BufferedProtocol):
         return self.flow.writing_paused
 
 
-def _complete(body: BodyReader) -> bool:
+def _complete(body: BodyReader) -> bool:  # a call: mypy would take feed()'s effect for none
     return body.done

@@ -82,7 +82,7 @@ class ClientConnection(asyncio.Protocol):
         self._body_timer: asyncio.TimerHandle | None = None
         self.handed = 0  # bytes handed to the transport
         self._sent_at_loss: int | None = None  # what the socket had accepted, once lost
-        self._reset = False  # governor reset it (a client that accepted nothing)
+        self._reset = False  # it was reset (governor's, of a client accepting nothing; broken())
         self._watch = SendWatch(self)
         self._buf = b""
         self._request: Request | None = None
@@ -157,8 +157,7 @@ class ClientConnection(asyncio.Protocol):
         return 0 if tls is None else tls.overhead()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        # The socket is still open here. A reset (the client's, or governor's of a client
-        # that read nothing) dropped what the kernel had not transmitted yet.
+        # The socket is still open here. A reset (either side's) dropped what it held unsent.
         if self._tls is not None:
             self.handed = self._tls.handed  # its close_notify, an alert: written by TLS itself
         reset = isinstance(exc, ConnectionError) or self._reset
@@ -222,7 +221,7 @@ class ClientConnection(asyncio.Protocol):
             return 0
         if not transport.is_closing():
             return self.handed - transport.get_write_buffer_size()
-        return self._accepted_at_loss()
+        return self._accepted_at_loss(reset=self._reset)
 
     def transmitted(self) -> int:
         """:meth:`sent`, less what the kernel holds unsent (which a reset would drop)."""
@@ -265,6 +264,9 @@ class ClientConnection(asyncio.Protocol):
 
     def send_timeout(self) -> float:
         return self.server.send_timeout
+
+    def broken(self) -> None:  # a move to its socket failed (a reset): unsent bytes are lost
+        self._reset = True
 
     def _shut(self) -> None:
         """Close once what was handed to the transport is sent (within ``timeouts.send``)."""

@@ -67,6 +67,7 @@ class ClientPort(Protocol):
     flow: Flow
     body_error: BadMessage | None  # the request body was refused midway
     on_writable: Callable[[], None] | None  # called once a full socket drains
+    transport: asyncio.Transport | None  # (on plain HTTP, the socket's: see zerocopy)
 
     @property
     def server(self) -> Settings: ...
@@ -97,6 +98,16 @@ class ClientPort(Protocol):
         ...
 
     async def drain(self) -> None: ...
+
+    def stalled(self) -> None:
+        """The socket accepted nothing for :meth:`send_timeout` seconds: drop the client."""
+        ...
+
+    def send_timeout(self) -> float: ...
+
+    def broken(self) -> None:
+        """A write to its socket failed (a reset, a broken pipe): what it held unsent is lost."""
+        ...
 
     async def settle(self) -> None: ...
 

@@ -16,6 +16,7 @@ from governor.config import PacingConfig
 from governor.core.meter import Meter
 from governor.core.pacing import BURST, Pacer
 from governor.errors import CapReached, UpstreamBroken
+from governor.http1 import zerocopy
 from governor.http1.client import OriginConnection
 from governor.http1.headers import response_block
 from governor.http1.request import Request
@@ -93,10 +94,23 @@ class ResponseStream:
         return await self._splice(conn)
 
     async def _splice(self, conn: OriginConnection) -> bool:
-        """The rest of the body, passed on from the upstream's protocol callbacks."""
+        """The rest of the body, passed on from the upstream's protocol callbacks (or, when
+        it is large and nothing needs to see it, by the kernel: :meth:`_by_kernel`)."""
         request = self.request
         client = request.conn
         pacer = self.pacer
+        if (
+            pacer is None
+            and not self.cut
+            and self.limit is None
+            and not request.chunked_out
+            and client.scheme == "http"
+            and conn.key[0] == "http"
+            and zerocopy.available()
+        ):
+            left = conn.to_kernel()
+            if left >= zerocopy.ZERO_COPY_MIN:
+                return await self._by_kernel(conn, left)
         if pacer is None:
             client.on_writable = conn.resume_reading
         else:
@@ -120,6 +134,47 @@ class ResponseStream:
                     self._waiting.cancel()
                     self._waiting = None
         return self._end()
+
+    async def _by_kernel(self, conn: OriginConnection, left: int) -> bool:
+        """The body's ``left`` bytes, moved from socket to socket by the kernel."""
+        request = self.request
+        client = request.conn
+        await client.settle()  # what was written goes first
+        up = conn.transport.get_extra_info("socket") if conn.transport is not None else None
+        down = client.transport.get_extra_info("socket") if client.transport else None
+        if client.closed or up is None or down is None:
+            return False
+        relay = zerocopy.KernelRelay(
+            client.loop,
+            up.fileno(),
+            down.fileno(),
+            left,
+            moved=self._moved,
+            stalled=client.stalled,
+            silence=self.silence,
+            send_timeout=client.send_timeout(),
+        )
+        try:
+            await relay.run()
+        except UpstreamBroken as exc:
+            log.warning("%s: the upstream broke off mid-body: %r", self.meter.tenant, exc)
+            client.abort()
+            return False
+        except ConnectionError:
+            client.broken()  # the kernel dropped what the socket held unsent
+            return False
+        finally:
+            request.charge()
+        conn.moved_by_kernel(left)
+        self.passed += left
+        return self._end()
+
+    def _moved(self, n: int) -> None:
+        """The kernel handed ``n`` more body bytes to the client's socket: count them."""
+        request = self.request
+        request.handed += n
+        request.conn.handed += n
+        request.charge()
 
     def _end(self) -> bool:
         """Complete the response (the last chunk, for a chunked one)."""
