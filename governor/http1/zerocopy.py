@@ -116,7 +116,7 @@ class KernelRelay:
             with socket.socket(fileno=os.dup(self._down)) as sock:
                 sock.setsockopt(socket.IPPROTO_TCP, _NOTSENT_LOWAT, UNSENT)
         except OSError:
-            self._close()
+            self.close()
             raise
         self._reading = self._writing = False
         self._timer: asyncio.TimerHandle | None = None
@@ -131,7 +131,7 @@ class KernelRelay:
                 self._arm()
             await self._done
         finally:
-            self._close()
+            self.close()
 
     def _step(self) -> None:
         """Move what can be moved now; then wait for whichever side holds things up."""
@@ -206,7 +206,7 @@ class KernelRelay:
         now = self._loop.time()
         if self._writing and now - self._last_down >= self.send_timeout:
             self._finish(ConnectionResetError("the client accepted nothing"))
-            self._close()  # before the reset: a duplicate would keep the socket open
+            self.close()  # before the reset: a duplicate would keep the socket open
             self.stalled()
             return
         if self._writing:
@@ -229,8 +229,9 @@ class KernelRelay:
             else:
                 self._done.set_exception(exc)
 
-    def _close(self) -> None:
-        """Stop watching and close the pipe and the duplicates (once; idempotent)."""
+    def close(self) -> None:
+        """Stop watching; close the pipe and the duplicates (idempotent). :meth:`run` does
+        it however it ends; a relay that never ran is closed by its owner."""
         if self._up >= 0 or self._down >= 0:
             self._want_read(False)
             self._want_write(False)

@@ -109,8 +109,9 @@ class ResponseStream:
             and zerocopy.available()
         ):
             left = conn.to_kernel()
-            if left >= zerocopy.ZERO_COPY_MIN:
-                return await self._by_kernel(conn, left)
+            relay = self._kernel_relay(conn, left) if left >= zerocopy.ZERO_COPY_MIN else None
+            if relay is not None:
+                return await self._by_kernel(conn, relay, left)
         if pacer is None:
             client.on_writable = conn.resume_reading
         else:
@@ -135,26 +136,39 @@ class ResponseStream:
                     self._waiting = None
         return self._end()
 
-    async def _by_kernel(self, conn: OriginConnection, left: int) -> bool:
+    def _kernel_relay(self, conn: OriginConnection, left: int) -> zerocopy.KernelRelay | None:
+        """The kernel's relay of the body's ``left`` bytes; None when it cannot be had (no
+        socket, or no descriptor to spare: the body then goes the usual way)."""
+        client = self.request.conn
+        up = conn.transport.get_extra_info("socket") if conn.transport is not None else None
+        down = client.transport.get_extra_info("socket") if client.transport else None
+        if up is None or down is None:
+            return None
+        try:
+            return zerocopy.KernelRelay(
+                client.loop,
+                up.fileno(),
+                down.fileno(),
+                left,
+                moved=self._moved,
+                stalled=client.stalled,
+                silence=self.silence,
+                send_timeout=client.send_timeout(),
+            )
+        except OSError as exc:  # EMFILE and the like
+            log.debug("%s: the kernel cannot move this body: %s", self.meter.tenant, exc)
+            return None
+
+    async def _by_kernel(
+        self, conn: OriginConnection, relay: zerocopy.KernelRelay, left: int
+    ) -> bool:
         """The body's ``left`` bytes, moved from socket to socket by the kernel."""
         request = self.request
         client = request.conn
-        await client.settle()  # what was written goes first
-        up = conn.transport.get_extra_info("socket") if conn.transport is not None else None
-        down = client.transport.get_extra_info("socket") if client.transport else None
-        if client.closed or up is None or down is None:
-            return False
-        relay = zerocopy.KernelRelay(
-            client.loop,
-            up.fileno(),
-            down.fileno(),
-            left,
-            moved=self._moved,
-            stalled=client.stalled,
-            silence=self.silence,
-            send_timeout=client.send_timeout(),
-        )
         try:
+            await client.settle()  # what was written goes first
+            if client.closed:
+                return False
             await relay.run()
         except UpstreamBroken as exc:
             log.warning("%s: the upstream broke off mid-body: %r", self.meter.tenant, exc)
@@ -164,6 +178,7 @@ class ResponseStream:
             client.broken()  # the kernel dropped what the socket held unsent
             return False
         finally:
+            relay.close()
             request.charge()
         conn.moved_by_kernel(left)
         self.passed += left
