@@ -238,9 +238,10 @@ class ResponseStream:
         assert pacer is not None
         assert pacing is not None
         pacer.paced += n
-        rate = pacer.rate(
-            pacing, now=meter.now(), used=meter.used(), cap=meter.cap, end=meter.period().end
-        )
+        # What was handed and not claimed yet counts too (as for a cut): a running claim
+        # lags by up to CLAIM_STEP, and pacing would start that late, at a rate too high.
+        used = meter.used() + self.request.in_flight()
+        rate = pacer.rate(pacing, now=meter.now(), used=used, cap=meter.cap, end=meter.period().end)
         if rate is None:  # before pacing.from
             return False
         loop = asyncio.get_running_loop()
@@ -253,6 +254,8 @@ class ResponseStream:
         if ahead <= 0.0:
             return False
         self.request.note.outcome = "paced"
+        if self._waiting is not None:  # one pause at a time: the debt is all in this one
+            self._waiting.cancel()
         self._waiting = loop.call_later(ahead / rate, self._paced)
         return True
 
