@@ -11,7 +11,9 @@ by what the kernel moved, that the body did go that way.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import resource
 from collections.abc import AsyncIterator
 
 import pytest
@@ -120,5 +122,37 @@ async def test_an_upstream_that_breaks_off_mid_body_is_cut_and_counted(
     assert f"content-length: {2 * n}".encode() in head.lower()
     body = await client.reader.read()  # to the end: governor closes the connection
     assert body == pattern(n)
+    await client.close()
+    await charged_as_relayed(gov, relay)
+
+
+async def test_without_a_descriptor_to_spare_the_body_goes_the_usual_way(
+    gov: Governor, relay: Relay
+) -> None:
+    """The kernel's relay needs a pipe and duplicates of both sockets: with no descriptor
+    left (EMFILE), the body is written as any other, whole and counted."""
+    client = await relayed(relay)
+    await client.send(request("GET", "/bytes/100", "site.test"))  # every socket opened now
+    assert (await client.response()).status == 200
+    before = MOVED.bytes
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    highest = max(int(fd) for fd in os.listdir("/proc/self/fd"))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (highest + 1, hard))
+    fillers: list[int] = []
+    try:
+        with contextlib.suppress(OSError):  # every free number below the limit taken
+            for _ in range(highest + 1):
+                fillers.append(os.open(os.devnull, os.O_RDONLY))
+        with pytest.raises(OSError, match="Too many open files"):
+            os.pipe()  # none to spare
+        await client.send(request("GET", f"/bytes/{SIZE}", "site.test"))
+        resp = await client.response()
+    finally:
+        for fd in fillers:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert resp.status == 200
+    assert resp.body == pattern(SIZE)
+    assert MOVED.bytes == before  # not one byte by the kernel
     await client.close()
     await charged_as_relayed(gov, relay)
