@@ -465,8 +465,7 @@ class OriginConnection(asyncio.BufferedProtocol):
         if self.transport is not None:
             self.transport.close()
 
-    def to_kernel(self) -> int:  # reading stops, the body's rest left to zerocopy: its bytes
-        self.pause_reading()
+    def body_left(self) -> int:  # body bytes still to come, none of them read yet (zerocopy)
         return self._body.left if self._body is not None and not self._queue else 0
 
     def moved_by_kernel(self, n: int) -> None:  # n more body bytes went by: read on

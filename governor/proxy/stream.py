@@ -108,9 +108,10 @@ class ResponseStream:
             and conn.key[0] == "http"
             and zerocopy.available()
         ):
-            left = conn.to_kernel()
+            left = conn.body_left()
             relay = self._kernel_relay(conn, left) if left >= zerocopy.ZERO_COPY_MIN else None
             if relay is not None:
+                conn.pause_reading()  # the kernel reads the rest
                 return await self._by_kernel(conn, relay, left)
         if pacer is None:
             client.on_writable = conn.resume_reading
