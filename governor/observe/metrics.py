@@ -56,6 +56,7 @@ from governor.observe.activity import Activity
 from governor.observe.events import Outcome, RequestRecord
 from governor.observe.exposition import ConfiguredTenantsOnly
 from governor.observe.forecast import Forecasts
+from governor.observe.latency import LatencyTally
 from governor.observe.refusals import Refusals
 
 
@@ -103,11 +104,10 @@ class _RequestSeries:
     requests: dict[str, Counter] = field(default_factory=dict)  # by outcome
     egress: Counter | None = None
     ingress: Counter | None = None
-    upstream: Histogram | None = None
+    latency: LatencyTally | None = None  # upstream response times, unpublished
     counted: dict[str, int] = field(default_factory=dict)  # requests by outcome, unpublished
     bytes_out: int = 0
     bytes_in: int = 0
-    latencies: list[float] = field(default_factory=list)
 
     def publish(self, requests: Counter) -> None:
         """Move what requests added since the last call into the prometheus children."""
@@ -123,10 +123,8 @@ class _RequestSeries:
         if self.bytes_in and self.ingress is not None:
             self.ingress.inc(self.bytes_in)
         self.bytes_out = self.bytes_in = 0
-        if self.latencies and self.upstream is not None:
-            for seconds in self.latencies:
-                self.upstream.observe(seconds)
-        self.latencies.clear()
+        if self.latency is not None:
+            self.latency.publish()
 
 
 @dataclass(slots=True)
@@ -317,8 +315,8 @@ class Metrics:
         self._fresh.add(tenant)
         series.bytes_out += record.bytes_out
         series.bytes_in += record.bytes_in
-        if record.upstream_seconds is not None:
-            series.latencies.append(record.upstream_seconds)
+        if record.upstream_seconds is not None and series.latency is not None:
+            series.latency.add(record.upstream_seconds)
 
     def _period_of(self, name: str) -> str | None:
         tenant = self.runtime.snapshot.tenants.get(name)
@@ -397,7 +395,7 @@ class Metrics:
         if tenant:
             series.egress = self.transfer.labels(tenant, "egress")
             series.ingress = self.transfer.labels(tenant, "ingress")
-            series.upstream = self.upstream_seconds.labels(tenant)
+            series.latency = LatencyTally(self.upstream_seconds.labels(tenant))
         self._series[tenant] = series
         return series
 

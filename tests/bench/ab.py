@@ -4,6 +4,7 @@
     AB_ROUNDS=7 AB_SECONDS=3 .venv/bin/python -m tests.bench.ab --base ../other-checkout
     .venv/bin/python -m tests.bench.ab --base . --base-env GOVERNOR_PURE=1   # pure vs compiled
     .venv/bin/python -m tests.bench.ab --base . --head-workers 2   # workers: 2, same core
+    .venv/bin/python -m tests.bench.ab --base . --head-workers 2 --spread   # as make bench
 
 Each checkout runs its own ``governor serve`` (with the Python of its own ``.venv`` and
 ``PYTHONPATH`` set to the checkout, so each imports its own code, compiled or not) in front
@@ -53,14 +54,17 @@ def _governor(
     up: int,
     env: dict[str, str],
     workers: int,
+    spread: bool,
 ) -> Setup:
     python = checkout / ".venv" / "bin" / "python"
     if not python.exists():
         raise SystemExit(f"ab: {python} does not exist: run `make install` in {checkout}")
     cores = plan_cores()
-    server = _server(key, [], folder / "out.log", cores.proxy)
-    # Both sides on the proxy core, whatever ``workers`` (make bench gives workers: 2 both
-    # cores): several workers on one core show what splitting the connections costs.
+    # Both sides on the proxy core, whatever ``workers``: several workers on one core show
+    # what splitting the connections costs. With ``--spread``, workers get the cores make
+    # bench gives them (on two cores, the second is the load's).
+    pinned = cores.workers if spread and workers > 1 else cores.proxy
+    server = _server(key, [], folder / "out.log", pinned)
     top: dict[str, Any] = {"workers": workers} if workers > 1 else {}
     conf = configs.governor(folder, server.port, up, **top)
     server.listeners = workers
@@ -87,6 +91,9 @@ def main() -> None:
     parser.add_argument("--head-env", action="append", default=[], help="NAME=VALUE for B")
     parser.add_argument("--base-workers", type=int, default=1, help="workers: for A")
     parser.add_argument("--head-workers", type=int, default=1, help="workers: for B")
+    parser.add_argument(
+        "--spread", action="store_true", help="workers on make bench's cores, not the proxy's"
+    )
     parser.add_argument("--no-nginx", action="store_true", help="leave nginx out")
     args = parser.parse_args()
     rounds = int(os.environ.get("AB_ROUNDS", "5"))
@@ -107,6 +114,7 @@ def main() -> None:
                 up,
                 _env(args.base_env),
                 args.base_workers,
+                args.spread,
             ),
             "B": _governor(
                 stack,
@@ -116,6 +124,7 @@ def main() -> None:
                 up,
                 _env(args.head_env),
                 args.head_workers,
+                args.spread,
             ),
         }
         if not args.no_nginx:
