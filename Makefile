@@ -10,7 +10,7 @@ SOURCES := $(shell find governor -name '*.py')
 SITE_PORT ?= 8000
 
 .PHONY: run test test-compiled test-pure lint typecheck unit check install clean bench \
-	bench-scale soak
+	bench-scale bench-workers soak
 
 # GOVERNOR_COMPILE=0 here: the venv's own mypy (a dev tool) compiles below, in place.
 $(STAMP): pyproject.toml
@@ -68,6 +68,11 @@ test-pure: $(NATIVE)
 # BENCH_SECONDS (per wrk run, 5), BENCH_ROUNDS (3), BENCH_QUICK=1 (1 round of 2 s, no 1 GiB).
 bench: $(NATIVE)
 	$(BIN)/python -m tests.bench
+
+# One process against `workers: 2`: CPU and context switches per request on make bench's
+# cores, and instructions per request under callgrind (see tests/bench/workers.py; ~12 min).
+bench-workers: $(NATIVE)
+	$(BIN)/python -m tests.bench.workers
 
 # Issue 13's table: governor at 1 / 10,000 / 100,000 configured tenants (check, start-up, RSS,
 # idle CPU, reload and scrape stalls, Redis flushes, four instances on one Redis, req/s) with

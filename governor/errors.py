@@ -23,7 +23,8 @@ only these::
 Where each edge maps: the client side's parse errors become answers in
 :mod:`governor.http1.connection`; every upstream failure (connect, socket loss,
 a response governor cannot read) becomes an :class:`UpstreamError` in
-:func:`governor.http1.client.upstream_error`.
+:func:`upstream_error` (at the end of this module), which the upstream side
+(``http1/client.py``, ``http1/pool.py``) calls.
 
 :class:`UpstreamBroken` is also a :class:`ConnectionError`: code that stops on a
 broken socket (a tunnel forwarding bytes, an upload) stops on it alike, as it did
@@ -42,6 +43,7 @@ compiles, and a native class cannot inherit from ``ConnectionError`` and its kin
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 
 class GovernorError(Exception):
@@ -134,3 +136,25 @@ class CapReached(ConnectionAbortedError):
     Also a response of undeclared length that passed ``large.size`` (see
     :class:`governor.proxy.stream.ResponseStream`'s ``limit``).
     """
+
+
+Stage = Literal["connect", "head", "body", "lost"]
+
+
+def upstream_error(exc: BaseException | None, stage: Stage) -> UpstreamError:
+    """What a failure met on the upstream's socket is in governor's error tree.
+
+    The one place it is decided: ``connect`` (an OSError or timeout while connecting),
+    ``head`` (a response head governor cannot read: nothing was passed on, a 502),
+    ``body`` (a body's framing broke after the head went on), ``lost`` (the socket
+    closed, ``exc`` its OSError or None for an EOF, before the response's end).
+    """
+    if isinstance(exc, UpstreamError):
+        return exc
+    if stage == "connect":
+        if isinstance(exc, TimeoutError):
+            return UpstreamError("connecting to the upstream timed out")
+        return UpstreamError(f"cannot connect to the upstream: {exc}")
+    if isinstance(exc, BadMessage):
+        return UpstreamError(exc.reason) if stage == "head" else UpstreamBroken(exc.reason)
+    return UpstreamBroken(f"the upstream closed the connection ({exc or 'EOF'})")

@@ -4,22 +4,22 @@ Bodies pass byte for byte (nothing added but the framing and the forwarding head
 the proxy sets). What governor holds for one client is bounded by :data:`BUDGET`: each
 read is sized to the room its client side has left, so a slow client pauses its
 upstream instead of filling memory. Every failure met on the upstream's socket becomes
-governor's error in one place, :func:`upstream_error`. A byte outside an exchange never
-reaches a client: it makes the connection unusable and it is closed at once. Pooling:
-:mod:`governor.http1.pool`; the reasoning: ``docs/http1.md``.
+governor's error in one place, :func:`governor.errors.upstream_error`. A byte outside an
+exchange never reaches a client: it makes the connection unusable and it is closed at
+once. Pooling: :mod:`governor.http1.pool`; the reasoning: ``docs/http1.md``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import select
-from typing import Literal, Protocol, cast
+from typing import Protocol, cast
 
-from governor.errors import BadMessage, UpstreamBroken, UpstreamError, UpstreamTimeout
+from governor.errors import BadMessage, UpstreamBroken, UpstreamTimeout, upstream_error
 from governor.http1.body import CHUNKED, LENGTH, UNTIL_CLOSE, BodyReader
 from governor.http1.flow import BodyQueue, Flow
 from governor.http1.ports import BodySink, OriginSink, Taker
-from governor.http1.wire import ResponseHead, parse_response_head, response_has_body
+from governor.http1.wire import HEAD_END, ResponseHead, parse_response_head, response_has_body
 
 # Response bytes held for one client (its transport's and here) before the upstream is paused:
 # connection.WRITE_HIGH. No read is larger: a client that stops reading pins about this much.
@@ -27,37 +27,17 @@ BUDGET = 2**16
 MIN_READ = 2**14  # the smallest read (the client transport's low-water mark)
 HIGH_WATER = BUDGET  # body bytes queued here (not spliced) before reads pause
 IDLE_TIMEOUT = 30.0  # seconds a pooled connection may sit idle
+SPLIT_FROM = 2**13  # a first read this large has its head copied out apart (buffer_updated)
 
 PoolKey = tuple[str, str, int]
 _READABLE = select.POLLIN | select.POLLPRI | getattr(select, "POLLRDHUP", 0)  # data, or a FIN
-
-
-Stage = Literal["connect", "head", "body", "lost"]
-
-
-def upstream_error(exc: BaseException | None, stage: Stage) -> UpstreamError:
-    """What a failure met on the upstream's socket is in governor's error tree.
-
-    The one place it is decided: ``connect`` (an OSError or timeout while connecting),
-    ``head`` (a response head governor cannot read: nothing was passed on, a 502),
-    ``body`` (a body's framing broke after the head went on), ``lost`` (the socket
-    closed, ``exc`` its OSError or None for an EOF, before the response's end).
-    """
-    if isinstance(exc, UpstreamError):
-        return exc
-    if stage == "connect":
-        if isinstance(exc, TimeoutError):
-            return UpstreamError("connecting to the upstream timed out")
-        return UpstreamError(f"cannot connect to the upstream: {exc}")
-    if isinstance(exc, BadMessage):
-        return UpstreamError(exc.reason) if stage == "head" else UpstreamBroken(exc.reason)
-    return UpstreamBroken(f"the upstream closed the connection ({exc or 'EOF'})")
 
 
 class Pool(Protocol):
     """What a connection needs of its pool (:class:`~governor.http1.pool.OriginPool`)."""
 
     loop: asyncio.AbstractEventLoop
+    read_array: bytearray  # and a view of it: see get_buffer()
     read_buffer: memoryview
 
     def forget(self, conn: OriginConnection) -> None: ...  # conn closed: no longer the pool's
@@ -106,7 +86,18 @@ class OriginConnection(asyncio.BufferedProtocol):
         return self.pool.read_buffer[: self._read_size()]
 
     def buffer_updated(self, nbytes: int) -> None:
-        self.data_received(bytes(self.pool.read_buffer[:nbytes]))
+        pool, split = self.pool, 0
+        if nbytes > SPLIT_FROM and self.head is None and not self._buf:
+            # A response's first read: its head and the body bytes after it are copied out
+            # apart, so a body is copied once (not with the head, then again without it).
+            # A read split anywhere is what two reads would have brought.
+            end = pool.read_array.find(HEAD_END, 0, nbytes)
+            if end >= 0 and end + 4 < nbytes:
+                split = end + 4
+                self.data_received(bytes(pool.read_buffer[:split]))
+                if self._error is not None or self.closed:
+                    return  # refused, or bytes outside an exchange: closing
+        self.data_received(bytes(pool.read_buffer[split:nbytes]))
 
     def _read_size(self) -> int:
         """The room the client side has left within :data:`BUDGET` (a client that holds
@@ -332,9 +323,9 @@ class OriginConnection(asyncio.BufferedProtocol):
             await self._wait()
         return self.head
 
-    def read_nowait(self) -> bytes:
-        """Body bytes already received, without waiting (``b""`` when none)."""
-        return self._queue.get_all()
+    def read_nowait(self) -> list[bytes]:
+        """The body's pieces already received, without waiting (``[]`` when none)."""
+        return self._queue.take_all()
 
     @property
     def queued(self) -> int:

@@ -176,16 +176,17 @@ class BodyQueue:
             self.flow.resume_reading()
         return piece
 
-    def get_all(self) -> bytes:
-        """Every piece held, joined (``b""`` when none); reading resumes."""
+    def take_all(self) -> list[bytes]:
+        """Every piece held, as received (none: ``[]``); reading resumes. Not joined: a
+        body's pieces go to the client's socket in one scatter write, uncopied."""
         pieces = self._pieces
         if not pieces:
-            return b""
-        data = pieces.popleft() if len(pieces) == 1 else b"".join(pieces)
+            return []
+        taken = [pieces.popleft()] if len(pieces) == 1 else list(pieces)
         pieces.clear()
         self.size = 0
         self.flow.resume_reading()
-        return data
+        return taken
 
     async def wait(self) -> None:
         """Wait for the next :meth:`wake`."""

@@ -17,7 +17,8 @@ import asyncio
 import ssl
 
 from governor.config import Config, UpstreamURL
-from governor.http1.client import BUDGET, OriginConnection, PoolKey, upstream_error
+from governor.errors import upstream_error
+from governor.http1.client import BUDGET, OriginConnection, PoolKey
 
 
 class OriginPool:
@@ -31,7 +32,8 @@ class OriginPool:
         self._tls: ssl.SSLContext | None = None
         # Every connection reads into this in turn: a read is copied out at once
         # (buffer_updated), so one buffer serves them all.
-        self.read_buffer = memoryview(bytearray(BUDGET))
+        self.read_array = bytearray(BUDGET)
+        self.read_buffer = memoryview(self.read_array)
 
     def reconfigure(self, config: Config) -> None:
         """A reload: connects from now on wait ``timeouts.upstream_connect``."""

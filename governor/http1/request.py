@@ -34,6 +34,11 @@ from governor.http1.wire import (
 )
 from governor.observe.events import RequestNote, report
 
+# A response's head and first body bytes up to this size are joined into one buffer
+# (copying a few KiB costs less than setting up a scatter write); a larger body goes as
+# the pieces it came in, not copied again in user space.
+JOIN_UP_TO = 16 * 1024
+
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 CLAIM_STEP = 2**18  # response bytes a running claim leaves to a later one (no syscall)
 HIGH_WATER = 2**18  # request body bytes buffered before reads from the client pause
@@ -293,9 +298,9 @@ class Request:
         *,
         length: int | None,
         body: bool = True,
-        first: bytes = b"",
+        first: Sequence[bytes] = (),
     ) -> None:
-        """Send the response head (with ``first`` body bytes in the same write).
+        """Send the response head (with ``first``, body pieces, in the same write).
 
         ``block`` holds the header fields, each line preceded by CRLF, without
         framing: with ``body`` the framing is governor's (Content-Length when
@@ -327,13 +332,18 @@ class Request:
         elif self.head.version < (1, 1):
             framing += b"\r\nConnection: keep-alive"
         data = b"".join((line.encode("latin-1"), block, framing, HEAD_END))
-        if first:
-            if self.chunked_out:
-                conn.writelines((data, chunk_prefix(len(first)), first, CRLF))
-                self.handed += conn.handed - before
-                return
-            data += first
-        conn.write(data)
+        one = len(first) == 1
+        size = len(first[0]) if one else sum(map(len, first))
+        if not size:
+            conn.write(data)
+        elif self.chunked_out:
+            conn.writelines([data, chunk_prefix(size), *first, CRLF])
+        elif one and size <= JOIN_UP_TO:
+            conn.write(data + first[0])  # the usual small response: one piece
+        elif size <= JOIN_UP_TO:
+            conn.write(b"".join([data, *first]))
+        else:
+            conn.writelines([data, *first])
         self.handed += conn.handed - before
 
     def write(self, data: bytes) -> int:
@@ -371,7 +381,7 @@ class Request:
         """
         if send_body:
             fields = [(n, v) for n, v in headers if n.lower() != "content-length"]
-            self.start_response(status, None, encode_block(fields), length=len(body), first=body)
+            self.start_response(status, None, encode_block(fields), length=len(body), first=(body,))
         else:
             self.start_response(status, None, encode_block(headers), length=None, body=False)
         self.end()

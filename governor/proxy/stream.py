@@ -80,7 +80,7 @@ class ResponseStream:
             return self._end()
         # Under a cut or a limit, each piece meets the cap or the limit in body_data().
         held = self.cut or self.limit is not None or self.pacer is not None
-        first = b"" if held else conn.read_nowait()
+        first = [] if held else conn.read_nowait()
         try:
             block = response_block(up.block, up.connection, body=True)
             request.start_response(

@@ -11,8 +11,8 @@ from governor.errors import (
     UpstreamBroken,
     UpstreamError,
     UpstreamTimeout,
+    upstream_error,
 )
-from governor.http1.client import upstream_error
 
 
 def test_a_bad_message_is_a_protocol_error_with_its_own_status() -> None:

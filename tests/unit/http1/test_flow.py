@@ -48,20 +48,20 @@ async def test_no_double_pause_or_resume() -> None:
         queue.put(b"x" * 20)
     flow.pause_reading()
     assert transport.calls == ["pause_reading"]
-    queue.get_all()
+    queue.take_all()
     flow.resume_reading()
     queue.get()
     assert transport.calls == ["pause_reading", "resume_reading"]
 
 
-async def test_get_all_joins_everything_and_resumes() -> None:
+async def test_take_all_takes_every_piece_as_it_came_and_resumes() -> None:
     flow, _ = make_flow()
     queue = BodyQueue(flow, high=3, low=1)
-    assert queue.get_all() == b""
+    assert queue.take_all() == []
     queue.put(b"ab")
     queue.put(b"cd")
     assert flow.reading_paused
-    assert queue.get_all() == b"abcd"
+    assert queue.take_all() == [b"ab", b"cd"]
     assert (queue.size, bool(queue), flow.reading_paused) == (0, False, False)
     assert queue.get() == b""
 

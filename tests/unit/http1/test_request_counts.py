@@ -15,7 +15,7 @@ import pytest
 from governor.core.ledger import Ledger
 from governor.errors import BadMessage, BodyRefused
 from governor.http1.flow import Flow
-from governor.http1.request import CLAIM_STEP, CONTINUE, Request
+from governor.http1.request import CLAIM_STEP, CONTINUE, JOIN_UP_TO, Request
 from governor.http1.wire import Limits, parse_request_head
 from governor.observe.events import RequestNote, RequestRecord
 from tests.unit.core.test_meter import BEFORE_RESET, DAY, meter
@@ -49,6 +49,7 @@ class FakeConnection:
     closing: bool = False
     body_error: BadMessage | None = None
     wire: bytearray = field(default_factory=bytearray)
+    calls: list[list[int]] = field(default_factory=list)  # the lengths handed, per call
     flow: Flow = field(init=False)
 
     def __post_init__(self) -> None:
@@ -69,12 +70,13 @@ class FakeConnection:
         return n
 
     def write(self, data: bytes) -> None:
-        self.wire += data
-        self.handed += len(data)
+        self.writelines([data])
 
     def writelines(self, parts: list[bytes]) -> None:
+        self.calls.append([len(part) for part in parts])
         for part in parts:
-            self.write(part)
+            self.wire += part
+            self.handed += len(part)
 
     def sent(self) -> int:
         return self.handed - self.held
@@ -101,6 +103,39 @@ def make(
 
 GET = b"GET /a HTTP/1.1\r\nHost: a.test\r\n\r\n"
 POST = b"POST /a HTTP/1.1\r\nHost: a.test\r\nContent-Length: 10\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    ("pieces", "chunked"),
+    [
+        ([], False),
+        ([b""], False),  # nothing to send: never a chunk of size 0 (the body's end)
+        ([b""], True),
+        ([b"ab", b"cde"], False),  # small: one buffer with the head
+        ([b"ab", b"cde"], True),
+        ([b"x" * 40_000, b"y" * 30_000], False),  # large: the pieces as they came
+        ([b"x" * 40_000, b"y" * 30_000], True),
+    ],
+)
+def test_the_first_body_pieces_go_with_the_head_in_one_call(
+    pieces: list[bytes], chunked: bool
+) -> None:
+    request, conn = make(GET)
+    size = sum(map(len, pieces))
+    request.start_response(200, None, b"\r\nX: 1", length=None if chunked else size, first=pieces)
+    head = b"HTTP/1.1 200 OK\r\nX: 1" + (
+        b"\r\nTransfer-Encoding: chunked\r\n\r\n"
+        if chunked
+        else b"\r\nContent-Length: %d\r\n\r\n" % size
+    )
+    body = b"".join(pieces)
+    if chunked and body:
+        body = b"%x\r\n" % size + body + b"\r\n"
+    assert bytes(conn.wire) == head + body
+    assert request.handed == conn.handed == len(head + body)
+    assert len(conn.calls) == 1  # one write: head and first bytes leave together
+    if size > JOIN_UP_TO:  # not copied into one buffer
+        assert conn.calls[0][-len(pieces) - chunked :][: len(pieces)] == [len(p) for p in pieces]
 
 
 def test_a_claim_takes_the_head_then_only_what_is_new() -> None:

@@ -1,0 +1,222 @@
+"""``make bench-workers``: what a request costs one governor process against ``workers: 2``.
+
+    .venv/bin/python -m tests.bench.workers                 # both parts, 1 KiB and 64 KiB
+    WORKERS_ROUNDS=5 WORKERS_SECONDS=5 .venv/bin/python -m tests.bench.workers
+    WORKERS_PARTS=cpu .venv/bin/python -m tests.bench.workers   # leave callgrind out
+
+make bench's ``workers: 2`` row spends more CPU per request than one process, and by an
+amount that swings from run to run (+6 to +18%). On this 2-core machine the second worker
+shares the load core with wrk and the origin. This tells what governor does more per
+request from what the shared core costs. It has two parts, each run against one process
+and against ``workers: 2``, on the same origin and files:
+
+* **cpu**: make bench's cores (one process on the proxy core; two workers on the proxy
+  core and the load core), wrk with 32 connections, in interleaved rounds. Per request:
+  CPU µs, and the context switches the kernel made (voluntary: the loop waited for
+  events; involuntary: it was preempted), read from /proc. Medians.
+* **instructions** (when valgrind is installed): each setup under ``valgrind
+  --tool=callgrind`` (workers included, ``--trace-children``), counters zeroed after a
+  warm-up, then wrk for a fixed time; instructions per request over every process. A count
+  of instructions does not depend on what else the machine runs, so it shows the work
+  governor does per request, whatever the core it runs on is shared with. The event loop's
+  batching does differ: under valgrind every process is saturated.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tests.bench import configs
+from tests.bench.lab import Setup, _start, plan_cores, start_origin
+from tests.bench.load import run_wrk, write_lua
+from tests.bench.procs import Server, cpu_times
+from tests.bench.tools import Tools, ensure_tools
+from tests.support import free_port
+
+FILES = ("1k.bin", "64k.bin")
+CONNECTIONS = 32
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class Costs:
+    cpu_us: float
+    voluntary: float  # context switches per request
+    involuntary: float
+
+
+def _switches(pids: list[int]) -> tuple[int, int]:
+    """Voluntary and involuntary context switches of ``pids``' threads, so far."""
+    voluntary = involuntary = 0
+    for pid in pids:
+        for task in Path(f"/proc/{pid}/task").glob("*"):
+            try:
+                text = (task / "status").read_text()
+            except OSError:
+                continue
+            for line in text.splitlines():
+                if line.startswith("voluntary_ctxt_switches:"):
+                    voluntary += int(line.split()[1])
+                elif line.startswith("nonvoluntary_ctxt_switches:"):
+                    involuntary += int(line.split()[1])
+    return voluntary, involuntary
+
+
+def _governor(
+    stack: ExitStack, folder: Path, upstream: int, workers: int, argv: list[str] | None = None
+) -> Setup:
+    """governor serve on make bench's cores; ``argv``: what runs it (valgrind's)."""
+    cores = plan_cores()
+    key = f"w{workers}"
+    server = Server(key, [], folder / "out.log", cores.workers if workers > 1 else cores.proxy)
+    server.port = free_port()
+    top: dict[str, Any] = {"workers": workers} if workers > 1 else {}
+    conf = configs.governor(folder, server.port, upstream, **top)
+    python = ROOT / ".venv" / "bin" / "python"
+    server.argv = [*(argv or []), str(python), "-m", "governor", "serve", "-c", str(conf)]
+    server.listeners = workers
+    if argv:  # valgrind: slow to start, slow to stop
+        stack.callback(server.stop, 120.0)
+        server.start()
+        server.wait_ready(lambda: True, timeout=900.0)
+        return Setup(key, key, server, config=conf)
+    return Setup(key, key, _start(stack, server), config=conf)
+
+
+def _cpu_part(tools: Tools, folder: Path, upstream: int, rounds: int, seconds: float) -> None:
+    folder.mkdir(parents=True)
+    lua = write_lua(folder)
+    rows: dict[tuple[str, str], list[Costs]] = {}
+    with ExitStack() as stack:
+        setups = [_governor(stack, folder / f"w{w}", upstream, w) for w in (1, 2)]
+        for r in range(rounds):
+            for setup in setups if r % 2 == 0 else setups[::-1]:
+                for name in FILES:
+                    pids = setup.server.pids()
+                    (u0, s0), (v0, i0) = cpu_times(pids), _switches(pids)
+                    result = run_wrk(
+                        tools.wrk, lua, setup.url(name), configs.HOST,
+                        seconds=seconds, connections=CONNECTIONS,
+                    )  # fmt: skip
+                    (u1, s1), (v1, i1) = cpu_times(pids), _switches(pids)
+                    n = max(result.requests, 1)
+                    costs = Costs(1e6 * (u1 + s1 - u0 - s0) / n, (v1 - v0) / n, (i1 - i0) / n)
+                    rows.setdefault((setup.key, name), []).append(costs)
+                    print(
+                        f"  round {r + 1} {setup.key} {name}: {result.rps:,.0f} req/s, "
+                        f"{costs.cpu_us:.1f} µs, context switches {costs.voluntary:.3f} "
+                        f"voluntary, {costs.involuntary:.3f} involuntary per request",
+                        flush=True,
+                    )
+    print(f"\ncpu: medians of {rounds} rounds of {seconds:g} s, per request")
+    for name in FILES:
+        one, two = (
+            [
+                statistics.median(getattr(c, f) for c in rows[(k, name)])
+                for f in Costs.__annotations__
+            ]
+            for k in ("w1", "w2")
+        )
+        print(
+            f"  {name:>8}: CPU {one[0]:.1f} µs, workers: 2 {two[0]:.1f} µs"
+            f" ({two[0] / one[0] - 1:+.0%});"
+            f" context switches voluntary {one[1]:.3f} / {two[1]:.3f},"
+            f" involuntary {one[2]:.3f} / {two[2]:.3f}"
+        )
+
+
+_TOTAL = re.compile(r"^(?:summary|totals):\s+(\d+)", re.M)
+
+
+def _instructions(
+    tools: Tools, folder: Path, upstream: int, workers: int, name: str, seconds: float
+) -> tuple[int, int, list[int]]:
+    """(requests, instructions, per process) for one setup under callgrind."""
+    out = folder / "callgrind"
+    out.mkdir(parents=True)  # and folder
+    lua = write_lua(folder)
+    valgrind = [
+        "valgrind", "--tool=callgrind", "--trace-children=yes", "--dump-instr=no",
+        f"--callgrind-out-file={out}/cg.%p",
+    ]  # fmt: skip
+    with ExitStack() as stack:
+        setup = _governor(stack, folder, upstream, workers, valgrind)
+        url = setup.url(name)
+        run_wrk(tools.wrk, lua, url, configs.HOST, seconds=10, connections=CONNECTIONS)  # warm
+        subprocess.run(["callgrind_control", "-z"], capture_output=True, check=False, timeout=120)
+        result = run_wrk(tools.wrk, lua, url, configs.HOST, seconds=seconds, connections=32)
+        subprocess.run(
+            ["callgrind_control", "-d", "measured"], capture_output=True, check=False, timeout=120
+        )
+        per: list[int] = []
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:  # each process writes its dump when it gets to it
+            dumps = [
+                p for p in out.glob("cg.*.*") if "measured" in p.read_text(errors="replace")[:4096]
+            ]
+            if len(dumps) >= (workers + 1 if workers > 1 else 1):
+                per = [
+                    int(m.group(1))
+                    for p in dumps
+                    if (m := _TOTAL.search(p.read_text(errors="replace")))
+                ]
+                break
+            time.sleep(1)
+    if not per:
+        raise RuntimeError(f"no callgrind dump for {workers} worker(s) in {out}")
+    return result.requests, sum(per), per
+
+
+def _instructions_part(tools: Tools, folder: Path, upstream: int, seconds: float) -> None:
+    print("\ninstructions per request (callgrind; every process of the setup)")
+    for name in FILES:
+        counts = {}
+        for workers in (1, 2):
+            requests, total, per = _instructions(
+                tools, folder / f"cg-{workers}-{name}", upstream, workers, name, seconds
+            )
+            counts[workers] = total / max(requests, 1)
+            parts = ", ".join(f"{n / max(requests, 1):,.0f}" for n in per)
+            print(
+                f"  {name:>8} workers: {workers}: {requests:,} requests,"
+                f" {counts[workers]:,.0f} ({parts})"
+            )
+        print(f"  {name:>8}: workers: 2 {counts[2] / counts[1] - 1:+.1%} against one process")
+
+
+def main() -> None:
+    rounds = int(os.environ.get("WORKERS_ROUNDS", "3"))
+    seconds = float(os.environ.get("WORKERS_SECONDS", "5"))
+    parts = set(os.environ.get("WORKERS_PARTS", "cpu,instructions").split(","))
+    if rounds <= 0 or seconds <= 0 or not parts <= {"cpu", "instructions"}:
+        raise SystemExit(
+            "bench-workers: WORKERS_ROUNDS, WORKERS_SECONDS > 0; WORKERS_PARTS cpu,instructions"
+        )
+    tools = ensure_tools()
+    print(f"cores: {plan_cores().note}", flush=True)
+    with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="governor-workers-") as tmp:
+        folder = Path(tmp)
+        origin = start_origin(stack, tools, folder, plan_cores())
+        if "cpu" in parts:
+            _cpu_part(tools, folder / "cpu", origin.port, rounds, seconds)
+        if "instructions" in parts:
+            if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
+                print("\ninstructions: valgrind is not installed (apt-get install valgrind)")
+            else:
+                _instructions_part(tools, folder / "instructions", origin.port, 3 * seconds)
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
