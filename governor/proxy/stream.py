@@ -78,9 +78,7 @@ class ResponseStream:
             block = response_block(up.block, up.connection, body=False)
             request.start_response(up.status, up.reason, block, length=None, body=False)
             return self._end()
-        # Under a cut or a limit, each piece meets the cap or the limit in body_data().
-        held = self.cut or self.limit is not None or self.pacer is not None
-        first = [] if held else conn.read_nowait()
+        first = [] if self._piecewise() else conn.read_nowait()
         try:
             block = response_block(up.block, up.connection, body=True)
             request.start_response(
@@ -100,9 +98,7 @@ class ResponseStream:
         client = request.conn
         pacer = self.pacer
         if (
-            pacer is None
-            and not self.cut
-            and self.limit is None
+            not self._piecewise()
             and not request.chunked_out
             and client.scheme == "http"
             and conn.key[0] == "http"
@@ -136,6 +132,12 @@ class ResponseStream:
                     self._waiting.cancel()
                     self._waiting = None
         return self._end()
+
+    def _piecewise(self) -> bool:
+        """Whether each body piece must pass body_data(): under a cut, a limit or pacing it
+        meets the cap, the limit or the rate there (not joined to the head, nor left to
+        the kernel)."""
+        return self.cut or self.limit is not None or self.pacer is not None
 
     def _kernel_relay(self, conn: OriginConnection, left: int) -> zerocopy.KernelRelay | None:
         """The kernel's relay of the body's ``left`` bytes; None when it cannot be had (no

@@ -46,7 +46,7 @@ def _env(pairs: list[str]) -> dict[str, str]:
     return env
 
 
-def _governor(
+def start_governor(
     stack: ExitStack,
     key: str,
     checkout: Path,
@@ -56,6 +56,7 @@ def _governor(
     workers: int,
     spread: bool,
 ) -> Setup:
+    """``checkout``'s own governor (its venv, its code), started and answering."""
     python = checkout / ".venv" / "bin" / "python"
     if not python.exists():
         raise SystemExit(f"ab: {python} does not exist: run `make install` in {checkout}")
@@ -106,7 +107,7 @@ def main() -> None:
         lua = write_lua(folder)
         up = origin.port
         setups = {
-            "A": _governor(
+            "A": start_governor(
                 stack,
                 "A",
                 args.base.resolve(),
@@ -116,7 +117,7 @@ def main() -> None:
                 args.base_workers,
                 args.spread,
             ),
-            "B": _governor(
+            "B": start_governor(
                 stack,
                 "B",
                 args.head.resolve(),

@@ -38,7 +38,8 @@ from pathlib import Path
 from typing import Any
 
 from tests.bench import configs
-from tests.bench.lab import Setup, _start, plan_cores, start_origin
+from tests.bench.ab import start_governor
+from tests.bench.lab import Setup, plan_cores, start_origin
 from tests.bench.load import run_wrk, write_lua
 from tests.bench.procs import Server, cpu_times
 from tests.bench.tools import Tools, ensure_tools
@@ -73,10 +74,10 @@ def _switches(pids: list[int]) -> tuple[int, int]:
     return voluntary, involuntary
 
 
-def _governor(
-    stack: ExitStack, folder: Path, upstream: int, workers: int, argv: list[str] | None = None
+def _under_valgrind(
+    stack: ExitStack, folder: Path, upstream: int, workers: int, valgrind: list[str]
 ) -> Setup:
-    """governor serve on make bench's cores; ``argv``: what runs it (valgrind's)."""
+    """governor serve run by ``valgrind``, on make bench's cores (slow to start and stop)."""
     cores = plan_cores()
     key = f"w{workers}"
     server = Server(key, [], folder / "out.log", cores.workers if workers > 1 else cores.proxy)
@@ -84,14 +85,12 @@ def _governor(
     top: dict[str, Any] = {"workers": workers} if workers > 1 else {}
     conf = configs.governor(folder, server.port, upstream, **top)
     python = ROOT / ".venv" / "bin" / "python"
-    server.argv = [*(argv or []), str(python), "-m", "governor", "serve", "-c", str(conf)]
+    server.argv = [*valgrind, str(python), "-m", "governor", "serve", "-c", str(conf)]
     server.listeners = workers
-    if argv:  # valgrind: slow to start, slow to stop
-        stack.callback(server.stop, 120.0)
-        server.start()
-        server.wait_ready(lambda: True, timeout=900.0)
-        return Setup(key, key, server, config=conf)
-    return Setup(key, key, _start(stack, server), config=conf)
+    stack.callback(server.stop, 120.0)
+    server.start()
+    server.wait_ready(lambda: True, timeout=900.0)
+    return Setup(key, key, server, config=conf)
 
 
 def _cpu_part(tools: Tools, folder: Path, upstream: int, rounds: int, seconds: float) -> None:
@@ -99,7 +98,10 @@ def _cpu_part(tools: Tools, folder: Path, upstream: int, rounds: int, seconds: f
     lua = write_lua(folder)
     rows: dict[tuple[str, str], list[Costs]] = {}
     with ExitStack() as stack:
-        setups = [_governor(stack, folder / f"w{w}", upstream, w) for w in (1, 2)]
+        setups = [
+            start_governor(stack, f"w{w}", ROOT, folder / f"w{w}", upstream, {}, w, spread=True)
+            for w in (1, 2)
+        ]
         for r in range(rounds):
             for setup in setups if r % 2 == 0 else setups[::-1]:
                 for name in FILES:
@@ -151,11 +153,13 @@ def _instructions(
         f"--callgrind-out-file={out}/cg.%p",
     ]  # fmt: skip
     with ExitStack() as stack:
-        setup = _governor(stack, folder, upstream, workers, valgrind)
+        setup = _under_valgrind(stack, folder, upstream, workers, valgrind)
         url = setup.url(name)
         run_wrk(tools.wrk, lua, url, configs.HOST, seconds=10, connections=CONNECTIONS)  # warm
         subprocess.run(["callgrind_control", "-z"], capture_output=True, check=False, timeout=120)
-        result = run_wrk(tools.wrk, lua, url, configs.HOST, seconds=seconds, connections=32)
+        result = run_wrk(
+            tools.wrk, lua, url, configs.HOST, seconds=seconds, connections=CONNECTIONS
+        )
         subprocess.run(
             ["callgrind_control", "-d", "measured"], capture_output=True, check=False, timeout=120
         )
