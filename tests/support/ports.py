@@ -10,11 +10,22 @@ from collections.abc import Iterator
 HOST = "127.0.0.1"
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
+    """A TCP port on 127.0.0.1 that nothing listens on right now, and that this process has
+    not handed out before: the kernel may give the same port to two binds in a row once the
+    first socket is closed, and a test that asks for three ports (governor's, the admin
+    listener's, the site's) must get three (CI once saw governor and the site given one)."""
+    for _ in range(1000):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind((HOST, 0))
+            port = int(s.getsockname()[1])
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
+    raise RuntimeError(f"no port left that this process has not handed out ({len(_handed_out)})")
 
 
 @contextlib.contextmanager
