@@ -58,9 +58,13 @@ class WrkResult:
     output: str
 
 
-def write_lua(folder: Path) -> Path:
-    path = folder / "totals.lua"
-    path.write_text(WRK_DONE_LUA)
+def write_lua(folder: Path, *, delay_ms: int = 0) -> Path:
+    """wrk's script: the done() hook, and with ``delay_ms`` a pause before each request
+    (wrk's delay() hook: each connection then sends at most one request per ``delay_ms``
+    plus a round trip, a paced load instead of as many as the proxy can answer)."""
+    path = folder / (f"paced-{delay_ms}.lua" if delay_ms else "totals.lua")
+    pause = f"delay = function()\n  return {delay_ms}\nend\n" if delay_ms else ""
+    path.write_text(WRK_DONE_LUA + pause)
     return path
 
 

@@ -10,10 +10,14 @@ shares the load core with wrk and the origin. This tells what governor does more
 request from what the shared core costs. It has two parts, each run against one process
 and against ``workers: 2``, on the same origin and files:
 
-* **cpu**: make bench's cores (one process on the proxy core; two workers on the proxy
-  core and the load core), wrk with 32 connections, in interleaved rounds. Per request:
-  CPU µs, and the context switches the kernel made (voluntary: the loop waited for
-  events; involuntary: it was preempted), read from /proc. Medians.
+* **cpu**: three setups in interleaved rounds: one process on the proxy core (``w1``);
+  ``workers: 2`` on make bench's cores, the second worker on the load core (``w2``); and
+  ``workers: 2`` both on the proxy core (``w2-proxy``). Each is loaded twice: saturated
+  (wrk with 32 connections, as make bench) and paced (each connection waits ``PACE_MS``
+  before each request, so that no core is saturated and the second worker is not preempted
+  by wrk, as on a machine with a core to spare). Per request: CPU µs, and the context
+  switches the kernel made (voluntary: the loop waited for events; involuntary: it was
+  preempted), read from /proc. Medians.
 * **instructions** (when valgrind is installed): each setup under ``valgrind
   --tool=callgrind`` (workers included, ``--trace-children``), counters zeroed after a
   warm-up, then wrk for a fixed time; instructions per request over every process. A count
@@ -47,6 +51,14 @@ from tests.support import free_port
 
 FILES = ("1k.bin", "64k.bin")
 CONNECTIONS = 32
+# (key, workers, spread): one process on the proxy core; workers: 2 on make bench's cores
+# (the second worker on the load core); workers: 2 both on the proxy core, where nothing
+# but governor runs, so what they cost beyond one process is governor's alone.
+SETUPS = (("w1", 1, False), ("w2", 2, True), ("w2-proxy", 2, False))
+# The paced load: each of the 32 connections waits this long before each request, about
+# 40% of what one process answers at 1 KiB, so no core is saturated: the second worker is
+# not preempted by wrk and the origin, which is the case of a machine with a core to spare.
+PACE_MS = 2
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -55,6 +67,9 @@ class Costs:
     cpu_us: float
     voluntary: float  # context switches per request
     involuntary: float
+
+
+_FIELDS = ("cpu_us", "voluntary", "involuntary")
 
 
 def _switches(pids: list[int]) -> tuple[int, int]:
@@ -95,47 +110,60 @@ def _under_valgrind(
 
 def _cpu_part(tools: Tools, folder: Path, upstream: int, rounds: int, seconds: float) -> None:
     folder.mkdir(parents=True)
-    lua = write_lua(folder)
-    rows: dict[tuple[str, str], list[Costs]] = {}
+    loads = {"saturated": write_lua(folder), "paced": write_lua(folder, delay_ms=PACE_MS)}
+    rows: dict[tuple[str, str, str], list[Costs]] = {}
     with ExitStack() as stack:
         setups = [
-            start_governor(stack, f"w{w}", ROOT, folder / f"w{w}", upstream, {}, w, spread=True)
-            for w in (1, 2)
+            start_governor(stack, key, ROOT, folder / key, upstream, {}, w, spread=spread)
+            for key, w, spread in SETUPS
         ]
         for r in range(rounds):
             for setup in setups if r % 2 == 0 else setups[::-1]:
                 for name in FILES:
-                    pids = setup.server.pids()
-                    (u0, s0), (v0, i0) = cpu_times(pids), _switches(pids)
-                    result = run_wrk(
-                        tools.wrk, lua, setup.url(name), configs.HOST,
-                        seconds=seconds, connections=CONNECTIONS,
-                    )  # fmt: skip
-                    (u1, s1), (v1, i1) = cpu_times(pids), _switches(pids)
-                    n = max(result.requests, 1)
-                    costs = Costs(1e6 * (u1 + s1 - u0 - s0) / n, (v1 - v0) / n, (i1 - i0) / n)
-                    rows.setdefault((setup.key, name), []).append(costs)
-                    print(
-                        f"  round {r + 1} {setup.key} {name}: {result.rps:,.0f} req/s, "
-                        f"{costs.cpu_us:.1f} µs, context switches {costs.voluntary:.3f} "
-                        f"voluntary, {costs.involuntary:.3f} involuntary per request",
-                        flush=True,
-                    )
+                    for load, lua in loads.items():
+                        costs, rps = _measure(tools, setup, lua, name, seconds)
+                        rows.setdefault((load, setup.key, name), []).append(costs)
+                        print(
+                            f"  round {r + 1} {setup.key} {name} {load}: {rps:,.0f} req/s,"
+                            f" {costs.cpu_us:.1f} µs, context switches {costs.voluntary:.3f}"
+                            f" voluntary, {costs.involuntary:.3f} involuntary per request",
+                            flush=True,
+                        )
     print(f"\ncpu: medians of {rounds} rounds of {seconds:g} s, per request")
-    for name in FILES:
-        one, two = (
-            [
-                statistics.median(getattr(c, f) for c in rows[(k, name)])
-                for f in Costs.__annotations__
-            ]
-            for k in ("w1", "w2")
-        )
-        print(
-            f"  {name:>8}: CPU {one[0]:.1f} µs, workers: 2 {two[0]:.1f} µs"
-            f" ({two[0] / one[0] - 1:+.0%});"
-            f" context switches voluntary {one[1]:.3f} / {two[1]:.3f},"
-            f" involuntary {one[2]:.3f} / {two[2]:.3f}"
-        )
+    for load in loads:
+        for name in FILES:
+            medians = {
+                key: Costs(
+                    *(
+                        statistics.median(getattr(c, f) for c in rows[(load, key, name)])
+                        for f in _FIELDS
+                    )
+                )
+                for key, _, _ in SETUPS
+            }
+            one = medians["w1"]
+            for key, _, _ in SETUPS:
+                costs = medians[key]
+                print(
+                    f"  {load:>9} {name:>8} {key:>8}: CPU {costs.cpu_us:.1f} µs"
+                    f" ({costs.cpu_us / one.cpu_us - 1:+.1%} against w1);"
+                    f" context switches {costs.voluntary:.3f} voluntary,"
+                    f" {costs.involuntary:.3f} involuntary"
+                )
+
+
+def _measure(
+    tools: Tools, setup: Setup, lua: Path, name: str, seconds: float
+) -> tuple[Costs, float]:
+    """One wrk run against ``setup``: its costs per request, and the requests/s."""
+    pids = setup.server.pids()
+    (u0, s0), (v0, i0) = cpu_times(pids), _switches(pids)
+    result = run_wrk(
+        tools.wrk, lua, setup.url(name), configs.HOST, seconds=seconds, connections=CONNECTIONS
+    )
+    (u1, s1), (v1, i1) = cpu_times(pids), _switches(pids)
+    n = max(result.requests, 1)
+    return Costs(1e6 * (u1 + s1 - u0 - s0) / n, (v1 - v0) / n, (i1 - i0) / n), result.rps
 
 
 _TOTAL = re.compile(r"^(?:summary|totals):\s+(\d+)", re.M)
