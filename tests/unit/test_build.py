@@ -8,6 +8,7 @@ switch itself in fresh interpreters, whichever build the suite runs on.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from importlib.machinery import EXTENSION_SUFFIXES
@@ -121,3 +122,10 @@ def test_without_a_compiler_the_install_builds_pure_python_and_says_why(
         backend.wanted()
     monkeypatch.setenv("GOVERNOR_COMPILE", "0")
     assert not backend.wanted()
+
+
+def test_the_readme_gives_the_number_of_modules_that_are_compiled() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### The compiled build", 1)[1].split("\n### ", 1)[0]
+    said = {int(n) for n in re.findall(r"(\d+) modules\b", section)}
+    assert said == {len(build.sources())}, (said, len(build.sources()))
