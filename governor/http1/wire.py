@@ -305,7 +305,7 @@ def _content_length(values: list[bytes]) -> int:
 def _tokens(values: list[bytes]) -> tuple[str, ...]:
     """The elements of a comma-separated list, trimmed of SP/HTAB only, ASCII lower-cased
     (``values`` are trimmed already, as :func:`_values` gives them)."""
-    if len(values) == 1 and b"," not in values[0]:  # "keep-alive", "close": one token
+    if len(values) == 1 and values[0].find(b",") < 0:  # "keep-alive", "close": one token
         token = values[0].lower()
         return (token.decode("latin-1"),) if token else ()
     return tuple(
