@@ -32,6 +32,7 @@ from collections.abc import Callable
 from governor.config import CrawlerConfig, TenantConfig
 from governor.core.clients import is_trusted
 from governor.core.ledger import Key, Ledger
+from governor.core.lightest import Lightest
 from governor.core.pacing import Pacer
 
 CRAWLERS = "crawlers"
@@ -90,16 +91,17 @@ class SpaceSaving:
     """The heaviest items of a stream by weight, in ``capacity`` counters.
 
     An item's estimate is at least its true weight and at most ``total / capacity`` above
-    it. Replacing the lightest counter costs a pass over the counters; adding to a
-    counted item is a dict update.
+    it. Replacing the lightest counter is amortized O(log capacity) (:class:`Lightest`);
+    adding to a counted item is a dict update.
     """
 
-    __slots__ = ("capacity", "counts", "total")
+    __slots__ = ("capacity", "counts", "lightest", "total")
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self.counts: dict[str, int] = {}
         self.total = 0
+        self.lightest = Lightest()
 
     def add(self, item: str, n: int) -> int:
         """Add ``n`` to ``item``; its estimate afterwards."""
@@ -110,9 +112,10 @@ class SpaceSaving:
             count += n
         elif len(counts) < self.capacity:
             count = n
+            self.lightest.add(item, count)
         else:
-            lightest = min(counts, key=counts.__getitem__)
-            count = counts.pop(lightest) + n
+            count = counts.pop(self.lightest.pop(counts.__getitem__)) + n
+            self.lightest.add(item, count)
         counts[item] = count
         return count
 

@@ -34,6 +34,7 @@ import re
 from typing import Literal
 
 from governor.config.model import ClientForm
+from governor.core.lightest import Lightest
 
 Dimension = Literal["client", "path", "agent", "referrer"]
 DIMENSIONS: tuple[Dimension, ...] = ("client", "path", "agent", "referrer")
@@ -46,11 +47,12 @@ _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
 class TopTable:
     """Space-saving by bytes over ``capacity`` counters; each item's requests alongside."""
 
-    __slots__ = ("capacity", "counts")
+    __slots__ = ("capacity", "counts", "lightest")
 
     def __init__(self, capacity: int = COUNTERS) -> None:
         self.capacity = capacity
         self.counts: dict[str, list[int]] = {}  # item -> [bytes, requests]
+        self.lightest = Lightest()
 
     def add(self, item: str, nbytes: int, requests: int = 1) -> None:
         counts = self.counts
@@ -61,10 +63,14 @@ class TopTable:
             return
         if len(counts) < self.capacity:
             counts[item] = [nbytes, requests]
+            self.lightest.add(item, nbytes)
             return
-        lightest = min(counts, key=lambda k: counts[k][0])
-        old = counts.pop(lightest)
+        old = counts.pop(self.lightest.pop(self._bytes_of))
         counts[item] = [old[0] + nbytes, old[1] + requests]
+        self.lightest.add(item, old[0] + nbytes)
+
+    def _bytes_of(self, item: str) -> int:
+        return self.counts[item][0]
 
     def items(self) -> list[tuple[str, int, int]]:
         """(item, bytes, requests), heaviest first."""

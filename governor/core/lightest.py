@@ -1,0 +1,50 @@
+"""The lightest of a bounded set of counters whose weights only grow, pure.
+
+Both space-saving tables (the top consumers' in :mod:`governor.core.top`, the visitors'
+in :mod:`governor.core.shares`) replace their lightest counter when a new item comes
+and every counter is taken. A pass over the counters to find it costs the table's size
+on every such request: 5 µs at 100 counters, 7 µs at 256, on each request of a crawl of
+distinct paths or a flood of distinct visitors, the traffic those tables are for.
+
+:class:`Lightest` keeps a min-heap of ``(weight, item)``, one entry per counter, and
+lets entries go stale: a counter that grows is not touched here. Stale entries only
+understate (weights never shrink while an item is counted), so when the top entry's
+weight is its item's current weight, no counter is lighter; a stale top is refreshed
+and sifted down, and the search goes on. Each growth makes at most one refresh later:
+amortized O(log n) per replacement.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from heapq import heappop, heappush, heapreplace
+
+
+class Lightest:
+    """The counters of a table, by weight, for taking out the lightest."""
+
+    __slots__ = ("_heap", "checks")
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[int, str]] = []
+        self.checks = 0  # weights read by pop(): how much work the replacements took
+
+    def add(self, item: str, weight: int) -> None:
+        """A counter the table now holds (not one it holds already)."""
+        heappush(self._heap, (weight, item))
+
+    def pop(self, weight_of: Callable[[str], int]) -> str:
+        """Take out and return the lightest counter's item; ``weight_of`` gives an item's
+        current weight. The table must hold at least one counter."""
+        heap = self._heap
+        while True:
+            weight, item = heap[0]
+            current = weight_of(item)
+            self.checks += 1
+            if current == weight:
+                heappop(heap)
+                return item
+            heapreplace(heap, (current, item))
+
+    def __len__(self) -> int:
+        return len(self._heap)
