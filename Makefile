@@ -32,7 +32,8 @@ install: $(NATIVE)
 # 127.0.0.1:$(SITE_PORT). The demo tenant's upstream in config/governor.yaml is
 # "http://127.0.0.1:${SITE_PORT-8000}", so `make run SITE_PORT=8001` moves both.
 # A port already in use stops it with one line saying which; Ctrl-C stops both.
-# Open http://localhost:8080/ and reload it: the 15th reload shows the notice (cap 200 KiB).
+# Open http://localhost:8080/ and reload it: the 14th reload (the 15th view) shows the notice
+# (cap 200 KiB).
 run: $(NATIVE)
 	@SITE_PORT=$(SITE_PORT) $(BIN)/governor check --config config/governor.yaml
 	@echo "make run: the demo site on 127.0.0.1:$(SITE_PORT), governor in front of it on" \

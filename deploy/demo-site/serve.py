@@ -6,8 +6,8 @@ It serves the files in ``www/`` with ``Cache-Control: no-store`` and no validato
 (no Last-Modified, no ETag, conditional requests ignored), so that every reload in a
 browser fetches the whole page again and counts against the demo cap, as a reload of
 a real dynamic site does. With ``-- COMMAND ...`` it runs COMMAND (governor) in front of
-the site once the port is bound, passes it SIGINT and SIGTERM, and stops the site when
-COMMAND ends, with COMMAND's exit status.
+the site once the port is bound, passes it SIGINT, SIGTERM and SIGHUP (governor's reload),
+and stops the site when COMMAND ends, with COMMAND's exit status.
 
 A port it cannot bind (already in use, not allowed) is one clear line on stderr and exit
 status 1, before COMMAND starts: nothing runs in front of whatever owns the port.
@@ -86,12 +86,14 @@ def run_in_front(command: list[str]) -> int:
 
     def forward(signum: int, _frame: FrameType | None) -> None:
         if child is None:
-            pending.append(signum)
+            if signum != signal.SIGHUP:  # a reload of what has not started yet: nothing to do
+                pending.append(signum)
         elif child.poll() is None:
             child.send_signal(signum)
 
     signal.signal(signal.SIGINT, forward)
     signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGHUP, forward)  # a reload: `kill -HUP` this or governor, alike
     try:
         # Its own process group: Ctrl-C in the terminal reaches it once, through forward()
         # (governor takes a second SIGINT while it drains as "stop now", losing the flush).

@@ -86,6 +86,7 @@ class Flusher:
         # Called with the store after each flush that reached it (the top consumers).
         self.writers: list[Callable[[Store], Awaitable[None]]] = []
         runtime.on_nudge = self.nudge
+        runtime.flush_now = self.flush
 
     def reconfigure(self, config: Config) -> None:
         """A reload's fan-out: a new ``flush_interval`` counts from now, not from the last wait."""

@@ -14,7 +14,7 @@ Invariants:
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
@@ -125,6 +125,8 @@ class Runtime:
         self.unflushed_since: float | None = None
         # Set by the flusher that serves this runtime; nothing to do without one.
         self.on_nudge: Callable[[], None] = _no_flusher
+        # Set by the same flusher: send this instance's pending counts now (before a reset).
+        self.flush_now: Callable[[], Awaitable[None]] = _nothing_to_flush
 
     def reconfigure(self, config: Config, snapshot: Snapshot | None = None) -> None:
         """Serve new requests under ``config``; counts are kept.
@@ -213,6 +215,9 @@ class Runtime:
             return None
         key = (name, usage.period)
         self.ledger.serve(key)
+        # What this instance counted before the reset goes to the store first, or it would
+        # land after the reset, up to a flush_interval later, as if counted after it.
+        await self.flush_now()
         await self.store.reset(key)
         self.ledger.seed({key: 0})
         self.touched.add(name)
@@ -248,4 +253,8 @@ async def cap_reached_at(
 
 
 def _no_flusher() -> None:
+    pass
+
+
+async def _nothing_to_flush() -> None:
     pass

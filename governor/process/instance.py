@@ -271,7 +271,8 @@ class Governor:
             if collecting:
                 gc.enable()
         self.metrics.reloaded(True)
-        log.info("reloaded %s: %d tenants", config.path, len(config.tenants))
+        n = len(config.tenants)
+        log.info("reloaded %s: %d tenant%s", config.path, n, "" if n == 1 else "s")
         return True
 
     def _prepare(self, path: Path) -> tuple[Config, Snapshot, Certificates | None]:

@@ -296,6 +296,25 @@ async def test_a_reset_zeroes_todays_count(
     assert "nope" in err["error"]
 
 
+async def test_a_reset_takes_what_was_served_before_it_and_not_flushed_yet(
+    make_governor: GovernorFactory, token_file: str, seen: Seen
+) -> None:
+    """A page served before the reset, its bytes still waiting for the next flush, must not
+    land in the store after the reset, as if it had been served after it."""
+    gov = await make_governor(cap="30 KiB", **admin_options())
+    key = ("site", "2024-02-21")
+    assert await fetch(gov.port) == 200
+    await eventually(lambda: gov.runtime.ledger.pending_bytes() > 20000)  # charged, unflushed
+    status, doc, _ = await call(gov, "POST", "/api/v1/tenants/site/reset", headers=AUTH)
+    assert status == 200
+    assert doc["used_bytes"] == 0
+    assert gov.runtime.ledger.pending_bytes() == 0
+    await gov.flusher.flush()
+    assert (await gov.store.totals([key])).get(key, 0) == 0
+    assert gov.runtime.usage("site") is not None
+    assert await fetch(gov.port) == 200  # the whole cap is there again
+
+
 @pytest.mark.parametrize(
     ("body", "says"),
     [

@@ -282,3 +282,22 @@ async def test_ctrl_c_stops_governor_gracefully_and_then_the_site(demo: Demo) ->
     assert "governor: stopped" in log, log  # drained and flushed, not killed mid-way
     assert port_is_free(demo.site_port)
     assert port_is_free(demo.port)
+
+
+async def test_sighup_to_the_demo_launcher_reloads_governor_and_both_keep_serving(
+    demo: Demo,
+) -> None:
+    """The README's reload under make run, `pkill -HUP -f demo-site/serve.py`: the launcher
+    passes SIGHUP on (its default action would end the launcher, and the site with it)."""
+    text = demo.config.read_text(encoding="utf-8")
+    assert "daily_cap: 200 KiB" in text
+    demo.config.write_text(text.replace("daily_cap: 200 KiB", "daily_cap: 10 KiB"), "utf-8")
+    os.kill(demo.proc.pid, signal.SIGHUP)
+    await demo.wait_for("reloaded")
+    client = await RawClient.connect(demo.port)
+    await client.send(request("GET", "/", f"localhost:{demo.port}"))
+    resp = await client.response()
+    await client.close()
+    assert resp.status == 503  # the 14 KB page no longer fits the new 10 KiB cap
+    assert demo.proc.returncode is None
+    assert not port_is_free(demo.site_port)
