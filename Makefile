@@ -89,5 +89,5 @@ soak: $(STAMP)
 	$(BIN)/python -m tests.soak
 
 clean:
-	rm -rf $(VENV) state build .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) state config/state build .pytest_cache .mypy_cache .ruff_cache
 	find governor -name '*.so' -delete

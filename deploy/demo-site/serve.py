@@ -63,9 +63,9 @@ def bind(host: str, port: int, directory: Path) -> http.server.ThreadingHTTPServ
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             reason = (
-                f"{host}:{port} is already in use by another program (another `make run`?). "
-                "Stop it, or run the demo site on another port: "
-                f"make run SITE_PORT={_another(port)}"
+                f"{host}:{port} is already in use by another program. If it is another "
+                "`make run`, stop that one (it holds governor's ports too); otherwise run the "
+                f"demo site on another port: make run SITE_PORT={_another(port)}"
             )
         elif exc.errno == errno.EACCES:
             reason = f"not allowed to listen on {host}:{port}; choose a port above 1023"

@@ -91,9 +91,7 @@ def compose(text: str, ctx: Ctx) -> Node | None:
             _check_characters(text)
         root = composer.compose(text, PARSER)
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        what = ": ".join(p for p in (exc.context, exc.problem) if p) or "syntax error"
-        ctx.error(None if mark is None else mark.line + 1, "", f"invalid YAML: {what}")
+        ctx.error(*_yaml_problem(exc, text))
         return None
     except yaml.YAMLError as exc:  # ReaderError: a character YAML does not allow
         position = getattr(exc, "position", None)
@@ -105,6 +103,49 @@ def compose(text: str, ctx: Ctx) -> Node | None:
             None, "", "the file is empty; expected a mapping with at least listen and tenants"
         )
     return root
+
+
+# What YAML reports where something unclosed (a ``[``, a ``{``, a quote) began: the problem
+# is found lines later, at the next thing that cannot be inside it.
+_UNCLOSED = (
+    "while parsing a flow sequence",
+    "while parsing a flow mapping",
+    "while scanning a quoted",
+)
+_KEY_LINE = re.compile(r"( *)(?:- +)?([A-Za-z0-9_][A-Za-z0-9_.-]*) *:(?: |$)")
+
+
+def _yaml_problem(exc: yaml.MarkedYAMLError, text: str) -> tuple[int | None, str, str]:
+    """(line, key, message) for a YAML syntax error: where an unclosed bracket or quote
+    began, with the key it belongs to, rather than the line where YAML gave up."""
+    found = exc.problem_mark or exc.context_mark
+    line = None if found is None else found.line + 1
+    what = ": ".join(p for p in (exc.context, exc.problem) if p) or "syntax error"
+    began = exc.context_mark
+    if began is not None and (exc.context or "").startswith(_UNCLOSED) and began.line + 1 != line:
+        where = f" at line {line}" if line is not None else ""
+        message = f"invalid YAML: {exc.context} that begins here: {exc.problem}{where}"
+        return began.line + 1, _key_at(text.split("\n"), began.line), message
+    return line, "", f"invalid YAML: {what}"
+
+
+def _key_at(lines: list[str], index: int) -> str:
+    """The dotted key of what starts on ``lines[index]``, read from the indentation: the
+    line's own ``key:`` under its parents' (only the parents' for a list item)."""
+    if index >= len(lines):
+        return ""
+    here = lines[index]
+    m = _KEY_LINE.match(here)
+    path = [] if m is None else [m.group(2)]
+    indent = len(here) - len(here.lstrip(" "))
+    for line in reversed(lines[:index]):
+        if indent == 0:
+            break
+        m = _KEY_LINE.match(line)
+        if m is not None and len(m.group(1)) < indent:
+            path.append(m.group(2))
+            indent = len(m.group(1))
+    return ".".join(reversed(path))
 
 
 _SLICE = 1 << 16  # characters; a reload checks in a thread, and each search holds the GIL

@@ -45,6 +45,7 @@ class Demo:
     admin_port: int
     site_port: int
     log: list[str] = field(default_factory=list)
+    governor_pid: int | None = None  # the launcher's child, in a process group of its own
 
     async def wait_for(self, text: str) -> str:
         """The next log line holding ``text`` (the demo site's and governor's stderr)."""
@@ -114,6 +115,19 @@ async def stop_demo(demo: Demo) -> None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(demo.proc.pid, signal.SIGKILL)
             await demo.proc.wait()
+    # A launcher that died (a test that fails by killing it) leaves governor behind, in its
+    # own process group: never let it outlive the test.
+    if demo.governor_pid is not None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(demo.governor_pid, signal.SIGKILL)
+
+
+def launched(demo: Demo) -> int:
+    """The pid of governor, the launcher's one child."""
+    (pid,) = map(
+        int, Path(f"/proc/{demo.proc.pid}/task/{demo.proc.pid}/children").read_text().split()
+    )
+    return pid
 
 
 @pytest.fixture
@@ -123,6 +137,7 @@ async def demo(tmp_path: Path) -> AsyncIterator[Demo]:
     running = await start_demo(config, port=port, admin_port=admin_port, site_port=site_port)
     try:
         await running.wait_for("governor listening on")
+        running.governor_pid = launched(running)
         yield running
     finally:
         await stop_demo(running)
@@ -231,9 +246,9 @@ async def test_a_site_port_in_use_is_one_clear_line_and_nothing_starts(tmp_path:
     assert proc.returncode == 1
     lines = err.decode().strip().splitlines()
     assert lines == [
-        f"demo site: 127.0.0.1:{taken} is already in use by another program (another "
-        f"`make run`?). Stop it, or run the demo site on another port: "
-        f"make run SITE_PORT={taken + 1}"
+        f"demo site: 127.0.0.1:{taken} is already in use by another program. If it is "
+        "another `make run`, stop that one (it holds governor's ports too); otherwise run "
+        f"the demo site on another port: make run SITE_PORT={taken + 1}"
     ]
     assert out == b""
     assert not marker.exists()  # governor never started in front of the other program
@@ -272,10 +287,8 @@ async def test_ctrl_c_stops_governor_gracefully_and_then_the_site(demo: Demo) ->
     # Ctrl-C must reach governor once: a second SIGINT while it drains means "stop now"
     # and loses the final flush. So governor is not in the group the terminal signals,
     # and serve.py passes the one signal on.
-    (governor_pid,) = map(
-        int, Path(f"/proc/{demo.proc.pid}/task/{demo.proc.pid}/children").read_text().split()
-    )
-    assert os.getpgid(governor_pid) != os.getpgid(demo.proc.pid)
+    assert demo.governor_pid is not None
+    assert os.getpgid(demo.governor_pid) != os.getpgid(demo.proc.pid)
     os.killpg(demo.proc.pid, signal.SIGINT)  # what Ctrl-C in the terminal sends
     code, log = await demo.finish()
     assert code == 0, log

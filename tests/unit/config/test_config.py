@@ -495,23 +495,39 @@ def test_problem_rendering(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("text", "line", "fragment"),
+    ("text", "line", "key", "fragment"),
     [
-        ("listen: [\n", 2, "invalid YAML"),
-        ("listen: a\n\tb: c\n", 2, "invalid YAML"),
-        ("a: 1\n---\nb: 2\n", 2, "expected a single document"),
-        ("listen: 'x\n", 2, "invalid YAML"),
-        ("listen: *nope\n", 1, "invalid YAML"),
-        ("a: 1\nb: x\x00\n", 2, "invalid YAML"),
-        ("éééééé: 1\nb: x\x07\n", 2, "invalid YAML"),  # libyaml counts bytes, not characters
-        ("- listen\n", 1, "the top level must be a mapping"),
-        ("just text\n", 1, "the top level must be a mapping (listen, tenants, ...), got a string"),
+        ("listen: [\n", 2, "", "invalid YAML"),
+        ("listen: a\n\tb: c\n", 2, "", "invalid YAML"),
+        ("a: 1\n---\nb: 2\n", 2, "", "expected a single document"),
+        ("listen: *nope\n", 1, "", "invalid YAML"),
+        ("a: 1\nb: x\x00\n", 2, "", "invalid YAML"),
+        ("éééééé: 1\nb: x\x07\n", 2, "", "invalid YAML"),  # libyaml counts bytes, not characters
+        ("- listen\n", 1, "", "the top level must be a mapping"),
+        ("just text\n", 1, "", "top level must be a mapping (listen, tenants, ...), got a string"),
+        ("a:\n  b: 1\n c: 2\n", 3, "", "invalid YAML"),  # indentation: where YAML gave up
+        # Something unclosed: where it began, with its key, and where YAML gave up.
+        ("listen: 'x\n", 1, "listen", "quoted scalar that begins here: found unexpected end"),
+        (
+            "tenants:\n  demo:\n    hosts: [a.test\n    upstream: http://x\n",
+            3,
+            "tenants.demo.hosts",
+            "flow sequence that begins here: ",
+        ),
+        ("tenants:\n  - {hosts: a\n", 2, "tenants", "flow mapping that begins here"),
     ],
 )
-def test_yaml_problems(tmp_path: Path, text: str, line: int, fragment: str) -> None:
+def test_yaml_problems(tmp_path: Path, text: str, line: int, key: str, fragment: str) -> None:
     problem = only(tmp_path, text)
-    assert (problem.line, problem.key) == (line, "")
+    assert (problem.line, problem.key) == (line, key)
     assert fragment in problem.message
+
+
+def test_an_unclosed_bracket_says_where_yaml_gave_up_too(tmp_path: Path) -> None:
+    problem = only(tmp_path, "listen: a\ntenants:\n  demo:\n    hosts: [a.test\n    upstream: x\n")
+    assert (problem.line, problem.key) == (4, "tenants.demo.hosts")
+    assert problem.message.endswith("at line 5")
+    assert "expected ',' or ']'" in problem.message
 
 
 def test_libyaml_composes_where_pyyaml_has_it() -> None:
