@@ -113,7 +113,15 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the console script; returns the exit status."""
+    """Entry point of the console script; returns the exit status (130 after Ctrl-C before
+    serving, as a shell reports SIGINT, and without a traceback)."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        return 130
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
     worker: int | None = getattr(args, "worker_index", None)
     prefix = "" if worker is None else f"worker {worker} "
@@ -185,8 +193,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:  # not expected: every known one is a StartError; still no traceback
         print(f"governor: {_os_error(exc)}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        return 130
 
 
 def _os_error(exc: OSError) -> str:

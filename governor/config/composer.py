@@ -91,6 +91,9 @@ except ImportError:  # pragma: no cover - PyYAML built without libyaml
 else:
     PARSERS["libyaml"] = CParser
 DEFAULT_PARSER = "libyaml" if "libyaml" in PARSERS else "pure"
+# Deeper than any config (tenants.NAME.crawlers.agents is 4): a file nested a thousand deep
+# would otherwise exhaust the interpreter's stack here, or in every walk of the tree after.
+MAX_DEPTH = 64
 
 
 def compose(text: str, parser: str = DEFAULT_PARSER) -> Node | None:
@@ -117,7 +120,7 @@ class _Composer:
         document = None
         if not events.check_event(StreamEndEvent):
             events.get_event()  # the document's start
-            document = self._node(events.get_event())
+            document = self._node(events.get_event(), 0)
             events.get_event()  # the document's end
             self._anchors = {}
         if not events.check_event(StreamEndEvent):
@@ -131,7 +134,7 @@ class _Composer:
         events.get_event()
         return document
 
-    def _node(self, event: Event) -> Node:
+    def _node(self, event: Event, depth: int) -> Node:
         """The node that ``event`` (just taken from the stream) starts."""
         if isinstance(event, AliasEvent):
             if event.anchor not in self._anchors:
@@ -148,6 +151,8 @@ class _Composer:
                 "second occurrence",
                 _mark(event),
             )
+        if depth > MAX_DEPTH:
+            raise ComposerError(None, None, f"nested deeper than {MAX_DEPTH} levels", _mark(event))
         line: int = _mark(event).line + 1
         node: Node
         events = self._events
@@ -164,7 +169,7 @@ class _Composer:
                 self._anchors[anchor] = node
             items = node.value
             while not isinstance(item := events.get_event(), SequenceEndEvent):
-                items.append(self._node(item))
+                items.append(self._node(item, depth + 1))
         else:
             assert isinstance(event, MappingStartEvent)
             node = MappingNode(self._tag(event, yaml.MappingNode), [], line)
@@ -172,7 +177,9 @@ class _Composer:
                 self._anchors[anchor] = node
             pairs = node.value
             while not isinstance(key := events.get_event(), MappingEndEvent):
-                pairs.append((self._node(key), self._node(events.get_event())))
+                pairs.append(
+                    (self._node(key, depth + 1), self._node(events.get_event(), depth + 1))
+                )
         return node
 
     def _tag(self, event: SequenceStartEvent | MappingStartEvent, kind: type[yaml.Node]) -> str:

@@ -176,12 +176,16 @@ def read_count_of(least: int, what: str) -> Callable[[Node, str, Ctx], int | Non
     return check
 
 
+# A hundred years: the prune's cutoff date and the store's key expiry must stay in range.
+MAX_HISTORY_DAYS = 36_600
+
+
 def read_history_days(node: Node, key: str, ctx: Ctx) -> int | None:
     text = scalar(node, key, "a whole number of days", ctx)
     if text is None:
         return None
-    if not _WHOLE.fullmatch(text) or int(text) < 1:
-        ctx.error(node, key, f"{text!r} is not a whole number of days >= 1")
+    if not _WHOLE.fullmatch(text) or not 1 <= int(text) <= MAX_HISTORY_DAYS:
+        ctx.error(node, key, f"{text!r} is not a whole number of days from 1 to {MAX_HISTORY_DAYS}")
         return None
     return int(text)
 

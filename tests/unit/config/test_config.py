@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import os
 import shutil
 import textwrap
 from pathlib import Path
@@ -21,9 +22,11 @@ from governor.config import (
     Timeouts,
     UpstreamURL,
     load_config,
+    loader,
     parse_config,
 )
 from governor.errors import ConfigError, Problem
+from governor.sizes import format_size
 
 REPO = Path(__file__).resolve().parents[3]
 TEMPLATE = "<p>$tenant used $used of $cap; back at $resets_at_local</p>\n"
@@ -460,6 +463,47 @@ def test_environment_reference_problems(tmp_path: Path, monkeypatch: pytest.Monk
 # --- problems ------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("kind", ["fifo", "device", "directory"])
+def test_a_config_path_that_is_not_a_regular_file_is_refused_at_once(
+    tmp_path: Path, kind: str
+) -> None:
+    """A FIFO would block the read for ever, /dev/zero fill the memory."""
+    if kind == "fifo":
+        path = tmp_path / "fifo.yaml"
+        os.mkfifo(path)
+        says = "is not a regular file"
+    elif kind == "device":
+        path, says = Path("/dev/zero"), "is not a regular file"
+    else:
+        path, says = tmp_path, "cannot read the file: Is a directory"
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    (problem,) = info.value.problems
+    assert str(problem) == f"{path}: {says}"
+
+
+def test_a_file_that_is_not_utf8_names_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes(b"listen: a\n# caf\xe9\ntenants: {}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    (problem,) = info.value.problems
+    assert (problem.line, problem.key) == (2, "")
+    assert "is not valid UTF-8" in problem.message
+
+
+def test_a_config_larger_than_the_limit_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(loader, "MAX_CONFIG_BYTES", 1000)
+    path = tmp_path / "big.yaml"
+    path.write_text("listen: a\n" + "# filler\n" * 200)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    (problem,) = info.value.problems
+    assert str(problem) == f"{path}: is larger than {format_size(1000)}"
+
+
 def test_missing_file(tmp_path: Path) -> None:
     path = tmp_path / "nope.yaml"
     with pytest.raises(ConfigError) as info:
@@ -481,7 +525,7 @@ def test_not_utf8(tmp_path: Path) -> None:
     path.write_bytes(b"listen: \xff\n")
     with pytest.raises(ConfigError, match="not valid UTF-8") as info:
         load_config(path)
-    assert info.value.problems[0].line is None
+    assert info.value.problems[0].line == 1
 
 
 def test_problem_rendering(tmp_path: Path) -> None:
@@ -623,6 +667,8 @@ CASES: list[tuple[dict[str, Any], int, str, str]] = [
     ({"tail": "store: redis://u:pw@h:70000/0\n"}, 7, "store", "'redis://u:***@h:70000/0'"),
     ({"tail": "store: rediss://a,b/0\n"}, 7, "store", "takes one host"),
     ({"tail": "store: unix://host/x.sock\n"}, 7, "store", "a unix socket URL has no host"),
+    ({"tail": "admin_listen: 127.0.0.1:8080\n"}, 7, "admin_listen", "also an address of listen"),
+    ({"tail": "admin_listen: 0.0.0.0:8080\n"}, 7, "admin_listen", "a port of its own"),
     ({"tail": "store: redis+sentinel://h:1\n"}, 7, "store", "service_name"),
     ({"tail": "store: redis+cluster://h:1/2\n"}, 7, "store", "only database 0"),
     ({"tail": "store: redis://h:1/0?x=1\n"}, 7, "store", "unsupported query parameter"),
@@ -631,7 +677,8 @@ CASES: list[tuple[dict[str, Any], int, str, str]] = [
     ({"tail": "flush_interval: soon\n"}, 7, "flush_interval", "'soon' is not a duration"),
     ({"tail": "flush_interval: .inf\n"}, 7, "flush_interval", "is not a duration"),
     ({"tail": "flush_interval: [1s]\n"}, 7, "flush_interval", "expected a duration"),
-    ({"tail": "history_days: 0\n"}, 7, "history_days", "not a whole number of days >= 1"),
+    ({"tail": "history_days: 0\n"}, 7, "history_days", "not a whole number of days from 1 to"),
+    ({"tail": "history_days: 800000\n"}, 7, "history_days", "days from 1 to 36600"),
     ({"tail": "history_days: 1.5\n"}, 7, "history_days", "not a whole number of days"),
     ({"tail": "history_days: yes\n"}, 7, "history_days", "not a whole number of days"),
     (
@@ -1403,3 +1450,19 @@ def test_period_problems_name_the_key(tmp_path: Path, tail: str, key: str, fragm
     problem = only(tmp_path, cfg(tail=tail))
     assert problem.key == key
     assert fragment in problem.message
+
+
+@pytest.mark.parametrize("flow", [False, True])
+def test_a_file_nested_a_thousand_deep_is_one_problem_not_a_traceback(
+    tmp_path: Path, flow: bool
+) -> None:
+    depth = 1000
+    if flow:
+        text = "listen: a\nx: " + "{a: " * depth + "1" + "}" * depth + "\n"
+    else:
+        text = "listen: a\nx:\n" + "\n".join("  " * (i + 1) + "a:" for i in range(depth)) + " 1\n"
+    problem = only(tmp_path, text)
+    assert problem.key == ""
+    assert problem.line is not None
+    assert problem.line <= 2 + 65
+    assert "invalid YAML" in problem.message
