@@ -24,6 +24,10 @@ from governor.config.store_url import mask_password, store_url_problem
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://", "redis+sentinel://", "redis+cluster://")
 _LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 _HOSTNAME = re.compile(rf"(?:{_LABEL}\.)*{_LABEL}", re.ASCII)  # one match for all labels
+# An upstream's name may hold underscores too: Docker Compose and Kubernetes service names
+# do, and resolvers take them (RFC 2181 §11); a visitor's Host stays letters-digits-hyphens.
+_SERVICE_LABEL = r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
+_SERVICE_NAME = re.compile(rf"(?:{_SERVICE_LABEL}\.)*{_SERVICE_LABEL}", re.ASCII)
 _PORT = re.compile(r"[0-9]{1,5}", re.ASCII)
 _SCHEMES: dict[str, Literal["http", "https"]] = {"http": "http", "https": "https"}
 
@@ -77,11 +81,13 @@ def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
         return None
 
 
-def _is_hostname(name: str) -> bool:
-    """Letters-digits-hyphens labels, and a last label that is not all digits."""
+def _is_hostname(name: str, *, service: bool = False) -> bool:
+    """Letters-digits-hyphens labels (underscores too for a ``service`` name), and a last
+    label that is not all digits."""
+    pattern = _SERVICE_NAME if service else _HOSTNAME
     return (
         0 < len(name) <= 253
-        and _HOSTNAME.fullmatch(name) is not None
+        and pattern.fullmatch(name) is not None
         and not name.rpartition(".")[2].isdigit()
     )
 
@@ -210,7 +216,7 @@ def _parse_upstream(text: str) -> UpstreamURL:
     if "@" in parts.netloc:
         raise ValueError(f"{text!r}: an upstream may not carry credentials")
     host = (parts.hostname or "").removesuffix(".")
-    if _ip(host) is None and not _is_hostname(host):
+    if _ip(host) is None and not _is_hostname(host, service=True):
         raise ValueError(f"{text!r}: expected a host name or IP address after {scheme}://")
     if port == 0:
         raise ValueError(f"{text!r}: the port must be a number from 1 to 65535")

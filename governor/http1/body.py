@@ -34,7 +34,7 @@ _CHUNK_LINE = re.compile(
 )
 
 CHUNK_LINE_MAX = 4096
-TRAILERS_MAX = 16384
+TRAILERS_MAX = 16384  # the whole trailer section: lines and their CRLFs, the last one too
 
 
 class Framing(IntEnum):
@@ -148,12 +148,19 @@ class BodyReader:
                 chunk = data[pos:] if eol < 0 else data[pos : eol + 1]
                 self._line += chunk
                 pos += len(chunk)
-                limit = CHUNK_LINE_MAX if state == _SIZE else TRAILERS_MAX
-                if len(self._line) > limit:
-                    raise BadMessage(self._status, "a chunk size line or trailer is too long")
+                if state == _SIZE:
+                    if len(self._line) > CHUNK_LINE_MAX:
+                        raise BadMessage(self._status, "a chunk size line is too long")
+                elif len(self._line) > self._remaining:  # the trailer section's budget
+                    raise BadMessage(
+                        431 if self._status == 400 else self._status,
+                        f"the trailer section is larger than {TRAILERS_MAX} bytes",
+                    )
                 if eol < 0:
                     break
                 line, self._line = self._line, b""
+                if state == _TRAILERS:
+                    self._remaining -= len(line)
                 if not line.endswith(CRLF) or b"\r" in line[:-2]:
                     raise BadMessage(self._status, "a bare CR or LF in the chunked framing")
                 if state == _SIZE:
@@ -183,6 +190,7 @@ class BodyReader:
         n = int(m.group(1), 16)
         if n == 0:
             self._state = _TRAILERS
+            self._remaining = TRAILERS_MAX  # for the whole trailer section, as for a head
         else:
             self._remaining = n
             self._state = _DATA

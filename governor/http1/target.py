@@ -42,13 +42,23 @@ def split_host(value: bytes) -> tuple[bytes, bytes] | None:
     # find(), not `in`, here and in wire.py: `x in some_bytes` first tries x as an int and
     # builds the TypeError it then discards, a formatted message per test (perf: ~1% of a request).
     if name and not name.translate(None, _NAME_CHARS) and (not port or port.isdigit()):
-        if name.find(b"..") >= 0 or name[:1] == b".":  # the usual name[:port]: no expression
+        if name.find(b"..") >= 0 or name[:1] == b"." or not _port_ok(port):  # no expression
             return None
         return name, port
     m = _HOST.fullmatch(value)
     if m is None or m.group(1).find(b"..") >= 0 or m.group(1)[:1] == b".":
         return None
-    return m.group(1), m.group(2) or b""
+    port = m.group(2) or b""
+    return (m.group(1), port) if _port_ok(port) else None
+
+
+def _port_ok(port: bytes) -> bool:
+    """An absent or empty port, or digits naming a TCP port, 1 to 65535 (leading zeros
+    allowed, as RFC 3986 allows them; 99999999 and 0 name no port an upstream serves)."""
+    if not port:
+        return True
+    digits = port.lstrip(b"0")
+    return 0 < len(digits) <= 5 and int(digits) <= 65535
 
 
 def same_authority(scheme: bytes, authority: bytes, host: bytes) -> bool:

@@ -378,6 +378,11 @@ def test_tenant_template_overrides_default_template(tmp_path: Path) -> None:
         ),
         ("HTTP://app", ("http://app", "http", "app", 80, "")),
         ("http://[::1]:81/x", ("http://[::1]:81/x", "http", "::1", 81, "/x")),
+        # a Docker Compose or Kubernetes service name
+        (
+            "http://my_app.my_ns:8080",
+            ("http://my_app.my_ns:8080", "http", "my_app.my_ns", 8080, ""),
+        ),
     ],
 )
 def test_upstream_forms(
@@ -815,7 +820,7 @@ CASES: list[tuple[dict[str, Any], int, str, str]] = [
     ({"upstream": "http://x:0"}, 5, "tenants.demo.upstream", "port must be a number"),
     ({"upstream": "http://[::1"}, 5, "tenants.demo.upstream", "is not a valid URL"),
     ({"upstream": "'http://x/a b'"}, 5, "tenants.demo.upstream", "may not contain spaces"),
-    ({"upstream": "http://bad_host"}, 5, "tenants.demo.upstream", "expected a host name"),
+    ({"upstream": "http://-bad-host"}, 5, "tenants.demo.upstream", "expected a host name"),
     (
         {"upstream": "[http://x]"},
         5,

@@ -14,7 +14,10 @@ def by_expression(value: bytes) -> tuple[bytes, bytes] | None:
     m = _HOST.fullmatch(value)
     if m is None or b".." in m.group(1) or m.group(1)[:1] == b".":
         return None
-    return m.group(1), m.group(2) or b""
+    port = m.group(2) or b""
+    if (port and not 1 <= int(port[-6:]) <= 65535) or len(port.lstrip(b"0")) > 5:
+        return None  # not a TCP port
+    return m.group(1), port
 
 
 # Bytes a Host is made of, and those that make it something else.
@@ -64,6 +67,13 @@ def test_the_quick_split_agrees_with_the_expression(value: bytes) -> None:
         (b":80", None),
         (b"", None),
         (b"a test", None),
+        (b"a.test:65535", (b"a.test", b"65535")),
+        (b"a.test:000080", (b"a.test", b"000080")),
+        (b"a.test:65536", None),
+        (b"a.test:0", None),
+        (b"a.test:99999999", None),
+        (b"[::1]:70000", None),
+        (b"a.test:" + b"9" * 5000, None),  # past int()'s digit limit: refused, not raised
     ],
 )
 def test_host_values(value: bytes, expected: tuple[bytes, bytes] | None) -> None:

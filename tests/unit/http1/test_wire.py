@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from governor.errors import BadMessage
-from governor.http1.body import CHUNKED, LENGTH, UNTIL_CLOSE, BodyReader
+from governor.http1.body import CHUNKED, LENGTH, TRAILERS_MAX, UNTIL_CLOSE, BodyReader
 from governor.http1.headers import request_block, response_block
 from governor.http1.sniff import sniff_head
 from governor.http1.wire import (
@@ -146,6 +146,29 @@ def test_malformed_chunked_framing_is_refused(body: bytes) -> None:
     reader = BodyReader(CHUNKED)
     with pytest.raises(BadMessage):
         reader.feed(body)
+
+
+@pytest.mark.parametrize(("error_status", "status"), [(400, 431), (502, 502)])
+def test_the_whole_trailer_section_is_bounded_not_only_each_line(
+    error_status: int, status: int
+) -> None:
+    """Many short trailer lines must not stream past every limit (20 MB were read before)."""
+    line = b"T: " + b"x" * 100 + b"\r\n"
+    fits = (TRAILERS_MAX - 2) // len(line)
+    ok = BodyReader(CHUNKED, error_status=error_status)
+    ok.feed(b"5\r\nhello\r\n0\r\n" + line * fits + b"\r\n")
+    assert ok.done
+    reader = BodyReader(CHUNKED, error_status=error_status)
+    reader.feed(b"5\r\nhello\r\n0\r\n")
+    for _ in range(fits):  # one trailer line at a time, as a client streams them
+        reader.feed(line)
+    with pytest.raises(BadMessage) as refused:
+        reader.feed(line)
+    assert refused.value.status == status
+    assert "trailer section is larger than 16384 bytes" in refused.value.reason
+    with pytest.raises(BadMessage) as long_line:
+        BodyReader(CHUNKED).feed(b"0\r\nT: " + b"x" * TRAILERS_MAX)
+    assert long_line.value.status == 431
 
 
 def test_length_and_close_delimited_bodies() -> None:
