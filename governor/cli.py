@@ -64,7 +64,10 @@ def _parser() -> argparse.ArgumentParser:
 
     def with_config(name: str, help_text: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
-        p.add_argument("-c", "--config", required=True, metavar="PATH", help="the YAML config file")
+        p.add_argument(
+            "-c", "--config", required=True, type=_path, metavar="PATH", help="the YAML config file"
+        )
+        p.set_defaults(subparser=p)  # what a misused command prints its own usage with
         return p
 
     serve = with_config("serve", "run the proxy")
@@ -121,8 +124,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def _path(text: str) -> str:
+    if not text:
+        raise argparse.ArgumentTypeError("an empty path")
+    return text
+
+
 def _main(argv: Sequence[str] | None) -> int:
-    args = _parser().parse_args(argv)
+    args, extra = _parser().parse_known_args(argv)
+    if extra:  # the command's own usage, not governor's (argparse gives the top level's)
+        subparser: argparse.ArgumentParser = args.subparser
+        subparser.error(f"unrecognized arguments: {' '.join(extra)}")
     worker: int | None = getattr(args, "worker_index", None)
     prefix = "" if worker is None else f"worker {worker} "
     logging.basicConfig(
