@@ -28,6 +28,7 @@ import errno
 import functools
 import os
 import socket
+import stat
 import tempfile
 import time
 from collections.abc import Callable, Collection
@@ -91,8 +92,10 @@ def _store(url: str) -> str | None:
     path = Path(url[len(_SQLITE) :])
     # SQLite in WAL mode writes -wal and -shm files next to the database: the folder too.
     problem = _creatable(path, make_folders=True)
-    if problem is not None or not _exists(path):
+    if problem is not None:
         return problem
+    if not _exists(path):
+        return _try_create(path)
     if not os.access(path, os.R_OK | os.W_OK):
         return f"the SQLite file {path} is not readable and writable"
     try:
@@ -119,9 +122,32 @@ def _access_log(target: str) -> str | None:
         return None
     path = Path(target)
     problem = _creatable(path, make_folders=False)
-    if problem is None and _exists(path) and not os.access(path, os.W_OK):
-        return f"the file {path} is not writable"
+    if problem is None and _exists(path):
+        if not os.access(path, os.W_OK):
+            return f"the file {path} is not writable"
+        try:
+            if stat.S_ISREG(os.stat(path).st_mode):  # a FIFO would wait for its reader
+                with open(path, "a", encoding="utf-8"):  # as the access log opens it
+                    pass
+        except OSError as exc:  # e.g. a file of /proc, which root may "write"
+            return f"cannot open {path} for appending: {exc.strerror or exc}"
     return problem
+
+
+def _try_create(path: Path) -> str | None:
+    """Whether a file can be made where ``path`` (or the folder it needs) would be: one is
+    made and removed at once, in the nearest folder that exists (a folder of /proc, or of
+    a read-only mount, passes every permission check and takes no file)."""
+    folder = path.parent
+    while not folder.exists():
+        folder = folder.parent
+    try:
+        fd, name = tempfile.mkstemp(dir=folder, prefix=".governor-check-")
+    except OSError as exc:
+        return f"cannot create {path}: {exc.strerror or exc} (in {folder})"
+    os.close(fd)
+    os.unlink(name)
+    return None
 
 
 def _creatable(path: Path, *, make_folders: bool) -> str | None:

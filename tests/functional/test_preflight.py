@@ -69,6 +69,9 @@ CASES: list[tuple[str, Callable[[Path], Any], str]] = [
     ("store", not_sqlite, "{tmp}/usage.db is not a SQLite database"),
     ("spool", lambda tmp: str(a_folder(tmp, "spool")), "{tmp}/spool is a folder, not a file"),
     ("spool", lambda tmp: f"{a_file(tmp).name}/spool.json", "{tmp}/blocker is not a folder"),
+    # Paths every permission check passes that still take no file (root may "write" /proc).
+    ("access_log", lambda tmp: "/proc/version", "cannot open /proc/version for appending"),
+    ("store", lambda tmp: "sqlite:////proc/governor-check.db", "cannot create /proc/governor"),
     ("listen", lambda tmp: f"192.0.2.1:{free_port()}", "cannot listen on 192.0.2.1:"),
     ("admin_listen", lambda tmp: "192.0.2.1:9090", "cannot listen on 192.0.2.1:9090"),
 ]
