@@ -6,6 +6,8 @@ import asyncio
 import json
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -212,3 +214,18 @@ async def test_serve_names_the_key_of_a_port_in_use(tmp_path: Path) -> None:
         assert code == 1
         line = f"{admin}:{line_of(admin, 'admin_listen')}: admin_listen: cannot listen on"
         assert f"{line} 127.0.0.1:{port}: Address already in use" in err.splitlines()
+
+
+def test_the_console_script_runs_the_command() -> None:
+    """``governor`` as installed (the README's `.venv/bin/governor`), not `python -m`."""
+    script = Path(sys.executable).parent / "governor"
+    if not script.exists():
+        pytest.skip(f"no console script beside {sys.executable}: governor is not installed here")
+    done = subprocess.run(
+        [str(script), "--version"], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("governor ")
+    done = subprocess.run([str(script), "nonsense"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "invalid choice: 'nonsense'" in done.stderr
