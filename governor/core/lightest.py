@@ -17,7 +17,7 @@ amortized O(log n) per replacement.
 from __future__ import annotations
 
 from collections.abc import Callable
-from heapq import heappop, heappush, heapreplace
+from heapq import heappush, heapreplace
 
 
 class Lightest:
@@ -27,24 +27,25 @@ class Lightest:
 
     def __init__(self) -> None:
         self._heap: list[tuple[int, str]] = []
-        self.checks = 0  # weights read by pop(): how much work the replacements took
+        self.checks = 0  # weights read by replace(): how much work the replacements took
 
     def add(self, item: str, weight: int) -> None:
         """A counter the table now holds (not one it holds already)."""
         heappush(self._heap, (weight, item))
 
-    def pop(self, weight_of: Callable[[str], int]) -> str:
-        """Take out and return the lightest counter's item; ``weight_of`` gives an item's
-        current weight. The table must hold at least one counter."""
+    def replace(self, weight_of: Callable[[str], int], item: str, n: int) -> str:
+        """Take out the lightest counter and put ``item`` in its place, weighing what it
+        weighed plus ``n`` (space-saving's replacement); returns the item taken out.
+        ``weight_of`` gives an item's current weight. The table must hold a counter."""
         heap = self._heap
         while True:
-            weight, item = heap[0]
-            current = weight_of(item)
+            weight, lightest = heap[0]
+            current = weight_of(lightest)
             self.checks += 1
             if current == weight:
-                heappop(heap)
-                return item
-            heapreplace(heap, (current, item))
+                heapreplace(heap, (weight + n, item))
+                return lightest
+            heapreplace(heap, (current, lightest))
 
     def __len__(self) -> int:
         return len(self._heap)

@@ -114,8 +114,7 @@ class SpaceSaving:
             count = n
             self.lightest.add(item, count)
         else:
-            count = counts.pop(self.lightest.pop(counts.__getitem__)) + n
-            self.lightest.add(item, count)
+            count = counts.pop(self.lightest.replace(counts.__getitem__, item, n)) + n
         counts[item] = count
         return count
 

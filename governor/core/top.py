@@ -65,9 +65,8 @@ class TopTable:
             counts[item] = [nbytes, requests]
             self.lightest.add(item, nbytes)
             return
-        old = counts.pop(self.lightest.pop(self._bytes_of))
+        old = counts.pop(self.lightest.replace(self._bytes_of, item, nbytes))
         counts[item] = [old[0] + nbytes, old[1] + requests]
-        self.lightest.add(item, old[0] + nbytes)
 
     def _bytes_of(self, item: str) -> int:
         return self.counts[item][0]

@@ -138,9 +138,7 @@ def _try_create(path: Path) -> str | None:
     """Whether a file can be made where ``path`` (or the folder it needs) would be: one is
     made and removed at once, in the nearest folder that exists (a folder of /proc, or of
     a read-only mount, passes every permission check and takes no file)."""
-    folder = path.parent
-    while not folder.exists():
-        folder = folder.parent
+    folder = _nearest_folder(path)
     try:
         fd, name = tempfile.mkstemp(dir=folder, prefix=".governor-check-")
     except OSError as exc:
@@ -159,11 +157,9 @@ def _creatable(path: Path, *, make_folders: bool) -> str | None:
     try:
         if path.is_dir():
             return f"{path} is a folder, not a file"
-        folder = path.parent
-        if not make_folders and not folder.exists():
-            return f"cannot create {path}: the folder {folder} does not exist"
-        while not folder.exists():
-            folder = folder.parent
+        if not make_folders and not path.parent.exists():
+            return f"cannot create {path}: the folder {path.parent} does not exist"
+        folder = _nearest_folder(path)
         if not folder.is_dir():
             return f"cannot create {path}: {folder} is not a folder"
     except OSError as exc:  # e.g. a folder on the way that may not be looked into
@@ -171,6 +167,14 @@ def _creatable(path: Path, *, make_folders: bool) -> str | None:
     if not os.access(folder, os.W_OK | os.X_OK):
         return f"cannot create {path}: the folder {folder} is not writable"
     return None
+
+
+def _nearest_folder(path: Path) -> Path:
+    """The folder ``path`` would go in, or the nearest one above it that exists."""
+    folder = path.parent
+    while not folder.exists():
+        folder = folder.parent
+    return folder
 
 
 def _exists(path: Path) -> bool:
