@@ -18,8 +18,9 @@ from typing import Protocol, cast
 from governor.errors import BadMessage, UpstreamBroken, UpstreamTimeout, upstream_error
 from governor.http1.body import CHUNKED, LENGTH, UNTIL_CLOSE, BodyReader
 from governor.http1.flow import BodyQueue, Flow
+from governor.http1.heads import ResponseHead
 from governor.http1.ports import BodySink, OriginSink, Taker
-from governor.http1.wire import HEAD_END, ResponseHead, parse_response_head, response_has_body
+from governor.http1.wire import HEAD_END, parse_response_head, response_has_body
 
 # Response bytes held for one client (its transport's and here) before the upstream is paused:
 # connection.WRITE_HIGH. No read is larger: a client that stops reading pins about this much.

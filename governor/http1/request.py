@@ -21,17 +21,9 @@ from governor.core.meter import Meter
 from governor.errors import BadMessage, BodyRefused
 from governor.http1.body import CHUNKED, LENGTH, BodyReader
 from governor.http1.flow import BodyQueue
+from governor.http1.heads import Header, RequestHead
 from governor.http1.ports import ClientPort
-from governor.http1.wire import (
-    CRLF,
-    HEAD_END,
-    LAST_CHUNK,
-    Header,
-    RequestHead,
-    chunk_prefix,
-    encode_block,
-    encode_head,
-)
+from governor.http1.wire import CRLF, HEAD_END, LAST_CHUNK, chunk_prefix, encode_block, encode_head
 from governor.observe.events import RequestNote, report
 
 # A response's head and first body bytes up to this size are joined into one buffer

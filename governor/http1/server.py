@@ -23,13 +23,10 @@ from governor.config.model import ListenConfig
 from governor.core.meter import Meter
 from governor.http1.connection import ClientConnection
 from governor.http1.drain import accept_backlog
+from governor.http1.heads import Limits, RequestHead
 from governor.http1.request import Handler, refusal
 from governor.http1.sniff import sniff_head
-from governor.http1.wire import (
-    Limits,
-    RequestHead,
-    parse_request_head,
-)
+from governor.http1.wire import parse_request_head
 from governor.observe.events import Refusal, RequestSink, report_refusal
 from governor.tls.certificates import Certificates
 from governor.tls.channel import TLSChannel

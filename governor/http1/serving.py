@@ -10,9 +10,9 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from governor.http1.heads import Limits, RequestHead
 from governor.http1.ports import Settings
 from governor.http1.request import Handler
-from governor.http1.wire import Limits, RequestHead
 from governor.observe.events import RequestSink
 
 

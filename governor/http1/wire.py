@@ -14,7 +14,7 @@ in a field, a bad field name, a Host that is not one valid ``host[:port]``, a
 request target in no form governor serves, or an absolute-form target whose
 authority differs from Host. Bodies are framed by :mod:`governor.http1.body`.
 
-Whitespace is SP and HTAB only: values are trimmed with ``_OWS`` and compared as
+Whitespace is SP and HTAB only: values are trimmed with ``OWS`` and compared as
 bytes, never with ``str.strip()``/``str.lower()``, which would also take NBSP
 (\xa0) or NEL (\x85) of a latin-1 decoded value for whitespace, or fold
 non-ASCII letters, and so read a value differently from the upstream.
@@ -30,172 +30,27 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Final
 
 from governor.errors import BadMessage
+from governor.http1.heads import (
+    OWS,
+    Header,
+    Limits,
+    RequestHead,
+    ResponseHead,
+    fields_of,
+    table_of,
+)
 from governor.http1.target import request_line, request_target, same_authority, split_host
-
-Header = tuple[str, str]
 
 CRLF: Final = b"\r\n"
 HEAD_END: Final = b"\r\n\r\n"
 
 _DIGITS: Final = re.compile(rb"0*([0-9]{1,18})")  # leading zeros, then at most 18 digits
 _STATUS: Final = re.compile(rb"HTTP/1\.([01]) ([1-9][0-9][0-9])(?: ([^\x00-\x08\x0a-\x1f\x7f]*))?")
-_OWS: Final = b" \t"
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Limits:
-    """How large a request head may be; beyond them the request is refused."""
-
-    request_line: int = 8192  # 414 URI Too Long
-    field: int = 8192  # one header line: 431
-    head: int = 65536  # the whole head: 431
-    fields: int = 100  # header lines: 431
-
-
-@dataclass(slots=True, kw_only=True)
-class RequestHead:
-    """A parsed request head and what it says about framing.
-
-    ``block`` is the header section as received: each field line preceded by its
-    CRLF, without the final blank line. It is what the proxy forwards (less the
-    hop-by-hop lines), so an ordinary request is never split into (name, value)
-    pairs at all; :attr:`headers` does that on demand. (One exception: an HTTP/1.0
-    request in absolute-form without Host gets a Host line made of the target's
-    authority, so that what the upstream sees is what the tenant was chosen by.)
-
-    ``target`` is in origin-form (``/path?query``), ``*`` (OPTIONS) or, for
-    CONNECT, as sent: an absolute-form target is rewritten to origin-form.
-    """
-
-    method: str
-    target: str
-    version: tuple[int, int]
-    block: bytes
-    size: int  # bytes on the wire, CRLFCRLF (and any empty lines before the request) included
-    host: str | None  # a valid host[:port], as sent (the tenant is chosen by it)
-    content_length: int | None
-    chunked: bool
-    keep_alive: bool
-    expect_continue: bool
-    upgrade: str | None  # the Upgrade header, when Connection names it
-    connection: tuple[str, ...]  # the Connection header's tokens, lower-cased
-    parsed: list[Header] | None = None
-
-    def __init__(  # written out: compiled, where the one @dataclass makes is interpreted
-        self,
-        *,
-        method: str,
-        target: str,
-        version: tuple[int, int],
-        block: bytes,
-        size: int,
-        host: str | None,
-        content_length: int | None,
-        chunked: bool,
-        keep_alive: bool,
-        expect_continue: bool,
-        upgrade: str | None,
-        connection: tuple[str, ...],
-        parsed: list[Header] | None = None,
-    ) -> None:
-        self.method = method
-        self.target = target
-        self.version = version
-        self.block = block
-        self.size = size
-        self.host = host
-        self.content_length = content_length
-        self.chunked = chunked
-        self.keep_alive = keep_alive
-        self.expect_continue = expect_continue
-        self.upgrade = upgrade
-        self.connection = connection
-        self.parsed = parsed
-
-    @property
-    def headers(self) -> list[Header]:
-        """Every field as a (name, value) pair, in order."""
-        if self.parsed is None:
-            self.parsed = _fields(self.block.split(CRLF)[1:], None)
-        return self.parsed
-
-    @property
-    def user_agent(self) -> str | None:
-        """The first User-Agent field's value, found in the raw block (nothing is split)."""
-        return self.who()[0]
-
-    def who(self) -> tuple[str | None, str | None]:
-        """The first User-Agent and Referer values, in one pass over the raw block."""
-        agent = referer = None
-        for name, value in _WHO.findall(self.block):
-            text = value.rstrip(_OWS).decode("latin-1")
-            if len(name) == 10:  # user-agent
-                agent = text if agent is None else agent
-            elif referer is None:
-                referer = text
-        return agent, referer
-
-    @property
-    def has_body(self) -> bool:
-        """Whether a body follows the head."""
-        return self.chunked or bool(self.content_length)
-
-
-@dataclass(slots=True, kw_only=True)
-class ResponseHead:
-    """A parsed response head from an upstream; ``block`` as in :class:`RequestHead`."""
-
-    status: int
-    reason: str
-    version: tuple[int, int]
-    block: bytes
-    size: int
-    content_length: int | None
-    chunked: bool
-    keep_alive: bool
-    connection: tuple[str, ...]
-    parsed: list[Header] | None = None
-
-    def __init__(  # written out, as RequestHead's
-        self,
-        *,
-        status: int,
-        reason: str,
-        version: tuple[int, int],
-        block: bytes,
-        size: int,
-        content_length: int | None,
-        chunked: bool,
-        keep_alive: bool,
-        connection: tuple[str, ...],
-        parsed: list[Header] | None = None,
-    ) -> None:
-        self.status = status
-        self.reason = reason
-        self.version = version
-        self.block = block
-        self.size = size
-        self.content_length = content_length
-        self.chunked = chunked
-        self.keep_alive = keep_alive
-        self.connection = connection
-        self.parsed = parsed
-
-    @property
-    def headers(self) -> list[Header]:
-        """Every field as a (name, value) pair, in order."""
-        if self.parsed is None:
-            self.parsed = _fields(self.block.split(CRLF)[1:], None)
-        return self.parsed
-
-
-_TOKEN_CHARS: Final = (
-    b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-)
 # Every byte but the control characters other than HTAB, CR and LF: what translate()
 # deletes to find a control character (faster than a regular expression here).
 _NOT_CTL: Final = bytes(c for c in range(256) if c in (9, 10, 13) or 32 <= c < 127 or c > 127)
@@ -209,17 +64,13 @@ _BLOCK: Final = re.compile(rb"(?:\r\n[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[^\r\n]*)*")
 _STRICT_BLOCK: Final = re.compile(
     rb"(?:\r\n[!#$%&'*+\-.^_`|~0-9A-Za-z]++:[\t\x20-\x7e\x80-\xff]*+)*+"
 )
-_CLEAN_LINE: Final = re.compile(rb"[\t\x20-\x7e\x80-\xff]*+")
-_WHO: Final = re.compile(rb"\r\n(user-agent|referer):[ \t]*([^\r]*)", re.IGNORECASE)
-# The framing fields, each found by its lower-cased "CRLF name:" in the lower-cased
-# block (see :func:`_values`).
-_HOST_AT: Final = b"\r\nhost:"
-_LENGTH_AT: Final = b"\r\ncontent-length:"
-_CODING_AT: Final = b"\r\ntransfer-encoding:"
-_CONNECTION_AT: Final = b"\r\nconnection:"
-_EXPECT_AT: Final = b"\r\nexpect:"
-_UPGRADE_AT: Final = b"\r\nupgrade:"
-_NONE: Final[list[bytes]] = []  # what _values gives for a field that is absent; never changed
+_CLEAN_LINE: Final = table_of(c for c in range(256) if c == 9 or 0x20 <= c <= 0x7E or c >= 0x80)
+# The values of an absent field: shared, never changed (see :func:`_add`).
+_NONE: Final[list[bytes]] = []
+# Valid Host values seen, as the str a head gives (see :func:`_host`); emptied when full.
+_HOSTS: Final[dict[bytes, str]] = {}
+_HOSTS_MAX: Final = 1024
+_OK_LINE: Final = b"HTTP/1.1 200 OK"  # the status line of most responses: no expression
 
 
 def _check_chars(head: bytes) -> None:
@@ -235,56 +86,27 @@ def _check_block(block: bytes, limits: Limits | None, *, well_formed: bool = Fal
     """Refuse a header section with a malformed line, or one beyond ``limits``
     (``well_formed``: its lines are known good already, only the limits are left)."""
     if limits is not None:
-        if block.count(CRLF) > limits.fields:
-            raise BadMessage(431, "too many header fields")
-        if len(block) > limits.field and max(map(len, block.split(CRLF))) > limits.field:
-            raise BadMessage(431, "a header field is too large")
+        _check_limits(block.split(CRLF), len(block), limits)
     if not well_formed and _BLOCK.fullmatch(block) is None:
-        _fields(block.split(CRLF)[1:], limits)  # raises, naming what is wrong
+        fields_of(block.split(CRLF)[1:], limits)  # raises, naming what is wrong
         raise BadMessage(400, "a malformed header field")
 
 
-def _fields(lines: list[bytes], limits: Limits | None) -> list[Header]:
-    """Header lines as (name, value) strings, checked one by one."""
-    if limits is not None and len(lines) > limits.fields:
+def _check_limits(lines: list[bytes], size: int, limits: Limits) -> None:
+    """Refuse a header section of ``size`` bytes beyond ``limits``; ``lines`` are its
+    field lines after one line that is not (the request line, or b"" for a block)."""
+    if len(lines) - 1 > limits.fields:
         raise BadMessage(431, "too many header fields")
-    out: list[Header] = []
-    append = out.append
-    field_max = limits.field if limits is not None else 1 << 30
-    for line in lines:
-        name, sep, value = line.partition(b":")
-        if not sep or not name or name.translate(None, _TOKEN_CHARS):
-            if line[:1] in (b" ", b"\t"):
-                raise BadMessage(400, "obs-fold (a header line starting with whitespace)")
-            raise BadMessage(400, "a malformed header field name")
-        if len(line) > field_max:
-            raise BadMessage(431, "a header field is too large")
-        append((name.decode("ascii"), value.strip(_OWS).decode("latin-1")))
-    return out
+    if size > limits.field and max(map(len, lines[1:])) > limits.field:
+        raise BadMessage(431, "a header field is too large")
 
 
-def _values(block: bytes, low: bytes, marker: bytes) -> list[bytes]:
-    """The values, in order and trimmed of SP/HTAB, of every field of ``block`` whose
-    lower-cased line starts with ``marker`` (``b"\\r\\nname:"``); ``low`` is the block
-    lower-cased (``block`` itself where values may be lower-cased too).
-
-    The block has passed the strict check (every line ``name:value``, no bare CR or LF),
-    so a field's value is what runs to the next CR. A search for a literal in C: a tenth
-    of what a regular expression's ``findall`` and a dict of its matches cost.
-    """
-    at = low.find(marker)
-    if at < 0:
-        return _NONE
-    found: list[bytes] = []
-    size = len(marker)
-    while at >= 0:
-        start = at + size
-        end = low.find(b"\r", start)
-        if end < 0:
-            end = len(low)
-        found.append(block[start:end].strip(_OWS))
-        at = low.find(marker, end)
-    return found
+def _add(values: list[bytes], value: bytes) -> list[bytes]:
+    """``values`` with ``value`` appended (a new list in place of the shared _NONE)."""
+    if values is _NONE:
+        return [value]
+    values.append(value)
+    return values
 
 
 def _content_length(values: list[bytes]) -> int:
@@ -293,7 +115,7 @@ def _content_length(values: list[bytes]) -> int:
     seen: set[bytes] = set()
     for value in values:
         for item in value.split(b","):
-            m = _DIGITS.fullmatch(item.strip(_OWS))
+            m = _DIGITS.fullmatch(item.strip(OWS))
             if m is None:
                 raise BadMessage(400, "a malformed Content-Length")
             seen.add(m.group(1).lstrip(b"0") or b"0")
@@ -304,13 +126,13 @@ def _content_length(values: list[bytes]) -> int:
 
 def _tokens(values: list[bytes]) -> tuple[str, ...]:
     """The elements of a comma-separated list, trimmed of SP/HTAB only, ASCII lower-cased
-    (``values`` are trimmed already, as :func:`_values` gives them)."""
+    (``values`` are trimmed already, as the parsers read them)."""
     if len(values) == 1 and values[0].find(b",") < 0:  # "keep-alive", "close": one token
         token = values[0].lower()
         return (token.decode("latin-1"),) if token else ()
     return tuple(
         t.decode("latin-1")
-        for t in (item.strip(_OWS).lower() for v in values for item in v.split(b","))
+        for t in (item.strip(OWS).lower() for v in values for item in v.split(b","))
         if t
     )
 
@@ -341,9 +163,13 @@ def parse_request_head(buf: bytes | bytearray, limits: Limits) -> RequestHead | 
     if end + 4 > limits.head:
         raise BadMessage(431, "the request head is too large")
     head = bytes(buf[start:end])
-    eol = head.find(CRLF)
-    line, block = (head, b"") if eol < 0 else (head[:eol], head[eol:])
-    clean = _CLEAN_LINE.fullmatch(line) is not None and _STRICT_BLOCK.fullmatch(block) is not None
+    # One lower-cased copy split into lines is all the reading below needs: the framing
+    # fields are found by their first letter and a prefix, without a search per name
+    # (bytes.find costs more to call than to search a head).
+    lows = head.lower().split(CRLF)
+    eol = len(lows[0])
+    line, block = head[:eol], head[eol:]
+    clean = line.translate(_CLEAN_LINE) == line and _STRICT_BLOCK.fullmatch(block) is not None
     if not clean:
         _check_chars(head)  # the refusal that names a bare CR or LF, or a control character
     if len(line) > limits.request_line:
@@ -351,18 +177,34 @@ def parse_request_head(buf: bytes | bytearray, limits: Limits) -> RequestHead | 
     method_b, target_b, version = request_line(line)
     target_b, scheme, authority = request_target(method_b, target_b)
     if block:
-        _check_block(block, limits, well_formed=clean)
-    low = block.lower()
-    hosts = _values(block, low, _HOST_AT)
-    lengths = _values(block, low, _LENGTH_AT)
-    codings = _values(block, low, _CODING_AT)
-    connection = _values(block, low, _CONNECTION_AT)
-    expect = _values(block, low, _EXPECT_AT)
-    upgrades = _values(block, low, _UPGRADE_AT)
+        _check_limits(lows, len(block), limits)
+        if not clean and _BLOCK.fullmatch(block) is None:
+            fields_of(block.split(CRLF)[1:], limits)  # raises, naming what is wrong
+            raise BadMessage(400, "a malformed header field")
+    # Every line is now "name:value" with no CR or LF in it: a value runs to the line's end.
+    hosts = lengths = codings = connection = expect = upgrades = _NONE
+    at = eol + 2  # where the line starts in the head
+    for i in range(1, len(lows)):
+        low = lows[i]
+        size = len(low)
+        first = low[0]
+        if first == 104 and low.startswith(b"host:"):  # h
+            hosts = _add(hosts, head[at + 5 : at + size].strip(OWS))
+        elif first == 99:  # c
+            if low.startswith(b"content-length:"):
+                lengths = _add(lengths, head[at + 15 : at + size].strip(OWS))
+            elif low.startswith(b"connection:"):
+                connection = _add(connection, head[at + 11 : at + size].strip(OWS))
+        elif first == 116 and low.startswith(b"transfer-encoding:"):  # t
+            codings = _add(codings, head[at + 18 : at + size].strip(OWS))
+        elif first == 101 and low.startswith(b"expect:"):  # e
+            expect = _add(expect, head[at + 7 : at + size].strip(OWS))
+        elif first == 117 and low.startswith(b"upgrade:"):  # u
+            upgrades = _add(upgrades, head[at + 8 : at + size].strip(OWS))
+        at += size + 2
     if len(hosts) > 1:
         raise BadMessage(400, "more than one Host header")
-    if hosts and split_host(hosts[0]) is None:
-        raise BadMessage(400, "a Host header that is not a valid host[:port]")
+    host = _host(hosts[0]) if hosts else None
     if version >= (1, 1) and not hosts:
         raise BadMessage(400, "no Host header")
     if authority is not None:
@@ -370,9 +212,10 @@ def parse_request_head(buf: bytes | bytearray, limits: Limits) -> RequestHead | 
         if not hosts:  # HTTP/1.0: the target names the host; the upstream gets it as Host
             hosts = [authority]
             block += b"\r\nHost: " + authority
+            lows.append(b"host: " + authority.lower())
+            host = authority.decode("ascii")
         elif not same_authority(scheme, authority, hosts[0]):
             raise BadMessage(400, "the absolute URI's authority differs from the Host header")
-    host = hosts[0].decode("ascii") if hosts else None
     chunked = False
     if codings:
         if version < (1, 1):
@@ -401,7 +244,25 @@ def parse_request_head(buf: bytes | bytearray, limits: Limits) -> RequestHead | 
         expect_continue=version >= (1, 1) and [e.lower() for e in expect] == [b"100-continue"],
         upgrade=upgrade,
         connection=conn,
+        lows=lows,
     )
+
+
+def _host(value: bytes) -> str:
+    """A Host value as a head gives it, or BadMessage when it is not ``host[:port]``.
+
+    A site's visitors send the same few values: those found valid are kept (a bounded
+    table, emptied when full), so most requests skip the check.
+    """
+    host = _HOSTS.get(value)
+    if host is not None:
+        return host
+    if split_host(value) is None:
+        raise BadMessage(400, "a Host header that is not a valid host[:port]")
+    if len(_HOSTS) >= _HOSTS_MAX:
+        _HOSTS.clear()
+    host = _HOSTS[value] = value.decode("ascii")
+    return host
 
 
 def parse_response_head(buf: bytes | bytearray, *, max_size: int = 65536) -> ResponseHead | None:
@@ -415,19 +276,28 @@ def parse_response_head(buf: bytes | bytearray, *, max_size: int = 65536) -> Res
             raise BadMessage(502, "the upstream's response head is too large")
         return None
     head = bytes(buf[:end])
+    lows = head.lower().split(CRLF)  # as for a request head
+    eol = len(lows[0])
+    line, block = head[:eol], head[eol:]
+    status, minor, reason = 200, 1, "OK"
     try:
-        eol = head.find(CRLF)
-        line, block = (head, b"") if eol < 0 else (head[:eol], head[eol:])
-        m = _STATUS.fullmatch(line)  # no control character in a line it matches
-        if m is None or _STRICT_BLOCK.fullmatch(block) is None:  # the long way round, to
-            _check_chars(head)  # the refusal that says what is wrong
-            if m is None:
+        m = None if line == _OK_LINE else _STATUS.fullmatch(line)
+        if (m is None and line != _OK_LINE) or _STRICT_BLOCK.fullmatch(block) is None:
+            _check_chars(head)  # the long way round, to the refusal that says what is wrong
+            if m is None and line != _OK_LINE:
                 raise BadMessage(502, "a malformed status line")
             _check_block(block, None)
-        low = block.lower()  # the three values mean the same lower-cased
-        lengths = _values(low, low, _LENGTH_AT)
-        codings = _values(low, low, _CODING_AT)
-        connection = _values(low, low, _CONNECTION_AT)
+        lengths = codings = connection = _NONE  # all three mean the same lower-cased
+        for i in range(1, len(lows)):
+            low = lows[i]
+            first = low[0]
+            if first == 99:  # c
+                if low.startswith(b"content-length:"):
+                    lengths = _add(lengths, low[15:].strip(OWS))
+                elif low.startswith(b"connection:"):
+                    connection = _add(connection, low[11:].strip(OWS))
+            elif first == 116 and low.startswith(b"transfer-encoding:"):  # t
+                codings = _add(codings, low[18:].strip(OWS))
         chunked = False
         if codings:
             tokens = _tokens(codings)
@@ -439,12 +309,15 @@ def parse_response_head(buf: bytes | bytearray, *, max_size: int = 65536) -> Res
         content_length = _content_length(lengths) if lengths and not chunked else None
     except BadMessage as exc:
         raise BadMessage(502, f"the upstream's response: {exc.reason}") from None
-    version = (1, int(m.group(1)))
+    if m is not None:
+        minor = int(m.group(1))
+        status = int(m.group(2))
+        reason = (m.group(3) or b"").decode("latin-1")
+    version = (1, minor)
     conn = _tokens(connection) if connection else ()
     keep_alive = "close" not in conn if version >= (1, 1) else "keep-alive" in conn
-    reason = (m.group(3) or b"").decode("latin-1")
     return ResponseHead(
-        status=int(m.group(2)),
+        status=status,
         reason=reason,
         version=version,
         block=block,
@@ -453,6 +326,7 @@ def parse_response_head(buf: bytes | bytearray, *, max_size: int = 65536) -> Res
         chunked=chunked,
         keep_alive=keep_alive,
         connection=conn,
+        lows=lows,
     )
 
 

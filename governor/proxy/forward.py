@@ -230,7 +230,7 @@ class Forward:
         up = conn.head
         assert up is not None
         request = self.request
-        block = response_block(up.block, up.connection, body=False)
+        block = response_block(up.block, up.connection, body=False, lows=up.lows)
         block += b"\r\nConnection: upgrade\r\nUpgrade: " + (
             request.head.upgrade or "websocket"
         ).encode("latin-1")
@@ -331,6 +331,7 @@ def upstream_head(
         trusted=config.trusted_proxies,
         scheme=request.conn.scheme,
         upgrade=upgrade,
+        lows=head.lows,
     )
     target = "*" if head.target == "*" else upstream.base_path + head.target
     first = f"{head.method} {target} HTTP/1.1"

@@ -75,12 +75,12 @@ class ResponseStream:
         up = conn.head
         assert up is not None
         if not response_has_body(request.method, up.status):
-            block = response_block(up.block, up.connection, body=False)
+            block = response_block(up.block, up.connection, body=False, lows=up.lows)
             request.start_response(up.status, up.reason, block, length=None, body=False)
             return self._end()
         first = [] if self._piecewise() else conn.read_nowait()
         try:
-            block = response_block(up.block, up.connection, body=True)
+            block = response_block(up.block, up.connection, body=True, lows=up.lows)
             request.start_response(
                 up.status, up.reason, block, length=up.content_length, first=first
             )

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from governor.config import LimitsConfig, Timeouts
-from governor.http1.wire import Limits
+from governor.http1.heads import Limits
 from tests.unit.config.test_config import cfg, load, only, problems
 
 

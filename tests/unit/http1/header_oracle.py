@@ -18,7 +18,7 @@ from governor.http1.headers import (
     NOT_NOMINABLE,
     VIA,
 )
-from governor.http1.wire import Header
+from governor.http1.heads import Header
 
 
 def connection_tokens(headers: Iterable[Header]) -> frozenset[str]:

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from governor.http1.connection import ClientConnection
+from governor.http1.heads import Limits, RequestHead
 from governor.http1.request import Request
 from governor.http1.state import (
     BUSY,
@@ -24,7 +25,7 @@ from governor.http1.state import (
     check,
     deadline,
 )
-from governor.http1.wire import Limits, RequestHead, parse_request_head
+from governor.http1.wire import parse_request_head
 from governor.observe.events import RequestSink
 from tests.unit.http1.fakes import FakeTransport
 

@@ -15,8 +15,9 @@ import pytest
 from governor.core.ledger import Ledger
 from governor.errors import BadMessage, BodyRefused
 from governor.http1.flow import Flow
+from governor.http1.heads import Limits
 from governor.http1.request import CLAIM_STEP, CONTINUE, JOIN_UP_TO, Request
-from governor.http1.wire import Limits, parse_request_head
+from governor.http1.wire import parse_request_head
 from governor.observe.events import RequestNote, RequestRecord
 from tests.unit.core.test_meter import BEFORE_RESET, DAY, meter
 from tests.unit.core.test_meter import Clock as MeterClock

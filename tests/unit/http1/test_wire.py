@@ -13,15 +13,9 @@ from hypothesis import strategies as st
 from governor.errors import BadMessage
 from governor.http1.body import CHUNKED, LENGTH, TRAILERS_MAX, UNTIL_CLOSE, BodyReader
 from governor.http1.headers import request_block, response_block
+from governor.http1.heads import Limits, RequestHead, ResponseHead
 from governor.http1.sniff import sniff_head
-from governor.http1.wire import (
-    Limits,
-    RequestHead,
-    ResponseHead,
-    encode_block,
-    parse_request_head,
-    parse_response_head,
-)
+from governor.http1.wire import encode_block, parse_request_head, parse_response_head
 from tests.unit.http1.header_oracle import (
     client_response_headers,
     connection_tokens,
@@ -200,10 +194,41 @@ _NAMES = st.sampled_from(
         "Trailer",
         "Content_Length",
         "X_Custom",
+        # The same names in other cases, and names that only start like them: a line is
+        # dropped by its whole name, whatever its case.
+        "via",
+        "VIA",
+        "Vias",
+        "x-forwarded-for",
+        "X-FORWARDED-PROTO",
+        "X-Forwarded-Fort",
+        "TEa",
+        "Connections",
+        "Keep-Alives",
+        "Upgrade-Insecure-Requests",
+        "Proxy-Authorization",
+        "proxy-authenticate",
+        "Expectation",
+        "x_forwarded_for",
+        "User-Agent",
+        "user-agent",
+        "Referer",
+        "REFERER",
     ]
 )
 _VALUES = st.sampled_from(
-    ["1", "close", "keep-alive, x-custom", "10.0.0.1", "a b", "upgrade", "", "x-custom, host"]
+    [
+        "1",
+        "close",
+        "keep-alive, x-custom",
+        "10.0.0.1",
+        "a b",
+        "upgrade",
+        "",
+        "x-custom, host",
+        "vias",
+        "Mozilla/5.0 (X11)",
+    ]
 )
 _FIELDS = st.lists(st.tuples(_NAMES, _VALUES), max_size=10)
 
@@ -234,6 +259,9 @@ def test_the_request_block_rewrite_equals_the_reference(
     )
     expected = [(n, v) for n, v in reference if n.lower() != "content-length"]
     assert fast == encode_block(expected)
+    agents = [v for n, v in parsed.headers if n.lower() == "user-agent"]
+    referers = [v for n, v in parsed.headers if n.lower() == "referer"]
+    assert parsed.who() == (agents[0] if agents else None, referers[0] if referers else None)
 
 
 @given(_FIELDS)
