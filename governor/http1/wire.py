@@ -60,11 +60,19 @@ _BLOCK: Final = re.compile(rb"(?:\r\n[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[^\r\n]*)*")
 # (_CLEAN_LINE), a head passes _check_chars and _BLOCK alike, in one pass.
 # The class is written as the bytes it allows (HTAB, SP to ~, and 0x80 up), and the
 # repeats are possessive: the engine then tests each byte against one bitmap and never
-# backtracks (nothing could match another way), 35% quicker than the negated class.
+# backtracks (nothing could match another way), 35% quicker than the negated class. (A
+# strip and a translate per line cost more: 11k instructions against 8.6k for a response
+# head of 9 lines, callgrind.)
 _STRICT_BLOCK: Final = re.compile(
     rb"(?:\r\n[!#$%&'*+\-.^_`|~0-9A-Za-z]++:[\t\x20-\x7e\x80-\xff]*+)*+"
 )
+# The bytes of a clean first line: no control character but HTAB (nor CR or LF).
 _CLEAN_LINE: Final = table_of(c for c in range(256) if c == 9 or 0x20 <= c <= 0x7E or c >= 0x80)
+# The Connection (and Transfer-Encoding) values nearly every head has, read.
+_COMMON_TOKENS: Final = {
+    v: (v.lower().decode(),)
+    for v in (b"keep-alive", b"Keep-Alive", b"close", b"Close", b"upgrade", b"Upgrade", b"chunked")
+}
 # The values of an absent field: shared, never changed (see :func:`_add`).
 _NONE: Final[list[bytes]] = []
 # Valid Host values seen, as the str a head gives (see :func:`_host`); emptied when full.
@@ -127,7 +135,11 @@ def _content_length(values: list[bytes]) -> int:
 def _tokens(values: list[bytes]) -> tuple[str, ...]:
     """The elements of a comma-separated list, trimmed of SP/HTAB only, ASCII lower-cased
     (``values`` are trimmed already, as the parsers read them)."""
-    if len(values) == 1 and values[0].find(b",") < 0:  # "keep-alive", "close": one token
+    if len(values) == 1:
+        common = _COMMON_TOKENS.get(values[0])
+        if common is not None:
+            return common
+    if len(values) == 1 and values[0].find(b",") < 0:  # one token
         token = values[0].lower()
         return (token.decode("latin-1"),) if token else ()
     return tuple(
