@@ -100,7 +100,11 @@ _REQUEST_UPGRADE_DROPS: Final = _by_letter(
     (*(n for n in _HOP_BY_HOP_B if n != b"upgrade"), b"content-length", b"expect", *_FORWARDED_B)
 )
 # A field whose name has an underscore (dropped from requests, see the oracle), found
-# by one search; the lines themselves then go in a second pass.
+# by one search, made only when the block has an underscore at all (a one-argument
+# translate, a primitive of the compiled build: 250 against 820 ns for a browser's block,
+# though callgrind counts more instructions, the search's memchr being vectorized); the
+# lines themselves then go in a second pass.
+_NO_UNDERSCORE: Final = bytes(c if c != 0x5F else 0x60 for c in range(256))
 _UNDERSCORED: Final = re.compile(rb"\r\n[^:\r_]*_")
 _UNDERSCORED_LINES: Final = re.compile(rb"\r\n[^:\r_]*_[^:\r]*:[^\r]*")
 
@@ -216,7 +220,7 @@ def request_block(
         out = b"".join(parts)
     else:
         out = block
-    if _UNDERSCORED.search(out) is not None:
+    if out.translate(_NO_UNDERSCORE) != out and _UNDERSCORED.search(out) is not None:
         out = _UNDERSCORED_LINES.sub(b"", out)
     if connection:
         out = _drop_named(out, [t for t in connection if t != "upgrade" or not upgrade])
