@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import math
+import re
 import zoneinfo
 from pathlib import Path
 from typing import Any
@@ -108,7 +109,8 @@ _DOCS = st.recursive(
 
 def check_outcome(text: str) -> Config | None:
     """Parse ``text``: a Config, or a ConfigError whose every problem is well placed."""
-    lines = text.count("\n") + 1
+    # Lines as YAML counts them: NEL, LS and PS (and a lone CR) break lines too.
+    lines = len(re.split("\r\n|[\n\r\x85\u2028\u2029]", text))
     try:
         config = parse_config(text, PATH)
     except ConfigError as exc:
