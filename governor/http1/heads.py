@@ -113,7 +113,7 @@ class RequestHead:
 
     @property
     def user_agent(self) -> str | None:
-        """The first User-Agent field's value, found in the raw block (nothing is split)."""
+        """The first User-Agent field's value, found in the lines (no field split in pairs)."""
         return self.who()[0]
 
     def who(self) -> tuple[str | None, str | None]:

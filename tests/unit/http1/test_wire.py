@@ -293,7 +293,7 @@ def test_the_framing_fields_are_read_as_the_fields_say(
     fields: list[tuple[str, str]], response: bool
 ) -> None:
     """What a head's framing says equals what its fields, taken one by one, say (the
-    fields found by a search for each name in the lower-cased block)."""
+    fields found by the first letter and a prefix of each lower-cased line)."""
     first = b"HTTP/1.1 200 OK" if response else b"POST / HTTP/1.1"
     raw = first + encode_block(fields) + b"\r\n\r\n"
 
