@@ -18,6 +18,7 @@ from typing import Final
 
 from governor.config import Network
 from governor.core.clients import is_trusted
+from governor.http1.heads import lines_of
 
 Header = tuple[str, str]
 
@@ -163,7 +164,7 @@ def response_block(
     ``lows``: the head's lines lower-cased (:attr:`ResponseHead.lows`), or read here.
     """
     if lows is None:
-        lows = block.lower().split(b"\r\n")
+        lows = lines_of(block)
     out = _without(block, lows, _RESPONSE_BODY_DROPS if body else _RESPONSE_DROPS)
     return _drop_named(out, connection) if connection else out
 
@@ -185,7 +186,7 @@ def request_block(
     ``lows``: the head's lines lower-cased (:attr:`RequestHead.lows`), or read here.
     """
     if lows is None:
-        lows = block.lower().split(b"\r\n")
+        lows = lines_of(block)
     from_trusted = is_trusted(peer, trusted)
     prior_xff: list[str] = []
     prior_proto: str | None = None

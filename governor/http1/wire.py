@@ -90,12 +90,9 @@ def _check_chars(head: bytes) -> None:
         raise BadMessage(400, "a control character in the head")
 
 
-def _check_block(block: bytes, limits: Limits | None, *, well_formed: bool = False) -> None:
-    """Refuse a header section with a malformed line, or one beyond ``limits``
-    (``well_formed``: its lines are known good already, only the limits are left)."""
-    if limits is not None:
-        _check_limits(block.split(CRLF), len(block), limits)
-    if not well_formed and _BLOCK.fullmatch(block) is None:
+def _check_fields(block: bytes, limits: Limits | None) -> None:
+    """Refuse a header section with a malformed line (one not known clean)."""
+    if _BLOCK.fullmatch(block) is None:
         fields_of(block.split(CRLF)[1:], limits)  # raises, naming what is wrong
         raise BadMessage(400, "a malformed header field")
 
@@ -139,9 +136,9 @@ def _tokens(values: list[bytes]) -> tuple[str, ...]:
         common = _COMMON_TOKENS.get(values[0])
         if common is not None:
             return common
-    if len(values) == 1 and values[0].find(b",") < 0:  # one token
-        token = values[0].lower()
-        return (token.decode("latin-1"),) if token else ()
+        if values[0].find(b",") < 0:  # one token
+            token = values[0].lower()
+            return (token.decode("latin-1"),) if token else ()
     return tuple(
         t.decode("latin-1")
         for t in (item.strip(OWS).lower() for v in values for item in v.split(b","))
@@ -190,9 +187,8 @@ def parse_request_head(buf: bytes | bytearray, limits: Limits) -> RequestHead | 
     target_b, scheme, authority = request_target(method_b, target_b)
     if block:
         _check_limits(lows, len(block), limits)
-        if not clean and _BLOCK.fullmatch(block) is None:
-            fields_of(block.split(CRLF)[1:], limits)  # raises, naming what is wrong
-            raise BadMessage(400, "a malformed header field")
+        if not clean:
+            _check_fields(block, limits)
     # Every line is now "name:value" with no CR or LF in it: a value runs to the line's end.
     hosts = lengths = codings = connection = expect = upgrades = _NONE
     at = eol + 2  # where the line starts in the head
@@ -291,14 +287,15 @@ def parse_response_head(buf: bytes | bytearray, *, max_size: int = 65536) -> Res
     lows = head.lower().split(CRLF)  # as for a request head
     eol = len(lows[0])
     line, block = head[:eol], head[eol:]
-    status, minor, reason = 200, 1, "OK"
+    status, minor, reason = 200, 1, "OK"  # _OK_LINE's
     try:
         m = None if line == _OK_LINE else _STATUS.fullmatch(line)
-        if (m is None and line != _OK_LINE) or _STRICT_BLOCK.fullmatch(block) is None:
+        line_ok = m is not None or line == _OK_LINE
+        if not line_ok or _STRICT_BLOCK.fullmatch(block) is None:
             _check_chars(head)  # the long way round, to the refusal that says what is wrong
-            if m is None and line != _OK_LINE:
+            if not line_ok:
                 raise BadMessage(502, "a malformed status line")
-            _check_block(block, None)
+            _check_fields(block, None)
         lengths = codings = connection = _NONE  # all three mean the same lower-cased
         for i in range(1, len(lows)):
             low = lows[i]
