@@ -1,9 +1,8 @@
 """One client connection: governor's own HTTP/1.1 server side, on asyncio protocols.
 
-One :class:`ClientConnection` per socket parses heads (:mod:`governor.http1.wire`),
-runs one handler task per request (owned by the connection, cancelled when the
-client leaves), streams the request body to it with backpressure
-(:mod:`governor.http1.flow`), and moves through the states of
+One :class:`ClientConnection` per socket parses heads (:mod:`governor.http1.wire`), runs one
+handler task per request (owned by the connection, cancelled when the client leaves), streams the
+request body to it with backpressure (:mod:`governor.http1.flow`), and moves through the states of
 :mod:`governor.http1.state`. Why governor has its own server: ``docs/http1.md``.
 
 Invariants:
@@ -50,6 +49,7 @@ from governor.http1.state import (
     check,
     deadline,
 )
+from governor.http1.wire import parse_request_head
 from governor.observe.events import RequestNote
 from governor.tls.channel import TLSChannel
 
@@ -318,7 +318,7 @@ class ClientConnection(asyncio.Protocol):
             self._idle()
             return
         try:
-            head = self.server.parse(self._buf)
+            head = parse_request_head(self._buf, self.server.limits)
         except BadMessage as exc:
             self._refuse(exc.status, exc.reason, self._buf)
             return

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from urllib.parse import unquote
 
 from governor.core.meter import Meter
 from governor.errors import BadMessage, BodyRefused
@@ -23,6 +22,7 @@ from governor.http1.body import CHUNKED, LENGTH, BodyReader
 from governor.http1.flow import BodyQueue
 from governor.http1.heads import Header, RequestHead
 from governor.http1.ports import ClientPort
+from governor.http1.target import path_of
 from governor.http1.wire import CRLF, HEAD_END, LAST_CHUNK, chunk_prefix, encode_block, encode_head
 from governor.observe.events import RequestNote, report
 
@@ -32,6 +32,7 @@ from governor.observe.events import RequestNote, report
 JOIN_UP_TO = 16 * 1024
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_OK_LINE = b"HTTP/1.1 200 OK"  # the status line of most responses
 CLAIM_STEP = 2**18  # response bytes a running claim leaves to a later one (no syscall)
 HIGH_WATER = 2**18  # request body bytes buffered before reads from the client pause
 LOW_WATER = 2**16  # ... and resume (see docs/http1.md)
@@ -95,7 +96,7 @@ class Request:
         self.note = note
         self.started = time.monotonic()
         # For logs: the target is in origin-form already (http1 rewrites absolute-form).
-        self.path = unquote(head.target.partition("?")[0], "utf-8", "replace")
+        self.path = path_of(head.target)
         self.received = head.size  # bytes of this request received so far
         self.overhead = 0  # TLS: bytes of records' framing claimed with it (see claim)
         self._tls = conn.scheme == "https"
@@ -302,10 +303,13 @@ class Request:
         """
         conn = self.conn
         self.status = status
-        line = f"HTTP/1.1 {status} {reason or REASONS.get(status, 'Unknown')}"
+        if status == 200 and (reason == "OK" or not reason):
+            line = _OK_LINE  # most responses' (one formatting and encoding fewer)
+        else:
+            line = f"HTTP/1.1 {status} {reason or REASONS.get(status, 'Unknown')}".encode("latin-1")
         before = conn.handed  # wire bytes: on TLS, the records' framing is the response's too
         if status == 101:
-            conn.write(line.encode("latin-1") + block + HEAD_END)
+            conn.write(line + block + HEAD_END)
             self.handed += conn.handed - before
             return
         framing = self.hsts if self.hsts and b"strict-transport" not in block.lower() else b""
@@ -323,7 +327,7 @@ class Request:
             framing += b"\r\nConnection: close"
         elif self.head.version < (1, 1):
             framing += b"\r\nConnection: keep-alive"
-        data = b"".join((line.encode("latin-1"), block, framing, HEAD_END))
+        data = b"".join((line, block, framing, HEAD_END))
         one = len(first) == 1
         size = len(first[0]) if one else sum(map(len, first))
         if not size:

@@ -16,17 +16,16 @@ import os
 import socket
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
-from urllib.parse import unquote
 
 from governor.config import Config, LimitsConfig, Timeouts
 from governor.config.model import ListenConfig
 from governor.core.meter import Meter
 from governor.http1.connection import ClientConnection
 from governor.http1.drain import accept_backlog
-from governor.http1.heads import Limits, RequestHead
+from governor.http1.heads import Limits
 from governor.http1.request import Handler, refusal
 from governor.http1.sniff import sniff_head
-from governor.http1.wire import parse_request_head
+from governor.http1.target import path_of
 from governor.observe.events import Refusal, RequestSink, report_refusal
 from governor.tls.certificates import Certificates
 from governor.tls.channel import TLSChannel
@@ -155,9 +154,6 @@ class HTTPServer:
         else:
             self.per_client.pop(peer, None)
 
-    def parse(self, buf: bytes) -> RequestHead | None:
-        return parse_request_head(buf, self.limits)
-
     def refused(
         self, status: int, reason: str, peer: str | None, raw: bytes | None, sent: int
     ) -> None:
@@ -178,7 +174,7 @@ class HTTPServer:
             peer=peer,
             host=host,
             method=method,
-            path=unquote(target.partition("?")[0], "utf-8", "replace"),
+            path=path_of(target),
             received=len(raw),
             sent=sent,
         )

@@ -10,7 +10,7 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from governor.http1.heads import Limits, RequestHead
+from governor.http1.heads import Limits
 from governor.http1.ports import Settings
 from governor.http1.request import Handler
 from governor.observe.events import RequestSink
@@ -45,8 +45,6 @@ class Listener(Settings, Protocol):
         ...
 
     def release(self, peer: str | None) -> None: ...
-
-    def parse(self, buf: bytes) -> RequestHead | None: ...
 
     def refused(
         self, status: int, reason: str, peer: str | None, raw: bytes | None, sent: int

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from typing import Final
+from urllib.parse import unquote
 
 from governor.errors import BadMessage
 from governor.http1.heads import TOKEN_CHARS, table_of
@@ -30,6 +31,15 @@ _HOST: Final = re.compile(
 # ":port", is split without the expression.
 _NAME_CHARS: Final = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-"
 DEFAULT_PORTS: Final = {b"http": 80, b"https": 443}
+
+
+def path_of(target: str) -> str:
+    """A target's path as logs and the top consumers show it: its query dropped, its
+    percent-escapes decoded (UTF-8, invalid sequences replaced). ``unquote`` is only
+    called for a path with an escape in it: it is interpreted Python, a call of it
+    costs more than the test (~2k instructions per request, callgrind)."""
+    path = target.partition("?")[0]
+    return unquote(path, "utf-8", "replace") if "%" in path else path
 
 
 def split_host(value: bytes) -> tuple[bytes, bytes] | None:

@@ -18,7 +18,6 @@ import logging
 from governor.accounts.runtime import Runtime
 from governor.core.top import (
     DIMENSIONS,
-    Dimension,
     TopTable,
     agent_item,
     client_item,
@@ -33,6 +32,8 @@ log = logging.getLogger("governor.top")
 
 _NOT_CHARGED = frozenset({"blocked", "client_share", "crawler", "unknown_host"})
 _NOTICE_ONLY = frozenset({"large", "admission"})  # the request was charged, the notice not
+# A tenant's tables for one period, one per dimension, in DIMENSIONS' order.
+Tables = tuple[TopTable, TopTable, TopTable, TopTable]
 
 
 class TopTally:
@@ -40,7 +41,7 @@ class TopTally:
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
-        self._tables: dict[tuple[str, str], dict[Dimension, TopTable]] = {}
+        self._tables: dict[tuple[str, str], Tables] = {}
         self.written = 0  # entries the store took
         self.failed = 0  # writes that failed (their entries are tallied again)
 
@@ -58,12 +59,13 @@ class TopTally:
         if count != "ingress" and record.outcome not in _NOTICE_ONLY:
             n += record.bytes_out
         period = tenant.periods.current(self.runtime.clock()).key
-        tables = self._tables_of(name, period)
-        client = client_item(record.client, snap.config.top_clients, name + "/" + period)
-        tables["client"].add(client, n)
-        tables["path"].add(path_item(record.path), n)
-        tables["agent"].add(agent_item(record.agent), n)
-        tables["referrer"].add(referrer_item(record.referer), n)
+        clients, paths, agents, referrers = self._tables_of(name, period)
+        form = snap.config.top_clients
+        salt = name + "/" + period if form == "hashed" else ""  # only a digest takes one
+        clients.add(client_item(record.client, form, salt), n)
+        paths.add(path_item(record.path), n)
+        agents.add(agent_item(record.agent), n)
+        referrers.add(referrer_item(record.referer), n)
 
     def take(self) -> list[TopEntry]:
         """Everything tallied since the last take, as entries for the store; starts over."""
@@ -71,22 +73,23 @@ class TopTally:
         return [
             (name, period, dimension, item, nbytes, requests)
             for (name, period), by_dimension in tables.items()
-            for dimension, table in by_dimension.items()
+            for dimension, table in zip(DIMENSIONS, by_dimension, strict=True)
             for item, nbytes, requests in table.items()
         ]
 
     def give_back(self, entries: list[TopEntry]) -> None:
         """Tally again what a failed write took (bounded: the tables keep their size)."""
         for name, period, dimension, item, nbytes, requests in entries:
-            table = self._tables_of(name, period).get(dimension)  # type: ignore[call-overload]
-            if table is not None:
-                table.add(item, nbytes, requests)
+            if dimension in DIMENSIONS:
+                self._tables_of(name, period)[DIMENSIONS.index(dimension)].add(
+                    item, nbytes, requests
+                )
 
-    def _tables_of(self, name: str, period: str) -> dict[Dimension, TopTable]:
-        """The tenant's tables for ``period``, made on first use."""
+    def _tables_of(self, name: str, period: str) -> Tables:
+        """The tenant's tables for ``period`` (in :data:`DIMENSIONS`' order), made on first use."""
         tables = self._tables.get((name, period))
         if tables is None:
-            tables = self._tables[name, period] = {d: TopTable() for d in DIMENSIONS}
+            tables = self._tables[name, period] = (TopTable(), TopTable(), TopTable(), TopTable())
         return tables
 
     async def write(self, store: Store) -> None:
