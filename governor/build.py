@@ -28,6 +28,7 @@ COMPILED = (
     "observe/",
     "accounts/",
     "tls/channel.py",
+    "config/model.py",
     "sizes.py",
     "tasks.py",
 )

@@ -44,6 +44,16 @@ MAX_ITEM = 200  # characters of an item kept (a path or User-Agent is cut there)
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
 
 
+class Count:
+    """An item's bytes and requests (a native object: adding to it boxes no integer)."""
+
+    __slots__ = ("nbytes", "requests")
+
+    def __init__(self, nbytes: int, requests: int) -> None:
+        self.nbytes = nbytes
+        self.requests = requests
+
+
 class TopTable:
     """Space-saving by bytes over ``capacity`` counters; each item's requests alongside."""
 
@@ -51,29 +61,31 @@ class TopTable:
 
     def __init__(self, capacity: int = COUNTERS) -> None:
         self.capacity = capacity
-        self.counts: dict[str, list[int]] = {}  # item -> [bytes, requests]
+        self.counts: dict[str, Count] = {}
         self.lightest = Lightest()
 
     def add(self, item: str, nbytes: int, requests: int = 1) -> None:
         counts = self.counts
         entry = counts.get(item)
         if entry is not None:
-            entry[0] += nbytes
-            entry[1] += requests
+            entry.nbytes += nbytes
+            entry.requests += requests
             return
         if len(counts) < self.capacity:
-            counts[item] = [nbytes, requests]
+            counts[item] = Count(nbytes, requests)
             self.lightest.add(item, nbytes)
             return
         old = counts.pop(self.lightest.replace(self._bytes_of, item, nbytes))
-        counts[item] = [old[0] + nbytes, old[1] + requests]
+        counts[item] = Count(old.nbytes + nbytes, old.requests + requests)
 
     def _bytes_of(self, item: str) -> int:
-        return self.counts[item][0]
+        return self.counts[item].nbytes
 
     def items(self) -> list[tuple[str, int, int]]:
         """(item, bytes, requests), heaviest first."""
-        return sorted(((k, v[0], v[1]) for k, v in self.counts.items()), key=lambda t: -t[1])
+        return sorted(
+            ((k, v.nbytes, v.requests) for k, v in self.counts.items()), key=lambda t: -t[1]
+        )
 
     def __len__(self) -> int:
         return len(self.counts)
