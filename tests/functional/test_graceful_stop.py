@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pytest
 
+from governor.store import open_store
 from tests.functional.conftest import GovernorFactory
 from tests.functional.processes import Served, ServeFactory, governor
 from tests.functional.test_workers import Start, supervise  # noqa: F401 - the fixture
@@ -243,3 +244,42 @@ async def test_connections_still_queued_in_the_backlog_at_the_stop_are_served(
     usage = gov.runtime.usage("site")  # after the final flush: the store's total
     assert usage is not None
     assert usage.used_bytes == received
+
+
+async def test_a_connection_accepted_just_before_the_stop_is_drained_and_counted(
+    make_governor: GovernorFactory, seen: Seen
+) -> None:
+    """The loop calls a new connection's connection_made soon after accepting it, not at
+    once: a stop that begins in between must still wait for that connection's request and
+    flush its bytes. The order is forced: the connection is adopted by a task created just
+    before the stop's, so its connection_made is queued ahead of the rest of the stop."""
+    gov = await make_governor()
+    server = gov._server  # white box: the listener's protocol factory, to adopt a socket
+    assert server is not None
+    listening = server._servers[0][2]
+    with socket.create_server(("127.0.0.1", 0)) as side:
+        client = socket.create_connection(side.getsockname())
+        accepted, _ = side.accept()
+    with client:
+        client.sendall(request("GET", PATH, "site.test"))
+        accepted.setblocking(False)
+        loop = asyncio.get_running_loop()
+        adopt = loop.create_task(loop.connect_accepted_socket(listening.protocol, accepted))
+        stop = loop.create_task(gov.stop())  # its first step runs before connection_made
+        async with asyncio.timeout(20):
+            await asyncio.gather(adopt, stop)
+        data = await asyncio.to_thread(read_all, client)
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 "), data[:200]
+    assert len(body) == 2000
+    assert seen.hits == 1
+    usage = gov.runtime.usage("site")  # what this process counted (flushed or not) ...
+    assert usage is not None
+    assert usage.used_bytes == len(data)
+    store = open_store(gov.config.store)  # ... and what its final flush wrote
+    await store.open()
+    try:
+        key = ("site", usage.period)
+        assert await store.totals([key]) == {key: len(data)}
+    finally:
+        await store.close()
