@@ -41,6 +41,7 @@ from governor.http1.heads import (
     ResponseHead,
     fields_of,
     table_of,
+    trim,
 )
 from governor.http1.target import request_line, request_target, same_authority, split_host
 
@@ -198,18 +199,18 @@ def parse_request_head(buf: bytes | bytearray, limits: Limits) -> RequestHead | 
         size = len(low)
         first = low[0]
         if first == 104 and low.startswith(b"host:"):  # h
-            hosts = _add(hosts, head[at + 5 : at + size].strip(OWS))
+            hosts = _add(hosts, trim(head[at + 5 : at + size]))
         elif first == 99:  # c
             if low.startswith(b"content-length:"):
-                lengths = _add(lengths, head[at + 15 : at + size].strip(OWS))
+                lengths = _add(lengths, trim(head[at + 15 : at + size]))
             elif low.startswith(b"connection:"):
-                connection = _add(connection, head[at + 11 : at + size].strip(OWS))
+                connection = _add(connection, trim(head[at + 11 : at + size]))
         elif first == 116 and low.startswith(b"transfer-encoding:"):  # t
-            codings = _add(codings, head[at + 18 : at + size].strip(OWS))
+            codings = _add(codings, trim(head[at + 18 : at + size]))
         elif first == 101 and low.startswith(b"expect:"):  # e
-            expect = _add(expect, head[at + 7 : at + size].strip(OWS))
+            expect = _add(expect, trim(head[at + 7 : at + size]))
         elif first == 117 and low.startswith(b"upgrade:"):  # u
-            upgrades = _add(upgrades, head[at + 8 : at + size].strip(OWS))
+            upgrades = _add(upgrades, trim(head[at + 8 : at + size]))
         at += size + 2
     if len(hosts) > 1:
         raise BadMessage(400, "more than one Host header")
@@ -303,11 +304,11 @@ def parse_response_head(buf: bytes | bytearray, *, max_size: int = 65536) -> Res
             first = low[0]
             if first == 99:  # c
                 if low.startswith(b"content-length:"):
-                    lengths = _add(lengths, low[15:].strip(OWS))
+                    lengths = _add(lengths, trim(low[15:]))
                 elif low.startswith(b"connection:"):
-                    connection = _add(connection, low[11:].strip(OWS))
+                    connection = _add(connection, trim(low[11:]))
             elif first == 116 and low.startswith(b"transfer-encoding:"):  # t
-                codings = _add(codings, low[18:].strip(OWS))
+                codings = _add(codings, trim(low[18:]))
         chunked = False
         if codings:
             tokens = _tokens(codings)

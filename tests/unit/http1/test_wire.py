@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from governor.errors import BadMessage
 from governor.http1.body import CHUNKED, LENGTH, TRAILERS_MAX, UNTIL_CLOSE, BodyReader
 from governor.http1.headers import request_block, response_block
-from governor.http1.heads import Limits, RequestHead, ResponseHead
+from governor.http1.heads import OWS, Limits, RequestHead, ResponseHead, trim
 from governor.http1.sniff import sniff_head
 from governor.http1.wire import encode_block, parse_request_head, parse_response_head
 from tests.unit.http1.header_oracle import (
@@ -537,3 +537,13 @@ def test_the_user_agent_is_read_from_the_raw_block_without_splitting_it() -> Non
     bare = parse_request_head(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", Limits())
     assert bare is not None
     assert bare.user_agent is None
+
+
+@given(
+    st.binary(max_size=8)
+    | st.lists(st.sampled_from([b" ", b"\t", b"a", b"\x00", b":"])).map(b"".join)
+)
+def test_trim_is_a_strip_of_sp_and_htab(value: bytes) -> None:
+    """The fast path (one SP before, nothing after) and the call agree on every value."""
+    assert trim(value) == value.strip(OWS)
+    assert trim(b" " + value.strip(OWS)) == value.strip(OWS)
