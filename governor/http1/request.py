@@ -23,7 +23,15 @@ from governor.http1.flow import BodyQueue
 from governor.http1.heads import Header, RequestHead
 from governor.http1.ports import ClientPort
 from governor.http1.target import path_of
-from governor.http1.wire import CRLF, HEAD_END, LAST_CHUNK, chunk_prefix, encode_block, encode_head
+from governor.http1.wire import (
+    CRLF,
+    HEAD_END,
+    LAST_CHUNK,
+    OK_LINE,
+    chunk_prefix,
+    encode_block,
+    encode_head,
+)
 from governor.observe.events import RequestNote, report
 
 # A response's head and first body bytes up to this size are joined into one buffer
@@ -32,7 +40,6 @@ from governor.observe.events import RequestNote, report
 JOIN_UP_TO = 16 * 1024
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-_OK_LINE = b"HTTP/1.1 200 OK"  # the status line of most responses
 CLAIM_STEP = 2**18  # response bytes a running claim leaves to a later one (no syscall)
 HIGH_WATER = 2**18  # request body bytes buffered before reads from the client pause
 LOW_WATER = 2**16  # ... and resume (see docs/http1.md)
@@ -304,7 +311,7 @@ class Request:
         conn = self.conn
         self.status = status
         if status == 200 and (reason == "OK" or not reason):
-            line = _OK_LINE  # most responses' (one formatting and encoding fewer)
+            line = OK_LINE  # most responses' (one formatting and encoding fewer)
         else:
             line = f"HTTP/1.1 {status} {reason or REASONS.get(status, 'Unknown')}".encode("latin-1")
         before = conn.handed  # wire bytes: on TLS, the records' framing is the response's too

@@ -79,7 +79,8 @@ _NONE: Final[list[bytes]] = []
 # Valid Host values seen, as the str a head gives (see :func:`_host`); emptied when full.
 _HOSTS: Final[dict[bytes, str]] = {}
 _HOSTS_MAX: Final = 1024
-_OK_LINE: Final = b"HTTP/1.1 200 OK"  # the status line of most responses: no expression
+# The status line of most responses: parsed without an expression, written unformatted.
+OK_LINE: Final = b"HTTP/1.1 200 OK"
 
 
 def _check_chars(head: bytes) -> None:
@@ -289,10 +290,10 @@ def parse_response_head(buf: bytes | bytearray, *, max_size: int = 65536) -> Res
     lows = head.lower().split(CRLF)  # as for a request head
     eol = len(lows[0])
     line, block = head[:eol], head[eol:]
-    status, minor, reason = 200, 1, "OK"  # _OK_LINE's
+    status, minor, reason = 200, 1, "OK"  # OK_LINE's
     try:
-        m = None if line == _OK_LINE else _STATUS.fullmatch(line)
-        line_ok = m is not None or line == _OK_LINE
+        m = None if line == OK_LINE else _STATUS.fullmatch(line)
+        line_ok = m is not None or line == OK_LINE
         if not line_ok or _STRICT_BLOCK.fullmatch(block) is None:
             _check_chars(head)  # the long way round, to the refusal that says what is wrong
             if not line_ok:
