@@ -70,13 +70,17 @@ class Relay:
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
+        loop = asyncio.get_running_loop()
+        up_reader = asyncio.StreamReader(loop=loop)
+        target = _Target(up_reader, piped)
         try:
-            up_reader, up_writer = await asyncio.open_connection(*self.target)
+            transport, _ = await loop.create_connection(lambda: target, *self.target)
         except OSError:
             writer.close()
             piped.done.set()
             self._tasks.discard(task)
             return
+        up_writer = asyncio.StreamWriter(transport, target, up_reader, loop)
         try:
             await asyncio.gather(
                 self._copy(reader, up_writer, piped, "up", (writer, up_writer)),
@@ -85,6 +89,9 @@ class Relay:
         finally:
             for w in (writer, up_writer):
                 w.close()
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                async with asyncio.timeout(10):
+                    await target.closed.wait()  # a cut's count is taken there
             piped.done.set()
             self._tasks.discard(task)
 
@@ -109,20 +116,40 @@ class Relay:
             _cut(piped, *both)
 
 
+class _Target(asyncio.StreamReaderProtocol):
+    """The relay's connection to the target. After a cut, what the target transmitted is
+    what the relay's kernel received, read or not (a packet capture shows it): that is
+    counted here, as the socket closes (with SO_LINGER 0: the reset), when no more can
+    arrive uncounted. (An abort closes the socket a loop turn later, not at once; the
+    target, when it runs in this process, may send more in that turn.)"""
+
+    def __init__(self, reader: asyncio.StreamReader, piped: Piped) -> None:
+        super().__init__(reader)
+        self.piped = piped
+        self.sock: Any = None
+        self.closed = asyncio.Event()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.sock = transport.get_extra_info("socket")
+        super().connection_made(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        piped = self.piped
+        if piped.cut and not piped.target_eof:
+            received = kernel_received(self.sock)
+            if received is not None:
+                piped.down = max(piped.down, received)
+        super().connection_lost(exc)
+        self.closed.set()
+
+
 def _cut(piped: Piped, client: asyncio.StreamWriter, target: asyncio.StreamWriter) -> None:
     """A reset one way: both ways are reset (as a client's abort is passed on by a proxy).
-
-    What the target transmitted is then what the relay's kernel received, read or not (a
-    packet capture shows it), so that is counted before the socket goes.
-    """
+    What the target transmitted until then is counted as its socket closes (:class:`_Target`)."""
     if piped.cut:
         return
     piped.cut = True
-    if not piped.target_eof:
-        received = kernel_received(target.get_extra_info("socket"))
-        if received is not None:
-            piped.down = max(piped.down, received)
-    for w in (client, target):
+    for w in (target, client):
         sock = w.get_extra_info("socket")
         with contextlib.suppress(OSError, AttributeError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
