@@ -38,6 +38,9 @@ from governor.errors import UpstreamBroken
 
 ZERO_COPY_MIN: Final = 1 << 20  # body bytes still to come, at least, for the kernel to move
 UNSENT: Final = 1 << 18  # the client socket's unsent bytes, at most (request.CLAIM_STEP)
+# Bytes moved in one wake-up, at most (nginx's sendfile_max_chunk): a client and an
+# upstream that both keep up would otherwise hold the event loop for the whole body.
+STEP_MAX: Final = 1 << 21
 _NOTSENT_LOWAT: Final = getattr(socket, "TCP_NOTSENT_LOWAT", 25)
 _FLAGS: Final = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
 _F_GETPIPE_SZ: Final = 1032  # fcntl: a pipe's capacity in bytes (Linux)
@@ -68,6 +71,7 @@ class KernelRelay:
     """
 
     __slots__ = (
+        "_broken",
         "_done",
         "_down",
         "_last_down",
@@ -119,6 +123,9 @@ class KernelRelay:
             self.close()
             raise
         self._reading = self._writing = False
+        # The upstream broke off (or closed early): what it sent is still passed on, then
+        # the relay ends with this.
+        self._broken: UpstreamBroken | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._done: asyncio.Future[None] = loop.create_future()
         self._last_up = self._last_down = loop.time()
@@ -134,27 +141,37 @@ class KernelRelay:
             self.close()
 
     def _step(self) -> None:
-        """Move what can be moved now; then wait for whichever side holds things up."""
-        loop = self._loop
+        """Move what can be moved now, :data:`STEP_MAX` at most; then wait for whichever
+        side holds things up (or, after STEP_MAX, for the next turn of the event loop).
+
+        A short move is tried again at once: on a fast link the socket has room again by
+        then (a measured choice: waiting for readiness instead cost a wake-up per move).
+        """
+        now = self._loop.time()
         up_blocked = down_blocked = False
+        budget = STEP_MAX
         while not self._done.done():
             progress = False
-            if self.remaining and self.in_pipe < self._pipe_size and not up_blocked:
+            if (
+                self.remaining
+                and self.in_pipe < self._pipe_size
+                and not up_blocked
+                and self._broken is None
+            ):
                 want = min(self.remaining, self._pipe_size - self.in_pipe)
                 try:
                     n = os.splice(self._up, self._w, want, flags=_FLAGS)
                 except BlockingIOError:
                     up_blocked = True
                 except OSError as exc:
-                    self._finish(UpstreamBroken(f"the upstream broke off mid-body ({exc})"))
-                    return
+                    self._broken = UpstreamBroken(f"the upstream broke off mid-body ({exc})")
+                    progress = True
                 else:
                     if n == 0:
-                        self._finish(UpstreamBroken("the upstream closed the connection"))
-                        return
+                        self._broken = UpstreamBroken("the upstream closed the connection")
                     self.remaining -= n
                     self.in_pipe += n
-                    self._last_up = loop.time()
+                    self._last_up = now
                     progress = True
             if self.in_pipe and not down_blocked:
                 try:
@@ -168,17 +185,26 @@ class KernelRelay:
                     return
                 else:
                     self.in_pipe -= m
-                    self._last_down = loop.time()
+                    self._last_down = now
                     MOVED.bytes += m
                     self.moved(m)
                     progress = bool(m)
+                    budget -= m
+            if not self.in_pipe and self._broken is not None:
+                self._finish(self._broken)  # what it sent was passed on
+                return
             if not self.remaining and not self.in_pipe:
                 MOVED.responses += 1
                 self._finish(None)
                 return
             if not progress:
                 break
-        self._want_read(bool(self.remaining) and self.in_pipe < self._pipe_size)
+            if budget <= 0:  # the other connections' turn: on at the next ready descriptor
+                down_blocked = True
+                break
+        self._want_read(
+            bool(self.remaining) and self.in_pipe < self._pipe_size and self._broken is None
+        )
         self._want_write(self.in_pipe > 0 and down_blocked)
 
     def _want_read(self, on: bool) -> None:
