@@ -74,14 +74,17 @@ class KernelRelay:
         "_broken",
         "_done",
         "_down",
+        "_down_ready",
         "_last_down",
         "_last_up",
         "_loop",
         "_pipe_size",
+        "_pipe_stuck",
         "_r",
         "_reading",
         "_timer",
         "_up",
+        "_up_ready",
         "_w",
         "_writing",
         "in_pipe",
@@ -123,6 +126,8 @@ class KernelRelay:
             self.close()
             raise
         self._reading = self._writing = False
+        self._up_ready = self._down_ready = True  # worth a try (see _step)
+        self._pipe_stuck = False
         # The upstream broke off (or closed early): what it sent is still passed on, then
         # the relay ends with this.
         self._broken: UpstreamBroken | None = None
@@ -140,29 +145,42 @@ class KernelRelay:
         finally:
             self.close()
 
+    def _readable(self) -> None:
+        self._up_ready = True
+        self._step()
+
+    def _writable(self) -> None:
+        self._down_ready = True
+        self._step()
+
     def _step(self) -> None:
         """Move what can be moved now, :data:`STEP_MAX` at most; then wait for whichever
-        side holds things up (or, after STEP_MAX, for the next turn of the event loop).
+        side holds things up (after STEP_MAX, the next turn of the event loop).
 
-        A short move is tried again at once: on a fast link the socket has room again by
-        then (a measured choice: waiting for readiness instead cost a wake-up per move).
+        A side is tried only while it is ready: a short move shows it drained (the
+        upstream's socket) or full (the client's), and its next readiness event says
+        when it has more. A call that fails (EAGAIN) costs an exception and the error's
+        text; trying each side until it failed made most calls fail (64,000 of 100,000
+        per GiB, measured with perf's syscall tracepoints).
         """
         now = self._loop.time()
-        up_blocked = down_blocked = False
         budget = STEP_MAX
         while not self._done.done():
             progress = False
             if (
-                self.remaining
+                self._up_ready
+                and self.remaining
                 and self.in_pipe < self._pipe_size
-                and not up_blocked
                 and self._broken is None
             ):
                 want = min(self.remaining, self._pipe_size - self.in_pipe)
                 try:
                     n = os.splice(self._up, self._w, want, flags=_FLAGS)
                 except BlockingIOError:
-                    up_blocked = True
+                    self._up_ready = False
+                    # The socket may have more and the pipe no room (its slots hold less
+                    # than its size): then only a move out of it is worth waiting for.
+                    self._pipe_stuck = self.in_pipe > 0
                 except OSError as exc:
                     self._broken = UpstreamBroken(f"the upstream broke off mid-body ({exc})")
                     progress = True
@@ -173,22 +191,25 @@ class KernelRelay:
                     self.in_pipe += n
                     self._last_up = now
                     progress = True
-            if self.in_pipe and not down_blocked:
+                    self._up_ready = n == want
+            if self.in_pipe and self._down_ready:
                 try:
                     m = os.splice(self._r, self._down, self.in_pipe, flags=_FLAGS)
                 except BlockingIOError:
-                    down_blocked = True
+                    self._down_ready = False
                 except OSError as exc:
                     if exc.errno not in (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN):
                         raise
                     self._finish(ConnectionResetError("the client connection is closed"))
                     return
                 else:
+                    self._down_ready = m == self.in_pipe
+                    self._pipe_stuck = False
                     self.in_pipe -= m
                     self._last_down = now
                     MOVED.bytes += m
                     self.moved(m)
-                    progress = bool(m)
+                    progress = True
                     budget -= m
             if not self.in_pipe and self._broken is not None:
                 self._finish(self._broken)  # what it sent was passed on
@@ -197,26 +218,27 @@ class KernelRelay:
                 MOVED.responses += 1
                 self._finish(None)
                 return
-            if not progress:
+            if not progress or budget <= 0:  # budget: the other connections' turn
                 break
-            if budget <= 0:  # the other connections' turn: on at the next ready descriptor
-                down_blocked = True
-                break
+        # Readiness is level-triggered: a side with more to give fires at once.
         self._want_read(
-            bool(self.remaining) and self.in_pipe < self._pipe_size and self._broken is None
+            bool(self.remaining)
+            and self.in_pipe < self._pipe_size
+            and self._broken is None
+            and not self._pipe_stuck
         )
-        self._want_write(self.in_pipe > 0 and down_blocked)
+        self._want_write(self.in_pipe > 0)
 
     def _want_read(self, on: bool) -> None:
         if on and not self._reading:
-            self._loop.add_reader(self._up, self._step)
+            self._loop.add_reader(self._up, self._readable)
         elif not on and self._reading:
             self._loop.remove_reader(self._up)
         self._reading = on
 
     def _want_write(self, on: bool) -> None:
         if on and not self._writing:
-            self._loop.add_writer(self._down, self._step)
+            self._loop.add_writer(self._down, self._writable)
         elif not on and self._writing:
             self._loop.remove_writer(self._down)
         self._writing = on
