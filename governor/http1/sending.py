@@ -9,11 +9,12 @@ for it is dropped with an RST (:class:`SendWatch`, :func:`reset`), as nginx's
 
 from __future__ import annotations
 
+import _socket
 import asyncio
 import contextlib
 import socket
 import struct
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 
 class Sender(Protocol):
@@ -114,17 +115,29 @@ _TCP_INFO_SIZE = 216
 _LINGER_ZERO = struct.pack("ii", 1, 0)  # close() sends an RST
 _NOTSENT = struct.Struct("=I")
 _SENT_RETRANS = struct.Struct("=QQ")
+_TCP_INFO: Final = getattr(socket, "TCP_INFO", None)  # Linux
 
 
 def _tcp_info(sock: Any, size: int) -> bytes | None:
-    """The first ``size`` bytes of the socket's ``struct tcp_info``; None if unknown."""
-    option = getattr(socket, "TCP_INFO", None)
-    if sock is None or option is None:
+    """The first ``size`` bytes of the socket's ``struct tcp_info``; None if unknown.
+
+    uvloop's transports give a stand-in socket whose getsockopt builds a Python socket
+    object (its ``__init__`` in Python, a getsockname call) every time; the descriptor
+    is asked through a bare ``_socket.socket`` instead, detached at once: it never
+    closes the descriptor, which the transport owns.
+    """
+    if sock is None or _TCP_INFO is None:
         return None
     try:
-        info: bytes = sock.getsockopt(socket.IPPROTO_TCP, option, size)
+        raw = _socket.socket(socket.AF_INET, socket.SOCK_STREAM, 0, sock.fileno())
     except (OSError, ValueError):
         return None
+    try:
+        info: bytes = raw.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, size)
+    except (OSError, ValueError):
+        return None
+    finally:
+        raw.detach()
     return info if len(info) >= size else None
 
 
