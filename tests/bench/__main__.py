@@ -56,9 +56,11 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 
 def _summary(row: Row) -> str:
     m = row.metrics
-    if row.test.startswith("wrk"):
+    if row.test.startswith("wrk") or row.test == "mixed":
         text = f"{m['rps']:>9,.0f} req/s  p50 {m['p50_ms']:6.2f} ms  p99 {m['p99_ms']:6.2f} ms"
         text += f"  {m['cpu_us']:5.0f} µs/req" if "cpu_us" in m else ""
+        if row.test == "mixed":
+            text += f"  {row.info['downloads_completed']} downloads beside"
     elif row.test.startswith("stream"):
         text = f"{m['mib_s']:>9,.0f} MiB/s"
         if "cpu_s_gib" in m:

@@ -16,7 +16,11 @@ no SNI). One s_time runs one connection at a time, so several run side by side.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import re
+import shlex
+import signal
 import statistics
 import subprocess
 import time
@@ -200,6 +204,39 @@ def run_streams(
     downloads = [_download(p) for p in procs]
     samples = samples or [rss_bytes(pids)]
     return StreamResult(downloads, max(samples), _steady(samples), len(samples))
+
+
+class Downloads:
+    """``streams`` downloads of ``url``, each begun again as it ends, until :meth:`stop`:
+    a steady large-file load beside another measurement. Each completed download's
+    ``status header_bytes body_bytes seconds`` is kept (:meth:`stop` returns them)."""
+
+    def __init__(self, curl: str, url: str, host: str, *, streams: int, folder: Path) -> None:
+        self._outputs = [folder / f"downloads-{i}.txt" for i in range(streams)]
+        curl_line = shlex.join(_curl_argv(curl, url, host, ()))
+        self._procs = []
+        for output in self._outputs:
+            output.write_text("")
+            loop = f"while :; do {curl_line}; echo; done >> {shlex.quote(str(output))}"
+            quiet = subprocess.DEVNULL
+            self._procs.append(
+                subprocess.Popen(["sh", "-c", loop], start_new_session=True, stderr=quiet)
+            )
+
+    def stop(self) -> list[Download]:
+        """Stop every stream (the downloads running are cut) and return the completed ones."""
+        for proc in self._procs:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        done: list[Download] = []
+        for output in self._outputs:
+            for line in output.read_text().splitlines():
+                fields = line.split()
+                if len(fields) == 4:  # a cut download printed nothing, or half a line
+                    status, header, body, seconds = fields
+                    done.append(Download(int(status), int(header), int(body), float(seconds)))
+        return done
 
 
 @dataclass(frozen=True)

@@ -29,13 +29,22 @@ none, so theirs are nobody's (documented), and s_time's rows should count nothin
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.bench.configs import FILES, HOST, TLSFiles
 from tests.bench.lab import Cores, Setup, client_context, haproxy_meter, settled_count
-from tests.bench.load import WrkResult, curl_tls, run_exact, run_s_time, run_streams, run_wrk
+from tests.bench.load import (
+    Downloads,
+    WrkResult,
+    curl_tls,
+    run_exact,
+    run_s_time,
+    run_streams,
+    run_wrk,
+)
 from tests.bench.procs import core_busy, cpu_times
 from tests.bench.report import Row
 from tests.bench.tools import Tools
@@ -65,6 +74,8 @@ class Settings:
     connections: int = 32
     streams: int = 4
     handshake_clients: int = 4  # openssl s_time processes side by side
+    mixed_downloads: int = 2  # big-file downloads beside the mixed row's wrk
+    mixed_connections: int = 8
 
     @property
     def big(self) -> str:
@@ -197,6 +208,40 @@ def measure_wrk(bench: Bench, setup: Setup, name: str, rnd: int, *, tls: bool = 
     elif counted is not None:
         one = bench.response_bytes[(setup.key, name)]
         _check_wrk_count(row, counted, result, one, conns)
+    return row
+
+
+def measure_mixed(bench: Bench, setup: Setup, rnd: int) -> Row:
+    """1 KiB requests (wrk, :attr:`Settings.mixed_connections` connections) while
+    :attr:`Settings.mixed_downloads` downloads of the big file run through the same proxy,
+    each begun again as it ends: what a fast download costs the other visitors. The
+    downloads running when wrk stops are cut, so the count is recorded, not checked."""
+    row = Row(rnd, setup.key, "mixed")
+    folder = bench.lua.parent
+    name = bench.settings.big
+    streams = bench.settings.mixed_downloads
+    downloads = Downloads(bench.tools.curl, setup.url(name), HOST, streams=streams, folder=folder)
+    try:
+        time.sleep(0.2)  # the downloads under way before the first request (the point)
+        result = run_wrk(
+            bench.tools.wrk,
+            bench.lua,
+            setup.url("1k.bin"),
+            HOST,
+            seconds=bench.settings.seconds,
+            connections=bench.settings.mixed_connections,
+        )
+    finally:
+        done = downloads.stop()
+    row.metrics = {"rps": result.rps, "p50_ms": result.p50_ms, "p99_ms": result.p99_ms}
+    row.info = {"requests": result.requests, "downloads_completed": len(done)}
+    row.problems = _wrk_problems(result)
+    if not done:
+        row.problems.append(f"no download of {name} completed beside wrk")
+    for d in done:
+        if d.status != 200 or d.body_bytes != FILES[name]:
+            row.problems.append(f"curl: status {d.status}, {d.body_bytes:,} of {FILES[name]:,} B")
+    _counted(setup, row)  # the settled count moves on; cut downloads: not checked
     return row
 
 
@@ -336,6 +381,11 @@ def tests(settings: Settings) -> list[tuple[str, Measure]]:
         ("1 KiB wrk", lambda b, s, r: measure_wrk(b, s, "1k.bin", r)),
         ("1 KiB wrk over TLS", lambda b, s, r: measure_wrk(b, s, "1k.bin", r, tls=True)),
         ("64 KiB wrk", lambda b, s, r: measure_wrk(b, s, "64k.bin", r)),
+        (
+            f"1 KiB wrk -c{settings.mixed_connections} beside {settings.mixed_downloads}"
+            f" downloads of {settings.big}",
+            measure_mixed,
+        ),
         (
             f"new TLS connections (openssl s_time -new x{settings.handshake_clients})",
             measure_handshakes,
