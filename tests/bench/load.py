@@ -162,11 +162,16 @@ def curl_tls(ca: Path, host: str, port: int) -> list[str]:
     return ["--cacert", str(ca), "--resolve", f"{host}:{port}:127.0.0.1"]
 
 
+def _parsed(out: str) -> Download:
+    """A download from what curl's ``-w`` (:func:`_curl_argv`) printed; ValueError if not."""
+    status, header, body, seconds = out.split()
+    return Download(int(status), int(header), int(body), float(seconds))
+
+
 def _download(proc: subprocess.Popen[str]) -> Download:
     out, err = proc.communicate()
     try:
-        status, header, body, seconds = out.split()
-        return Download(int(status), int(header), int(body), float(seconds))
+        return _parsed(out)
     except ValueError:
         raise RuntimeError(f"curl failed ({proc.returncode}): {out}{err}") from None
 
@@ -232,10 +237,8 @@ class Downloads:
         done: list[Download] = []
         for output in self._outputs:
             for line in output.read_text().splitlines():
-                fields = line.split()
-                if len(fields) == 4:  # a cut download printed nothing, or half a line
-                    status, header, body, seconds = fields
-                    done.append(Download(int(status), int(header), int(body), float(seconds)))
+                with contextlib.suppress(ValueError):  # a cut download: nothing, or half a line
+                    done.append(_parsed(line))
         return done
 
 

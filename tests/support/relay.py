@@ -71,7 +71,7 @@ class Relay:
         assert task is not None
         self._tasks.add(task)
         loop = asyncio.get_running_loop()
-        up_reader = asyncio.StreamReader(loop=loop)
+        up_reader = asyncio.StreamReader()
         target = _Target(up_reader, piped)
         try:
             transport, _ = await loop.create_connection(lambda: target, *self.target)
