@@ -25,6 +25,10 @@ from governor.http1.wire import HEAD_END, parse_response_head, response_has_body
 # Response bytes held for one client (its transport's and here) before the upstream is paused:
 # connection.WRITE_HIGH. No read is larger: a client that stops reading pins about this much.
 BUDGET = 2**16
+# ...but a response's first read, which holds its head too: a body that fits the budget then
+# comes with its head in one read (one pass, one write to the client), not in two.
+HEAD_ROOM = 2**13
+READ_MAX = BUDGET + HEAD_ROOM  # the pool's read buffer
 MIN_READ = 2**14  # the smallest read (the client transport's low-water mark)
 HIGH_WATER = BUDGET  # body bytes queued here (not spliced) before reads pause
 IDLE_TIMEOUT = 30.0  # seconds a pooled connection may sit idle
@@ -102,10 +106,12 @@ class OriginConnection(asyncio.BufferedProtocol):
 
     def _read_size(self) -> int:
         """The room the client side has left within :data:`BUDGET` (a client that holds
-        BUDGET has paused this connection's reads already; MIN_READ at the least)."""
+        BUDGET has paused this connection's reads already; MIN_READ at the least), and
+        :data:`HEAD_ROOM` more while the response head is awaited."""
         taker = self.taker
         held = self._queue.size + (taker.pending() if taker is not None else 0)
-        return max(MIN_READ, BUDGET - held)
+        room = max(MIN_READ, BUDGET - held)
+        return room if self.head is not None else room + HEAD_ROOM
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)

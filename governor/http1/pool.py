@@ -18,7 +18,7 @@ import ssl
 
 from governor.config import Config, UpstreamURL
 from governor.errors import upstream_error
-from governor.http1.client import BUDGET, OriginConnection, PoolKey
+from governor.http1.client import READ_MAX, OriginConnection, PoolKey
 
 
 class OriginPool:
@@ -32,7 +32,7 @@ class OriginPool:
         self._tls: ssl.SSLContext | None = None
         # Every connection reads into this in turn: a read is copied out at once
         # (buffer_updated), so one buffer serves them all.
-        self.read_array = bytearray(BUDGET)
+        self.read_array = bytearray(READ_MAX)
         self.read_buffer = memoryview(self.read_array)
 
     def reconfigure(self, config: Config) -> None:

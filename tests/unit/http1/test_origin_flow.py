@@ -10,14 +10,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from governor.errors import UpstreamBroken
-from governor.http1.client import BUDGET, OriginConnection
+from governor.http1.client import BUDGET, READ_MAX, OriginConnection
 from tests.unit.http1.fakes import FakeTransport
 
 
 class StubPool:
     def __init__(self) -> None:
         self.loop = asyncio.get_running_loop()
-        self.read_array = bytearray(BUDGET)
+        self.read_array = bytearray(READ_MAX)
         self.read_buffer = memoryview(self.read_array)
         self.forgotten: list[OriginConnection] = []
 
@@ -122,3 +122,16 @@ def _outcome_of(conn: OriginConnection) -> tuple[object, bytes, bool, bool]:
         conn.closed,
         conn.reusable,
     )
+
+
+async def test_a_body_that_fits_the_budget_comes_with_its_head_in_one_read() -> None:
+    """A response's first read has room for its head beyond the body's budget, so a body of
+    BUDGET bytes needs no second read (nor a second write to its client); once the head is
+    in, no read is larger than the budget."""
+    conn, _ = connect()
+    conn.begin("GET", None)
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nServer: origin\r\n\r\n" % BUDGET
+    _read(conn, head + b"x" * BUDGET)
+    assert len(conn.get_buffer(-1)) <= BUDGET
+    assert b"".join(conn.read_nowait()) == b"x" * BUDGET
+    assert conn.at_eof
