@@ -67,6 +67,13 @@ _BLOCK: Final = re.compile(rb"(?:\r\n[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[^\r\n]*)*")
 _STRICT_BLOCK: Final = re.compile(
     rb"(?:\r\n[!#$%&'*+\-.^_`|~0-9A-Za-z]++:[\t\x20-\x7e\x80-\xff]*+)*+"
 )
+# Field lines known well-formed, lower-cased: a block of them only needs no _STRICT_BLOCK
+# pass (most of a response head's parsing, for the lines a site sends again and again).
+# Being well-formed is the line's own property, and lower-casing keeps it: only A-Z change,
+# to letters the same classes take. Bounded (long lines are not kept), emptied when full.
+_CLEAN_LINES: Final[set[bytes]] = set()
+_CLEAN_LINES_MAX: Final = 4096
+_CLEAN_LINE_LONGEST: Final = 256
 # The bytes of a clean first line: no control character but HTAB (nor CR or LF).
 _CLEAN_LINE: Final = table_of(c for c in range(256) if c == 9 or 0x20 <= c <= 0x7E or c >= 0x80)
 # The Connection (and Transfer-Encoding) values nearly every head has, read.
@@ -81,6 +88,26 @@ _HOSTS: Final[dict[bytes, str]] = {}
 _HOSTS_MAX: Final = 1024
 # The status line of most responses: parsed without an expression, written unformatted.
 OK_LINE: Final = b"HTTP/1.1 200 OK"
+
+
+def _clean_block(block: bytes, lows: list[bytes]) -> bool:
+    """Whether ``block`` holds well-formed field lines only (no control character but
+    HTAB in a value); ``lows`` are its head's lines lower-cased, the first line first."""
+    known = _CLEAN_LINES
+    for i in range(1, len(lows)):
+        if lows[i] not in known:
+            break
+    else:
+        return True
+    if _STRICT_BLOCK.fullmatch(block) is None:
+        return False
+    if len(known) + len(lows) > _CLEAN_LINES_MAX:
+        known.clear()
+    for i in range(1, len(lows)):
+        low = lows[i]
+        if len(low) <= _CLEAN_LINE_LONGEST:
+            known.add(low)
+    return True
 
 
 def _check_chars(head: bytes) -> None:
@@ -181,7 +208,7 @@ def parse_request_head(buf: bytes | bytearray, limits: Limits) -> RequestHead | 
     lows = head.lower().split(CRLF)
     eol = len(lows[0])
     line, block = head[:eol], head[eol:]
-    clean = line.translate(_CLEAN_LINE) == line and _STRICT_BLOCK.fullmatch(block) is not None
+    clean = line.translate(_CLEAN_LINE) == line and _clean_block(block, lows)
     if not clean:
         _check_chars(head)  # the refusal that names a bare CR or LF, or a control character
     if len(line) > limits.request_line:
@@ -294,7 +321,7 @@ def parse_response_head(buf: bytes | bytearray, *, max_size: int = 65536) -> Res
     try:
         m = None if line == OK_LINE else _STATUS.fullmatch(line)
         line_ok = m is not None or line == OK_LINE
-        if not line_ok or _STRICT_BLOCK.fullmatch(block) is None:
+        if not line_ok or not _clean_block(block, lows):
             _check_chars(head)  # the long way round, to the refusal that says what is wrong
             if not line_ok:
                 raise BadMessage(502, "a malformed status line")

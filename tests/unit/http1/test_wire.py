@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from governor.errors import BadMessage
+from governor.http1 import wire
 from governor.http1.body import CHUNKED, LENGTH, TRAILERS_MAX, UNTIL_CLOSE, BodyReader
 from governor.http1.headers import request_block, response_block
 from governor.http1.heads import OWS, Limits, RequestHead, ResponseHead, trim
@@ -547,3 +548,43 @@ def test_trim_is_a_strip_of_sp_and_htab(value: bytes) -> None:
     """The fast path (one SP before, nothing after) and the call agree on every value."""
     assert trim(value) == value.strip(OWS)
     assert trim(b" " + value.strip(OWS)) == value.strip(OWS)
+
+
+# Field lines near the edge of well-formed: case, whitespace, control characters, bare CR
+# or LF, a missing or empty name, obs-fold, bytes above 0x7f.
+_EDGE_LINES = st.lists(
+    st.sampled_from(
+        [b"X-A: b", b"x-a: b", b"X-A: B", b"X-A:\tb", b"X-A: b\x01", b"X-A: b\x7f", b"X-A: \x80",
+         b"X-A : b", b"X A: b", b": b", b"X-A b", b" X-A: b", b"\tfolded", b"X-A: b\rc",
+         b"X-A: b\nc", b"X-\x00: b", b"Server: o", b"SERVER: O", b"X-A: " + b"v" * 300,
+         b"X-A: " + b"v" * 299 + b"\x0b"]
+    ),
+    max_size=5,
+)  # fmt: skip
+
+
+def _verdict(raw: bytes, response: bool) -> object:
+    try:
+        head = parse_response_head(raw) if response else parse_request_head(raw, Limits())
+    except BadMessage as exc:
+        return exc.status, exc.reason
+    assert head is not None
+    return head.block, head.size, head.lows
+
+
+@given(st.lists(_EDGE_LINES, min_size=1, max_size=4), st.booleans())
+def test_field_lines_known_clean_change_no_verdict(
+    heads: list[list[bytes]], response: bool
+) -> None:
+    """A head reads the same, refusal and all, whatever heads came before it: lines found
+    well-formed are kept (lower-cased) so that a head made of them skips the block's
+    expression, and a kept line never lets a malformed one through."""
+    first = b"HTTP/1.1 200 OK" if response else b"GET / HTTP/1.1\r\nHost: a.test"
+    raws = [first + b"".join(b"\r\n" + line for line in lines) + b"\r\n\r\n" for lines in heads]
+    wire._CLEAN_LINES.clear()
+    cold = []
+    for raw in raws:
+        wire._CLEAN_LINES.clear()
+        cold.append(_verdict(raw, response))
+    warm = [_verdict(raw, response) for raw in raws + raws]
+    assert warm == cold + cold
