@@ -1,7 +1,7 @@
 """One client connection: governor's own HTTP/1.1 server side, on asyncio protocols.
 
-One :class:`ClientConnection` per socket parses heads (:mod:`governor.http1.wire`), runs one
-handler task per request (owned by the connection, cancelled when the client leaves), streams the
+One :class:`ClientConnection` per socket parses heads (:mod:`governor.http1.wire`), answers its
+requests in one task of its own (cancelled when the client leaves), streams the
 request body to it with backpressure (:mod:`governor.http1.flow`), and moves through the states of
 :mod:`governor.http1.state`. Why governor has its own server: ``docs/http1.md``.
 
@@ -45,7 +45,6 @@ from governor.http1.state import (
     TUNNEL,
     WAITING,
     State,
-    body_due,
     check,
     deadline,
 )
@@ -79,14 +78,15 @@ class ClientConnection(asyncio.Protocol):
         self.closing = server.draining
         self.body_error: BadMessage | None = None  # the request body was refused midway
         self._counted = False  # in the server's per-client count
-        self._body_timer: asyncio.TimerHandle | None = None
         self.handed = 0  # bytes handed to the transport
         self._sent_at_loss: int | None = None  # what the socket had accepted, once lost
         self._reset = False  # it was reset (governor's, of a client accepting nothing; broken())
         self._watch = SendWatch(self)
         self._buf = b""
         self._request: Request | None = None
+        # The connection's worker (see _work), waiting on ``_ready`` while idle.
         self._task: asyncio.Task[None] | None = None
+        self._ready: asyncio.Future[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self.flow = Flow(self.loop, write_high=WRITE_HIGH, write_low=WRITE_LOW)
         self._sink: TunnelSink | None = None
@@ -130,7 +130,7 @@ class ClientConnection(asyncio.Protocol):
             try:
                 used = request._feed(data)
             except BadMessage as exc:
-                self._refuse_body(request, exc)
+                request.refuse_body(exc)
                 return
             data = data[used:]
             if not data:
@@ -169,11 +169,11 @@ class ClientConnection(asyncio.Protocol):
             self._counted = False
             self.server.release(self.peer)
         self._cancel_timer()
-        self._stop_body_timer()
         if self._sink is not None:
             self._sink.client_closed()
         request = self._request
         if request is not None:
+            request.stop_body_watch()
             request._fail()
         self.flow.lose(ConnectionResetError("the client closed the connection"))
         task = self._task
@@ -335,10 +335,6 @@ class ClientConnection(asyncio.Protocol):
         note = RequestNote(sinks=self.server.sinks, client=self.peer or "", listener=self._label)
         request = Request(self, head, note)
         self._request = request
-        if request.body is not None and self.server.body_min_rate:
-            self._body_timer = self.loop.call_at(
-                request.head_at + self.server.header_timeout, self._check_body_rate
-            )
         if request.body is not None and self._buf:
             data, self._buf = self._buf, b""
             try:
@@ -348,37 +344,63 @@ class ClientConnection(asyncio.Protocol):
                 self._refuse(exc.status, exc.reason, raw)
                 return
             self._buf = data[used:]
-        self._task = self.loop.create_task(self._serve(request))
+        request.watch_body_rate()
+        if self._ready is not None:
+            self._ready.set_result(None)  # the idle worker takes it
+        elif self._task is None or self._task.done():
+            self._task = self.loop.create_task(self._work())
+        # else the worker is finishing the request before (a pipelined one): it takes it next
 
-    async def _serve(self, request: Request) -> None:
-        try:
-            await self.server.handler(request)
-            if self._sink is not None:
-                return
-            if not request.ended:
+    async def _work(self) -> None:
+        """Answer the connection's requests in turn, then end: one task for the connection,
+        not one per request (a task's creation and end cost 7.7k instructions a request)."""
+        while (request := self._request) is not None or await self._wait():
+            if request is None:
+                continue
+            try:
+                await self.server.handler(request)
+                if self._sink is not None:
+                    return
+                if not request.ended:
+                    self.abort()
+                elif not (request.body_done or self.closed or await request.linger(LINGER)):
+                    self.abort()  # still sending after LINGER seconds
+                if self.pending():
+                    await self.settle()  # a response is done once the socket accepted all of it
+            except asyncio.CancelledError:
+                if not self.closed:
+                    raise
+            except ConnectionError:
                 self.abort()
-            elif not request.body_done and not self.closed and not await request.linger(LINGER):
-                self.abort()  # still sending after LINGER seconds
-            if self.pending():
-                await self.settle()  # a response is done once the socket accepted all of it
+            except Exception:
+                log.exception("an unexpected error answering %s %s", request.method, request.path)
+                if not request.started_response and not self.closed:
+                    with contextlib.suppress(ConnectionError):
+                        request.respond_text(500, "500 Internal Server Error")
+                self.abort()
+            finally:
+                self._finished(request)
+
+    async def _wait(self) -> bool:
+        """Wait for the next request; False when none can follow (closed, closing, a tunnel)."""
+        if self.state not in WAITING:
+            return False
+        ready = self._ready = self.loop.create_future()
+        try:
+            await ready
         except asyncio.CancelledError:
             if not self.closed:
                 raise
-        except ConnectionError:
-            self.abort()
-        except Exception:
-            log.exception("an unexpected error answering %s %s", request.method, request.path)
-            if not request.started_response and not self.closed:
-                with contextlib.suppress(ConnectionError):
-                    request.respond_text(500, "500 Internal Server Error")
-            self.abort()
+            if self._request is not None:  # taken, not begun: still charged and reported
+                self._finished(self._request)
+            return False
         finally:
-            self._finished(request)
+            self._ready = None
+        return True
 
     def _finished(self, request: Request) -> None:
-        self._task = None
         self._request = None
-        self._stop_body_timer()
+        request.stop_body_watch()
         request.charge(final=True)  # what arrived, or was accepted, since the last claim
         request.report()
         if self._tls is not None:
@@ -391,36 +413,6 @@ class ClientConnection(asyncio.Protocol):
         self._enter(IDLE)
         self.resume_reading()
         self._next_request()
-
-    def _refuse_body(self, request: Request, exc: BadMessage) -> None:
-        """Stop reading a request body governor refuses (malformed, too large, too slow).
-
-        The handler's next read raises :class:`BodyRefused`; it answers ``exc.status``
-        if no response has started. The connection closes after the request either way.
-        """
-        self.body_error = exc
-        self.closing = True
-        request._fail()
-        self.flow.stop_reading()  # never resumed: the connection closes after this request
-
-    def _check_body_rate(self) -> None:
-        """Whether the request body keeps ``body_min_rate`` after the header grace period."""
-        self._body_timer = None
-        request = self._request
-        server = self.server
-        rate = server.body_min_rate
-        if request is None or request.body is None or request.body_done or self.closed:
-            return
-        now = self.loop.time()
-        if self.flow.reading_paused:  # governor is not reading: the client is not to blame
-            request.head_at += 1.0
-            self._body_timer = self.loop.call_at(now + 1.0, self._check_body_rate)
-            return
-        when = body_due(now, request.head_at + server.header_timeout, rate, request.body.raw)
-        if when is None:
-            self._refuse_body(request, BadMessage(408, "the request body arrived too slowly"))
-            return
-        self._body_timer = self.loop.call_at(when, self._check_body_rate)
 
     def _refuse(self, status: int, reason: str, raw: bytes | None) -> None:
         """Answer a request that cannot be read, then close.
@@ -469,11 +461,6 @@ class ClientConnection(asyncio.Protocol):
             header_timeout=server.header_timeout,
             stopping=server.stopping,
         )
-
-    def _stop_body_timer(self) -> None:
-        if self._body_timer is not None:
-            self._body_timer.cancel()
-            self._body_timer = None
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:

@@ -25,6 +25,8 @@ class Settings(Protocol):
     body_max: int  # bytes a request body may have (0: no limit)
     websocket_idle: float  # seconds a tunnel may carry no byte either way (0: no limit)
     https_port: int | None  # the first TLS listener's port (an https_redirect's target)
+    header_timeout: float  # seconds a head may take (and a body's grace before its rate counts)
+    body_min_rate: int  # bytes/s a request body must keep after that grace (0: no minimum)
 
 
 class TunnelSink(Protocol):

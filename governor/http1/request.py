@@ -22,6 +22,7 @@ from governor.http1.body import CHUNKED, LENGTH, BodyReader
 from governor.http1.flow import BodyQueue
 from governor.http1.heads import Header, RequestHead
 from governor.http1.ports import ClientPort
+from governor.http1.state import body_due
 from governor.http1.target import path_of
 from governor.http1.wire import (
     CRLF,
@@ -76,6 +77,7 @@ class Request:
         "_claimed_out",
         "_eof",
         "_queue",
+        "_rate_timer",
         "_tls",
         "body",
         "body_size",
@@ -123,6 +125,7 @@ class Request:
         self._eof = self.body is None
         self.body_size = 0  # body bytes received, framing aside
         self.head_at = conn.loop.time()
+        self._rate_timer: asyncio.TimerHandle | None = None  # see watch_body_rate
         self.keep_alive = head.keep_alive
         self.status = 0  # of the response, once started
         self.out_start = conn.handed  # the connection's output before this response
@@ -246,6 +249,48 @@ class Request:
     def _fail(self) -> None:
         if self._queue is not None:
             self._queue.wake()
+
+    def refuse_body(self, exc: BadMessage) -> None:
+        """Stop reading a request body governor refuses (malformed, too large, too slow).
+
+        The handler's next read raises :class:`BodyRefused`; it answers ``exc.status``
+        if no response has started. The connection closes after the request either way.
+        """
+        conn = self.conn
+        conn.body_error = exc
+        conn.closing = True
+        self._fail()
+        conn.flow.stop_reading()  # never resumed: the connection closes after this request
+
+    def watch_body_rate(self) -> None:
+        """Refuse the body (408) once it arrives slower than ``timeouts.body_min_rate``,
+        after the header timeout's grace; :meth:`stop_body_watch` when the request ends."""
+        server, loop = self.conn.server, self.conn.loop
+        if self.body is not None and server.body_min_rate:
+            when = self.head_at + server.header_timeout
+            self._rate_timer = loop.call_at(when, self._check_body_rate)
+
+    def stop_body_watch(self) -> None:
+        if self._rate_timer is not None:
+            self._rate_timer.cancel()
+            self._rate_timer = None
+
+    def _check_body_rate(self) -> None:
+        self._rate_timer = None
+        conn = self.conn
+        server, loop, body = conn.server, conn.loop, self.body
+        if body is None or body.done or conn.closed:
+            return
+        now = loop.time()
+        if conn.flow.reading_paused:  # governor is not reading: the client is not to blame
+            self.head_at += 1.0
+            self._rate_timer = loop.call_at(now + 1.0, self._check_body_rate)
+            return
+        when = body_due(now, self.head_at + server.header_timeout, server.body_min_rate, body.raw)
+        if when is None:
+            self.refuse_body(BadMessage(408, "the request body arrived too slowly"))
+            return
+        self._rate_timer = loop.call_at(when, self._check_body_rate)
 
     def refused(self) -> BodyRefused | None:
         """Why governor stopped reading this request's body (400, 408, 413), if it did."""

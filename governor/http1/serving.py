@@ -36,8 +36,6 @@ class Listener(Settings, Protocol):
     draining: bool  # a stop has begun: close after each request
     stopping: bool  # the listener is closing: idle connections are not kept
     keepalive: float
-    header_timeout: float
-    body_min_rate: int
     send_timeout: float
 
     def admit(self, peer: str | None) -> str | None:

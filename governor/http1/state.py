@@ -17,7 +17,7 @@ class State(IntEnum):
     NEW = 0  # accepted; no request head yet (a first request gets a grace on shutdown)
     IDLE = 1  # between requests, waiting for the next head (timeouts.keepalive)
     HEAD = 2  # a head's first bytes arrived; the rest is due (timeouts.request_header)
-    BUSY = 3  # a request in flight: its handler task runs
+    BUSY = 3  # a request in flight: the connection's task answers it
     TUNNEL = 4  # switched protocols: every byte goes to the tunnel
     FLUSHING = 5  # governor closed it: the transport sends what it holds (timeouts.send)
     CLOSED = 6  # the connection is lost

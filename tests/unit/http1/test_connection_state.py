@@ -97,9 +97,14 @@ def connect(
 
 
 async def served(conn: ClientConnection) -> None:
-    """Wait until no handler task is in flight (each finished, the connection moved on)."""
-    while (task := conn._task) is not None:
-        await asyncio.wait_for(asyncio.shield(task), timeout=5)
+    """Wait until no request is in flight: the connection's worker waits for the next head,
+    or ended (a handler on a fake transport finishes within a few turns of the loop)."""
+    for _ in range(1000):
+        task = conn._task
+        if task is None or task.done() or (conn._ready is not None and conn._request is None):
+            return
+        await asyncio.sleep(0)  # one turn of the loop
+    raise AssertionError("a request still in flight after 1000 turns of the loop")
 
 
 async def test_a_new_connection_waits_for_its_first_head() -> None:
@@ -249,3 +254,47 @@ def test_deadlines_follow_the_state() -> None:
     assert deadline(HEAD, 100.0, stopping=True, **kw) == 110.0  # a head keeps its own
     for busy in (BUSY, TUNNEL, FLUSHING, CLOSED):
         assert deadline(busy, 100.0, stopping=False, **kw) is None
+
+
+class Reports:
+    """A request sink that keeps what it is told."""
+
+    def __init__(self) -> None:
+        self.records: list[Any] = []
+
+    def request_done(self, record: Any) -> None:
+        self.records.append(record)
+
+
+async def test_one_task_answers_a_keep_alive_connections_requests_in_turn() -> None:
+    conn, transport, listener = connect()
+    reports = Reports()
+    listener.sinks = (reports,)
+    conn.data_received(GET)
+    await served(conn)
+    worker = conn._task
+    assert worker is not None
+    assert not worker.done()  # waiting for the next head, not ended
+    conn.data_received(GET + GET)  # the second one pipelined
+    await served(conn)
+    assert conn._task is worker
+    assert conn.state is IDLE
+    assert transport.written.count(b"HTTP/1.1 200 OK") == 3
+    assert [r.status for r in reports.records] == [200, 200, 200]
+    conn.connection_lost(None)  # an idle worker ends with its connection
+    await asyncio.wait_for(worker, timeout=5)
+
+
+async def test_a_request_taken_but_not_begun_when_the_client_leaves_is_still_reported() -> None:
+    conn, _, listener = connect()
+    reports = Reports()
+    listener.sinks = (reports,)
+    conn.data_received(GET)
+    await served(conn)
+    worker = conn._task
+    assert worker is not None
+    conn.data_received(GET)  # handed to the waiting worker, which has not run yet
+    conn.connection_lost(ConnectionResetError())
+    await asyncio.wait_for(worker, timeout=5)
+    assert len(reports.records) == 2
+    assert conn.state is CLOSED
