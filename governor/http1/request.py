@@ -198,9 +198,12 @@ class Request:
     def charge(self, *, final: bool = False) -> None:
         """Charge what is new since the last claim to the request's meter, if it has one."""
         meter = self.meter
-        if meter is not None:
-            received, sent = self.claim(final=final)
-            meter.charge(received, sent)
+        if meter is None or (
+            self.handed == self._claimed_out and self.received == self._claimed_in and not self._tls
+        ):
+            return  # nothing new since the last claim (most calls: one a step of the exchange)
+        received, sent = self.claim(final=final)
+        meter.charge(received, sent)
 
     def in_flight(self) -> int:
         """Response bytes handed to the socket and not claimed yet (not accepted, or not
