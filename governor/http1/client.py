@@ -25,8 +25,7 @@ from governor.http1.wire import HEAD_END, parse_response_head, response_has_body
 # Response bytes held for one client (its transport's and here) before the upstream is paused:
 # connection.WRITE_HIGH. No read is larger: a client that stops reading pins about this much.
 BUDGET = 2**16
-# ...but a response's first read, which holds its head too: a body that fits the budget then
-# comes with its head in one read (one pass, one write to the client), not in two.
+# A response's first read has room for its head too: a body within BUDGET comes with it.
 HEAD_ROOM = 2**13
 READ_MAX = BUDGET + HEAD_ROOM  # the pool's read buffer
 MIN_READ = 2**14  # the smallest read (the client transport's low-water mark)
@@ -255,15 +254,10 @@ class OriginConnection(asyncio.BufferedProtocol):
 
     def _wake(self) -> None:
         waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    async def _wait(self) -> None:
-        self._waiter = self.loop.create_future()
-        try:
-            await self._waiter
-        finally:
+        if waiter is not None:
             self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
 
     # The exchange.
     def send(self, data: bytes | bytearray | memoryview) -> None:
@@ -324,11 +318,21 @@ class OriginConnection(asyncio.BufferedProtocol):
 
     async def response_head(self) -> ResponseHead:
         """Wait for the response head (interim 1xx responses skipped, 101 returned)."""
-        while self.head is None:
-            if self._error is not None:
-                raise self._error
-            await self._wait()
+        while (waiter := self.head_waiter()) is not None:
+            await waiter
+        assert self.head is not None
         return self.head
+
+    def head_waiter(self) -> asyncio.Future[None] | None:
+        """None once the response head is in, else a future done when something changed
+        (the exchange awaits it itself: a coroutine fewer on each wake-up); or its error."""
+        if self.head is not None:
+            return None
+        if self._error is not None:
+            raise self._error
+        if self._waiter is None or self._waiter.done():
+            self._waiter = self.loop.create_future()
+        return self._waiter
 
     def read_nowait(self) -> list[bytes]:
         """The body's pieces already received, without waiting (``[]`` when none)."""

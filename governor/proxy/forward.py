@@ -129,7 +129,8 @@ class Forward:
                 conn.send(head)
                 if has_body:
                     self.upload = Upload(request, conn, self.meter, cut=self.cut, wait=self.wait)
-                await conn.response_head()
+                while (waiter := conn.head_waiter()) is not None:
+                    await waiter
                 return conn
             except UpstreamError as exc:  # UpstreamBroken and UpstreamTimeout too
                 conn.close()
