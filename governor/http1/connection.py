@@ -201,12 +201,15 @@ class ClientConnection(asyncio.Protocol):
         transport = self.transport
         if self.state is CLOSED or transport is None or transport.is_closing():
             raise ConnectionResetError("the client connection is closed")
+        n = 0
+        for part in parts:
+            n += len(part)
         if len(parts) == 1:
             transport.write(parts[0])
         else:
             transport.writelines(parts)
         tls = self._tls
-        self.handed = self.handed + sum(map(len, parts)) if tls is None else tls.handed
+        self.handed = self.handed + n if tls is None else tls.handed
         if self._watch.timer is None and transport.get_write_buffer_size():
             self._watch.arm()
 

@@ -198,10 +198,12 @@ class Request:
     def charge(self, *, final: bool = False) -> None:
         """Charge what is new since the last claim to the request's meter, if it has one."""
         meter = self.meter
-        if meter is None or (
-            self.handed == self._claimed_out and self.received == self._claimed_in and not self._tls
-        ):
-            return  # nothing new since the last claim (most calls: one a step of the exchange)
+        if meter is None:
+            return
+        if self.received == self._claimed_in and not self._tls:
+            out = self.handed - self._claimed_out  # as claim() reads it: nothing to claim yet
+            if out == 0 or (out < CLAIM_STEP and not final):
+                return  # most calls (one a step of the exchange)
         received, sent = self.claim(final=final)
         meter.charge(received, sent)
 

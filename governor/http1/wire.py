@@ -145,7 +145,7 @@ def _add(values: list[bytes], value: bytes) -> list[bytes]:
 
 def _content_length(values: list[bytes]) -> int:
     if len(values) == 1 and values[0].isdigit() and len(values[0]) <= 18:
-        return int(values[0])  # the usual case: one plain number
+        return int(values[0].decode("ascii"))  # the usual case (int(str): no type call)
     seen: set[bytes] = set()
     for value in values:
         for item in value.split(b","):
