@@ -42,6 +42,7 @@ class TopTally:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self._tables: dict[tuple[str, str], Tables] = {}
+        self._last: tuple[str, str, Tables] | None = None  # the tables last tallied to
         self.written = 0  # entries the store took
         self.failed = 0  # writes that failed (their entries are tallied again)
 
@@ -70,6 +71,7 @@ class TopTally:
     def take(self) -> list[TopEntry]:
         """Everything tallied since the last take, as entries for the store; starts over."""
         tables, self._tables = self._tables, {}
+        self._last = None  # its tables are taken: the next request makes new ones
         return [
             (name, period, dimension, item, nbytes, requests)
             for (name, period), by_dimension in tables.items()
@@ -87,9 +89,13 @@ class TopTally:
 
     def _tables_of(self, name: str, period: str) -> Tables:
         """The tenant's tables for ``period`` (in :data:`DIMENSIONS`' order), made on first use."""
+        last = self._last
+        if last is not None and last[0] == name and last[1] == period:
+            return last[2]  # a busy tenant's next request: no tuple to hash
         tables = self._tables.get((name, period))
         if tables is None:
             tables = self._tables[name, period] = (TopTable(), TopTable(), TopTable(), TopTable())
+        self._last = (name, period, tables)
         return tables
 
     async def write(self, store: Store) -> None:
