@@ -46,6 +46,10 @@ NOT_NOMINABLE: Final = frozenset({"host"})
 _FORWARDED: Final = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "via"})
 
 VIA: Final = "1.1 governor"
+# What request_block adds when the request carried no forwarding fields (nearly every one),
+# by (peer, scheme, host): a pure function of those, kept. Bounded, emptied when full.
+_TAILS: Final[dict[tuple[str | None, str, str | None], bytes]] = {}
+_TAILS_MAX: Final = 1024
 
 
 def client_address(peer: str | None, headers: Sequence[Header], trusted: Sequence[Network]) -> str:
@@ -225,6 +229,30 @@ def request_block(
         out = _UNDERSCORED_LINES.sub(b"", out)
     if connection:
         out = _drop_named(out, [t for t in connection if t != "upgrade" or not upgrade])
+    if prior_xff or prior_proto or prior_host or prior_via or upgrade:
+        return out + _tail(
+            peer, scheme, host, prior_xff, prior_proto, prior_host, prior_via, upgrade
+        )
+    key = (peer, scheme, host)  # nothing forwarded before governor: nearly every request
+    tail = _TAILS.get(key)
+    if tail is None:
+        if len(_TAILS) >= _TAILS_MAX:
+            _TAILS.clear()
+        tail = _TAILS[key] = _tail(peer, scheme, host, [], None, None, [], False)
+    return out + tail
+
+
+def _tail(
+    peer: str | None,
+    scheme: str,
+    host: str | None,
+    prior_xff: list[str],
+    prior_proto: str | None,
+    prior_host: str | None,
+    prior_via: list[str],
+    upgrade: bool,
+) -> bytes:
+    """The forwarding fields governor adds to a request it sends upstream."""
     xff = ", ".join([*prior_xff, peer or "unknown"])
     tail = f"\r\nX-Forwarded-For: {xff}\r\nX-Forwarded-Proto: {prior_proto or scheme}"
     if prior_host or host:
@@ -232,4 +260,4 @@ def request_block(
     tail += f"\r\nVia: {', '.join([*prior_via, VIA])}"
     if upgrade:
         tail += "\r\nConnection: upgrade"
-    return out + tail.encode("latin-1")
+    return tail.encode("latin-1")
