@@ -223,8 +223,10 @@ def governor(
         cap=f"{HUGE_CAP_KIB} KiB",
         listen=listen,
         defaults={"timezone": "UTC"},
-        flush_interval=f"{int(FLUSH_INTERVAL * 1000)}ms",
-        access_log="off",
-        timeouts={"shutdown": "5s"},
-        **top,
+        **{
+            "flush_interval": f"{int(FLUSH_INTERVAL * 1000)}ms",
+            "access_log": "off",
+            "timeouts": {"shutdown": "5s"},
+            **top,  # may set any of these three too
+        },
     )

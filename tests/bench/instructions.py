@@ -1,0 +1,127 @@
+"""Instructions per proxied request, counted by callgrind: the one figure this shared,
+noisy machine repeats to within 0.1% (two runs of the same build: 131,204 and 131,171).
+
+    .venv/bin/python -m tests.bench.instructions                     # this checkout
+    .venv/bin/python -m tests.bench.instructions --base ../other      # and another, A/B
+    INSTR_FILES=64k.bin INSTR_REQUESTS=1000 .venv/bin/python -m tests.bench.instructions
+
+Each checkout's ``governor serve`` runs under ``valgrind --tool=callgrind`` (its own
+``.venv`` and code, compiled or not, as :mod:`tests.bench.ab` starts it) in front of make
+bench's origin, twice: once for ``INSTR_REQUESTS`` (2,000) requests more than the other,
+on one keep-alive connection after 200 of warm-up each. The difference of the two runs'
+totals, over that many requests, is what a request costs: start-up and shut-down cancel
+out, and nothing periodic runs in the window (the config's ``flush_interval`` is 60 s).
+Hash randomization is off (``PYTHONHASHSEED=0``), so set and dict layouts repeat.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import socket
+import subprocess
+import tempfile
+from contextlib import ExitStack, suppress
+from pathlib import Path
+
+from tests.bench import configs
+from tests.bench.lab import _answers, plan_cores, start_origin
+from tests.bench.tools import ensure_tools
+from tests.support import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+WARM_UP = 200
+BASE_REQUESTS = 500  # the shorter run's: its total holds start-up, warm-up and these
+_TOTAL = re.compile(r"^(?:summary|totals):\s+(\d+)", re.M)
+
+
+def _get(port: int, name: str, n: int) -> None:
+    """``n`` requests for ``name`` on one keep-alive connection, each read to its end."""
+    request = f"GET /{name} HTTP/1.1\r\nHost: {configs.HOST}\r\n\r\n".encode()
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
+        for _ in range(n):
+            sock.sendall(request)
+            buf = b""
+            while b"\r\n\r\n" not in buf:
+                buf += sock.recv(65536)
+            head, _, body = buf.partition(b"\r\n\r\n")
+            length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+            if not head.startswith(b"HTTP/1.1 200") or length is None:
+                raise RuntimeError(f"unexpected response head: {head[:200]!r}")
+            left = int(length.group(1)) - len(body)
+            while left > 0:
+                got = sock.recv(min(left, 1 << 18))
+                if not got:
+                    raise RuntimeError("the connection closed mid-body")
+                left -= len(got)
+
+
+def _total(checkout: Path, folder: Path, upstream: int, name: str, requests: int) -> int:
+    """Instructions of one whole run of ``checkout``'s governor serving ``requests``."""
+    port = free_port()
+    conf = configs.governor(folder, port, upstream, flush_interval="60s")
+    out = folder / "callgrind.out"
+    argv = [
+        "valgrind", "--tool=callgrind", "--dump-instr=no", f"--callgrind-out-file={out}",
+        str(checkout / ".venv" / "bin" / "python"), "-P", "-m", "governor", "serve",
+        "-c", str(conf),
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(checkout), "PYTHONHASHSEED": "0"}
+    with (folder / "valgrind.log").open("wb") as log:
+        proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        for _ in range(600):  # governor under valgrind takes a few seconds to listen
+            if _answers(port):
+                break
+            if proc.poll() is not None:
+                raise RuntimeError(f"governor exited ({proc.returncode}): see {folder}")
+            _pause(proc)
+        else:
+            raise RuntimeError(f"governor did not answer on {port}: see {folder}")
+        _get(port, name, WARM_UP + requests)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=120)
+    m = _TOTAL.search(out.read_text(errors="replace"))
+    if m is None:
+        raise RuntimeError(f"no total in {out}")
+    return int(m.group(1))
+
+
+def _pause(proc: subprocess.Popen[bytes]) -> None:
+    """Let a starting governor run a little (the wait is on the process, not the clock)."""
+    with suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=0.2)
+
+
+def per_request(checkout: Path, folder: Path, upstream: int, name: str, extra: int) -> float:
+    short = _total(checkout, folder / "short", upstream, name, BASE_REQUESTS)
+    long = _total(checkout, folder / "long", upstream, name, BASE_REQUESTS + extra)
+    return (long - short) / extra
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--base", type=Path, help="another checkout, measured as A")
+    args = parser.parse_args()
+    files = os.environ.get("INSTR_FILES", "1k.bin,64k.bin").split(",")
+    extra = int(os.environ.get("INSTR_REQUESTS", "2000"))
+    checkouts = {"A": args.base.resolve(), "B": ROOT} if args.base else {"B": ROOT}
+    tools = ensure_tools()
+    with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="instr-") as tmp:
+        folder = Path(tmp)
+        origin = start_origin(stack, tools, folder, plan_cores())
+        for name in files:
+            counts = {}
+            for key, checkout in checkouts.items():
+                counts[key] = per_request(
+                    checkout, folder / f"{key}-{name}", origin.port, name, extra
+                )
+                print(f"{name:>8} {key}: {counts[key]:,.0f} instructions per request ({checkout})")
+            if len(counts) == 2:
+                print(f"{name:>8} B/A: {counts['B'] / counts['A']:.3f}")
+
+
+if __name__ == "__main__":
+    main()
