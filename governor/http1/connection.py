@@ -357,8 +357,11 @@ class ClientConnection(asyncio.Protocol):
     async def _work(self) -> None:
         """Answer the connection's requests in turn, then end: one task for the connection,
         not one per request (a task's creation and end cost 7.7k instructions a request)."""
-        while (request := self._request) is not None or await self._wait():
+        while True:
+            request = self._request
             if request is None:
+                if not await self._wait():
+                    return
                 continue
             try:
                 await self.server.handler(request)

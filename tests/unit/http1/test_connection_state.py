@@ -266,7 +266,8 @@ class Reports:
         self.records.append(record)
 
 
-async def test_one_task_answers_a_keep_alive_connections_requests_in_turn() -> None:
+async def one_served() -> tuple[ClientConnection, FakeTransport, Reports, asyncio.Task[None]]:
+    """A connection that answered one request, its sink, and its task (waiting for a head)."""
     conn, transport, listener = connect()
     reports = Reports()
     listener.sinks = (reports,)
@@ -274,6 +275,11 @@ async def test_one_task_answers_a_keep_alive_connections_requests_in_turn() -> N
     await served(conn)
     worker = conn._task
     assert worker is not None
+    return conn, transport, reports, worker
+
+
+async def test_one_task_answers_a_keep_alive_connections_requests_in_turn() -> None:
+    conn, transport, reports, worker = await one_served()
     assert not worker.done()  # waiting for the next head, not ended
     conn.data_received(GET + GET)  # the second one pipelined
     await served(conn)
@@ -286,13 +292,7 @@ async def test_one_task_answers_a_keep_alive_connections_requests_in_turn() -> N
 
 
 async def test_a_request_taken_but_not_begun_when_the_client_leaves_is_still_reported() -> None:
-    conn, _, listener = connect()
-    reports = Reports()
-    listener.sinks = (reports,)
-    conn.data_received(GET)
-    await served(conn)
-    worker = conn._task
-    assert worker is not None
+    conn, _, reports, worker = await one_served()
     conn.data_received(GET)  # handed to the waiting worker, which has not run yet
     conn.connection_lost(ConnectionResetError())
     await asyncio.wait_for(worker, timeout=5)
