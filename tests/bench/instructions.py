@@ -1,5 +1,7 @@
 """Instructions per proxied request, counted by callgrind: the one figure this shared,
-noisy machine repeats to within 0.1% (two runs of the same build: 131,204 and 131,171).
+noisy machine repeats (two runs of the same build back to back: 131,204 and 131,171; at
+another hour, within 1%: the origin's Date line changes each second, and a head with a
+line not seen before takes the long way through the parser).
 
     .venv/bin/python -m tests.bench.instructions                     # this checkout
     .venv/bin/python -m tests.bench.instructions --base ../other      # and another, A/B
