@@ -19,7 +19,7 @@ import sys
 import sysconfig
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from setuptools import build_meta as _setuptools
 from setuptools.build_meta import (  # noqa: F401 - the hooks this backend leaves as they are
@@ -33,8 +33,8 @@ from governor.build import sources
 
 # mypyc ships with mypy, and it type-checks what it compiles against governor's own
 # dependencies and the stubs of PyYAML, as `mypy --strict` does (Black builds alike).
-MYPYC = ("mypy>=2.0", "types-PyYAML")
-VARIABLE = "GOVERNOR_COMPILE"
+MYPYC: Final = ("mypy>=2.0", "types-PyYAML")
+VARIABLE: Final = "GOVERNOR_COMPILE"
 
 
 def cannot_compile() -> str:
@@ -103,7 +103,7 @@ def _requires(ask: Any, config_settings: dict[str, Any] | None) -> list[str]:
     return [*base, *MYPYC, *runtime]
 
 
-_BACKEND = _Backend()
+_BACKEND: Final = _Backend()
 
 
 def get_requires_for_build_wheel(config_settings: dict[str, Any] | None = None) -> list[str]:

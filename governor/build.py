@@ -16,12 +16,13 @@ from dataclasses import dataclass
 from importlib.machinery import EXTENSION_SUFFIXES, ExtensionFileLoader
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Final
 
 # What mypyc compiles, as paths under the package: the request path, from the bytes on
 # the socket to the charge and the event. The rest (config, store, admin, process, CLI)
 # runs at start, on reload or once per flush, where compiling buys nothing. Never errors.py:
 # a native class cannot inherit from ConnectionError, as two of governor's errors do.
-COMPILED = (
+COMPILED: Final = (
     "http1/",
     "proxy/",
     "core/",
@@ -34,14 +35,14 @@ COMPILED = (
 )
 # Left out of those: off the request path (once per flush), and written in ways mypyc does
 # not compile (a break inside try/finally; a generic frozen dataclass).
-NOT_COMPILED = ("observe/webhooks.py", "core/alerts.py")
+NOT_COMPILED: Final = ("observe/webhooks.py", "core/alerts.py")
 
 # The variable that makes governor import its Python source even when compiled.
-PURE_VARIABLE = "GOVERNOR_PURE"
+PURE_VARIABLE: Final = "GOVERNOR_PURE"
 
 # A module that is always compiled when anything is: it tells which build is running.
-_PROBE = "governor.http1.connection"
-_PACKAGE = Path(__file__).parent
+_PROBE: Final = "governor.http1.connection"
+_PACKAGE: Final = Path(__file__).parent
 
 
 @dataclass(frozen=True)

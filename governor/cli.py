@@ -22,7 +22,7 @@ import sys
 import time
 import urllib.parse
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Final
 from zoneinfo import ZoneInfo
 
 from governor.accounts import spool
@@ -336,7 +336,7 @@ def _usage_table(rows: list[dict[str, Any]]) -> str:
     )
 
 
-ADMIN_TIMEOUT = 10.0  # seconds for one admin API call from the command line
+ADMIN_TIMEOUT: Final = 10.0  # seconds for one admin API call from the command line
 
 
 def admin_url(config: Config) -> str:

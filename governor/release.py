@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import gc
 import types
+from typing import Final
 
 # Never descended into: shared by everything, and alive whatever is released.
-_OPAQUE = (type, types.ModuleType, types.FunctionType, types.BuiltinFunctionType)
+_OPAQUE: Final = (type, types.ModuleType, types.FunctionType, types.BuiltinFunctionType)
 
 
 def release(box: list[object], *, levels: int) -> None:

@@ -9,10 +9,11 @@ from __future__ import annotations
 import math
 import re
 from fractions import Fraction
+from typing import Final
 
-MAX_SIZE = 2**63 - 1  # the largest count a 64-bit signed store column holds
+MAX_SIZE: Final = 2**63 - 1  # the largest count a 64-bit signed store column holds
 
-_SIZE_UNITS: dict[str, int] = {
+_SIZE_UNITS: Final[dict[str, int]] = {
     "": 1,
     "b": 1,
     "kb": 10**3,
@@ -24,7 +25,7 @@ _SIZE_UNITS: dict[str, int] = {
     "gib": 2**30,
     "tib": 2**40,
 }
-_DURATION_UNITS: dict[str, Fraction] = {
+_DURATION_UNITS: Final[dict[str, Fraction]] = {
     "": Fraction(1),
     "ms": Fraction(1, 1000),
     "s": Fraction(1),
@@ -32,13 +33,13 @@ _DURATION_UNITS: dict[str, Fraction] = {
     "h": Fraction(3600),
     "d": Fraction(86400),
 }
-_SIZE_HELP = "expected a number with an optional unit B, KB, MB, GB, TB, KiB, MiB, GiB, TiB"
-_DURATION_HELP = "expected a number with an optional unit ms, s, m or h"
+_SIZE_HELP: Final = "expected a number with an optional unit B, KB, MB, GB, TB, KiB, MiB, GiB, TiB"
+_DURATION_HELP: Final = "expected a number with an optional unit ms, s, m or h"
 
-_NUMBER = re.compile(
+_NUMBER: Final = re.compile(
     r"\s*(?P<num>[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))\s*(?P<unit>[A-Za-z]*)\s*", re.ASCII
 )
-_MAX_DIGITS = 30
+_MAX_DIGITS: Final = 30
 
 
 def _show(value: object) -> str:

@@ -13,9 +13,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Coroutine
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
-log = logging.getLogger("governor")
+log: Final = logging.getLogger("governor")
 
 T = TypeVar("T")
 

@@ -36,6 +36,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Collection, Iterable
 from pathlib import Path
+from typing import Final
 
 from governor.accounts import spool
 from governor.accounts.runtime import Runtime
@@ -45,11 +46,11 @@ from governor.core.shares import period_of
 from governor.errors import GovernorError, StoreError
 from governor.store.base import Store
 
-log = logging.getLogger("governor.accounts")
+log: Final = logging.getLogger("governor.accounts")
 
-PRUNE_EVERY = 3600.0
+PRUNE_EVERY: Final = 3600.0
 LEARN_SLICE = 10_000  # keys per read while learning every tenant's total after the start
-NUDGE_GAP = 0.1  # nudged flushes are at least this share of flush_interval apart
+NUDGE_GAP: Final = 0.1  # nudged flushes are at least this share of flush_interval apart
 
 
 class Flusher:

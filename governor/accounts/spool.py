@@ -39,14 +39,14 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Final
 
 from governor.core.ledger import Batch, Key
 from governor.errors import GovernorError
 
-log = logging.getLogger("governor.spool")
+log: Final = logging.getLogger("governor.spool")
 
-VERSION = 2  # version 1 (one in-flight batch and pending counts) is still read
+VERSION: Final = 2  # version 1 (one in-flight batch and pending counts) is still read
 
 
 class SpoolBusy(GovernorError):

@@ -7,12 +7,12 @@ warning events all read them through here, so all four say the same.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 from governor.core.top import COUNTERS, DIMENSIONS, Dimension
 from governor.store.base import Store, TopRow
 
-MAX_LIMIT = 100  # items a caller may ask for
+MAX_LIMIT: Final = 100  # items a caller may ask for
 
 
 def share(part: int, whole: int) -> float:

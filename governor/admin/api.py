@@ -28,7 +28,7 @@ import logging
 import math
 import re
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, Final
 
 from aiohttp import hdrs, web
 
@@ -45,9 +45,9 @@ __all__ = ["STATUS_REFRESH_SECONDS", "create_admin_app"]
 audit = logging.getLogger("governor.audit")
 
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-_PLAIN = re.compile(r"[A-Za-z0-9_.:/@+\-]+")
-_GRANT_EXAMPLE = '{"bytes": "500 MB"}'
-LIST_LIMIT = 500
+_PLAIN: Final = re.compile(r"[A-Za-z0-9_.:/@+\-]+")
+_GRANT_EXAMPLE: Final = '{"bytes": "500 MB"}'
+LIST_LIMIT: Final = 500
 """Tenants per page of ``GET /api/v1/tenants`` (the default ``limit``, and its most)."""
 
 

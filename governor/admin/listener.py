@@ -10,12 +10,13 @@ import asyncio
 import logging
 import socket
 from collections.abc import Callable
+from typing import Final
 
 from aiohttp import web
 
 from governor.tasks import TaskGroup
 
-log = logging.getLogger("governor")
+log: Final = logging.getLogger("governor")
 
 
 class AdminListener:

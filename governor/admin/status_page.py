@@ -17,6 +17,7 @@ import math
 import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from importlib import resources
+from typing import Final
 
 from aiohttp import hdrs, web
 
@@ -30,18 +31,18 @@ from governor.observe.refusals import REFUSED, Refusals
 from governor.sizes import format_size
 from governor.store.base import BUCKET_SECONDS, TopRow
 
-STATUS_REFRESH_SECONDS = 5
+STATUS_REFRESH_SECONDS: Final = 5
 """How often the status page reloads itself."""
 
-_STATIC = resources.files("governor.admin") / "static"
-_CSS = (_STATIC / "status.css").read_text(encoding="utf-8")
-_PAGE = (_STATIC / "status.html").read_text(encoding="utf-8")
-_CARD = (_STATIC / "card.html").read_text(encoding="utf-8").removesuffix("\n")
+_STATIC: Final = resources.files("governor.admin") / "static"
+_CSS: Final = (_STATIC / "status.css").read_text(encoding="utf-8")
+_PAGE: Final = (_STATIC / "status.html").read_text(encoding="utf-8")
+_CARD: Final = (_STATIC / "card.html").read_text(encoding="utf-8").removesuffix("\n")
 
 
-TOP_SHOWN = 5  # items per top list on a tenant's own page
+TOP_SHOWN: Final = 5  # items per top list on a tenant's own page
 
-PAGE_SIZE = 50
+PAGE_SIZE: Final = 50
 """Tenants per page of the status page (the top ``PAGE_SIZE`` by share of cap come first)."""
 
 
@@ -309,7 +310,7 @@ def _duration(seconds: float) -> str:
     return f"{hours} h {minutes:02d} min"
 
 
-_TOP_TITLES = {
+_TOP_TITLES: Final = {
     "client": "Visitors",
     "path": "Paths",
     "agent": "User-Agents",
@@ -405,9 +406,9 @@ def _tenant_card(
 
 
 # A chart's bar per this many seconds, and what a bar's time looks like, by period.
-_STEPS = {"day": (BUCKET_SECONDS, "%H:%M", "5 minutes"), "week": (3600, "%a %H:%M", "hour"),
+_STEPS: Final = {"day": (BUCKET_SECONDS, "%H:%M", "5 minutes"), "week": (3600, "%a %H:%M", "hour"),
           "month": (86400, "%m-%d", "day")}  # fmt: skip
-_WHEN = {"day": "today", "week": "this week", "month": "this month"}
+_WHEN: Final = {"day": "today", "week": "this week", "month": "this month"}
 
 
 def _chart(

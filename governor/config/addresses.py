@@ -10,7 +10,7 @@ import ipaddress
 import os
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Final, Literal
 from urllib.parse import urlsplit
 
 from governor.config.composer import Node
@@ -21,15 +21,21 @@ from governor.config.model import (
 from governor.config.nodes import Ctx, Hosts, items_of, scalar
 from governor.config.store_url import mask_password, store_url_problem
 
-_REDIS_SCHEMES = ("redis://", "rediss://", "unix://", "redis+sentinel://", "redis+cluster://")
-_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
-_HOSTNAME = re.compile(rf"(?:{_LABEL}\.)*{_LABEL}", re.ASCII)  # one match for all labels
+_REDIS_SCHEMES: Final = (
+    "redis://",
+    "rediss://",
+    "unix://",
+    "redis+sentinel://",
+    "redis+cluster://",
+)
+_LABEL: Final = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_HOSTNAME: Final = re.compile(rf"(?:{_LABEL}\.)*{_LABEL}", re.ASCII)  # one match for all labels
 # An upstream's name may hold underscores too: Docker Compose and Kubernetes service names
 # do, and resolvers take them (RFC 2181 §11); a visitor's Host stays letters-digits-hyphens.
-_SERVICE_LABEL = r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
-_SERVICE_NAME = re.compile(rf"(?:{_SERVICE_LABEL}\.)*{_SERVICE_LABEL}", re.ASCII)
-_PORT = re.compile(r"[0-9]{1,5}", re.ASCII)
-_SCHEMES: dict[str, Literal["http", "https"]] = {"http": "http", "https": "https"}
+_SERVICE_LABEL: Final = r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
+_SERVICE_NAME: Final = re.compile(rf"(?:{_SERVICE_LABEL}\.)*{_SERVICE_LABEL}", re.ASCII)
+_PORT: Final = re.compile(r"[0-9]{1,5}", re.ASCII)
+_SCHEMES: Final[dict[str, Literal["http", "https"]]] = {"http": "http", "https": "https"}
 
 
 def read_store(node: Node, key: str, ctx: Ctx) -> str | None:
@@ -67,7 +73,7 @@ def read_resolve_store(text: str, base: Path) -> str | None:
 # --- network things -------------------------------------------------------------
 
 
-_IPV4_CHARACTERS = frozenset("0123456789.")
+_IPV4_CHARACTERS: Final = frozenset("0123456789.")
 
 
 def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

@@ -16,7 +16,7 @@ composition follows :class:`yaml.composer.Composer` step by step.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 import yaml
 from yaml.composer import ComposerError
@@ -83,17 +83,17 @@ class PureParser(Reader, Scanner, Parser):
         Parser.__init__(self)
 
 
-PARSERS: dict[str, Callable[[str], Any]] = {"pure": PureParser}
+PARSERS: Final[dict[str, Callable[[str], Any]]] = {"pure": PureParser}
 try:
     from yaml._yaml import CParser
 except ImportError:  # pragma: no cover - PyYAML built without libyaml
     pass
 else:
     PARSERS["libyaml"] = CParser
-DEFAULT_PARSER = "libyaml" if "libyaml" in PARSERS else "pure"
+DEFAULT_PARSER: Final = "libyaml" if "libyaml" in PARSERS else "pure"
 # Deeper than any config (tenants.NAME.crawlers.agents is 4): a file nested a thousand deep
 # would otherwise exhaust the interpreter's stack here, or in every walk of the tree after.
-MAX_DEPTH = 64
+MAX_DEPTH: Final = 64
 
 
 def compose(text: str, parser: str = DEFAULT_PARSER) -> Node | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Final
 
 from governor.config.addresses import read_listen
 from governor.config.composer import MappingNode, Node, SequenceNode
@@ -24,10 +25,10 @@ from governor.config.nodes import Ctx, get_field, kind_of, line_of, mapping, sca
 from governor.config.values import _SWITCH, read_text
 from governor.sizes import parse_duration
 
-_LISTENER_KEYS = ("address", "tls")
-_TLS_KEYS = ("certificates", "min_version", "max_version", "ciphers")
-_PAIR_KEYS = ("cert", "key")
-_VERSIONS: dict[str, TLSVersion] = {"TLSv1.2": "TLSv1.2", "TLSv1.3": "TLSv1.3"}
+_LISTENER_KEYS: Final = ("address", "tls")
+_TLS_KEYS: Final = ("certificates", "min_version", "max_version", "ciphers")
+_PAIR_KEYS: Final = ("cert", "key")
+_VERSIONS: Final[dict[str, TLSVersion]] = {"TLSv1.2": "TLSv1.2", "TLSv1.3": "TLSv1.3"}
 
 
 def read_listeners(node: Node, key: str, ctx: Ctx) -> tuple[ListenConfig, ...] | None:

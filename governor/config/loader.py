@@ -17,6 +17,7 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path
 from types import MappingProxyType
+from typing import Final
 from zoneinfo import ZoneInfo
 
 from governor.config.addresses import (
@@ -86,11 +87,11 @@ from governor.sizes import format_size
 
 # How deep a node tree is held while released: down to each tenant's own mapping (root,
 # its entries, the tenants node, its entries, a tenant's node and its entries).
-NODE_TREE_LEVELS = 6
+NODE_TREE_LEVELS: Final = 6
 # The load's tables (name -> nodes, host -> owner): their entries, not the nodes again.
-SCRATCH_LEVELS = 2
+SCRATCH_LEVELS: Final = 2
 
-_ROOT_KEYS = (
+_ROOT_KEYS: Final = (
     "listen",
     "store",
     "store_timeout",
@@ -110,19 +111,19 @@ _ROOT_KEYS = (
     "defaults",
     "tenants",
 )
-_TIMEOUT_KEYS = (*DURATION_KEYS, "shutdown_delay", "body_min_rate")
-_LIMIT_KEYS = (
+_TIMEOUT_KEYS: Final = (*DURATION_KEYS, "shutdown_delay", "body_min_rate")
+_LIMIT_KEYS: Final = (
     *HEAD_SIZE_KEYS,
     "header_count",
     "body_max",
     "connections",
     "connections_per_client",
 )
-_TENANT_KEYS = ("hosts", "upstream", "tls", *SHARED_KEYS)
+_TENANT_KEYS: Final = ("hosts", "upstream", "tls", *SHARED_KEYS)
 # Far above any config (100,000 tenants at ~150 bytes each: ~15 MiB): /dev/zero is
 # refused, not read until the memory runs out.
 MAX_CONFIG_BYTES = 256 << 20
-TENANT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*", re.ASCII)
+TENANT_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*", re.ASCII)
 
 
 def load_config(path: str | Path, *, beside_loop: bool = False) -> Config:
@@ -273,7 +274,7 @@ def _config(root: Node, path: Path, ctx: Ctx) -> Config | None:
     )
 
 
-_ANY_HOST = ("", "0.0.0.0", "::")
+_ANY_HOST: Final = ("", "0.0.0.0", "::")
 
 
 def _check_admin_apart(
@@ -369,7 +370,7 @@ def _limits(fields: Fields, ctx: Ctx) -> LimitsConfig:
     return limits
 
 
-_TENANT_ONLY = ("hosts", "upstream", "tls")
+_TENANT_ONLY: Final = ("hosts", "upstream", "tls")
 
 
 def _defaults(fields: Fields, ctx: Ctx) -> Shared:
@@ -384,8 +385,8 @@ def _defaults(fields: Fields, ctx: Ctx) -> Shared:
     return read_shared(own or {}, "defaults", ctx)
 
 
-_UTC = ZoneInfo("UTC")
-_MIDNIGHT = dt.time(0, 0)
+_UTC: Final = ZoneInfo("UTC")
+_MIDNIGHT: Final = dt.time(0, 0)
 
 
 def _tenants(

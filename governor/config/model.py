@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Literal
+from typing import Final, Literal
 from zoneinfo import ZoneInfo
 
 from governor.errors import Problem
@@ -29,7 +29,7 @@ TLSVersion = Literal["TLSv1.2", "TLSv1.3"]
 
 # Mozilla's "intermediate" TLS 1.2 ciphers (https://ssl-config.mozilla.org/, guideline
 # 5.7); TLS 1.3 suites are OpenSSL's defaults, which are the same list.
-INTERMEDIATE_CIPHERS = ":".join(
+INTERMEDIATE_CIPHERS: Final = ":".join(
     (
         "ECDHE-ECDSA-AES128-GCM-SHA256",
         "ECDHE-RSA-AES128-GCM-SHA256",
@@ -42,9 +42,9 @@ INTERMEDIATE_CIPHERS = ":".join(
         "DHE-RSA-CHACHA20-POLY1305",
     )
 )
-HSTS_DEFAULT = 63_072_000  # seconds: two years, Mozilla's recommendation for "hsts: on"
+HSTS_DEFAULT: Final = 63_072_000  # seconds: two years, Mozilla's recommendation for "hsts: on"
 
-NOTICE_STATUSES = (503, 509, 429, 402)
+NOTICE_STATUSES: Final = (503, 509, 429, 402)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -177,7 +177,7 @@ class PacingConfig:
 
 # User-Agent substrings (lower case) that mark a crawler when ``crawlers.agents`` is absent:
 # search engines, social-network previews, AI crawlers, SEO crawlers.
-DEFAULT_CRAWLER_AGENTS: tuple[str, ...] = (
+DEFAULT_CRAWLER_AGENTS: Final[tuple[str, ...]] = (
     "googlebot",
     "bingbot",
     "yeti",

@@ -18,7 +18,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Final, TypeVar
 
 import yaml
 from yaml.reader import Reader
@@ -27,7 +27,7 @@ from governor.config import composer
 from governor.config.composer import MappingNode, Node, ScalarNode, SequenceNode
 from governor.errors import Problem
 
-_NULL_TAG = "tag:yaml.org,2002:null"
+_NULL_TAG: Final = "tag:yaml.org,2002:null"
 
 PARSER = composer.DEFAULT_PARSER
 """The YAML parser under the composer: libyaml's (about ten times faster) where PyYAML
@@ -107,12 +107,12 @@ def compose(text: str, ctx: Ctx) -> Node | None:
 
 # What YAML reports where something unclosed (a ``[``, a ``{``, a quote) began: the problem
 # is found lines later, at the next thing that cannot be inside it.
-_UNCLOSED = (
+_UNCLOSED: Final = (
     "while parsing a flow sequence",
     "while parsing a flow mapping",
     "while scanning a quoted",
 )
-_KEY_LINE = re.compile(r"( *)(?:- +)?([A-Za-z0-9_][A-Za-z0-9_.-]*) *:(?: |$)")
+_KEY_LINE: Final = re.compile(r"( *)(?:- +)?([A-Za-z0-9_][A-Za-z0-9_.-]*) *:(?: |$)")
 
 
 def _yaml_problem(exc: yaml.MarkedYAMLError, text: str) -> tuple[int | None, str, str]:
@@ -148,7 +148,7 @@ def _key_at(lines: list[str], index: int) -> str:
     return ".".join(reversed(path))
 
 
-_SLICE = 1 << 16  # characters; a reload checks in a thread, and each search holds the GIL
+_SLICE: Final = 1 << 16  # characters; a reload checks in a thread, and each search holds the GIL
 
 
 def _check_characters(text: str) -> None:
@@ -220,7 +220,7 @@ def scalar(node: Node, key: str, what: str, ctx: Ctx) -> str | None:
     return None
 
 
-_ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?-)([^}]*))?\}")
+_ENV_REFERENCE: Final = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?-)([^}]*))?\}")
 
 
 def _expand_environment(node: ScalarNode, key: str, text: str, ctx: Ctx) -> str | None:

@@ -32,7 +32,7 @@ PLACEHOLDERS: Final = frozenset(
 
 # An HTML comment (https://html.spec.whatwg.org/#comments), and the abrupt forms <!--> and
 # <!--->, which also end a comment. An unclosed one runs to the end, as in a browser.
-_COMMENT = re.compile(r"<!--(?:-?>|.*?-->|.*\Z)", re.DOTALL)
+_COMMENT: Final = re.compile(r"<!--(?:-?>|.*?-->|.*\Z)", re.DOTALL)
 
 
 @functools.lru_cache(maxsize=64)

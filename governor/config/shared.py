@@ -12,6 +12,7 @@ import datetime as dt
 import functools
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
 from zoneinfo import ZoneInfo
 
 from governor.config.addresses import read_exempt_paths, read_link, read_networks
@@ -50,13 +51,13 @@ from governor.config.values import (
     read_weekday,
 )
 
-_NOTICE_KEYS = ("status", "template", "topup_url", "topup_text")
-_LARGE_KEYS = ("size", "from")
-_PACING_KEYS = ("from", "floor")
-_CRAWLER_KEYS = ("share", "agents", "clients")
-DEFAULT_PACING_FROM = 0.5
-DEFAULT_PACING_FLOOR = 64 * 1024
-DEFAULT_LARGE_FROM = 0.9
+_NOTICE_KEYS: Final = ("status", "template", "topup_url", "topup_text")
+_LARGE_KEYS: Final = ("size", "from")
+_PACING_KEYS: Final = ("from", "floor")
+_CRAWLER_KEYS: Final = ("share", "agents", "clients")
+DEFAULT_PACING_FROM: Final = 0.5
+DEFAULT_PACING_FLOOR: Final = 64 * 1024
+DEFAULT_LARGE_FROM: Final = 0.9
 
 
 @dataclass(slots=True)
@@ -95,7 +96,7 @@ class Shared:
     hsts: int | None = None
 
 
-NOTHING_SHARED = Shared()
+NOTHING_SHARED: Final = Shared()
 
 
 def read_shared(fields: Fields, parent: str, ctx: Ctx) -> Shared:

@@ -12,15 +12,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 from urllib.parse import parse_qsl, unquote
 
 from governor.errors import StoreError
 
-SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "redis+cluster")
+SCHEMES: Final = ("redis", "rediss", "unix", "redis+sentinel", "redis+cluster")
 """URL schemes served by :class:`~governor.store.redis.RedisStore`."""
 
-SQLITE = "sqlite:///"
+SQLITE: Final = "sqlite:///"
 """The prefix of a SQLite store's URL; four slashes make an absolute path."""
 
 Kind = Literal["standalone", "unix", "sentinel", "cluster"]

@@ -11,6 +11,7 @@ import os
 import re
 from collections.abc import Callable
 from pathlib import Path
+from typing import Final
 from zoneinfo import ZoneInfo
 
 from governor.config.composer import Node
@@ -27,9 +28,9 @@ from governor.config.nodes import Ctx, T, items_of, scalar
 from governor.config.notice_template import PLACEHOLDERS, validate_template
 from governor.sizes import parse_duration, parse_size
 
-DEFAULT_STORE = "sqlite:///state/usage.db"
+DEFAULT_STORE: Final = "sqlite:///state/usage.db"
 
-DURATION_KEYS = (
+DURATION_KEYS: Final = (
     "upstream_connect",
     "upstream_response",
     "keepalive",
@@ -39,10 +40,10 @@ DURATION_KEYS = (
     "send",
     "tls_handshake",
 )
-HEAD_SIZE_KEYS = ("request_line", "header_field", "header_total")
-HEAD_SIZE_MAX = 2**20  # a request head larger than 1 MiB is no sane limit
-COUNT_MAX = 10_000_000
-SHARED_KEYS = (
+HEAD_SIZE_KEYS: Final = ("request_line", "header_field", "header_total")
+HEAD_SIZE_MAX: Final = 2**20  # a request head larger than 1 MiB is no sane limit
+COUNT_MAX: Final = 10_000_000
+SHARED_KEYS: Final = (
     "daily_cap",
     "cap",
     "period",
@@ -66,19 +67,23 @@ SHARED_KEYS = (
     "https_redirect",
     "hsts",
 )
-_COUNT_MODES: dict[str, CountMode] = {"egress": "egress", "ingress": "ingress", "both": "both"}
-_AT_CAP_MODES: dict[str, AtCap] = {"finish": "finish", "cut": "cut"}
-_STORE_FAILURE_MODES: dict[str, OnStoreFailure] = {"open": "open", "closed": "closed"}
-_CLIENT_FORMS: dict[str, ClientForm] = {
+_COUNT_MODES: Final[dict[str, CountMode]] = {
+    "egress": "egress",
+    "ingress": "ingress",
+    "both": "both",
+}
+_AT_CAP_MODES: Final[dict[str, AtCap]] = {"finish": "finish", "cut": "cut"}
+_STORE_FAILURE_MODES: Final[dict[str, OnStoreFailure]] = {"open": "open", "closed": "closed"}
+_CLIENT_FORMS: Final[dict[str, ClientForm]] = {
     "truncated": "truncated",
     "hashed": "hashed",
     "full": "full",
 }
-_SWITCH: dict[str, bool] = {"on": True, "off": False, "true": True, "false": False}
-DEFAULT_SPOOL = "state/spool.json"
+_SWITCH: Final[dict[str, bool]] = {"on": True, "off": False, "true": True, "false": False}
+DEFAULT_SPOOL: Final = "state/spool.json"
 
-_WHOLE = re.compile(r"\+?[0-9]{1,18}", re.ASCII)
-_RESET_AT = re.compile(r"([01]?[0-9]|2[0-3]):([0-5][0-9])(?::([0-5][0-9]))?", re.ASCII)
+_WHOLE: Final = re.compile(r"\+?[0-9]{1,18}", re.ASCII)
+_RESET_AT: Final = re.compile(r"([01]?[0-9]|2[0-3]):([0-5][0-9])(?::([0-5][0-9]))?", re.ASCII)
 
 
 def read_duration(node: Node, key: str, ctx: Ctx) -> float | None:
@@ -177,7 +182,7 @@ def read_count_of(least: int, what: str) -> Callable[[Node, str, Ctx], int | Non
 
 
 # A hundred years: the prune's cutoff date and the store's key expiry must stay in range.
-MAX_HISTORY_DAYS = 36_600
+MAX_HISTORY_DAYS: Final = 36_600
 
 
 def read_history_days(node: Node, key: str, ctx: Ctx) -> int | None:
@@ -211,8 +216,8 @@ def _choice(node: Node, key: str, choices: dict[str, T], ctx: Ctx) -> T | None:
     return choices[text]
 
 
-_PERIODS: dict[str, PeriodKind] = {"day": "day", "week": "week", "month": "month"}
-_WEEKDAYS = {
+_PERIODS: Final[dict[str, PeriodKind]] = {"day": "day", "week": "week", "month": "month"}
+_WEEKDAYS: Final = {
     name: i
     for i, name in enumerate(
         ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
@@ -323,7 +328,7 @@ def read_admin_token(node: Node, key: str, ctx: Ctx) -> str | None:
     return token
 
 
-_LOG_FORMATS: dict[str, LogFormat] = {"plain": "plain", "json": "json"}
+_LOG_FORMATS: Final[dict[str, LogFormat]] = {"plain": "plain", "json": "json"}
 
 
 def read_log_format(node: Node, key: str, ctx: Ctx) -> LogFormat | None:

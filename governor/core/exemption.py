@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import re
+from typing import Final
 
 from governor.config import TenantConfig
 from governor.core.clients import is_trusted
@@ -54,11 +55,11 @@ def _clean_prefix(prefix: str) -> str | None:
     return exemption_path(prefix)
 
 
-_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
-_ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
+_UNRESERVED: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+_ESCAPE: Final = re.compile(r"%([0-9A-Fa-f]{2})")
 # pchar and "/" (RFC 3986), where an escape may only stand for printable ASCII other
 # than "/", "\\" and "%" (upper case: escapes kept are upper-cased first).
-_SAFE_PATH = re.compile(
+_SAFE_PATH: Final = re.compile(
     r"(?:[!$&'()*+,\-./0-9:;=@A-Z_a-z~]|%(?!2F|5C|25)(?:2[1-9A-F]|[3-6][0-9A-F]|7[0-9A-E]))*"
 )
 

@@ -16,9 +16,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Final
 
-HISTORY_WEIGHT = 0.5  # of an hour's rate taken from the same hour of the previous day
-HOUR = 3600.0
+HISTORY_WEIGHT: Final = 0.5  # of an hour's rate taken from the same hour of the previous day
+HOUR: Final = 3600.0
 
 
 @dataclass(slots=True)

@@ -27,13 +27,14 @@ This module is pure: times are passed in.
 from __future__ import annotations
 
 import math
+from typing import Final
 
 from governor.config import PacingConfig, TenantConfig
 
-TAU = 30.0  # seconds: the time constant of the moving averages
-SAMPLE = 1.0  # seconds: the rates are sampled at most this often
-DEFAULT_LARGE_SIZE = 2**20  # "large" for pacing when the tenant sets no ``large.size``
-BURST = 0.25  # seconds of a paced response's rate it may send ahead
+TAU: Final = 30.0  # seconds: the time constant of the moving averages
+SAMPLE: Final = 1.0  # seconds: the rates are sampled at most this often
+DEFAULT_LARGE_SIZE: Final = 2**20  # "large" for pacing when the tenant sets no ``large.size``
+BURST: Final = 0.25  # seconds of a paced response's rate it may send ahead
 
 
 def large_size(tenant: TenantConfig) -> int:

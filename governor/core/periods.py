@@ -34,13 +34,14 @@ from __future__ import annotations
 import datetime as dt
 import math
 from dataclasses import dataclass
+from typing import Final
 from zoneinfo import ZoneInfo
 
 from governor.config.model import PeriodKind
 
 __all__ = ["Period", "PeriodTracker", "period_at"]
 
-_ONE_DAY = dt.timedelta(days=1)
+_ONE_DAY: Final = dt.timedelta(days=1)
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,13 +11,13 @@ upgrade (a WebSocket tunnel) is never exempt. See ``docs/decision.md``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Final, Literal
 
 from governor.config import TenantConfig
 from governor.core.exemption import is_exempt
 from governor.core.ledger import is_blocked
 
-NEAR_CAP = 0.9  # from this share of its cap on, a tenant's requests nudge the flusher
+NEAR_CAP: Final = 0.9  # from this share of its cap on, a tenant's requests nudge the flusher
 
 
 # What happens to a request: "allow" (proxied and charged, under the tenant's cap),
@@ -155,7 +155,7 @@ def refusal(
     return None
 
 
-AS_GOOD_AS_OUT = 0.9
+AS_GOOD_AS_OUT: Final = 0.9
 """From this share of the cap on, a response refused by admission gets the tenant's own
 notice ("daily limit reached"): the site is as good as out (a page or two are left). Below
 it, the visitor is told that this file is larger than what is left, and that smaller
@@ -180,17 +180,17 @@ def large_limit(tenant: TenantConfig, *, used: int, cap: int) -> int | None:
 
 
 # Every decision there is, made once: decide() runs on every request and allocates nothing.
-_EXEMPT = (Decision("exempt"), Decision("exempt", nudge=True))
-_ALLOW = (
+_EXEMPT: Final = (Decision("exempt"), Decision("exempt", nudge=True))
+_ALLOW: Final = (
     (Decision("allow"), Decision("allow", cut=True)),
     (Decision("allow", nudge=True), Decision("allow", nudge=True, cut=True)),
 )
-_BLOCKED_CAP = Decision("block", reason="cap")
-_BLOCKED_STORE = Decision("block", reason="store")
-_BLOCKED_CLIENT = Decision("block", reason="client_share")
-_BLOCKED_DAY = Decision("block", reason="day")
-_BLOCKED_CRAWLER = Decision("block", reason="crawler")
-_SHADOW: dict[BlockReason, Decision] = {
+_BLOCKED_CAP: Final = Decision("block", reason="cap")
+_BLOCKED_STORE: Final = Decision("block", reason="store")
+_BLOCKED_CLIENT: Final = Decision("block", reason="client_share")
+_BLOCKED_DAY: Final = Decision("block", reason="day")
+_BLOCKED_CRAWLER: Final = Decision("block", reason="crawler")
+_SHADOW: Final[dict[BlockReason, Decision]] = {
     reason: Decision("allow", nudge=True, would_block=reason)
     for reason in ("cap", "store", "client_share", "crawler", "day")
 }

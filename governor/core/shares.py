@@ -28,6 +28,7 @@ import functools
 import ipaddress
 import math
 from collections.abc import Callable
+from typing import Final
 
 from governor.config import CrawlerConfig, TenantConfig
 from governor.core.clients import is_trusted
@@ -35,11 +36,11 @@ from governor.core.ledger import Key, Ledger
 from governor.core.lightest import Lightest
 from governor.core.pacing import Pacer
 
-CRAWLERS = "crawlers"
-CLIENT = "client:"
-HEAVY_SHARE = 0.1  # of a visitor's share: from this estimate on, it is counted fleet-wide
-MIN_COUNTERS = 16
-MAX_COUNTERS = 256
+CRAWLERS: Final = "crawlers"
+CLIENT: Final = "client:"
+HEAVY_SHARE: Final = 0.1  # of a visitor's share: from this estimate on, it is counted fleet-wide
+MIN_COUNTERS: Final = 16
+MAX_COUNTERS: Final = 256
 
 
 def account(period: str, name: str) -> str:

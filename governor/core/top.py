@@ -31,17 +31,17 @@ import functools
 import hashlib
 import ipaddress
 import re
-from typing import Literal
+from typing import Final, Literal
 
 from governor.config.model import ClientForm
 from governor.core.lightest import Lightest
 
 Dimension = Literal["client", "path", "agent", "referrer"]
-DIMENSIONS: tuple[Dimension, ...] = ("client", "path", "agent", "referrer")
-COUNTERS = 100  # items per dimension an instance counts between two flushes
-KEEP = 200  # items per dimension the store keeps
-MAX_ITEM = 200  # characters of an item kept (a path or User-Agent is cut there)
-_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
+DIMENSIONS: Final[tuple[Dimension, ...]] = ("client", "path", "agent", "referrer")
+COUNTERS: Final = 100  # items per dimension an instance counts between two flushes
+KEEP: Final = 200  # items per dimension the store keeps
+MAX_ITEM: Final = 200  # characters of an item kept (a path or User-Agent is cut there)
+_SCHEME: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
 
 
 class Count:

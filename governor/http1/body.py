@@ -13,15 +13,16 @@ from __future__ import annotations
 
 import re
 from enum import IntEnum
+from typing import Final
 
 from governor.errors import BadMessage
 from governor.http1.wire import CRLF
 
-_OWS = b" \t"
-_CTL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-_TOKEN_RE = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
-_QUOTED_RE = rb'"(?:[^"\\\x00-\x08\x0a-\x1f\x7f]|\\.)*"'
-_CHUNK_LINE = re.compile(
+_OWS: Final = b" \t"
+_CTL: Final = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_TOKEN_RE: Final = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_QUOTED_RE: Final = rb'"(?:[^"\\\x00-\x08\x0a-\x1f\x7f]|\\.)*"'
+_CHUNK_LINE: Final = re.compile(
     rb"0*([0-9A-Fa-f]{1,15})"  # leading zeros, then at most 15 hex digits
     rb"(?:[ \t]*;[ \t]*"
     + _TOKEN_RE
@@ -33,8 +34,8 @@ _CHUNK_LINE = re.compile(
     rb"[ \t]*"
 )
 
-CHUNK_LINE_MAX = 4096
-TRAILERS_MAX = 16384  # the whole trailer section: lines and their CRLFs, the last one too
+CHUNK_LINE_MAX: Final = 4096
+TRAILERS_MAX: Final = 16384  # the whole trailer section: lines and their CRLFs, the last one too
 
 
 class Framing(IntEnum):
@@ -56,14 +57,14 @@ class Chunked(IntEnum):
 
 
 # Module-level names: the hot loop reads a global, not an attribute of the enum class.
-LENGTH = Framing.LENGTH
-CHUNKED = Framing.CHUNKED
-UNTIL_CLOSE = Framing.UNTIL_CLOSE
-_SIZE = Chunked.SIZE
-_DATA = Chunked.DATA
-_DATA_END = Chunked.DATA_END
-_TRAILERS = Chunked.TRAILERS
-_DONE = Chunked.DONE
+LENGTH: Final = Framing.LENGTH
+CHUNKED: Final = Framing.CHUNKED
+UNTIL_CLOSE: Final = Framing.UNTIL_CLOSE
+_SIZE: Final = Chunked.SIZE
+_DATA: Final = Chunked.DATA
+_DATA_END: Final = Chunked.DATA_END
+_TRAILERS: Final = Chunked.TRAILERS
+_DONE: Final = Chunked.DONE
 
 
 class BodyReader:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import select
-from typing import Protocol, cast
+from typing import Final, Protocol, cast
 
 from governor.errors import BadMessage, UpstreamBroken, UpstreamTimeout, upstream_error
 from governor.http1.body import CHUNKED, LENGTH, UNTIL_CLOSE, BodyReader
@@ -24,17 +24,17 @@ from governor.http1.wire import HEAD_END, parse_response_head, response_has_body
 
 # Response bytes held for one client (its transport's and here) before the upstream is paused:
 # connection.WRITE_HIGH. No read is larger: a client that stops reading pins about this much.
-BUDGET = 2**16
+BUDGET: Final = 2**16
 # A response's first read has room for its head too: a body within BUDGET comes with it.
-HEAD_ROOM = 2**13
-READ_MAX = BUDGET + HEAD_ROOM  # the pool's read buffer
-MIN_READ = 2**14  # the smallest read (the client transport's low-water mark)
-HIGH_WATER = BUDGET  # body bytes queued here (not spliced) before reads pause
-IDLE_TIMEOUT = 30.0  # seconds a pooled connection may sit idle
-SPLIT_FROM = 2**13  # a first read this large has its head copied out apart (buffer_updated)
+HEAD_ROOM: Final = 2**13
+READ_MAX: Final = BUDGET + HEAD_ROOM  # the pool's read buffer
+MIN_READ: Final = 2**14  # the smallest read (the client transport's low-water mark)
+HIGH_WATER: Final = BUDGET  # body bytes queued here (not spliced) before reads pause
+IDLE_TIMEOUT: Final = 30.0  # seconds a pooled connection may sit idle
+SPLIT_FROM: Final = 2**13  # a first read this large has its head copied out apart (buffer_updated)
 
 PoolKey = tuple[str, str, int]
-_READABLE = select.POLLIN | select.POLLPRI | getattr(select, "POLLRDHUP", 0)  # data, or a FIN
+_READABLE: Final = select.POLLIN | select.POLLPRI | getattr(select, "POLLRDHUP", 0)  # data, a FIN
 
 
 class Pool(Protocol):

@@ -27,7 +27,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any, cast
+from typing import Any, Final, cast
 
 from governor.errors import BadMessage
 from governor.http1.flow import Flow
@@ -52,11 +52,11 @@ from governor.http1.wire import parse_request_head
 from governor.observe.events import RequestNote
 from governor.tls.channel import TLSChannel
 
-log = logging.getLogger("governor.listener")
+log: Final = logging.getLogger("governor.listener")
 
-WRITE_HIGH = 2**16  # response bytes a client's transport holds before its producer pauses
-WRITE_LOW = 2**14  # ... and resumes
-LINGER = 10.0  # seconds to read and drop a request body nobody read, after the response
+WRITE_HIGH: Final = 2**16  # response bytes a client's transport holds before its producer pauses
+WRITE_LOW: Final = 2**14  # ... and resumes
+LINGER: Final = 10.0  # seconds to read and drop a request body nobody read, after the response
 
 
 class ClientConnection(asyncio.Protocol):

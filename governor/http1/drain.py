@@ -35,16 +35,16 @@ import struct
 from collections.abc import Awaitable, Callable
 from typing import Final
 
-log = logging.getLogger("governor.listener")
+log: Final = logging.getLogger("governor.listener")
 
-HANDSHAKE_WAIT = 1.0  # seconds to wait at most for handshakes under way to complete
-QUIET = 0.1  # without the kernel's word: seconds the queue must stay empty before the close
-RECHECK = 0.01  # seconds between looks at the handshakes still under way
+HANDSHAKE_WAIT: Final = 1.0  # seconds to wait at most for handshakes under way to complete
+QUIET: Final = 0.1  # without the kernel's word: seconds the queue must stay empty before the close
+RECHECK: Final = 0.01  # seconds between looks at the handshakes still under way
 
-SO_ATTACH_FILTER = getattr(socket, "SO_ATTACH_FILTER", 26)  # Linux
+SO_ATTACH_FILTER: Final = getattr(socket, "SO_ATTACH_FILTER", 26)  # Linux
 # A classic BPF program run on each packet reaching the listener, at the TCP header:
 # load the flags byte; SYN set: drop (return 0); else: keep the whole packet.
-_DROP_SYN = (
+_DROP_SYN: Final = (
     (0x30, 0, 0, 13),  # ldb [13]          TCP flags
     (0x45, 0, 1, 0x02),  # jset #SYN        SYN set: next; else skip one
     (0x06, 0, 0, 0),  # ret #0             drop
@@ -136,12 +136,12 @@ async def _accept_ready(sock: socket.socket, adopt: Adopt) -> int:
 
 
 # sock_diag (netlink): how ``ss -t state syn-recv`` asks the kernel.
-_NETLINK_SOCK_DIAG = 4
-_SOCK_DIAG_BY_FAMILY = 20
-_NLM_F_REQUEST_DUMP = 0x1 | 0x300
-_NLMSG_ERROR = 2
-_NLMSG_DONE = 3
-_TCP_SYN_RECV = 3
+_NETLINK_SOCK_DIAG: Final = 4
+_SOCK_DIAG_BY_FAMILY: Final = 20
+_NLM_F_REQUEST_DUMP: Final = 0x1 | 0x300
+_NLMSG_ERROR: Final = 2
+_NLMSG_DONE: Final = 3
+_TCP_SYN_RECV: Final = 3
 
 
 def pending_handshakes(family: int, port: int) -> int | None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Final
 
 from governor.core.meter import Meter
 from governor.errors import BadMessage, BodyRefused
@@ -38,15 +39,15 @@ from governor.observe.events import RequestNote, report
 # A response's head and first body bytes up to this size are joined into one buffer
 # (copying a few KiB costs less than setting up a scatter write); a larger body goes as
 # the pieces it came in, not copied again in user space.
-JOIN_UP_TO = 16 * 1024
+JOIN_UP_TO: Final = 16 * 1024
 
-CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-CLAIM_STEP = 2**18  # response bytes a running claim leaves to a later one (no syscall)
-HIGH_WATER = 2**18  # request body bytes buffered before reads from the client pause
-LOW_WATER = 2**16  # ... and resume (see docs/http1.md)
-SERVER = "governor"  # on governor's own answers; proxied responses keep the upstream's
+CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
+CLAIM_STEP: Final = 2**18  # response bytes a running claim leaves to a later one (no syscall)
+HIGH_WATER: Final = 2**18  # request body bytes buffered before reads from the client pause
+LOW_WATER: Final = 2**16  # ... and resume (see docs/http1.md)
+SERVER: Final = "governor"  # on governor's own answers; proxied responses keep the upstream's
 
-REASONS = {
+REASONS: Final = {
     100: "Continue",
     101: "Switching Protocols",
     200: "OK",

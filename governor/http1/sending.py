@@ -111,10 +111,10 @@ def reset(transport: asyncio.Transport) -> None:
 
 # struct tcp_info (linux/tcp.h): tcpi_notsent_bytes at 144; tcpi_bytes_sent and
 # tcpi_bytes_retrans at 200 (Linux 4.19 and later).
-_TCP_INFO_SIZE = 216
-_LINGER_ZERO = struct.pack("ii", 1, 0)  # close() sends an RST
-_NOTSENT = struct.Struct("=I")
-_SENT_RETRANS = struct.Struct("=QQ")
+_TCP_INFO_SIZE: Final = 216
+_LINGER_ZERO: Final = struct.pack("ii", 1, 0)  # close() sends an RST
+_NOTSENT: Final = struct.Struct("=I")
+_SENT_RETRANS: Final = struct.Struct("=QQ")
 _TCP_INFO: Final = getattr(socket, "TCP_INFO", None)  # Linux
 
 
@@ -157,7 +157,7 @@ def socket_sent(sock: Any, *, reset: bool = False) -> int | None:
     return int(sent - retransmitted + (0 if reset else notsent))
 
 
-_NOTSENT_END = 148  # tcp_info up to tcpi_notsent_bytes: a shorter copy than the whole
+_NOTSENT_END: Final = 148  # tcp_info up to tcpi_notsent_bytes: a shorter copy than the whole
 
 
 def socket_unsent(sock: Any) -> int:

@@ -16,6 +16,7 @@ import os
 import socket
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Final
 
 from governor.config import Config, LimitsConfig, Timeouts
 from governor.config.model import ListenConfig
@@ -30,9 +31,9 @@ from governor.observe.events import Refusal, RequestSink, report_refusal
 from governor.tls.certificates import Certificates
 from governor.tls.channel import TLSChannel
 
-log = logging.getLogger("governor.listener")
+log: Final = logging.getLogger("governor.listener")
 tls_log = logging.getLogger("governor.tls")
-PLAIN_HTTP_ANSWER = refusal(400, "a plain HTTP request on an HTTPS port")  # as nginx's
+PLAIN_HTTP_ANSWER: Final = refusal(400, "a plain HTTP request on an HTTPS port")  # as nginx's
 
 
 class Listening:

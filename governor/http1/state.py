@@ -6,6 +6,7 @@ where it happens, not a connection quietly stuck. Pure: no I/O.
 from __future__ import annotations
 
 from enum import IntEnum
+from typing import Final
 
 
 class State(IntEnum):
@@ -23,19 +24,17 @@ class State(IntEnum):
     CLOSED = 6  # the connection is lost
 
 
-NEW, IDLE, HEAD, BUSY, TUNNEL, FLUSHING, CLOSED = (
-    State.NEW,
-    State.IDLE,
-    State.HEAD,
-    State.BUSY,
-    State.TUNNEL,
-    State.FLUSHING,
-    State.CLOSED,
-)
-WAITING = frozenset((NEW, IDLE, HEAD))  # for a head: the connection's timer is a deadline
+NEW: Final[State] = State.NEW
+IDLE: Final[State] = State.IDLE
+HEAD: Final[State] = State.HEAD
+BUSY: Final[State] = State.BUSY
+TUNNEL: Final[State] = State.TUNNEL
+FLUSHING: Final[State] = State.FLUSHING
+CLOSED: Final[State] = State.CLOSED
+WAITING: Final = frozenset((NEW, IDLE, HEAD))  # for a head: the connection's timer is a deadline
 # The changes a connection may make (h11's _state.py, without its engine): a change not
 # listed is a bug in governor, raised where it happens.
-_NEXT: dict[State, frozenset[State]] = {
+_NEXT: Final[dict[State, frozenset[State]]] = {
     NEW: frozenset((HEAD, BUSY, FLUSHING, CLOSED)),
     IDLE: frozenset((HEAD, BUSY, FLUSHING, CLOSED)),
     HEAD: frozenset((BUSY, FLUSHING, CLOSED)),
@@ -48,7 +47,7 @@ _NEXT: dict[State, frozenset[State]] = {
 
 # On shutdown, a connection that has not sent its first request yet is given this long
 # to send it (a client that just connected is about to); Go's http.Server does the same.
-FIRST_REQUEST_GRACE = 5.0
+FIRST_REQUEST_GRACE: Final = 5.0
 
 
 def deadline(

@@ -45,21 +45,21 @@ import sys
 import threading
 from collections import deque
 from collections.abc import Callable
-from typing import IO, Any
+from typing import IO, Any, Final
 
 from governor.config import Config, LogFormat
 from governor.observe.events import RequestRecord
 
-log = logging.getLogger("governor.accesslog")
+log: Final = logging.getLogger("governor.accesslog")
 
-QUEUE_SIZE = 10_000  # lines waiting for the writer; beyond it lines are dropped
-BATCH = 512  # lines written per write call at most
-CLOSE_TIMEOUT = 5.0  # close() waits at most this long for the writer to finish
-_STOP = object()  # the writer finishes the queue and returns
-_WAKE = object()  # the writer looks at its retargets (a reload)
-_STREAMS = ("off", "stderr", "stdout")
+QUEUE_SIZE: Final = 10_000  # lines waiting for the writer; beyond it lines are dropped
+BATCH: Final = 512  # lines written per write call at most
+CLOSE_TIMEOUT: Final = 5.0  # close() waits at most this long for the writer to finish
+_STOP: Final = object()  # the writer finishes the queue and returns
+_WAKE: Final = object()  # the writer looks at its retargets (a reload)
+_STREAMS: Final = ("off", "stderr", "stdout")
 
-_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_ESCAPES: Final = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
 def _escape(text: str, *, quoted: bool) -> str:
@@ -119,7 +119,7 @@ def format_json(r: RequestRecord) -> str:
     return json.dumps(doc, ensure_ascii=True, separators=(",", ":"))
 
 
-_FORMATS = {"plain": format_plain, "json": format_json}
+_FORMATS: Final = {"plain": format_plain, "json": format_json}
 
 
 class AccessLog:

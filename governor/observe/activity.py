@@ -21,10 +21,11 @@ import heapq
 import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Final
 
 from governor.accounts.runtime import TenantUsage
 
-NEAR_SHARE = 0.8
+NEAR_SHARE: Final = 0.8
 """From this share of its cap on (and not blocked), a tenant counts as near its cap."""
 
 

@@ -14,9 +14,9 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Final, Literal, Protocol
 
-log = logging.getLogger("governor.events")
+log: Final = logging.getLogger("governor.events")
 
 Outcome = Literal[
     "proxied",

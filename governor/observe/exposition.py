@@ -7,12 +7,13 @@ forget a series) to the tenants configured now.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable
+from typing import Final
 
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 # The gauges of a tenant's current period: only configured tenants are shown.
-PERIOD_GAUGES = frozenset(
+PERIOD_GAUGES: Final = frozenset(
     {
         "governor_usage_bytes",
         "governor_quota_bytes",

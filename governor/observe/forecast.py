@@ -16,16 +16,17 @@ import datetime as dt
 import itertools
 import logging
 from collections.abc import Callable, Collection
+from typing import Final
 
 from governor.accounts.runtime import Runtime, TenantUsage
 from governor.core.forecast import RateEstimate, exhaustion
 from governor.errors import StoreError
 from governor.tasks import TaskGroup
 
-log = logging.getLogger("governor.forecast")
+log: Final = logging.getLogger("governor.forecast")
 
-QUEUE_SIZE = 1000  # tenants waiting for their history; beyond it, asked again next flush
-STOP_WAIT = 5.0  # seconds stop() waits for a history read in progress
+QUEUE_SIZE: Final = 1000  # tenants waiting for their history; beyond it, asked again next flush
+STOP_WAIT: Final = 5.0  # seconds stop() waits for a history read in progress
 
 
 def forecast_line(at: float, resets_at: dt.datetime) -> str:

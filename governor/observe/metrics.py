@@ -41,7 +41,7 @@ import math
 import os
 from collections.abc import Collection, Iterable, Sized
 from dataclasses import dataclass, field
-from typing import Protocol, get_args
+from typing import Final, Protocol, get_args
 
 from aiohttp import hdrs, web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -68,19 +68,19 @@ class Connections(Protocol):
 
 
 # Outcomes a request with no tenant can have, and (every other) those of a tenant's.
-NO_TENANT_OUTCOMES: tuple[Outcome, ...] = ("unknown_host", "bad_request")
-TENANT_OUTCOMES: tuple[Outcome, ...] = tuple(
+NO_TENANT_OUTCOMES: Final[tuple[Outcome, ...]] = ("unknown_host", "bad_request")
+TENANT_OUTCOMES: Final[tuple[Outcome, ...]] = tuple(
     o for o in get_args(Outcome) if o not in NO_TENANT_OUTCOMES
 )
 
 # Time to the upstream's response headers; the default upstream_response timeout is 60 s.
-UPSTREAM_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+UPSTREAM_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 # One store round trip (or two); store_timeout is 500 ms by default.
-FLUSH_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+FLUSH_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 # Up to this many configured tenants, every one has its series (idle ones at zero); above
 # it, only tenants active in their current period do (see governor.observe.activity).
-ALL_TENANTS_UP_TO = 1000
+ALL_TENANTS_UP_TO: Final = 1000
 
 
 def multiprocess_dir(worker: int | None) -> str | None:

@@ -10,11 +10,12 @@ of theirs that is looked at.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Final
 
 from governor.observe.events import RequestRecord
 
 # The outcomes that are a refusal (or a slowing), as the status page words them.
-REFUSED: dict[str, str] = {
+REFUSED: Final[dict[str, str]] = {
     "blocked": "at the cap",
     "large": "large files paused",
     "admission": "larger than what was left",

@@ -14,6 +14,7 @@ A request refused with a notice that was not charged (``blocked``, ``client_shar
 from __future__ import annotations
 
 import logging
+from typing import Final
 
 from governor.accounts.runtime import Runtime
 from governor.core.top import (
@@ -28,10 +29,10 @@ from governor.errors import StoreError
 from governor.observe.events import RequestRecord
 from governor.store.base import Store, TopEntry
 
-log = logging.getLogger("governor.top")
+log: Final = logging.getLogger("governor.top")
 
-_NOT_CHARGED = frozenset({"blocked", "client_share", "crawler", "unknown_host"})
-_NOTICE_ONLY = frozenset({"large", "admission"})  # the request was charged, the notice not
+_NOT_CHARGED: Final = frozenset({"blocked", "client_share", "crawler", "unknown_host"})
+_NOTICE_ONLY: Final = frozenset({"large", "admission"})  # the request was charged, the notice not
 # A tenant's tables for one period, one per dimension, in DIMENSIONS' order.
 Tables = tuple[TopTable, TopTable, TopTable, TopTable]
 

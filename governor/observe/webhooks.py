@@ -16,7 +16,7 @@ import json
 import logging
 from collections import Counter
 from collections.abc import Collection
-from typing import Any
+from typing import Any, Final
 
 import aiohttp
 
@@ -27,16 +27,18 @@ from governor.errors import StoreError
 from governor.observe.forecast import forecast_line
 from governor.tasks import TaskGroup
 
-log = logging.getLogger("governor.warnings")
+log: Final = logging.getLogger("governor.warnings")
 
-QUEUE_SIZE = 1000  # events waiting for delivery; beyond it new ones are dropped (and counted)
-ATTEMPTS = 4  # tries per webhook POST (and per store claim)
-BACKOFF = 0.5  # seconds before the 2nd try; doubled for each further try
-BACKOFF_MAX = 8.0
-POST_TIMEOUT = 5.0  # one webhook POST, connecting included
-CONNECT_TIMEOUT = 2.0
-STOP_DEADLINE = 5.0  # at stop, queued events get this long to go out
-_RETRY_STATUSES = frozenset({408, 425, 429})
+QUEUE_SIZE: Final = (
+    1000  # events waiting for delivery; beyond it new ones are dropped (and counted)
+)
+ATTEMPTS: Final = 4  # tries per webhook POST (and per store claim)
+BACKOFF: Final = 0.5  # seconds before the 2nd try; doubled for each further try
+BACKOFF_MAX: Final = 8.0
+POST_TIMEOUT: Final = 5.0  # one webhook POST, connecting included
+CONNECT_TIMEOUT: Final = 2.0
+STOP_DEADLINE: Final = 5.0  # at stop, queued events get this long to go out
+_RETRY_STATUSES: Final = frozenset({408, 425, 429})
 
 
 WarningEvent = Alert[TenantUsage]

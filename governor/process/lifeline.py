@@ -13,11 +13,12 @@ import dataclasses
 import json
 import socket
 from collections.abc import Callable
+from typing import Final
 
 from governor.config import Config
 from governor.errors import GovernorError
 
-READY = b"R"
+READY: Final = b"R"
 """The worker's one byte: it listens and its signal handlers are in place."""
 
 

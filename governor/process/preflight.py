@@ -33,6 +33,7 @@ import tempfile
 import time
 from collections.abc import Callable, Collection
 from pathlib import Path
+from typing import Final
 
 from governor.config import Config
 from governor.errors import ConfigError, Problem
@@ -40,9 +41,9 @@ from governor.tls.certificates import load_certificates
 
 __all__ = ["preflight"]
 
-SQLITE_MAGIC = b"SQLite format 3\x00"
-_STREAMS = ("off", "stderr", "stdout")
-_SQLITE = "sqlite:///"
+SQLITE_MAGIC: Final = b"SQLite format 3\x00"
+_STREAMS: Final = ("off", "stderr", "stdout")
+_SQLITE: Final = "sqlite:///"
 
 
 def preflight(

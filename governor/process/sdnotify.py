@@ -15,10 +15,11 @@ import logging
 import os
 import socket
 import time
+from typing import Final
 
-log = logging.getLogger("governor.sdnotify")
+log: Final = logging.getLogger("governor.sdnotify")
 
-NOTIFY_ENV = "NOTIFY_SOCKET"
+NOTIFY_ENV: Final = "NOTIFY_SOCKET"
 
 
 def _address(name: str) -> str:

@@ -15,7 +15,7 @@ import gc
 import logging
 import signal
 import sys
-from typing import Protocol
+from typing import Final, Protocol
 
 from governor.config import Config
 from governor.process import sdnotify
@@ -23,12 +23,12 @@ from governor.process.instance import Governor
 from governor.process.lifeline import Lifeline
 from governor.tasks import TaskGroup
 
-log = logging.getLogger("governor")
+log: Final = logging.getLogger("governor")
 
-GC_GEN0_THRESHOLD = 10_000  # CPython's default is 700
+GC_GEN0_THRESHOLD: Final = 10_000  # CPython's default is 700
 # Seconds another thread may hold the interpreter lock while the event loop waits for
 # it (CPython's default is 0.005). See _tune_interpreter.
-SWITCH_INTERVAL = 0.0005
+SWITCH_INTERVAL: Final = 0.0005
 
 
 async def serve(

@@ -19,6 +19,7 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Final
 
 from prometheus_client.multiprocess import mark_process_dead
 
@@ -29,12 +30,12 @@ from governor.process import sdnotify
 from governor.process.lifeline import READY, greeting
 from governor.store import open_store
 
-log = logging.getLogger("governor.supervisor")
+log: Final = logging.getLogger("governor.supervisor")
 
-SHUTDOWN_MARGIN = 5.0  # seconds beyond the drain and the final flush before SIGKILL
-BACKOFF_FIRST = 0.1  # seconds before restarting a worker that died
-BACKOFF_MAX = 10.0
-STABLE_AFTER = 10.0  # a worker that ran this long before dying is not crash-looping
+SHUTDOWN_MARGIN: Final = 5.0  # seconds beyond the drain and the final flush before SIGKILL
+BACKOFF_FIRST: Final = 0.1  # seconds before restarting a worker that died
+BACKOFF_MAX: Final = 10.0
+STABLE_AFTER: Final = 10.0  # a worker that ran this long before dying is not crash-looping
 
 
 def supervise(config: Config) -> int:

@@ -8,6 +8,8 @@ to the tenant (see :mod:`governor.proxy.handler`).
 
 from __future__ import annotations
 
+from typing import Final
+
 from governor.config import TenantConfig
 from governor.core.meter import Meter
 from governor.http1.headers import Header
@@ -62,7 +64,7 @@ def header(headers: list[Header], low: str) -> str | None:
     return None
 
 
-ACME = "/.well-known/acme-challenge/"  # an ACME client's HTTP-01 challenges stay on HTTP
+ACME: Final = "/.well-known/acme-challenge/"  # an ACME client's HTTP-01 challenges stay on HTTP
 
 
 def redirect(request: Request) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Final
 
 from governor.config import Config, TenantConfig, UpstreamURL
 from governor.core.meter import Meter
@@ -31,10 +32,10 @@ from governor.proxy.answers import send_notice
 from governor.proxy.stream import ResponseStream
 from governor.proxy.tunnel import Tunnel, upgrade_token
 
-log = logging.getLogger("governor.proxy")
+log: Final = logging.getLogger("governor.proxy")
 
 # What a visitor sees of an upstream failure; the details go to the log only.
-PUBLIC_ERRORS = {
+PUBLIC_ERRORS: Final = {
     502: "502 Bad Gateway: the site's server could not be reached",
     504: "504 Gateway Timeout: the site's server did not answer in time",
 }

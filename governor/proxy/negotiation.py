@@ -15,10 +15,10 @@ from typing import Final
 LANGUAGES: Final = ("en", "ko")  # supported; the first is the default
 _DEFAULT_LANGUAGE: Final = "en"
 
-_QVALUE = re.compile(r"(?:0(?:\.[0-9]{0,3})?|1(?:\.0{0,3})?)\Z")
-_LANGUAGE_RANGE = re.compile(r"(?:\*|[a-z]{1,8}(?:-[a-z0-9]{1,8})*)\Z")
-_TOKEN = r"[!#$%&'*+.^_`|~0-9a-z-]+"
-_MEDIA_RANGE = re.compile(rf"({_TOKEN})/({_TOKEN})\Z")
+_QVALUE: Final = re.compile(r"(?:0(?:\.[0-9]{0,3})?|1(?:\.0{0,3})?)\Z")
+_LANGUAGE_RANGE: Final = re.compile(r"(?:\*|[a-z]{1,8}(?:-[a-z0-9]{1,8})*)\Z")
+_TOKEN: Final = r"[!#$%&'*+.^_`|~0-9a-z-]+"
+_MEDIA_RANGE: Final = re.compile(rf"({_TOKEN})/({_TOKEN})\Z")
 
 
 def _parse_weighted(header: str) -> list[tuple[str, float]]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Final
 
 from governor.config import PacingConfig
 from governor.core.meter import Meter
@@ -22,7 +23,7 @@ from governor.http1.headers import response_block
 from governor.http1.request import Request
 from governor.http1.wire import response_has_body
 
-log = logging.getLogger("governor.proxy")
+log: Final = logging.getLogger("governor.proxy")
 
 
 class ResponseStream:

@@ -13,13 +13,14 @@ closed after what was already received from the first has been written to it
 from __future__ import annotations
 
 import asyncio
+from typing import Final
 
 from governor.core.ledger import is_blocked
 from governor.core.meter import Meter
 from governor.http1.client import OriginConnection
 from governor.http1.request import Request
 
-SUPPORTED = frozenset({"websocket"})
+SUPPORTED: Final = frozenset({"websocket"})
 
 
 def upgrade_token(value: str | None) -> str | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Final, Literal
 
 from governor.config.model import PeriodKind
 from governor.sizes import format_size
@@ -130,7 +130,7 @@ def _reopen_en(d: Derived) -> str:
 
 
 # The top-up link's text (notice.topup_url) when the operator gives none.
-TOPUP_TEXT = {
+TOPUP_TEXT: Final = {
     "en": "The site's owner can add allowance here",
     "ko": "사이트 운영자는 여기에서 전송 허용량을 추가할 수 있습니다",
 }
@@ -162,22 +162,22 @@ def message_en(d: Derived, period: PeriodKind = "day") -> str:
 
 
 # The words of each period, in English and Korean.
-_ADJ_EN: dict[PeriodKind, str] = {"day": "Daily", "week": "Weekly", "month": "Monthly"}
-_USED_EN: dict[PeriodKind, str] = {
+_ADJ_EN: Final[dict[PeriodKind, str]] = {"day": "Daily", "week": "Weekly", "month": "Monthly"}
+_USED_EN: Final[dict[PeriodKind, str]] = {
     "day": "Used today",
     "week": "Used this week",
     "month": "Used this month",
 }
-_CAP_EN = {k: f"{v} allowance" for k, v in _ADJ_EN.items()}
-PERIOD_WORD = {k: v.lower() for k, v in _ADJ_EN.items()}  # "daily", "weekly", "monthly"
-_ADJ_KO: dict[PeriodKind, str] = {"day": "일일", "week": "주간", "month": "월간"}
-_OF_KO: dict[PeriodKind, str] = {"day": "오늘의", "week": "이번 주의", "month": "이번 달의"}
-_USED_KO: dict[PeriodKind, str] = {
+_CAP_EN: Final = {k: f"{v} allowance" for k, v in _ADJ_EN.items()}
+PERIOD_WORD: Final = {k: v.lower() for k, v in _ADJ_EN.items()}  # "daily", "weekly", "monthly"
+_ADJ_KO: Final[dict[PeriodKind, str]] = {"day": "일일", "week": "주간", "month": "월간"}
+_OF_KO: Final[dict[PeriodKind, str]] = {"day": "오늘의", "week": "이번 주의", "month": "이번 달의"}
+_USED_KO: Final[dict[PeriodKind, str]] = {
     "day": "오늘 사용량",
     "week": "이번 주 사용량",
     "month": "이번 달 사용량",
 }
-_CAP_KO = {k: f"{v} 허용량" for k, v in _ADJ_KO.items()}
+_CAP_KO: Final = {k: f"{v} 허용량" for k, v in _ADJ_KO.items()}
 
 
 def _day_strings(lang: str, facts: NoticeFacts, d: Derived) -> dict[str, str]:
@@ -370,7 +370,7 @@ def _builtin_strings(lang: str, facts: NoticeFacts, d: Derived) -> dict[str, str
     }
 
 
-WORDING = {
+WORDING: Final = {
     "cap": _builtin_strings,
     "large": _large_strings,
     "admission": _admission_strings,
@@ -378,7 +378,7 @@ WORDING = {
     "day": _day_strings,
     "crawler": _crawler_strings,
 }
-JSON_ERRORS = {
+JSON_ERRORS: Final = {
     "large": "large_files_paused",
     "admission": "response_exceeds_remaining_allowance",
     "client_share": "client_share_exceeded",
@@ -386,7 +386,7 @@ JSON_ERRORS = {
     "day": "daily_limit_within_period_exceeded",
 }
 # Every variant but the tenant's own has its status: 429 is the visitor's own limit.
-VARIANT_STATUS = {
+VARIANT_STATUS: Final = {
     "large": 503,
     "admission": 503,
     "client_share": 429,

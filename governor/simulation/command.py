@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import time
 from pathlib import Path
+from typing import Final
 
 from governor.config import Config, TenantConfig
 from governor.errors import ConfigError, GovernorError, Problem
@@ -13,7 +14,7 @@ from governor.simulation.replay import simulate
 from governor.simulation.report import document, table
 from governor.simulation.traffic import expand, read_access_log, read_profile
 
-SEED_PROFILE = Path(__file__).with_name("seed-day.yaml")
+SEED_PROFILE: Final = Path(__file__).with_name("seed-day.yaml")
 
 
 class SimulationError(GovernorError):

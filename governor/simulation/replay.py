@@ -19,6 +19,7 @@ import dataclasses
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Final
 
 from governor.config import CrawlerConfig, TenantConfig
 from governor.core.ledger import Ledger
@@ -29,8 +30,8 @@ from governor.core.policy import decide, left_for, refusal
 from governor.core.shares import ShareBook, is_crawler, visit_of, visitor_of
 from governor.simulation.traffic import Hit
 
-TICK = 10.0  # seconds between the steps of paced responses
-CATEGORIES = ("pages", "large files", "crawlers", "heaviest visitor")
+TICK: Final = 10.0  # seconds between the steps of paced responses
+CATEGORIES: Final = ("pages", "large files", "crawlers", "heaviest visitor")
 
 
 @dataclass(slots=True)

@@ -8,13 +8,13 @@ visitor, the minutes in which one of their requests was refused (or cut): *dark 
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, Final
 from zoneinfo import ZoneInfo
 
 from governor.simulation.replay import CATEGORIES, Category, Run
 from governor.sizes import format_size
 
-_REASONS = {
+_REASONS: Final = {
     "cap": "the cap",
     "store": "the store",
     "client_share": "its share (client_share)",

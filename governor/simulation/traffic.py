@@ -26,7 +26,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 from zoneinfo import ZoneInfo
 
 import yaml
@@ -47,7 +47,7 @@ class Hit:
     request: int = 0  # bytes of the request head and body
 
 
-_PLAIN = re.compile(
+_PLAIN: Final = re.compile(
     r"(?P<time>\S+) (?P<tenant>\S+) (?P<client>\S+) \S+ "
     r'"(?P<path>(?:[^"\\]|\\.)*)" \d{3} (?P<out>\d+) (?P<in>\d+) \S+ \S+ \S+'
     r'(?: "(?P<agent>(?:[^"\\]|\\.)*)"(?: \S+)?)?\s*$'
@@ -135,12 +135,14 @@ def _unescape(text: str) -> str:
 
 # The share of a day's traffic in each local hour, for ``shape: diurnal`` (a community
 # site: quiet at night, rising through the day, highest in the evening).
-DIURNAL = (
+DIURNAL: Final = (
     1.2, 0.8, 0.5, 0.4, 0.4, 0.5, 0.9, 1.6, 2.8, 3.8, 4.4, 4.8,
     5.0, 5.1, 5.2, 5.3, 5.4, 5.6, 5.8, 6.0, 6.2, 6.0, 4.8, 2.9,
 )  # fmt: skip
 
-BROWSER = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/131.0 Safari/537.36"
+BROWSER: Final = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/131.0 Safari/537.36"
+)
 
 
 class _Loader(yaml.SafeLoader):
@@ -203,7 +205,16 @@ def read_profile(path: Path) -> Profile:
     return Profile(date, int(seed), tuple(streams), path)
 
 
-_STREAM_KEYS = {"name", "visitors", "agent", "requests", "window", "shape", "sizes", "network"}
+_STREAM_KEYS: Final = {
+    "name",
+    "visitors",
+    "agent",
+    "requests",
+    "window",
+    "shape",
+    "sizes",
+    "network",
+}
 
 
 def _check_stream(stream: object, key: str, bad: Any) -> None:

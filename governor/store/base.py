@@ -10,7 +10,7 @@ translated inside the backend.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import ClassVar, Protocol
+from typing import ClassVar, Final, Protocol
 
 from governor.core.ledger import Batch, Key
 
@@ -22,13 +22,13 @@ TopEntry = tuple[str, str, str, str, int, int]
 TopRow = tuple[str, int, int]
 """(item, bytes, requests) of a top list, heaviest first."""
 
-TOP_KEEP = 200
+TOP_KEEP: Final = 200
 """Items a store keeps per top list (tenant, period, dimension): the heaviest by bytes."""
 
-FLUSH_ID_TTL = 86400.0
+FLUSH_ID_TTL: Final = 86400.0
 """Seconds an applied flush id is remembered; :meth:`Store.prune` forgets older ones."""
 
-BUCKET_SECONDS = 300
+BUCKET_SECONDS: Final = 300
 """The width of a history bucket: a batch's bytes are also added to the bucket of its ``at``."""
 
 

@@ -44,7 +44,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Final, TypeVar
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
@@ -89,11 +89,11 @@ __all__ = [
 
 T = TypeVar("T")
 
-log = logging.getLogger("governor.store")
+log: Final = logging.getLogger("governor.store")
 
-DAY = 86400
-WINDOW_KEYS = 8 * SLICE_KEYS  # the most keys one round trip carries, until a timeout halves it
-PRUNE_WEIGHT = 20  # a tenant's prune script, counted as this many keys of a window
+DAY: Final = 86400
+WINDOW_KEYS: Final = 8 * SLICE_KEYS  # the most keys a round trip carries (a timeout halves it)
+PRUNE_WEIGHT: Final = 20  # a tenant's prune script, counted as this many keys of a window
 
 
 # -------------------------------------------------------------------------- store

@@ -31,11 +31,11 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from governor.core.ledger import Key
 
-PREFIX = "governor"
+PREFIX: Final = "governor"
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +49,7 @@ class Script:
         object.__setattr__(self, "sha", hashlib.sha1(self.text.encode()).hexdigest())
 
 
-SLICE_KEYS = 500
+SLICE_KEYS: Final = 500
 """The most usage keys one :data:`FLUSH` call (one slice of a batch) adds to or reads."""
 
 # One slice of a batch. KEYS[1] the slice's id key, KEYS[2] the applied ids (sorted
@@ -60,7 +60,7 @@ SLICE_KEYS = 500
 # tag, same slot), ARGV[6 + i] the deltas, ARGV[6 + n + i] the periods of the keys.
 # Adds only if the id key was not set yet. Returns the n totals as strings (GET, not
 # the INCRBY reply: Lua numbers are doubles and would round totals above 2^53).
-FLUSH = Script(
+FLUSH: Final = Script(
     """
 local n = tonumber(ARGV[1])
 if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[3]) then
@@ -92,7 +92,7 @@ return totals
 # KEYS[1] the grant key, KEYS[2] the period index, KEYS[3] this call's token key;
 # ARGV[1] bytes to add, ARGV[2] the TTL, ARGV[3] the period, ARGV[4] the token TTL.
 # Adds once per token. Returns the grant total as a string (GET: see FLUSH).
-GRANT = Script(
+GRANT: Final = Script(
     """
 if redis.call('SET', KEYS[3], '1', 'NX', 'EX', ARGV[4]) then
   redis.call('INCRBY', KEYS[1], ARGV[1])
@@ -105,7 +105,7 @@ return redis.call('GET', KEYS[1]) or '0'
 )
 
 # KEYS[1] the usage key, KEYS[2] the period index; ARGV[1] the TTL, ARGV[2] the period.
-RESET = Script(
+RESET: Final = Script(
     """
 redis.call('SET', KEYS[1], '0', 'EX', ARGV[1])
 redis.call('ZADD', KEYS[2], 0, ARGV[2])
@@ -117,7 +117,7 @@ return 1
 # KEYS[1] the mark key, KEYS[2] the period's set of marks, KEYS[3] the period index;
 # ARGV[1] the TTL, ARGV[2] the event, ARGV[3] the period, ARGV[4] this call's token.
 # Returns 1 if this call (or an earlier send of it) set the mark, 0 otherwise.
-MARK = Script(
+MARK: Final = Script(
     """
 if not redis.call('SET', KEYS[1], ARGV[4], 'NX', 'EX', ARGV[1]) then
   if redis.call('GET', KEYS[1]) == ARGV[4] then
@@ -137,7 +137,7 @@ return 1
 # keep, ARGV[2] the oldest applied-at to keep, ARGV[3] the tenant's key prefix.
 # Deletes each old period's usage, grant, buckets and marks. Returns the number of
 # usage keys deleted.
-PRUNE = Script(
+PRUNE: Final = Script(
     """
 local deleted = 0
 local old = redis.call('ZRANGEBYLEX', KEYS[1], '-', '(' .. ARGV[1])
@@ -167,7 +167,7 @@ return deleted
 # One top list (a tenant's period and dimension): add to items, keep the heaviest ARGV[1].
 # KEYS: the list's sorted set (bytes) and hash (requests); ARGV: keep, ttl, then
 # (item, bytes, requests) triples.
-TOP = Script(
+TOP: Final = Script(
     """
 for i = 3, #ARGV, 3 do
   redis.call('ZINCRBY', KEYS[1], ARGV[i + 1], ARGV[i])
@@ -186,7 +186,7 @@ return n
 """
 )
 
-SCRIPTS = (FLUSH, GRANT, RESET, MARK, PRUNE, TOP)
+SCRIPTS: Final = (FLUSH, GRANT, RESET, MARK, PRUNE, TOP)
 
 Command = tuple[Script | None, tuple[Any, ...]]
 """A script and its EVALSHA arguments (numkeys, keys..., args...), or None and a command."""

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import ClassVar, TypeVar
+from typing import ClassVar, Final, TypeVar
 
 from governor.core.ledger import Batch, Key
 from governor.errors import StoreError
@@ -37,7 +37,7 @@ __all__ = ["SQLiteStore"]
 
 T = TypeVar("T")
 
-_SCHEMA = """
+_SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS usage (
     tenant TEXT NOT NULL,
     period TEXT NOT NULL,
@@ -80,40 +80,40 @@ CREATE TABLE IF NOT EXISTS marks (
 );
 """
 
-_ADD = (
+_ADD: Final = (
     "INSERT INTO usage (tenant, period, bytes) VALUES (?, ?, ?) "
     "ON CONFLICT (tenant, period) DO UPDATE SET bytes = bytes + excluded.bytes"
 )
-_ADD_BUCKET = (
+_ADD_BUCKET: Final = (
     "INSERT INTO buckets (tenant, period, start, bytes) VALUES (?, ?, ?, ?) "
     "ON CONFLICT (tenant, period, start) DO UPDATE SET bytes = bytes + excluded.bytes"
 )
-_ADD_GRANT = (
+_ADD_GRANT: Final = (
     "INSERT INTO grants (tenant, period, bytes) VALUES (?, ?, ?) "
     "ON CONFLICT (tenant, period) DO UPDATE SET bytes = bytes + excluded.bytes"
 )
-_GRANT = "SELECT bytes FROM grants WHERE tenant = ? AND period = ?"
-READ_ROWS = 400  # keys read by one statement: two variables each, under SQLite's old 999
-_RESET = (
+_GRANT: Final = "SELECT bytes FROM grants WHERE tenant = ? AND period = ?"
+READ_ROWS: Final = 400  # keys read by one statement: two variables each, under SQLite's old 999
+_RESET: Final = (
     "INSERT INTO usage (tenant, period, bytes) VALUES (?, ?, 0) "
     "ON CONFLICT (tenant, period) DO UPDATE SET bytes = 0"
 )
-_TOP_ADD = (
+_TOP_ADD: Final = (
     "INSERT INTO top (tenant, period, dimension, item, bytes, requests) VALUES (?, ?, ?, ?, ?, ?) "
     "ON CONFLICT (tenant, period, dimension, item) DO UPDATE SET "
     "bytes = bytes + excluded.bytes, requests = requests + excluded.requests"
 )
-_TOP_TRIM = (
+_TOP_TRIM: Final = (
     "DELETE FROM top WHERE tenant = ? AND period = ? AND dimension = ? AND item NOT IN "
     "(SELECT item FROM top WHERE tenant = ? AND period = ? AND dimension = ? "
     "ORDER BY bytes DESC LIMIT ?)"
 )
-_TOP_COUNT = "SELECT COUNT(*) FROM top WHERE tenant = ? AND period = ? AND dimension = ?"
-_TOP = (
+_TOP_COUNT: Final = "SELECT COUNT(*) FROM top WHERE tenant = ? AND period = ? AND dimension = ?"
+_TOP: Final = (
     "SELECT item, bytes, requests FROM top WHERE tenant = ? AND period = ? AND dimension = ? "
     "ORDER BY bytes DESC, item LIMIT ?"
 )
-_MARK = "INSERT INTO marks (tenant, period, event) VALUES (?, ?, ?) ON CONFLICT DO NOTHING"
+_MARK: Final = "INSERT INTO marks (tenant, period, event) VALUES (?, ?, ?) ON CONFLICT DO NOTHING"
 
 
 class SQLiteStore:

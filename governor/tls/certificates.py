@@ -27,7 +27,7 @@ import os
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from governor.config import Config
 from governor.config.model import CertPair, ListenerTLS
@@ -37,11 +37,11 @@ from governor.errors import ConfigError, Problem
 if TYPE_CHECKING:
     from cryptography import x509
 
-log = logging.getLogger("governor.tls")
+log: Final = logging.getLogger("governor.tls")
 
-EXPIRY_WARNING = 14 * 86400  # seconds: a certificate expiring sooner is warned about
-ALPN = ["http/1.1"]
-_VERSIONS = {"TLSv1.2": ssl.TLSVersion.TLSv1_2, "TLSv1.3": ssl.TLSVersion.TLSv1_3}
+EXPIRY_WARNING: Final = 14 * 86400  # seconds: a certificate expiring sooner is warned about
+ALPN: Final = ["http/1.1"]
+_VERSIONS: Final = {"TLSv1.2": ssl.TLSVersion.TLSv1_2, "TLSv1.3": ssl.TLSVersion.TLSv1_3}
 Stamp = tuple[int, int, int, int, int, int]  # inode, size, mtime of the cert, then the key
 
 
@@ -163,7 +163,7 @@ def make_context(settings: ListenerTLS | None) -> ssl.SSLContext:
     return context
 
 
-_DEFAULTS = ListenerTLS(certificates=())
+_DEFAULTS: Final = ListenerTLS(certificates=())
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,15 +30,15 @@ import asyncio
 import contextlib
 import logging
 import ssl
-from typing import Any, Protocol, cast
+from typing import Any, Final, Protocol, cast
 
 from governor.core.meter import Meter
 
-log = logging.getLogger("governor.tls")
+log: Final = logging.getLogger("governor.tls")
 
-LINGER = 2.0  # seconds a closed connection waits for the client's close_notify and EOF
-READ_SIZE = 2**18  # plaintext asked of OpenSSL at once (it returns at most a record's)
-HANDSHAKE = 0x16  # the content type of a TLS handshake record (a ClientHello's)
+LINGER: Final = 2.0  # seconds a closed connection waits for the client's close_notify and EOF
+READ_SIZE: Final = 2**18  # plaintext asked of OpenSSL at once (it returns at most a record's)
+HANDSHAKE: Final = 0x16  # the content type of a TLS handshake record (a ClientHello's)
 
 
 class Upper(Protocol):
