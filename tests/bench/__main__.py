@@ -60,7 +60,8 @@ def _summary(row: Row) -> str:
         text = f"{m['rps']:>9,.0f} req/s  p50 {m['p50_ms']:6.2f} ms  p99 {m['p99_ms']:6.2f} ms"
         text += f"  {m['cpu_us']:5.0f} µs/req" if "cpu_us" in m else ""
         if row.test == "mixed":
-            text += f"  {row.info['downloads_completed']} downloads beside"
+            text += f"  downloads beside {m['downloads_mib_s']:,.0f} MiB/s"
+            text += f" ({row.info['downloads_completed']} completed)"
     elif row.test.startswith("stream"):
         text = f"{m['mib_s']:>9,.0f} MiB/s"
         if "cpu_s_gib" in m:

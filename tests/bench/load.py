@@ -217,6 +217,7 @@ class Downloads:
     ``status header_bytes body_bytes seconds`` is kept (:meth:`stop` returns them)."""
 
     def __init__(self, curl: str, url: str, host: str, *, streams: int, folder: Path) -> None:
+        self.started = time.monotonic()
         self._outputs = [folder / f"downloads-{i}.txt" for i in range(streams)]
         curl_line = shlex.join(_curl_argv(curl, url, host, ()))
         self._procs = []
@@ -228,18 +229,40 @@ class Downloads:
                 subprocess.Popen(["sh", "-c", loop], start_new_session=True, stderr=quiet)
             )
 
-    def stop(self) -> list[Download]:
-        """Stop every stream (the downloads running are cut) and return the completed ones."""
+    def stop(self) -> tuple[list[Download], int, float]:
+        """Stop every stream (the downloads running are cut). Returns the completed
+        downloads, the bytes the cut ones had received (their curl's reads, from
+        ``/proc/<pid>/io``), and the seconds the streams ran."""
+        cut = sum(_bytes_read(pid) for proc in self._procs for pid in _children(proc.pid))
         for proc in self._procs:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+        seconds = time.monotonic() - self.started
         done: list[Download] = []
         for output in self._outputs:
             for line in output.read_text().splitlines():
                 with contextlib.suppress(ValueError):  # a cut download: nothing, or half a line
                     done.append(_parsed(line))
-        return done
+        return done, cut, seconds
+
+
+def _children(pid: int) -> list[int]:
+    """The child processes of ``pid`` (none once it is gone)."""
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _bytes_read(pid: int) -> int:
+    """What process ``pid`` has read so far (``rchar``: its sockets' bytes, for curl)."""
+    try:
+        text = Path(f"/proc/{pid}/io").read_text()
+    except OSError:
+        return 0  # it ended meanwhile: its download is among the completed ones
+    rchar = [line.split()[1] for line in text.splitlines() if line.startswith("rchar:")]
+    return int(rchar[0]) if rchar else 0
 
 
 @dataclass(frozen=True)

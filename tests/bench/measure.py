@@ -214,8 +214,9 @@ def measure_wrk(bench: Bench, setup: Setup, name: str, rnd: int, *, tls: bool = 
 def measure_mixed(bench: Bench, setup: Setup, rnd: int) -> Row:
     """1 KiB requests (wrk, :attr:`Settings.mixed_connections` connections) while
     :attr:`Settings.mixed_downloads` downloads of the big file run through the same proxy,
-    each begun again as it ends: what a fast download costs the other visitors. The
-    downloads running when wrk stops are cut, so the count is recorded, not checked."""
+    each begun again as it ends: what a fast download costs the other visitors, and the
+    downloads' MiB/s (the completed ones, and what the cut ones had read). The downloads
+    running when wrk stops are cut, so the count is recorded, not checked."""
     row = Row(rnd, setup.key, "mixed")
     folder = bench.lua.parent
     name = bench.settings.big
@@ -232,12 +233,14 @@ def measure_mixed(bench: Bench, setup: Setup, rnd: int) -> Row:
             connections=bench.settings.mixed_connections,
         )
     finally:
-        done = downloads.stop()
+        done, cut, seconds = downloads.stop()
+    moved = sum(d.header_bytes + d.body_bytes for d in done) + cut
     row.metrics = {"rps": result.rps, "p50_ms": result.p50_ms, "p99_ms": result.p99_ms}
+    row.metrics["downloads_mib_s"] = moved / seconds / 2**20
     row.info = {"requests": result.requests, "downloads_completed": len(done)}
     row.problems = _wrk_problems(result)
-    if not done:
-        row.problems.append(f"no download of {name} completed beside wrk")
+    if not moved:  # starved, or never under way: no comparison then
+        row.problems.append(f"the downloads of {name} beside wrk received nothing")
     for d in done:
         if d.status != 200 or d.body_bytes != FILES[name]:
             row.problems.append(f"curl: status {d.status}, {d.body_bytes:,} of {FILES[name]:,} B")

@@ -75,6 +75,7 @@ def metrics(big: str) -> list[Metric]:
         Metric("mixed", "rps", f"1 KiB beside downloads of {big}: requests/s", 0),
         Metric("mixed", "p50_ms", f"1 KiB beside downloads of {big}: p50 latency, ms", 2),
         Metric("mixed", "p99_ms", f"1 KiB beside downloads of {big}: p99 latency, ms", 2),
+        Metric("mixed", "downloads_mib_s", f"1 KiB beside downloads of {big}: downloads, MiB/s", 0),
         *HANDSHAKE_METRICS,
         *_stream_metrics("stream-1", f"{big}, 1 stream"),
         *_stream_metrics("stream-1-tls", f"{big}, 1 stream over TLS"),
