@@ -38,8 +38,8 @@ log: Final = logging.getLogger("governor.tls")
 
 LINGER: Final = 2.0  # seconds a closed connection waits for the client's close_notify and EOF
 # Plaintext asked of OpenSSL at once: one read returns one record's, at most 16 KiB. Asking
-# more gains nothing, and above 128 KiB costs a mapping per read (the ssl module allocates
-# the size asked): 23 us a read at 256 KiB, against 3 (python -m tests.bench.tls_reads).
+# more gains nothing and can cost: the ssl module allocates the size asked, which above
+# glibc's mmap threshold maps memory each read (python -m tests.bench.tls_reads).
 READ_SIZE: Final = 2**14
 HANDSHAKE: Final = 0x16  # the content type of a TLS handshake record (a ClientHello's)
 

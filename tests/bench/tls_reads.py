@@ -6,11 +6,14 @@ Two ``SSLObject`` over memory BIOs (as :mod:`governor.tls.channel` runs them), T
 with an ECDSA P-256 certificate, no sockets: the client side writes a request, the server
 side reads it back with each size, as the channel does for every record it receives. The
 ssl module allocates a bytes object of the size asked for each read and shrinks it to what
-came; above glibc's mmap threshold (128 KiB) that allocation maps and unmaps memory each
-time (on the machine of 2026-12-06: 23 µs a read at 256 KiB, against 3 µs at 16 or 64
-KiB). A record carries at most 16 KiB of plaintext, and one read returns one record's, so
-asking more gains nothing: a 64 KiB message takes four reads at any size. Sizes
-interleave and each figure is the median of the rounds.
+came. Above glibc's mmap threshold (128 KiB at first) that allocation maps and unmaps
+memory each time (on the machine of 2026-12-06: 23 µs a read at 256 KiB, against 3 µs at
+16 or 64 KiB). glibc raises the threshold once a larger mapped block is freed, which had
+happened in governor's own process (strace showed no mmap per request at 256 KiB either),
+so there the smaller size guards against the cost rather than removing one. A record
+carries at most 16 KiB of plaintext, and one read returns one record's, so asking more
+gains nothing: a 64 KiB message takes four reads at any size. Sizes interleave and each
+figure is the median of the rounds.
 """
 
 from __future__ import annotations
