@@ -29,9 +29,8 @@ from governor.tasks import TaskGroup
 
 log: Final = logging.getLogger("governor.warnings")
 
-QUEUE_SIZE: Final = (
-    1000  # events waiting for delivery; beyond it new ones are dropped (and counted)
-)
+# Events waiting for delivery; beyond it new ones are dropped (and counted).
+QUEUE_SIZE: Final = 1000
 ATTEMPTS: Final = 4  # tries per webhook POST (and per store claim)
 BACKOFF: Final = 0.5  # seconds before the 2nd try; doubled for each further try
 BACKOFF_MAX: Final = 8.0
