@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.bench.procs import rss_bytes
+from tests.bench.procs import bytes_read, rss_bytes, tree
 from tests.support import RawClient, request
 
 WRK_DONE_LUA = """\
@@ -233,7 +233,7 @@ class Downloads:
         """Stop every stream (the downloads running are cut). Returns the completed
         downloads, the bytes the cut ones had received (their curl's reads, from
         ``/proc/<pid>/io``), and the seconds the streams ran."""
-        cut = sum(_bytes_read(pid) for proc in self._procs for pid in _children(proc.pid))
+        cut = bytes_read(pid for proc in self._procs for pid in tree(proc.pid))  # curl's reads
         for proc in self._procs:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
@@ -245,24 +245,6 @@ class Downloads:
                 with contextlib.suppress(ValueError):  # a cut download: nothing, or half a line
                     done.append(_parsed(line))
         return done, cut, seconds
-
-
-def _children(pid: int) -> list[int]:
-    """The child processes of ``pid`` (none once it is gone)."""
-    try:
-        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return []
-
-
-def _bytes_read(pid: int) -> int:
-    """What process ``pid`` has read so far (``rchar``: its sockets' bytes, for curl)."""
-    try:
-        text = Path(f"/proc/{pid}/io").read_text()
-    except OSError:
-        return 0  # it ended meanwhile: its download is among the completed ones
-    rchar = [line.split()[1] for line in text.splitlines() if line.startswith("rchar:")]
-    return int(rchar[0]) if rchar else 0
 
 
 @dataclass(frozen=True)
