@@ -63,8 +63,8 @@ _CONSTANT = re.compile(r"_?[A-Z][A-Z0-9_]*|log")
 
 
 def constants(tree: ast.Module) -> Iterator[tuple[str, ast.stmt]]:
-    """A module's top-level constants (UPPER_CASE names, and its logger), bound by one
-    statement each, type variables aside."""
+    """A module's top-level constants (UPPER_CASE names, and its logger), with the
+    statement that binds each; type variables aside."""
     for node in tree.body:
         target = node.targets[0] if isinstance(node, ast.Assign) else getattr(node, "target", None)
         if not isinstance(node, ast.Assign | ast.AnnAssign) or not isinstance(target, ast.Name):
