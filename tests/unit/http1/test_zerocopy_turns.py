@@ -1,4 +1,5 @@
-"""The kernel's relay takes turns with the rest of the event loop.
+"""The kernel's relay takes turns with the rest of the event loop, and keeps the client's
+socket's queue of unsent bytes short.
 
 Over real loopback connections: an origin thread writes a body as fast as the kernel
 takes it, a client thread reads it as fast as it comes, so neither side ever holds the
@@ -6,7 +7,8 @@ relay up. One wake-up must still move at most :data:`STEP_MAX` bytes (nginx's
 ``sendfile_max_chunk``): a callback queued meanwhile runs between wake-ups, however
 fast both sides are. And the body arrives whole, in order. And a side is tried only
 while it is ready: a failed call (EAGAIN) costs an exception, and retrying each side
-until it failed once made most calls fail.
+until it failed once made most calls fail. And a client that stops reading finds at
+most :data:`UNSENT` bytes and one move queued unsent in its socket, not a socket buffer.
 """
 
 from __future__ import annotations
@@ -17,11 +19,13 @@ import os
 import socket
 import threading
 import time
+from contextlib import suppress
 from dataclasses import dataclass, field
 
 import pytest
 
-from governor.http1.zerocopy import STEP_MAX, KernelRelay, available
+from governor.http1.sending import socket_unsent
+from governor.http1.zerocopy import STEP_MAX, UNSENT, KernelRelay, available
 
 pytestmark = pytest.mark.skipif(not available(), reason="no splice(2) here")
 
@@ -46,6 +50,12 @@ def _write_body(sock: socket.socket, pause: float) -> None:
             sock.sendall(_block(i))
             if pause:
                 time.sleep(pause)  # an origin that sends in bursts (the pause is the point)
+
+
+def _write_until_closed(sock: socket.socket) -> None:
+    """The body, until the relay's end of the connection is closed."""
+    with suppress(ConnectionError):
+        _write_body(sock, 0.0)
 
 
 def _read_body(sock: socket.socket, into: list[bytes]) -> None:
@@ -143,3 +153,41 @@ async def test_a_side_is_tried_only_while_it_is_ready(monkeypatch: pytest.Monkey
     # A stale readiness event may still cost a failed call now and then; trying each side
     # until it failed cost a failed call per burst at least.
     assert calls["failed"] <= calls["moved"] // 10, calls
+
+
+async def test_a_client_that_stops_reading_has_little_queued_unsent() -> None:
+    """The relay's client socket holds UNSENT unsent bytes, plus one move (a pipeful) at
+    most, when the relay gives up on a client that stopped reading: the system's default
+    would queue megabytes (tcp_wmem's maximum), sent on later as the window opens."""
+    origin_out, relay_up = _connected_pair()
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        client_in = socket.socket()
+        client_in.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 14)  # a small window
+        client_in.connect(server.getsockname())
+        relay_down, _ = server.accept()
+    for sock in (relay_up, relay_down):
+        sock.setblocking(False)
+    loop = asyncio.get_running_loop()
+    gave_up: asyncio.Future[int] = loop.create_future()
+    relay = KernelRelay(
+        loop,
+        relay_up.fileno(),
+        relay_down.fileno(),
+        BODY,
+        moved=lambda n: None,
+        stalled=lambda: gave_up.set_result(socket_unsent(relay_down)),
+        silence=30.0,
+        send_timeout=0.4,
+    )
+    writer = threading.Thread(target=_write_until_closed, args=(origin_out,))
+    writer.start()
+    try:
+        with pytest.raises(ConnectionResetError):
+            await asyncio.wait_for(relay.run(), 60)
+        unsent = await gave_up
+    finally:
+        relay.close()
+        for sock in (relay_up, relay_down, client_in):
+            sock.close()
+        writer.join(30)
+    assert 0 < unsent <= UNSENT + (1 << 16), f"{unsent:,} bytes queued unsent"
