@@ -61,7 +61,8 @@ def _summary(row: Row) -> str:
         text += f"  {m['cpu_us']:5.0f} µs/req" if "cpu_us" in m else ""
         if row.test == "mixed":
             text += f"  downloads beside {m['downloads_mib_s']:,.0f} MiB/s"
-            text += f" ({row.info['downloads_completed']} completed)"
+            text += f" ({row.info['downloads_completed']} completed"
+            text += f", {row.info.get('downloads_cut', 0)} cut at the end)"
     elif row.test.startswith("stream"):
         text = f"{m['mib_s']:>9,.0f} MiB/s"
         if "cpu_s_gib" in m:

@@ -16,19 +16,16 @@ no SNI). One s_time runs one connection at a time, so several run side by side.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 import re
-import shlex
-import signal
 import statistics
 import subprocess
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.bench.procs import bytes_read, rss_bytes, tree
+from tests.bench.procs import rss_bytes
 from tests.support import RawClient, request
 
 WRK_DONE_LUA = """\
@@ -47,6 +44,7 @@ _NON_2XX = re.compile(r"Non-2xx or 3xx responses:\s+(\d+)")
 _SOCKET_ERRORS = re.compile(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)")
 _TOTALS = re.compile(r"^BENCH (.*)$", re.MULTILINE)
 _S_TIME = re.compile(r"^(\d+) connections in [\d.]+s;", re.MULTILINE)
+_CURL_TIMED_OUT = 28  # curl's exit status when --max-time ran out
 
 
 @dataclass(frozen=True)
@@ -212,39 +210,54 @@ def run_streams(
 
 
 class Downloads:
-    """``streams`` downloads of ``url``, each begun again as it ends, until :meth:`stop`:
-    a steady large-file load beside another measurement. Each completed download's
-    ``status header_bytes body_bytes seconds`` is kept (:meth:`stop` returns them)."""
+    """``streams`` downloads of ``url``, each begun again as it ends, for ``seconds``: a
+    steady large-file load beside another measurement.
 
-    def __init__(self, curl: str, url: str, host: str, *, streams: int, folder: Path) -> None:
+    Each curl is given what is left of the time (``--max-time``), so the downloads under
+    way at the end stop by themselves and still print what they received (curl's
+    ``-w``, exit status 28): those are kept apart from the completed ones. A curl's own
+    reads from its socket cannot be seen from outside (``/proc/<pid>/io`` counts file
+    reads, not ``recv``)."""
+
+    def __init__(self, curl: str, url: str, host: str, *, streams: int, seconds: float) -> None:
         self.started = time.monotonic()
-        self._outputs = [folder / f"downloads-{i}.txt" for i in range(streams)]
-        curl_line = shlex.join(_curl_argv(curl, url, host, ()))
-        self._procs = []
-        for output in self._outputs:
-            output.write_text("")
-            loop = f"while :; do {curl_line}; echo; done >> {shlex.quote(str(output))}"
-            quiet = subprocess.DEVNULL
-            self._procs.append(
-                subprocess.Popen(["sh", "-c", loop], start_new_session=True, stderr=quiet)
-            )
+        self.deadline = self.started + seconds
+        self._curl, self._url, self._host = curl, url, host
+        self.completed: list[Download] = []
+        self.cut: list[Download] = []
+        self.failures: list[str] = []  # a curl that failed otherwise than by its time
+        self._threads = [threading.Thread(target=self._stream, daemon=True) for _ in range(streams)]
+        for thread in self._threads:
+            thread.start()
 
-    def stop(self) -> tuple[list[Download], int, float]:
-        """Stop every stream (the downloads running are cut). Returns the completed
-        downloads, the bytes the cut ones had received (their curl's reads, from
-        ``/proc/<pid>/io``), and the seconds the streams ran."""
-        cut = bytes_read(pid for proc in self._procs for pid in tree(proc.pid))  # curl's reads
-        for proc in self._procs:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        seconds = time.monotonic() - self.started
-        done: list[Download] = []
-        for output in self._outputs:
-            for line in output.read_text().splitlines():
-                with contextlib.suppress(ValueError):  # a cut download: nothing, or half a line
-                    done.append(_parsed(line))
-        return done, cut, seconds
+    def _stream(self) -> None:
+        while (left := self.deadline - time.monotonic()) > 0.01:
+            argv = _curl_argv(self._curl, self._url, self._host, ("--max-time", f"{left:.3f}"))
+            proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+            try:
+                download = _parsed(proc.stdout)
+            except ValueError:
+                self.failures.append(f"curl failed ({proc.returncode}): {proc.stderr.strip()}")
+                return
+            if proc.returncode == _CURL_TIMED_OUT:
+                self.cut.append(download)
+                return
+            self.completed.append(download)
+            if proc.returncode:
+                self.failures.append(f"curl failed ({proc.returncode}): {proc.stderr.strip()}")
+                return
+
+    def stop(self) -> float:
+        """Wait for the downloads under way to reach the time (``seconds`` from the
+        start); returns the seconds the streams ran."""
+        for thread in self._threads:
+            thread.join()
+        return time.monotonic() - self.started
+
+    @property
+    def received(self) -> int:
+        """Every byte the downloads read, the cut ones' included."""
+        return sum(d.header_bytes + d.body_bytes for d in self.completed + self.cut)
 
 
 @dataclass(frozen=True)

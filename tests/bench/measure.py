@@ -215,15 +215,20 @@ def measure_mixed(bench: Bench, setup: Setup, rnd: int) -> Row:
     """1 KiB requests (wrk, :attr:`Settings.mixed_connections` connections) while
     :attr:`Settings.mixed_downloads` downloads of the big file run through the same proxy,
     each begun again as it ends: what a fast download costs the other visitors, and the
-    downloads' MiB/s (the completed ones, and what the cut ones had read). The downloads
-    running when wrk stops are cut, so the count is recorded, not checked."""
+    downloads' MiB/s (the completed ones, and what the ones cut at the end had received).
+    The cut downloads leave the count unchecked: it is recorded."""
     row = Row(rnd, setup.key, "mixed")
-    folder = bench.lua.parent
     name = bench.settings.big
-    streams = bench.settings.mixed_downloads
-    downloads = Downloads(bench.tools.curl, setup.url(name), HOST, streams=streams, folder=folder)
+    lead = 0.2  # the downloads under way before the first request (the point)
+    downloads = Downloads(
+        bench.tools.curl,
+        setup.url(name),
+        HOST,
+        streams=bench.settings.mixed_downloads,
+        seconds=lead + bench.settings.seconds,
+    )
     try:
-        time.sleep(0.2)  # the downloads under way before the first request (the point)
+        time.sleep(lead)
         result = run_wrk(
             bench.tools.wrk,
             bench.lua,
@@ -233,17 +238,23 @@ def measure_mixed(bench: Bench, setup: Setup, rnd: int) -> Row:
             connections=bench.settings.mixed_connections,
         )
     finally:
-        done, cut, seconds = downloads.stop()
-    moved = sum(d.header_bytes + d.body_bytes for d in done) + cut
+        seconds = downloads.stop()
     row.metrics = {"rps": result.rps, "p50_ms": result.p50_ms, "p99_ms": result.p99_ms}
-    row.metrics["downloads_mib_s"] = moved / seconds / 2**20
-    row.info = {"requests": result.requests, "downloads_completed": len(done)}
-    row.problems = _wrk_problems(result)
-    if not moved:  # starved, or never under way: no comparison then
+    row.metrics["downloads_mib_s"] = downloads.received / seconds / 2**20
+    row.info = {
+        "requests": result.requests,
+        "downloads_completed": len(downloads.completed),
+        "downloads_cut": len(downloads.cut),
+    }
+    row.problems = _wrk_problems(result) + downloads.failures
+    if not downloads.received:  # starved, or never under way: no comparison then
         row.problems.append(f"the downloads of {name} beside wrk received nothing")
-    for d in done:
+    for d in downloads.completed:
         if d.status != 200 or d.body_bytes != FILES[name]:
             row.problems.append(f"curl: status {d.status}, {d.body_bytes:,} of {FILES[name]:,} B")
+    for d in downloads.cut:
+        if d.status not in (0, 200):  # 0: cut before the response's head
+            row.problems.append(f"curl: status {d.status} (a download cut at the end)")
     _counted(setup, row)  # the settled count moves on; cut downloads: not checked
     return row
 

@@ -83,17 +83,6 @@ def rss_bytes(pids: Iterable[int]) -> int:
     return total
 
 
-def bytes_read(pids: Iterable[int]) -> int:
-    """The sum of ``rchar`` over ``pids``: what they have read so far (sockets included)."""
-    total = 0
-    for pid in pids:
-        with contextlib.suppress(OSError):  # gone meanwhile
-            for line in Path(f"/proc/{pid}/io").read_text().splitlines():
-                if line.startswith("rchar:"):
-                    total += int(line.split()[1])
-    return total
-
-
 def core_busy(core: int) -> tuple[int, int]:
     """(busy, total) jiffies of one core so far, from /proc/stat."""
     for line in Path("/proc/stat").read_text().splitlines():
