@@ -39,7 +39,7 @@ from governor.errors import UpstreamBroken
 
 ZERO_COPY_MIN: Final = 1 << 20  # body bytes still to come, at least, for the kernel to move
 # The client socket's unsent bytes, at most, before a move (TCP_NOTSENT_LOWAT). Kept short
-# (Cloudflare sets 16 KiB): a queue of unsent bytes is sent later, as the client's
+# (Cloudflare advises 16 KiB): a queue of unsent bytes is sent later, as the client's
 # acknowledgements open the window. 256 KiB here moved one 1 GiB stream at 0.79x the MiB/s,
 # with 1.5x the CPU per GiB and six times the retransmissions (README, Performance, step 20).
 UNSENT: Final = 1 << 15

@@ -44,6 +44,26 @@ READ_SIZE: Final = 2**14
 HANDSHAKE: Final = 0x16  # the content type of a TLS handshake record (a ClientHello's)
 
 
+class Engine(Protocol):
+    """The calls a request makes on OpenSSL: those of :class:`ssl.SSLObject`, which
+    passes each one on to the ``_ssl`` object it wraps (see :func:`engine`)."""
+
+    def read(self, size: int, /) -> bytes: ...
+
+    def write(self, data: bytes | bytearray | memoryview, /) -> int: ...
+
+    def pending(self) -> int: ...
+
+
+def engine(sslobj: ssl.SSLObject) -> Engine:
+    """The ``_ssl`` object under ``sslobj``, called directly on the request path:
+    :class:`ssl.SSLObject`'s ``read``, ``write`` and ``pending`` are Python functions
+    that only pass the call on, one interpreted frame each. ``sslobj`` itself where a
+    Python keeps it elsewhere (it has the same methods)."""
+    inner: Engine = getattr(sslobj, "_sslobj", sslobj)
+    return inner
+
+
 class Upper(Protocol):
     """What the channel needs of the protocol above it (the client connection)."""
 
@@ -109,6 +129,7 @@ class TLSChannel(asyncio.Transport, asyncio.Protocol):
         self._incoming = ssl.MemoryBIO()
         self._outgoing = ssl.MemoryBIO()
         self._ssl: ssl.SSLObject | None = None
+        self._engine: Engine | None = None  # engine(self._ssl), for reads and writes
         self._records = Records()  # every byte received, and those in complete records
         self._claimed = 0  # overhead claimed so far
         self._early: list[bytes] = []  # written before the handshake's end
@@ -125,6 +146,7 @@ class TLSChannel(asyncio.Transport, asyncio.Protocol):
         context = self.listener.tls_context()
         self._ssl = context.wrap_bio(self._incoming, self._outgoing, server_side=True)
         self._ssl._channel = self  # type: ignore[attr-defined]  # for the SNI callback
+        self._engine = engine(self._ssl)
         loop = asyncio.get_running_loop()
         self._timer = loop.call_later(self.listener.handshake_timeout, self._too_slow)
         self.upper.connection_made(self)
@@ -267,7 +289,7 @@ class TLSChannel(asyncio.Transport, asyncio.Protocol):
     # --- reading ---------------------------------------------------------------------
 
     def _read(self) -> None:
-        sslobj = self._ssl
+        sslobj = self._engine
         assert sslobj is not None
         chunks: list[bytes] = []
         incoming = self._incoming
@@ -306,7 +328,7 @@ class TLSChannel(asyncio.Transport, asyncio.Protocol):
     # --- the connection's side (asyncio.Transport) ------------------------------------
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        sslobj = self._ssl
+        sslobj = self._engine
         if not self.ready or sslobj is None:
             self._early.append(bytes(data))
             return
