@@ -6,6 +6,7 @@ line not seen before takes the long way through the parser).
     .venv/bin/python -m tests.bench.instructions                     # this checkout
     .venv/bin/python -m tests.bench.instructions --base ../other      # and another, A/B
     INSTR_FILES=64k.bin INSTR_REQUESTS=1000 .venv/bin/python -m tests.bench.instructions
+    INSTR_TLS=1 .venv/bin/python -m tests.bench.instructions         # over TLS
 
 Each checkout's ``governor serve`` runs under ``valgrind --tool=callgrind`` (its own
 ``.venv`` and code, compiled or not, as :mod:`tests.bench.ab` starts it) in front of make
@@ -14,6 +15,8 @@ on one keep-alive connection after 200 of warm-up each. The difference of the tw
 totals, over that many requests, is what a request costs: start-up and shut-down cancel
 out, and nothing periodic runs in the window (the config's ``flush_interval`` is 60 s).
 Hash randomization is off (``PYTHONHASHSEED=0``), so set and dict layouts repeat.
+With ``INSTR_TLS=1`` the connection is a TLS one (make bench's certificate and listener);
+its handshake is part of both runs, so it cancels out too.
 """
 
 from __future__ import annotations
@@ -22,13 +25,14 @@ import argparse
 import os
 import re
 import socket
+import ssl
 import subprocess
 import tempfile
 from contextlib import ExitStack, suppress
 from pathlib import Path
 
 from tests.bench import configs
-from tests.bench.lab import _answers, plan_cores, start_origin
+from tests.bench.lab import _answers, client_context, plan_cores, start_origin
 from tests.bench.tools import ensure_tools
 from tests.support import free_port
 
@@ -38,10 +42,15 @@ BASE_REQUESTS = 500  # the shorter run's: its total holds start-up, warm-up and 
 _TOTAL = re.compile(r"^(?:summary|totals):\s+(\d+)", re.M)
 
 
-def _get(port: int, name: str, n: int) -> None:
+def _get(port: int, name: str, n: int, tls: ssl.SSLContext | None = None) -> None:
     """``n`` requests for ``name`` on one keep-alive connection, each read to its end."""
     request = f"GET /{name} HTTP/1.1\r\nHost: {configs.HOST}\r\n\r\n".encode()
-    with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
+    with ExitStack() as stack:
+        sock: socket.socket = stack.enter_context(
+            socket.create_connection(("127.0.0.1", port), timeout=60)
+        )
+        if tls is not None:
+            sock = stack.enter_context(tls.wrap_socket(sock, server_hostname=configs.HOST))
         for _ in range(n):
             sock.sendall(request)
             buf = b""
@@ -59,10 +68,20 @@ def _get(port: int, name: str, n: int) -> None:
                 left -= len(got)
 
 
-def _total(checkout: Path, folder: Path, upstream: int, name: str, requests: int) -> int:
-    """Instructions of one whole run of ``checkout``'s governor serving ``requests``."""
-    port = free_port()
-    conf = configs.governor(folder, port, upstream, flush_interval="60s")
+def _total(
+    checkout: Path,
+    folder: Path,
+    upstream: int,
+    name: str,
+    requests: int,
+    tls: configs.TLSFiles | None = None,
+) -> int:
+    """Instructions of one whole run of ``checkout``'s governor serving ``requests`` (on
+    its TLS listener with ``tls``)."""
+    port, tls_port = free_port(), free_port()
+    conf = configs.governor(
+        folder, port, upstream, tls_port=tls_port, files=tls, flush_interval="60s"
+    )
     out = folder / "callgrind.out"
     argv = [
         "valgrind", "--tool=callgrind", "--dump-instr=no", f"--callgrind-out-file={out}",
@@ -81,7 +100,10 @@ def _total(checkout: Path, folder: Path, upstream: int, name: str, requests: int
             _pause(proc)
         else:
             raise RuntimeError(f"governor did not answer on {port}: see {folder}")
-        _get(port, name, WARM_UP + requests)
+        if tls is None:
+            _get(port, name, WARM_UP + requests)
+        else:
+            _get(tls_port, name, WARM_UP + requests, client_context(tls))
     finally:
         proc.terminate()
         proc.wait(timeout=120)
@@ -97,9 +119,16 @@ def _pause(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(timeout=0.2)
 
 
-def per_request(checkout: Path, folder: Path, upstream: int, name: str, extra: int) -> float:
-    short = _total(checkout, folder / "short", upstream, name, BASE_REQUESTS)
-    long = _total(checkout, folder / "long", upstream, name, BASE_REQUESTS + extra)
+def per_request(
+    checkout: Path,
+    folder: Path,
+    upstream: int,
+    name: str,
+    extra: int,
+    tls: configs.TLSFiles | None = None,
+) -> float:
+    short = _total(checkout, folder / "short", upstream, name, BASE_REQUESTS, tls)
+    long = _total(checkout, folder / "long", upstream, name, BASE_REQUESTS + extra, tls)
     return (long - short) / extra
 
 
@@ -114,13 +143,18 @@ def main() -> None:
     with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="instr-") as tmp:
         folder = Path(tmp)
         origin = start_origin(stack, tools, folder, plan_cores())
+        tls = configs.make_certificate(folder / "certs") if os.environ.get("INSTR_TLS") else None
+        over = " over TLS" if tls else ""
         for name in files:
             counts = {}
             for key, checkout in checkouts.items():
                 counts[key] = per_request(
-                    checkout, folder / f"{key}-{name}", origin.port, name, extra
+                    checkout, folder / f"{key}-{name}", origin.port, name, extra, tls
                 )
-                print(f"{name:>8} {key}: {counts[key]:,.0f} instructions per request ({checkout})")
+                print(
+                    f"{name:>8} {key}: {counts[key]:,.0f} instructions per request{over}"
+                    f" ({checkout})"
+                )
             if len(counts) == 2:
                 print(f"{name:>8} B/A: {counts['B'] / counts['A']:.3f}")
 
