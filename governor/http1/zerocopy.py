@@ -40,8 +40,9 @@ from governor.errors import UpstreamBroken
 ZERO_COPY_MIN: Final = 1 << 20  # body bytes still to come, at least, for the kernel to move
 # The client socket's unsent bytes, at most, before a move (TCP_NOTSENT_LOWAT). Kept short
 # (Cloudflare advises 16 KiB): a queue of unsent bytes is sent later, as the client's
-# acknowledgements open the window. 256 KiB here moved one 1 GiB stream at 0.79x the MiB/s,
-# with 1.5x the CPU per GiB and six times the retransmissions (README, Performance, step 20).
+# acknowledgements open the window. 256 KiB here cost one 1 GiB stream 1.4x the CPU per
+# GiB, and where curl had a core to itself 0.79x the MiB/s with six times the
+# retransmissions (README, Performance, step 20).
 UNSENT: Final = 1 << 15
 # Bytes moved in one wake-up, at most (nginx's sendfile_max_chunk): a client and an
 # upstream that both keep up would otherwise hold the event loop for the whole body.
