@@ -62,7 +62,7 @@ def _summary(row: Row) -> str:
         if row.test == "mixed":
             text += f"  downloads beside {m['downloads_mib_s']:,.0f} MiB/s"
             text += f" ({row.info['downloads_completed']} completed"
-            text += f", {row.info.get('downloads_cut', 0)} cut at the end)"
+            text += f", {row.info['downloads_cut']} cut at the end)"
     elif row.test.startswith("stream"):
         text = f"{m['mib_s']:>9,.0f} MiB/s"
         if "cpu_s_gib" in m:

@@ -15,10 +15,9 @@ nginx as a reverse proxy (the bench's configuration) is measured in the same rou
 unless ``--no-nginx``. The order of the setups rotates every round, so a machine that
 gets busier or quieter during the run weighs on all alike. It prints, per file size, the
 median requests/s and CPU µs per request (and its user-space part) of each, B / A, and
-each governor / nginx; for the big files
-(``--files 10m.bin,1g.bin``), one curl download per round instead: MiB/s and CPU seconds
-per GiB. Run on purpose, not in the suite; it needs nginx and wrk (``make bench`` installs
-them).
+each governor / nginx; for the big files (``--files 10m.bin,1g.bin``), one curl download
+per round instead: MiB/s and CPU seconds per GiB. Run on purpose, not in the suite; it
+needs nginx and wrk (``make bench`` installs them).
 """
 
 from __future__ import annotations
@@ -39,6 +38,11 @@ from tests.bench.tools import Tools, ensure_tools
 
 FILES = "1k.bin,64k.bin"
 STREAMED = ("10m.bin", "1g.bin")  # one curl download each, not wrk
+
+
+def _units(name: str) -> tuple[str, str]:
+    """What :func:`_measure` gives for ``name``: a rate, and CPU per request or per GiB."""
+    return ("MiB/s", "s/GiB") if name in STREAMED else ("req/s", "µs")
 
 
 def _env(pairs: list[str]) -> dict[str, str]:
@@ -166,7 +170,7 @@ def main() -> None:
                 for name in files:
                     rate, cpu, user = _measure(tools, lua, setup, name, seconds)
                     rows.setdefault((key, name), []).append((rate, cpu, user))
-                    unit = ("MiB/s", "s/GiB") if name in STREAMED else ("req/s", "µs/req")
+                    unit = _units(name)
                     print(
                         f"round {r + 1} {key} {name}: {rate:,.0f} {unit[0]} "
                         f"{cpu:.2f} {unit[1]} ({user:.2f} user)"
@@ -179,7 +183,7 @@ def main() -> None:
             key: [statistics.median(v[i] for v in rows[(key, name)]) for i in range(3)]
             for key in keys
         }
-        unit = ("MiB/s", "s/GiB") if name in STREAMED else ("req/s", "µs")
+        unit = _units(name)
         cells = " | ".join(
             f"{key} {m[0]:>7,.0f} {unit[0]} {m[1]:5.2f} {unit[1]} ({m[2]:4.2f} user)"
             for key, m in med.items()

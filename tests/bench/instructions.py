@@ -100,10 +100,8 @@ def _total(
             _pause(proc)
         else:
             raise RuntimeError(f"governor did not answer on {port}: see {folder}")
-        if tls is None:
-            _get(port, name, WARM_UP + requests)
-        else:
-            _get(tls_port, name, WARM_UP + requests, client_context(tls))
+        client = None if tls is None else client_context(tls)
+        _get(port if tls is None else tls_port, name, WARM_UP + requests, client)
     finally:
         proc.terminate()
         proc.wait(timeout=120)

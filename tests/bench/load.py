@@ -235,6 +235,8 @@ class Downloads:
             argv = _curl_argv(self._curl, self._url, self._host, ("--max-time", f"{left:.3f}"))
             proc = subprocess.run(argv, capture_output=True, text=True, check=False)
             try:
+                if proc.returncode not in (0, _CURL_TIMED_OUT):
+                    raise ValueError
                 download = _parsed(proc.stdout)
             except ValueError:
                 self.failures.append(f"curl failed ({proc.returncode}): {proc.stderr.strip()}")
@@ -243,9 +245,6 @@ class Downloads:
                 self.cut.append(download)
                 return
             self.completed.append(download)
-            if proc.returncode:
-                self.failures.append(f"curl failed ({proc.returncode}): {proc.stderr.strip()}")
-                return
 
     def stop(self) -> float:
         """Wait for the downloads under way to reach the time (``seconds`` from the

@@ -30,8 +30,12 @@ def _shuttle(a: ssl.MemoryBIO, b: ssl.MemoryBIO) -> None:
         b.write(a.read())
 
 
-def _connected(tmp_path: Path) -> tuple[ssl.SSLObject, ssl.SSLObject]:
-    """A server and a client SSLObject over memory BIOs, handshaken."""
+Pipes = tuple[ssl.MemoryBIO, ssl.MemoryBIO, ssl.MemoryBIO, ssl.MemoryBIO]
+
+
+def _connected(tmp_path: Path) -> tuple[ssl.SSLObject, ssl.SSLObject, Pipes]:
+    """A server and a client SSLObject over memory BIOs, handshaken, and the BIOs (the
+    server's in and out, the client's in and out)."""
     ca = make_ca(tmp_path)
     pair = make_cert(ca, tmp_path, ["example.test"])
     server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -54,14 +58,12 @@ def _connected(tmp_path: Path) -> tuple[ssl.SSLObject, ssl.SSLObject]:
         if all(done.values()):
             break
     assert all(done.values()), done
-    server._pipes = (s_in, s_out, c_in, c_out)  # type: ignore[attr-defined]
-    return server, client
+    return server, client, (s_in, s_out, c_in, c_out)
 
 
 @pytest.mark.parametrize("bare", [False, True], ids=["inner", "bare"])
 def test_what_one_side_writes_the_other_reads(tmp_path: Path, bare: bool) -> None:
-    server, client = _connected(tmp_path)
-    s_in, s_out, c_in, c_out = server._pipes  # type: ignore[attr-defined]
+    server, client, (s_in, s_out, c_in, c_out) = _connected(tmp_path)
     wrapped: Any = Bare(server) if bare else server
     eng: Engine = engine(wrapped)
     if bare:
